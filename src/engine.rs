@@ -1,0 +1,125 @@
+//! A model ready to generate: the file resolved, the vocabulary built, the weights loaded (or a replay).
+
+use std::path::PathBuf;
+
+use crate::Error;
+use crate::fetch::{self, Progress};
+use crate::format::{Message, PromptFormat};
+use crate::generate::{GenerateParams, Outcome, Sink, generate};
+use crate::model::{GgufFile, GgufLlama, Model, Replay};
+use crate::tokenizer::Vocab;
+
+/// How to find and load the model.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// `--model`: a path, a manifest name, `hf:OWNER/REPO/FILE.gguf`, or None for the default model.
+    pub model: Option<String>,
+    /// A `tokenizer.json` to use instead of the GGUF's tokenizer.
+    pub tokenizer: Option<PathBuf>,
+    /// Load only the tokenizer (for replays and tokenizing): no weights are read.
+    pub tokenizer_only: bool,
+    pub progress: bool,
+}
+
+/// A loaded model and its vocabulary.
+pub struct Engine {
+    pub path: PathBuf,
+    pub vocab: Vocab,
+    pub file: GgufFile,
+    weights: Option<GgufLlama>,
+}
+
+impl Engine {
+    pub fn load(opts: &EngineOptions) -> Result<Self, Error> {
+        let progress = if opts.progress {
+            Progress::Show
+        } else {
+            Progress::Hide
+        };
+        let path = fetch::resolve(opts.model.as_deref(), progress)?;
+        let file = GgufFile::open(&path, opts.tokenizer.as_deref())?;
+        let weights = if opts.tokenizer_only {
+            None
+        } else {
+            Some(GgufLlama::load(&file)?)
+        };
+        Ok(Self {
+            path,
+            vocab: file.vocab.clone(),
+            file,
+            weights,
+        })
+    }
+
+    /// The model's declared context length (capped by what the backend supports).
+    pub fn context_length(&self) -> usize {
+        match &self.weights {
+            Some(w) => w.context_length(),
+            None => self
+                .file
+                .content
+                .metadata
+                .get("llama.context_length")
+                .and_then(|v| v.to_u32().ok())
+                .map_or(4096, |c| c as usize)
+                .min(candle_transformers::models::quantized_llama::MAX_SEQ_LEN),
+        }
+    }
+
+    /// Renders messages in a format and tokenizes them (special tokens in the prompt are parsed).
+    pub fn prompt(
+        &self,
+        format: &PromptFormat,
+        messages: &[Message],
+    ) -> Result<(String, Vec<u32>), Error> {
+        let text = format.render(messages, self.vocab.chat_template())?;
+        let ids = self.vocab.encode(&text, true)?;
+        Ok((text, ids))
+    }
+
+    /// A replay model for this vocabulary: it writes `script`, then the model's end token.
+    pub fn replay(&self, script: Vec<u32>) -> Result<Replay, Error> {
+        for &id in &script {
+            self.vocab.check_id(id, "replay")?;
+        }
+        let end = self
+            .vocab
+            .eos()
+            .or_else(|| self.vocab.end_tokens().iter().next().copied())
+            .ok_or_else(|| Error::Model {
+                path: self.path.clone(),
+                message: "the model declares no end token".into(),
+            })?;
+        Ok(Replay::new(
+            script,
+            end,
+            self.vocab.len(),
+            self.context_length(),
+        ))
+    }
+
+    /// The loaded GGUF model, if weights were loaded.
+    pub fn model_mut(&mut self) -> Option<&mut GgufLlama> {
+        self.weights.as_mut()
+    }
+
+    /// Generates with the real model, or with `replay` when given.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        replay: Option<Vec<u32>>,
+        params: &GenerateParams,
+        sink: &mut dyn Sink,
+    ) -> Result<Outcome, Error> {
+        if let Some(script) = replay {
+            let mut model = self.replay(script)?;
+            return generate(&mut model, &self.vocab, prompt, params, sink);
+        }
+        let path = self.path.clone();
+        let model = self.weights.as_mut().ok_or_else(|| Error::Model {
+            path,
+            message: "weights were not loaded (tokenizer-only engine)".into(),
+        })?;
+        generate(model, &self.vocab, prompt, params, sink)
+    }
+}

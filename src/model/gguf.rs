@@ -1,0 +1,178 @@
+//! The GGUF llama backend, on candle's quantized llama.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek};
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::Content;
+use candle_core::{Device, Tensor};
+use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
+
+use super::{Model, Next};
+use crate::Error;
+use crate::tokenizer::Vocab;
+
+/// A GGUF file opened and its header read: metadata, tensor index and vocabulary, no weights yet.
+pub struct GgufFile {
+    pub path: PathBuf,
+    pub content: Content,
+    pub vocab: Vocab,
+}
+
+impl GgufFile {
+    /// Reads the header of a GGUF file. Errors name the file and say what is wrong with it.
+    pub fn open(path: &Path, tokenizer_json: Option<&Path>) -> Result<Self, Error> {
+        let bad = |message: String| Error::Model {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut file = File::open(path).map_err(|e| {
+            bad(match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "no such file; check the path, or run `stoplab fetch`".into()
+                }
+                _ => format!("cannot open: {e}"),
+            })
+        })?;
+        let mut magic = [0u8; 4];
+        let n = file
+            .read(&mut magic)
+            .map_err(|e| bad(format!("cannot read: {e}")))?;
+        if n < 4 || &magic != b"GGUF" {
+            return Err(bad(
+                "not a GGUF file (it does not start with the GGUF magic bytes)".into(),
+            ));
+        }
+        file.rewind().map_err(|e| bad(e.to_string()))?;
+        let mut reader = BufReader::new(file);
+        let content = Content::read(&mut reader)
+            .map_err(|e| bad(format!("the GGUF header is corrupt or truncated: {e}")))?;
+        check_complete(&content, &mut reader).map_err(bad)?;
+        let vocab = Vocab::from_gguf(&content, path, tokenizer_json)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            content,
+            vocab,
+        })
+    }
+
+    /// A string metadata value, for reports.
+    pub fn metadata_str(&self, key: &str) -> Option<&str> {
+        self.content
+            .metadata
+            .get(key)
+            .and_then(|v| v.to_string().ok())
+            .map(String::as_str)
+    }
+}
+
+/// A truncated download is the commonest broken model: say so before candle fails on a tensor read.
+fn check_complete<R: Seek>(content: &Content, reader: &mut R) -> Result<(), String> {
+    let file_size = reader
+        .seek(std::io::SeekFrom::End(0))
+        .map_err(|e| e.to_string())?;
+    let needed = content
+        .tensor_infos
+        .values()
+        .map(|t| {
+            let bytes = t.shape.elem_count() / t.ggml_dtype.block_size() * t.ggml_dtype.type_size();
+            content.tensor_data_offset + t.offset + bytes as u64
+        })
+        .max()
+        .unwrap_or(content.tensor_data_offset);
+    if file_size < needed {
+        return Err(format!(
+            "the file is truncated: it has {file_size} bytes but its tensors need {needed}. \
+             Download it again (for the default model: `stoplab fetch --force`)"
+        ));
+    }
+    Ok(())
+}
+
+/// A llama-architecture GGUF model on the CPU.
+pub struct GgufLlama {
+    weights: ModelWeights,
+    device: Device,
+    vocab_size: usize,
+    context: usize,
+    name: String,
+}
+
+impl GgufLlama {
+    /// Loads the weights of an opened GGUF file.
+    pub fn load(file: &GgufFile) -> Result<Self, Error> {
+        let bad = |message: String| Error::Model {
+            path: file.path.clone(),
+            message,
+        };
+        let arch = file.metadata_str("general.architecture").unwrap_or("");
+        if arch != "llama" {
+            return Err(bad(format!(
+                "architecture {arch:?} is not supported; stoplab runs llama-architecture GGUF models"
+            )));
+        }
+        let device = Device::Cpu;
+        let mut reader = BufReader::new(File::open(&file.path).map_err(|e| bad(e.to_string()))?);
+        // `from_gguf` consumes the header; re-read it rather than clone a 49k-entry metadata table.
+        let content = Content::read(&mut reader).map_err(|e| bad(e.to_string()))?;
+        let weights = ModelWeights::from_gguf(content, &mut reader, &device)
+            .map_err(|e| bad(format!("cannot load the weights: {e}")))?;
+        let declared = file
+            .content
+            .metadata
+            .get("llama.context_length")
+            .and_then(|v| v.to_u32().ok())
+            .map_or(MAX_SEQ_LEN, |c| c as usize);
+        let name = file
+            .path
+            .file_name()
+            .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(Self {
+            weights,
+            device,
+            vocab_size: file.vocab.len(),
+            // candle's rope table stops at MAX_SEQ_LEN positions.
+            context: declared.min(MAX_SEQ_LEN),
+            name,
+        })
+    }
+}
+
+impl Model for GgufLlama {
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    fn context_length(&self) -> usize {
+        self.context
+    }
+
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Next, Error> {
+        if tokens.is_empty() {
+            return Err(Error::Invalid {
+                field: "prompt".into(),
+                message: "nothing to feed the model".into(),
+            });
+        }
+        if pos + tokens.len() > self.context {
+            return Err(Error::ContextFull {
+                needed: pos + tokens.len(),
+                context: self.context,
+            });
+        }
+        let mut run = || -> candle_core::Result<Vec<f32>> {
+            let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+            let logits = self.weights.forward(&input, pos)?;
+            logits
+                .squeeze(0)?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()
+        };
+        let logits = run().map_err(|e| Error::Backend(e.to_string()))?;
+        Ok(Next::Logits(logits))
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}

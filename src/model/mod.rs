@@ -1,0 +1,34 @@
+//! Models: something that, given the tokens so far, proposes the next one.
+//!
+//! A real model returns logits for the sampler; the replay model returns the token its script says,
+//! so every stop scenario can be staged with no weights and no randomness.
+
+mod gguf;
+mod replay;
+
+pub use gguf::{GgufFile, GgufLlama};
+pub use replay::Replay;
+
+use crate::Error;
+
+/// What a model proposes for the next position.
+#[derive(Debug, Clone)]
+pub enum Next {
+    /// Scores over the vocabulary, for the sampler.
+    Logits(Vec<f32>),
+    /// A token chosen already (the replay model): sampling does not apply.
+    Forced(u32),
+}
+
+/// A language model driven one step at a time.
+pub trait Model {
+    /// Number of ids the model can produce.
+    fn vocab_size(&self) -> usize;
+    /// Largest number of positions (prompt plus generated) the model accepts.
+    fn context_length(&self) -> usize;
+    /// Feeds `tokens` at positions `pos..pos + tokens.len()` and proposes the token after the last one.
+    /// `pos == 0` starts a new sequence.
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Next, Error>;
+    /// A short name for reports.
+    fn name(&self) -> &str;
+}

@@ -1,0 +1,344 @@
+//! From logits to one token id: bias, penalties, temperature, truncation, a seeded draw.
+//!
+//! The order is vLLM's (and so what OpenAI-style clients expect): logit bias, then repetition / frequency /
+//! presence penalties, then temperature, then top-k, top-p and min-p on the tempered distribution, then a draw
+//! from a seeded generator. Temperature 0 is greedy: the highest logit, the lowest id on a tie.
+//! The same seed and settings give the same tokens.
+
+use std::collections::HashMap;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::Error;
+
+/// Sampling settings. The defaults are greedy decoding.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplingParams {
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// 0 = off.
+    pub top_k: usize,
+    /// 1 = off.
+    pub top_p: f32,
+    /// 0 = off.
+    pub min_p: f32,
+    /// 1 = off. Divides positive logits and multiplies negative ones of every token seen in prompt or output.
+    pub repetition_penalty: f32,
+    /// Subtracted once per earlier occurrence in the output (OpenAI's `frequency_penalty`).
+    pub frequency_penalty: f32,
+    /// Subtracted once if the token occurred in the output (OpenAI's `presence_penalty`).
+    pub presence_penalty: f32,
+    /// Added to a token's logit; `-inf` bans it.
+    pub logit_bias: Vec<(u32, f32)>,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            logit_bias: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Checks ranges; the message names the field.
+    pub fn validate(&self, vocab_size: usize) -> Result<(), Error> {
+        let bad = |field: &str, message: String| {
+            Err(Error::Invalid {
+                field: field.into(),
+                message,
+            })
+        };
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad(
+                "temperature",
+                format!("{} is not a finite number >= 0", self.temperature),
+            );
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p", format!("{} is not in (0, 1]", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p", format!("{} is not in [0, 1]", self.min_p));
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad(
+                "repetition_penalty",
+                format!("{} is not a finite number > 0", self.repetition_penalty),
+            );
+        }
+        for (name, v) in [
+            ("frequency_penalty", self.frequency_penalty),
+            ("presence_penalty", self.presence_penalty),
+        ] {
+            if !v.is_finite() {
+                return bad(name, format!("{v} is not a finite number"));
+            }
+        }
+        for &(id, bias) in &self.logit_bias {
+            if id as usize >= vocab_size {
+                return bad(
+                    "logit_bias",
+                    format!("token id {id} is outside the vocabulary (0..{vocab_size})"),
+                );
+            }
+            if bias.is_nan() || bias == f32::INFINITY {
+                return bad(
+                    "logit_bias",
+                    format!("bias {bias} for token {id} must be a number or -inf"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The sampler of one generation: settings plus what it has seen.
+#[derive(Debug)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: StdRng,
+    /// Occurrences in the output, for frequency and presence penalties.
+    output_counts: HashMap<u32, u32>,
+    /// Every id in prompt or output, for the repetition penalty.
+    seen: std::collections::HashSet<u32>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams, prompt: &[u32]) -> Self {
+        let rng = StdRng::seed_from_u64(params.seed);
+        let seen = if params.repetition_penalty != 1.0 {
+            prompt.iter().copied().collect()
+        } else {
+            Default::default()
+        };
+        Self {
+            params,
+            rng,
+            output_counts: HashMap::new(),
+            seen,
+        }
+    }
+
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Records a generated token (for the penalties).
+    pub fn accept(&mut self, id: u32) {
+        *self.output_counts.entry(id).or_default() += 1;
+        if self.params.repetition_penalty != 1.0 {
+            self.seen.insert(id);
+        }
+    }
+
+    /// Picks the next token. `banned` ids get `-inf` first (end tokens before `min_tokens`).
+    pub fn sample(&mut self, logits: &mut [f32], banned: &[u32]) -> Result<u32, Error> {
+        let p = &self.params;
+        for &(id, bias) in &p.logit_bias {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l += bias;
+            }
+        }
+        for &id in banned {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        if p.repetition_penalty != 1.0 {
+            for &id in &self.seen {
+                if let Some(l) = logits.get_mut(id as usize) {
+                    *l = if *l > 0.0 {
+                        *l / p.repetition_penalty
+                    } else {
+                        *l * p.repetition_penalty
+                    };
+                }
+            }
+        }
+        if p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
+            for (&id, &n) in &self.output_counts {
+                if let Some(l) = logits.get_mut(id as usize) {
+                    *l -= n as f32 * p.frequency_penalty + p.presence_penalty;
+                }
+            }
+        }
+        let best = argmax(logits).ok_or_else(|| Error::Invalid {
+            field: "logit_bias".into(),
+            message:
+                "every token is banned (all logits are -inf); lift a ban or allow the end token"
+                    .into(),
+        })?;
+        if p.temperature == 0.0 {
+            return Ok(best);
+        }
+        // Tempered probabilities of the candidates, largest first, truncated by top-k, top-p, min-p.
+        let max = logits[best as usize];
+        let mut cands: Vec<(f32, u32)> = logits
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_finite())
+            .map(|(i, &l)| (((l - max) / p.temperature).exp(), i as u32))
+            .collect();
+        let total: f32 = cands.iter().map(|c| c.0).sum();
+        let mut k = if p.top_k > 0 {
+            p.top_k.min(cands.len())
+        } else {
+            cands.len()
+        };
+        let mut sorted = 64.min(k);
+        loop {
+            sort_prefix(&mut cands, sorted);
+            let mass: f32 = cands[..sorted].iter().map(|c| c.0).sum::<f32>() / total;
+            if sorted == k || (p.top_p < 1.0 && mass >= p.top_p) {
+                break;
+            }
+            sorted = (sorted * 4).min(k);
+        }
+        if p.top_p < 1.0 {
+            let mut acc = 0.0;
+            for (i, c) in cands[..sorted].iter().enumerate() {
+                acc += c.0 / total;
+                if acc >= p.top_p {
+                    k = k.min(i + 1);
+                    break;
+                }
+            }
+        }
+        if p.min_p > 0.0 {
+            let floor = p.min_p * cands[0].0;
+            k = cands[..k.min(sorted)]
+                .iter()
+                .take_while(|c| c.0 >= floor)
+                .count()
+                .max(1);
+        }
+        let kept = &cands[..k.min(sorted)];
+        let mass: f32 = kept.iter().map(|c| c.0).sum();
+        let mut r = self.rng.random::<f32>() * mass;
+        for c in kept {
+            if r < c.0 {
+                return Ok(c.1);
+            }
+            r -= c.0;
+        }
+        Ok(kept.last().map_or(best, |c| c.1))
+    }
+}
+
+fn argmax(logits: &[f32]) -> Option<u32> {
+    let mut best: Option<(u32, f32)> = None;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > f32::NEG_INFINITY && best.is_none_or(|(_, b)| l > b) {
+            best = Some((i as u32, l));
+        }
+    }
+    best.map(|b| b.0)
+}
+
+/// Moves the `n` largest candidates to the front, in descending order (ties: lower id first).
+fn sort_prefix(cands: &mut [(f32, u32)], n: usize) {
+    let cmp = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if n < cands.len() {
+        cands.select_nth_unstable_by(n, cmp);
+    }
+    cands[..n].sort_unstable_by(cmp);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits() -> Vec<f32> {
+        vec![1.0, 3.0, 2.0, 3.0, -1.0]
+    }
+
+    #[test]
+    fn greedy_takes_the_lowest_id_among_equal_maxima() {
+        let mut s = Sampler::new(SamplingParams::default(), &[]);
+        assert_eq!(s.sample(&mut logits(), &[]).unwrap(), 1);
+    }
+
+    #[test]
+    fn bias_to_minus_infinity_bans_a_token() {
+        let params = SamplingParams {
+            logit_bias: vec![(1, f32::NEG_INFINITY)],
+            ..Default::default()
+        };
+        let mut s = Sampler::new(params, &[]);
+        assert_eq!(s.sample(&mut logits(), &[]).unwrap(), 3);
+    }
+
+    #[test]
+    fn banning_everything_is_an_error_not_a_panic() {
+        let mut s = Sampler::new(SamplingParams::default(), &[]);
+        let err = s.sample(&mut logits(), &[0, 1, 2, 3, 4]).unwrap_err();
+        assert!(err.to_string().contains("every token is banned"), "{err}");
+    }
+
+    #[test]
+    fn same_seed_same_draws_and_top_k_one_is_greedy() {
+        let params = SamplingParams {
+            temperature: 1.5,
+            seed: 7,
+            ..Default::default()
+        };
+        let draw = |params: &SamplingParams| {
+            let mut s = Sampler::new(params.clone(), &[]);
+            (0..50)
+                .map(|_| s.sample(&mut logits(), &[]).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(&params), draw(&params));
+        assert!(
+            draw(&params)
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                > 2
+        );
+        let k1 = SamplingParams {
+            top_k: 1,
+            ..params.clone()
+        };
+        assert!(draw(&k1).iter().all(|&t| t == 1));
+        let p = SamplingParams {
+            top_p: 0.5,
+            ..params.clone()
+        };
+        assert!(draw(&p).iter().all(|&t| t == 1 || t == 3));
+        let m = SamplingParams {
+            min_p: 0.9,
+            ..params
+        };
+        assert!(draw(&m).iter().all(|&t| t == 1 || t == 3));
+    }
+
+    #[test]
+    fn penalties_lower_repeated_tokens() {
+        let params = SamplingParams {
+            frequency_penalty: 1.5,
+            ..Default::default()
+        };
+        let mut s = Sampler::new(params, &[]);
+        s.accept(1);
+        assert_eq!(s.sample(&mut logits(), &[]).unwrap(), 3);
+        let params = SamplingParams {
+            repetition_penalty: 2.0,
+            ..Default::default()
+        };
+        let mut s = Sampler::new(params, &[1, 3]);
+        assert_eq!(s.sample(&mut logits(), &[]).unwrap(), 2);
+    }
+}
