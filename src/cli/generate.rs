@@ -1,0 +1,70 @@
+//! `stoplab complete` and `stoplab chat`.
+
+use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
+
+use stoplab::TokenEvent;
+use stoplab::format::Message;
+
+use super::{Failure, GenArgs};
+
+pub fn run(messages: Vec<Message>, default_format: &str, opts: GenArgs) -> Result<(), Failure> {
+    let (format, params) = opts.params(default_format)?;
+    let natural = format.natural_stop();
+    let replaying = opts.replaying();
+    let mut engine = opts.load_engine()?;
+    let (_, prompt) = engine.prompt(&format, &messages)?;
+    let replay = opts.replay_script(&engine)?;
+
+    let outcome = if opts.json {
+        engine.generate(&prompt, replay, &params, &mut stoplab::generate::Discard)?
+    } else {
+        let mut out = std::io::stdout().lock();
+        let mut sink = |ev: &TokenEvent<'_>| {
+            // A closed pipe (`| head`) is a normal way for a reader to say it has seen enough.
+            if out
+                .write_all(ev.text.as_bytes())
+                .and_then(|_| out.flush())
+                .is_err()
+            {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        };
+        let outcome = engine.generate(&prompt, replay, &params, &mut sink)?;
+        let _ = writeln!(out).and_then(|_| out.flush());
+        outcome
+    };
+
+    if opts.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome.to_json()).expect("JSON values serialise")
+        );
+    } else {
+        let t = &outcome.timings;
+        let speed = if replaying {
+            "replayed".to_string()
+        } else {
+            format!(
+                "prefill {:.0} tok/s, decode {:.1} tok/s",
+                t.prefill_tokens_per_s, t.decode_tokens_per_s
+            )
+        };
+        eprintln!(
+            "[finish_reason: {} ({}) | {} prompt + {} generated tokens | {speed}]",
+            outcome.finish.openai(),
+            outcome.finish.describe(),
+            outcome.prompt_tokens,
+            outcome.tokens.len(),
+        );
+        if let Some(n) = natural.filter(|n| !params.stops.stops().contains(n)) {
+            if std::io::stderr().is_terminal() {
+                eprintln!(
+                    "hint: this format's natural stop is {n:?}; add --natural-stop or --stop to use it"
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,407 @@
+//! The command line: one file per subcommand; this one holds what they share.
+
+pub mod fetch;
+pub mod generate;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use stoplab::Error;
+use stoplab::format::{Message, PromptFormat, parse_messages};
+use stoplab::sampling::SamplingParams;
+use stoplab::stop::StopSet;
+use stoplab::{Engine, EngineOptions, GenerateParams};
+const ABOUT: &str = "Run a small chat model locally and watch what makes it stop.
+
+A model does not know when it is done: it writes the next \"user:\" turn of a transcript, or never emits its \
+end token. stoplab reproduces the remedies offline (role prefixes plus a stop string, a separator, the chat \
+container's end token, a custom stop sequence) and reports exactly why each generation finished.
+
+The default model is SmolLM2-135M-Instruct (Q4_1 GGUF, 98 MB), fetched on first use into the cache.";
+
+const EXAMPLES: &str = "Examples:
+  stoplab chat 'Hi!'                                   # ends on the model's own end token <|im_end|>
+  stoplab complete --format transcript 'What is the capital of Germany?'          # runs on into user: turns
+  stoplab complete --format transcript --stop '\\nuser:' 'What is the capital of Germany?'   # halts
+  stoplab complete --replay ' Berlin.\\nuser: and' --stop '\\nuser:' --json 'AI:'     # no weights needed
+  stoplab chat --logit-bias 2=-inf --logit-bias 0=-inf 'Hi!'          # a model that never stops";
+
+#[derive(Parser)]
+#[command(name = "stoplab", version, about = ABOUT, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Worker threads for the model (default: all cores). On a busy machine 1 is often faster.
+    #[arg(long, global = true, env = "STOPLAB_THREADS")]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Continue a prompt (format `raw` by default: the text is the whole prompt).
+    #[command(after_help = EXAMPLES)]
+    Complete {
+        /// The prompt. Backslash escapes (\n, \t) are interpreted. Special tokens such as <|im_end|> are parsed.
+        prompt: String,
+        #[command(flatten)]
+        opts: GenArgs,
+    },
+    /// Answer a chat message (format `chat` by default: the model's own chat template).
+    #[command(after_help = EXAMPLES)]
+    Chat {
+        /// The user's message (appended after --messages, if given).
+        message: Option<String>,
+        /// A system message.
+        #[arg(long)]
+        system: Option<String>,
+        /// Earlier turns from a JSON file: [{"role": "user", "content": "..."}, ...] or {"messages": [...]}.
+        #[arg(long, value_name = "FILE")]
+        messages: Option<PathBuf>,
+        #[command(flatten)]
+        opts: GenArgs,
+    },
+    /// Download a model into the cache and verify its sha256 (with no name: the default model).
+    Fetch {
+        /// A model name from the manifest (see --list).
+        name: Option<String>,
+        /// Fetch again even if the cached file is fine.
+        #[arg(long)]
+        force: bool,
+        /// List the models the manifest knows, with where they are cached.
+        #[arg(long)]
+        list: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct GenArgs {
+    /// A GGUF file, a model name from `stoplab fetch --list`, or hf:OWNER/REPO/FILE.gguf (default: the default
+    /// model, fetched on first use).
+    #[arg(long, short, env = "STOPLAB_MODEL", help_heading = "Model")]
+    model: Option<String>,
+    /// A tokenizer.json to use instead of the tokenizer built from the GGUF metadata.
+    #[arg(long, value_name = "FILE", help_heading = "Model")]
+    tokenizer: Option<PathBuf>,
+
+    /// Prompt format: raw (text as given), transcript ("user: …\nAI:"), separator ("…\n- - -\n"),
+    /// chat (the model's chat template).
+    #[arg(long, short, value_parser = PromptFormat::NAMES, help_heading = "Prompt")]
+    format: Option<String>,
+    /// Transcript prefix of the user's turns.
+    #[arg(long, default_value = "user:", help_heading = "Prompt")]
+    user_prefix: String,
+    /// Transcript prefix of the AI's turns.
+    #[arg(long, default_value = "AI:", help_heading = "Prompt")]
+    ai_prefix: String,
+    /// Separator line of the separator format.
+    #[arg(long, default_value = "- - -", help_heading = "Prompt")]
+    separator: String,
+    /// Also stop on the format's natural stop ("\nuser:" for transcript, "\n- - -" for separator).
+    #[arg(long, help_heading = "Stopping")]
+    natural_stop: bool,
+
+    /// Stop when the output contains this string (repeatable; escapes like \n are interpreted). The earliest
+    /// match wins. The stop string is cut from the output unless --include-stop.
+    #[arg(long, short, value_name = "S", help_heading = "Stopping")]
+    stop: Vec<String>,
+    /// Stop when this token id is generated (repeatable).
+    #[arg(long, value_name = "ID", help_heading = "Stopping")]
+    stop_token_id: Vec<u32>,
+    /// Keep the matched stop string (or stop token's text) in the output.
+    #[arg(long, help_heading = "Stopping")]
+    include_stop: bool,
+    /// Do not stop on the model's end tokens (stop strings and stop token ids still work).
+    #[arg(long, help_heading = "Stopping")]
+    ignore_eos: bool,
+    /// Most tokens to generate.
+    #[arg(long, short = 'n', default_value_t = 256, help_heading = "Stopping")]
+    max_tokens: usize,
+    /// No stop of any kind before this many tokens.
+    #[arg(long, default_value_t = 0, help_heading = "Stopping")]
+    min_tokens: usize,
+
+    /// 0 is greedy (the default: reproducible).
+    #[arg(long, short, default_value_t = 0.0, help_heading = "Sampling")]
+    temperature: f32,
+    /// Keep only the k most likely tokens (0: off).
+    #[arg(long, default_value_t = 0, help_heading = "Sampling")]
+    top_k: usize,
+    /// Keep the smallest set of tokens whose probability adds up to p (1: off).
+    #[arg(long, default_value_t = 1.0, help_heading = "Sampling")]
+    top_p: f32,
+    /// Drop tokens less likely than min-p times the most likely one (0: off).
+    #[arg(long, default_value_t = 0.0, help_heading = "Sampling")]
+    min_p: f32,
+    /// Penalise every token already in prompt or output (1: off; 1.1 is typical).
+    #[arg(long, default_value_t = 1.0, help_heading = "Sampling")]
+    repetition_penalty: f32,
+    /// Subtract this from a token's logit per earlier occurrence in the output.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        help_heading = "Sampling"
+    )]
+    frequency_penalty: f32,
+    /// Subtract this from a token's logit if it occurred in the output.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        help_heading = "Sampling"
+    )]
+    presence_penalty: f32,
+    /// Add BIAS to token ID's logit (repeatable); -inf bans it. `--logit-bias 2=-inf` keeps SmolLM2 from
+    /// ending its turn.
+    #[arg(long, value_name = "ID=BIAS", value_parser = parse_bias, allow_hyphen_values = true, help_heading = "Sampling")]
+    logit_bias: Vec<(u32, f32)>,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 0, help_heading = "Sampling")]
+    seed: u64,
+
+    /// Do not run the model: replay this text as if the model had written it (then its end token), and show
+    /// what the stop machinery does. Escapes are interpreted; special tokens are parsed.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        help_heading = "Replay",
+        conflicts_with = "replay_ids"
+    )]
+    replay: Option<String>,
+    /// Replay these token ids (comma-separated) instead of running the model.
+    #[arg(
+        long,
+        value_name = "IDS",
+        value_delimiter = ',',
+        help_heading = "Replay"
+    )]
+    replay_ids: Option<Vec<u32>>,
+
+    /// Print one JSON object (text, finish_reason, stop_reason, tokens, usage, timings) instead of streaming.
+    #[arg(long, help_heading = "Output")]
+    json: bool,
+}
+
+impl GenArgs {
+    /// The prompt format and generation settings these flags ask for (`default_format` when --format is absent).
+    pub fn params(&self, default_format: &str) -> Result<(PromptFormat, GenerateParams), Failure> {
+        let opts = self;
+        let format = match opts.format.as_deref().unwrap_or(default_format) {
+            "transcript" => PromptFormat::Transcript {
+                user: unescape(&opts.user_prefix),
+                ai: unescape(&opts.ai_prefix),
+            },
+            "separator" => PromptFormat::Separator {
+                separator: unescape(&opts.separator),
+            },
+            other => PromptFormat::named(other)
+                .ok_or_else(|| Failure::usage(format!("--format: unknown format {other:?}")))?,
+        };
+        let mut stops: Vec<String> = opts.stop.iter().map(|s| unescape(s)).collect();
+        if let Some(i) = stops.iter().position(String::is_empty) {
+            return Err(Failure::usage(format!(
+                "--stop: stop string #{} is empty; an empty stop would match at once",
+                i + 1
+            )));
+        }
+        let natural = format.natural_stop();
+        if opts.natural_stop {
+            match &natural {
+                Some(s) if !stops.contains(s) => stops.push(s.clone()),
+                Some(_) => {}
+                None => {
+                    return Err(Failure::usage(
+                        "--natural-stop: this format has no natural stop string",
+                    ));
+                }
+            }
+        }
+        if opts.max_tokens == 0 {
+            return Err(Failure::usage("--max-tokens: must be at least 1"));
+        }
+        let params = GenerateParams {
+            sampling: SamplingParams {
+                temperature: opts.temperature,
+                top_k: opts.top_k,
+                top_p: opts.top_p,
+                min_p: opts.min_p,
+                repetition_penalty: opts.repetition_penalty,
+                frequency_penalty: opts.frequency_penalty,
+                presence_penalty: opts.presence_penalty,
+                logit_bias: opts.logit_bias.clone(),
+                seed: opts.seed,
+            },
+            stops: StopSet::new(stops).map_err(|e| Failure::usage(format!("--stop: {e}")))?,
+            stop_token_ids: opts.stop_token_id.clone(),
+            include_stop: opts.include_stop,
+            ignore_eos: opts.ignore_eos,
+            min_tokens: opts.min_tokens,
+            max_tokens: opts.max_tokens,
+        };
+        Ok((format, params))
+    }
+
+    /// Whether the model is replayed rather than run.
+    pub fn replaying(&self) -> bool {
+        self.replay.is_some() || self.replay_ids.is_some()
+    }
+
+    /// Resolves and loads the model (tokenizer only when replaying), with warnings shown.
+    pub fn load_engine(&self) -> Result<Engine, Failure> {
+        let engine = Engine::load(&EngineOptions {
+            model: self.model.clone(),
+            tokenizer: self.tokenizer.clone(),
+            tokenizer_only: self.replaying(),
+            progress: true,
+        })?;
+        for note in engine.vocab.notes() {
+            eprintln!("stoplab: warning: {note}");
+        }
+        Ok(engine)
+    }
+
+    /// The ids the replay model writes, if replaying.
+    pub fn replay_script(&self, engine: &Engine) -> Result<Option<Vec<u32>>, Failure> {
+        Ok(match (&self.replay, &self.replay_ids) {
+            (Some(text), _) => Some(engine.vocab.encode(&unescape(text), true)?),
+            (None, Some(ids)) => Some(ids.clone()),
+            (None, None) => None,
+        })
+    }
+}
+
+pub fn parse_bias(s: &str) -> Result<(u32, f32), String> {
+    let (id, bias) = s.split_once('=').ok_or("expected ID=BIAS, e.g. 2=-inf")?;
+    let id = id
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| format!("token id {id:?} is not a number"))?;
+    let bias = match bias.trim() {
+        "-inf" | "-infinity" => f32::NEG_INFINITY,
+        b => b
+            .parse::<f32>()
+            .map_err(|_| format!("bias {b:?} is not a number or -inf"))?,
+    };
+    if bias.is_nan() || bias == f32::INFINITY {
+        return Err(format!("bias {bias} must be a finite number or -inf"));
+    }
+    Ok((id, bias))
+}
+
+/// Interprets the escapes a shell makes hard to type: \n, \t, \r, \\ (anything else is kept as written).
+pub fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('\\') => out.push('\\'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// An error on the command line: exit status 2 for bad usage, 1 for everything else.
+pub struct Failure {
+    pub usage: bool,
+    pub message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let usage = e.is_user_input();
+        let message = match &e {
+            // Name the flag rather than the API field.
+            Error::Invalid { field, message }
+                if !field.contains('.') && !field.starts_with("--") =>
+            {
+                format!("--{}: {message}", field.replace('_', "-"))
+            }
+            _ => e.to_string(),
+        };
+        Self { usage, message }
+    }
+}
+
+impl Failure {
+    /// Bad usage: exit status 2.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            usage: true,
+            message: message.into(),
+        }
+    }
+}
+
+/// Runs a parsed command.
+pub fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Complete { prompt, opts } => {
+            let messages = vec![Message::new("user", &unescape(&prompt))];
+            generate::run(messages, "raw", opts)
+        }
+        Command::Chat {
+            message,
+            system,
+            messages,
+            opts,
+        } => {
+            let mut all = Vec::new();
+            if let Some(s) = system {
+                all.push(Message::new("system", &unescape(&s)));
+            }
+            if let Some(path) = messages {
+                let json = std::fs::read_to_string(&path).map_err(|e| Failure {
+                    usage: true,
+                    message: format!("--messages {}: {e}", path.display()),
+                })?;
+                all.extend(parse_messages(
+                    &json,
+                    &format!("--messages {}", path.display()),
+                )?);
+            }
+            if let Some(m) = message {
+                all.push(Message::new("user", &unescape(&m)));
+            }
+            if all.iter().all(|m| m.role == "system") {
+                return Err(Failure {
+                    usage: true,
+                    message: "chat: give a MESSAGE or --messages FILE".into(),
+                });
+            }
+            generate::run(all, "chat", opts)
+        }
+        Command::Fetch { name, force, list } => fetch::run(name, force, list),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_are_interpreted() {
+        assert_eq!(unescape(r"\nuser:"), "\nuser:");
+        assert_eq!(unescape(r"a\tb\\n\q"), "a\tb\\n\\q");
+    }
+
+    #[test]
+    fn bias_parses_minus_infinity() {
+        assert_eq!(parse_bias("2=-inf").unwrap(), (2, f32::NEG_INFINITY));
+        assert_eq!(parse_bias("17=1.5").unwrap(), (17, 1.5));
+        assert!(parse_bias("x=1").is_err());
+        assert!(parse_bias("2").is_err());
+    }
+}
