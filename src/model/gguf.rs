@@ -46,7 +46,7 @@ impl GgufFile {
         file.rewind().map_err(|e| bad(e.to_string()))?;
         let mut reader = BufReader::new(file);
         let content = Content::read(&mut reader)
-            .map_err(|e| bad(format!("the GGUF header is corrupt or truncated: {e}")))?;
+            .map_err(|e| bad(format!("the GGUF header is corrupt or truncated: {}", candle_message(&e))))?;
         check_complete(&content, &mut reader).map_err(bad)?;
         let vocab = Vocab::from_gguf(&content, path, tokenizer_json)?;
         Ok(Self {
@@ -63,6 +63,15 @@ impl GgufFile {
             .get(key)
             .and_then(|v| v.to_string().ok())
             .map(String::as_str)
+    }
+}
+
+/// candle's message without the backtrace it attaches when RUST_BACKTRACE is set.
+pub(crate) fn candle_message(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
+        candle_core::Error::Context { inner, context } => format!("{context}: {}", candle_message(inner)),
+        other => other.to_string(),
     }
 }
 
@@ -114,9 +123,9 @@ impl GgufLlama {
         let device = Device::Cpu;
         let mut reader = BufReader::new(File::open(&file.path).map_err(|e| bad(e.to_string()))?);
         // `from_gguf` consumes the header; re-read it rather than clone a 49k-entry metadata table.
-        let content = Content::read(&mut reader).map_err(|e| bad(e.to_string()))?;
+        let content = Content::read(&mut reader).map_err(|e| bad(candle_message(&e)))?;
         let weights = ModelWeights::from_gguf(content, &mut reader, &device)
-            .map_err(|e| bad(format!("cannot load the weights: {e}")))?;
+            .map_err(|e| bad(format!("cannot load the weights: {}", candle_message(&e))))?;
         let declared = file
             .content
             .metadata
@@ -168,7 +177,7 @@ impl Model for GgufLlama {
                 .to_dtype(candle_core::DType::F32)?
                 .to_vec1::<f32>()
         };
-        let logits = run().map_err(|e| Error::Backend(e.to_string()))?;
+        let logits = run().map_err(|e| Error::Backend(candle_message(&e)))?;
         Ok(Next::Logits(logits))
     }
 
