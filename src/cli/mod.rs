@@ -30,7 +30,8 @@ const EXAMPLES: &str = "Examples:
 #[derive(Parser)]
 #[command(name = "stoplab", version, about = ABOUT, after_help = EXAMPLES)]
 pub struct Cli {
-    /// Worker threads for the model (default: all cores). On a busy machine 1 is often faster.
+    /// Worker threads for the model (default: the cores not already busy, by the load average; candle's
+    /// workers spin-wait, so oversubscribing a busy machine slows decoding many times over).
     #[arg(long, global = true, env = "STOPLAB_THREADS")]
     pub threads: Option<usize>,
     #[command(subcommand)]
@@ -122,19 +123,40 @@ pub struct GenArgs {
     min_tokens: usize,
 
     /// 0 is greedy (the default: reproducible).
-    #[arg(long, short, default_value_t = 0.0, help_heading = "Sampling")]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        short,
+        default_value_t = 0.0,
+        help_heading = "Sampling"
+    )]
     temperature: f32,
     /// Keep only the k most likely tokens (0: off).
     #[arg(long, default_value_t = 0, help_heading = "Sampling")]
     top_k: usize,
     /// Keep the smallest set of tokens whose probability adds up to p (1: off).
-    #[arg(long, default_value_t = 1.0, help_heading = "Sampling")]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        default_value_t = 1.0,
+        help_heading = "Sampling"
+    )]
     top_p: f32,
     /// Drop tokens less likely than min-p times the most likely one (0: off).
-    #[arg(long, default_value_t = 0.0, help_heading = "Sampling")]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        default_value_t = 0.0,
+        help_heading = "Sampling"
+    )]
     min_p: f32,
     /// Penalise every token already in prompt or output (1: off; 1.1 is typical).
-    #[arg(long, default_value_t = 1.0, help_heading = "Sampling")]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        default_value_t = 1.0,
+        help_heading = "Sampling"
+    )]
     repetition_penalty: f32,
     /// Subtract this from a token's logit per earlier occurrence in the output.
     #[arg(

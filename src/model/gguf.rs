@@ -45,8 +45,12 @@ impl GgufFile {
         }
         file.rewind().map_err(|e| bad(e.to_string()))?;
         let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader)
-            .map_err(|e| bad(format!("the GGUF header is corrupt or truncated: {}", candle_message(&e))))?;
+        let content = Content::read(&mut reader).map_err(|e| {
+            bad(format!(
+                "the GGUF header is corrupt or truncated: {}",
+                candle_message(&e)
+            ))
+        })?;
         check_complete(&content, &mut reader).map_err(bad)?;
         let vocab = Vocab::from_gguf(&content, path, tokenizer_json)?;
         Ok(Self {
@@ -70,7 +74,9 @@ impl GgufFile {
 pub(crate) fn candle_message(e: &candle_core::Error) -> String {
     match e {
         candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
-        candle_core::Error::Context { inner, context } => format!("{context}: {}", candle_message(inner)),
+        candle_core::Error::Context { inner, context } => {
+            format!("{context}: {}", candle_message(inner))
+        }
         other => other.to_string(),
     }
 }

