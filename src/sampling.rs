@@ -183,7 +183,8 @@ impl Sampler {
         if p.temperature == 0.0 {
             return Ok(best);
         }
-        // Tempered probabilities of the candidates, largest first, truncated by top-k, top-p, min-p.
+        // Tempered weights (the largest is 1), then vLLM's filters in order: top-k, top-p over what top-k
+        // kept, min-p relative to the most likely token. Only as much is sorted as top-p needs.
         let max = logits[best as usize];
         let mut cands: Vec<(f32, u32)> = logits
             .iter()
@@ -191,40 +192,37 @@ impl Sampler {
             .filter(|(_, l)| l.is_finite())
             .map(|(i, &l)| (((l - max) / p.temperature).exp(), i as u32))
             .collect();
-        let total: f32 = cands.iter().map(|c| c.0).sum();
-        let mut k = if p.top_k > 0 {
-            p.top_k.min(cands.len())
-        } else {
-            cands.len()
-        };
-        let mut sorted = 64.min(k);
-        loop {
-            sort_prefix(&mut cands, sorted);
-            let mass: f32 = cands[..sorted].iter().map(|c| c.0).sum::<f32>() / total;
-            if sorted == k || (p.top_p < 1.0 && mass >= p.top_p) {
-                break;
-            }
-            sorted = (sorted * 4).min(k);
+        if p.top_k > 0 && p.top_k < cands.len() {
+            cands.select_nth_unstable_by(p.top_k - 1, by_weight);
+            cands.truncate(p.top_k);
         }
         if p.top_p < 1.0 {
-            let mut acc = 0.0;
-            for (i, c) in cands[..sorted].iter().enumerate() {
-                acc += c.0 / total;
-                if acc >= p.top_p {
-                    k = k.min(i + 1);
+            let target = p.top_p * cands.iter().map(|c| c.0).sum::<f32>();
+            let mut sorted = 64.min(cands.len());
+            loop {
+                sort_prefix(&mut cands, sorted);
+                if sorted == cands.len()
+                    || cands[..sorted].iter().map(|c| c.0).sum::<f32>() >= target
+                {
                     break;
                 }
+                sorted = (sorted * 4).min(cands.len());
             }
+            let mut acc = 0.0;
+            let keep = cands[..sorted]
+                .iter()
+                .position(|c| {
+                    acc += c.0;
+                    acc >= target
+                })
+                .map_or(sorted, |i| i + 1);
+            cands.truncate(keep);
         }
         if p.min_p > 0.0 {
-            let floor = p.min_p * cands[0].0;
-            k = cands[..k.min(sorted)]
-                .iter()
-                .take_while(|c| c.0 >= floor)
-                .count()
-                .max(1);
+            // The most likely token has weight 1 and survives every filter.
+            cands.retain(|c| c.0 >= p.min_p);
         }
-        let kept = &cands[..k.min(sorted)];
+        let kept = &cands[..];
         let mass: f32 = kept.iter().map(|c| c.0).sum();
         let mut r = self.rng.random::<f32>() * mass;
         for c in kept {
@@ -247,13 +245,17 @@ fn argmax(logits: &[f32]) -> Option<u32> {
     best.map(|b| b.0)
 }
 
-/// Moves the `n` largest candidates to the front, in descending order (ties: lower id first).
+/// Larger weight first; on a tie, the lower id.
+fn by_weight(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Moves the `n` largest candidates to the front, in descending order.
 fn sort_prefix(cands: &mut [(f32, u32)], n: usize) {
-    let cmp = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
     if n < cands.len() {
-        cands.select_nth_unstable_by(n, cmp);
+        cands.select_nth_unstable_by(n, by_weight);
     }
-    cands[..n].sort_unstable_by(cmp);
+    cands[..n].sort_unstable_by(by_weight);
 }
 
 #[cfg(test)]
