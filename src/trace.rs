@@ -335,12 +335,15 @@ pub fn explain(rows: &[TraceRow]) -> Vec<String> {
         FinishReason::StopString { stop, .. } => {
             let began = end.stop_began_at.unwrap_or(last.index);
             let span = last.index - began + 1;
+            let label = |i: usize| rows.get(i).map_or(String::new(), TraceRow::token_label);
             lines.push(format!(
-                "stop \"{}\" began in token {began} and was complete in token {} ({span} token{} to write it): \
-                 a stop is matched on bytes, so it is found the moment its last byte is generated, whatever \
-                 tokens carry it.",
+                "stop \"{}\" began in token {began} ({}) and was complete in token {} ({}), {span} token{} \
+                 to write it: a stop is matched on bytes, so it is found the moment its last byte is generated, \
+                 whatever tokens carry it.",
                 escape(stop.as_bytes()),
+                label(began),
                 last.index,
+                label(last.index),
                 if span == 1 { "" } else { "s" }
             ));
             lines.push(format!(
@@ -359,8 +362,11 @@ pub fn explain(rows: &[TraceRow]) -> Vec<String> {
             last.index
         )),
         FinishReason::Repetition { ngram, first, .. } => lines.push(format!(
-            "the last {ngram} tokens repeat the tokens from {first} on: the repetition stop ended a loop the \
-             model would have continued to max_tokens (OpenAI clients see finish_reason \"stop\")."
+            "tokens {}–{} repeat tokens {first}–{}: the repetition stop ended a loop the model would have \
+             continued to max_tokens (OpenAI clients see finish_reason \"stop\", stop_reason \"repetition\").",
+            (last.index + 1).saturating_sub(*ngram),
+            last.index,
+            first + ngram - 1
         )),
         FinishReason::Length | FinishReason::ContextFull => lines.push(
             "nothing stopped the model: it was cut off by the token limit, mid-thought (finish_reason \"length\")."

@@ -150,7 +150,7 @@ fn the_last_row_explains_what_was_cut_and_where_the_stop_began() {
     ));
     let text = explain(&rows).join("\n");
     assert!(
-        text.contains("began in token 2 and was complete in token 4 (3 tokens"),
+        text.contains("began in token 2 (\"\\n\") and was complete in token 4 (\":\"), 3 tokens"),
         "{text}"
     );
     assert!(text.contains("output: \" Berlin.\""), "{text}");

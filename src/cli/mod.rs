@@ -72,10 +72,16 @@ pub enum Command {
     #[command(after_help = trace::EXAMPLES)]
     Trace {
         /// The prompt (or, with --chat, the user's message). Escapes are interpreted; special tokens are parsed.
-        prompt: String,
-        /// Treat PROMPT as a chat message (format `chat` by default, like `chat`).
+        prompt: Option<String>,
+        /// Take the inputs of `chat`: PROMPT is the user's message, format `chat` by default.
         #[arg(long)]
         chat: bool,
+        /// With --chat: a system message.
+        #[arg(long, requires = "chat")]
+        system: Option<String>,
+        /// With --chat: earlier turns from a JSON file, as for `chat --messages`.
+        #[arg(long, value_name = "FILE", requires = "chat")]
+        messages: Option<PathBuf>,
         /// Write the rows as JSON lines instead of a table.
         #[arg(long)]
         jsonl: bool,
@@ -405,6 +411,38 @@ impl Failure {
     }
 }
 
+/// The conversation of `chat` (and `trace --chat`): a system message, earlier turns from a file, the message.
+fn chat_messages(
+    message: Option<String>,
+    system: Option<String>,
+    messages: Option<PathBuf>,
+) -> Result<Vec<Message>, Failure> {
+    let mut all = Vec::new();
+    if let Some(s) = system {
+        all.push(Message::new("system", &unescape(&s)));
+    }
+    if let Some(path) = messages {
+        let json = std::fs::read_to_string(&path).map_err(|e| Failure {
+            usage: true,
+            message: format!("--messages {}: {e}", path.display()),
+        })?;
+        all.extend(parse_messages(
+            &json,
+            &format!("--messages {}", path.display()),
+        )?);
+    }
+    if let Some(m) = message {
+        all.push(Message::new("user", &unescape(&m)));
+    }
+    if all.iter().all(|m| m.role == "system") {
+        return Err(Failure {
+            usage: true,
+            message: "chat: give a MESSAGE or --messages FILE".into(),
+        });
+    }
+    Ok(all)
+}
+
 /// Runs a parsed command.
 pub fn run(command: Command) -> Result<(), Failure> {
     match command {
@@ -418,39 +456,31 @@ pub fn run(command: Command) -> Result<(), Failure> {
             messages,
             opts,
         } => {
-            let mut all = Vec::new();
-            if let Some(s) = system {
-                all.push(Message::new("system", &unescape(&s)));
-            }
-            if let Some(path) = messages {
-                let json = std::fs::read_to_string(&path).map_err(|e| Failure {
-                    usage: true,
-                    message: format!("--messages {}: {e}", path.display()),
-                })?;
-                all.extend(parse_messages(
-                    &json,
-                    &format!("--messages {}", path.display()),
-                )?);
-            }
-            if let Some(m) = message {
-                all.push(Message::new("user", &unescape(&m)));
-            }
-            if all.iter().all(|m| m.role == "system") {
-                return Err(Failure {
-                    usage: true,
-                    message: "chat: give a MESSAGE or --messages FILE".into(),
-                });
-            }
+            let all = chat_messages(message, system, messages)?;
             generate::run(all, "chat", opts)
         }
         Command::Trace {
             prompt,
             chat,
+            system,
+            messages,
             jsonl,
             opts,
         } => {
-            let messages = vec![Message::new("user", &unescape(&prompt))];
-            trace::run(messages, if chat { "chat" } else { "raw" }, jsonl, opts)
+            if chat {
+                let all = chat_messages(prompt, system, messages)?;
+                trace::run(all, "chat", jsonl, opts)
+            } else {
+                let prompt = prompt.ok_or_else(|| {
+                    Failure::usage("trace: give a PROMPT (or --chat with a message or --messages)")
+                })?;
+                trace::run(
+                    vec![Message::new("user", &unescape(&prompt))],
+                    "raw",
+                    jsonl,
+                    opts,
+                )
+            }
         }
         Command::Tokenize(args) => tokenize::run(args),
         Command::Experiment(args) => experiment::run(args),
