@@ -341,13 +341,13 @@ impl Scenario {
         if raw.stop.max_tokens == 0 {
             return Err(bad("stop.max_tokens", "must be at least 1".into()));
         }
-        if let Some(r) = raw.stop.repetition {
-            if r.ngram == 0 || r.count < 2 {
-                return Err(bad(
-                    "stop.repetition",
-                    "ngram must be at least 1 and count at least 2".into(),
-                ));
-            }
+        if let Some(r) = raw.stop.repetition
+            && (r.ngram == 0 || r.count < 2)
+        {
+            return Err(bad(
+                "stop.repetition",
+                "ngram must be at least 1 and count at least 2".into(),
+            ));
         }
         if raw.runs.runs == 0 {
             return Err(bad("runs.runs", "must be at least 1".into()));

@@ -101,16 +101,16 @@ impl GenerateParams {
                 message: "must be at least 1".into(),
             });
         }
-        if let Some(r) = &self.repetition {
-            if r.ngram == 0 || r.count < 2 {
-                return Err(Error::Invalid {
-                    field: "repetition".into(),
-                    message: format!(
-                        "ngram {} and count {}: ngram must be at least 1 and count at least 2",
-                        r.ngram, r.count
-                    ),
-                });
-            }
+        if let Some(r) = &self.repetition
+            && (r.ngram == 0 || r.count < 2)
+        {
+            return Err(Error::Invalid {
+                field: "repetition".into(),
+                message: format!(
+                    "ngram {} and count {}: ngram must be at least 1 and count at least 2",
+                    r.ngram, r.count
+                ),
+            });
         }
         for &id in &self.stop_token_ids {
             if id as usize >= vocab_size {

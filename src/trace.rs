@@ -146,6 +146,8 @@ impl TraceRow {
     }
 }
 
+type OnRow<'a> = Box<dyn FnMut(&TraceRow) -> ControlFlow<()> + 'a>;
+
 /// A sink that records a [`TraceRow`] per token and hands each to `on_row` as soon as it is complete.
 pub struct Tracer<'a> {
     stops: Vec<String>,
@@ -154,7 +156,7 @@ pub struct Tracer<'a> {
     /// The bytes that went through the stop scanner, and where each token's bytes began in them.
     text: Vec<u8>,
     starts: Vec<usize>,
-    on_row: Box<dyn FnMut(&TraceRow) -> ControlFlow<()> + 'a>,
+    on_row: OnRow<'a>,
     pub rows: Vec<TraceRow>,
 }
 
