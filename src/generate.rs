@@ -9,7 +9,9 @@
 //! 3. otherwise the token's bytes join the text and go through the stop-string scanner; a completed stop
 //!    ends the generation and the text is cut at the stop's first byte (or after its last, with
 //!    `include_stop`);
-//! 4. `max_tokens` and the context length end it last.
+//! 4. with a [`RepetitionStop`] set, the last `ngram` tokens occurring `count` times end it (the text is
+//!    kept: it was released already);
+//! 5. `max_tokens` and the context length end it last.
 //!
 //! No stop of any kind counts on the first `min_tokens` tokens (end tokens and stop token ids are also kept
 //! out of the sampler's choice until then). Text reaches the sink as soon as it can no longer be part of a
@@ -36,6 +38,43 @@ pub struct GenerateParams {
     pub ignore_eos: bool,
     pub min_tokens: usize,
     pub max_tokens: usize,
+    /// Stop when the output starts repeating itself (off by default).
+    pub repetition: Option<RepetitionStop>,
+}
+
+/// Stop when the last `ngram` generated tokens have now occurred `count` times in the output (the earlier
+/// occurrences may overlap). For a model that never emits its end token and loops: it ends the loop on
+/// its first repeat instead of at `max_tokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepetitionStop {
+    pub ngram: usize,
+    #[serde(default = "RepetitionStop::default_count")]
+    pub count: usize,
+}
+
+impl RepetitionStop {
+    fn default_count() -> usize {
+        2
+    }
+
+    /// Where the last `ngram` ids of `tokens` first occurred, if they now occur `count` times.
+    pub fn check(&self, tokens: &[u32]) -> Option<usize> {
+        let n = self.ngram;
+        if n == 0 || tokens.len() < n {
+            return None;
+        }
+        let tail = &tokens[tokens.len() - n..];
+        let mut seen = 0;
+        let mut first = None;
+        for (i, w) in tokens.windows(n).enumerate() {
+            if w == tail {
+                seen += 1;
+                first.get_or_insert(i);
+            }
+        }
+        (seen >= self.count).then_some(first.unwrap_or(0))
+    }
 }
 
 impl Default for GenerateParams {
@@ -48,6 +87,7 @@ impl Default for GenerateParams {
             ignore_eos: false,
             min_tokens: 0,
             max_tokens: 256,
+            repetition: None,
         }
     }
 }
@@ -59,6 +99,17 @@ impl GenerateParams {
             return Err(Error::Invalid {
                 field: "max_tokens".into(),
                 message: "must be at least 1".into(),
+            });
+        }
+        if let Some(r) = &self.repetition
+            && (r.ngram == 0 || r.count < 2)
+        {
+            return Err(Error::Invalid {
+                field: "repetition".into(),
+                message: format!(
+                    "ngram {} and count {}: ngram must be at least 1 and count at least 2",
+                    r.ngram, r.count
+                ),
             });
         }
         for &id in &self.stop_token_ids {
@@ -90,6 +141,12 @@ pub enum FinishReason {
     Length,
     /// Prompt plus generated tokens filled the model's context.
     ContextFull,
+    /// The last `ngram` tokens occurred for the `count`th time; the first occurrence began at token `first`.
+    Repetition {
+        ngram: usize,
+        count: usize,
+        first: usize,
+    },
     /// The sink asked to stop (a client went away, a pipe closed).
     Cancelled,
 }
@@ -98,7 +155,10 @@ impl FinishReason {
     /// OpenAI's `finish_reason`: `stop` or `length` (`cancelled` for a generation its consumer abandoned).
     pub fn openai(&self) -> &'static str {
         match self {
-            Self::EndToken { .. } | Self::StopString { .. } | Self::StopToken { .. } => "stop",
+            Self::EndToken { .. }
+            | Self::StopString { .. }
+            | Self::StopToken { .. }
+            | Self::Repetition { .. } => "stop",
             Self::Length | Self::ContextFull => "length",
             Self::Cancelled => "cancelled",
         }
@@ -109,6 +169,7 @@ impl FinishReason {
         match self {
             Self::EndToken { id } | Self::StopToken { id } => (*id).into(),
             Self::StopString { stop, .. } => stop.clone().into(),
+            Self::Repetition { .. } => "repetition".into(),
             _ => serde_json::Value::Null,
         }
     }
@@ -124,6 +185,26 @@ impl FinishReason {
             Self::Length => "max tokens reached".into(),
             Self::ContextFull => "context full".into(),
             Self::Cancelled => "cancelled".into(),
+            Self::Repetition {
+                ngram,
+                count,
+                first,
+            } => format!(
+                "repetition: the last {ngram} tokens occurred {count} times, first at token {first}"
+            ),
+        }
+    }
+
+    /// A stable one-word name of the variant, for tables and JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::EndToken { .. } => "end_token",
+            Self::StopString { .. } => "stop_string",
+            Self::StopToken { .. } => "stop_token",
+            Self::Length => "length",
+            Self::ContextFull => "context_full",
+            Self::Cancelled => "cancelled",
+            Self::Repetition { .. } => "repetition",
         }
     }
 }
@@ -363,7 +444,17 @@ pub fn generate(
                     released = buf.release(buf.bytes.len(), true);
                 }
                 _ => {
-                    finish = if tokens.len() >= params.max_tokens {
+                    let repeated = params
+                        .repetition
+                        .filter(|_| may_stop)
+                        .and_then(|r| r.check(&tokens).map(|first| (r, first)));
+                    finish = if let Some((r, first)) = repeated {
+                        Some(FinishReason::Repetition {
+                            ngram: r.ngram,
+                            count: r.count,
+                            first,
+                        })
+                    } else if tokens.len() >= params.max_tokens {
                         Some(FinishReason::Length)
                     } else if prompt.len() + tokens.len() >= context {
                         Some(FinishReason::ContextFull)
@@ -428,5 +519,17 @@ mod tests {
         assert_eq!(utf8_settled(&"a€".as_bytes()[..3]), 1);
         assert_eq!(utf8_settled(&[b'a', 0xFF]), 2);
         assert_eq!(utf8_settled(&[b'a', 0xE2, 0x28]), 3);
+    }
+
+    #[test]
+    fn repetition_stop_fires_on_the_counted_occurrence() {
+        let r = RepetitionStop { ngram: 2, count: 2 };
+        assert_eq!(r.check(&[1, 2, 3]), None);
+        assert_eq!(r.check(&[1, 2, 3, 1, 2]), Some(0));
+        let r3 = RepetitionStop { ngram: 2, count: 3 };
+        assert_eq!(r3.check(&[1, 2, 3, 1, 2]), None);
+        assert_eq!(r3.check(&[1, 2, 3, 1, 2, 1, 2]), Some(0));
+        // Overlapping occurrences count: "7 7 7" holds "7 7" twice.
+        assert_eq!(r.check(&[7, 7, 7]), Some(0));
     }
 }

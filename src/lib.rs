@@ -15,20 +15,28 @@
 //! * [`sampling`]: greedy, temperature, top-k/p, min-p, penalties, logit bias, seed;
 //! * [`stop`]: the streaming stop-string matcher and its naive reference;
 //! * [`generate`]: the loop that ties them together and reports why it finished;
-//! * [`fetch`]: where model files come from.
+//! * [`fetch`]: where model files come from;
+//! * [`trace`]: one row per generated token, as the stop machinery saw it;
+//! * [`inspect`]: how stop strings fall across tokens, and single-token candidates for custom stops;
+//! * [`experiment`]: scenarios (TOML) that replay the seed's techniques and measure the waste.
 
+pub mod experiment;
 pub mod fetch;
 pub mod format;
 pub mod generate;
+pub mod inspect;
 pub mod model;
 pub mod sampling;
 pub mod stop;
 pub mod tokenizer;
+pub mod trace;
 
 mod engine;
 
 pub use engine::{Engine, EngineOptions};
-pub use generate::{FinishReason, GenerateParams, Outcome, Sink, TokenEvent, generate};
+pub use generate::{
+    FinishReason, GenerateParams, Outcome, RepetitionStop, Sink, TokenEvent, generate,
+};
 
 use std::path::PathBuf;
 

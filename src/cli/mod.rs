@@ -1,7 +1,10 @@
 //! The command line: one file per subcommand; this one holds what they share.
 
+pub mod experiment;
 pub mod fetch;
 pub mod generate;
+pub mod tokenize;
+pub mod trace;
 
 use std::path::PathBuf;
 
@@ -11,7 +14,7 @@ use stoplab::Error;
 use stoplab::format::{Message, PromptFormat, parse_messages};
 use stoplab::sampling::SamplingParams;
 use stoplab::stop::StopSet;
-use stoplab::{Engine, EngineOptions, GenerateParams};
+use stoplab::{Engine, EngineOptions, GenerateParams, RepetitionStop};
 const ABOUT: &str = "Run a small chat model locally and watch what makes it stop.
 
 A model does not know when it is done: it writes the next \"user:\" turn of a transcript, or never emits its \
@@ -25,7 +28,10 @@ const EXAMPLES: &str = "Examples:
   stoplab complete --format transcript 'What is the capital of Germany?'          # runs on into user: turns
   stoplab complete --format transcript --stop '\\nuser:' 'What is the capital of Germany?'   # halts
   stoplab complete --replay ' Berlin.\\nuser: and' --stop '\\nuser:' --json 'AI:'     # no weights needed
-  stoplab chat --logit-bias 2=-inf --logit-bias 0=-inf 'Hi!'          # a model that never stops";
+  stoplab chat --logit-bias 2=-inf --logit-bias 0=-inf 'Hi!'          # a model that never stops
+  stoplab trace --replay ' Berlin.\nuser: and' --stop '\nuser:' 'AI:'   # one row per token: what was held back
+  stoplab tokenize --stop '\nuser:'                                   # why stops are matched on bytes
+  stoplab experiment --quick                                          # the seed's story, measured";
 
 #[derive(Parser)]
 #[command(name = "stoplab", version, about = ABOUT, after_help = EXAMPLES)]
@@ -62,6 +68,33 @@ pub enum Command {
         #[command(flatten)]
         opts: GenArgs,
     },
+    /// Show one row per generated token: id, text, end token, held-back bytes and for which stop, emitted text,
+    /// and the event that ended the generation (format `raw` by default, like `complete`).
+    #[command(after_help = trace::EXAMPLES)]
+    Trace {
+        /// The prompt (or, with --chat, the user's message). Escapes are interpreted; special tokens are parsed.
+        prompt: Option<String>,
+        /// Take the inputs of `chat`: PROMPT is the user's message, format `chat` by default.
+        #[arg(long)]
+        chat: bool,
+        /// With --chat: a system message.
+        #[arg(long, requires = "chat")]
+        system: Option<String>,
+        /// With --chat: earlier turns from a JSON file, as for `chat --messages`.
+        #[arg(long, value_name = "FILE", requires = "chat")]
+        messages: Option<PathBuf>,
+        /// Write the rows as JSON lines instead of a table.
+        #[arg(long)]
+        jsonl: bool,
+        #[command(flatten)]
+        opts: GenArgs,
+    },
+    /// Show token ids and pieces of a text, how a stop string falls across tokens, or single-token strings.
+    #[command(after_help = tokenize::EXAMPLES)]
+    Tokenize(tokenize::TokenizeArgs),
+    /// Run the seed's techniques as scenarios and measure when each stops and how many tokens it wastes.
+    #[command(after_help = experiment::EXAMPLES)]
+    Experiment(experiment::ExperimentArgs),
     /// Download a model into the cache and verify its sha256 (with no name: the default model).
     Fetch {
         /// A model name from the manifest (see --list).
@@ -121,6 +154,19 @@ pub struct GenArgs {
     /// No stop of any kind before this many tokens.
     #[arg(long, default_value_t = 0, help_heading = "Stopping")]
     min_tokens: usize,
+    /// Stop when the last N generated tokens repeat an earlier span of the output (off by default; 8 is a
+    /// reasonable N). Reported as stop_reason "repetition" (finish_reason stays "stop").
+    #[arg(long, value_name = "N", help_heading = "Stopping")]
+    repeat_stop: Option<usize>,
+    /// With --repeat-stop: how many occurrences of the span end the generation (2: the first repeat).
+    #[arg(
+        long,
+        value_name = "K",
+        default_value_t = 2,
+        requires = "repeat_stop",
+        help_heading = "Stopping"
+    )]
+    repeat_stop_count: usize,
 
     /// 0 is greedy (the default: reproducible).
     #[arg(
@@ -242,6 +288,19 @@ impl GenArgs {
         if opts.max_tokens == 0 {
             return Err(Failure::usage("--max-tokens: must be at least 1"));
         }
+        let repetition = match opts.repeat_stop {
+            None => None,
+            Some(0) => return Err(Failure::usage("--repeat-stop: N must be at least 1")),
+            Some(_) if opts.repeat_stop_count < 2 => {
+                return Err(Failure::usage(
+                    "--repeat-stop-count: must be at least 2 (the span and one repeat)",
+                ));
+            }
+            Some(ngram) => Some(RepetitionStop {
+                ngram,
+                count: opts.repeat_stop_count,
+            }),
+        };
         let params = GenerateParams {
             sampling: SamplingParams {
                 temperature: opts.temperature,
@@ -260,6 +319,7 @@ impl GenArgs {
             ignore_eos: opts.ignore_eos,
             min_tokens: opts.min_tokens,
             max_tokens: opts.max_tokens,
+            repetition,
         };
         Ok((format, params))
     }
@@ -358,6 +418,12 @@ impl From<Error> for Failure {
 }
 
 impl Failure {
+    /// Prefixes the message with where it happened (a file, a scenario).
+    pub fn with_context(mut self, context: &str) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
     /// Bad usage: exit status 2.
     pub fn usage(message: impl Into<String>) -> Self {
         Self {
@@ -365,6 +431,38 @@ impl Failure {
             message: message.into(),
         }
     }
+}
+
+/// The conversation of `chat` (and `trace --chat`): a system message, earlier turns from a file, the message.
+fn chat_messages(
+    message: Option<String>,
+    system: Option<String>,
+    messages: Option<PathBuf>,
+) -> Result<Vec<Message>, Failure> {
+    let mut all = Vec::new();
+    if let Some(s) = system {
+        all.push(Message::new("system", &unescape(&s)));
+    }
+    if let Some(path) = messages {
+        let json = std::fs::read_to_string(&path).map_err(|e| Failure {
+            usage: true,
+            message: format!("--messages {}: {e}", path.display()),
+        })?;
+        all.extend(parse_messages(
+            &json,
+            &format!("--messages {}", path.display()),
+        )?);
+    }
+    if let Some(m) = message {
+        all.push(Message::new("user", &unescape(&m)));
+    }
+    if all.iter().all(|m| m.role == "system") {
+        return Err(Failure {
+            usage: true,
+            message: "chat: give a MESSAGE or --messages FILE".into(),
+        });
+    }
+    Ok(all)
 }
 
 /// Runs a parsed command.
@@ -380,31 +478,34 @@ pub fn run(command: Command) -> Result<(), Failure> {
             messages,
             opts,
         } => {
-            let mut all = Vec::new();
-            if let Some(s) = system {
-                all.push(Message::new("system", &unescape(&s)));
-            }
-            if let Some(path) = messages {
-                let json = std::fs::read_to_string(&path).map_err(|e| Failure {
-                    usage: true,
-                    message: format!("--messages {}: {e}", path.display()),
-                })?;
-                all.extend(parse_messages(
-                    &json,
-                    &format!("--messages {}", path.display()),
-                )?);
-            }
-            if let Some(m) = message {
-                all.push(Message::new("user", &unescape(&m)));
-            }
-            if all.iter().all(|m| m.role == "system") {
-                return Err(Failure {
-                    usage: true,
-                    message: "chat: give a MESSAGE or --messages FILE".into(),
-                });
-            }
+            let all = chat_messages(message, system, messages)?;
             generate::run(all, "chat", opts)
         }
+        Command::Trace {
+            prompt,
+            chat,
+            system,
+            messages,
+            jsonl,
+            opts,
+        } => {
+            if chat {
+                let all = chat_messages(prompt, system, messages)?;
+                trace::run(all, "chat", jsonl, opts)
+            } else {
+                let prompt = prompt.ok_or_else(|| {
+                    Failure::usage("trace: give a PROMPT (or --chat with a message or --messages)")
+                })?;
+                trace::run(
+                    vec![Message::new("user", &unescape(&prompt))],
+                    "raw",
+                    jsonl,
+                    opts,
+                )
+            }
+        }
+        Command::Tokenize(args) => tokenize::run(args),
+        Command::Experiment(args) => experiment::run(args),
         Command::Fetch { name, force, list } => fetch::run(name, force, list),
     }
 }

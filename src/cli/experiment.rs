@@ -1,0 +1,168 @@
+//! `stoplab experiment`: the seed's techniques as scenarios, run and measured.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use stoplab::experiment::{self, RunOptions, Scenario};
+use stoplab::{Engine, EngineOptions, RepetitionStop};
+
+use super::Failure;
+
+pub const EXAMPLES: &str = "Examples:
+  stoplab experiment --quick                          # every shipped scenario once, few tokens (< 1 minute)
+  stoplab experiment --report out/                    # out/report.md, out/wasted.svg, out/report.json
+  stoplab experiment --only 5a-broken-end-token --repeat-stop 8
+  stoplab experiment --scenario my.toml --json        # your own scenario (see `--list` and scenarios/*.toml)
+
+Wasted tokens are those generated after the answer was complete (the scenario's done.contains text was written).";
+
+#[derive(Args, Debug)]
+pub struct ExperimentArgs {
+    /// Each scenario's quick_runs (1) and quick_max_tokens (24): a smoke test.
+    #[arg(long)]
+    quick: bool,
+    /// Run these scenario files instead of the shipped ones (`--scenario my/*.toml`).
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    scenario: Vec<PathBuf>,
+    /// Run only the scenarios with this name (repeatable).
+    #[arg(long, value_name = "NAME")]
+    only: Vec<String>,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Write report.md, wasted.svg and report.json into DIR.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Use a repetition stop of N tokens in every scenario.
+    #[arg(long, value_name = "N")]
+    repeat_stop: Option<usize>,
+    /// With --repeat-stop: occurrences of the span that end the generation.
+    #[arg(long, value_name = "K", default_value_t = 2, requires = "repeat_stop")]
+    repeat_stop_count: usize,
+    /// A GGUF file or model name (default: the default model).
+    #[arg(long, short, env = "STOPLAB_MODEL")]
+    model: Option<String>,
+    /// A tokenizer.json to use instead of the GGUF's tokenizer.
+    #[arg(long, value_name = "FILE")]
+    tokenizer: Option<PathBuf>,
+}
+
+pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
+    let bad_scenario = |e: experiment::ScenarioError| Failure::usage(e.to_string());
+    let mut scenarios: Vec<Scenario> = if args.scenario.is_empty() {
+        experiment::shipped().map_err(bad_scenario)?
+    } else {
+        args.scenario
+            .iter()
+            .map(|p| Scenario::load(p))
+            .collect::<Result<_, _>>()
+            .map_err(bad_scenario)?
+    };
+    if !args.only.is_empty() {
+        if let Some(missing) = args
+            .only
+            .iter()
+            .find(|n| !scenarios.iter().any(|s| &s.name == *n))
+        {
+            let names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+            return Err(Failure::usage(format!(
+                "--only: no scenario named {missing:?}; there are {}",
+                names.join(", ")
+            )));
+        }
+        scenarios.retain(|s| args.only.contains(&s.name));
+    }
+    let repetition = match args.repeat_stop {
+        None => None,
+        Some(n) if n == 0 || args.repeat_stop_count < 2 => {
+            return Err(Failure::usage(
+                "--repeat-stop: N must be at least 1 and --repeat-stop-count at least 2",
+            ));
+        }
+        Some(ngram) => Some(RepetitionStop {
+            ngram,
+            count: args.repeat_stop_count,
+        }),
+    };
+    let opts = RunOptions {
+        quick: args.quick,
+        repetition,
+    };
+    if args.list {
+        for s in &scenarios {
+            println!(
+                "{:<40} {:>2} runs  {}  ({})",
+                s.name,
+                s.run_count(&opts),
+                s.title,
+                s.file
+            );
+        }
+        return Ok(());
+    }
+
+    let mut engine = Engine::load(&EngineOptions {
+        model: args.model.clone(),
+        tokenizer: args.tokenizer.clone(),
+        tokenizer_only: false,
+        progress: true,
+    })?;
+    let total: usize = scenarios.iter().map(|s| s.run_count(&opts)).sum();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} runs  {elapsed_precise}  {msg}")
+            .expect("a valid template"),
+    );
+    let start = Instant::now();
+    let mut reports = Vec::new();
+    for s in &scenarios {
+        bar.set_message(s.name.clone());
+        let report = experiment::run_scenario(&mut engine, s, &opts, &mut |_| bar.inc(1))
+            .map_err(|e| Failure::from(e).with_context(&s.file))?;
+        reports.push(report);
+    }
+    bar.finish_and_clear();
+    let wall_s = start.elapsed().as_secs_f64();
+    let json = experiment::to_json(&reports, &opts, wall_s);
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).expect("JSON values serialise")
+        );
+    } else {
+        print!("{}", experiment::table(&reports));
+        println!(
+            "{} runs of {} scenarios in {wall_s:.1} s{}; wasted = tokens generated after the answer was complete",
+            total,
+            reports.len(),
+            if opts.quick { " (quick)" } else { "" }
+        );
+    }
+    if let Some(dir) = &args.report {
+        let threads = std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "all cores".into());
+        let header = format!(
+            "Model `{}`; {} runs of {} scenarios in {wall_s:.1} s wall time{}; threads: {threads}.",
+            engine.path.display(),
+            total,
+            reports.len(),
+            if opts.quick { " (--quick)" } else { "" },
+        );
+        experiment::write_report(dir, &reports, &scenarios, &json, &header).map_err(|e| {
+            Failure {
+                usage: false,
+                message: format!("--report {}: {e}", dir.display()),
+            }
+        })?;
+        if !args.json {
+            println!("report written to {}", dir.join("report.md").display());
+        }
+    }
+    Ok(())
+}

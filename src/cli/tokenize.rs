@@ -1,0 +1,214 @@
+//! `stoplab tokenize`: ids and pieces, how a stop string falls across tokens, single-token candidates.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+
+use stoplab::inspect::{Carrier, find_single, pieces, stop_carriers};
+use stoplab::trace::escape;
+use stoplab::{Engine, EngineOptions};
+
+use super::{Failure, unescape};
+
+pub const EXAMPLES: &str = "Examples:
+  stoplab tokenize 'What is the capital of Germany?<|im_end|>'       # <|im_end|> is one special token
+  stoplab tokenize --no-special '<|im_end|>'                        # ... or spelled out in text tokens
+  stoplab tokenize --stop '\\nuser:' --stop '######'                 # tokens of a stop, and its carriers
+  stoplab tokenize --find-single '#'                                # the longest one-token '#' runs";
+
+#[derive(Args, Debug)]
+pub struct TokenizeArgs {
+    /// Text to tokenize (escapes such as \n are interpreted).
+    text: Option<String>,
+    /// Do not parse special tokens: "<|im_end|>" in TEXT is spelled out in ordinary tokens.
+    #[arg(long)]
+    no_special: bool,
+    /// A stop string to analyse: its tokens, and the vocabulary entries that carry its first or last bytes
+    /// inside a longer token (repeatable).
+    #[arg(long, short, value_name = "S")]
+    stop: Vec<String>,
+    /// List vocabulary tokens made only of these characters, longest first.
+    #[arg(long, value_name = "CHARS")]
+    find_single: Option<String>,
+    /// Most entries to list per group.
+    #[arg(long, default_value_t = 12)]
+    limit: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// A GGUF file or model name (default: the default model).
+    #[arg(long, short, env = "STOPLAB_MODEL")]
+    model: Option<String>,
+    /// A tokenizer.json to use instead of the GGUF's tokenizer.
+    #[arg(long, value_name = "FILE")]
+    tokenizer: Option<PathBuf>,
+}
+
+fn carriers_json(list: &[Carrier], limit: usize) -> serde_json::Value {
+    json!({
+        "count": list.len(),
+        "first": list.iter().take(limit).map(|c| json!({
+            "id": c.id, "token": String::from_utf8_lossy(&c.bytes), "carries": c.carries,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn carriers_text(list: &[Carrier], limit: usize) -> String {
+    list.iter()
+        .take(limit)
+        .map(|c| format!("{} \"{}\"", c.id, escape(&c.bytes)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn run(args: TokenizeArgs) -> Result<(), Failure> {
+    if args.text.is_none() && args.stop.is_empty() && args.find_single.is_none() {
+        return Err(Failure::usage(
+            "tokenize: give a TEXT, --stop S or --find-single CHARS",
+        ));
+    }
+    let engine = Engine::load(&EngineOptions {
+        model: args.model.clone(),
+        tokenizer: args.tokenizer.clone(),
+        tokenizer_only: true,
+        progress: true,
+    })?;
+    let vocab = &engine.vocab;
+    let mut doc = serde_json::Map::new();
+
+    if let Some(text) = &args.text {
+        let text = unescape(text);
+        let list = pieces(vocab, &text, !args.no_special)?;
+        if args.json {
+            doc.insert(
+                "tokens".into(),
+                list.iter()
+                    .map(|p| json!({"id": p.id, "piece": String::from_utf8_lossy(&p.bytes), "special": p.special}))
+                    .collect::<Vec<_>>()
+                    .into(),
+            );
+        } else {
+            println!(
+                "{} tokens ({} special tokens {}):",
+                list.len(),
+                list.iter().filter(|p| p.special).count(),
+                if args.no_special {
+                    "spelled out"
+                } else {
+                    "parsed"
+                }
+            );
+            for p in &list {
+                let label = if p.special {
+                    format!("{}  (special)", String::from_utf8_lossy(&p.bytes))
+                } else {
+                    format!("\"{}\"", escape(&p.bytes))
+                };
+                println!("{:>6}  {label}", p.id);
+            }
+        }
+    }
+
+    let mut stops_json = Vec::new();
+    for s in &args.stop {
+        let stop = unescape(s);
+        if stop.is_empty() {
+            return Err(Failure::usage("--stop: an empty stop string"));
+        }
+        let c = stop_carriers(vocab, &stop)?;
+        if args.json {
+            stops_json.push(json!({
+                "stop": stop,
+                "ids": c.ids,
+                "pieces": c.ids.iter().map(|&id| String::from_utf8_lossy(vocab.token_bytes(id).unwrap_or_default()).into_owned()).collect::<Vec<_>>(),
+                "heads": carriers_json(&c.heads, args.limit),
+                "tails": carriers_json(&c.tails, args.limit),
+                "inside": carriers_json(&c.inside, args.limit),
+            }));
+            continue;
+        }
+        let spelled: Vec<String> = c
+            .ids
+            .iter()
+            .map(|&id| {
+                format!(
+                    "{id} \"{}\"",
+                    escape(vocab.token_bytes(id).unwrap_or_default())
+                )
+            })
+            .collect();
+        println!(
+            "\nstop \"{}\": {} bytes, {} token{} on its own: {}",
+            escape(stop.as_bytes()),
+            stop.len(),
+            c.ids.len(),
+            if c.ids.len() == 1 { "" } else { "s" },
+            spelled.join(", ")
+        );
+        println!(
+            "  {} tokens end with its first bytes after other text, e.g. {}",
+            c.heads.len(),
+            carriers_text(&c.heads, args.limit)
+        );
+        println!(
+            "  {} tokens begin with its last bytes and go on, e.g. {}",
+            c.tails.len(),
+            carriers_text(&c.tails, args.limit)
+        );
+        println!(
+            "  {} tokens hold all of it and more{}{}",
+            c.inside.len(),
+            if c.inside.is_empty() { "" } else { ", e.g. " },
+            carriers_text(&c.inside, args.limit)
+        );
+        println!(
+            "  so the model can write it in many token sequences besides [{}]: stoplab matches stops on the \
+             generated bytes, never on ids.",
+            c.ids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if !stops_json.is_empty() {
+        doc.insert("stops".into(), stops_json.into());
+    }
+
+    if let Some(chars) = &args.find_single {
+        let chars = unescape(chars);
+        let found = find_single(vocab, &chars);
+        if args.json {
+            doc.insert(
+                "single".into(),
+                json!({
+                    "chars": chars,
+                    "count": found.len(),
+                    "tokens": found.iter().take(args.limit).map(|(id, t)| json!({"id": id, "token": t, "chars": t.chars().count()})).collect::<Vec<_>>(),
+                }),
+            );
+        } else {
+            println!(
+                "\n{} tokens are made only of {:?}; longest first:",
+                found.len(),
+                chars
+            );
+            for (id, t) in found.iter().take(args.limit) {
+                println!(
+                    "{id:>6}  {:>3} chars  \"{}\"",
+                    t.chars().count(),
+                    escape(t.as_bytes())
+                );
+            }
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::Value::Object(doc))
+                .expect("JSON values serialise")
+        );
+    }
+    Ok(())
+}

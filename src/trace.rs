@@ -1,0 +1,380 @@
+//! A trace: one row per generated token, as the stop machinery saw it.
+//!
+//! A [`Tracer`] is a [`Sink`]: put it where the CLI would put stdout and it records, for each token, its id and
+//! bytes, whether its id is an end token, the bytes the stop engine holds back after it (and the prefix of which
+//! stop they are), the text it released, and on the last row the event that ended the generation together with
+//! the bytes that were generated but never released (a matched stop string, cut).
+//!
+//! ```
+//! use stoplab::stop::StopSet;
+//! use stoplab::trace::escape;
+//!
+//! assert_eq!(escape(b"\nuser:"), r"\nuser:");
+//! assert_eq!(escape(&[0xE2, 0x82]), r"\xe2\x82"); // half a character
+//! let stops = StopSet::new(["\nuser:"]).unwrap();
+//! let held = stoplab::trace::held_for(b"\nuser", stops.stops()).unwrap();
+//! assert_eq!((held.bytes, held.of), (5, 6));
+//! ```
+
+use std::ops::ControlFlow;
+
+use serde_json::{Value, json};
+
+use crate::generate::{FinishReason, Sink, TokenEvent};
+
+/// Bytes as a reader can see them: printable text as is, `\n` `\t` `\r` `\\` `\"` escaped, other control
+/// characters as `\u{..}`, and bytes that are not (yet) valid UTF-8 as `\xNN`.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Which stop the held-back bytes may be the beginning of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldFor {
+    /// Index of the stop in the list.
+    pub index: usize,
+    pub stop: String,
+    /// How many of its bytes have been written (the tail of the held bytes).
+    pub bytes: usize,
+    /// Its length in bytes.
+    pub of: usize,
+}
+
+/// The stop (first in list order among the longest) whose beginning is the longest suffix of `held`.
+/// Held bytes before that suffix are an unfinished UTF-8 character; `None` when no stop is involved.
+pub fn held_for(held: &[u8], stops: &[String]) -> Option<HeldFor> {
+    (1..=held.len()).rev().find_map(|k| {
+        let tail = &held[held.len() - k..];
+        stops
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.len() > k && s.as_bytes().starts_with(tail))
+            .map(|(index, s)| HeldFor {
+                index,
+                stop: s.clone(),
+                bytes: k,
+                of: s.len(),
+            })
+    })
+}
+
+/// How the generation ended, on the last row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceEnd {
+    pub finish: FinishReason,
+    /// Bytes the model generated that never reached the output (a stop string cut from the text).
+    pub cut: Vec<u8>,
+    /// For a stop string: the index of the token that wrote its first byte.
+    pub stop_began_at: Option<usize>,
+}
+
+/// One generated token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceRow {
+    pub index: usize,
+    pub id: u32,
+    pub bytes: Vec<u8>,
+    /// A special (control) token: `bytes` is its name, not text the model spelled.
+    pub special: bool,
+    pub end_token: bool,
+    /// Bytes held back after this token.
+    pub held: Vec<u8>,
+    pub held_for: Option<HeldFor>,
+    /// Text released by this token.
+    pub emitted: String,
+    pub end: Option<TraceEnd>,
+}
+
+impl TraceRow {
+    /// The token as shown: quoted escaped text, or a special token's name unquoted.
+    pub fn token_label(&self) -> String {
+        if self.special {
+            String::from_utf8_lossy(&self.bytes).into_owned()
+        } else {
+            format!("\"{}\"", escape(&self.bytes))
+        }
+    }
+
+    /// One JSON line of `stoplab trace --jsonl`.
+    pub fn to_json(&self) -> Value {
+        let mut row = json!({
+            "index": self.index,
+            "id": self.id,
+            "token": String::from_utf8_lossy(&self.bytes),
+            "special": self.special,
+            "end_token": self.end_token,
+            "held": String::from_utf8_lossy(&self.held),
+            "held_for": self.held_for.as_ref().map(|h| json!({
+                "stop": h.stop, "index": h.index, "bytes": h.bytes, "of": h.of,
+            })),
+            "emitted": self.emitted,
+            "finish": self.end.as_ref().map(|e| json!({
+                "finish_reason": e.finish.openai(),
+                "stop_reason": e.finish.stop_reason(),
+                "kind": e.finish.kind(),
+                "describe": e.finish.describe(),
+                "cut": String::from_utf8_lossy(&e.cut),
+                "stop_began_at": e.stop_began_at,
+            })),
+        });
+        if std::str::from_utf8(&self.bytes).is_err() {
+            row["token_hex"] = self
+                .bytes
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .into();
+        }
+        row
+    }
+}
+
+type OnRow<'a> = Box<dyn FnMut(&TraceRow) -> ControlFlow<()> + 'a>;
+
+/// A sink that records a [`TraceRow`] per token and hands each to `on_row` as soon as it is complete.
+pub struct Tracer<'a> {
+    stops: Vec<String>,
+    include_stop: bool,
+    special: Box<dyn Fn(u32) -> bool + 'a>,
+    /// The bytes that went through the stop scanner, and where each token's bytes began in them.
+    text: Vec<u8>,
+    starts: Vec<usize>,
+    on_row: OnRow<'a>,
+    pub rows: Vec<TraceRow>,
+}
+
+impl<'a> Tracer<'a> {
+    /// `is_special` tells special tokens apart (`|id| vocab.is_special(id)`); `on_row` sees each row.
+    pub fn new(
+        params: &crate::GenerateParams,
+        is_special: impl Fn(u32) -> bool + 'a,
+        on_row: impl FnMut(&TraceRow) -> ControlFlow<()> + 'a,
+    ) -> Self {
+        Self {
+            stops: params.stops.stops().to_vec(),
+            include_stop: params.include_stop,
+            special: Box::new(is_special),
+            text: Vec::new(),
+            starts: Vec::new(),
+            on_row: Box::new(on_row),
+            rows: Vec::new(),
+        }
+    }
+
+    fn end_of(&self, finish: &FinishReason) -> TraceEnd {
+        let (cut, stop_began_at) = match finish {
+            FinishReason::StopString { offset, stop, .. } => {
+                let from = if self.include_stop {
+                    offset + stop.len()
+                } else {
+                    *offset
+                };
+                let began = self.starts.iter().rposition(|&s| s <= *offset);
+                (self.text[from.min(self.text.len())..].to_vec(), began)
+            }
+            _ => (Vec::new(), None),
+        };
+        TraceEnd {
+            finish: finish.clone(),
+            cut,
+            stop_began_at,
+        }
+    }
+}
+
+impl Sink for Tracer<'_> {
+    fn token(&mut self, ev: &TokenEvent<'_>) -> ControlFlow<()> {
+        // End tokens and stop token ids that end the generation never reach the stop scanner.
+        let scanned = !matches!(
+            ev.finish,
+            Some(FinishReason::EndToken { .. }) | Some(FinishReason::StopToken { .. })
+        );
+        self.starts.push(self.text.len());
+        if scanned {
+            self.text.extend_from_slice(ev.bytes);
+        }
+        let row = TraceRow {
+            index: ev.index,
+            id: ev.id,
+            bytes: ev.bytes.to_vec(),
+            special: (self.special)(ev.id),
+            end_token: ev.end_token,
+            held: ev.held.to_vec(),
+            held_for: held_for(ev.held, &self.stops),
+            emitted: ev.text.to_string(),
+            end: ev.finish.map(|f| self.end_of(f)),
+        };
+        let flow = (self.on_row)(&row);
+        self.rows.push(row);
+        flow
+    }
+}
+
+/// ANSI colours for a terminal; [`Style::PLAIN`] when piped.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    pub const PLAIN: Self = Self { color: false };
+
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color && !s.trim().is_empty() {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+}
+
+fn pad(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    format!("{s}{}", " ".repeat(width.saturating_sub(n)))
+}
+
+/// The header line of the trace table.
+pub fn header(style: Style) -> String {
+    let h = format!(
+        "{:>4} {:>6}  {}  {}  {}  {}  {}",
+        "#",
+        "id",
+        pad("token", 16),
+        "end",
+        pad("held back (prefix of stop)", 32),
+        pad("emitted", 16),
+        "event"
+    );
+    style.paint("1", &h)
+}
+
+/// One row of the trace table: padding first, colour after, so columns line up either way.
+pub fn render_row(row: &TraceRow, style: Style) -> String {
+    let token = pad(&row.token_label(), 16);
+    let token = if row.special {
+        style.paint("36", &token)
+    } else {
+        token
+    };
+    let end = if row.end_token {
+        style.paint("31;1", "END")
+    } else {
+        "   ".into()
+    };
+    let held = if row.held.is_empty() {
+        String::new()
+    } else {
+        let what = match &row.held_for {
+            Some(h) => format!("{}/{} of \"{}\"", h.bytes, h.of, escape(h.stop.as_bytes())),
+            None => "unfinished character".into(),
+        };
+        format!("\"{}\" {what}", escape(&row.held))
+    };
+    let held = style.paint("33", &pad(&held, 32));
+    let emitted = if row.emitted.is_empty() {
+        pad("", 16)
+    } else {
+        style.paint(
+            "32",
+            &pad(&format!("\"{}\"", escape(row.emitted.as_bytes())), 16),
+        )
+    };
+    let event = match &row.end {
+        None => String::new(),
+        Some(e) => {
+            let mut s = format!(
+                "{} → finish_reason {}",
+                e.finish.describe(),
+                e.finish.openai()
+            );
+            if !e.cut.is_empty() {
+                s.push_str(&format!("; cut \"{}\"", escape(&e.cut)));
+            }
+            style.paint("35;1", &s)
+        }
+    };
+    format!(
+        "{:>4} {:>6}  {token}  {end}  {held}  {emitted}  {event}",
+        row.index, row.id
+    )
+    .trim_end()
+    .to_string()
+}
+
+/// A few sentences that say what the table shows, for someone seeing a trace for the first time.
+pub fn explain(rows: &[TraceRow]) -> Vec<String> {
+    let Some(last) = rows.last() else {
+        return Vec::new();
+    };
+    let output: String = rows.iter().map(|r| r.emitted.as_str()).collect();
+    let reached = rows.iter().filter(|r| !r.emitted.is_empty()).count();
+    let mut lines = vec![format!(
+        "output: \"{}\" ({} tokens generated; {reached} of them released text)",
+        escape(output.as_bytes()),
+        rows.len()
+    )];
+    let Some(end) = &last.end else {
+        return lines;
+    };
+    match &end.finish {
+        FinishReason::StopString { stop, .. } => {
+            let began = end.stop_began_at.unwrap_or(last.index);
+            let span = last.index - began + 1;
+            let label = |i: usize| rows.get(i).map_or(String::new(), TraceRow::token_label);
+            lines.push(format!(
+                "stop \"{}\" began in token {began} ({}) and was complete in token {} ({}), {span} token{} \
+                 to write it: a stop is matched on bytes, so it is found the moment its last byte is generated, \
+                 whatever tokens carry it.",
+                escape(stop.as_bytes()),
+                label(began),
+                last.index,
+                label(last.index),
+                if span == 1 { "" } else { "s" }
+            ));
+            lines.push(format!(
+                "from token {began} on, the bytes that could begin the stop were held back instead of emitted; \
+                 the match cut them (\"{}\"), so none of the stop reached the output.",
+                escape(&end.cut)
+            ));
+        }
+        FinishReason::EndToken { id } => lines.push(format!(
+            "token {} (id {id}) is one of the model's end tokens: the generation ended on its id, before any \
+             text, so its name is not in the output.",
+            last.index
+        )),
+        FinishReason::StopToken { id } => lines.push(format!(
+            "token {} (id {id}) is a stop token id: the generation ended on its id.",
+            last.index
+        )),
+        FinishReason::Repetition { ngram, first, .. } => lines.push(format!(
+            "tokens {}–{} repeat tokens {first}–{}: the repetition stop ended a loop the model would have \
+             continued to max_tokens (OpenAI clients see finish_reason \"stop\", stop_reason \"repetition\").",
+            (last.index + 1).saturating_sub(*ngram),
+            last.index,
+            first + ngram - 1
+        )),
+        FinishReason::Length | FinishReason::ContextFull => lines.push(
+            "nothing stopped the model: it was cut off by the token limit, mid-thought (finish_reason \"length\")."
+                .into(),
+        ),
+        FinishReason::Cancelled => lines.push("the reader went away.".into()),
+    }
+    lines
+}

@@ -1,0 +1,210 @@
+//! Scenarios: every shipped one parses and runs (quick mode, on the real model); reports are well-formed;
+//! a broken scenario file gets a message naming the file, the line and the field.
+
+use std::process::Command;
+
+use stoplab::experiment::{self, Scenario, ScenarioError};
+
+#[test]
+fn every_shipped_scenario_parses() {
+    let all = experiment::shipped().unwrap();
+    assert!(all.len() >= 7);
+    let mut names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    names.dedup();
+    assert_eq!(names.len(), all.len(), "names are unique");
+    for s in &all {
+        assert!(
+            s.quick_runs <= s.runs && s.quick_max_tokens <= s.params.max_tokens,
+            "{}",
+            s.name
+        );
+    }
+}
+
+fn parse_err(src: &str) -> ScenarioError {
+    Scenario::parse("my.toml", src).unwrap_err()
+}
+
+const GOOD: &str = r#"name = "x"
+title = "X"
+
+[prompt]
+format = "transcript"
+messages = [{ role = "user", content = "Hi" }]
+
+[stop]
+max_tokens = 8
+
+[done]
+contains = ["Hello"]
+"#;
+
+#[test]
+fn a_scenario_error_names_the_file_line_and_field() {
+    assert!(Scenario::parse("my.toml", GOOD).is_ok());
+
+    let e = parse_err(&GOOD.replace("max_tokens = 8", "max_tokens = \"many\""));
+    assert_eq!(
+        (e.file.as_str(), e.line, e.field.as_str()),
+        ("my.toml", 9, "stop.max_tokens"),
+        "{e}"
+    );
+    assert!(
+        e.to_string().starts_with("my.toml:9: stop.max_tokens: "),
+        "{e}"
+    );
+
+    let e = parse_err(&GOOD.replace("max_tokens = 8", "max_tokenz = 8"));
+    assert_eq!((e.line, e.field.as_str()), (9, "stop.max_tokenz"), "{e}");
+    assert!(e.message.contains("unknown field"), "{e}");
+
+    let e = parse_err(&GOOD.replace("\"transcript\"", "\"xml\""));
+    assert_eq!((e.line, e.field.as_str()), (5, "prompt.format"), "{e}");
+
+    let e = parse_err(&GOOD.replace("contains = [\"Hello\"]", "contains = []"));
+    assert_eq!((e.line, e.field.as_str()), (12, "done.contains"), "{e}");
+
+    let e = parse_err(&GOOD.replace("[done]\ncontains = [\"Hello\"]\n", ""));
+    assert_eq!(e.field, "done", "{e}");
+}
+
+#[test]
+fn the_binary_reports_a_broken_scenario_file_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, GOOD.replace("max_tokens = 8", "max_tokens = -1")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args(["experiment", "--list", "--scenario"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.toml:9: stop.max_tokens:"), "{err}");
+}
+
+/// Tag balance and escaping: enough to know a viewer will open the file.
+fn well_formed_xml(s: &str) -> Result<(), String> {
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = s;
+    while let Some(open) = rest.find('<') {
+        let text = &rest[..open];
+        if text.contains('>')
+            || text
+                .replace("&amp;", "")
+                .replace("&lt;", "")
+                .replace("&gt;", "")
+                .replace("&quot;", "")
+                .contains('&')
+        {
+            return Err(format!("unescaped text {text:?}"));
+        }
+        let close = rest[open..].find('>').ok_or("unclosed tag")? + open;
+        let tag = &rest[open + 1..close];
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_alphanumeric())
+            .collect();
+        if tag.starts_with('/') {
+            if stack.pop().as_deref() != Some(name.as_str()) {
+                return Err(format!("</{name}> closes nothing open"));
+            }
+        } else if !tag.ends_with('/') {
+            stack.push(name);
+        }
+        rest = &rest[close + 1..];
+    }
+    if stack.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("unclosed {stack:?}"))
+    }
+}
+
+/// Through the binary, with one thread: candle's default pool spin-waits and collapses on a busy machine,
+/// and CI machines are busy.
+#[test]
+fn every_shipped_scenario_runs_quick_and_the_report_is_well_formed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args([
+            "--threads",
+            "1",
+            "experiment",
+            "--quick",
+            "--json",
+            "--report",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reports = json["scenarios"].as_array().unwrap();
+    let scenarios = experiment::shipped().unwrap();
+    assert_eq!(reports.len(), scenarios.len());
+    for (r, s) in reports.iter().zip(&scenarios) {
+        assert_eq!(r["name"], s.name.as_str());
+        assert_eq!(r["runs"], s.quick_runs, "{}", s.name);
+        for run in r["results"].as_array().unwrap() {
+            let tokens = run["tokens"].as_u64().unwrap() as usize;
+            assert!(
+                tokens >= 1 && tokens <= s.quick_max_tokens,
+                "{}: {run}",
+                s.name
+            );
+            if let Some(w) = run["wasted"].as_u64() {
+                assert!((w as usize) < tokens);
+            }
+        }
+    }
+    // The seed's story in two assertions: a stop string ends the transcript, nothing ends the broken model.
+    let by = |n: &str| {
+        reports
+            .iter()
+            .find(|r| r["name"].as_str().unwrap().starts_with(n))
+            .unwrap()
+    };
+    assert_eq!(by("2-")["finishes"]["stop_string"], 1);
+    assert_eq!(by("5a-")["finishes"]["length"], 1);
+
+    let svg = std::fs::read_to_string(dir.path().join("wasted.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    well_formed_xml(&svg).unwrap();
+    assert_eq!(svg.matches("<g>").count(), reports.len());
+
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    let table: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+    assert_eq!(
+        table.len(),
+        reports.len() + 2,
+        "header, rule, one row per scenario"
+    );
+    let cols = |l: &str| l.replace("\\|", "").matches('|').count();
+    assert!(
+        table.iter().all(|l| cols(l) == cols(table[0])),
+        "{table:#?}"
+    );
+    assert!(md.contains("](wasted.svg)"));
+    assert_eq!(md.matches("\n## ").count(), reports.len());
+
+    let back: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(back, json);
+}
+
+#[test]
+fn the_svg_chart_escapes_names() {
+    let mut s = experiment::shipped().unwrap().remove(0);
+    s.name = "a<b & c".into();
+    let r = experiment::summarise(&s, Vec::new());
+    let svg = experiment::svg_chart(&[r]);
+    well_formed_xml(&svg).unwrap();
+    assert!(svg.contains("a&lt;b &amp; c"));
+}

@@ -1,0 +1,242 @@
+//! Trace rows for replayed texts, exact: the stop machinery's behaviour token by token, on the default model's
+//! tokenizer (no weights are loaded).
+
+use std::process::Command;
+
+use stoplab::stop::StopSet;
+use stoplab::trace::{Style, TraceRow, Tracer, explain, render_row};
+use stoplab::{Engine, EngineOptions, FinishReason, GenerateParams, RepetitionStop};
+
+fn tokenizer() -> Engine {
+    Engine::load(&EngineOptions {
+        tokenizer_only: true,
+        ..Default::default()
+    })
+    .expect("the default model is in the cache (stoplab fetch)")
+}
+
+fn trace(engine: &mut Engine, replay: &str, params: &GenerateParams) -> Vec<TraceRow> {
+    let script = engine.vocab.encode(replay, true).unwrap();
+    let prompt = engine.vocab.encode("AI:", true).unwrap();
+    let vocab = engine.vocab.clone();
+    let mut tracer = Tracer::new(
+        params,
+        |id| vocab.is_special(id),
+        |_: &TraceRow| std::ops::ControlFlow::Continue(()),
+    );
+    engine
+        .generate(&prompt, Some(script), params, &mut tracer)
+        .unwrap();
+    std::mem::take(&mut tracer.rows)
+}
+
+/// (id, token bytes, held bytes, (held stop bytes, of), emitted, finish kind)
+type Expected = (
+    u32,
+    &'static str,
+    &'static str,
+    Option<(usize, usize)>,
+    &'static str,
+    Option<&'static str>,
+);
+
+fn check(name: &str, rows: &[TraceRow], expected: &[Expected]) {
+    let got: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.id,
+                String::from_utf8_lossy(&r.bytes).into_owned(),
+                String::from_utf8_lossy(&r.held).into_owned(),
+                r.held_for.as_ref().map(|h| (h.bytes, h.of)),
+                r.emitted.clone(),
+                r.end.as_ref().map(|e| e.finish.kind()),
+            )
+        })
+        .collect();
+    let want: Vec<_> = expected
+        .iter()
+        .map(|&(id, t, h, hf, e, f)| (id, t.to_string(), h.to_string(), hf, e.to_string(), f))
+        .collect();
+    assert_eq!(got, want, "{name}");
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r.index, i, "{name}: row indices count generated tokens");
+    }
+}
+
+fn with_stops(stops: &[&str]) -> GenerateParams {
+    GenerateParams {
+        stops: StopSet::new(stops.iter().copied()).unwrap(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn trace_rows_for_replayed_texts_are_exact() {
+    let mut engine = tokenizer();
+    let user = with_stops(&["\nuser:"]);
+    let cases: Vec<(&str, &str, GenerateParams, Vec<Expected>)> = vec![
+        (
+            "the stop spans three tokens and is cut",
+            " Berlin.\nuser: What",
+            user.clone(),
+            vec![
+                (11452, " Berlin", "", None, " Berlin", None),
+                (30, ".", "", None, ".", None),
+                (198, "\n", "\n", Some((1, 6)), "", None),
+                (4093, "user", "\nuser", Some((5, 6)), "", None),
+                (42, ":", "", None, "", Some("stop_string")),
+            ],
+        ),
+        (
+            "a false start is released when the next token rules the stop out",
+            "Berlin.\nusers",
+            user.clone(),
+            vec![
+                (24726, "Ber", "", None, "Ber", None),
+                (4226, "lin", "", None, "lin", None),
+                (30, ".", "", None, ".", None),
+                (198, "\n", "\n", Some((1, 6)), "", None),
+                (13044, "users", "", None, "\nusers", None),
+                (2, "<|im_end|>", "", None, "", Some("end_token")),
+            ],
+        ),
+        (
+            "held bytes are released when an end token ends the generation",
+            "a\nuse",
+            user.clone(),
+            vec![
+                (81, "a", "", None, "a", None),
+                (198, "\n", "\n", Some((1, 6)), "", None),
+                (1726, "use", "\nuse", Some((4, 6)), "", None),
+                (2, "<|im_end|>", "", None, "\nuse", Some("end_token")),
+            ],
+        ),
+        (
+            "the repetition stop ends a loop on its first repeat",
+            "la la la la la",
+            GenerateParams {
+                repetition: Some(RepetitionStop { ngram: 2, count: 2 }),
+                ..Default::default()
+            },
+            vec![
+                (5825, "la", "", None, "la", None),
+                (2618, " la", "", None, " la", None),
+                (2618, " la", "", None, " la", None),
+                (2618, " la", "", None, " la", Some("repetition")),
+            ],
+        ),
+    ];
+    for (name, replay, params, expected) in cases {
+        let rows = trace(&mut engine, replay, &params);
+        check(name, &rows, &expected);
+    }
+}
+
+#[test]
+fn the_last_row_explains_what_was_cut_and_where_the_stop_began() {
+    let mut engine = tokenizer();
+    let rows = trace(
+        &mut engine,
+        " Berlin.\nuser: What",
+        &with_stops(&["\nuser:"]),
+    );
+    let end = rows.last().unwrap().end.as_ref().unwrap();
+    assert_eq!(end.cut, b"\nuser:");
+    assert_eq!(end.stop_began_at, Some(2));
+    assert!(matches!(
+        end.finish,
+        FinishReason::StopString { offset: 8, .. }
+    ));
+    let text = explain(&rows).join("\n");
+    assert!(
+        text.contains("began in token 2 (\"\\n\") and was complete in token 4 (\":\"), 3 tokens"),
+        "{text}"
+    );
+    assert!(text.contains("output: \" Berlin.\""), "{text}");
+
+    let plain = render_row(&rows[3], Style::PLAIN);
+    assert!(plain.contains("\"\\nuser\" 5/6 of \"\\nuser:\""), "{plain}");
+    assert!(!plain.contains('\x1b'));
+    let coloured = render_row(&rows[3], Style { color: true });
+    assert!(coloured.contains("\x1b[33m"), "{coloured}");
+}
+
+#[test]
+fn repetition_is_its_own_stop_reason_but_openai_sees_stop() {
+    let f = FinishReason::Repetition {
+        ngram: 8,
+        count: 2,
+        first: 3,
+    };
+    assert_eq!(f.openai(), "stop");
+    assert_eq!(f.stop_reason(), serde_json::json!("repetition"));
+    assert_eq!(f.kind(), "repetition");
+    assert!(
+        GenerateParams::default().repetition.is_none(),
+        "off by default"
+    );
+}
+
+#[test]
+fn piped_trace_has_no_colour_and_jsonl_has_one_row_per_token() {
+    let bin = env!("CARGO_BIN_EXE_stoplab");
+    let out = Command::new(bin)
+        .args([
+            "trace",
+            "--replay",
+            r" Berlin.\nuser: What",
+            "--stop",
+            r"\nuser:",
+            "AI:",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains('\x1b'), "no colour when piped:\n{text}");
+    assert!(text.contains("cut \"\\nuser:\""), "{text}");
+
+    let out = Command::new(bin)
+        .args([
+            "trace",
+            "--jsonl",
+            "--replay",
+            r" Berlin.\nuser: What",
+            "--stop",
+            r"\nuser:",
+            "AI:",
+        ])
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[3]["held_for"]["stop"], "\nuser:");
+    assert_eq!(lines[4]["finish"]["kind"], "stop_string");
+    assert_eq!(lines[4]["finish"]["finish_reason"], "stop");
+    assert_eq!(lines[4]["finish"]["cut"], "\nuser:");
+}
+
+#[test]
+fn tokenize_shows_why_stops_are_matched_on_bytes() {
+    let engine = tokenizer();
+    let c = stoplab::inspect::stop_carriers(&engine.vocab, "\nuser:").unwrap();
+    assert_eq!(c.ids, vec![198, 4093, 42], "llama.cpp's ids for the stop");
+    assert!(c.heads.iter().any(|h| h.bytes == b"\n\n" && h.carries == 1));
+    assert!(c.tails.iter().any(|t| t.bytes == b"://" && t.carries == 1));
+
+    let hashes = stoplab::inspect::find_single(&engine.vocab, "#");
+    assert!(
+        hashes.windows(2).all(|w| w[0].1.len() >= w[1].1.len()),
+        "longest first"
+    );
+    assert!(hashes[0].1.len() > 6 && hashes[0].1.chars().all(|c| c == '#'));
+}
