@@ -15,8 +15,10 @@
 //! * [`sampling`]: greedy, temperature, top-k/p, min-p, penalties, logit bias, seed;
 //! * [`stop`]: the streaming stop-string matcher and its naive reference;
 //! * [`generate`]: the loop that ties them together and reports why it finished;
-//! * [`fetch`]: where model files come from.
+//! * [`fetch`]: where model files come from;
+//! * [`bench`]: stop matching measured against the peers' strategies.
 
+pub mod bench;
 pub mod fetch;
 pub mod format;
 pub mod generate;
