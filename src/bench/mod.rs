@@ -259,7 +259,10 @@ impl SplitMix {
 pub fn never_matching_stops(text: &[u8], avoid: &[&[u8]], n: usize, seed: u64) -> Vec<String> {
     const LAST: &[u8] = b"~|^`@#%$}{<>";
     let finder = |s: &[u8]| avoid.iter().any(|t| memchr::memmem::find(t, s).is_some());
-    assert!(text.len() > 12, "stops are drawn from a text of more than 12 bytes");
+    assert!(
+        text.len() > 12,
+        "stops are drawn from a text of more than 12 bytes"
+    );
     let mut rng = SplitMix(seed);
     let mut stops: Vec<String> = Vec::with_capacity(n);
     let mut seen = std::collections::HashSet::new();

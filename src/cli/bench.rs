@@ -43,7 +43,7 @@ pub struct StopsArgs {
     /// Measuring time per cell, in milliseconds (the fastest of 5 rounds counts).
     #[arg(long, default_value_t = 200)]
     ms: u64,
-    /// A cell whose single pass is predicted to take longer than this many milliseconds is skipped (full
+    /// A cell whose first pass over the stream takes longer than this many milliseconds is skipped (full
     /// rescan grows with stops × length²).
     #[arg(long, default_value_t = 500)]
     max_pass_ms: u64,
@@ -112,8 +112,9 @@ impl Cell {
     }
 }
 
-/// Measures every strategy on `stream` for each stop count, in increasing order so that a cell predicted
-/// (from the previous one, linearly in the stops) to be too slow is skipped.
+/// Measures every strategy on `stream` for each stop count. A cell is skipped when a first pass over the
+/// stream does not finish within `--max-pass-ms` (full rescan grows with stops × length²), or when a smaller
+/// stop count of the same strategy was already skipped.
 fn sweep(
     w: &Workload,
     stream: &Stream,
@@ -121,25 +122,26 @@ fn sweep(
     args: &StopsArgs,
 ) -> Result<Vec<Cell>, Failure> {
     let mut cells = Vec::new();
+    let limit = Duration::from_millis(args.max_pass_ms);
     for strategy in Strategy::ALL {
-        let mut last: Option<(usize, f64)> = None;
+        let mut too_slow = false;
         for &n in stop_counts {
-            let predicted_ms = last.map_or(0.0, |(m, ms)| ms * n as f64 / m.max(1) as f64);
-            if predicted_ms > args.max_pass_ms as f64 {
+            let set = w.stop_set(n, false);
+            let t = Instant::now();
+            let mut s = strategy.build(&set, &w.vocab);
+            let setup_ms = t.elapsed().as_secs_f64() * 1e3;
+            too_slow = too_slow || !finishes_within(s.as_mut(), stream, limit);
+            if too_slow {
                 cells.push(Cell {
                     strategy,
                     stops: n,
                     tokens: stream.len(),
                     ns_per_token: None,
                     ns_per_byte: None,
-                    setup_ms: 0.0,
+                    setup_ms,
                 });
                 continue;
             }
-            let set = w.stop_set(n, false);
-            let t = Instant::now();
-            let mut s = strategy.build(&set, &w.vocab);
-            let setup_ms = t.elapsed().as_secs_f64() * 1e3;
             let m = measure(s.as_mut(), stream, Duration::from_millis(args.ms), 5);
             check(strategy, n, &m.found, &w.expected(stream, n, false))?;
             // The same strategy must also find the stop that the last token completes.
@@ -153,7 +155,6 @@ fn sweep(
                     &w.expected(stream, n, true),
                 )?;
             }
-            last = Some((n, m.ns_per_token * stream.len() as f64 / 1e6));
             cells.push(Cell {
                 strategy,
                 stops: n,
@@ -165,6 +166,23 @@ fn sweep(
         }
     }
     Ok(cells)
+}
+
+/// Whether one pass over the stream takes less than `limit` (given up as soon as it has taken longer).
+fn finishes_within(
+    strategy: &mut dyn stoplab::bench::StopStrategy,
+    stream: &Stream,
+    limit: Duration,
+) -> bool {
+    strategy.reset();
+    let t = Instant::now();
+    for (i, (&id, bytes)) in stream.ids.iter().zip(&stream.bytes).enumerate() {
+        std::hint::black_box(strategy.feed(id, bytes));
+        if i % 64 == 0 && t.elapsed() > limit {
+            return false;
+        }
+    }
+    true
 }
 
 fn check(
@@ -318,12 +336,9 @@ fn stops(args: StopsArgs) -> Result<(), Failure> {
             .iter()
             .filter(|r| r["vs"] == peer.name())
             .map(|r| {
-                format!(
-                    "{}s×{}t {:.0}x",
-                    r["stops"],
-                    r["tokens"],
-                    r["speedup"].as_f64().unwrap_or(0.0)
-                )
+                let x = r["speedup"].as_f64().unwrap_or(0.0);
+                let digits = if x < 10.0 { 1 } else { 0 };
+                format!("{}s×{}t {x:.digits$}x", r["stops"], r["tokens"])
             })
             .collect();
         println!("  vs {:<13} {}", peer.name(), line.join(", "));
