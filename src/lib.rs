@@ -18,8 +18,10 @@
 //! * [`fetch`]: where model files come from;
 //! * [`trace`]: one row per generated token, as the stop machinery saw it;
 //! * [`inspect`]: how stop strings fall across tokens, and single-token candidates for custom stops;
-//! * [`experiment`]: scenarios (TOML) that replay the seed's techniques and measure the waste.
+//! * [`experiment`]: scenarios (TOML) that replay the seed's techniques and measure the waste;
+//! * [`bench`]: stop matching measured against the peers' strategies.
 
+pub mod bench;
 pub mod experiment;
 pub mod fetch;
 pub mod format;

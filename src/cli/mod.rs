@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand; this one holds what they share.
 
+pub mod bench;
 pub mod experiment;
 pub mod fetch;
 pub mod generate;
@@ -105,6 +106,11 @@ pub enum Command {
         /// List the models the manifest knows, with where they are cached.
         #[arg(long)]
         list: bool,
+    },
+    /// Measure stop matching: stoplab's matcher against the peers' strategies, and its cost in real decoding.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
     },
 }
 
@@ -507,6 +513,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Tokenize(args) => tokenize::run(args),
         Command::Experiment(args) => experiment::run(args),
         Command::Fetch { name, force, list } => fetch::run(name, force, list),
+        Command::Bench { what } => bench::run(what),
     }
 }
 
