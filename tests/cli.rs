@@ -192,9 +192,20 @@ fn malformed_tokenizer_json_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("tokenizer.json");
     std::fs::write(&tok, "{\"model\": 3}").unwrap();
-    let o = stoplab(&["complete", "x", "--replay", "a", "--tokenizer", tok.to_str().unwrap()]);
+    let o = stoplab(&[
+        "complete",
+        "x",
+        "--replay",
+        "a",
+        "--tokenizer",
+        tok.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("tokenizer.json") && stderr(&o).contains("cannot read"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("tokenizer.json") && stderr(&o).contains("cannot read"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Lays out a Hugging Face hub cache holding `file` the way `hf-hub` writes it.
