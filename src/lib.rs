@@ -22,6 +22,7 @@ pub mod format;
 pub mod generate;
 pub mod model;
 pub mod sampling;
+pub mod serve;
 pub mod stop;
 pub mod tokenizer;
 

@@ -2,6 +2,7 @@
 
 pub mod fetch;
 pub mod generate;
+pub mod serve;
 
 use std::path::PathBuf;
 
@@ -72,6 +73,8 @@ pub enum Command {
         #[arg(long)]
         list: bool,
     },
+    /// Serve an OpenAI-compatible API (completions, chat completions, streaming) with exact stops.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -384,6 +387,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
             generate::run(all, "chat", opts)
         }
         Command::Fetch { name, force, list } => fetch::run(name, force, list),
+        Command::Serve(args) => serve::run(args),
     }
 }
 
