@@ -36,6 +36,9 @@ use crate::{Engine, EngineOptions, Error};
 
 use api::Served;
 
+/// How long open connections may take to finish once the server is stopping.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Bounds on what one request may ask and how many may wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -101,7 +104,7 @@ pub struct Handle {
     addr: SocketAddr,
     model: String,
     stopping: Arc<AtomicBool>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
     worker: Option<JoinHandle<()>>,
 }
@@ -126,7 +129,7 @@ impl Handle {
     fn stop_now(&mut self) -> std::io::Result<()> {
         self.stopping.store(true, Ordering::SeqCst);
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
         let mut result = Ok(());
         if let Some(server) = self.server.take() {
@@ -202,17 +205,26 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let server = std::thread::Builder::new()
         .name("stoplab-serve".into())
         .spawn(move || {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await
+                let mut graceful = stopped.clone();
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = graceful.wait_for(|s| *s).await;
+                });
+                // Open responses end quickly once the generation is cancelled; a client that keeps a
+                // request half-sent must not hold the shutdown up for ever.
+                let mut deadline = stopped;
+                tokio::select! {
+                    r = serve => r,
+                    _ = async move {
+                        let _ = deadline.wait_for(|s| *s).await;
+                        tokio::time::sleep(SHUTDOWN_GRACE).await;
+                    } => Ok(()),
+                }
             })
         })
         .map_err(StartError::Runtime)?;
