@@ -582,13 +582,25 @@ fn a_raw_request_without_content_type_works_like_curl() {
 fn the_command_serves_until_sigterm_then_exits_0() {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stoplab"))
-        .args(["serve", "--replay-only", "--port", "0"])
-        .env_remove("STOPLAB_API_KEY")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    /// Kills the server if the test fails before it is stopped.
+    struct Child(std::process::Child);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            if self.0.try_wait().ok().flatten().is_none() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_stoplab"))
+            .args(["serve", "--replay-only", "--port", "0"])
+            .env_remove("STOPLAB_API_KEY")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary runs"),
+    );
+    let mut lines = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = lines
             .next()
@@ -604,11 +616,11 @@ fn the_command_serves_until_sigterm_then_exits_0() {
     let r: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
     assert_eq!(r["choices"][0]["text"], " ok");
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM is a normal end");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");

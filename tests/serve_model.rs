@@ -106,6 +106,29 @@ fn a_client_that_hangs_up_cancels_its_generation() {
 }
 
 #[test]
+fn a_client_that_hangs_up_before_a_plain_answer_cancels_too() {
+    let h = start(true, None, Limits::default());
+    let mut body = long_stream();
+    body["stream"] = false.into();
+    let body = body.to_string();
+    let mut conn = std::net::TcpStream::connect(h.addr()).unwrap();
+    std::io::Write::write_all(
+        &mut conn,
+        format!(
+            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    wait_health(&h, |b| b["running"] == true);
+    drop(conn);
+    let health = wait_health(&h, |b| b["busy"] == 0);
+    assert_eq!(health["cancelled"], 1, "{health}");
+    h.shutdown().unwrap();
+}
+
+#[test]
 fn a_full_queue_answers_429_with_retry_after() {
     let h = start(
         true,
