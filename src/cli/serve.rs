@@ -10,6 +10,13 @@ use stoplab::serve::{self, Config, Limits, StartError};
 
 use super::Failure;
 
+pub const EXAMPLES: &str = "Examples:
+  stoplab --threads 1 serve                     # http://127.0.0.1:8080/v1, one model thread
+  curl -s localhost:8080/v1/chat/completions -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi!\"}]}'
+  curl -sN localhost:8080/v1/completions -d '{\"prompt\": \"user: Capital of Germany?\\nAI:\", \"stop\": \"\\nuser:\", \"stream\": true}'
+  stoplab serve --replay-only                   # no weights: requests give \"replay\": text the model writes
+  STOPLAB_API_KEY=secret stoplab serve --host 0.0.0.0";
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Address to listen on. Anything but loopback exposes the model to the network: use --api-key.
@@ -77,6 +84,11 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             queue: args.queue,
         },
     };
+    // Before the server says it is ready: a signal sent as soon as it says so must find the handlers.
+    let signals = Signals::install().map_err(|e| Failure {
+        usage: false,
+        message: format!("installing signal handlers: {e}"),
+    })?;
     let handle = serve::start(config).map_err(|e| match e {
         StartError::Engine(e) => Failure::from(e),
         other => Failure {
@@ -89,10 +101,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         handle.model(),
         handle.addr()
     );
-    wait_for_signal().map_err(|e| Failure {
-        usage: false,
-        message: format!("waiting for signals: {e}"),
-    })?;
+    signals.wait();
     eprintln!("stoplab: shutting down");
     handle.shutdown().map_err(|e| Failure {
         usage: false,
@@ -100,22 +109,47 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     })
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+/// SIGINT and SIGTERM, caught from the moment of [`Signals::install`].
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate())?;
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => r,
-                _ = term.recv() => Ok(()),
-            }
+            let entered = runtime.enter();
+            let interrupt = signal(SignalKind::interrupt())?;
+            let terminate = signal(SignalKind::terminate())?;
+            drop(entered);
+            Ok(Self {
+                runtime,
+                interrupt,
+                terminate,
+            })
         }
         #[cfg(not(unix))]
-        tokio::signal::ctrl_c().await
-    })
+        Ok(Self { runtime })
+    }
+
+    /// Blocks until one arrives.
+    fn wait(mut self) {
+        #[cfg(unix)]
+        self.runtime.block_on(async {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+        });
+        #[cfg(not(unix))]
+        let _ = self.runtime.block_on(tokio::signal::ctrl_c());
+    }
 }
