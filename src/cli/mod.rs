@@ -74,6 +74,7 @@ pub enum Command {
         list: bool,
     },
     /// Serve an OpenAI-compatible API (completions, chat completions, streaming) with exact stops.
+    #[command(after_help = serve::EXAMPLES)]
     Serve(serve::ServeArgs),
 }
 
