@@ -458,13 +458,13 @@ pub fn generation(
     let f = Fields::parse(body)?;
     f.check_model(served)?;
     let vocab = &*served.vocab;
-    if let Some(n) = f.get::<i64>("n")? {
-        if n != 1 {
-            return Err(ApiError::invalid(
-                "n",
-                format!("only n = 1 is supported (one model, one generation at a time); got {n}"),
-            ));
-        }
+    if let Some(n) = f.get::<i64>("n")?
+        && n != 1
+    {
+        return Err(ApiError::invalid(
+            "n",
+            format!("only n = 1 is supported (one model, one generation at a time); got {n}"),
+        ));
     }
     let stream = f.get::<bool>("stream")?.unwrap_or(false);
     let include_usage = match f.raw("stream_options") {

@@ -16,9 +16,21 @@
 //! * Defaults follow OpenAI's API (temperature 1, 16 tokens for completions, chat until the model stops)
 //!   except the seed, 0 unless given, so a repeated request gives the same text.
 //!
+//! * Request fields: OpenAI's (`model`, `prompt` / `messages`, `max_tokens` / `max_completion_tokens`,
+//!   `temperature`, `top_p`, `seed`, `stop`, `logit_bias` with -100 banning, `frequency_penalty`,
+//!   `presence_penalty`, `stream`, `stream_options.include_usage`, `n` = 1), vLLM's and llama.cpp's
+//!   (`top_k`, `min_p`, `repetition_penalty`, `stop_token_ids`, `include_stop_str_in_output`, `ignore_eos`,
+//!   `min_tokens`), and stoplab's `replay`: text or token ids the replay model writes instead of sampling,
+//!   so any stop scenario can be staged over HTTP. Unknown fields are ignored; a known one of the wrong
+//!   type is a 400.
+//! * Other routes: `GET /v1/models`, `GET /health` (no key needed; queue and cancellation counters),
+//!   `POST /tokenize` (`prompt` or `messages`), `POST /detokenize` (`tokens`).
+//!
 //! ```text
 //! $ stoplab serve &
 //! $ curl -s localhost:8080/v1/completions -d '{"prompt": "user: Hi\nAI:", "stop": "\nuser:"}'
+//! $ curl -sN localhost:8080/v1/completions \
+//!     -d '{"prompt": "AI:", "replay": " Berlin.######", "stop": "######", "stream": true}'
 //! ```
 //!
 //! [`start`] runs the server in-process (tests use it with port 0); [`Handle::shutdown`] stops it.
@@ -160,14 +172,14 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
         .or_else(|| config.engine.model.clone())
         .unwrap_or_else(|| crate::fetch::Manifest::builtin().default.clone());
     let mut model_ids = vec![model.clone()];
+    // The file's name works too ("SmolLM2-135M-Instruct.Q4_1"), as llama.cpp's server names a model.
     if let Some(stem) = engine
         .path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
+        && !model_ids.contains(&stem)
     {
-        if !model_ids.contains(&stem) {
-            model_ids.push(stem);
-        }
+        model_ids.push(stem);
     }
     let served = Served {
         vocab: Arc::new(engine.vocab.clone()),

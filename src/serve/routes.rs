@@ -69,25 +69,25 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
 
 /// `Authorization: Bearer KEY` on every route but `/health`, when the server has a key.
 async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if let Some(key) = &state.api_key {
-        if req.uri().path() != "/health" {
-            let given = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            match given {
-                None => {
-                    return ApiError::unauthorized(
-                        "missing API key: send `Authorization: Bearer KEY` (the server was started with --api-key)",
-                    )
-                    .into_response();
-                }
-                Some(k) if !constant_time_eq(k.trim().as_bytes(), key.as_bytes()) => {
-                    return ApiError::unauthorized("incorrect API key").into_response();
-                }
-                Some(_) => {}
+    if let Some(key) = &state.api_key
+        && req.uri().path() != "/health"
+    {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            None => {
+                return ApiError::unauthorized(
+                    "missing API key: send `Authorization: Bearer KEY` (the server was started with --api-key)",
+                )
+                .into_response();
             }
+            Some(k) if !constant_time_eq(k.trim().as_bytes(), key.as_bytes()) => {
+                return ApiError::unauthorized("incorrect API key").into_response();
+            }
+            Some(_) => {}
         }
     }
     next.run(req).await
