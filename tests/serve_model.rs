@@ -92,8 +92,9 @@ fn a_client_that_hangs_up_cancels_its_generation() {
     let conn = open_stream(&h, "/v1/completions", &long_stream());
     assert_eq!(get(&h, "/health").body["running"], true);
     drop(conn);
-    let health = wait_health(&h, |b| b["busy"] == 0);
-    assert_eq!(health["cancelled"], 1, "{health}");
+    // The place is given back at once; the generation ends at its next token.
+    let health = wait_health(&h, |b| b["cancelled"] == 1 && b["running"] == false);
+    assert_eq!(health["busy"], 0, "{health}");
     assert_eq!(health["completed"], 0, "{health}");
     // The model is free again.
     let r = post(
@@ -110,21 +111,12 @@ fn a_client_that_hangs_up_before_a_plain_answer_cancels_too() {
     let h = start(true, None, Limits::default());
     let mut body = long_stream();
     body["stream"] = false.into();
-    let body = body.to_string();
-    let mut conn = std::net::TcpStream::connect(h.addr()).unwrap();
-    std::io::Write::write_all(
-        &mut conn,
-        format!(
-            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .unwrap();
+    let conn = send_raw(&h, "/v1/completions", &body);
     wait_health(&h, |b| b["running"] == true);
     drop(conn);
-    let health = wait_health(&h, |b| b["busy"] == 0);
-    assert_eq!(health["cancelled"], 1, "{health}");
+    let health = wait_health(&h, |b| b["cancelled"] == 1 && b["running"] == false);
+    assert_eq!(health["busy"], 0, "{health}");
+    assert_eq!(health["completed"], 0, "{health}");
     h.shutdown().unwrap();
 }
 
@@ -139,30 +131,54 @@ fn a_full_queue_answers_429_with_retry_after() {
         },
     );
     let running = open_stream(&h, "/v1/completions", &long_stream());
+    let short = json!({"prompt": "Hi", "max_tokens": 3, "temperature": 0});
+    // A client that waits in the queue, then gives up: its place is free at once, before the worker
+    // reaches (and skips) its request.
+    let gives_up = send_raw(&h, "/v1/completions", &short);
+    wait_health(&h, |b| b["busy"] == 2);
+    let r = post(&h, "/v1/completions", &short);
+    assert_eq!(r.status, 429, "{:?}", r.body);
+    assert_eq!(r.retry_after.as_deref(), Some("1"));
+    assert_eq!(r.body["error"]["type"], "rate_limit_error");
+    drop(gives_up);
+    wait_health(&h, |b| b["busy"] == 1);
+
     let waiting = std::thread::scope(|s| {
-        let waiter = s.spawn(|| {
-            post(
-                &h,
-                "/v1/completions",
-                &json!({"prompt": "Hi", "max_tokens": 3, "temperature": 0}),
-            )
-        });
+        let waiter = s.spawn(|| post(&h, "/v1/completions", &short));
         wait_health(&h, |b| b["busy"] == 2);
-        let r = post(
-            &h,
-            "/v1/completions",
-            &json!({"prompt": "Hi", "max_tokens": 3}),
-        );
-        assert_eq!(r.status, 429, "{:?}", r.body);
-        assert_eq!(r.retry_after.as_deref(), Some("1"));
-        assert_eq!(r.body["error"]["type"], "rate_limit_error");
         // Hanging up the running stream frees its place: the waiting request runs.
         drop(running);
         waiter.join().unwrap()
     });
     assert_eq!(waiting.status, 200, "{:?}", waiting.body);
     assert_eq!(waiting.body["usage"]["completion_tokens"], 3);
+    let health = get(&h, "/health").body;
+    assert_eq!(
+        health["cancelled"], 2,
+        "the stream and the request that gave up: {health}"
+    );
+    assert_eq!(health["completed"], 1, "{health}");
     h.shutdown().unwrap();
+}
+
+/// Sends a request on a raw connection without reading the answer; dropping the stream hangs up.
+fn send_raw(
+    h: &stoplab::serve::Handle,
+    path: &str,
+    body: &serde_json::Value,
+) -> std::net::TcpStream {
+    let body = body.to_string();
+    let mut conn = std::net::TcpStream::connect(h.addr()).unwrap();
+    std::io::Write::write_all(
+        &mut conn,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    conn
 }
 
 #[test]

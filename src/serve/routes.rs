@@ -19,7 +19,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::generate::{FinishReason, Outcome};
 
 use super::api::{self, ApiError, Endpoint, Fields, Served};
-use super::worker::{Event, Queue};
+use super::worker::{Event, Place, Queue};
 
 pub struct AppState {
     pub served: Served,
@@ -228,9 +228,10 @@ async fn generate(
     };
     let stream = request.stream;
     let include_usage = request.include_usage;
-    let mut rx = state.queue.submit(request)?;
+    let (mut rx, place) = state.queue.submit(request)?;
 
     if !stream {
+        let _place = place;
         loop {
             match rx.recv().await {
                 Some(Event::Token(_)) => continue,
@@ -268,6 +269,7 @@ async fn generate(
         frames,
         done: false,
         include_usage,
+        _place: place,
     };
     let body = futures_util::stream::unfold(sse_state, |mut st| async move {
         let frame = st.next_frame().await?;
@@ -290,8 +292,8 @@ fn sse(value: &Value) -> Bytes {
     out.into()
 }
 
-/// A streaming response in progress. It owns the event receiver: when the client goes away the body is
-/// dropped, the receiver with it, and the worker stops at the next token.
+/// A streaming response in progress. It owns the event receiver and the queue place: when the client goes
+/// away the body is dropped, both with it, and the worker stops at the next token.
 struct SseState {
     reply: Reply,
     rx: UnboundedReceiver<Event>,
@@ -299,6 +301,8 @@ struct SseState {
     frames: VecDeque<Bytes>,
     done: bool,
     include_usage: bool,
+    /// The request's place in the queue, given back when the stream ends or its client goes away.
+    _place: Place,
 }
 
 impl SseState {

@@ -1,10 +1,10 @@
 //! One model, one generation at a time: a bounded FIFO queue in front of a thread that owns the [`Engine`].
 //!
-//! A request takes a *place* when it is queued and gives it back when its generation ends (its `Place`
-//! is dropped). With every place taken, [`Queue::submit`] answers 429 at once. The worker checks, before
-//! each token, whether the request's receiver still exists: a client that went away (its handler or its
-//! response body dropped) ends the generation within one token (`FinishReason::Cancelled`), and a request
-//! whose client left while it waited never starts.
+//! A request takes a *place* when it is queued. The place belongs to the client's side (the handler, then
+//! the streaming body), so a client that goes away gives it back at once, whether it was waiting or
+//! generating; with every place taken, [`Queue::submit`] answers 429. The worker checks, before each token,
+//! whether the request's receiver still exists: a client that went away ends the generation within one
+//! token (`FinishReason::Cancelled`), and a request whose client left while it waited never starts.
 
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -43,11 +43,11 @@ pub struct Stats {
 struct Job {
     request: GenRequest,
     events: UnboundedSender<Event>,
-    _place: Place,
 }
 
 /// A taken place in the queue (waiting or running); dropping it gives the place back.
-struct Place(Arc<AtomicUsize>);
+#[derive(Debug)]
+pub struct Place(Arc<AtomicUsize>);
 
 impl Drop for Place {
     fn drop(&mut self) {
@@ -66,8 +66,12 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Queues a request; its events arrive on the returned receiver. Full: 429.
-    pub fn submit(&self, request: GenRequest) -> Result<UnboundedReceiver<Event>, ApiError> {
+    /// Queues a request; its events arrive on the returned receiver. Keep the place while the client is
+    /// there. Full: 429.
+    pub fn submit(
+        &self,
+        request: GenRequest,
+    ) -> Result<(UnboundedReceiver<Event>, Place), ApiError> {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(ApiError::shutting_down());
         }
@@ -80,13 +84,9 @@ impl Queue {
         let place = Place(self.taken.clone());
         let (events, rx) = unbounded_channel();
         self.jobs
-            .send(Job {
-                request,
-                events,
-                _place: place,
-            })
+            .send(Job { request, events })
             .map_err(|_| ApiError::shutting_down())?;
-        Ok(rx)
+        Ok((rx, place))
     }
 
     /// Requests queued or running.
@@ -126,9 +126,7 @@ pub fn spawn(
 }
 
 fn run(engine: &mut Engine, job: Job, stats: &Stats, stopping: &AtomicBool) {
-    let Job {
-        request, events, ..
-    } = job;
+    let Job { request, events } = job;
     if stopping.load(Ordering::SeqCst) {
         let _ = events.send(Event::ShuttingDown);
         return;
