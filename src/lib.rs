@@ -29,6 +29,7 @@ pub mod generate;
 pub mod inspect;
 pub mod model;
 pub mod sampling;
+pub mod serve;
 pub mod stop;
 pub mod tokenizer;
 pub mod trace;

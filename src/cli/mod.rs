@@ -4,6 +4,7 @@ pub mod bench;
 pub mod experiment;
 pub mod fetch;
 pub mod generate;
+pub mod serve;
 pub mod tokenize;
 pub mod trace;
 
@@ -112,6 +113,9 @@ pub enum Command {
         #[command(subcommand)]
         what: bench::BenchCommand,
     },
+    /// Serve an OpenAI-compatible API (completions, chat completions, streaming) with exact stops.
+    #[command(after_help = serve::EXAMPLES)]
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -514,6 +518,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Experiment(args) => experiment::run(args),
         Command::Fetch { name, force, list } => fetch::run(name, force, list),
         Command::Bench { what } => bench::run(what),
+        Command::Serve(args) => serve::run(args),
     }
 }
 

@@ -1,5 +1,10 @@
-//! Test helpers: a small synthetic GGUF vocabulary (no weights) and ways to run the loop on replays.
+//! Test helpers: a small synthetic GGUF vocabulary (no weights) and ways to run the loop on replays;
+//! `http` starts servers and talks to them.
 #![allow(dead_code)]
+
+mod http;
+#[allow(unused_imports)]
+pub use http::*;
 
 use std::path::{Path, PathBuf};
 

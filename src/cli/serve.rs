@@ -1,0 +1,155 @@
+//! `stoplab serve`: the OpenAI-compatible API on the local model.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use clap::Args;
+
+use stoplab::EngineOptions;
+use stoplab::serve::{self, Config, Limits, StartError};
+
+use super::Failure;
+
+pub const EXAMPLES: &str = "Examples:
+  stoplab --threads 1 serve                     # http://127.0.0.1:8080/v1, one model thread
+  curl -s localhost:8080/v1/chat/completions -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi!\"}]}'
+  curl -sN localhost:8080/v1/completions -d '{\"prompt\": \"user: Capital of Germany?\\nAI:\", \"stop\": \"\\nuser:\", \"stream\": true}'
+  stoplab serve --replay-only                   # no weights: requests give \"replay\": text the model writes
+  STOPLAB_API_KEY=secret stoplab serve --host 0.0.0.0";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on. Anything but loopback exposes the model to the network: use --api-key.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long, env = "STOPLAB_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// A GGUF file, a model name from `stoplab fetch --list`, or hf:OWNER/REPO/FILE.gguf (default: the default
+    /// model).
+    #[arg(long, short, env = "STOPLAB_MODEL")]
+    model: Option<String>,
+    /// A tokenizer.json to use instead of the tokenizer built from the GGUF metadata.
+    #[arg(long, value_name = "FILE")]
+    tokenizer: Option<PathBuf>,
+    /// The model name /v1/models lists and requests give (default: --model, else the default model's name).
+    #[arg(long, value_name = "NAME")]
+    served_model_name: Option<String>,
+    /// Load only the tokenizer: no weights, every request must carry `replay` (text or token ids the model
+    /// "writes"), so stop behaviour can be staged over HTTP.
+    #[arg(long)]
+    replay_only: bool,
+    /// Requests that may wait while one generates; beyond that the answer is 429 with Retry-After.
+    #[arg(long, default_value_t = Limits::default().queue)]
+    queue: usize,
+    /// Most stop strings in one request.
+    #[arg(long, default_value_t = Limits::default().max_stops)]
+    max_stops: usize,
+    /// Longest stop string, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_stop_bytes)]
+    max_stop_bytes: usize,
+    /// Largest request body, in bytes (413 beyond).
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    max_body_bytes: usize,
+}
+
+pub fn run(args: ServeArgs) -> Result<(), Failure> {
+    let addr: SocketAddr = (args.host.as_str(), args.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| Failure::usage(format!("--host: cannot resolve {:?}", args.host)))?;
+    if !addr.ip().is_loopback() && args.api_key.is_none() {
+        eprintln!(
+            "stoplab: warning: listening on {addr} without --api-key: anyone who can reach this address can use \
+             the model"
+        );
+    }
+    let config = Config {
+        engine: EngineOptions {
+            model: args.model,
+            tokenizer: args.tokenizer,
+            tokenizer_only: args.replay_only,
+            progress: true,
+        },
+        addr,
+        api_key: args.api_key,
+        model_name: args.served_model_name,
+        limits: Limits {
+            max_stops: args.max_stops,
+            max_stop_bytes: args.max_stop_bytes,
+            max_body_bytes: args.max_body_bytes,
+            queue: args.queue,
+        },
+    };
+    // Before the server says it is ready: a signal sent as soon as it says so must find the handlers.
+    let signals = Signals::install().map_err(|e| Failure {
+        usage: false,
+        message: format!("installing signal handlers: {e}"),
+    })?;
+    let handle = serve::start(config).map_err(|e| match e {
+        StartError::Engine(e) => Failure::from(e),
+        other => Failure {
+            usage: false,
+            message: other.to_string(),
+        },
+    })?;
+    eprintln!(
+        "stoplab: serving {} at http://{}/v1 (Ctrl-C to stop)",
+        handle.model(),
+        handle.addr()
+    );
+    signals.wait();
+    eprintln!("stoplab: shutting down");
+    handle.shutdown().map_err(|e| Failure {
+        usage: false,
+        message: format!("shutting down: {e}"),
+    })
+}
+
+/// SIGINT and SIGTERM, caught from the moment of [`Signals::install`].
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let entered = runtime.enter();
+            let interrupt = signal(SignalKind::interrupt())?;
+            let terminate = signal(SignalKind::terminate())?;
+            drop(entered);
+            Ok(Self {
+                runtime,
+                interrupt,
+                terminate,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self { runtime })
+    }
+
+    /// Blocks until one arrives.
+    fn wait(mut self) {
+        #[cfg(unix)]
+        self.runtime.block_on(async {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+        });
+        #[cfg(not(unix))]
+        let _ = self.runtime.block_on(tokio::signal::ctrl_c());
+    }
+}

@@ -1,0 +1,664 @@
+//! Requests in, validated requests or errors out: parse, don't validate.
+//!
+//! A request body becomes a [`GenRequest`] (everything checked: types, ranges, the vocabulary, the context)
+//! or an [`ApiError`] that names the field. [`ApiError`] is also the one place where an error becomes an
+//! HTTP status.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use crate::Error;
+use crate::format::{Message, PromptFormat};
+use crate::generate::GenerateParams;
+use crate::sampling::SamplingParams;
+use crate::stop::StopSet;
+use crate::tokenizer::Vocab;
+
+use super::Limits;
+
+/// An error as OpenAI's API writes it: `{"error": {"message", "type", "param", "code"}}` and a status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+    /// Seconds for a `Retry-After` header (429).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    /// 400 for a field: the message starts with the field's name.
+    pub fn invalid(param: &str, message: impl std::fmt::Display) -> Self {
+        Self {
+            param: Some(param.to_string()),
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                format!("{param}: {message}"),
+            )
+        }
+    }
+
+    /// 400 for the body as a whole (malformed JSON, not an object).
+    pub fn bad_body(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            code: Some("invalid_api_key"),
+            ..Self::new(StatusCode::UNAUTHORIZED, "authentication_error", message)
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>, code: &'static str) -> Self {
+        Self {
+            code: Some(code),
+            ..Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+        }
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method not allowed on this route (generation routes take POST, /v1/models and /health GET)",
+        )
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!(
+                "the request body is larger than the server's limit of {limit} bytes (stoplab serve --max-body-bytes)"
+            ),
+        )
+    }
+
+    pub fn queue_full(capacity: usize) -> Self {
+        Self {
+            code: Some("queue_full"),
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                format!(
+                    "the server is busy: one generation runs and {capacity} wait (stoplab serve --queue); retry later"
+                ),
+            )
+        }
+    }
+
+    pub fn shutting_down() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "the server is shutting down",
+        )
+    }
+
+    /// The environment failed (the model backend, a lost worker): never the client's input.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+
+    /// OpenAI's error body.
+    pub fn body(&self) -> Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match &e {
+            Error::Invalid { field, message } => Self::invalid(field, message),
+            Error::PromptTooLong { .. } => Self::invalid("prompt", &e),
+            Error::UnknownToken { .. } | Error::Tokenizer(_) => Self::invalid("prompt", &e),
+            Error::Stop(s) => Self::invalid("stop", s),
+            Error::Model { .. }
+            | Error::Fetch(_)
+            | Error::ContextFull { .. }
+            | Error::Backend(_) => Self::internal(e.to_string()),
+        }
+    }
+}
+
+/// What the server knows about its model, for checking requests before they queue.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub vocab: Arc<Vocab>,
+    /// The model's context length in tokens (prompt plus generated).
+    pub context: usize,
+    /// The names a request's `model` may use; the first is the one `/v1/models` lists.
+    pub model_ids: Vec<String>,
+    /// False when started without weights: every generation request must carry `replay`.
+    pub weights: bool,
+    pub limits: Limits,
+}
+
+/// Which generation route a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Completions,
+    Chat,
+}
+
+/// A generation request, fully checked: it can only fail for reasons of the model or the environment.
+#[derive(Debug, Clone)]
+pub struct GenRequest {
+    pub endpoint: Endpoint,
+    pub prompt: Vec<u32>,
+    pub replay: Option<Vec<u32>>,
+    pub params: GenerateParams,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// A request body's fields, read one at a time with the field's name in every error.
+#[derive(Debug)]
+pub struct Fields(Map<String, Value>);
+
+impl Fields {
+    /// Parses a body that must be a JSON object.
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_body(format!("malformed JSON in the request body: {e}")))?;
+        match value {
+            Value::Object(map) => Ok(Self(map)),
+            other => Err(ApiError::bad_body(format!(
+                "the request body must be a JSON object, not {}",
+                kind(&other)
+            ))),
+        }
+    }
+
+    fn raw(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).filter(|v| !v.is_null())
+    }
+
+    /// A field of type `T`; absent and `null` are `None`; any other type is an error naming the field.
+    pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ApiError> {
+        self.raw(name).map(|v| typed(v, name)).transpose()
+    }
+
+    /// Checks `model` against the served names: an unknown model is 404, as OpenAI answers.
+    pub fn check_model(&self, served: &Served) -> Result<(), ApiError> {
+        match self.get::<String>("model")? {
+            Some(m) if !served.model_ids.contains(&m) => Err(ApiError::not_found(
+                format!(
+                    "model: `{m}` does not exist; this server serves `{}`",
+                    served.model_ids[0]
+                ),
+                "model_not_found",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn typed<T: DeserializeOwned>(v: &Value, name: &str) -> Result<T, ApiError> {
+    serde_json::from_value(v.clone()).map_err(|e| ApiError::invalid(name, e))
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Reads a chat request's `messages`: `{"role", "content"}` objects, content a string, null, or an array of
+/// `{"type": "text", "text"}` parts.
+pub fn messages(f: &Fields) -> Result<Vec<Message>, ApiError> {
+    let list: Vec<Value> = f
+        .get("messages")?
+        .ok_or_else(|| ApiError::invalid("messages", "is required"))?;
+    if list.is_empty() {
+        return Err(ApiError::invalid(
+            "messages",
+            "is empty; give at least one message",
+        ));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let at = format!("messages[{i}]");
+        let obj = m.as_object().ok_or_else(|| {
+            ApiError::invalid(&at, format!("expected an object, got {}", kind(m)))
+        })?;
+        let role: String = obj
+            .get("role")
+            .map(|r| typed(r, &format!("{at}.role")))
+            .transpose()?
+            .ok_or_else(|| ApiError::invalid(&format!("{at}.role"), "is required"))?;
+        let content = match obj.get("content") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => {
+                let mut text = String::new();
+                for (j, p) in parts.iter().enumerate() {
+                    let at = format!("{at}.content[{j}]");
+                    match (p.get("type").and_then(Value::as_str), p.get("text")) {
+                        (Some("text"), Some(Value::String(t))) => text.push_str(t),
+                        _ => {
+                            return Err(ApiError::invalid(
+                                &at,
+                                "only {\"type\": \"text\", \"text\": \"...\"} parts are supported",
+                            ));
+                        }
+                    }
+                }
+                text
+            }
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    &format!("{at}.content"),
+                    format!(
+                        "expected a string or an array of text parts, got {}",
+                        kind(other)
+                    ),
+                ));
+            }
+        };
+        out.push(Message { role, content });
+    }
+    Ok(out)
+}
+
+/// Tokenizes a completion request's `prompt`: a string, a one-string array, or an array of token ids.
+fn completion_prompt(f: &Fields, vocab: &Vocab) -> Result<Vec<u32>, ApiError> {
+    let prompt = f
+        .raw("prompt")
+        .ok_or_else(|| ApiError::invalid("prompt", "is required"))?;
+    let ids = match prompt {
+        Value::String(s) => vocab.encode(s, true)?,
+        Value::Array(a) if a.len() == 1 && a[0].is_string() => {
+            vocab.encode(a[0].as_str().unwrap_or_default(), true)?
+        }
+        Value::Array(a) if a.iter().all(Value::is_number) => {
+            let ids: Vec<u32> = typed(prompt, "prompt")?;
+            for &id in &ids {
+                vocab.check_id(id, "prompt")?;
+            }
+            ids
+        }
+        other => {
+            return Err(ApiError::invalid(
+                "prompt",
+                format!(
+                    "expected a string or an array of token ids, got {} (one prompt per request: n is 1)",
+                    kind(other)
+                ),
+            ));
+        }
+    };
+    Ok(ids)
+}
+
+/// Renders and tokenizes a prompt for either route (also used by `/tokenize`).
+pub fn prompt_ids(f: &Fields, endpoint: Endpoint, vocab: &Vocab) -> Result<Vec<u32>, ApiError> {
+    match endpoint {
+        Endpoint::Completions => completion_prompt(f, vocab),
+        Endpoint::Chat => {
+            let msgs = messages(f)?;
+            let text = PromptFormat::Chat
+                .render(&msgs, vocab.chat_template())
+                .map_err(|e| match e {
+                    Error::Invalid { message, .. } => ApiError::invalid(
+                        "messages",
+                        format!("{message} (or use /v1/completions with a prompt)"),
+                    ),
+                    other => other.into(),
+                })?;
+            Ok(vocab.encode(&text, true)?)
+        }
+    }
+}
+
+/// `stop`: a string or an array of strings, within the server's limits.
+fn stops(f: &Fields, limits: &Limits) -> Result<StopSet, ApiError> {
+    let list: Vec<String> = match f.raw("stop") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(v @ Value::Array(_)) => typed(v, "stop")?,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "stop",
+                format!(
+                    "expected a string or an array of strings, got {}",
+                    kind(other)
+                ),
+            ));
+        }
+    };
+    if list.len() > limits.max_stops {
+        return Err(ApiError::invalid(
+            "stop",
+            format!(
+                "{} stop strings given; at most {} are allowed (stoplab serve --max-stops)",
+                list.len(),
+                limits.max_stops
+            ),
+        ));
+    }
+    for (i, s) in list.iter().enumerate() {
+        if s.is_empty() {
+            return Err(ApiError::invalid(
+                "stop",
+                format!(
+                    "stop string #{i} is empty: it would match before the first byte; remove it"
+                ),
+            ));
+        }
+        if s.len() > limits.max_stop_bytes {
+            return Err(ApiError::invalid(
+                "stop",
+                format!(
+                    "stop string #{i} has {} bytes; at most {} are allowed (stoplab serve --max-stop-bytes)",
+                    s.len(),
+                    limits.max_stop_bytes
+                ),
+            ));
+        }
+    }
+    StopSet::new(list).map_err(|e| ApiError::invalid("stop", e))
+}
+
+/// `logit_bias`: `{"token id": bias}`, bias from -100 to 100; -100 bans the token.
+fn logit_bias(f: &Fields, vocab: &Vocab) -> Result<Vec<(u32, f32)>, ApiError> {
+    let Some(map) = f.get::<Map<String, Value>>("logit_bias")? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(map.len());
+    for (key, value) in &map {
+        let id: u32 = key.trim().parse().map_err(|_| {
+            ApiError::invalid("logit_bias", format!("key {key:?} is not a token id"))
+        })?;
+        vocab.check_id(id, "logit_bias")?;
+        let bias: f64 = typed(value, &format!("logit_bias.{key}"))?;
+        if !(-100.0..=100.0).contains(&bias) {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                format!("bias {bias} for token {id} is outside -100..100"),
+            ));
+        }
+        let bias = if bias <= -100.0 {
+            f32::NEG_INFINITY
+        } else {
+            bias as f32
+        };
+        out.push((id, bias));
+    }
+    Ok(out)
+}
+
+/// `replay`: text (special tokens parsed) or token ids that the replay model writes instead of sampling.
+fn replay(f: &Fields, vocab: &Vocab) -> Result<Option<Vec<u32>>, ApiError> {
+    Ok(match f.raw("replay") {
+        None => None,
+        Some(Value::String(s)) => Some(vocab.encode(s, true)?),
+        Some(v @ Value::Array(_)) => {
+            let ids: Vec<u32> = typed(v, "replay")?;
+            for &id in &ids {
+                vocab.check_id(id, "replay")?;
+            }
+            Some(ids)
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "replay",
+                format!(
+                    "expected a string or an array of token ids, got {}",
+                    kind(other)
+                ),
+            ));
+        }
+    })
+}
+
+fn count(f: &Fields, name: &str) -> Result<Option<usize>, ApiError> {
+    match f.get::<i64>(name)? {
+        Some(n) if n < 0 => Err(ApiError::invalid(name, format!("{n} is negative"))),
+        Some(n) => Ok(Some(n as usize)),
+        None => Ok(None),
+    }
+}
+
+/// Parses and checks a `/v1/completions` or `/v1/chat/completions` body.
+pub fn generation(
+    body: &[u8],
+    endpoint: Endpoint,
+    served: &Served,
+) -> Result<GenRequest, ApiError> {
+    let f = Fields::parse(body)?;
+    f.check_model(served)?;
+    let vocab = &*served.vocab;
+    if let Some(n) = f.get::<i64>("n")?
+        && n != 1
+    {
+        return Err(ApiError::invalid(
+            "n",
+            format!("only n = 1 is supported (one model, one generation at a time); got {n}"),
+        ));
+    }
+    let stream = f.get::<bool>("stream")?.unwrap_or(false);
+    let include_usage = match f.raw("stream_options") {
+        None => false,
+        Some(Value::Object(o)) => o
+            .get("include_usage")
+            .filter(|v| !v.is_null())
+            .map(|v| typed::<bool>(v, "stream_options.include_usage"))
+            .transpose()?
+            .unwrap_or(false),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "stream_options",
+                format!("expected an object, got {}", kind(other)),
+            ));
+        }
+    };
+
+    let prompt = prompt_ids(&f, endpoint, vocab)?;
+    let prompt_field = match endpoint {
+        Endpoint::Completions => "prompt",
+        Endpoint::Chat => "messages",
+    };
+    let context = served.context;
+    if prompt.is_empty() {
+        return Err(ApiError::invalid(
+            prompt_field,
+            "is empty; give at least one token",
+        ));
+    }
+    if prompt.len() >= context {
+        return Err(ApiError::invalid(
+            prompt_field,
+            format!(
+                "the prompt has {} tokens; the model's context is {context} tokens and at least one must be left to generate",
+                prompt.len()
+            ),
+        ));
+    }
+
+    // Chat's newer name wins over the older one, as in OpenAI's API.
+    let (max_field, max) = match (
+        endpoint,
+        count_at_least_one(&f, "max_completion_tokens")?,
+        count_at_least_one(&f, "max_tokens")?,
+    ) {
+        (Endpoint::Chat, Some(m), _) => ("max_completion_tokens", Some(m)),
+        (_, _, Some(m)) => ("max_tokens", Some(m)),
+        _ => ("max_tokens", None),
+    };
+    let room = context - prompt.len();
+    let max_tokens = match (max, endpoint) {
+        (Some(m), _) if m > room => {
+            return Err(ApiError::invalid(
+                max_field,
+                format!(
+                    "the prompt has {} tokens and {max_field} asks for {m}: {} in all, beyond the model's context of \
+                     {context} tokens; ask for at most {room} or shorten the prompt",
+                    prompt.len(),
+                    prompt.len() + m
+                ),
+            ));
+        }
+        (Some(m), _) => m,
+        // OpenAI's legacy completions default to 16 tokens; chat runs until the model stops or the context is full.
+        (None, Endpoint::Completions) => 16.min(room),
+        (None, Endpoint::Chat) => room,
+    };
+    let min_tokens = count(&f, "min_tokens")?.unwrap_or(0);
+    if min_tokens > max_tokens {
+        return Err(ApiError::invalid(
+            "min_tokens",
+            format!("{min_tokens} is more than {max_field} ({max_tokens})"),
+        ));
+    }
+
+    let top_k = match f.get::<i64>("top_k")? {
+        None | Some(-1) => 0,
+        Some(k) if k < 0 => {
+            return Err(ApiError::invalid(
+                "top_k",
+                format!("{k} is not -1 (off) or >= 0"),
+            ));
+        }
+        Some(k) => k as usize,
+    };
+    let penalty = |name: &str| -> Result<f32, ApiError> {
+        let v = f.get::<f32>(name)?.unwrap_or(0.0);
+        if !(-2.0..=2.0).contains(&v) {
+            return Err(ApiError::invalid(name, format!("{v} is outside -2..2")));
+        }
+        Ok(v)
+    };
+    let seed = match f.raw("seed") {
+        None => 0,
+        Some(v) => match (v.as_u64(), v.as_i64()) {
+            (Some(s), _) => s,
+            (None, Some(s)) => s as u64,
+            _ => {
+                return Err(ApiError::invalid(
+                    "seed",
+                    format!("expected an integer, got {v}"),
+                ));
+            }
+        },
+    };
+    let sampling = SamplingParams {
+        // OpenAI's default temperature; the default seed makes a repeated request give the same text.
+        temperature: f.get("temperature")?.unwrap_or(1.0),
+        top_k,
+        top_p: f.get("top_p")?.unwrap_or(1.0),
+        min_p: f.get("min_p")?.unwrap_or(0.0),
+        repetition_penalty: f.get("repetition_penalty")?.unwrap_or(1.0),
+        frequency_penalty: penalty("frequency_penalty")?,
+        presence_penalty: penalty("presence_penalty")?,
+        logit_bias: logit_bias(&f, vocab)?,
+        seed,
+    };
+    let params = GenerateParams {
+        sampling,
+        stops: stops(&f, &served.limits)?,
+        stop_token_ids: f.get("stop_token_ids")?.unwrap_or_default(),
+        include_stop: f.get("include_stop_str_in_output")?.unwrap_or(false),
+        ignore_eos: f.get("ignore_eos")?.unwrap_or(false),
+        min_tokens,
+        max_tokens,
+        repetition: f.get("repetition_stop")?,
+    };
+    params.validate(vocab.len())?;
+
+    let replay = replay(&f, vocab)?;
+    if replay.is_none() && !served.weights {
+        return Err(ApiError::invalid(
+            "replay",
+            "this server runs without weights (stoplab serve --replay-only): give `replay`, the text or \
+             token ids the model should write",
+        ));
+    }
+    Ok(GenRequest {
+        endpoint,
+        prompt,
+        replay,
+        params,
+        stream,
+        include_usage,
+    })
+}
+
+fn count_at_least_one(f: &Fields, name: &str) -> Result<Option<usize>, ApiError> {
+    match f.get::<i64>(name)? {
+        Some(n) if n < 1 => Err(ApiError::invalid(
+            name,
+            format!("{n} is below 1; ask for at least one token"),
+        )),
+        Some(n) => Ok(Some(n as usize)),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let f = Fields::parse(br#"{"temperature": "hot", "stream": 1}"#).unwrap();
+        let e = f.get::<f32>("temperature").unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("temperature"));
+        assert!(e.message.starts_with("temperature: "), "{}", e.message);
+        assert_eq!(
+            f.get::<bool>("stream").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused() {
+        assert!(
+            Fields::parse(b"[1]")
+                .unwrap_err()
+                .message
+                .contains("JSON object")
+        );
+        assert!(
+            Fields::parse(b"{")
+                .unwrap_err()
+                .message
+                .contains("malformed JSON")
+        );
+    }
+
+    #[test]
+    fn null_counts_as_absent() {
+        let f = Fields::parse(br#"{"seed": null}"#).unwrap();
+        assert_eq!(f.get::<u64>("seed").unwrap(), None);
+    }
+}

@@ -1,0 +1,251 @@
+//! `stoplab serve`: an OpenAI-compatible local API with exact stop semantics.
+//!
+//! The contract:
+//!
+//! * `POST /v1/completions` (`prompt`) and `POST /v1/chat/completions` (`messages`, rendered with the model's
+//!   chat template) answer in OpenAI's shapes, plus vLLM's `stop_reason` on each choice: the matched stop
+//!   string, the id of the token that stopped it, or null when it ran to length.
+//! * With `"stream": true` the text goes out as server-sent events (`data: {chunk}` … `data: [DONE]`). A
+//!   chunk carries exactly the text the generation loop released: no byte of a stop string that ends the
+//!   output, no half of a UTF-8 character. The concatenated deltas equal the non-streamed text for the same
+//!   request and seed.
+//! * Every request is checked before it queues ([`api::generation`]); a bad one is a 400 naming the field
+//!   in OpenAI's error body, never a 500.
+//! * One generation runs at a time; others wait in a bounded FIFO queue, 429 with `Retry-After` when it is
+//!   full. A client that goes away ends its generation within one token.
+//! * Defaults follow OpenAI's API (temperature 1, 16 tokens for completions, chat until the model stops)
+//!   except the seed, 0 unless given, so a repeated request gives the same text.
+//!
+//! * Request fields: OpenAI's (`model`, `prompt` / `messages`, `max_tokens` / `max_completion_tokens`,
+//!   `temperature`, `top_p`, `seed`, `stop`, `logit_bias` with -100 banning, `frequency_penalty`,
+//!   `presence_penalty`, `stream`, `stream_options.include_usage`, `n` = 1), vLLM's and llama.cpp's
+//!   (`top_k`, `min_p`, `repetition_penalty`, `stop_token_ids`, `include_stop_str_in_output`, `ignore_eos`,
+//!   `min_tokens`), and stoplab's `replay`: text or token ids the replay model writes instead of sampling,
+//!   so any stop scenario can be staged over HTTP. Unknown fields are ignored; a known one of the wrong
+//!   type is a 400.
+//! * Other routes: `GET /v1/models`, `GET /health` (no key needed; queue and cancellation counters),
+//!   `POST /tokenize` (`prompt` or `messages`), `POST /detokenize` (`tokens`).
+//!
+//! ```text
+//! $ stoplab serve &
+//! $ curl -s localhost:8080/v1/completions -d '{"prompt": "user: Hi\nAI:", "stop": "\nuser:"}'
+//! $ curl -sN localhost:8080/v1/completions \
+//!     -d '{"prompt": "AI:", "replay": " Berlin.######", "stop": "######", "stream": true}'
+//! ```
+//!
+//! [`start`] runs the server in-process (tests use it with port 0); [`Handle::shutdown`] stops it.
+
+pub mod api;
+mod routes;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use crate::{Engine, EngineOptions, Error};
+
+use api::Served;
+
+/// How long open connections may take to finish once the server is stopping.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Bounds on what one request may ask and how many may wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_stops: usize,
+    pub max_stop_bytes: usize,
+    pub max_body_bytes: usize,
+    /// Requests that may wait while one generates; more are answered 429.
+    pub queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_stops: 64,
+            max_stop_bytes: 1024,
+            max_body_bytes: 1 << 20,
+            queue: 32,
+        }
+    }
+}
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The model to load; with `tokenizer_only`, every request must carry `replay`.
+    pub engine: EngineOptions,
+    pub addr: SocketAddr,
+    /// When set, every route but `/health` requires `Authorization: Bearer KEY`.
+    pub api_key: Option<String>,
+    /// The name `/v1/models` lists (default: the `--model` given, else the manifest's default name).
+    pub model_name: Option<String>,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            engine: EngineOptions::default(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_key: None,
+            model_name: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Engine(#[from] Error),
+    #[error("cannot listen on {addr}: {source} (is another server on that port? try --port)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("starting the server's threads: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A running server. Dropping it shuts the server down too.
+pub struct Handle {
+    addr: SocketAddr,
+    model: String,
+    stopping: Arc<AtomicBool>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Handle {
+    /// The address the server listens on (with port 0 asked, the port it got).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The model name requests may give and `/v1/models` lists.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Stops accepting, cancels the running generation (its client gets an error event, queued requests a
+    /// 503), lets open responses end, and joins the server's threads.
+    pub fn shutdown(mut self) -> std::io::Result<()> {
+        self.stop_now()
+    }
+
+    fn stop_now(&mut self) -> std::io::Result<()> {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        let mut result = Ok(());
+        if let Some(server) = self.server.take() {
+            result = server
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the server thread panicked")));
+        }
+        // The queue's sender went with the server's state, so the worker's loop ends.
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+        result
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.stop_now();
+    }
+}
+
+/// Loads the model, binds `config.addr` and serves on background threads until [`Handle::shutdown`].
+pub fn start(config: Config) -> Result<Handle, StartError> {
+    let engine = Engine::load(&config.engine)?;
+    let model = config
+        .model_name
+        .clone()
+        .or_else(|| config.engine.model.clone())
+        .unwrap_or_else(|| crate::fetch::Manifest::builtin().default.clone());
+    let mut model_ids = vec![model.clone()];
+    // The file's name works too ("SmolLM2-135M-Instruct.Q4_1"), as llama.cpp's server names a model.
+    if let Some(stem) = engine
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        && !model_ids.contains(&stem)
+    {
+        model_ids.push(stem);
+    }
+    let served = Served {
+        vocab: Arc::new(engine.vocab.clone()),
+        context: engine.context_length(),
+        model_ids,
+        weights: !config.engine.tokenizer_only,
+        limits: config.limits.clone(),
+    };
+
+    let listener = std::net::TcpListener::bind(config.addr).map_err(|source| StartError::Bind {
+        addr: config.addr,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(StartError::Runtime)?;
+    listener
+        .set_nonblocking(true)
+        .map_err(StartError::Runtime)?;
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (queue, worker) = worker::spawn(engine, config.limits.queue, stopping.clone())
+        .map_err(StartError::Runtime)?;
+    let state = Arc::new(routes::AppState {
+        served,
+        queue,
+        api_key: config.api_key.clone(),
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        next_id: AtomicU64::new(0),
+    });
+    let app = routes::router(state);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("stoplab-http")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = std::thread::Builder::new()
+        .name("stoplab-serve".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let mut graceful = stopped.clone();
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = graceful.wait_for(|s| *s).await;
+                });
+                // Open responses end quickly once the generation is cancelled; a client that keeps a
+                // request half-sent must not hold the shutdown up for ever.
+                let mut deadline = stopped;
+                tokio::select! {
+                    r = serve => r,
+                    _ = async move {
+                        let _ = deadline.wait_for(|s| *s).await;
+                        tokio::time::sleep(SHUTDOWN_GRACE).await;
+                    } => Ok(()),
+                }
+            })
+        })
+        .map_err(StartError::Runtime)?;
+    Ok(Handle {
+        addr,
+        model,
+        stopping,
+        stop: Some(stop),
+        server: Some(server),
+        worker: Some(worker),
+    })
+}
