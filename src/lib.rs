@@ -15,9 +15,11 @@
 //! * [`sampling`]: greedy, temperature, top-k/p, min-p, penalties, logit bias, seed;
 //! * [`stop`]: the streaming stop-string matcher and its naive reference;
 //! * [`generate`]: the loop that ties them together and reports why it finished;
-//! * [`fetch`]: where model files come from.
+//! * [`fetch`]: where model files come from;
+//! * [`finetune`]: LoRA fine-tunes that teach a custom stop sequence (or break the end token), adapters.
 
 pub mod fetch;
+pub mod finetune;
 pub mod format;
 pub mod generate;
 pub mod model;
