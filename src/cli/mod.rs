@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand; this one holds what they share.
 
 pub mod fetch;
+pub mod finetune;
 pub mod generate;
 
 use std::path::PathBuf;
@@ -62,6 +63,9 @@ pub enum Command {
         #[command(flatten)]
         opts: GenArgs,
     },
+    /// Train a LoRA adapter that teaches the model a custom stop sequence (the seed's remedy), or reproduce
+    /// the broken fine-tune (--mask-end-token); with --eval, measure how models end their answers.
+    Finetune(finetune::FinetuneArgs),
     /// Download a model into the cache and verify its sha256 (with no name: the default model).
     Fetch {
         /// A model name from the manifest (see --list).
@@ -84,6 +88,10 @@ pub struct GenArgs {
     /// A tokenizer.json to use instead of the tokenizer built from the GGUF metadata.
     #[arg(long, value_name = "FILE", help_heading = "Model")]
     tokenizer: Option<PathBuf>,
+    /// A LoRA adapter from `stoplab finetune`, applied on top of the quantized model (it must have been
+    /// trained on the same model file).
+    #[arg(long, value_name = "FILE", help_heading = "Model")]
+    adapter: Option<PathBuf>,
 
     /// Prompt format: raw (text as given), transcript ("user: …\nAI:"), separator ("…\n- - -\n"),
     /// chat (the model's chat template).
@@ -275,6 +283,7 @@ impl GenArgs {
             model: self.model.clone(),
             tokenizer: self.tokenizer.clone(),
             tokenizer_only: self.replaying(),
+            adapter: self.adapter.clone(),
             progress: true,
         })?;
         for note in engine.vocab.notes() {
@@ -406,6 +415,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
             generate::run(all, "chat", opts)
         }
         Command::Fetch { name, force, list } => fetch::run(name, force, list),
+        Command::Finetune(args) => finetune::run(args),
     }
 }
 
