@@ -59,9 +59,9 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = 256)]
     max_len: usize,
 
-    /// Evaluate instead of training: held-out prompts (JSONL with "answers" and "kind").
+    /// Evaluate instead of training: held-out prompts (JSONL with "answers" and "kind"; repeatable).
     #[arg(long, value_name = "FILE", help_heading = "Evaluation")]
-    eval: Option<PathBuf>,
+    eval: Vec<PathBuf>,
     /// A model to evaluate: LABEL (the base model), LABEL=ADAPTER, or LABEL=ADAPTER@STOP to call it with a stop
     /// string (repeatable; default: the base model alone).
     #[arg(long, value_name = "SPEC", help_heading = "Evaluation")]
@@ -78,8 +78,8 @@ pub struct FinetuneArgs {
 }
 
 pub fn run(args: FinetuneArgs) -> Result<(), Failure> {
-    if let Some(eval_file) = args.eval.clone() {
-        return evaluate(&args, eval_file);
+    if !args.eval.is_empty() {
+        return evaluate(&args);
     }
     let (data, out) = (args.data.clone().unwrap(), args.out.clone().unwrap());
     if args.steps == 0 || args.batch == 0 || args.rank == 0 {
@@ -229,8 +229,11 @@ fn parse_spec(spec: &str) -> Result<(String, Option<PathBuf>, Vec<String>), Fail
     Ok((label.to_string(), adapter, stops))
 }
 
-fn evaluate(args: &FinetuneArgs, eval_file: PathBuf) -> Result<(), Failure> {
-    let items = eval::read_items(&eval_file)?;
+fn evaluate(args: &FinetuneArgs) -> Result<(), Failure> {
+    let mut items = Vec::new();
+    for f in &args.eval {
+        items.extend(eval::read_items(f)?);
+    }
     let specs: Vec<String> = if args.compare.is_empty() {
         vec!["base".into()]
     } else {

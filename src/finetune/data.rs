@@ -103,6 +103,30 @@ pub fn function_call_text(call: &FunctionCall) -> String {
     serde_json::json!({ "name": call.name, "arguments": args }).to_string()
 }
 
+/// A function of the `functions`/`tools` list as one short line, `name(arg: type, ...): description` (the
+/// full JSON schema would triple the length of a short conversation).
+pub fn function_signature(f: &Value) -> String {
+    let f = f.get("function").unwrap_or(f);
+    let name = f.get("name").and_then(Value::as_str).unwrap_or("?");
+    let args: Vec<String> = f
+        .pointer("/parameters/properties")
+        .and_then(Value::as_object)
+        .map(|props| {
+            props
+                .iter()
+                .map(|(k, v)| match v.get("type").and_then(Value::as_str) {
+                    Some(t) => format!("{k}: {t}"),
+                    None => k.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match f.get("description").and_then(Value::as_str) {
+        Some(d) => format!("{name}({}): {d}", args.join(", ")),
+        None => format!("{name}({})", args.join(", ")),
+    }
+}
+
 fn content_text(content: &Option<Value>) -> String {
     match content {
         None | Some(Value::Null) => String::new(),
@@ -164,7 +188,7 @@ impl Conversation {
         listed.extend(self.functions.iter().flatten());
         listed.extend(self.tools.iter().flatten());
         let list_text = (!listed.is_empty()).then(|| {
-            let lines: Vec<String> = listed.iter().map(|f| f.to_string()).collect();
+            let lines: Vec<String> = listed.iter().map(|f| function_signature(f)).collect();
             format!(
                 "You can call these functions by answering with a JSON object \
                  {{\"name\": ..., \"arguments\": {{...}}}}:\n{}",
