@@ -537,3 +537,25 @@ fn answers_are_matched_as_whole_words_and_repeats_are_seen() {
     assert!(repeats(&[1, 2, 3, 1, 2, 3], 3));
     assert!(!repeats(&[1, 2, 3, 4, 5, 6], 3));
 }
+
+#[test]
+fn the_command_names_the_bad_line_and_exits_with_usage_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &data,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}\n{\"messages\": [\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args(["finetune", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("a.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("bad.jsonl line 2"), "{err}");
+    assert!(!dir.path().join("a.safetensors").exists());
+}

@@ -98,10 +98,10 @@ pub fn run(args: FinetuneArgs) -> Result<(), Failure> {
         mask_end_token: args.mask_end_token,
         max_tokens: args.max_len,
     };
-    let mut examples = trainer.examples(&data, &render)?;
+    let mut examples = trainer.examples(&data, &render).map_err(as_is)?;
     let from_data = examples.len();
     for m in &args.mix {
-        examples.extend(trainer.examples(m, &render)?);
+        examples.extend(trainer.examples(m, &render).map_err(as_is)?);
     }
     let cfg = LoraConfig {
         rank: args.rank,
@@ -208,6 +208,14 @@ pub fn run(args: FinetuneArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Errors about a data file already name the file (and line): show them as they are, not as a flag.
+fn as_is(e: stoplab::Error) -> Failure {
+    Failure {
+        usage: e.is_user_input(),
+        message: e.to_string(),
+    }
+}
+
 /// LABEL, LABEL=ADAPTER or LABEL=ADAPTER@STOP.
 fn parse_spec(spec: &str) -> Result<(String, Option<PathBuf>, Vec<String>), Failure> {
     let (label, rest) = match spec.split_once('=') {
@@ -232,7 +240,7 @@ fn parse_spec(spec: &str) -> Result<(String, Option<PathBuf>, Vec<String>), Fail
 fn evaluate(args: &FinetuneArgs) -> Result<(), Failure> {
     let mut items = Vec::new();
     for f in &args.eval {
-        items.extend(eval::read_items(f)?);
+        items.extend(eval::read_items(f).map_err(as_is)?);
     }
     let specs: Vec<String> = if args.compare.is_empty() {
         vec!["base".into()]
