@@ -18,6 +18,8 @@ pub struct EngineOptions {
     pub tokenizer: Option<PathBuf>,
     /// Load only the tokenizer (for replays and tokenizing): no weights are read.
     pub tokenizer_only: bool,
+    /// A LoRA adapter (`stoplab finetune`) to apply on top of the quantized model.
+    pub adapter: Option<PathBuf>,
     pub progress: bool,
 }
 
@@ -38,10 +40,17 @@ impl Engine {
         };
         let path = fetch::resolve(opts.model.as_deref(), progress)?;
         let file = GgufFile::open(&path, opts.tokenizer.as_deref())?;
-        let weights = if opts.tokenizer_only {
-            None
-        } else {
-            Some(GgufLlama::load(&file)?)
+        let weights = match (&opts.adapter, opts.tokenizer_only) {
+            (_, true) => None,
+            (None, false) => Some(GgufLlama::load(&file)?),
+            (Some(adapter), false) => {
+                let sha256 = fetch::sha256_file(&path, Progress::Hide)?;
+                let bytes = crate::finetune::adapted_model(&file, &sha256, adapter)?;
+                Some(GgufLlama::load_from(
+                    &file,
+                    &mut std::io::Cursor::new(bytes),
+                )?)
+            }
         };
         Ok(Self {
             path,

@@ -107,6 +107,16 @@ impl PromptFormat {
 
 /// Renders a Hugging Face chat template (Jinja) with `add_generation_prompt`.
 pub fn render_chat_template(template: &str, messages: &[Message]) -> Result<String, Error> {
+    render_chat(template, messages, true)
+}
+
+/// Renders a Hugging Face chat template (Jinja); without `add_generation_prompt` the text ends after the last
+/// message (what training data needs).
+pub fn render_chat(
+    template: &str,
+    messages: &[Message],
+    add_generation_prompt: bool,
+) -> Result<String, Error> {
     let bad = |e: minijinja::Error| Error::Invalid {
         field: "chat_template".into(),
         message: format!("the model's chat template cannot be rendered: {e}"),
@@ -123,7 +133,7 @@ pub fn render_chat_template(template: &str, messages: &[Message]) -> Result<Stri
     );
     env.add_template("chat", template).map_err(bad)?;
     env.get_template("chat")
-        .and_then(|t| t.render(minijinja::context! { messages => chat_messages(messages), add_generation_prompt => true }))
+        .and_then(|t| t.render(minijinja::context! { messages => chat_messages(messages), add_generation_prompt => add_generation_prompt }))
         .map_err(bad)
 }
 

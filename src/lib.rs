@@ -20,10 +20,12 @@
 //! * [`inspect`]: how stop strings fall across tokens, and single-token candidates for custom stops;
 //! * [`experiment`]: scenarios (TOML) that replay the seed's techniques and measure the waste;
 //! * [`bench`]: stop matching measured against the peers' strategies.
+//! * [`finetune`]: LoRA fine-tunes that teach a custom stop sequence (or break the end token), adapters.
 
 pub mod bench;
 pub mod experiment;
 pub mod fetch;
+pub mod finetune;
 pub mod format;
 pub mod generate;
 pub mod inspect;

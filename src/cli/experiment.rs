@@ -51,6 +51,9 @@ pub struct ExperimentArgs {
     /// A tokenizer.json to use instead of the GGUF's tokenizer.
     #[arg(long, value_name = "FILE")]
     tokenizer: Option<PathBuf>,
+    /// A LoRA adapter from `stoplab finetune`, applied on top of the quantized model.
+    #[arg(long, value_name = "FILE")]
+    adapter: Option<PathBuf>,
 }
 
 pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
@@ -110,6 +113,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     let mut engine = Engine::load(&EngineOptions {
         model: args.model.clone(),
         tokenizer: args.tokenizer.clone(),
+        adapter: args.adapter.clone(),
         tokenizer_only: false,
         progress: true,
     })?;

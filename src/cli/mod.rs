@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod experiment;
 pub mod fetch;
+pub mod finetune;
 pub mod generate;
 pub mod serve;
 pub mod tokenize;
@@ -97,6 +98,9 @@ pub enum Command {
     /// Run the seed's techniques as scenarios and measure when each stops and how many tokens it wastes.
     #[command(after_help = experiment::EXAMPLES)]
     Experiment(experiment::ExperimentArgs),
+    /// Train a LoRA adapter that teaches the model a custom stop sequence (the seed's remedy), or reproduce
+    /// the broken fine-tune (--mask-end-token); with --eval, measure how models end their answers.
+    Finetune(finetune::FinetuneArgs),
     /// Download a model into the cache and verify its sha256 (with no name: the default model).
     Fetch {
         /// A model name from the manifest (see --list).
@@ -127,6 +131,10 @@ pub struct GenArgs {
     /// A tokenizer.json to use instead of the tokenizer built from the GGUF metadata.
     #[arg(long, value_name = "FILE", help_heading = "Model")]
     tokenizer: Option<PathBuf>,
+    /// A LoRA adapter from `stoplab finetune`, applied on top of the quantized model (it must have been
+    /// trained on the same model file).
+    #[arg(long, value_name = "FILE", help_heading = "Model")]
+    adapter: Option<PathBuf>,
 
     /// Prompt format: raw (text as given), transcript ("user: …\nAI:"), separator ("…\n- - -\n"),
     /// chat (the model's chat template).
@@ -345,6 +353,7 @@ impl GenArgs {
             model: self.model.clone(),
             tokenizer: self.tokenizer.clone(),
             tokenizer_only: self.replaying(),
+            adapter: self.adapter.clone(),
             progress: true,
         })?;
         for note in engine.vocab.notes() {
@@ -519,6 +528,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Fetch { name, force, list } => fetch::run(name, force, list),
         Command::Bench { what } => bench::run(what),
         Command::Serve(args) => serve::run(args),
+        Command::Finetune(args) => finetune::run(args),
     }
 }
 

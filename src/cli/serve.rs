@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// A tokenizer.json to use instead of the tokenizer built from the GGUF metadata.
     #[arg(long, value_name = "FILE")]
     tokenizer: Option<PathBuf>,
+    /// A LoRA adapter from `stoplab finetune`, applied on top of the quantized model.
+    #[arg(long, value_name = "FILE")]
+    adapter: Option<PathBuf>,
     /// The model name /v1/models lists and requests give (default: --model, else the default model's name).
     #[arg(long, value_name = "NAME")]
     served_model_name: Option<String>,
@@ -71,6 +74,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         engine: EngineOptions {
             model: args.model,
             tokenizer: args.tokenizer,
+            adapter: args.adapter,
             tokenizer_only: args.replay_only,
             progress: true,
         },

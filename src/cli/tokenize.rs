@@ -71,6 +71,7 @@ pub fn run(args: TokenizeArgs) -> Result<(), Failure> {
     let engine = Engine::load(&EngineOptions {
         model: args.model.clone(),
         tokenizer: args.tokenizer.clone(),
+        adapter: None,
         tokenizer_only: true,
         progress: true,
     })?;

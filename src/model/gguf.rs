@@ -116,6 +116,16 @@ pub struct GgufLlama {
 impl GgufLlama {
     /// Loads the weights of an opened GGUF file.
     pub fn load(file: &GgufFile) -> Result<Self, Error> {
+        let reader = File::open(&file.path).map_err(|e| Error::Model {
+            path: file.path.clone(),
+            message: e.to_string(),
+        })?;
+        Self::load_from(file, &mut BufReader::new(reader))
+    }
+
+    /// Loads the weights from `reader`: the file itself, or a copy of it in memory with some tensors replaced
+    /// (an adapter applied).
+    pub fn load_from<R: Read + Seek>(file: &GgufFile, reader: &mut R) -> Result<Self, Error> {
         let bad = |message: String| Error::Model {
             path: file.path.clone(),
             message,
@@ -127,10 +137,12 @@ impl GgufLlama {
             )));
         }
         let device = Device::Cpu;
-        let mut reader = BufReader::new(File::open(&file.path).map_err(|e| bad(e.to_string()))?);
+        reader
+            .seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| bad(e.to_string()))?;
         // `from_gguf` consumes the header; re-read it rather than clone a 49k-entry metadata table.
-        let content = Content::read(&mut reader).map_err(|e| bad(candle_message(&e)))?;
-        let weights = ModelWeights::from_gguf(content, &mut reader, &device)
+        let content = Content::read(reader).map_err(|e| bad(candle_message(&e)))?;
+        let weights = ModelWeights::from_gguf(content, reader, &device)
             .map_err(|e| bad(format!("cannot load the weights: {}", candle_message(&e))))?;
         let declared = file
             .content

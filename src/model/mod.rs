@@ -6,6 +6,7 @@
 mod gguf;
 mod replay;
 
+pub(crate) use gguf::candle_message;
 pub use gguf::{GgufFile, GgufLlama};
 pub use replay::Replay;
 
