@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand; this one holds what they share.
 
+pub mod bench_decode;
 pub mod fetch;
 pub mod generate;
 
@@ -73,6 +74,9 @@ pub enum Command {
         #[arg(long)]
         list: bool,
     },
+    /// Measure prompt processing and decode speed, peak RSS and load time (compare with llama-bench:
+    /// benches/peer/llama_cpp.sh).
+    BenchDecode(bench_decode::BenchDecodeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -406,6 +410,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
             generate::run(all, "chat", opts)
         }
         Command::Fetch { name, force, list } => fetch::run(name, force, list),
+        Command::BenchDecode(args) => bench_decode::run(args),
     }
 }
 
