@@ -55,14 +55,7 @@ impl Engine {
     pub fn context_length(&self) -> usize {
         match &self.weights {
             Some(w) => w.context_length(),
-            None => self
-                .file
-                .content
-                .metadata
-                .get("llama.context_length")
-                .and_then(|v| v.to_u32().ok())
-                .map_or(4096, |c| c as usize)
-                .min(candle_transformers::models::quantized_llama::MAX_SEQ_LEN),
+            None => crate::model::context_for(&self.file.content),
         }
     }
 

@@ -1,4 +1,5 @@
-//! The GGUF llama backend, on candle's quantized llama.
+//! The GGUF llama backend: stoplab's own forward pass ([`super::llama`]) where it supports the file, candle's
+//! quantized llama otherwise (and as the reference the tests hold the own pass to).
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
@@ -8,6 +9,7 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
 
+use super::llama::{self, Llama};
 use super::{Model, Next};
 use crate::Error;
 use crate::tokenizer::Vocab;
@@ -104,18 +106,60 @@ fn check_complete<R: Seek>(content: &Content, reader: &mut R) -> Result<(), Stri
     Ok(())
 }
 
+/// Which forward pass runs a GGUF llama.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// stoplab's own (memory-mapped weights, in-place f16 KV cache); falls back to candle's for files it
+    /// does not support (tensor types other than Q4_1, Q8_0 and F32, mixtures of experts, rope scaling).
+    Native,
+    /// candle-transformers' `quantized_llama`: the reference.
+    Candle,
+}
+
+enum Weights {
+    Native(Box<Llama>),
+    Candle {
+        weights: ModelWeights,
+        device: Device,
+    },
+}
+
 /// A llama-architecture GGUF model on the CPU.
 pub struct GgufLlama {
-    weights: ModelWeights,
-    device: Device,
+    weights: Weights,
     vocab_size: usize,
     context: usize,
     name: String,
 }
 
+/// The context a backend gives a file: the declared one, capped at candle's rope table for candle.
+pub(crate) fn context_for(content: &Content) -> usize {
+    let declared = content
+        .metadata
+        .get("llama.context_length")
+        .and_then(|v| v.to_u32().ok())
+        .map_or(MAX_SEQ_LEN, |c| c as usize);
+    if llama::unsupported(content).is_none() {
+        declared
+    } else {
+        // candle's rope table stops at MAX_SEQ_LEN positions.
+        declared.min(MAX_SEQ_LEN)
+    }
+}
+
 impl GgufLlama {
-    /// Loads the weights of an opened GGUF file.
+    /// Loads the weights of an opened GGUF file with the fastest backend that supports it
+    /// (`STOPLAB_BACKEND=candle` picks candle's, for comparisons).
     pub fn load(file: &GgufFile) -> Result<Self, Error> {
+        let backend = match std::env::var("STOPLAB_BACKEND").as_deref() {
+            Ok("candle") => Backend::Candle,
+            _ => Backend::Native,
+        };
+        Self::load_with(file, backend)
+    }
+
+    /// Loads the weights with the given backend ([`Backend::Native`] falls back to candle's when needed).
+    pub fn load_with(file: &GgufFile, backend: Backend) -> Result<Self, Error> {
         let bad = |message: String| Error::Model {
             path: file.path.clone(),
             message,
@@ -126,30 +170,43 @@ impl GgufLlama {
                 "architecture {arch:?} is not supported; stoplab runs llama-architecture GGUF models"
             )));
         }
-        let device = Device::Cpu;
-        let mut reader = BufReader::new(File::open(&file.path).map_err(|e| bad(e.to_string()))?);
-        // `from_gguf` consumes the header; re-read it rather than clone a 49k-entry metadata table.
-        let content = Content::read(&mut reader).map_err(|e| bad(candle_message(&e)))?;
-        let weights = ModelWeights::from_gguf(content, &mut reader, &device)
-            .map_err(|e| bad(format!("cannot load the weights: {}", candle_message(&e))))?;
-        let declared = file
-            .content
-            .metadata
-            .get("llama.context_length")
-            .and_then(|v| v.to_u32().ok())
-            .map_or(MAX_SEQ_LEN, |c| c as usize);
         let name = file
             .path
             .file_name()
             .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
+        let native = backend == Backend::Native && llama::unsupported(&file.content).is_none();
+        let weights = if native {
+            let f = File::open(&file.path).map_err(|e| bad(e.to_string()))?;
+            let model = Llama::load(&f, &file.content).map_err(bad)?;
+            Weights::Native(Box::new(model))
+        } else {
+            let device = Device::Cpu;
+            let mut reader =
+                BufReader::new(File::open(&file.path).map_err(|e| bad(e.to_string()))?);
+            // `from_gguf` consumes the header; re-read it rather than clone a 49k-entry metadata table.
+            let content = Content::read(&mut reader).map_err(|e| bad(candle_message(&e)))?;
+            let weights = ModelWeights::from_gguf(content, &mut reader, &device)
+                .map_err(|e| bad(format!("cannot load the weights: {}", candle_message(&e))))?;
+            Weights::Candle { weights, device }
+        };
+        let context = match &weights {
+            Weights::Native(m) => m.config().context,
+            Weights::Candle { .. } => context_for(&file.content).min(MAX_SEQ_LEN),
+        };
         Ok(Self {
             weights,
-            device,
             vocab_size: file.vocab.len(),
-            // candle's rope table stops at MAX_SEQ_LEN positions.
-            context: declared.min(MAX_SEQ_LEN),
+            context,
             name,
         })
+    }
+
+    /// The backend that actually runs.
+    pub fn backend(&self) -> Backend {
+        match self.weights {
+            Weights::Native(_) => Backend::Native,
+            Weights::Candle { .. } => Backend::Candle,
+        }
     }
 }
 
@@ -175,15 +232,20 @@ impl Model for GgufLlama {
                 context: self.context,
             });
         }
-        let mut run = || -> candle_core::Result<Vec<f32>> {
-            let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-            let logits = self.weights.forward(&input, pos)?;
-            logits
-                .squeeze(0)?
-                .to_dtype(candle_core::DType::F32)?
-                .to_vec1::<f32>()
+        let logits = match &mut self.weights {
+            Weights::Native(m) => m.forward(tokens, pos).to_vec(),
+            Weights::Candle { weights, device } => {
+                let mut run = || -> candle_core::Result<Vec<f32>> {
+                    let input = Tensor::new(tokens, device)?.unsqueeze(0)?;
+                    let logits = weights.forward(&input, pos)?;
+                    logits
+                        .squeeze(0)?
+                        .to_dtype(candle_core::DType::F32)?
+                        .to_vec1::<f32>()
+                };
+                run().map_err(|e| Error::Backend(candle_message(&e)))?
+            }
         };
-        let logits = run().map_err(|e| Error::Backend(candle_message(&e)))?;
         Ok(Next::Logits(logits))
     }
 

@@ -4,9 +4,11 @@
 //! so every stop scenario can be staged with no weights and no randomness.
 
 mod gguf;
+mod llama;
 mod replay;
 
-pub use gguf::{GgufFile, GgufLlama};
+pub(crate) use gguf::context_for;
+pub use gguf::{Backend, GgufFile, GgufLlama};
 pub use replay::Replay;
 
 use crate::Error;
