@@ -138,9 +138,10 @@ pub struct Llama {
     output: QMat,
     norm: Vec<f32>,
     layers: Vec<Layer>,
-    /// Per layer, `[position][kv_head * head_dim]` as f16 bits; zero pages until written.
-    k_cache: Vec<Vec<u16>>,
-    v_cache: Vec<Vec<u16>>,
+    /// Per layer, `[position][kv_head * head_dim]` as f16 bits, in anonymous mappings: pages become resident
+    /// only as positions are written, so peak RSS follows the context used, not the 8192 declared.
+    k_cache: Vec<KvMap>,
+    v_cache: Vec<KvMap>,
     scratch: Scratch,
 }
 
@@ -299,16 +300,14 @@ impl Llama {
             }
         }
         let norm = vec("output_norm.weight", dim)?;
-        // Zeroed allocations this large come from the kernel as untouched pages: only the positions
-        // written are ever resident.
-        let cache = || {
+        let cache = || -> Result<Vec<KvMap>, String> {
             (0..cfg.n_layer)
-                .map(|_| vec![0u16; cfg.context * kv])
-                .collect::<Vec<_>>()
+                .map(|_| KvMap::new(cfg.context * kv))
+                .collect()
         };
         Ok(Self {
-            k_cache: cache(),
-            v_cache: cache(),
+            k_cache: cache()?,
+            v_cache: cache()?,
             map,
             cfg,
             embd,
@@ -437,6 +436,32 @@ impl Llama {
             s.logits.resize(cfg.vocab, 0.0);
             matmul_many(map, &mut [(&self.output, &mut s.logits[..])], &s.act, 1);
         }
+    }
+}
+
+/// A zero-filled `u16` array in an anonymous memory mapping.
+struct KvMap(memmap2::MmapMut);
+
+impl KvMap {
+    fn new(len: usize) -> Result<Self, String> {
+        memmap2::MmapMut::map_anon(len * 2)
+            .map(Self)
+            .map_err(|e| format!("cannot map the KV cache: {e}"))
+    }
+}
+
+impl std::ops::Deref for KvMap {
+    type Target = [u16];
+    fn deref(&self) -> &[u16] {
+        // SAFETY: the mapping is page-aligned, zero-filled and its length is even.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr() as *const u16, self.0.len() / 2) }
+    }
+}
+
+impl std::ops::DerefMut for KvMap {
+    fn deref_mut(&mut self) -> &mut [u16] {
+        // SAFETY: as above, and the mapping is borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u16, self.0.len() / 2) }
     }
 }
 
