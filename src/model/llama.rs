@@ -800,9 +800,14 @@ mod avx2 {
         }
     }
 
-    /// Sums of u8 × i8 products in 8 lanes of i32, as floats.
+    /// Sums of u8 × i8 products in 8 lanes of i32, as floats: one VNNI instruction where the CPU has it.
     #[inline(always)]
     unsafe fn mul_sum_us8(a: __m256i, b: __m256i) -> __m256 {
+        #[cfg(all(target_feature = "avx512vnni", target_feature = "avx512vl"))]
+        unsafe {
+            _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b))
+        }
+        #[cfg(not(all(target_feature = "avx512vnni", target_feature = "avx512vl")))]
         unsafe {
             let p16 = _mm256_maddubs_epi16(a, b);
             _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
