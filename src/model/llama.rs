@@ -125,7 +125,7 @@ struct Scratch {
     att: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
-    act: Vec<u8>,
+    act: Act,
     rope: Vec<(f32, f32)>,
     logits: Vec<f32>,
 }
@@ -533,11 +533,16 @@ fn dequant_q8_0(row: &[u8], out: &mut [f32]) {
 
 /// Quantizes rows of `cols` values as ggml quantizes matmul activations (`quantize_row_q8_0/q8_1`): scale
 /// amax/127 stored as f16, values rounded to nearest even, and for Q8_1 the f16 of scale × sum.
-fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Vec<u8>) {
+fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
     let rows = x.len() / cols;
     let bb = t.block_bytes();
-    out.resize(rows * cols / QK * bb, 0);
-    for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(bb)) {
+    out.bytes.resize(rows * cols / QK * bb, 0);
+    out.scales.resize(rows * cols / QK * 2, 0.0);
+    for ((xb, ob), sc) in x
+        .chunks_exact(QK)
+        .zip(out.bytes.chunks_exact_mut(bb))
+        .zip(out.scales.chunks_exact_mut(2))
+    {
         let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
@@ -548,11 +553,23 @@ fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Vec<u8>) {
             sum += r;
             *q = r as i8 as u8;
         }
-        ob[..2].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+        let d16 = f16::from_f32(d);
+        ob[..2].copy_from_slice(&d16.to_bits().to_le_bytes());
+        sc[0] = d16.to_f32();
         if t == ActType::Q8_1 {
-            ob[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_bits().to_le_bytes());
+            let s16 = f16::from_f32(d * sum as f32);
+            ob[2..4].copy_from_slice(&s16.to_bits().to_le_bytes());
+            sc[1] = s16.to_f32();
         }
     }
+}
+
+/// Quantized activation rows, and their block scales (d, and s for Q8_1) already widened to f32, so the
+/// dot products do not convert them again for every weight row.
+#[derive(Default)]
+struct Act {
+    bytes: Vec<u8>,
+    scales: Vec<f32>,
 }
 
 /// A destination pointer shared by workers that write disjoint elements.
@@ -571,7 +588,7 @@ impl Out {
 
 /// `out[r][n] = w[n] · act[r]` for each (weight, output) pair, `rows` activation rows, all pairs in one
 /// parallel section. All weights take the same activation format and have the same number of columns.
-fn matmul_many(map: &[u8], jobs: &mut [(&QMat, &mut [f32])], act: &[u8], rows: usize) {
+fn matmul_many(map: &[u8], jobs: &mut [(&QMat, &mut [f32])], act: &Act, rows: usize) {
     let cols = jobs[0].0.cols;
     let at = jobs[0].0.wtype.act();
     debug_assert!(
@@ -579,7 +596,8 @@ fn matmul_many(map: &[u8], jobs: &mut [(&QMat, &mut [f32])], act: &[u8], rows: u
             .all(|(w, _)| w.cols == cols && w.wtype.act() == at)
     );
     let act_row = cols / QK * at.block_bytes();
-    debug_assert_eq!(act.len(), rows * act_row);
+    assert_eq!(act.bytes.len(), rows * act_row);
+    let nb = cols / QK;
     // Work items: runs of ROWS_PER_ITEM weight rows, numbered across all jobs.
     let mut starts = Vec::with_capacity(jobs.len() + 1);
     let mut total = 0;
@@ -602,11 +620,12 @@ fn matmul_many(map: &[u8], jobs: &mut [(&QMat, &mut [f32])], act: &[u8], rows: u
             let mut r = 0;
             while r < rows {
                 let t = TILE.min(rows - r);
-                let xs = &act[r * act_row..(r + t) * act_row];
+                let xs = &act.bytes[r * act_row..(r + t) * act_row];
+                let sc = &act.scales[r * nb * 2..(r + t) * nb * 2];
                 for c in r0..r1 {
                     let wrow = &map[w.offset + c * rb..][..rb];
                     let mut d = [0f32; TILE];
-                    dot_tile(w.wtype, wrow, xs, act_row, &mut d[..t]);
+                    dot_tile(w.wtype, wrow, xs, sc, act_row, &mut d[..t]);
                     for (i, v) in d[..t].iter().enumerate() {
                         // SAFETY: (row r + i, column c) belongs to this work item alone, and is inside the
                         // output slice (checked above).
@@ -621,7 +640,7 @@ fn matmul_many(map: &[u8], jobs: &mut [(&QMat, &mut [f32])], act: &[u8], rows: u
 }
 
 /// Dot products of one weight row with `out.len()` (≤ TILE) activation rows of `act_row` bytes each.
-fn dot_tile(wt: WType, w: &[u8], xs: &[u8], act_row: usize, out: &mut [f32]) {
+fn dot_tile(wt: WType, w: &[u8], xs: &[u8], sc: &[f32], act_row: usize, out: &mut [f32]) {
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",
@@ -632,8 +651,8 @@ fn dot_tile(wt: WType, w: &[u8], xs: &[u8], act_row: usize, out: &mut [f32]) {
         // (every row holds cols / 32 whole blocks).
         unsafe {
             match wt {
-                WType::Q4_1 => avx2::dot_q4_1_q8_1(w, xs, act_row, out),
-                WType::Q8_0 => avx2::dot_q8_0_q8_0(w, xs, act_row, out),
+                WType::Q4_1 => avx2::dot_q4_1_q8_1(w, xs, sc, act_row, out),
+                WType::Q8_0 => avx2::dot_q8_0_q8_0(w, xs, sc, act_row, out),
             }
         }
     }
@@ -643,6 +662,7 @@ fn dot_tile(wt: WType, w: &[u8], xs: &[u8], act_row: usize, out: &mut [f32]) {
         target_feature = "fma"
     )))]
     {
+        let _ = sc;
         for (i, o) in out.iter_mut().enumerate() {
             *o = dot_scalar(wt, w, &xs[i * act_row..(i + 1) * act_row]);
         }
@@ -815,7 +835,7 @@ mod avx2 {
     }
 
     /// Q4_1 weights · Q8_1 activations (ggml_vec_dot_q4_1_q8_1), for up to TILE activation rows.
-    pub unsafe fn dot_q4_1_q8_1(w: &[u8], xs: &[u8], act_row: usize, out: &mut [f32]) {
+    pub unsafe fn dot_q4_1_q8_1(w: &[u8], xs: &[u8], sc: &[f32], act_row: usize, out: &mut [f32]) {
         unsafe {
             let nb = w.len() / Q4_1_BYTES;
             let t = out.len();
@@ -832,8 +852,8 @@ mod avx2 {
                 let qw = _mm256_set_m128i(hi, lo);
                 for i in 0..t {
                     let xo = i * act_row + b * Q8_1_BYTES;
-                    let dx = f16_at(xs, xo);
-                    let sx = f16_at(xs, xo + 2);
+                    let dx = sc[(i * nb + b) * 2];
+                    let sx = sc[(i * nb + b) * 2 + 1];
                     let qx = _mm256_loadu_si256(xs.as_ptr().add(xo + 4) as *const __m256i);
                     acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), mul_sum_us8(qw, qx), acc[i]);
                     summ[i] += mw * sx;
@@ -846,7 +866,7 @@ mod avx2 {
     }
 
     /// Q8_0 weights · Q8_0 activations (ggml_vec_dot_q8_0_q8_0), for up to TILE activation rows.
-    pub unsafe fn dot_q8_0_q8_0(w: &[u8], xs: &[u8], act_row: usize, out: &mut [f32]) {
+    pub unsafe fn dot_q8_0_q8_0(w: &[u8], xs: &[u8], sc: &[f32], act_row: usize, out: &mut [f32]) {
         unsafe {
             let nb = w.len() / Q8_0_BYTES;
             let t = out.len();
@@ -857,7 +877,7 @@ mod avx2 {
                 let aw = _mm256_sign_epi8(qw, qw);
                 for i in 0..t {
                     let xo = i * act_row + b * Q8_0_BYTES;
-                    let dx = f16_at(xs, xo);
+                    let dx = sc[(i * nb + b) * 2];
                     let qx = _mm256_loadu_si256(xs.as_ptr().add(xo + 2) as *const __m256i);
                     let sx = _mm256_sign_epi8(qx, qw);
                     acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), mul_sum_us8(aw, sx), acc[i]);
@@ -923,13 +943,13 @@ mod tests {
                     w.push((rnd() * 127.0) as i8 as u8);
                 }
             }
-            let mut act = Vec::new();
+            let mut act = Act::default();
             quantize(&x, cols, wt.act(), &mut act);
             let act_row = cols / QK * wt.act().block_bytes();
             let mut got = [0f32; 3];
-            dot_tile(wt, &w, &act, act_row, &mut got);
+            dot_tile(wt, &w, &act.bytes, &act.scales, act_row, &mut got);
             for (i, g) in got.iter().enumerate() {
-                let want = dot_scalar(wt, &w, &act[i * act_row..(i + 1) * act_row]);
+                let want = dot_scalar(wt, &w, &act.bytes[i * act_row..(i + 1) * act_row]);
                 assert!(
                     (g - want).abs() <= 1e-4 * want.abs().max(1.0),
                     "{wt:?} row {i}: {g} vs {want}"
@@ -941,8 +961,9 @@ mod tests {
     #[test]
     fn q8_1_sum_is_scale_times_sum_of_quants() {
         let x: Vec<f32> = (0..32).map(|i| i as f32 - 10.0).collect();
-        let mut act = Vec::new();
+        let mut act = Act::default();
         quantize(&x, 32, ActType::Q8_1, &mut act);
+        let act = act.bytes;
         let d = f16_at(&act, 0);
         let sum: i32 = act[4..].iter().map(|&q| q as i8 as i32).sum();
         let s = d * sum as f32;
