@@ -46,10 +46,7 @@ impl Engine {
             (Some(adapter), false) => {
                 let sha256 = fetch::sha256_file(&path, Progress::Hide)?;
                 let bytes = crate::finetune::adapted_model(&file, &sha256, adapter)?;
-                Some(GgufLlama::load_from(
-                    &file,
-                    &mut std::io::Cursor::new(bytes),
-                )?)
+                Some(GgufLlama::load_from(&file, &bytes)?)
             }
         };
         Ok(Self {
@@ -64,14 +61,7 @@ impl Engine {
     pub fn context_length(&self) -> usize {
         match &self.weights {
             Some(w) => w.context_length(),
-            None => self
-                .file
-                .content
-                .metadata
-                .get("llama.context_length")
-                .and_then(|v| v.to_u32().ok())
-                .map_or(4096, |c| c as usize)
-                .min(candle_transformers::models::quantized_llama::MAX_SEQ_LEN),
+            None => crate::model::context_for(&self.file.content),
         }
     }
 

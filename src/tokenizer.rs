@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use tokenizers::models::bpe::BPE;
@@ -38,8 +39,10 @@ const END_OF_TURN_TEXTS: &[&str] = &[
 /// A model's vocabulary: how to encode text, and the bytes and kind of every token id.
 #[derive(Clone)]
 pub struct Vocab {
-    parse_special: Tokenizer,
-    plain: Tokenizer,
+    // Shared, so that a clone (the engine keeps one beside the file's) does not copy two BPE tables: about
+    // 20 MB of peak RSS for the default model.
+    parse_special: Arc<Tokenizer>,
+    plain: Arc<Tokenizer>,
     pieces: Vec<String>,
     bytes: Vec<Vec<u8>>,
     special: Vec<bool>,
@@ -222,8 +225,8 @@ impl Vocab {
             .and_then(|v| v.to_string().ok())
             .cloned();
         Ok(Self {
-            parse_special,
-            plain,
+            parse_special: Arc::new(parse_special),
+            plain: Arc::new(plain),
             pieces,
             bytes,
             special,

@@ -225,13 +225,13 @@ fn same_seed_same_tokens_when_sampling() {
 #[test]
 fn prompt_longer_than_the_context_is_a_clear_error() {
     let mut e = engine();
-    let prompt = e.vocab.encode(&"hello ".repeat(5000), true).unwrap();
+    let prompt = e.vocab.encode(&"hello ".repeat(10000), true).unwrap();
     let err = e
         .generate(&prompt, None, &GenerateParams::default(), &mut Discard)
         .unwrap_err();
     assert!(err.is_user_input());
     assert!(
-        err.to_string().contains("do not fit the context of 4096"),
+        err.to_string().contains("do not fit the context of 8192"),
         "{err}"
     );
 }

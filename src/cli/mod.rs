@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand; this one holds what they share.
 
 pub mod bench;
+pub mod bench_decode;
 pub mod experiment;
 pub mod fetch;
 pub mod finetune;
@@ -120,6 +121,9 @@ pub enum Command {
     /// Serve an OpenAI-compatible API (completions, chat completions, streaming) with exact stops.
     #[command(after_help = serve::EXAMPLES)]
     Serve(serve::ServeArgs),
+    /// Measure prompt processing and decode speed, peak RSS and load time (compare with llama-bench:
+    /// benches/peer/llama_cpp.sh).
+    BenchDecode(bench_decode::BenchDecodeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -529,6 +533,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Bench { what } => bench::run(what),
         Command::Serve(args) => serve::run(args),
         Command::Finetune(args) => finetune::run(args),
+        Command::BenchDecode(args) => bench_decode::run(args),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The GGUF llama backend, on candle's quantized llama.
+//! The GGUF llama backend: stoplab's own forward pass ([`super::llama`]) where it supports the file, candle's
+//! quantized llama otherwise (and as the reference the tests hold the own pass to).
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
@@ -8,6 +9,7 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
 
+use super::llama::{self, Llama};
 use super::{Model, Next};
 use crate::Error;
 use crate::tokenizer::Vocab;
@@ -52,7 +54,17 @@ impl GgufFile {
             ))
         })?;
         check_complete(&content, &mut reader).map_err(bad)?;
+        let mut content = content;
         let vocab = Vocab::from_gguf(&content, path, tokenizer_json)?;
+        // The vocabulary holds what these ~100k strings said; keeping them too cost peak RSS.
+        for key in [
+            "tokenizer.ggml.tokens",
+            "tokenizer.ggml.merges",
+            "tokenizer.ggml.token_type",
+        ] {
+            content.metadata.remove(key);
+        }
+        release_free_heap();
         Ok(Self {
             path: path.to_path_buf(),
             content,
@@ -67,6 +79,22 @@ impl GgufFile {
             .get(key)
             .and_then(|v| v.to_string().ok())
             .map(String::as_str)
+    }
+}
+
+/// Hands freed heap pages back to the kernel. Building the vocabulary leaves tens of MB of small freed
+/// allocations that the allocator would otherwise keep resident, and peak RSS is a figure we hold to
+/// llama.cpp's.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim only returns free memory to the kernel; it is safe to call any time.
+        unsafe {
+            malloc_trim(0);
+        }
     }
 }
 
@@ -104,28 +132,96 @@ fn check_complete<R: Seek>(content: &Content, reader: &mut R) -> Result<(), Stri
     Ok(())
 }
 
+/// Which forward pass runs a GGUF llama.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// stoplab's own (memory-mapped weights, in-place f16 KV cache); falls back to candle's for files it
+    /// does not support (tensor types other than Q4_1, Q8_0 and F32, mixtures of experts, rope scaling).
+    Native,
+    /// candle-transformers' `quantized_llama`: the reference.
+    Candle,
+}
+
+enum Weights {
+    Native(Box<Llama>),
+    Candle {
+        weights: ModelWeights,
+        device: Device,
+    },
+}
+
 /// A llama-architecture GGUF model on the CPU.
 pub struct GgufLlama {
-    weights: ModelWeights,
-    device: Device,
+    weights: Weights,
     vocab_size: usize,
     context: usize,
     name: String,
 }
 
+/// The context a backend gives a file: the declared one, capped at candle's rope table for candle.
+pub(crate) fn context_for(content: &Content) -> usize {
+    let declared = content
+        .metadata
+        .get("llama.context_length")
+        .and_then(|v| v.to_u32().ok())
+        .map_or(MAX_SEQ_LEN, |c| c as usize);
+    if llama::unsupported(content).is_none() {
+        declared
+    } else {
+        // candle's rope table stops at MAX_SEQ_LEN positions.
+        declared.min(MAX_SEQ_LEN)
+    }
+}
+
 impl GgufLlama {
-    /// Loads the weights of an opened GGUF file.
+    /// Loads the weights of an opened GGUF file with the fastest backend that supports it
+    /// (`STOPLAB_BACKEND=candle` picks candle's, for comparisons).
     pub fn load(file: &GgufFile) -> Result<Self, Error> {
-        let reader = File::open(&file.path).map_err(|e| Error::Model {
+        let backend = match std::env::var("STOPLAB_BACKEND").as_deref() {
+            Ok("candle") => Backend::Candle,
+            _ => Backend::Native,
+        };
+        Self::load_with(file, backend)
+    }
+
+    /// Loads the weights with the given backend ([`Backend::Native`] falls back to candle's when needed).
+    pub fn load_with(file: &GgufFile, backend: Backend) -> Result<Self, Error> {
+        let f = File::open(&file.path).map_err(|e| Error::Model {
             path: file.path.clone(),
             message: e.to_string(),
         })?;
-        Self::load_from(file, &mut BufReader::new(reader))
+        Self::load_file(file, f, None, backend)
     }
 
-    /// Loads the weights from `reader`: the file itself, or a copy of it in memory with some tensors replaced
-    /// (an adapter applied).
-    pub fn load_from<R: Read + Seek>(file: &GgufFile, reader: &mut R) -> Result<Self, Error> {
+    /// Loads the weights of `file`'s model from another GGUF image of it, `weights`: the same model with some
+    /// tensors replaced (an adapter applied). It is written to an unnamed temporary file so that the native
+    /// backend can map it like any model file.
+    pub fn load_from(file: &GgufFile, weights: &[u8]) -> Result<Self, Error> {
+        let bad = |message: String| Error::Model {
+            path: file.path.clone(),
+            message,
+        };
+        let mut tmp = tempfile::tempfile()
+            .map_err(|e| bad(format!("cannot create a temporary file: {e}")))?;
+        std::io::Write::write_all(&mut tmp, weights)
+            .map_err(|e| bad(format!("cannot write the adapted model: {e}")))?;
+        tmp.rewind().map_err(|e| bad(e.to_string()))?;
+        let content =
+            Content::read(&mut BufReader::new(&tmp)).map_err(|e| bad(candle_message(&e)))?;
+        let backend = match std::env::var("STOPLAB_BACKEND").as_deref() {
+            Ok("candle") => Backend::Candle,
+            _ => Backend::Native,
+        };
+        Self::load_file(file, tmp, Some(&content), backend)
+    }
+
+    /// Loads from an open GGUF file whose header is `content` (None: `file`'s own).
+    fn load_file(
+        file: &GgufFile,
+        f: File,
+        content: Option<&Content>,
+        backend: Backend,
+    ) -> Result<Self, Error> {
         let bad = |message: String| Error::Model {
             path: file.path.clone(),
             message,
@@ -136,32 +232,43 @@ impl GgufLlama {
                 "architecture {arch:?} is not supported; stoplab runs llama-architecture GGUF models"
             )));
         }
-        let device = Device::Cpu;
-        reader
-            .seek(std::io::SeekFrom::Start(0))
-            .map_err(|e| bad(e.to_string()))?;
-        // `from_gguf` consumes the header; re-read it rather than clone a 49k-entry metadata table.
-        let content = Content::read(reader).map_err(|e| bad(candle_message(&e)))?;
-        let weights = ModelWeights::from_gguf(content, reader, &device)
-            .map_err(|e| bad(format!("cannot load the weights: {}", candle_message(&e))))?;
-        let declared = file
-            .content
-            .metadata
-            .get("llama.context_length")
-            .and_then(|v| v.to_u32().ok())
-            .map_or(MAX_SEQ_LEN, |c| c as usize);
         let name = file
             .path
             .file_name()
             .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
+        let content = content.unwrap_or(&file.content);
+        let native = backend == Backend::Native && llama::unsupported(content).is_none();
+        let weights = if native {
+            let model = Llama::load(&f, content).map_err(bad)?;
+            Weights::Native(Box::new(model))
+        } else {
+            let device = Device::Cpu;
+            let mut reader = BufReader::new(f);
+            reader.rewind().map_err(|e| bad(e.to_string()))?;
+            // `from_gguf` consumes the header; re-read it rather than clone a 49k-entry metadata table.
+            let content = Content::read(&mut reader).map_err(|e| bad(candle_message(&e)))?;
+            let weights = ModelWeights::from_gguf(content, &mut reader, &device)
+                .map_err(|e| bad(format!("cannot load the weights: {}", candle_message(&e))))?;
+            Weights::Candle { weights, device }
+        };
+        let context = match &weights {
+            Weights::Native(m) => m.config().context,
+            Weights::Candle { .. } => context_for(&file.content).min(MAX_SEQ_LEN),
+        };
         Ok(Self {
             weights,
-            device,
             vocab_size: file.vocab.len(),
-            // candle's rope table stops at MAX_SEQ_LEN positions.
-            context: declared.min(MAX_SEQ_LEN),
+            context,
             name,
         })
+    }
+
+    /// The backend that actually runs.
+    pub fn backend(&self) -> Backend {
+        match self.weights {
+            Weights::Native(_) => Backend::Native,
+            Weights::Candle { .. } => Backend::Candle,
+        }
     }
 }
 
@@ -187,15 +294,20 @@ impl Model for GgufLlama {
                 context: self.context,
             });
         }
-        let mut run = || -> candle_core::Result<Vec<f32>> {
-            let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-            let logits = self.weights.forward(&input, pos)?;
-            logits
-                .squeeze(0)?
-                .to_dtype(candle_core::DType::F32)?
-                .to_vec1::<f32>()
+        let logits = match &mut self.weights {
+            Weights::Native(m) => m.forward(tokens, pos).to_vec(),
+            Weights::Candle { weights, device } => {
+                let mut run = || -> candle_core::Result<Vec<f32>> {
+                    let input = Tensor::new(tokens, device)?.unsqueeze(0)?;
+                    let logits = weights.forward(&input, pos)?;
+                    logits
+                        .squeeze(0)?
+                        .to_dtype(candle_core::DType::F32)?
+                        .to_vec1::<f32>()
+                };
+                run().map_err(|e| Error::Backend(candle_message(&e)))?
+            }
         };
-        let logits = run().map_err(|e| Error::Backend(candle_message(&e)))?;
         Ok(Next::Logits(logits))
     }
 

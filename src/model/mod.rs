@@ -4,10 +4,11 @@
 //! so every stop scenario can be staged with no weights and no randomness.
 
 mod gguf;
+mod llama;
 mod replay;
 
-pub(crate) use gguf::candle_message;
-pub use gguf::{GgufFile, GgufLlama};
+pub use gguf::{Backend, GgufFile, GgufLlama};
+pub(crate) use gguf::{candle_message, context_for};
 pub use replay::Replay;
 
 use crate::Error;
