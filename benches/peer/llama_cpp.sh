@@ -61,7 +61,7 @@ def llama(p, n, d):
     return statistics.median(json.loads(out)[0]["samples_ts"])
 
 def stoplab(context, key):
-    out = subprocess.run([STOPLAB, "--threads", str(T), "bench-decode", "--context", str(context),
+    out = subprocess.run([STOPLAB, "--threads", str(T), "bench", "decode", "--context", str(context),
                           "--runs", str(REPS), "--json"], capture_output=True, text=True, check=True).stdout
     return json.loads(out)[key]["median"]
 
@@ -82,11 +82,11 @@ for r in range(ROUNDS):
         "tg128@1024": (llama(0, 128, 1024), stoplab(1024, "decode_tok_s")),
     }
     lw, lr = whole([BENCH, "-m", MODEL, "-t", str(T), "-p", "100", "-n", "128", "-r", "1", "--no-warmup"])
-    sw, sr = whole([STOPLAB, "--threads", str(T), "bench-decode", "--context", "100", "--runs", "1",
+    sw, sr = whole([STOPLAB, "--threads", str(T), "bench", "decode", "--context", "100", "--runs", "1",
                     "--warmup", "0"])
     # Startup: the same two processes with the least work (one prompt token, one decoded).
     l1, _ = whole([BENCH, "-m", MODEL, "-t", str(T), "-p", "1", "-n", "1", "-r", "1", "--no-warmup"])
-    s1, _ = whole([STOPLAB, "--threads", str(T), "bench-decode", "--context", "1", "--tokens", "1",
+    s1, _ = whole([STOPLAB, "--threads", str(T), "bench", "decode", "--context", "1", "--tokens", "1",
                    "--runs", "1", "--warmup", "0"])
     pairs["start"] = (l1 * 1e3, s1 * 1e3)
     pairs["rss"] = (lr, sr)

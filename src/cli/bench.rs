@@ -24,6 +24,9 @@ pub enum BenchCommand {
     /// The real model generating with 0, 4, 64 and 1024 never-matching stops: decode tokens/s and the
     /// matcher's share of the time per token.
     Overhead(OverheadArgs),
+    /// Prompt processing and decode speed, peak RSS and load time of the model itself (compare with
+    /// llama-bench: benches/peer/llama_cpp.sh).
+    Decode(super::bench_decode::BenchDecodeArgs),
 }
 
 #[derive(Args)]
@@ -84,6 +87,7 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
     match command {
         BenchCommand::Stops(args) => stops(args),
         BenchCommand::Overhead(args) => overhead(args),
+        BenchCommand::Decode(args) => super::bench_decode::run(args),
     }
 }
 

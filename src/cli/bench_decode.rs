@@ -1,4 +1,4 @@
-//! `stoplab bench-decode`: the model's own speed, comparable with llama.cpp's `llama-bench`.
+//! `stoplab bench decode`: the model's own speed, comparable with llama.cpp's `llama-bench`.
 //!
 //! Each run feeds a fixed prompt of `--context` tokens in one forward pass (prompt processing), then
 //! decodes `--tokens` tokens one at a time, greedy, end tokens ignored. Only the model's forward passes and

@@ -113,7 +113,8 @@ pub enum Command {
         #[arg(long)]
         list: bool,
     },
-    /// Measure stop matching: stoplab's matcher against the peers' strategies, and its cost in real decoding.
+    /// Measure: stop matching against the peers' strategies (stops), its cost in real decoding (overhead),
+    /// and the model's own speed (decode).
     Bench {
         #[command(subcommand)]
         what: bench::BenchCommand,
@@ -121,9 +122,6 @@ pub enum Command {
     /// Serve an OpenAI-compatible API (completions, chat completions, streaming) with exact stops.
     #[command(after_help = serve::EXAMPLES)]
     Serve(serve::ServeArgs),
-    /// Measure prompt processing and decode speed, peak RSS and load time (compare with llama-bench:
-    /// benches/peer/llama_cpp.sh).
-    BenchDecode(bench_decode::BenchDecodeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -533,7 +531,6 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Bench { what } => bench::run(what),
         Command::Serve(args) => serve::run(args),
         Command::Finetune(args) => finetune::run(args),
-        Command::BenchDecode(args) => bench_decode::run(args),
     }
 }
 
