@@ -46,9 +46,12 @@ pub fn run(messages: Vec<Message>, default_format: &str, opts: GenArgs) -> Resul
         let speed = if replaying {
             "replayed".to_string()
         } else {
+            let threads = candle_core::utils::get_num_threads();
             format!(
-                "prefill {:.0} tok/s, decode {:.1} tok/s",
-                t.prefill_tokens_per_s, t.decode_tokens_per_s
+                "prefill {:.0} tok/s, decode {:.1} tok/s, {threads} thread{}",
+                t.prefill_tokens_per_s,
+                t.decode_tokens_per_s,
+                if threads == 1 { "" } else { "s" }
             )
         };
         eprintln!(
