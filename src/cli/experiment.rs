@@ -7,7 +7,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use stoplab::experiment::{self, RunOptions, Scenario};
-use stoplab::{Engine, EngineOptions, RepetitionStop};
+use stoplab::{Engine, RepetitionStop};
 
 use super::Failure;
 
@@ -45,15 +45,8 @@ pub struct ExperimentArgs {
     /// With --repeat-stop: occurrences of the span that end the generation.
     #[arg(long, value_name = "K", default_value_t = 2, requires = "repeat_stop")]
     repeat_stop_count: usize,
-    /// A GGUF file or model name (default: the default model).
-    #[arg(long, short, env = "STOPLAB_MODEL")]
-    model: Option<String>,
-    /// A tokenizer.json to use instead of the GGUF's tokenizer.
-    #[arg(long, value_name = "FILE")]
-    tokenizer: Option<PathBuf>,
-    /// A LoRA adapter from `stoplab finetune`, applied on top of the quantized model.
-    #[arg(long, value_name = "FILE")]
-    adapter: Option<PathBuf>,
+    #[command(flatten)]
+    model: super::ModelArgs,
 }
 
 pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
@@ -110,13 +103,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         return Ok(());
     }
 
-    let mut engine = Engine::load(&EngineOptions {
-        model: args.model.clone(),
-        tokenizer: args.tokenizer.clone(),
-        adapter: args.adapter.clone(),
-        tokenizer_only: false,
-        progress: true,
-    })?;
+    let mut engine = Engine::load(&args.model.options(false))?;
     let total: usize = scenarios.iter().map(|s| s.run_count(&opts)).sum();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(

@@ -124,19 +124,39 @@ pub enum Command {
     Serve(serve::ServeArgs),
 }
 
-#[derive(Args, Debug)]
-pub struct GenArgs {
+/// Which model to load: shared by the commands that run one.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
     /// A GGUF file, a model name from `stoplab fetch --list`, or hf:OWNER/REPO/FILE.gguf (default: the default
     /// model, fetched on first use).
     #[arg(long, short, env = "STOPLAB_MODEL", help_heading = "Model")]
-    model: Option<String>,
+    pub model: Option<String>,
     /// A tokenizer.json to use instead of the tokenizer built from the GGUF metadata.
     #[arg(long, value_name = "FILE", help_heading = "Model")]
-    tokenizer: Option<PathBuf>,
+    pub tokenizer: Option<PathBuf>,
     /// A LoRA adapter from `stoplab finetune`, applied on top of the quantized model (it must have been
     /// trained on the same model file).
     #[arg(long, value_name = "FILE", help_heading = "Model")]
-    adapter: Option<PathBuf>,
+    pub adapter: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// Engine options for these flags; `tokenizer_only` skips the weights.
+    pub fn options(&self, tokenizer_only: bool) -> EngineOptions {
+        EngineOptions {
+            model: self.model.clone(),
+            tokenizer: self.tokenizer.clone(),
+            adapter: self.adapter.clone(),
+            tokenizer_only,
+            progress: true,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct GenArgs {
+    #[command(flatten)]
+    model: ModelArgs,
 
     /// Prompt format: raw (text as given), transcript ("user: …\nAI:"), separator ("…\n- - -\n"),
     /// chat (the model's chat template).
@@ -351,13 +371,7 @@ impl GenArgs {
 
     /// Resolves and loads the model (tokenizer only when replaying), with warnings shown.
     pub fn load_engine(&self) -> Result<Engine, Failure> {
-        let engine = Engine::load(&EngineOptions {
-            model: self.model.clone(),
-            tokenizer: self.tokenizer.clone(),
-            tokenizer_only: self.replaying(),
-            adapter: self.adapter.clone(),
-            progress: true,
-        })?;
+        let engine = Engine::load(&self.model.options(self.replaying()))?;
         for note in engine.vocab.notes() {
             eprintln!("stoplab: warning: {note}");
         }

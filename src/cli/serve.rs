@@ -1,11 +1,9 @@
 //! `stoplab serve`: the OpenAI-compatible API on the local model.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 
 use clap::Args;
 
-use stoplab::EngineOptions;
 use stoplab::serve::{self, Config, Limits, StartError};
 
 use super::Failure;
@@ -27,16 +25,8 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on every route but /health.
     #[arg(long, env = "STOPLAB_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
-    /// A GGUF file, a model name from `stoplab fetch --list`, or hf:OWNER/REPO/FILE.gguf (default: the default
-    /// model).
-    #[arg(long, short, env = "STOPLAB_MODEL")]
-    model: Option<String>,
-    /// A tokenizer.json to use instead of the tokenizer built from the GGUF metadata.
-    #[arg(long, value_name = "FILE")]
-    tokenizer: Option<PathBuf>,
-    /// A LoRA adapter from `stoplab finetune`, applied on top of the quantized model.
-    #[arg(long, value_name = "FILE")]
-    adapter: Option<PathBuf>,
+    #[command(flatten)]
+    model: super::ModelArgs,
     /// The model name /v1/models lists and requests give (default: --model, else the default model's name).
     #[arg(long, value_name = "NAME")]
     served_model_name: Option<String>,
@@ -71,13 +61,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         );
     }
     let config = Config {
-        engine: EngineOptions {
-            model: args.model,
-            tokenizer: args.tokenizer,
-            adapter: args.adapter,
-            tokenizer_only: args.replay_only,
-            progress: true,
-        },
+        engine: args.model.options(args.replay_only),
         addr,
         api_key: args.api_key,
         model_name: args.served_model_name,
