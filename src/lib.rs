@@ -30,6 +30,7 @@ pub mod format;
 pub mod generate;
 pub mod inspect;
 pub mod model;
+pub mod rng;
 pub mod sampling;
 pub mod serve;
 pub mod stop;

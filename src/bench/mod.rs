@@ -234,25 +234,6 @@ impl Workload {
     }
 }
 
-/// A tiny deterministic generator (SplitMix64), so stop sets are the same on every machine and run.
-#[derive(Clone, Debug)]
-pub struct SplitMix(pub u64);
-
-impl SplitMix {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `lo..hi`.
-    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next_u64() % (hi - lo) as u64) as usize
-    }
-}
-
 /// `n` distinct stop strings that occur in none of `avoid`: pieces of `text`, 3 to 12 bytes long, whose last
 /// byte is replaced by a symbol. Stops that look like the text make the matchers work (their prefixes match
 /// often, so bytes are held back and partial matches are followed) without ever completing.
@@ -263,7 +244,7 @@ pub fn never_matching_stops(text: &[u8], avoid: &[&[u8]], n: usize, seed: u64) -
         text.len() > 12,
         "stops are drawn from a text of more than 12 bytes"
     );
-    let mut rng = SplitMix(seed);
+    let mut rng = crate::rng::SplitMix::new(seed);
     let mut stops: Vec<String> = Vec::with_capacity(n);
     let mut seen = std::collections::HashSet::new();
     while stops.len() < n {
