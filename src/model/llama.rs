@@ -9,7 +9,16 @@
 //! * the KV cache is preallocated for the whole context as f16 (as llama.cpp keeps it) and written in place;
 //!   pages are touched only as positions fill, so peak RSS follows the context used, not the context declared;
 //! * matrix products quantize the activations once per row (Q8_1 for Q4_1 weights, Q8_0 for Q8_0 weights,
-//!   as ggml does) and run AVX2 integer dot products, four activation rows per weight-block load in prefill;
+//!   as ggml does) and run AVX2 integer dot products (VNNI where available) over tiles of activation rows ×
+//!   weight rows: in prefill each unpacked weight block serves 4 prompt rows, and each activation block
+//!   2 weight rows; each dot product still adds its blocks in ggml's order, so results round as llama.cpp's;
+//!   (A 512-bit variant that takes two blocks per instruction ran prefill 1.65x faster still, but it adds
+//!   the blocks in another order, and that alone flipped a greedy id of llama.cpp's reference on a
+//!   0.04-nat margin, so it is not used.)
+//! * decode reads about 96 MB of weights per token, which makes it a memory-streaming problem: the kernel asks
+//!   for the weights 8 KiB ahead of those it reads, since the hardware prefetcher stops at every 4 KiB page;
+//! * attention takes the query heads that share a KV head together, so each cached row is read and widened
+//!   from f16 once for all of them;
 //! * norm, rope, attention and SwiGLU work on preallocated scratch buffers: no allocation per token;
 //! * work is split over candle's persistent barrier pool (`CANDLE_NUM_THREADS` workers, set by `--threads`).
 //!
@@ -27,11 +36,17 @@ use half::f16;
 const QK: usize = 32;
 const Q4_1_BYTES: usize = 20;
 const Q8_0_BYTES: usize = 34;
-const Q8_1_BYTES: usize = 36;
 /// Prompt tokens per forward chunk: bounds the scratch memory for long prompts.
 const CHUNK: usize = 256;
 /// Activation rows sharing one load of a weight block in prefill.
 const TILE: usize = 4;
+/// Weight rows per kernel call in prefill, in decode, and the most of either.
+const WTILE: usize = 2;
+const WTILE_DECODE: usize = 4;
+const WTILE_MAX: usize = 4;
+/// How far ahead of the weights being read decode asks for the next ones, in bytes (measured best of
+/// 1, 2, 4, 8, 16 and 32 KiB on the default model: 8 and 16 KiB).
+const PREFETCH: usize = 8192;
 /// Weight rows per unit of parallel work.
 const ROWS_PER_ITEM: usize = 16;
 
@@ -61,15 +76,6 @@ impl WType {
 enum ActType {
     Q8_0,
     Q8_1,
-}
-
-impl ActType {
-    fn block_bytes(self) -> usize {
-        match self {
-            Self::Q8_0 => Q8_0_BYTES,
-            Self::Q8_1 => Q8_1_BYTES,
-        }
-    }
 }
 
 /// A quantized matrix of `rows` × `cols` (row-major, rows are output features) inside the mapped file.
@@ -535,41 +541,66 @@ fn dequant_q8_0(row: &[u8], out: &mut [f32]) {
 /// amax/127 stored as f16, values rounded to nearest even, and for Q8_1 the f16 of scale × sum.
 fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
     let rows = x.len() / cols;
-    let bb = t.block_bytes();
-    out.bytes.resize(rows * cols / QK * bb, 0);
-    out.scales.resize(rows * cols / QK * 2, 0.0);
-    for ((xb, ob), sc) in x
-        .chunks_exact(QK)
-        .zip(out.bytes.chunks_exact_mut(bb))
-        .zip(out.scales.chunks_exact_mut(2))
-    {
-        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        let qs = &mut ob[bb - QK..];
-        let mut sum = 0i32;
-        for (q, &v) in qs.iter_mut().zip(xb) {
-            let r = (v * id).round_ties_even() as i32;
-            sum += r;
-            *q = r as i8 as u8;
-        }
-        let d16 = f16::from_f32(d);
-        ob[..2].copy_from_slice(&d16.to_bits().to_le_bytes());
-        sc[0] = d16.to_f32();
-        if t == ActType::Q8_1 {
-            let s16 = f16::from_f32(d * sum as f32);
-            ob[2..4].copy_from_slice(&s16.to_bits().to_le_bytes());
-            sc[1] = s16.to_f32();
+    let nb = cols / QK;
+    out.nb = nb;
+    out.qs.clear();
+    out.qs.resize(rows * nb * QK, 0);
+    out.d.clear();
+    out.d.resize(rows * nb, 0.0);
+    out.s.clear();
+    out.s.resize(rows * nb, 0.0);
+    for r in 0..rows {
+        for b in 0..nb {
+            let xb = &x[r * cols + b * QK..][..QK];
+            let qs = &mut out.qs[(r * nb + b) * QK..][..QK];
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+            let mut sum = 0i32;
+            for (q, &v) in qs.iter_mut().zip(xb) {
+                let r = (v * id).round_ties_even() as i32;
+                sum += r;
+                *q = r as i8;
+            }
+            let d16 = f16::from_f32(d);
+            out.d[r * nb + b] = d16.to_f32();
+            if t == ActType::Q8_1 {
+                out.s[r * nb + b] = f16::from_f32(d * sum as f32).to_f32();
+            }
         }
     }
 }
 
-/// Quantized activation rows, and their block scales (d, and s for Q8_1) already widened to f32, so the
-/// dot products do not convert them again for every weight row.
+/// Quantized activation rows in the kernels' layout: the 8-bit values of a row contiguous (`nb` blocks of
+/// 32), and per block the scale d and, for Q8_1, d × Σq (the f16 values ggml stores,
+/// widened to f32 once here rather than in every dot product that reads them).
 #[derive(Default)]
 struct Act {
-    bytes: Vec<u8>,
-    scales: Vec<f32>,
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+    /// Blocks per row.
+    nb: usize,
+}
+
+impl Act {
+    /// Used by the AVX2 and scalar paths (and the tests).
+    #[allow(dead_code)]
+    fn row(&self, r: usize) -> ActRow<'_> {
+        ActRow {
+            qs: &self.qs[r * self.nb * QK..][..self.nb * QK],
+            d: &self.d[r * self.nb..][..self.nb],
+            s: &self.s[r * self.nb..][..self.nb],
+        }
+    }
+}
+
+/// One row of [`Act`].
+#[derive(Clone, Copy)]
+struct ActRow<'a> {
+    qs: &'a [i8],
+    d: &'a [f32],
+    s: &'a [f32],
 }
 
 /// A destination pointer shared by workers that write disjoint elements.
@@ -595,9 +626,8 @@ fn matmul_many(map: &[u8], jobs: &mut [(&QMat, &mut [f32])], act: &Act, rows: us
         jobs.iter()
             .all(|(w, _)| w.cols == cols && w.wtype.act() == at)
     );
-    let act_row = cols / QK * at.block_bytes();
-    assert_eq!(act.bytes.len(), rows * act_row);
-    let nb = cols / QK;
+    assert_eq!(act.nb, cols / QK);
+    assert_eq!(act.d.len(), rows * act.nb);
     // Work items: runs of ROWS_PER_ITEM weight rows, numbered across all jobs.
     let mut starts = Vec::with_capacity(jobs.len() + 1);
     let mut total = 0;
@@ -610,6 +640,9 @@ fn matmul_many(map: &[u8], jobs: &mut [(&QMat, &mut [f32])], act: &Act, rows: us
             (**w, Out(o.as_mut_ptr()), w.rows)
         })
         .collect();
+    // Decode (one activation row) reads each weight once: several weight rows per call keep more loads in
+    // flight. Prefill shares each weight block between TILE activation rows.
+    let wtile = if rows == 1 { WTILE_DECODE } else { WTILE };
     let work = |items: Range<usize>| {
         for item in items {
             let j = starts.partition_point(|&s| s <= item) - 1;
@@ -620,17 +653,29 @@ fn matmul_many(map: &[u8], jobs: &mut [(&QMat, &mut [f32])], act: &Act, rows: us
             let mut r = 0;
             while r < rows {
                 let t = TILE.min(rows - r);
-                let xs = &act.bytes[r * act_row..(r + t) * act_row];
-                let sc = &act.scales[r * nb * 2..(r + t) * nb * 2];
-                for c in r0..r1 {
-                    let wrow = &map[w.offset + c * rb..][..rb];
-                    let mut d = [0f32; TILE];
-                    dot_tile(w.wtype, wrow, xs, sc, act_row, &mut d[..t]);
-                    for (i, v) in d[..t].iter().enumerate() {
-                        // SAFETY: (row r + i, column c) belongs to this work item alone, and is inside the
-                        // output slice (checked above).
-                        unsafe { *out.at((r + i) * n + c) = *v };
+                let mut c = r0;
+                while c < r1 {
+                    let cn = wtile.min(r1 - c);
+                    let wrows = &map[w.offset + c * rb..][..cn * rb];
+                    if rows == 1 {
+                        // Decode streams every weight once, and the hardware prefetcher stops at each 4 KiB
+                        // page: asking for the bytes PREFETCH ahead keeps the memory bus busy (+80% decode
+                        // speed measured here; see BENCHMARKS.md).
+                        prefetch(
+                            map.as_ptr().wrapping_add(w.offset + c * rb + PREFETCH),
+                            cn * rb,
+                        );
                     }
+                    let mut d = [[0f32; TILE]; WTILE_MAX];
+                    dot_tile(w.wtype, wrows, rb, act, r, t, cn, &mut d);
+                    for (k, dk) in d[..cn].iter().enumerate() {
+                        for (i, v) in dk[..t].iter().enumerate() {
+                            // SAFETY: (row r + i, column c + k) belongs to this work item alone, and is
+                            // inside the output slice (checked above).
+                            unsafe { *out.at((r + i) * n + c + k) = *v };
+                        }
+                    }
+                    c += cn;
                 }
                 r += t;
             }
@@ -639,22 +684,49 @@ fn matmul_many(map: &[u8], jobs: &mut [(&QMat, &mut [f32])], act: &Act, rows: us
     candle_core::utils::barrier_pool().execute_chunked(total, work);
 }
 
-/// Dot products of one weight row with `out.len()` (≤ TILE) activation rows of `act_row` bytes each.
-fn dot_tile(wt: WType, w: &[u8], xs: &[u8], sc: &[f32], act_row: usize, out: &mut [f32]) {
+/// Hints the cache lines of `len` bytes at `p` into the cache (a hint: never faults).
+#[inline(always)]
+fn prefetch(p: *const u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for off in (0..len).step_by(64) {
+        // SAFETY: a prefetch of any address is allowed and has no architectural effect.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                p.wrapping_add(off) as *const i8,
+            )
+        };
+    }
+}
+
+/// Dot products of `cn` weight rows (`rb` bytes each, consecutive in `w`) with the `t` activation rows
+/// `r..r + t`: `out[k][i] = w[k] · act[r + i]`.
+#[allow(clippy::too_many_arguments)]
+fn dot_tile(
+    wt: WType,
+    w: &[u8],
+    rb: usize,
+    act: &Act,
+    r: usize,
+    t: usize,
+    cn: usize,
+    out: &mut [[f32; TILE]; WTILE_MAX],
+) {
+    assert!(
+        (1..=TILE).contains(&t)
+            && (1..=WTILE_MAX).contains(&cn)
+            && w.len() >= cn * rb
+            && rb == act.nb * wt.block_bytes()
+            && (r + t) * act.nb <= act.d.len()
+    );
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",
         target_feature = "fma"
     ))]
     {
-        // SAFETY: the target features are enabled at compile time; lengths are checked by the callers
-        // (every row holds cols / 32 whole blocks).
-        unsafe {
-            match wt {
-                WType::Q4_1 => avx2::dot_q4_1_q8_1(w, xs, sc, act_row, out),
-                WType::Q8_0 => avx2::dot_q8_0_q8_0(w, xs, sc, act_row, out),
-            }
-        }
+        // SAFETY: the target features are enabled at compile time; the weight rows hold act.nb whole
+        // blocks each and the activation rows are inside `act` (asserted above).
+        unsafe { avx2::dot_tile(wt, w, rb, act, r, t, cn, out) }
     }
     #[cfg(not(all(
         target_arch = "x86_64",
@@ -662,37 +734,39 @@ fn dot_tile(wt: WType, w: &[u8], xs: &[u8], sc: &[f32], act_row: usize, out: &mu
         target_feature = "fma"
     )))]
     {
-        let _ = sc;
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = dot_scalar(wt, w, &xs[i * act_row..(i + 1) * act_row]);
+        for k in 0..cn {
+            for i in 0..t {
+                out[k][i] = dot_scalar(wt, &w[k * rb..(k + 1) * rb], act.row(r + i));
+            }
         }
     }
 }
 
 /// The reference dot product, block by block as ggml's generic code does it.
 #[allow(dead_code)]
-fn dot_scalar(wt: WType, w: &[u8], x: &[u8]) -> f32 {
+fn dot_scalar(wt: WType, w: &[u8], x: ActRow) -> f32 {
     let mut sum = 0f32;
+    let xq = x.qs.chunks_exact(QK);
     match wt {
         WType::Q4_1 => {
-            for (wb, xb) in w.chunks_exact(Q4_1_BYTES).zip(x.chunks_exact(Q8_1_BYTES)) {
+            for (b, (wb, xq)) in w.chunks_exact(Q4_1_BYTES).zip(xq).enumerate() {
                 let mut si = 0i32;
                 for j in 0..QK / 2 {
                     let q = wb[4 + j];
-                    si += (q & 0x0F) as i32 * xb[4 + j] as i8 as i32;
-                    si += (q >> 4) as i32 * xb[4 + j + QK / 2] as i8 as i32;
+                    si += (q & 0x0F) as i32 * xq[j] as i32;
+                    si += (q >> 4) as i32 * xq[j + QK / 2] as i32;
                 }
-                sum += si as f32 * f16_at(wb, 0) * f16_at(xb, 0) + f16_at(wb, 2) * f16_at(xb, 2);
+                sum += si as f32 * f16_at(wb, 0) * x.d[b] + f16_at(wb, 2) * x.s[b];
             }
         }
         WType::Q8_0 => {
-            for (wb, xb) in w.chunks_exact(Q8_0_BYTES).zip(x.chunks_exact(Q8_0_BYTES)) {
+            for (b, (wb, xq)) in w.chunks_exact(Q8_0_BYTES).zip(xq).enumerate() {
                 let si: i32 = wb[2..]
                     .iter()
-                    .zip(&xb[2..])
-                    .map(|(&a, &b)| a as i8 as i32 * b as i8 as i32)
+                    .zip(xq)
+                    .map(|(&a, &b)| a as i8 as i32 * b as i32)
                     .sum();
-                sum += si as f32 * f16_at(wb, 0) * f16_at(xb, 0);
+                sum += si as f32 * f16_at(wb, 0) * x.d[b];
             }
         }
     }
@@ -713,45 +787,85 @@ fn with_scores<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// Causal attention of the `q` rows (positions `pos..`) over the cache, one work item per (row, head).
+/// Causal attention of the `q` rows (positions `pos..`) over the cache, one work item per (row, KV head):
+/// the query heads that share a KV head read each cached K and V row once between them.
 fn attention(cfg: &Config, q: &[f32], kc: &[u16], vc: &[u16], pos: usize, out: &mut [f32]) {
+    let group = cfg.n_head / cfg.n_kv_head;
+    match group {
+        1 => attention_groups::<1>(cfg, q, kc, vc, pos, out),
+        2 => attention_groups::<2>(cfg, q, kc, vc, pos, out),
+        3 => attention_groups::<3>(cfg, q, kc, vc, pos, out),
+        4 => attention_groups::<4>(cfg, q, kc, vc, pos, out),
+        // Larger groups: heads handled G = 1 at a time (the same numbers, more reads of the cache).
+        _ => attention_groups::<1>(cfg, q, kc, vc, pos, out),
+    }
+}
+
+/// `attention` with the query heads taken G at a time (G divides the group of heads per KV head).
+fn attention_groups<const G: usize>(
+    cfg: &Config,
+    q: &[f32],
+    kc: &[u16],
+    vc: &[u16],
+    pos: usize,
+    out: &mut [f32],
+) {
     let (dim, hd) = (cfg.dim, cfg.head_dim);
     let kv = cfg.n_kv_head * hd;
     let group = cfg.n_head / cfg.n_kv_head;
     let rows = q.len() / dim;
     let scale = 1.0 / (hd as f32).sqrt();
+    let per_row = cfg.n_head / G;
     let out_ptr = Out(out.as_mut_ptr());
     let work = |items: Range<usize>| {
         for item in items {
-            let (i, h) = (item / cfg.n_head, item % cfg.n_head);
+            // Heads h0..h0 + G, consecutive in q and out, all reading KV head h0 / group.
+            let (i, h0) = (item / per_row, item % per_row * G);
             let n = pos + i + 1;
-            let qh = &q[i * dim + h * hd..][..hd];
-            let koff = (h / group) * hd;
-            // SAFETY: each (row, head) slice of the output belongs to one work item.
-            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(i * dim + h * hd), hd) };
-            with_scores(n, |sc| {
-                let mut max = f32::NEG_INFINITY;
-                for (t, s) in sc.iter_mut().enumerate() {
-                    *s = dot_f16(qh, &kc[t * kv + koff..][..hd]) * scale;
-                    max = max.max(*s);
+            let qh = &q[i * dim + h0 * hd..][..G * hd];
+            let koff = (h0 / group) * hd;
+            // SAFETY: each (row, heads) slice of the output belongs to one work item.
+            let o =
+                unsafe { std::slice::from_raw_parts_mut(out_ptr.at(i * dim + h0 * hd), G * hd) };
+            with_scores(G * n, |sc| {
+                // sc[j * n + t]: head h0 + j, position t.
+                let mut d = [0f32; G];
+                for t in 0..n {
+                    dots_f16::<G>(qh, &kc[t * kv + koff..][..hd], &mut d);
+                    for (j, &v) in d.iter().enumerate() {
+                        sc[j * n + t] = v * scale;
+                    }
                 }
-                let mut sum = 0f32;
-                for s in sc.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
+                let mut inv = [0f32; G];
+                for (j, sc) in sc.chunks_exact_mut(n).enumerate() {
+                    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+                    let mut sum = 0f32;
+                    for s in sc.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    inv[j] = 1.0 / sum;
                 }
                 o.fill(0.0);
-                let inv = 1.0 / sum;
-                for (t, &s) in sc.iter().enumerate() {
-                    axpy_f16(s * inv, &vc[t * kv + koff..][..hd], o);
+                let mut a = [0f32; G];
+                for t in 0..n {
+                    for j in 0..G {
+                        a[j] = sc[j * n + t] * inv[j];
+                    }
+                    axpys_f16::<G>(&a, &vc[t * kv + koff..][..hd], o);
                 }
             });
         }
     };
-    candle_core::utils::barrier_pool().execute_chunked(rows * cfg.n_head, work);
+    candle_core::utils::barrier_pool().execute_chunked(rows * per_row, work);
 }
 
-fn dot_f16(a: &[f32], b: &[u16]) -> f32 {
+/// `out[j] = q[j] · k` for the G query heads in `q` (each `k.len()` long) and one cached f16 K row; each
+/// sum in the same order as a single dot product, so grouping changes no result.
+#[inline(always)]
+fn dots_f16<const G: usize>(q: &[f32], k: &[u16], out: &mut [f32; G]) {
+    let hd = k.len();
+    assert!(q.len() == G * hd && hd % 8 == 0);
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",
@@ -759,8 +873,8 @@ fn dot_f16(a: &[f32], b: &[u16]) -> f32 {
         target_feature = "f16c"
     ))]
     {
-        // SAFETY: features enabled at compile time; the head dimension is a multiple of 8 (checked at load).
-        unsafe { avx2::dot_f16(a, b) }
+        // SAFETY: features enabled at compile time; the lengths are asserted above.
+        unsafe { avx2::dots_f16::<G>(q, k, out) }
     }
     #[cfg(not(all(
         target_arch = "x86_64",
@@ -768,15 +882,20 @@ fn dot_f16(a: &[f32], b: &[u16]) -> f32 {
         target_feature = "fma",
         target_feature = "f16c"
     )))]
-    {
-        a.iter()
-            .zip(b)
+    for (o, q) in out.iter_mut().zip(q.chunks_exact(hd)) {
+        *o = q
+            .iter()
+            .zip(k)
             .map(|(&x, &y)| x * f16::from_bits(y).to_f32())
-            .sum()
+            .sum();
     }
 }
 
-fn axpy_f16(a: f32, x: &[u16], y: &mut [f32]) {
+/// `y[j] += a[j] × x` for the G heads' outputs in `y` (each `x.len()` long) and one cached f16 V row.
+#[inline(always)]
+fn axpys_f16<const G: usize>(a: &[f32; G], x: &[u16], y: &mut [f32]) {
+    let hd = x.len();
+    assert!(y.len() == G * hd && hd % 8 == 0);
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",
@@ -784,8 +903,8 @@ fn axpy_f16(a: f32, x: &[u16], y: &mut [f32]) {
         target_feature = "f16c"
     ))]
     {
-        // SAFETY: as in dot_f16.
-        unsafe { avx2::axpy_f16(a, x, y) }
+        // SAFETY: as in dots_f16.
+        unsafe { avx2::axpys_f16::<G>(a, x, y) }
     }
     #[cfg(not(all(
         target_arch = "x86_64",
@@ -793,7 +912,7 @@ fn axpy_f16(a: f32, x: &[u16], y: &mut [f32]) {
         target_feature = "fma",
         target_feature = "f16c"
     )))]
-    {
+    for (&a, y) in a.iter().zip(y.chunks_exact_mut(hd)) {
         for (y, &x) in y.iter_mut().zip(x) {
             *y += a * f16::from_bits(x).to_f32();
         }
@@ -808,7 +927,7 @@ fn axpy_f16(a: f32, x: &[u16], y: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Q4_1_BYTES, Q8_0_BYTES, Q8_1_BYTES, TILE, f16_at};
+    use super::{Act, Q4_1_BYTES, Q8_0_BYTES, QK, TILE, WTILE_MAX, WType, f16_at};
 
     #[inline(always)]
     unsafe fn hsum(v: __m256) -> f32 {
@@ -834,81 +953,171 @@ mod avx2 {
         }
     }
 
-    /// Q4_1 weights · Q8_1 activations (ggml_vec_dot_q4_1_q8_1), for up to TILE activation rows.
-    pub unsafe fn dot_q4_1_q8_1(w: &[u8], xs: &[u8], sc: &[f32], act_row: usize, out: &mut [f32]) {
+    /// See `super::dot_tile`: instantiates the kernel for the tile's shape.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn dot_tile(
+        wt: WType,
+        w: &[u8],
+        rb: usize,
+        act: &Act,
+        r: usize,
+        t: usize,
+        cn: usize,
+        out: &mut [[f32; TILE]; WTILE_MAX],
+    ) {
+        macro_rules! dispatch {
+            ($k:ident) => {
+                match (t, cn) {
+                    (4, 2) => $k::<4, 2>(w, rb, act, r, out),
+                    (3, 2) => $k::<3, 2>(w, rb, act, r, out),
+                    (2, 2) => $k::<2, 2>(w, rb, act, r, out),
+                    (1, 4) => $k::<1, 4>(w, rb, act, r, out),
+                    _ => {
+                        // Tails: one weight row at a time.
+                        for k in 0..cn {
+                            let mut o = [[0f32; TILE]; WTILE_MAX];
+                            let wk = &w[k * rb..(k + 1) * rb];
+                            match t {
+                                1 => $k::<1, 1>(wk, rb, act, r, &mut o),
+                                2 => $k::<2, 1>(wk, rb, act, r, &mut o),
+                                3 => $k::<3, 1>(wk, rb, act, r, &mut o),
+                                _ => $k::<4, 1>(wk, rb, act, r, &mut o),
+                            }
+                            out[k] = o[0];
+                        }
+                    }
+                }
+            };
+        }
         unsafe {
-            let nb = w.len() / Q4_1_BYTES;
-            let t = out.len();
-            let mut acc = [_mm256_setzero_ps(); TILE];
-            let mut summ = [0f32; TILE];
+            match wt {
+                WType::Q4_1 => dispatch!(q4_1),
+                WType::Q8_0 => dispatch!(q8_0),
+            }
+        }
+    }
+
+    /// Q4_1 weights (C rows of `rb` bytes at `w`) · Q8_1 activations (rows r..r + R). Each weight block is
+    /// unpacked once for R activation rows and each activation block loaded once for C weight rows; every
+    /// dot product sums its blocks in ggml's order (`ggml_vec_dot_q4_1_q8_1`: 8 lanes, block after block,
+    /// the min terms apart), so the results round as llama.cpp's do.
+    #[inline(always)]
+    unsafe fn q4_1<const R: usize, const C: usize>(
+        w: &[u8],
+        rb: usize,
+        act: &Act,
+        r: usize,
+        out: &mut [[f32; TILE]; WTILE_MAX],
+    ) {
+        unsafe {
+            let nb = act.nb;
             let m4 = _mm_set1_epi8(0x0F);
+            let mut acc = [[_mm256_setzero_ps(); R]; C];
+            let mut summ = [[0f32; R]; C];
+            let (qs, d, s) = (act.qs.as_ptr(), act.d.as_ptr(), act.s.as_ptr());
             for b in 0..nb {
-                let wb = w.as_ptr().add(b * Q4_1_BYTES);
-                let dw = f16_at(w, b * Q4_1_BYTES);
-                let mw = f16_at(w, b * Q4_1_BYTES + 2);
-                let q = _mm_loadu_si128(wb.add(4) as *const __m128i);
-                let lo = _mm_and_si128(q, m4);
-                let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-                let qw = _mm256_set_m128i(hi, lo);
-                for i in 0..t {
-                    let xo = i * act_row + b * Q8_1_BYTES;
-                    let dx = sc[(i * nb + b) * 2];
-                    let sx = sc[(i * nb + b) * 2 + 1];
-                    let qx = _mm256_loadu_si256(xs.as_ptr().add(xo + 4) as *const __m256i);
-                    acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), mul_sum_us8(qw, qx), acc[i]);
-                    summ[i] += mw * sx;
+                let mut xq = [_mm256_setzero_si256(); R];
+                let (mut xd, mut xs) = ([0f32; R], [0f32; R]);
+                for i in 0..R {
+                    let at = (r + i) * nb + b;
+                    xq[i] = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
+                    xd[i] = *d.add(at);
+                    xs[i] = *s.add(at);
+                }
+                for k in 0..C {
+                    let o = k * rb + b * Q4_1_BYTES;
+                    let (dw, mw) = (f16_at(w, o), f16_at(w, o + 2));
+                    let q = _mm_loadu_si128(w.as_ptr().add(o + 4) as *const __m128i);
+                    let lo = _mm_and_si128(q, m4);
+                    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+                    let qw = _mm256_set_m128i(hi, lo);
+                    for i in 0..R {
+                        let dd = _mm256_set1_ps(dw * xd[i]);
+                        acc[k][i] = _mm256_fmadd_ps(dd, mul_sum_us8(qw, xq[i]), acc[k][i]);
+                        summ[k][i] = mw.mul_add(xs[i], summ[k][i]);
+                    }
                 }
             }
-            for i in 0..t {
-                out[i] = hsum(acc[i]) + summ[i];
+            for k in 0..C {
+                for i in 0..R {
+                    out[k][i] = hsum(acc[k][i]) + summ[k][i];
+                }
             }
         }
     }
 
-    /// Q8_0 weights · Q8_0 activations (ggml_vec_dot_q8_0_q8_0), for up to TILE activation rows.
-    pub unsafe fn dot_q8_0_q8_0(w: &[u8], xs: &[u8], sc: &[f32], act_row: usize, out: &mut [f32]) {
+    /// Q8_0 weights · Q8_0 activations, as `q4_1` (`ggml_vec_dot_q8_0_q8_0`: the weight's signs moved onto
+    /// the activations, so the unsigned × signed product applies).
+    #[inline(always)]
+    unsafe fn q8_0<const R: usize, const C: usize>(
+        w: &[u8],
+        rb: usize,
+        act: &Act,
+        r: usize,
+        out: &mut [[f32; TILE]; WTILE_MAX],
+    ) {
         unsafe {
-            let nb = w.len() / Q8_0_BYTES;
-            let t = out.len();
-            let mut acc = [_mm256_setzero_ps(); TILE];
+            let nb = act.nb;
+            let mut acc = [[_mm256_setzero_ps(); R]; C];
+            let (qs, d) = (act.qs.as_ptr(), act.d.as_ptr());
             for b in 0..nb {
-                let dw = f16_at(w, b * Q8_0_BYTES);
-                let qw = _mm256_loadu_si256(w.as_ptr().add(b * Q8_0_BYTES + 2) as *const __m256i);
-                let aw = _mm256_sign_epi8(qw, qw);
-                for i in 0..t {
-                    let xo = i * act_row + b * Q8_0_BYTES;
-                    let dx = sc[(i * nb + b) * 2];
-                    let qx = _mm256_loadu_si256(xs.as_ptr().add(xo + 2) as *const __m256i);
-                    let sx = _mm256_sign_epi8(qx, qw);
-                    acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), mul_sum_us8(aw, sx), acc[i]);
+                let mut xq = [_mm256_setzero_si256(); R];
+                let mut xd = [0f32; R];
+                for i in 0..R {
+                    let at = (r + i) * nb + b;
+                    xq[i] = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
+                    xd[i] = *d.add(at);
+                }
+                for k in 0..C {
+                    let o = k * rb + b * Q8_0_BYTES;
+                    let dw = f16_at(w, o);
+                    let qw = _mm256_loadu_si256(w.as_ptr().add(o + 2) as *const __m256i);
+                    let aw = _mm256_sign_epi8(qw, qw);
+                    for i in 0..R {
+                        let sx = _mm256_sign_epi8(xq[i], qw);
+                        let dd = _mm256_set1_ps(dw * xd[i]);
+                        acc[k][i] = _mm256_fmadd_ps(dd, mul_sum_us8(aw, sx), acc[k][i]);
+                    }
                 }
             }
-            for i in 0..t {
-                out[i] = hsum(acc[i]);
+            for k in 0..C {
+                for i in 0..R {
+                    out[k][i] = hsum(acc[k][i]);
+                }
             }
         }
     }
 
     #[cfg(target_feature = "f16c")]
-    pub unsafe fn dot_f16(a: &[f32], b: &[u16]) -> f32 {
+    #[inline(always)]
+    pub unsafe fn dots_f16<const G: usize>(q: &[f32], k: &[u16], out: &mut [f32; G]) {
         unsafe {
-            let mut acc = _mm256_setzero_ps();
-            for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-                let bv = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr() as *const __m128i));
-                acc = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr()), bv, acc);
+            let hd = k.len();
+            let mut acc = [_mm256_setzero_ps(); G];
+            for c in (0..hd).step_by(8) {
+                let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(c) as *const __m128i));
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(j * hd + c)), kv, *acc);
+                }
             }
-            hsum(acc)
+            for (o, acc) in out.iter_mut().zip(acc) {
+                *o = hsum(acc);
+            }
         }
     }
 
     #[cfg(target_feature = "f16c")]
-    pub unsafe fn axpy_f16(a: f32, x: &[u16], y: &mut [f32]) {
+    #[inline(always)]
+    pub unsafe fn axpys_f16<const G: usize>(a: &[f32; G], x: &[u16], y: &mut [f32]) {
         unsafe {
-            let av = _mm256_set1_ps(a);
-            for (x, y) in x.chunks_exact(8).zip(y.chunks_exact_mut(8)) {
-                let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr() as *const __m128i));
-                let yv = _mm256_loadu_ps(y.as_ptr());
-                _mm256_storeu_ps(y.as_mut_ptr(), _mm256_fmadd_ps(av, xv, yv));
+            let hd = x.len();
+            let av = a.map(|a| _mm256_set1_ps(a));
+            for c in (0..hd).step_by(8) {
+                let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(c) as *const __m128i));
+                for (j, av) in av.iter().enumerate() {
+                    let p = y.as_mut_ptr().add(j * hd + c);
+                    _mm256_storeu_ps(p, _mm256_fmadd_ps(*av, xv, _mm256_loadu_ps(p)));
+                }
             }
         }
     }
@@ -918,10 +1127,31 @@ mod avx2 {
 mod tests {
     use super::*;
 
-    /// The SIMD dot products agree with the block-by-block reference on random blocks.
+    /// Random weight rows (f16 scale, f16 min for Q4_1, random quant bytes) of `cols` columns.
+    fn random_weights(
+        wt: WType,
+        rows: usize,
+        cols: usize,
+        rnd: &mut impl FnMut() -> f32,
+    ) -> Vec<u8> {
+        let mut w = Vec::new();
+        for _ in 0..rows * cols / QK {
+            let start = w.len();
+            w.extend_from_slice(&f16::from_f32(rnd() * 0.1).to_bits().to_le_bytes());
+            if wt == WType::Q4_1 {
+                w.extend_from_slice(&f16::from_f32(rnd()).to_bits().to_le_bytes());
+            }
+            while w.len() - start < wt.block_bytes() {
+                w.push((rnd() * 127.0) as i8 as u8);
+            }
+        }
+        w
+    }
+
+    /// Every SIMD kernel and tile shape agrees with the block-by-block reference, for rows of an even and
+    /// an odd number of blocks.
     #[test]
     fn simd_dots_match_the_scalar_reference() {
-        let cols = 128;
         let mut seed = 12345u64;
         let mut rnd = || {
             seed = seed
@@ -929,31 +1159,33 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
         };
-        let x: Vec<f32> = (0..cols * 3).map(|_| rnd()).collect();
-        for wt in [WType::Q4_1, WType::Q8_0] {
-            // Random weight blocks: f16 scale (and min) then random quant bytes.
-            let mut w = Vec::new();
-            for _ in 0..cols / QK {
-                w.extend_from_slice(&f16::from_f32(rnd() * 0.1).to_bits().to_le_bytes());
-                if wt == WType::Q4_1 {
-                    w.extend_from_slice(&f16::from_f32(rnd()).to_bits().to_le_bytes());
+        let close = |g: f32, want: f32| (g - want).abs() <= 1e-4 * want.abs().max(1.0);
+        for cols in [128, 160] {
+            let x: Vec<f32> = (0..cols * TILE).map(|_| rnd()).collect();
+            for wt in [WType::Q4_1, WType::Q8_0] {
+                let rb = cols / QK * wt.block_bytes();
+                let w = random_weights(wt, WTILE_MAX, cols, &mut rnd);
+                let mut act = Act::default();
+                quantize(&x, cols, wt.act(), &mut act);
+                let want =
+                    |k: usize, i: usize| dot_scalar(wt, &w[k * rb..(k + 1) * rb], act.row(i));
+                for t in 1..=TILE {
+                    for cn in 1..=WTILE_MAX {
+                        for r in [0, TILE - t] {
+                            let mut got = [[0f32; TILE]; WTILE_MAX];
+                            dot_tile(wt, &w[..cn * rb], rb, &act, r, t, cn, &mut got);
+                            for k in 0..cn {
+                                for i in 0..t {
+                                    let (g, e) = (got[k][i], want(k, r + i));
+                                    assert!(
+                                        close(g, e),
+                                        "{wt:?} {cols} cols, tile {t}x{cn} at {r}, ({k}, {i}): {g} vs {e}"
+                                    );
+                                }
+                            }
+                        }
+                    }
                 }
-                let rest = wt.block_bytes() - w.len() % wt.block_bytes();
-                for _ in 0..rest {
-                    w.push((rnd() * 127.0) as i8 as u8);
-                }
-            }
-            let mut act = Act::default();
-            quantize(&x, cols, wt.act(), &mut act);
-            let act_row = cols / QK * wt.act().block_bytes();
-            let mut got = [0f32; 3];
-            dot_tile(wt, &w, &act.bytes, &act.scales, act_row, &mut got);
-            for (i, g) in got.iter().enumerate() {
-                let want = dot_scalar(wt, &w, &act.bytes[i * act_row..(i + 1) * act_row]);
-                assert!(
-                    (g - want).abs() <= 1e-4 * want.abs().max(1.0),
-                    "{wt:?} row {i}: {g} vs {want}"
-                );
             }
         }
     }
@@ -963,15 +1195,12 @@ mod tests {
         let x: Vec<f32> = (0..32).map(|i| i as f32 - 10.0).collect();
         let mut act = Act::default();
         quantize(&x, 32, ActType::Q8_1, &mut act);
-        let act = act.bytes;
-        let d = f16_at(&act, 0);
-        let sum: i32 = act[4..].iter().map(|&q| q as i8 as i32).sum();
+        let d = act.d[0];
+        let sum: i32 = act.qs[..32].iter().map(|&q| q as i32).sum();
         let s = d * sum as f32;
-        assert!(
-            (f16_at(&act, 2) - s).abs() <= 1e-3 * s.abs(),
-            "{} vs {s}",
-            f16_at(&act, 2)
-        );
+        let got = act.s[0];
+        assert!((got - s).abs() <= 1e-3 * s.abs(), "{got} vs {s}");
+        assert_eq!(act.nb, 1);
         assert!((d - 21.0 / 127.0).abs() < 1e-3);
     }
 }
