@@ -12,10 +12,10 @@ use stoplab::{Engine, RepetitionStop};
 use super::Failure;
 
 pub const EXAMPLES: &str = "Examples:
-  stoplab experiment --quick                          # every shipped scenario once, few tokens (< 1 minute)
-  stoplab experiment --report out/                    # out/report.md, out/wasted.svg, out/report.json
+  stoplab experiment --quick                # each shipped scenario once, few tokens (< 1 min)
+  stoplab experiment --report out/          # out/report.md, out/wasted.svg, out/report.json
   stoplab experiment --only 5a-broken-end-token --repeat-stop 8
-  stoplab experiment --scenario my.toml --json        # your own scenario (see `--list` and scenarios/*.toml)
+  stoplab experiment --scenario my.toml --json   # your own (see --list, scenarios/*.toml)
 
 Wasted tokens are those generated after the answer was complete (the scenario's done.contains text was written).";
 

@@ -28,14 +28,14 @@ container's end token, a custom stop sequence) and reports exactly why each gene
 The default model is SmolLM2-135M-Instruct (Q4_1 GGUF, 98 MB), fetched on first use into the cache.";
 
 const EXAMPLES: &str = "Examples:
-  stoplab chat 'Hi!'                                   # ends on the model's own end token <|im_end|>
-  stoplab complete --format transcript 'What is the capital of Germany?'          # runs on into user: turns
-  stoplab complete --format transcript --stop '\\nuser:' 'What is the capital of Germany?'   # halts
-  stoplab complete --replay ' Berlin.\\nuser: and' --stop '\\nuser:' --json 'AI:'     # no weights needed
-  stoplab chat --logit-bias 2=-inf --logit-bias 0=-inf 'Hi!'          # a model that never stops
-  stoplab trace --replay ' Berlin.\nuser: and' --stop '\nuser:' 'AI:'   # one row per token: what was held back
-  stoplab tokenize --stop '\nuser:'                                   # why stops are matched on bytes
-  stoplab experiment --quick                                          # the seed's story, measured";
+  stoplab chat 'Hi!'                       # ends on the model's end token <|im_end|>
+  stoplab complete --format transcript 'Capital of Germany?'   # runs on into user: turns
+  stoplab complete --format transcript --stop '\\nuser:' 'Capital of Germany?'   # halts
+  stoplab complete --replay ' Berlin.\\nuser: and' --stop '\\nuser:' --json 'AI:'  # no weights
+  stoplab chat --logit-bias 2=-inf --logit-bias 0=-inf 'Hi!'    # a model that never stops
+  stoplab trace --replay ' Berlin.\\nuser: and' --stop '\\nuser:' 'AI:'   # per token: held back
+  stoplab tokenize --stop '\\nuser:'       # why stops are matched on bytes
+  stoplab experiment --quick               # the seed's story, measured";
 
 #[derive(Parser)]
 #[command(name = "stoplab", version, about = ABOUT, after_help = EXAMPLES)]

@@ -10,9 +10,11 @@ use super::Failure;
 
 pub const EXAMPLES: &str = "Examples:
   stoplab --threads 1 serve                     # http://127.0.0.1:8080/v1, one model thread
-  curl -s localhost:8080/v1/chat/completions -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi!\"}]}'
-  curl -sN localhost:8080/v1/completions -d '{\"prompt\": \"user: Capital of Germany?\\nAI:\", \"stop\": \"\\nuser:\", \"stream\": true}'
-  stoplab serve --replay-only                   # no weights: requests give \"replay\": text the model writes
+  curl -s localhost:8080/v1/chat/completions \\
+    -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi!\"}]}'
+  curl -sN localhost:8080/v1/completions \\
+    -d '{\"prompt\": \"user: Capital of Germany?\\nAI:\", \"stop\": \"\\nuser:\", \"stream\": true}'
+  stoplab serve --replay-only      # no weights: a request's \"replay\" is what the model writes
   STOPLAB_API_KEY=secret stoplab serve --host 0.0.0.0";
 
 #[derive(Args, Debug)]

@@ -12,10 +12,10 @@ use stoplab::{Engine, EngineOptions};
 use super::{Failure, unescape};
 
 pub const EXAMPLES: &str = "Examples:
-  stoplab tokenize 'What is the capital of Germany?<|im_end|>'       # <|im_end|> is one special token
-  stoplab tokenize --no-special '<|im_end|>'                        # ... or spelled out in text tokens
-  stoplab tokenize --stop '\\nuser:' --stop '######'                 # tokens of a stop, and its carriers
-  stoplab tokenize --find-single '#'                                # the longest one-token '#' runs";
+  stoplab tokenize 'What is the capital of Germany?<|im_end|>'   # <|im_end|> is one token
+  stoplab tokenize --no-special '<|im_end|>'           # ... or spelled out in text tokens
+  stoplab tokenize --stop '\\nuser:' --stop '######'    # tokens of a stop, and its carriers
+  stoplab tokenize --find-single '#'                   # the longest one-token '#' runs";
 
 #[derive(Args, Debug)]
 pub struct TokenizeArgs {

@@ -9,11 +9,11 @@ use stoplab::trace::{Style, TraceRow, Tracer, explain, header, render_row};
 use super::{Failure, GenArgs};
 
 pub const EXAMPLES: &str = "Examples:
-  stoplab trace --replay ' Berlin.\\nuser: What' --stop '\\nuser:' 'AI:'     # no weights: why the stop is cut
+  stoplab trace --replay ' Berlin.\\nuser: What' --stop '\\nuser:' 'AI:'   # no weights: the cut
   stoplab trace --format transcript --stop '\\nuser:' 'What is the capital of Germany?'
-  stoplab trace --chat 'Hi!'                                        # ends on the end token <|im_end|>
+  stoplab trace --chat 'Hi!'                      # ends on the end token <|im_end|>
   stoplab trace --chat --logit-bias 0=-inf --logit-bias 2=-inf --repeat-stop 8 -n 128 'Hi!'
-  stoplab trace --jsonl --replay 'a\\nuser:' --stop '\\nuser:' x | jq .   # the same rows as JSON lines
+  stoplab trace --jsonl --replay 'a\\nuser:' --stop '\\nuser:' x | jq .   # rows as JSON lines
 
 Columns: # (token index), id, token (quoted text; special tokens unquoted), END (an end-of-generation id),
 held back (bytes the stop engine keeps because they may begin a stop, and how much of which stop they are),
