@@ -991,11 +991,30 @@ mod avx2 {
         }
         unsafe {
             match wt {
-                WType::Q4_1 => dispatch!(q4_1),
+                WType::Q4_1 => dispatch!(q4_1_best),
                 WType::Q8_0 => dispatch!(q8_0),
             }
         }
     }
+
+    #[cfg(not(all(
+        target_feature = "avx512f",
+        target_feature = "avx512bw",
+        target_feature = "avx512vl",
+        target_feature = "avx512dq",
+        target_feature = "avx512vbmi",
+        target_feature = "avx512vnni"
+    )))]
+    use self::q4_1 as q4_1_best;
+    #[cfg(all(
+        target_feature = "avx512f",
+        target_feature = "avx512bw",
+        target_feature = "avx512vl",
+        target_feature = "avx512dq",
+        target_feature = "avx512vbmi",
+        target_feature = "avx512vnni"
+    ))]
+    use self::q4_1_x2 as q4_1_best;
 
     /// Q4_1 weights (C rows of `rb` bytes at `w`) · Q8_1 activations (rows r..r + R). Each weight block is
     /// unpacked once for R activation rows and each activation block loaded once for C weight rows; every
@@ -1004,7 +1023,8 @@ mod avx2 {
     /// outputs depend on it: the min terms once summed with a fused multiply-add changed 11 of 30
     /// evaluation answers).
     #[inline(always)]
-    unsafe fn q4_1<const R: usize, const C: usize>(
+    #[allow(dead_code)] // on AVX-512 machines only the test of q4_1_x2 calls it
+    pub(super) unsafe fn q4_1<const R: usize, const C: usize>(
         w: &[u8],
         rb: usize,
         act: &Act,
@@ -1043,6 +1063,120 @@ mod avx2 {
             for k in 0..C {
                 for i in 0..R {
                     out[k][i] = hsum(acc[k][i]) + summ[k][i];
+                }
+            }
+        }
+    }
+
+    /// `q4_1` with 512-bit integer work: two blocks per unpack and per VNNI instruction, their float
+    /// accumulation still block after block in 8 lanes (the two halves added in turn), so the results are
+    /// bit-identical to `q4_1`'s (a test holds them to it). Decode is mostly this loop: the weights come
+    /// prefetched, so its instruction count sets the pace.
+    #[cfg(all(
+        target_feature = "avx512f",
+        target_feature = "avx512bw",
+        target_feature = "avx512vl",
+        target_feature = "avx512dq",
+        target_feature = "avx512vbmi",
+        target_feature = "avx512vnni"
+    ))]
+    #[inline(always)]
+    pub(super) unsafe fn q4_1_x2<const R: usize, const C: usize>(
+        w: &[u8],
+        rb: usize,
+        act: &Act,
+        r: usize,
+        out: &mut [[f32; TILE]; WTILE_MAX],
+    ) {
+        unsafe {
+            let nb = act.nb;
+            let m4 = _mm512_set1_epi8(0x0F);
+            // Two raw blocks (bytes 0..40: d, m and 16 bytes of nibbles, each) to [the first block's 16
+            // bytes of nibbles twice, the second's twice]; the shift and mask below then leave the low
+            // nibbles of a block in its first 16 bytes and the high ones in the next 16, as `q4_1` has them.
+            let mut sb = [0u8; 64];
+            for (j, v) in sb.iter_mut().enumerate() {
+                *v = (if j < 32 { 4 } else { 24 } + j % 16) as u8;
+            }
+            let shuf = _mm512_loadu_si512(sb.as_ptr() as *const __m512i);
+            // The f16 words of the blocks' d (0 and 10), each over 8 lanes, and of their m (1 and 11).
+            let dsel = _mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 10, 10, 10, 10, 10, 10, 10, 10);
+            let msel = _mm256_setr_epi16(1, 11, 1, 11, 1, 11, 1, 11, 1, 11, 1, 11, 1, 11, 1, 11);
+            let pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+            let mut acc = [[_mm256_setzero_ps(); R]; C];
+            let mut summ = [[_mm_setzero_ps(); R]; C];
+            let (qs, d, s) = (act.qs.as_ptr(), act.d.as_ptr(), act.s.as_ptr());
+            let mut b = 0;
+            while b + 1 < nb {
+                let mut xq = [_mm512_setzero_si512(); R];
+                let mut xd = [_mm512_setzero_ps(); R];
+                let mut xs = [_mm_setzero_ps(); R];
+                for i in 0..R {
+                    let at = (r + i) * nb + b;
+                    xq[i] = _mm512_loadu_si512(qs.add(at * QK) as *const __m512i);
+                    let d2 = _mm_castpd_ps(_mm_load_sd(d.add(at) as *const f64));
+                    xd[i] = _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(d2));
+                    xs[i] = _mm_castpd_ps(_mm_load_sd(s.add(at) as *const f64));
+                }
+                for k in 0..C {
+                    let p = w.as_ptr().add(k * rb + b * Q4_1_BYTES);
+                    // The pair's 40 bytes read as 64: a plain load while that stays inside the row, a
+                    // masked one at its end (only there: masked loads do not train the prefetcher).
+                    let raw = if b + 3 < nb {
+                        _mm512_loadu_si512(p as *const __m512i)
+                    } else {
+                        _mm512_maskz_loadu_epi8((1 << 40) - 1, p as *const i8)
+                    };
+                    let z = _mm512_permutexvar_epi8(shuf, raw);
+                    let z = _mm512_mask_blend_epi64(0b1100_1100, z, _mm512_srli_epi16(z, 4));
+                    let q = _mm512_and_si512(z, m4);
+                    let raw = _mm512_castsi512_si256(raw);
+                    let dw = _mm512_cvtph_ps(_mm256_permutexvar_epi16(dsel, raw));
+                    let mw =
+                        _mm_cvtph_ps(_mm256_castsi256_si128(_mm256_permutexvar_epi16(msel, raw)));
+                    for i in 0..R {
+                        let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, xq[i]);
+                        let pr = _mm512_cvtepi32_ps(dot);
+                        let sc = _mm512_mul_ps(dw, xd[i]);
+                        let a = _mm256_fmadd_ps(
+                            _mm512_castps512_ps256(sc),
+                            _mm512_castps512_ps256(pr),
+                            acc[k][i],
+                        );
+                        acc[k][i] = _mm256_fmadd_ps(
+                            _mm512_extractf32x8_ps::<1>(sc),
+                            _mm512_extractf32x8_ps::<1>(pr),
+                            a,
+                        );
+                        let m = _mm_mul_ps(mw, xs[i]);
+                        let t = _mm_add_ss(summ[k][i], m);
+                        summ[k][i] = _mm_add_ss(t, _mm_movehdup_ps(m));
+                    }
+                }
+                b += 2;
+            }
+            if b < nb {
+                // An odd row's last block, as `q4_1` does it.
+                let m4 = _mm_set1_epi8(0x0F);
+                for k in 0..C {
+                    let o = k * rb + b * Q4_1_BYTES;
+                    let (dw, mw) = (f16_at(w, o), f16_at(w, o + 2));
+                    let q = _mm_loadu_si128(w.as_ptr().add(o + 4) as *const __m128i);
+                    let lo = _mm_and_si128(q, m4);
+                    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+                    let qw = _mm256_set_m128i(hi, lo);
+                    for i in 0..R {
+                        let at = (r + i) * nb + b;
+                        let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
+                        let dd = _mm256_set1_ps(dw * *d.add(at));
+                        acc[k][i] = _mm256_fmadd_ps(dd, mul_sum_us8(qw, xq), acc[k][i]);
+                        summ[k][i] = _mm_add_ss(summ[k][i], _mm_set_ss(mw * *s.add(at)));
+                    }
+                }
+            }
+            for k in 0..C {
+                for i in 0..R {
+                    out[k][i] = hsum(acc[k][i]) + _mm_cvtss_f32(summ[k][i]);
                 }
             }
         }
@@ -1187,6 +1321,52 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// The 512-bit Q4_1 kernel gives bit for bit what the 256-bit one gives (the same sums in the same
+    /// order): greedy outputs, and so the agreement with llama.cpp's ids, depend on it.
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "avx512f",
+        target_feature = "avx512bw",
+        target_feature = "avx512vl",
+        target_feature = "avx512dq",
+        target_feature = "avx512vbmi",
+        target_feature = "avx512vnni"
+    ))]
+    #[test]
+    fn q4_1_kernels_agree_bit_for_bit() {
+        let mut seed = 777u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        for cols in [96, 128, 576, 1536] {
+            let rb = cols / QK * Q4_1_BYTES;
+            let x: Vec<f32> = (0..cols * TILE).map(|_| rnd() * 3.0).collect();
+            let w = random_weights(WType::Q4_1, 2, cols, &mut rnd);
+            let mut act = Act::default();
+            quantize(&x, cols, ActType::Q8_1, &mut act);
+            let (mut a, mut b) = ([[0f32; TILE]; WTILE_MAX], [[0f32; TILE]; WTILE_MAX]);
+            // SAFETY: the features are enabled at compile time; two whole weight rows, four activation rows.
+            unsafe {
+                avx2::q4_1::<4, 2>(&w, rb, &act, 0, &mut a);
+                avx2::q4_1_x2::<4, 2>(&w, rb, &act, 0, &mut b);
+            }
+            for k in 0..2 {
+                for i in 0..TILE {
+                    assert_eq!(
+                        a[k][i].to_bits(),
+                        b[k][i].to_bits(),
+                        "{cols} cols ({k}, {i})"
+                    );
                 }
             }
         }
