@@ -138,6 +138,8 @@ struct Scratch {
     act: Act,
     rope: Vec<(f32, f32)>,
     logits: Vec<f32>,
+    /// Attention scores of one decode step split over several threads: `[head][position]`.
+    scores: Vec<f32>,
 }
 
 /// The loaded model and its KV cache.
@@ -409,6 +411,7 @@ impl Llama {
                 &self.v_cache[l][..(pos + b) * kv],
                 pos,
                 &mut s.att[..b * dim],
+                &mut s.scores,
             );
             quantize(&s.att[..b * dim], dim, layer.wo.wtype.act(), &mut s.act);
             matmul_many(map, &mut [(&layer.wo, &mut s.xn[..b * dim])], &s.act, b);
@@ -793,16 +796,129 @@ fn with_scores<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 
 /// Causal attention of the `q` rows (positions `pos..`) over the cache, one work item per (row, KV head):
 /// the query heads that share a KV head read each cached K and V row once between them.
-fn attention(cfg: &Config, q: &[f32], kc: &[u16], vc: &[u16], pos: usize, out: &mut [f32]) {
+fn attention(
+    cfg: &Config,
+    q: &[f32],
+    kc: &[u16],
+    vc: &[u16],
+    pos: usize,
+    out: &mut [f32],
+    scores: &mut Vec<f32>,
+) {
     let group = cfg.n_head / cfg.n_kv_head;
-    match group {
-        1 => attention_groups::<1>(cfg, q, kc, vc, pos, out),
-        2 => attention_groups::<2>(cfg, q, kc, vc, pos, out),
-        3 => attention_groups::<3>(cfg, q, kc, vc, pos, out),
-        4 => attention_groups::<4>(cfg, q, kc, vc, pos, out),
-        // Larger groups: heads handled G = 1 at a time (the same numbers, more reads of the cache).
-        _ => attention_groups::<1>(cfg, q, kc, vc, pos, out),
+    // One decode row on several threads: the KV heads alone (3 for the default model) would not share out
+    // evenly, so split the work by phase instead (same numbers).
+    let split = q.len() == cfg.dim && candle_core::utils::barrier_pool().n_workers() > 0;
+    macro_rules! run {
+        ($g:literal) => {
+            if split {
+                attention_decode_split::<$g>(cfg, q, kc, vc, pos, out, scores)
+            } else {
+                attention_groups::<$g>(cfg, q, kc, vc, pos, out)
+            }
+        };
     }
+    match group {
+        1 => run!(1),
+        2 => run!(2),
+        3 => run!(3),
+        4 => run!(4),
+        // Larger groups: heads handled G = 1 at a time (the same numbers, more reads of the cache).
+        _ => run!(1),
+    }
+}
+
+/// Decode attention in three parallel phases, each one split evenly whatever the number of KV heads:
+/// scores by (KV head, run of positions); softmax by query head; the weighted sum of V by (KV head, half of
+/// the head's dimensions). Every value is computed with the same operations in the same order as in
+/// `attention_groups`, so the results are identical.
+fn attention_decode_split<const G: usize>(
+    cfg: &Config,
+    q: &[f32],
+    kc: &[u16],
+    vc: &[u16],
+    pos: usize,
+    out: &mut [f32],
+    scores: &mut Vec<f32>,
+) {
+    const RUN: usize = 128;
+    let hd = cfg.head_dim;
+    let kv = cfg.n_kv_head * hd;
+    let group = cfg.n_head / cfg.n_kv_head;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let n = pos + 1;
+    let per_kv = group / G;
+    let units = cfg.n_head / G;
+    // The scores, then one inverse sum per head.
+    scores.resize(cfg.n_head * (n + 1), 0.0);
+    let sp = Out(scores.as_mut_ptr());
+    let ip = Out(sp.at(cfg.n_head * n));
+    let pool = candle_core::utils::barrier_pool();
+    let runs = n.div_ceil(RUN);
+    pool.execute_chunked(units * runs, |items| {
+        for item in items {
+            let (u, run) = (item / runs, item % runs);
+            let h0 = u * G;
+            let koff = (u / per_kv) * hd;
+            let qh = &q[h0 * hd..][..G * hd];
+            let mut d = [0f32; G];
+            for t in run * RUN..n.min((run + 1) * RUN) {
+                prefetch(
+                    kc.as_ptr().wrapping_add((t + KV_AHEAD) * kv + koff) as *const u8,
+                    2 * hd,
+                );
+                dots_f16::<G>(qh, &kc[t * kv + koff..][..hd], &mut d);
+                for (j, &v) in d.iter().enumerate() {
+                    // SAFETY: (head h0 + j, position t) belongs to this item alone, inside `scores`.
+                    unsafe { *sp.at((h0 + j) * n + t) = v * scale };
+                }
+            }
+        }
+    });
+    pool.execute_chunked(cfg.n_head, |heads| {
+        for h in heads {
+            // SAFETY: head h's row of scores and its inverse sum belong to this item alone.
+            let sc = unsafe { std::slice::from_raw_parts_mut(sp.at(h * n), n) };
+            let max = sc.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            let mut sum = 0f32;
+            for s in sc.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            // SAFETY: as above.
+            unsafe { *ip.at(h) = 1.0 / sum };
+        }
+    });
+    let (scores, inv) = scores.split_at(cfg.n_head * n);
+    let half = hd / 2;
+    let halves = if half % 8 == 0 { 2 } else { 1 };
+    let width = hd / halves;
+    let op = Out(out.as_mut_ptr());
+    pool.execute_chunked(units * halves, |items| {
+        for item in items {
+            let (u, part) = (item / halves, item % halves);
+            let h0 = u * G;
+            let koff = (u / per_kv) * hd + part * width;
+            let mut a = [0f32; G];
+            with_scores(G * width, |o| {
+                o.fill(0.0);
+                for t in 0..n {
+                    for j in 0..G {
+                        a[j] = scores[(h0 + j) * n + t] * inv[h0 + j];
+                    }
+                    let ahead = (t + KV_AHEAD) * kv + koff;
+                    prefetch(vc.as_ptr().wrapping_add(ahead) as *const u8, 2 * width);
+                    axpys_f16::<G>(&a, &vc[t * kv + koff..][..width], o);
+                }
+                for j in 0..G {
+                    for (c, &v) in o[j * width..(j + 1) * width].iter().enumerate() {
+                        // SAFETY: (head h0 + j, this part of its dimensions) belongs to this item alone.
+                        unsafe { *op.at((h0 + j) * hd + part * width + c) = v };
+                    }
+                }
+            });
+        }
+    });
 }
 
 /// `attention` with the query heads taken G at a time (G divides the group of heads per KV head).
@@ -1382,6 +1498,65 @@ mod tests {
                         "{cols} cols ({k}, {i})"
                     );
                 }
+            }
+        }
+    }
+
+    /// Decode attention split by phase (used with several threads) gives bit for bit what the one-pass
+    /// version gives, for every head grouping.
+    #[test]
+    fn split_decode_attention_is_bit_identical() {
+        let mut seed = 99u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        for (n_head, n_kv_head) in [(9, 3), (8, 8), (8, 4), (8, 2), (16, 2)] {
+            let cfg = Config {
+                n_layer: 1,
+                dim: n_head * 64,
+                n_head,
+                n_kv_head,
+                head_dim: 64,
+                ffn: 0,
+                vocab: 0,
+                context: 512,
+                eps: 1e-5,
+                rope_base: 10_000.0,
+            };
+            let pos = 300;
+            let kv = n_kv_head * 64;
+            let q: Vec<f32> = (0..cfg.dim).map(|_| rnd()).collect();
+            let cache = |r: &mut dyn FnMut() -> f32| -> Vec<u16> {
+                (0..(pos + 1) * kv)
+                    .map(|_| f16::from_f32(r() * 2.0).to_bits())
+                    .collect()
+            };
+            let (kc, vc) = (cache(&mut rnd), cache(&mut rnd));
+            let (mut a, mut b) = (vec![0f32; cfg.dim], vec![0f32; cfg.dim]);
+            let mut scores = Vec::new();
+            macro_rules! both {
+                ($g:literal) => {{
+                    attention_groups::<$g>(&cfg, &q, &kc, &vc, pos, &mut a);
+                    attention_decode_split::<$g>(&cfg, &q, &kc, &vc, pos, &mut b, &mut scores);
+                }};
+            }
+            match n_head / n_kv_head {
+                1 => both!(1),
+                2 => both!(2),
+                3 => both!(3),
+                4 => both!(4),
+                _ => both!(1),
+            }
+            assert!(a.iter().any(|&v| v != 0.0));
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert_eq!(
+                    x.to_bits(),
+                    y.to_bits(),
+                    "{n_head}/{n_kv_head} heads, element {i}"
+                );
             }
         }
     }
