@@ -891,7 +891,7 @@ fn attention_decode_split<const G: usize>(
     });
     let (scores, inv) = scores.split_at(cfg.n_head * n);
     let half = hd / 2;
-    let halves = if half % 8 == 0 { 2 } else { 1 };
+    let halves = if half.is_multiple_of(8) { 2 } else { 1 };
     let width = hd / halves;
     let op = Out(out.as_mut_ptr());
     pool.execute_chunked(units * halves, |items| {
@@ -995,7 +995,7 @@ fn attention_groups<const G: usize>(
 #[inline(always)]
 fn dots_f16<const G: usize>(q: &[f32], k: &[u16], out: &mut [f32; G]) {
     let hd = k.len();
-    assert!(q.len() == G * hd && hd % 8 == 0);
+    assert!(q.len() == G * hd && hd.is_multiple_of(8));
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",
@@ -1025,7 +1025,7 @@ fn dots_f16<const G: usize>(q: &[f32], k: &[u16], out: &mut [f32; G]) {
 #[inline(always)]
 fn axpys_f16<const G: usize>(a: &[f32; G], x: &[u16], y: &mut [f32]) {
     let hd = x.len();
-    assert!(y.len() == G * hd && hd % 8 == 0);
+    assert!(y.len() == G * hd && hd.is_multiple_of(8));
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",
