@@ -1418,13 +1418,8 @@ mod tests {
     /// an odd number of blocks.
     #[test]
     fn simd_dots_match_the_scalar_reference() {
-        let mut seed = 12345u64;
-        let mut rnd = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut g = crate::rng::SplitMix::new(12345);
+        let mut rnd = || g.uniform() as f32;
         let close = |g: f32, want: f32| (g - want).abs() <= 1e-4 * want.abs().max(1.0);
         for cols in [128, 160] {
             let x: Vec<f32> = (0..cols * TILE).map(|_| rnd()).collect();
@@ -1471,13 +1466,8 @@ mod tests {
     ))]
     #[test]
     fn q4_1_kernels_agree_bit_for_bit() {
-        let mut seed = 777u64;
-        let mut rnd = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut g = crate::rng::SplitMix::new(777);
+        let mut rnd = || g.uniform() as f32;
         for cols in [96, 128, 576, 1536] {
             let rb = cols / QK * Q4_1_BYTES;
             let x: Vec<f32> = (0..cols * TILE).map(|_| rnd() * 3.0).collect();
@@ -1506,13 +1496,8 @@ mod tests {
     /// version gives, for every head grouping.
     #[test]
     fn split_decode_attention_is_bit_identical() {
-        let mut seed = 99u64;
-        let mut rnd = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut g = crate::rng::SplitMix::new(99);
+        let mut rnd = || g.uniform() as f32;
         for (n_head, n_kv_head) in [(9, 3), (8, 8), (8, 4), (8, 2), (16, 2)] {
             let cfg = Config {
                 n_layer: 1,
