@@ -879,14 +879,8 @@ fn attention_decode_split<const G: usize>(
         for h in heads {
             // SAFETY: head h's row of scores and its inverse sum belong to this item alone.
             let sc = unsafe { std::slice::from_raw_parts_mut(sp.at(h * n), n) };
-            let max = sc.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-            let mut sum = 0f32;
-            for s in sc.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
             // SAFETY: as above.
-            unsafe { *ip.at(h) = 1.0 / sum };
+            unsafe { *ip.at(h) = softmax_weights(sc) };
         }
     });
     let (scores, inv) = scores.split_at(cfg.n_head * n);
@@ -964,13 +958,7 @@ fn attention_groups<const G: usize>(
                 }
                 let mut inv = [0f32; G];
                 for (j, sc) in sc.chunks_exact_mut(n).enumerate() {
-                    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-                    let mut sum = 0f32;
-                    for s in sc.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    inv[j] = 1.0 / sum;
+                    inv[j] = softmax_weights(sc);
                 }
                 o.fill(0.0);
                 let mut a = [0f32; G];
@@ -988,6 +976,18 @@ fn attention_groups<const G: usize>(
         }
     };
     candle_core::utils::barrier_pool().execute_chunked(rows * per_row, work);
+}
+
+/// Replaces one head's scores by exp(score − max) and returns 1 / their sum: the softmax, with the division
+/// left to the weighted sum of V. Both attention paths call it, so they round alike.
+fn softmax_weights(sc: &mut [f32]) -> f32 {
+    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let mut sum = 0f32;
+    for s in sc.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    1.0 / sum
 }
 
 /// `out[j] = q[j] · k` for the G query heads in `q` (each `k.len()` long) and one cached f16 K row; each
