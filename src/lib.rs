@@ -22,20 +22,15 @@
 //! * [`bench`]: stop matching measured against the peers' strategies.
 //! * [`finetune`]: LoRA fine-tunes that teach a custom stop sequence (or break the end token), adapters.
 
-pub mod bench;
-pub mod experiment;
 pub mod fetch;
 pub mod finetune;
-pub mod format;
-pub mod generate;
-pub mod inspect;
-pub mod model;
+pub mod lab;
+pub mod pipeline;
 pub mod rng;
-pub mod sampling;
 pub mod serve;
-pub mod stop;
-pub mod tokenizer;
-pub mod trace;
+
+pub use lab::{bench, experiment, inspect, trace};
+pub use pipeline::{format, generate, model, sampling, stop, tokenizer};
 
 mod engine;
 

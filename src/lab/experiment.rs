@@ -49,43 +49,43 @@ use crate::{Engine, Error};
 pub const SHIPPED: &[(&str, &str)] = &[
     (
         "scenarios/1-transcript-nostop.toml",
-        include_str!("../scenarios/1-transcript-nostop.toml"),
+        include_str!("../../scenarios/1-transcript-nostop.toml"),
     ),
     (
         "scenarios/2-transcript-stop.toml",
-        include_str!("../scenarios/2-transcript-stop.toml"),
+        include_str!("../../scenarios/2-transcript-stop.toml"),
     ),
     (
         "scenarios/3a-separator-nostop.toml",
-        include_str!("../scenarios/3a-separator-nostop.toml"),
+        include_str!("../../scenarios/3a-separator-nostop.toml"),
     ),
     (
         "scenarios/3b-separator-stop.toml",
-        include_str!("../scenarios/3b-separator-stop.toml"),
+        include_str!("../../scenarios/3b-separator-stop.toml"),
     ),
     (
         "scenarios/4-chat-end-token.toml",
-        include_str!("../scenarios/4-chat-end-token.toml"),
+        include_str!("../../scenarios/4-chat-end-token.toml"),
     ),
     (
         "scenarios/5a-broken-end-token.toml",
-        include_str!("../scenarios/5a-broken-end-token.toml"),
+        include_str!("../../scenarios/5a-broken-end-token.toml"),
     ),
     (
         "scenarios/5b-broken-end-token-repetition-stop.toml",
-        include_str!("../scenarios/5b-broken-end-token-repetition-stop.toml"),
+        include_str!("../../scenarios/5b-broken-end-token-repetition-stop.toml"),
     ),
     (
         "scenarios/6-remedy-custom-stop.toml",
-        include_str!("../scenarios/6-remedy-custom-stop.toml"),
+        include_str!("../../scenarios/6-remedy-custom-stop.toml"),
     ),
     (
         "scenarios/7a-function-call-nostop.toml",
-        include_str!("../scenarios/7a-function-call-nostop.toml"),
+        include_str!("../../scenarios/7a-function-call-nostop.toml"),
     ),
     (
         "scenarios/7b-function-call-stop.toml",
-        include_str!("../scenarios/7b-function-call-stop.toml"),
+        include_str!("../../scenarios/7b-function-call-stop.toml"),
     ),
 ];
 

@@ -1,0 +1,10 @@
+//! The stages a generation goes through, in order: [`format`] → [`tokenizer`] → [`model`] → [`sampling`] →
+//! [`stop`], tied together by [`generate`].
+
+pub mod format;
+pub mod generate;
+pub mod model;
+pub mod sampling;
+pub mod settings;
+pub mod stop;
+pub mod tokenizer;
