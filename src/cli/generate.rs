@@ -3,8 +3,8 @@
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 
-use stoplab::TokenEvent;
 use stoplab::format::Message;
+use stoplab::{Sink, TokenEvent};
 
 use super::{Failure, GenArgs};
 
@@ -19,20 +19,11 @@ pub fn run(messages: Vec<Message>, default_format: &str, opts: GenArgs) -> Resul
     let outcome = if opts.json {
         engine.generate(&prompt, replay, &params, &mut stoplab::generate::Discard)?
     } else {
-        let mut out = std::io::stdout().lock();
-        let mut sink = |ev: &TokenEvent<'_>| {
-            // A closed pipe (`| head`) is a normal way for a reader to say it has seen enough.
-            if out
-                .write_all(ev.text.as_bytes())
-                .and_then(|_| out.flush())
-                .is_err()
-            {
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        };
+        let mut sink = TextOut(std::io::stdout().lock());
         let outcome = engine.generate(&prompt, replay, &params, &mut sink)?;
-        let _ = writeln!(out).and_then(|_| out.flush());
+        if let ControlFlow::Break(()) = written(writeln!(sink.0).and_then(|_| sink.0.flush()))? {
+            return Ok(());
+        }
         outcome
     };
 
@@ -70,4 +61,27 @@ pub fn run(messages: Vec<Message>, default_format: &str, opts: GenArgs) -> Resul
         }
     }
     Ok(())
+}
+
+/// The generated text, written as it is released.
+struct TextOut<W: Write>(W);
+
+impl<W: Write> Sink for TextOut<W> {
+    fn token(&mut self, ev: &TokenEvent<'_>) -> Result<ControlFlow<()>, stoplab::Error> {
+        written(
+            self.0
+                .write_all(ev.text.as_bytes())
+                .and_then(|_| self.0.flush()),
+        )
+    }
+}
+
+/// What a write to stdout means for the generation: a closed pipe (`| head`) is a reader saying it has seen
+/// enough (stop quietly); any other error (a full disk) fails the command.
+pub(super) fn written(r: std::io::Result<()>) -> Result<ControlFlow<()>, stoplab::Error> {
+    match r {
+        Ok(()) => Ok(ControlFlow::Continue(())),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ControlFlow::Break(())),
+        Err(e) => Err(stoplab::Error::Output(e)),
+    }
 }

@@ -6,6 +6,7 @@ use std::ops::ControlFlow;
 use stoplab::format::Message;
 use stoplab::trace::{Style, TraceRow, Tracer, explain, header, render_row};
 
+use super::generate::written;
 use super::{Failure, GenArgs};
 
 pub const EXAMPLES: &str = "Examples:
@@ -41,23 +42,31 @@ pub fn run(
     }
     let vocab = engine.vocab.clone();
     let mut closed = false;
+    let mut failed = None;
     let on_row = |row: &TraceRow| {
         let line = if jsonl {
             row.to_json().to_string()
         } else {
             render_row(row, style)
         };
-        // A closed pipe (`| head`) is a normal end.
-        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-            closed = true;
-            return ControlFlow::Break(());
+        match written(writeln!(out, "{line}").and_then(|_| out.flush())) {
+            Ok(flow) => {
+                closed = flow.is_break();
+                flow
+            }
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
         }
-        ControlFlow::Continue(())
     };
-    let mut tracer = Tracer::new(&params, |id| vocab.is_special(id), on_row);
+    let mut tracer = Tracer::new(|id| vocab.is_special(id), on_row);
     let outcome = engine.generate(&prompt, replay, &params, &mut tracer)?;
     let rows = std::mem::take(&mut tracer.rows);
     drop(tracer);
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
     if closed || jsonl {
         return Ok(());
     }

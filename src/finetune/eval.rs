@@ -151,17 +151,8 @@ pub fn run_items(
         let wasted = if hit_max {
             o.tokens.len()
         } else if on_stop {
-            // Tokens from the one that completed the stop back to the one that began it.
-            let cut = o.text.len();
-            let mut bytes = 0;
-            let mut n = 0;
-            for &id in &o.tokens {
-                if bytes >= cut {
-                    n += 1;
-                }
-                bytes += engine.vocab.token_bytes(id).map_or(0, <[u8]>::len);
-            }
-            n
+            // The tokens that wrote nothing but the cut stop.
+            o.cut.as_ref().map_or(0, |c| c.tokens)
         } else {
             0
         };

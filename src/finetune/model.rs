@@ -6,7 +6,7 @@
 //! `tests/finetune.rs` guards against one creeping back in. The rope is the interleaved one (pairs of
 //! neighbouring dimensions), which is what GGUF's permuted q/k weights expect.
 //!
-//! Frozen matmuls go through [`FrozenLinear`], a custom op whose backward returns only the input's gradient:
+//! Frozen matmuls go through `FrozenLinear`, a custom op whose backward returns only the input's gradient:
 //! candle's own matmul backward also computes the (unused) gradient of the frozen weight, which for the
 //! 49,152 x 576 output layer costs as much as the forward.
 

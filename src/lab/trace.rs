@@ -20,7 +20,9 @@ use std::ops::ControlFlow;
 
 use serde_json::{Value, json};
 
+use crate::Error;
 use crate::generate::{FinishReason, Sink, TokenEvent};
+pub use crate::stop::{HeldFor, held_for};
 
 /// Bytes as a reader can see them: printable text as is, `\n` `\t` `\r` `\\` `\"` escaped, other control
 /// characters as `\u{..}`, and bytes that are not (yet) valid UTF-8 as `\xNN`.
@@ -43,36 +45,6 @@ pub fn escape(bytes: &[u8]) -> String {
         }
     }
     out
-}
-
-/// Which stop the held-back bytes may be the beginning of.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldFor {
-    /// Index of the stop in the list.
-    pub index: usize,
-    pub stop: String,
-    /// How many of its bytes have been written (the tail of the held bytes).
-    pub bytes: usize,
-    /// Its length in bytes.
-    pub of: usize,
-}
-
-/// The stop (first in list order among the longest) whose beginning is the longest suffix of `held`.
-/// Held bytes before that suffix are an unfinished UTF-8 character; `None` when no stop is involved.
-pub fn held_for(held: &[u8], stops: &[String]) -> Option<HeldFor> {
-    (1..=held.len()).rev().find_map(|k| {
-        let tail = &held[held.len() - k..];
-        stops
-            .iter()
-            .enumerate()
-            .find(|(_, s)| s.len() > k && s.as_bytes().starts_with(tail))
-            .map(|(index, s)| HeldFor {
-                index,
-                stop: s.clone(),
-                bytes: k,
-                of: s.len(),
-            })
-    })
 }
 
 /// How the generation ended, on the last row.
@@ -150,12 +122,7 @@ type OnRow<'a> = Box<dyn FnMut(&TraceRow) -> ControlFlow<()> + 'a>;
 
 /// A sink that records a [`TraceRow`] per token and hands each to `on_row` as soon as it is complete.
 pub struct Tracer<'a> {
-    stops: Vec<String>,
-    include_stop: bool,
     special: Box<dyn Fn(u32) -> bool + 'a>,
-    /// The bytes that went through the stop scanner, and where each token's bytes began in them.
-    text: Vec<u8>,
-    starts: Vec<usize>,
     on_row: OnRow<'a>,
     pub rows: Vec<TraceRow>,
 }
@@ -163,53 +130,19 @@ pub struct Tracer<'a> {
 impl<'a> Tracer<'a> {
     /// `is_special` tells special tokens apart (`|id| vocab.is_special(id)`); `on_row` sees each row.
     pub fn new(
-        params: &crate::GenerateParams,
         is_special: impl Fn(u32) -> bool + 'a,
         on_row: impl FnMut(&TraceRow) -> ControlFlow<()> + 'a,
     ) -> Self {
         Self {
-            stops: params.stops.stops().to_vec(),
-            include_stop: params.include_stop,
             special: Box::new(is_special),
-            text: Vec::new(),
-            starts: Vec::new(),
             on_row: Box::new(on_row),
             rows: Vec::new(),
-        }
-    }
-
-    fn end_of(&self, finish: &FinishReason) -> TraceEnd {
-        let (cut, stop_began_at) = match finish {
-            FinishReason::StopString { offset, stop, .. } => {
-                let from = if self.include_stop {
-                    offset + stop.len()
-                } else {
-                    *offset
-                };
-                let began = self.starts.iter().rposition(|&s| s <= *offset);
-                (self.text[from.min(self.text.len())..].to_vec(), began)
-            }
-            _ => (Vec::new(), None),
-        };
-        TraceEnd {
-            finish: finish.clone(),
-            cut,
-            stop_began_at,
         }
     }
 }
 
 impl Sink for Tracer<'_> {
-    fn token(&mut self, ev: &TokenEvent<'_>) -> ControlFlow<()> {
-        // End tokens and stop token ids that end the generation never reach the stop scanner.
-        let scanned = !matches!(
-            ev.finish,
-            Some(FinishReason::EndToken { .. }) | Some(FinishReason::StopToken { .. })
-        );
-        self.starts.push(self.text.len());
-        if scanned {
-            self.text.extend_from_slice(ev.bytes);
-        }
+    fn token(&mut self, ev: &TokenEvent<'_>) -> Result<ControlFlow<()>, Error> {
         let row = TraceRow {
             index: ev.index,
             id: ev.id,
@@ -217,13 +150,17 @@ impl Sink for Tracer<'_> {
             special: (self.special)(ev.id),
             end_token: ev.end_token,
             held: ev.held.to_vec(),
-            held_for: held_for(ev.held, &self.stops),
+            held_for: ev.held_for(),
             emitted: ev.text.to_string(),
-            end: ev.finish.map(|f| self.end_of(f)),
+            end: ev.finish.map(|f| TraceEnd {
+                finish: f.clone(),
+                cut: ev.cut.map(|c| c.bytes.clone()).unwrap_or_default(),
+                stop_began_at: ev.cut.map(|c| c.began_at),
+            }),
         };
         let flow = (self.on_row)(&row);
         self.rows.push(row);
-        flow
+        Ok(flow)
     }
 }
 

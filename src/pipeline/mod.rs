@@ -1,4 +1,4 @@
-//! The stages a generation goes through, in order: [`format`] → [`tokenizer`] → [`model`] → [`sampling`] →
+//! The stages a generation goes through, in order: [`format`](mod@format) → [`tokenizer`] → [`model`] → [`sampling`] →
 //! [`stop`], tied together by [`generate`].
 
 pub mod format;

@@ -140,7 +140,8 @@ impl From<Error> for ApiError {
             Error::Model { .. }
             | Error::Fetch(_)
             | Error::ContextFull { .. }
-            | Error::Backend(_) => Self::internal(e.to_string()),
+            | Error::Backend(_)
+            | Error::Output(_) => Self::internal(e.to_string()),
         }
     }
 }

@@ -12,6 +12,13 @@
 //!   the text that is a prefix of some stop. Those bytes may yet turn out to be a stop and must not be shown;
 //!   every byte before them never can be part of a match and is safe to emit.
 //!
+//! The parts:
+//! * [`set`](StopSet): the compiled stop strings and their streaming [`StopScanner`] (an Aho-Corasick DFA);
+//! * [`engine`](StopEngine): every stop decision of a generation in one documented order (end ids, stop ids,
+//!   stop strings, repetition, length, context, all after `min_tokens`), and the UTF-8-safe hold-back;
+//! * [`FinishReason`]: why it finished, as OpenAI, vLLM and a person would say it;
+//! * [`naive_first_match`] and [`naive_hold`]: the reference the fast paths are held to.
+//!
 //! ```
 //! use stoplab::stop::StopSet;
 //!
@@ -26,10 +33,12 @@
 //! assert_eq!((m.stop, m.start, m.end), (0, 8, 14));
 //! ```
 
-mod finish;
-mod naive;
-mod set;
+pub mod engine;
+pub mod finish;
+pub mod naive;
+pub mod set;
 
+pub use engine::{Finish, HeldFor, Step, StopCut, StopEngine, held_for};
 pub use finish::FinishReason;
 pub use naive::{naive_first_match, naive_hold};
 pub use set::{Scan, StopError, StopMatch, StopScanner, StopSet};
