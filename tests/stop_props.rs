@@ -1,9 +1,13 @@
-//! The streaming matcher against the naive reference, for every way of cutting a text into tokens.
+//! The streaming matcher and the stop engine against the naive reference, for every way of cutting a text into
+//! tokens.
 
 mod common;
 
 use proptest::prelude::*;
-use stoplab::stop::{StopSet, naive_first_match, naive_hold};
+use std::collections::BTreeSet;
+
+use stoplab::GenerateParams;
+use stoplab::stop::{FinishReason, StopEngine, StopSet, naive_first_match, naive_hold};
 
 /// A small alphabet makes overlaps and partial matches common; 'ü' and '€' bring multi-byte characters.
 fn text() -> impl Strategy<Value = String> {
@@ -83,5 +87,52 @@ proptest! {
         let found = pieces(bytes, &cuts).into_iter().find_map(|r| scan.feed(&bytes[r]).matched);
         prop_assert!(found.is_some());
         prop_assert_eq!(found, naive_first_match(bytes, &stops));
+    }
+
+    /// What a streaming client sees: the text up to the first stop (or all of it), never a byte of the stop,
+    /// never a split character before the end, and every held byte accounted for at the finish.
+    #[test]
+    fn the_engine_releases_exactly_the_naive_cut(text in text(), stops in stop_list(), cuts in cuts(), include in any::<bool>()) {
+        let params = GenerateParams {
+            stops: StopSet::new(stops.clone()).unwrap(),
+            include_stop: include,
+            ..Default::default()
+        };
+        let bytes = text.as_bytes();
+        let parts = pieces(bytes, &cuts);
+        let ends = BTreeSet::new();
+        let mut engine = StopEngine::new(&params, &ends, 1, 1 << 20);
+        let mut shown = String::new();
+        let mut finish = None;
+        for (i, r) in parts.iter().enumerate() {
+            let step = engine.push(i as u32, &bytes[r.clone()]);
+            shown.push_str(&step.released);
+            if step.finish.is_none() {
+                // Everything not shown is held, and is no more than the stop prefix plus an unfinished character.
+                prop_assert_eq!(shown.len() + step.held.len(), r.end);
+                prop_assert!(step.held.len() <= naive_hold(&bytes[..r.end], &stops) + 3);
+            }
+            if let Some(f) = step.finish {
+                finish = Some(f);
+                break;
+            }
+        }
+        match naive_first_match(bytes, &stops) {
+            Some(m) => {
+                let f = finish.expect("a stop in the text finishes the generation");
+                let keep = if include { m.end } else { m.start };
+                prop_assert_eq!(shown.as_bytes(), &bytes[..keep]);
+                prop_assert_eq!(f.reason, FinishReason::StopString { index: m.stop, stop: stops[m.stop].clone(), offset: m.start });
+                let cut = f.cut.unwrap();
+                let last = parts.iter().position(|r| r.end >= m.end).unwrap();
+                prop_assert_eq!(&cut.bytes[..], &bytes[keep..parts[last].end]);
+                prop_assert_eq!(cut.began_at, parts.iter().position(|r| r.end > m.start).unwrap());
+            }
+            None => {
+                prop_assert!(finish.is_none());
+                prop_assert_eq!(engine.text(), shown.as_str());
+                prop_assert!(bytes.starts_with(shown.as_bytes()));
+            }
+        }
     }
 }

@@ -41,4 +41,4 @@ pub mod set;
 pub use engine::{Finish, HeldFor, Step, StopCut, StopEngine, held_for};
 pub use finish::FinishReason;
 pub use naive::{naive_first_match, naive_hold};
-pub use set::{Scan, StopError, StopMatch, StopScanner, StopSet};
+pub use set::{Scan, ScanState, StopError, StopMatch, StopScanner, StopSet};

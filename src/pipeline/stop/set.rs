@@ -6,6 +6,8 @@
 
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::dfa::DFA;
+use std::sync::Arc;
+
 use aho_corasick::{Anchored, MatchKind, StartKind};
 
 /// Why a set of stop strings was refused.
@@ -19,9 +21,14 @@ pub enum StopError {
     Build(String),
 }
 
-/// A compiled set of stop strings, shared by every generation that uses it.
+/// A compiled set of stop strings, shared by every generation that uses it (a clone is a reference count).
 #[derive(Clone, Debug)]
 pub struct StopSet {
+    inner: Arc<Compiled>,
+}
+
+#[derive(Debug)]
+struct Compiled {
     stops: Vec<String>,
     dfa: Option<DFA>,
     start: Option<StateID>,
@@ -62,13 +69,13 @@ impl StopSet {
             return Err(StopError::Empty { index });
         }
         if stops.is_empty() {
-            return Ok(Self {
+            return Ok(Self::from(Compiled {
                 stops,
                 dfa: None,
                 start: None,
                 depth: Vec::new(),
                 shift: 0,
-            });
+            }));
         }
         let dfa = DFA::builder()
             .match_kind(MatchKind::Standard)
@@ -80,35 +87,78 @@ impl StopSet {
             .start_state(Anchored::No)
             .map_err(|e| StopError::Build(e.to_string()))?;
         let (depth, shift) = state_depths(&dfa, start);
-        Ok(Self {
+        Ok(Self::from(Compiled {
             stops,
             dfa: Some(dfa),
             start: Some(start),
             depth,
             shift,
-        })
+        }))
     }
 
     /// The stop strings, in the order given.
     pub fn stops(&self) -> &[String] {
-        &self.stops
+        &self.inner.stops
     }
 
     pub fn is_empty(&self) -> bool {
-        self.stops.is_empty()
+        self.inner.stops.is_empty()
     }
 
     /// A fresh scanner for one generation.
     pub fn scanner(&self) -> StopScanner<'_> {
         StopScanner {
             set: self,
-            state: self.start,
+            state: self.start(),
+        }
+    }
+
+    /// The state before any byte, for a caller that keeps its own [`ScanState`] (an owned scanner).
+    pub fn start(&self) -> ScanState {
+        ScanState {
+            sid: self.inner.start,
             pos: 0,
         }
     }
 
-    fn depth_of(&self, sid: StateID) -> usize {
-        self.depth[sid.as_usize() >> self.shift] as usize
+    /// Feeds the next bytes of the generated text to `state` and reports the earliest stop they complete:
+    /// what [`StopScanner::feed`] does, for a caller that owns the set and the state.
+    pub fn feed(&self, state: &mut ScanState, bytes: &[u8]) -> Scan {
+        let c = &*self.inner;
+        let (Some(dfa), Some(mut sid)) = (c.dfa.as_ref(), state.sid) else {
+            state.pos += bytes.len();
+            return Scan::default();
+        };
+        let mut matched = None;
+        for (i, &b) in bytes.iter().enumerate() {
+            sid = dfa.next_state(Anchored::No, sid, b);
+            if matched.is_none() && dfa.is_match(sid) {
+                let end = state.pos + i + 1;
+                // Every pattern ending here is listed; the longest starts earliest.
+                let pid = (0..dfa.match_len(sid))
+                    .map(|k| dfa.match_pattern(sid, k))
+                    .max_by_key(|&p| (dfa.pattern_len(p), std::cmp::Reverse(p)))
+                    .expect("a match state has at least one pattern");
+                let len = dfa.pattern_len(pid);
+                matched = Some(StopMatch {
+                    stop: pid.as_usize(),
+                    start: end - len,
+                    end,
+                });
+            }
+        }
+        state.pos += bytes.len();
+        state.sid = Some(sid);
+        Scan {
+            matched,
+            hold: c.depth[sid.as_usize() >> c.shift] as usize,
+        }
+    }
+}
+
+impl From<Compiled> for StopSet {
+    fn from(c: Compiled) -> Self {
+        Self { inner: Arc::new(c) }
     }
 }
 
@@ -148,12 +198,25 @@ fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+/// Where a scan stands: the DFA state and the bytes fed so far.
+#[derive(Clone, Copy, Debug)]
+pub struct ScanState {
+    sid: Option<StateID>,
+    pos: usize,
+}
+
+impl ScanState {
+    /// Bytes fed so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+}
+
 /// The matching state of one generation: feed it each token's bytes in order.
 #[derive(Clone, Debug)]
 pub struct StopScanner<'s> {
     set: &'s StopSet,
-    state: Option<StateID>,
-    pos: usize,
+    state: ScanState,
 }
 
 impl StopScanner<'_> {
@@ -161,39 +224,12 @@ impl StopScanner<'_> {
     /// earliest stop they complete. The scanner stays usable after a match (a caller may ignore a match,
     /// as `min_tokens` does, and go on).
     pub fn feed(&mut self, bytes: &[u8]) -> Scan {
-        let (Some(dfa), Some(mut sid)) = (self.set.dfa.as_ref(), self.state) else {
-            self.pos += bytes.len();
-            return Scan::default();
-        };
-        let mut matched = None;
-        for (i, &b) in bytes.iter().enumerate() {
-            sid = dfa.next_state(Anchored::No, sid, b);
-            if matched.is_none() && dfa.is_match(sid) {
-                let end = self.pos + i + 1;
-                // Every pattern ending here is listed; the longest starts earliest.
-                let pid = (0..dfa.match_len(sid))
-                    .map(|k| dfa.match_pattern(sid, k))
-                    .max_by_key(|&p| (dfa.pattern_len(p), std::cmp::Reverse(p)))
-                    .expect("a match state has at least one pattern");
-                let len = dfa.pattern_len(pid);
-                matched = Some(StopMatch {
-                    stop: pid.as_usize(),
-                    start: end - len,
-                    end,
-                });
-            }
-        }
-        self.pos += bytes.len();
-        self.state = Some(sid);
-        Scan {
-            matched,
-            hold: self.set.depth_of(sid),
-        }
+        self.set.feed(&mut self.state, bytes)
     }
 
     /// Bytes fed so far.
     pub fn position(&self) -> usize {
-        self.pos
+        self.state.pos
     }
 }
 
