@@ -402,7 +402,7 @@ mod tests {
         let f = f.unwrap();
         let cut = f.cut.unwrap();
         assert_eq!(cut.bytes, b"\nuser: x");
-        assert_eq!((cut.began_at, cut.tokens), (1, 2));
+        assert_eq!((cut.began_at, cut.tokens), (1, 3));
     }
 
     #[test]
