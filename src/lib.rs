@@ -27,6 +27,7 @@
 //!   token, as the stop engine saw it), [`inspect`] (how stops fall across tokens), [`experiment`] (the seed's
 //!   techniques as scenarios), [`bench`](mod@bench) (stop matching against the peers' strategies);
 //! * [`serve`] (`src/serve/`): the same semantics over an OpenAI-compatible HTTP API;
+//! * [`probe`] (`src/probe/`): any OpenAI-compatible server's stop handling judged against the reference;
 //! * [`finetune`] (`src/finetune/`): LoRA fine-tunes that teach a custom stop sequence (or break the end
 //!   token), and adapters;
 //! * the command line is the binary's (`src/cli/`), a thin layer over these.
@@ -37,6 +38,7 @@ pub mod fetch;
 pub mod finetune;
 pub mod lab;
 pub mod pipeline;
+pub mod probe;
 pub mod rng;
 pub mod serve;
 

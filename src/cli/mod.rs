@@ -6,6 +6,7 @@ pub mod experiment;
 pub mod fetch;
 pub mod finetune;
 pub mod generate;
+pub mod probe;
 pub mod serve;
 pub mod tokenize;
 pub mod trace;
@@ -122,6 +123,10 @@ pub enum Command {
     /// Serve an OpenAI-compatible API (completions, chat completions, streaming) with exact stops.
     #[command(after_help = serve::EXAMPLES)]
     Serve(serve::ServeArgs),
+    /// Judge any OpenAI-compatible server's stop handling against stoplab's reference: a suite of probes,
+    /// each drawing its stops from the server's own greedy output.
+    #[command(after_help = probe::EXAMPLES)]
+    Probe(probe::ProbeArgs),
 }
 
 /// Which model to load: shared by the commands that run one.
@@ -544,6 +549,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Fetch { name, force, list } => fetch::run(name, force, list),
         Command::Bench { what } => bench::run(what),
         Command::Serve(args) => serve::run(args),
+        Command::Probe(args) => probe::run(args),
         Command::Finetune(args) => finetune::run(args),
     }
 }

@@ -1,0 +1,165 @@
+//! `stoplab probe URL`: judge a server's stop handling against stoplab's reference.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use stoplab::probe::client::{Client, ClientOptions};
+use stoplab::probe::report::{self, Tally};
+use stoplab::probe::{self, Api, ProbeOptions, ProbeResult};
+
+use super::Failure;
+
+pub const EXAMPLES: &str = "Examples:
+  stoplab serve &  stoplab probe http://127.0.0.1:8080        # stoplab's own server
+  stoplab probe http://127.0.0.1:8081 --only held-at-length    # one probe (see --list)
+  stoplab probe https://api.example.com/v1 --model NAME --api-key KEY --report out/
+Exit status: 0 when every supported probe passed, 1 when one failed, 2 on a usage error.";
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// The server: http://HOST:PORT or https://..., with or without /v1.
+    #[arg(required_unless_present = "list")]
+    url: Option<String>,
+    /// The `model` field of each request.
+    #[arg(long)]
+    model: Option<String>,
+    /// Sent as `Authorization: Bearer KEY`.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Run only these probes (comma-separated or repeated; see --list).
+    #[arg(long, value_delimiter = ',', value_name = "PROBE")]
+    only: Vec<String>,
+    /// The endpoints to probe.
+    #[arg(long, value_enum, default_value = "both")]
+    api: ApiChoice,
+    /// Tokens of greedy output fetched first; no request asks for more (keep it small on a hosted API).
+    #[arg(long, default_value_t = 48)]
+    max_tokens: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
+    /// Seconds to wait for one answer.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Tries again after a 429, a 5xx or a lost connection, with backoff from 0.25 s, doubling.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
+    /// Print the whole run as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Also write probe.md and probe.json into DIR.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// List the probes and what each checks.
+    #[arg(long)]
+    list: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ApiChoice {
+    Completions,
+    Chat,
+    Both,
+}
+
+pub fn run(args: ProbeArgs) -> Result<(), Failure> {
+    if args.list {
+        for p in probe::PROBES {
+            println!("{:<22} {}", p.name, p.what);
+        }
+        return Ok(());
+    }
+    let url = args.url.clone().unwrap_or_default();
+    if args.max_tokens == 0 {
+        return Err(Failure::usage("--max-tokens: must be at least 1"));
+    }
+    let client = Client::new(ClientOptions {
+        url: url.clone(),
+        api_key: args.api_key.clone(),
+        model: args.model.clone(),
+        timeout: Duration::from_secs(args.timeout.max(1)),
+        retries: args.retries,
+    })
+    .map_err(|e| Failure::usage(e.to_string()))?;
+    let opts = ProbeOptions {
+        only: args.only.clone(),
+        apis: match args.api {
+            ApiChoice::Completions => vec![Api::Completions],
+            ApiChoice::Chat => vec![Api::Chat],
+            ApiChoice::Both => vec![Api::Completions, Api::Chat],
+        },
+        max_tokens: args.max_tokens,
+        concurrency: args.concurrency.max(1),
+    };
+    eprintln!(
+        "stoplab: probing {} with at most {} requests of at most {} tokens each",
+        client.base(),
+        probe::planned_requests(&opts),
+        args.max_tokens
+    );
+    let json = args.json;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let progress = |r: &ProbeResult| {
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "[{n}] {} {}: {}",
+            r.probe,
+            r.api.name(),
+            r.verdict.name()
+        );
+    };
+    let results = probe::run(&client, &opts, &progress).map_err(|e| match e {
+        stoplab::Error::Invalid { field, message } if field == "--only" => {
+            Failure::usage(format!("--only: {message}"))
+        }
+        stoplab::Error::Invalid { field, message } => Failure {
+            message: format!("{field}: {message}"),
+            usage: false,
+        },
+        e => Failure::from(e),
+    })?;
+    let requests = client.sent();
+    let tally = Tally::of(&results);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report::to_json(client.base(), requests, &results))
+                .expect("JSON values serialise")
+        );
+    } else {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", report::header());
+        for r in &results {
+            let _ = writeln!(out, "{}", report::row(r));
+        }
+        let _ = writeln!(out, "\n{} ({requests} requests)", tally.line());
+    }
+    if let Some(dir) = &args.report {
+        let write = |name: &str, text: String| {
+            std::fs::create_dir_all(dir)
+                .and_then(|_| std::fs::write(dir.join(name), text))
+                .map_err(|e| Failure::from(stoplab::Error::Output(e)))
+        };
+        write(
+            "probe.md",
+            report::markdown(client.base(), requests, &results),
+        )?;
+        write(
+            "probe.json",
+            serde_json::to_string_pretty(&report::to_json(client.base(), requests, &results))
+                .expect("JSON values serialise"),
+        )?;
+        eprintln!("stoplab: wrote {}", dir.join("probe.md").display());
+    }
+    if tally.fail > 0 {
+        return Err(Failure {
+            message: format!("{} probe(s) failed", tally.fail),
+            usage: false,
+        });
+    }
+    Ok(())
+}

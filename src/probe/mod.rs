@@ -1,0 +1,379 @@
+//! `stoplab probe URL`: judge any OpenAI-compatible server's stop handling against stoplab's reference.
+//!
+//! Each probe fixes the output it judges by fetching the server's own greedy output first, with no stop
+//! (`temperature` 0, a fixed `seed`), streamed and not: the two must agree, and the streamed chunks show where
+//! the server's tokens begin and end. The stops are then drawn from that text so that each probe tests one
+//! thing (a stop inside one token, one spanning several, a token running past a stop's end, ...), the same
+//! request is sent again with the stops, streamed and not, and the answer is judged against
+//! [`crate::stop::naive_first_match`] on the greedy text: the earliest-ending stop wins whatever the list
+//! order, nothing of an excluded stop is shown, nothing held back is lost at the end.
+//!
+//! What the server does not support (a field it refuses, or ignores so that the answer is the one without
+//! it) is reported as unsupported, never as a pass; a probe whose precondition the model's output does not
+//! meet (no multi-byte character, no end token within the limit) says so.
+
+pub mod client;
+mod probes;
+pub mod report;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use client::{Client, Reply};
+
+pub use probes::PROBES;
+
+/// The two OpenAI endpoints a probe can go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    Completions,
+    Chat,
+}
+
+impl Api {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Completions => "completions",
+            Self::Chat => "chat",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Self::Completions => "/v1/completions",
+            Self::Chat => "/v1/chat/completions",
+        }
+    }
+}
+
+/// How a probe came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// The server lacks the feature (refused or ignored it), or the model's output gave the probe nothing to
+    /// test: not a pass.
+    Unsupported,
+    /// A measurement, not a judgement (the limits the server accepts).
+    Info,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "FAIL",
+            Self::Unsupported => "unsupported",
+            Self::Info => "info",
+        }
+    }
+}
+
+/// One probe's result on one endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeResult {
+    pub probe: &'static str,
+    pub api: Api,
+    pub verdict: Verdict,
+    /// How the output was fixed (e.g. "greedy output fetched first").
+    pub method: &'static str,
+    /// What was sent: the fields that matter for this probe.
+    pub sent: Value,
+    /// What came back, streamed and not.
+    pub got: String,
+    /// What stoplab's reference expects.
+    pub expected: String,
+    /// Why, in a sentence.
+    pub note: String,
+}
+
+/// How to probe.
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    /// Probe names to run (all when empty).
+    pub only: Vec<String>,
+    pub apis: Vec<Api>,
+    /// Tokens of greedy output fetched first (the probes' requests never ask for more).
+    pub max_tokens: usize,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            only: Vec::new(),
+            apis: vec![Api::Completions, Api::Chat],
+            max_tokens: 48,
+            concurrency: 2,
+        }
+    }
+}
+
+/// A generation as the server returned it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gen {
+    pub text: String,
+    pub finish_reason: Option<String>,
+    /// vLLM's field; absent on servers that do not have it.
+    pub stop_reason: Option<Value>,
+    pub completion_tokens: Option<u64>,
+    /// Streamed: the text of each chunk, in order.
+    pub pieces: Vec<String>,
+}
+
+/// A request's answer: a generation, or the server's refusal.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Gen(Gen),
+    Refused { status: u16, body: String },
+}
+
+/// The server's greedy output with no stop, that every probe draws its stops from.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    pub api: Api,
+    pub text: String,
+    /// The streamed chunks: one token each on the servers seen so far.
+    pub pieces: Vec<String>,
+    /// Where each piece begins in `text`.
+    pub starts: Vec<usize>,
+    pub finish_reason: Option<String>,
+    pub tokens: usize,
+    /// The model ended by itself (finish "stop" with no stop given) within the limit.
+    pub ended: bool,
+}
+
+/// What the probes share: the client, the endpoint's prompt, the baseline.
+pub struct Ctx<'a> {
+    pub client: &'a Client,
+    pub api: Api,
+    pub base: &'a Baseline,
+    pub prompt: &'a Value,
+    pub max_tokens: usize,
+}
+
+impl Ctx<'_> {
+    /// A request body: the prompt, greedy, a fixed seed, the baseline's length, then `extra`'s fields.
+    pub fn body(&self, extra: &Value, stream: bool) -> Value {
+        let mut body = self.prompt.clone();
+        let obj = body.as_object_mut().expect("prompts are objects");
+        obj.insert("temperature".into(), json!(0));
+        obj.insert("seed".into(), json!(1));
+        obj.insert("max_tokens".into(), json!(self.max_tokens));
+        obj.insert("stream".into(), json!(stream));
+        if let Some(extra) = extra.as_object() {
+            for (k, v) in extra {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        self.client.with_model(body)
+    }
+
+    /// Sends `extra` (with the prompt) and reads the answer.
+    pub fn ask(&self, extra: &Value, stream: bool) -> Result<Answer, String> {
+        ask(self.client, self.api, self.body(extra, stream), stream)
+    }
+}
+
+fn ask(client: &Client, api: Api, body: Value, stream: bool) -> Result<Answer, String> {
+    match client.post(api.path(), &body).map_err(|e| e.to_string())? {
+        Reply::Refused { status, body } => Ok(Answer::Refused { status, body }),
+        Reply::Ok(values) => parse_gen(api, &values, stream).map(Answer::Gen),
+    }
+}
+
+/// Reads OpenAI's shapes: `choices[0].text` / `choices[0].message.content`, or the deltas of a stream.
+fn parse_gen(api: Api, values: &[Value], stream: bool) -> Result<Gen, String> {
+    let mut g = Gen::default();
+    for v in values {
+        if let Some(err) = v.get("error") {
+            return Err(format!("the server sent an error event: {err}"));
+        }
+        if let Some(n) = v
+            .pointer("/usage/completion_tokens")
+            .and_then(Value::as_u64)
+        {
+            g.completion_tokens = Some(n);
+        }
+        let Some(choice) = v.pointer("/choices/0") else {
+            continue;
+        };
+        let piece = match (api, stream) {
+            (Api::Completions, _) => choice.get("text"),
+            (Api::Chat, false) => choice.pointer("/message/content"),
+            (Api::Chat, true) => choice.pointer("/delta/content"),
+        }
+        .and_then(Value::as_str)
+        .unwrap_or("");
+        g.text.push_str(piece);
+        if stream && !piece.is_empty() {
+            g.pieces.push(piece.to_string());
+        }
+        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+            g.finish_reason = Some(f.to_string());
+        }
+        if let Some(r) = choice.get("stop_reason") {
+            g.stop_reason = Some(r.clone());
+        }
+    }
+    if values.is_empty() {
+        return Err("the server answered with nothing".into());
+    }
+    Ok(g)
+}
+
+/// The prompt each endpoint is probed with: the seed's transcript for completions, one question for chat.
+pub fn prompt(api: Api) -> Value {
+    match api {
+        Api::Completions => json!({"prompt": "user: What is the capital of France?\nAI:"}),
+        Api::Chat => json!({"messages": [
+            {"role": "user", "content": "What is the capital of France? Answer in one sentence."}
+        ]}),
+    }
+}
+
+/// Fetches the greedy output with no stop, streamed and not, and checks that the two agree.
+pub fn baseline(client: &Client, api: Api, max_tokens: usize) -> Result<Baseline, String> {
+    let p = prompt(api);
+    let ctx = Ctx {
+        client,
+        api,
+        base: &Baseline {
+            api,
+            text: String::new(),
+            pieces: Vec::new(),
+            starts: Vec::new(),
+            finish_reason: None,
+            tokens: 0,
+            ended: false,
+        },
+        prompt: &p,
+        max_tokens,
+    };
+    let get = |stream| match ctx.ask(&json!({}), stream)? {
+        Answer::Gen(g) => Ok(g),
+        Answer::Refused { status, body } => Err(format!(
+            "{} refused a plain greedy request ({status}): {}",
+            api.path(),
+            client::clip(&body)
+        )),
+    };
+    let whole = get(false)?;
+    let streamed = get(true)?;
+    if whole.text != streamed.text {
+        return Err(format!(
+            "the greedy output is not reproducible: unstreamed {:?}, streamed {:?}; the probes need a server \
+             that gives the same text for the same greedy request",
+            whole.text, streamed.text
+        ));
+    }
+    if whole.text.is_empty() {
+        return Err("the greedy output is empty: nothing to draw stops from".into());
+    }
+    let mut starts = Vec::new();
+    let mut at = 0;
+    for p in &streamed.pieces {
+        starts.push(at);
+        at += p.len();
+    }
+    let tokens = whole
+        .completion_tokens
+        .map_or(streamed.pieces.len(), |n| n as usize);
+    Ok(Baseline {
+        api,
+        ended: whole.finish_reason.as_deref() == Some("stop") && tokens < max_tokens,
+        text: whole.text,
+        pieces: streamed.pieces,
+        starts,
+        finish_reason: whole.finish_reason,
+        tokens,
+    })
+}
+
+/// The names of every probe, in order.
+pub fn names() -> Vec<&'static str> {
+    PROBES.iter().map(|p| p.name).collect()
+}
+
+/// Runs the suite: the baselines first, then every selected probe on every endpoint, `concurrency` at a time.
+/// `on_result` sees each result as it comes (in completion order); the returned list is in suite order.
+pub fn run(
+    client: &Client,
+    opts: &ProbeOptions,
+    on_result: &(dyn Fn(&ProbeResult) + Sync),
+) -> Result<Vec<ProbeResult>, crate::Error> {
+    for name in &opts.only {
+        if !PROBES.iter().any(|p| p.name == name) {
+            return Err(crate::Error::Invalid {
+                field: "--only".into(),
+                message: format!(
+                    "unknown probe {name:?}; the probes are: {}",
+                    names().join(", ")
+                ),
+            });
+        }
+    }
+    let selected: Vec<_> = PROBES
+        .iter()
+        .filter(|p| opts.only.is_empty() || opts.only.iter().any(|o| o == p.name))
+        .collect();
+    let mut baselines = Vec::new();
+    for &api in &opts.apis {
+        let b = baseline(client, api, opts.max_tokens).map_err(|e| crate::Error::Invalid {
+            field: "URL".into(),
+            message: format!("{} {}: {e}", client.base(), api.path()),
+        })?;
+        baselines.push(b);
+    }
+    let prompts: Vec<Value> = opts.apis.iter().map(|&a| prompt(a)).collect();
+    let jobs: Vec<(usize, &probes::Probe)> = (0..baselines.len())
+        .flat_map(|b| selected.iter().map(move |&p| (b, p)))
+        .collect();
+    let results: Mutex<Vec<Option<ProbeResult>>> = Mutex::new(vec![None; jobs.len()]);
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..opts.concurrency.clamp(1, jobs.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(&(b, probe)) = jobs.get(i) else {
+                        return;
+                    };
+                    let base = &baselines[b];
+                    let ctx = Ctx {
+                        client,
+                        api: base.api,
+                        base,
+                        prompt: &prompts[b],
+                        max_tokens: base.tokens.max(1),
+                    };
+                    let r = probe.run(&ctx);
+                    on_result(&r);
+                    results.lock().expect("no probe panics holding the lock")[i] = Some(r);
+                }
+            });
+        }
+    });
+    Ok(results
+        .into_inner()
+        .expect("no probe panics holding the lock")
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// Requests the suite will send at most (retries aside), for the count printed before it starts.
+pub fn planned_requests(opts: &ProbeOptions) -> usize {
+    let per_api: usize = PROBES
+        .iter()
+        .filter(|p| opts.only.is_empty() || opts.only.iter().any(|o| o == p.name))
+        .map(|p| p.requests)
+        .sum();
+    opts.apis.len() * (2 + per_api)
+}

@@ -1,0 +1,844 @@
+//! The probes: one per stop behaviour a user relies on. Each draws its stops from the baseline (the server's
+//! own greedy text and the chunks it streamed it in), sends them, and judges the answer with the reference.
+
+use serde_json::{Value, json};
+
+use super::{Answer, Api, Baseline, Ctx, Gen, ProbeResult, Verdict};
+use crate::stop::naive_first_match;
+use crate::trace::escape;
+
+const METHOD: &str = "greedy output fetched first";
+
+/// A probe: its name (for `--only`), what it checks, its most requests per endpoint, and how it runs.
+pub struct Probe {
+    pub name: &'static str,
+    pub what: &'static str,
+    pub requests: usize,
+    run: fn(&Ctx<'_>) -> Outcome,
+}
+
+impl Probe {
+    pub fn run(&self, ctx: &Ctx<'_>) -> ProbeResult {
+        let o = (self.run)(ctx);
+        ProbeResult {
+            probe: self.name,
+            api: ctx.api,
+            verdict: o.verdict,
+            method: METHOD,
+            sent: o.sent,
+            got: o.got,
+            expected: o.expected,
+            note: o.note,
+        }
+    }
+}
+
+/// What one probe found.
+struct Outcome {
+    verdict: Verdict,
+    sent: Value,
+    got: String,
+    expected: String,
+    note: String,
+}
+
+impl Outcome {
+    fn unsupported(sent: Value, note: impl Into<String>) -> Self {
+        Self {
+            verdict: Verdict::Unsupported,
+            sent,
+            got: String::new(),
+            expected: String::new(),
+            note: note.into(),
+        }
+    }
+}
+
+pub static PROBES: &[Probe] = &[
+    Probe {
+        name: "stop-inside-token",
+        what: "a stop that lies inside one token's text",
+        requests: 2,
+        run: stop_inside_token,
+    },
+    Probe {
+        name: "stop-spans-tokens",
+        what: "a stop written across three tokens",
+        requests: 2,
+        run: stop_spans_tokens,
+    },
+    Probe {
+        name: "token-runs-past-stop",
+        what: "a token that goes on after the stop's last byte",
+        requests: 2,
+        run: token_runs_past_stop,
+    },
+    Probe {
+        name: "later-listed-first",
+        what: "two stops: the one listed second completes first and wins",
+        requests: 2,
+        run: later_listed_first,
+    },
+    Probe {
+        name: "overlapping-stops",
+        what: "two stops ending on the same byte: the longer wins",
+        requests: 2,
+        run: overlapping_stops,
+    },
+    Probe {
+        name: "multibyte-stop",
+        what: "a stop holding a multi-byte UTF-8 character",
+        requests: 4,
+        run: multibyte_stop,
+    },
+    Probe {
+        name: "held-at-length",
+        what: "text held back as a possible stop prefix is released at max_tokens",
+        requests: 2,
+        run: held_at_length,
+    },
+    Probe {
+        name: "held-at-end-token",
+        what: "text held back as a possible stop prefix is released at the end token",
+        requests: 2,
+        run: held_at_end_token,
+    },
+    Probe {
+        name: "include-stop",
+        what: "include_stop_str_in_output keeps the stop, cuts what follows",
+        requests: 2,
+        run: include_stop,
+    },
+    Probe {
+        name: "stop-token-ids",
+        what: "stop_token_ids ends on a token id",
+        requests: 4,
+        run: stop_token_ids,
+    },
+    Probe {
+        name: "ignore-eos",
+        what: "ignore_eos lets the model write past its end token",
+        requests: 2,
+        run: ignore_eos,
+    },
+    Probe {
+        name: "min-tokens",
+        what: "min_tokens keeps the model from ending early",
+        requests: 2,
+        run: min_tokens,
+    },
+    Probe {
+        name: "finish-reason",
+        what: "finish_reason is \"stop\" on a stop and \"length\" at max_tokens",
+        requests: 2,
+        run: finish_reason,
+    },
+    Probe {
+        name: "stop-reason",
+        what: "vLLM's stop_reason names the stop string that matched",
+        requests: 1,
+        run: stop_reason,
+    },
+    Probe {
+        name: "empty-stop",
+        what: "an empty stop string is refused or ignored, never matched before the first byte",
+        requests: 1,
+        run: empty_stop,
+    },
+    Probe {
+        name: "stop-limits",
+        what: "how many stops, and how long a stop, the server accepts",
+        requests: 6,
+        run: stop_limits,
+    },
+];
+
+/// Char boundaries of `s`, end included.
+fn bounds(s: &str) -> Vec<usize> {
+    s.char_indices()
+        .map(|(i, _)| i)
+        .chain(std::iter::once(s.len()))
+        .collect()
+}
+
+/// `stop` first occurs in `text` at `at`, so the probe tests what it says.
+fn first_at(text: &str, stop: &str, at: usize) -> bool {
+    !stop.is_empty() && text.find(stop) == Some(at)
+}
+
+/// Whether every char of `s` is a plain visible ASCII letter, digit or punctuation (stops that read well).
+fn plain(s: &str) -> bool {
+    s.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+}
+
+/// What the reference expects of `text` with `stops`: the text cut at the earliest match (after it with
+/// `include`), and whether a stop matched.
+fn reference(text: &str, stops: &[String], include: bool) -> (String, bool) {
+    match naive_first_match(text.as_bytes(), stops) {
+        Some(m) => {
+            let keep = if include { m.end } else { m.start };
+            (
+                String::from_utf8_lossy(&text.as_bytes()[..keep]).into_owned(),
+                true,
+            )
+        }
+        None => (text.to_string(), false),
+    }
+}
+
+fn show(s: &str) -> String {
+    format!("\"{}\"", escape(s.as_bytes()))
+}
+
+fn show_gen(g: &Gen) -> String {
+    format!(
+        "{} (finish_reason {})",
+        show(&g.text),
+        g.finish_reason.as_deref().unwrap_or("none")
+    )
+}
+
+/// Sends `extra` unstreamed and streamed and holds both to `want` (text, finish_reason).
+fn judge(ctx: &Ctx<'_>, extra: Value, want: &str, finish: &str, what: &str) -> Outcome {
+    let mut got = Vec::new();
+    let mut bad = Vec::new();
+    for stream in [false, true] {
+        let label = if stream { "streamed" } else { "unstreamed" };
+        match ctx.ask(&extra, stream) {
+            Err(e) => {
+                return Outcome {
+                    verdict: Verdict::Fail,
+                    sent: extra,
+                    got: e.clone(),
+                    expected: show(want),
+                    note: format!("{label}: no answer: {e}"),
+                };
+            }
+            Ok(Answer::Refused { status, body }) => {
+                return Outcome::unsupported(
+                    extra,
+                    format!(
+                        "{label}: the server refused the request ({status}): {}",
+                        super::client::clip(&body)
+                    ),
+                );
+            }
+            Ok(Answer::Gen(g)) => {
+                if g.text != want {
+                    bad.push(format!("{label} text differs"));
+                }
+                if g.finish_reason.as_deref() != Some(finish) {
+                    bad.push(format!("{label} finish_reason is not {finish:?}"));
+                }
+                got.push(format!("{label}: {}", show_gen(&g)));
+            }
+        }
+    }
+    Outcome {
+        verdict: if bad.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        sent: extra,
+        got: got.join("; "),
+        expected: format!("{} (finish_reason {finish})", show(want)),
+        note: if bad.is_empty() {
+            what.to_string()
+        } else {
+            format!("{what}: {}", bad.join(", "))
+        },
+    }
+}
+
+/// Judges a stop list against the reference on the baseline.
+fn judge_stops(ctx: &Ctx<'_>, stops: Vec<String>, what: &str) -> Outcome {
+    let (want, matched) = reference(&ctx.base.text, &stops, false);
+    let finish = if matched {
+        "stop"
+    } else {
+        ctx.base.finish_reason.as_deref().unwrap_or("length")
+    };
+    judge(ctx, json!({ "stop": stops }), &want, finish, what)
+}
+
+fn no_stop(note: &str) -> Outcome {
+    Outcome::unsupported(
+        json!({}),
+        format!("the greedy output gave no place for this probe: {note}"),
+    )
+}
+
+/// (piece index, start, end) of every piece, by byte offsets in the baseline text.
+fn spans(b: &Baseline) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    b.pieces
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i, b.starts[i], b.starts[i] + p.len()))
+}
+
+fn stop_inside_token(ctx: &Ctx<'_>) -> Outcome {
+    let t = &ctx.base.text;
+    for (i, s, e) in spans(ctx.base).skip(1) {
+        let piece = &t[s..e];
+        let b = bounds(piece);
+        if b.len() < 5 {
+            continue;
+        }
+        let stop = &piece[b[1]..b[b.len() - 2]];
+        if plain(stop) && first_at(t, stop, s + b[1]) {
+            return judge_stops(
+                ctx,
+                vec![stop.to_string()],
+                &format!("stop {} inside token {i} ({})", show(stop), show(piece)),
+            );
+        }
+    }
+    no_stop("no token of four characters or more")
+}
+
+fn stop_spans_tokens(ctx: &Ctx<'_>) -> Outcome {
+    let t = &ctx.base.text;
+    let all: Vec<_> = spans(ctx.base).collect();
+    for w in all.windows(3) {
+        let ((i, s0, e0), (_, _, _), (_, s2, e2)) = (w[0], w[1], w[2]);
+        let b0 = bounds(&t[s0..e0]);
+        let b2 = bounds(&t[s2..e2]);
+        if b0.len() < 2 || b2.len() < 2 {
+            continue;
+        }
+        let from = s0 + b0[b0.len() - 2];
+        let to = s2 + b2[1];
+        let stop = &t[from..to];
+        if first_at(t, stop, from) {
+            return judge_stops(
+                ctx,
+                vec![stop.to_string()],
+                &format!("stop {} written by tokens {i}–{}", show(stop), i + 2),
+            );
+        }
+    }
+    no_stop("fewer than three tokens")
+}
+
+fn token_runs_past_stop(ctx: &Ctx<'_>) -> Outcome {
+    let t = &ctx.base.text;
+    let all: Vec<_> = spans(ctx.base).collect();
+    for w in all.windows(2) {
+        let ((_, s0, e0), (i, s1, e1)) = (w[0], w[1]);
+        let b0 = bounds(&t[s0..e0]);
+        let b1 = bounds(&t[s1..e1]);
+        if b0.len() < 2 || b1.len() < 3 {
+            continue;
+        }
+        let from = s0 + b0[b0.len() - 2];
+        let to = s1 + b1[1];
+        let stop = &t[from..to];
+        if first_at(t, stop, from) {
+            return judge_stops(
+                ctx,
+                vec![stop.to_string()],
+                &format!(
+                    "stop {} ends inside token {i} ({}), which goes on after it",
+                    show(stop),
+                    show(&t[s1..e1])
+                ),
+            );
+        }
+    }
+    no_stop("no token of three characters or more after another")
+}
+
+/// The char positions `i` at which the `len`-char substring of `t` occurs first, in order.
+fn unique_at(t: &str, len: usize) -> Vec<(usize, &str)> {
+    let b = bounds(t);
+    (0..b.len().saturating_sub(len))
+        .map(|i| (i, &t[b[i]..b[i + len]]))
+        .filter(|&(i, s)| plain(s) && first_at(t, s, b[i]))
+        .collect()
+}
+
+/// Two non-overlapping stops drawn from the text, the later one listed first.
+fn later_listed_first(ctx: &Ctx<'_>) -> Outcome {
+    let t = &ctx.base.text;
+    let found = unique_at(t, 3);
+    let Some(&(i, early)) = found.first() else {
+        return no_stop("no three-character stop that occurs once");
+    };
+    let Some(&(_, late)) = found.iter().rev().find(|&&(j, _)| j >= i + 3) else {
+        return no_stop("no two distinct three-character stops");
+    };
+    judge_stops(
+        ctx,
+        vec![late.to_string(), early.to_string()],
+        &format!(
+            "stops [{}, {}]: the second ends first",
+            show(late),
+            show(early)
+        ),
+    )
+}
+
+/// A long stop and its own suffix, which end on the same byte: the longer, listed second, wins.
+fn overlapping_stops(ctx: &Ctx<'_>) -> Outcome {
+    let t = &ctx.base.text;
+    let b = bounds(t);
+    let n = b.len() - 1;
+    if n < 8 {
+        return no_stop("fewer than eight characters");
+    }
+    let at = n / 3;
+    let long = &t[b[at]..b[at + 5]];
+    let short = &t[b[at + 3]..b[at + 5]];
+    if !first_at(t, long, b[at]) || t.find(short) != Some(b[at + 3]) {
+        return no_stop("no stop whose suffix occurs nowhere earlier");
+    }
+    judge_stops(
+        ctx,
+        vec![short.to_string(), long.to_string()],
+        &format!(
+            "stops [{}, {}] end on the same byte",
+            show(short),
+            show(long)
+        ),
+    )
+}
+
+/// A stop around the first multi-byte character of the greedy output; the probe asks for one when the
+/// baseline has none.
+fn multibyte_stop(ctx: &Ctx<'_>) -> Outcome {
+    let find = |t: &str| {
+        t.char_indices()
+            .find(|(_, c)| c.len_utf8() > 1)
+            .map(|(i, c)| (i, i + c.len_utf8()))
+    };
+    let (text, finish, extra_prompt) = match find(&ctx.base.text) {
+        Some(_) => (ctx.base.text.clone(), ctx.base.finish_reason.clone(), None),
+        None => {
+            // Ask for a word with an accent: "café", then judge against that text.
+            let p = match ctx.api {
+                Api::Completions => {
+                    json!({"prompt": "user: Write the French word for coffee shop.\nAI:"})
+                }
+                Api::Chat => json!({"messages": [
+                    {"role": "user", "content": "Write the French word for coffee shop."}
+                ]}),
+            };
+            match ctx.ask(&p, false) {
+                Ok(Answer::Gen(g)) => (g.text, g.finish_reason, Some(p)),
+                _ => return no_stop("the model wrote no multi-byte character"),
+            }
+        }
+    };
+    let Some((s, e)) = find(&text) else {
+        return no_stop("the model wrote no multi-byte character");
+    };
+    let b = bounds(&text);
+    let from = b.iter().rev().find(|&&x| x < s).copied().unwrap_or(s);
+    let stop = &text[from..e];
+    let stops = vec![stop.to_string()];
+    let (want, matched) = reference(&text, &stops, false);
+    let mut extra = extra_prompt.unwrap_or_else(|| json!({}));
+    extra["stop"] = json!(stops);
+    let finish = if matched {
+        "stop".to_string()
+    } else {
+        finish.unwrap_or_else(|| "length".into())
+    };
+    judge(
+        ctx,
+        extra,
+        &want,
+        &finish,
+        &format!("stop {} holds a multi-byte character", show(stop)),
+    )
+}
+
+/// A stop whose first characters end the text at `max_tokens`: they must be held while the stop may come,
+/// then released when the limit ends the generation.
+fn held_at_length(ctx: &Ctx<'_>) -> Outcome {
+    let base = ctx.base;
+    let k = base.pieces.len().min(base.tokens).saturating_sub(1).min(6);
+    if k < 2 {
+        return no_stop("fewer than three tokens");
+    }
+    let prefix: String = base.pieces[..k].concat();
+    let b = bounds(&prefix);
+    let tail = &prefix[b[b.len() - 3]..];
+    let stop = format!("{tail}\u{2063}#");
+    let extra = json!({"stop": [stop], "max_tokens": k});
+    let what = format!(
+        "{k} tokens, the last characters {} begin the stop {}",
+        show(tail),
+        show(&stop)
+    );
+    judge(ctx, extra, &prefix, "length", &what)
+}
+
+fn held_at_end_token(ctx: &Ctx<'_>) -> Outcome {
+    let base = ctx.base;
+    if !base.ended {
+        return no_stop("the model did not end by itself within the limit");
+    }
+    let b = bounds(&base.text);
+    let tail = &base.text[b[b.len().saturating_sub(3)]..];
+    let stop = format!("{tail}\u{2063}#");
+    let what = format!(
+        "the last characters {} begin the stop {}",
+        show(tail),
+        show(&stop)
+    );
+    judge(ctx, json!({"stop": [stop]}), &base.text, "stop", &what)
+}
+
+/// Whether a field the probe set was ignored: the answer is the one without the field.
+fn ignored(a: &Answer, without: &str) -> bool {
+    matches!(a, Answer::Gen(g) if g.text == without)
+}
+
+fn include_stop(ctx: &Ctx<'_>) -> Outcome {
+    let t = &ctx.base.text;
+    let found = unique_at(t, 3);
+    // One from the middle of the text, so that something follows it.
+    let Some(&(_, stop)) = found.get(found.len() / 2) else {
+        return no_stop("no three-character stop that occurs once");
+    };
+    let stops = vec![stop.to_string()];
+    let (want, _) = reference(t, &stops, true);
+    let (without, _) = reference(t, &stops, false);
+    let extra = json!({"stop": stops, "include_stop_str_in_output": true});
+    if let Ok(a) = ctx.ask(&extra, false)
+        && ignored(&a, &without)
+    {
+        return Outcome::unsupported(
+            extra,
+            "include_stop_str_in_output was ignored: the stop was cut",
+        );
+    }
+    judge(
+        ctx,
+        extra,
+        &want,
+        "stop",
+        &format!("stop {} kept", show(stop)),
+    )
+}
+
+/// Token ids of `text` by the server's `/tokenize` (llama.cpp's `content`, or `prompt` as vLLM and stoplab
+/// take it), without special tokens.
+fn tokenize(ctx: &Ctx<'_>, text: &str) -> Option<Vec<u64>> {
+    for body in [
+        json!({"content": text, "add_special": false}),
+        json!({"prompt": text, "add_special_tokens": false}),
+        json!({"prompt": text}),
+    ] {
+        let body = ctx.client.with_model(body);
+        if let Ok(super::client::Reply::Ok(v)) = ctx.client.post("/tokenize", &body)
+            && let Some(ids) = v
+                .first()
+                .and_then(|v| v.get("tokens"))
+                .and_then(Value::as_array)
+        {
+            return ids.iter().map(Value::as_u64).collect();
+        }
+    }
+    None
+}
+
+fn stop_token_ids(ctx: &Ctx<'_>) -> Outcome {
+    let base = ctx.base;
+    // A piece that the tokenizer makes one token, whose text occurs nowhere before it.
+    let Some((i, id)) = spans(base).skip(1).take(2).find_map(|(i, s, e)| {
+        let piece = &base.text[s..e];
+        if base.text.find(piece) != Some(s) {
+            return None;
+        }
+        match tokenize(ctx, piece)?.as_slice() {
+            [id] => Some((i, *id)),
+            _ => None,
+        }
+    }) else {
+        return Outcome::unsupported(
+            json!({}),
+            "no /tokenize endpoint gave a single id for a token of the greedy output",
+        );
+    };
+    let want = base.text[..base.starts[i]].to_string();
+    let extra = json!({"stop_token_ids": [id]});
+    if let Ok(a) = ctx.ask(&extra, false)
+        && ignored(&a, &base.text)
+    {
+        return Outcome::unsupported(extra, "stop_token_ids was ignored");
+    }
+    judge(
+        ctx,
+        extra,
+        &want,
+        "stop",
+        &format!("token {i} ({}) is id {id}", show(&base.pieces[i])),
+    )
+}
+
+fn ignore_eos(ctx: &Ctx<'_>) -> Outcome {
+    let base = ctx.base;
+    if !base.ended {
+        return no_stop("the model did not end by itself within the limit");
+    }
+    let n = base.tokens + 4;
+    let extra = json!({"ignore_eos": true, "max_tokens": n});
+    match ctx.ask(&extra, false) {
+        Ok(Answer::Gen(g)) if g.text == base.text && g.finish_reason.as_deref() == Some("stop") => {
+            Outcome::unsupported(
+                extra,
+                "ignore_eos was ignored: the model ended where it did without it",
+            )
+        }
+        Ok(Answer::Gen(g)) => {
+            let ok = g.finish_reason.as_deref() == Some("length")
+                && g.completion_tokens.is_none_or(|c| c as usize == n)
+                && g.text.len() >= base.text.len();
+            Outcome {
+                verdict: if ok { Verdict::Pass } else { Verdict::Fail },
+                sent: extra,
+                got: format!(
+                    "{} ({} tokens)",
+                    show_gen(&g),
+                    g.completion_tokens.map_or("?".into(), |c| c.to_string())
+                ),
+                expected: format!("{n} tokens, finish_reason length"),
+                note: format!("the model ends by itself after {} tokens", base.tokens),
+            }
+        }
+        Ok(Answer::Refused { status, body }) => Outcome::unsupported(
+            extra,
+            format!("refused ({status}): {}", super::client::clip(&body)),
+        ),
+        Err(e) => Outcome {
+            verdict: Verdict::Fail,
+            sent: extra,
+            got: e,
+            expected: String::new(),
+            note: "no answer".into(),
+        },
+    }
+}
+
+fn min_tokens(ctx: &Ctx<'_>) -> Outcome {
+    let base = ctx.base;
+    if !base.ended {
+        return no_stop("the model did not end by itself within the limit");
+    }
+    let min = base.tokens + 2;
+    let extra = json!({"min_tokens": min, "max_tokens": min + 4});
+    match ctx.ask(&extra, false) {
+        Ok(Answer::Gen(g)) if g.text == base.text => Outcome::unsupported(
+            extra,
+            "min_tokens was ignored: the model ended where it did without it",
+        ),
+        Ok(Answer::Gen(g)) => {
+            let n = g.completion_tokens.map_or(0, |c| c as usize);
+            Outcome {
+                verdict: if n >= min {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail
+                },
+                sent: extra,
+                got: format!("{} ({n} tokens)", show_gen(&g)),
+                expected: format!("at least {min} tokens"),
+                note: format!("the model ends by itself after {} tokens", base.tokens),
+            }
+        }
+        Ok(Answer::Refused { status, body }) => Outcome::unsupported(
+            extra,
+            format!("refused ({status}): {}", super::client::clip(&body)),
+        ),
+        Err(e) => Outcome {
+            verdict: Verdict::Fail,
+            sent: extra,
+            got: e,
+            expected: String::new(),
+            note: "no answer".into(),
+        },
+    }
+}
+
+fn finish_reason(ctx: &Ctx<'_>) -> Outcome {
+    let base = ctx.base;
+    let mut got = Vec::new();
+    let mut bad = Vec::new();
+    let stop = base.pieces.get(1).cloned().unwrap_or_default();
+    let checks = [
+        (json!({"stop": [stop], "max_tokens": base.tokens}), "stop"),
+        (json!({"max_tokens": 2}), "length"),
+    ];
+    for (extra, want) in &checks {
+        if extra["stop"][0] == "" {
+            continue;
+        }
+        match ctx.ask(extra, false) {
+            Ok(Answer::Gen(g)) => {
+                if g.finish_reason.as_deref() != Some(want) {
+                    bad.push(format!("{extra} gave {:?}", g.finish_reason));
+                }
+                got.push(format!(
+                    "{extra}: {}",
+                    g.finish_reason.as_deref().unwrap_or("none")
+                ));
+            }
+            Ok(Answer::Refused { status, .. }) => bad.push(format!("{extra} refused ({status})")),
+            Err(e) => bad.push(e),
+        }
+    }
+    Outcome {
+        verdict: if bad.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        sent: json!([checks[0].0, checks[1].0]),
+        got: got.join("; "),
+        expected: "stop; length".into(),
+        note: if bad.is_empty() {
+            "a stop that matched, then max_tokens".into()
+        } else {
+            bad.join("; ")
+        },
+    }
+}
+
+fn stop_reason(ctx: &Ctx<'_>) -> Outcome {
+    let Some(stop) = ctx.base.pieces.get(1).filter(|p| !p.is_empty()).cloned() else {
+        return no_stop("fewer than two tokens");
+    };
+    let extra = json!({"stop": ["\u{2063}never", stop]});
+    match ctx.ask(&extra, false) {
+        Ok(Answer::Gen(g)) => match &g.stop_reason {
+            None => Outcome::unsupported(
+                extra,
+                "the answer has no stop_reason field (a vLLM extension)",
+            ),
+            Some(r) => Outcome {
+                verdict: if *r == json!(stop) {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail
+                },
+                sent: extra,
+                got: format!("stop_reason {r}"),
+                expected: format!("stop_reason {}", json!(stop)),
+                note: "the stop that matched, not its index or the list".into(),
+            },
+        },
+        Ok(Answer::Refused { status, body }) => Outcome::unsupported(
+            extra,
+            format!("refused ({status}): {}", super::client::clip(&body)),
+        ),
+        Err(e) => Outcome {
+            verdict: Verdict::Fail,
+            sent: extra,
+            got: e,
+            expected: String::new(),
+            note: "no answer".into(),
+        },
+    }
+}
+
+fn empty_stop(ctx: &Ctx<'_>) -> Outcome {
+    let extra = json!({"stop": [""]});
+    match ctx.ask(&extra, false) {
+        Ok(Answer::Refused { status, body }) if (400..500).contains(&status) => Outcome {
+            verdict: Verdict::Pass,
+            sent: extra,
+            got: format!("refused ({status}): {}", super::client::clip(&body)),
+            expected: "a 4xx naming the empty stop, or the text of no stop".into(),
+            note: "an empty stop was refused".into(),
+        },
+        Ok(Answer::Gen(g)) => Outcome {
+            verdict: if g.text == ctx.base.text {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            },
+            note: if g.text == ctx.base.text {
+                "the empty stop was ignored".into()
+            } else {
+                "the empty stop cut the generation: it matched before the first byte".into()
+            },
+            sent: extra,
+            got: show_gen(&g),
+            expected: format!("refused, or {}", show(&ctx.base.text)),
+        },
+        Ok(Answer::Refused { status, body }) => Outcome {
+            verdict: Verdict::Fail,
+            sent: extra,
+            got: format!("{status}: {}", super::client::clip(&body)),
+            expected: "a 4xx, or the text of no stop".into(),
+            note: "a server error on user input".into(),
+        },
+        Err(e) => Outcome {
+            verdict: Verdict::Fail,
+            sent: extra,
+            got: e,
+            expected: String::new(),
+            note: "no answer".into(),
+        },
+    }
+}
+
+/// The most stops and the longest stop accepted, of a few sizes, one token each.
+fn stop_limits(ctx: &Ctx<'_>) -> Outcome {
+    let accepts = |stops: Vec<String>| {
+        matches!(
+            ctx.ask(&json!({"stop": stops, "max_tokens": 1}), false),
+            Ok(Answer::Gen(_))
+        )
+    };
+    let never = |i: usize| format!("\u{2063}{i}\u{2063}");
+    let most = [4usize, 16, 64]
+        .into_iter()
+        .take_while(|&n| accepts((0..n).map(never).collect()))
+        .last();
+    let longest = [64usize, 1024, 16384]
+        .into_iter()
+        .take_while(|&n| accepts(vec!["\u{2063}".repeat(n / 3)]))
+        .last();
+    let say = |v: Option<usize>, what: &str| match v {
+        Some(n) => format!("{what} {n}: accepted"),
+        None => format!("{what}: even the smallest size was refused"),
+    };
+    Outcome {
+        verdict: Verdict::Info,
+        sent: json!({"stops": [4, 16, 64], "stop_bytes": [64, 1024, 16383]}),
+        got: format!("{}; {}", say(most, "stops"), say(longest, "stop bytes")),
+        expected: String::new(),
+        note: "sizes tried in turn until one is refused".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_cuts_at_the_earliest_ending_stop() {
+        let stops = vec!["ris.".to_string(), "Par".to_string()];
+        assert_eq!(
+            reference("It is Paris.", &stops, false),
+            ("It is ".into(), true)
+        );
+        assert_eq!(
+            reference("It is Paris.", &stops, true),
+            ("It is Par".into(), true)
+        );
+        assert_eq!(reference("No.", &stops, false), ("No.".into(), false));
+    }
+
+    #[test]
+    fn probe_names_are_unique() {
+        let mut names: Vec<_> = PROBES.iter().map(|p| p.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), PROBES.len());
+    }
+}

@@ -1,0 +1,353 @@
+//! `stoplab probe` against three servers: stoplab's own (every probe passes), a small fake server with
+//! llama.cpp's two known stop bugs (the probes must catch both), and llama.cpp's own server from the
+//! `xllamacpp` wheel on the default model (its known failures reported as failures, its correct behaviour as
+//! passes).
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use stoplab::probe::client::{Client, ClientOptions};
+use stoplab::probe::{self, Api, ProbeOptions, ProbeResult, Verdict};
+use stoplab::serve::Limits;
+use stoplab::stop::{naive_first_match, naive_hold};
+
+fn client(url: &str) -> Client {
+    Client::new(ClientOptions {
+        url: url.into(),
+        api_key: None,
+        model: None,
+        timeout: Duration::from_secs(120),
+        retries: 1,
+    })
+    .unwrap()
+}
+
+fn verdicts(results: &[ProbeResult], api: Api) -> HashMap<&'static str, Verdict> {
+    results
+        .iter()
+        .filter(|r| r.api == api)
+        .map(|r| (r.probe, r.verdict))
+        .collect()
+}
+
+fn run(url: &str, apis: Vec<Api>) -> Vec<ProbeResult> {
+    let opts = ProbeOptions {
+        apis,
+        ..Default::default()
+    };
+    probe::run(&client(url), &opts, &|_| {}).expect("the baselines come back")
+}
+
+#[test]
+fn every_probe_passes_or_is_explained_on_stoplab_serve() {
+    let server = common::start(true, None, Limits::default());
+    let url = format!("http://{}/v1", server.addr());
+    let results = run(&url, vec![Api::Completions, Api::Chat]);
+    for r in &results {
+        assert_ne!(r.verdict, Verdict::Fail, "{r:#?}");
+    }
+    let chat = verdicts(&results, Api::Chat);
+    // The chat answer ends by itself, so every probe has something to test there.
+    for (name, v) in &chat {
+        let want = if *name == "stop-limits" {
+            Verdict::Info
+        } else {
+            Verdict::Pass
+        };
+        assert_eq!(*v, want, "chat {name}");
+    }
+    let completions = verdicts(&results, Api::Completions);
+    for name in [
+        "stop-inside-token",
+        "stop-spans-tokens",
+        "token-runs-past-stop",
+        "later-listed-first",
+        "overlapping-stops",
+        "held-at-length",
+        "include-stop",
+        "stop-token-ids",
+        "finish-reason",
+        "stop-reason",
+        "empty-stop",
+    ] {
+        assert_eq!(completions[name], Verdict::Pass, "completions {name}");
+    }
+    server.shutdown().unwrap();
+}
+
+/// A fake OpenAI server whose "model" always writes the same tokens, with llama.cpp's two stop bugs: text
+/// held back as a possible stop prefix is dropped when a stream hits `max_tokens`, and an empty stop ends the
+/// generation at once. It ignores every field but `prompt`, `max_tokens`, `stop` and `stream`.
+struct Fake {
+    addr: String,
+    stop: Arc<AtomicBool>,
+}
+
+const WORDS: &[&str] = &[
+    " The", " capital", " of", " France", " is", " Paris", ".", " It", " is", " known", " for",
+    " the", " Eiffel", " Tower", ".",
+];
+
+impl Fake {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        conn.set_nonblocking(false).unwrap();
+                        std::thread::spawn(move || Self::serve(conn));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self { addr, stop }
+    }
+
+    fn serve(mut conn: TcpStream) {
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+        let mut length = 0;
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).unwrap();
+            if h.trim().is_empty() {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let req: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
+        if path != "/v1/completions" {
+            let _ = conn.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            return;
+        }
+        let max = req["max_tokens"].as_u64().unwrap_or(16) as usize;
+        let stops: Vec<String> = match &req["stop"] {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let stream = req["stream"].as_bool() == Some(true);
+        // The generation: pieces as released, and the finish.
+        let mut text = String::new();
+        let mut sent = 0;
+        let mut pieces = Vec::new();
+        let mut finish = "stop";
+        for (i, w) in WORDS.iter().enumerate() {
+            if stops.iter().any(String::is_empty) {
+                break; // bug: the empty stop "matches" before anything is shown
+            }
+            text.push_str(w);
+            if let Some(m) = naive_first_match(text.as_bytes(), &stops) {
+                pieces.push(text[sent..m.start].to_string());
+                text.truncate(m.start);
+                break;
+            }
+            if i + 1 == max {
+                finish = "length";
+                if !stream {
+                    pieces.push(text[sent..].to_string());
+                }
+                break; // bug: a stream drops what it held at the length limit
+            }
+            let safe = text.len() - naive_hold(text.as_bytes(), &stops);
+            pieces.push(text[sent..safe].to_string());
+            sent = safe;
+        }
+        let shown: String = pieces.concat();
+        let reply = if stream {
+            let mut sse = String::new();
+            for p in pieces.iter().filter(|p| !p.is_empty()) {
+                sse.push_str(&format!(
+                    "data: {}\n\n",
+                    json!({"choices": [{"text": p, "finish_reason": null}]})
+                ));
+            }
+            sse.push_str(&format!(
+                "data: {}\n\n",
+                json!({"choices": [{"text": "", "finish_reason": finish}]})
+            ));
+            sse.push_str("data: [DONE]\n\n");
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n{sse}"
+            )
+        } else {
+            let body = json!({"choices": [{"text": shown, "finish_reason": finish}]}).to_string();
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let _ = conn.write_all(reply.as_bytes());
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn the_probes_catch_a_server_that_loses_held_text_and_matches_an_empty_stop() {
+    let fake = Fake::start();
+    let results = run(&fake.addr, vec![Api::Completions]);
+    let v = verdicts(&results, Api::Completions);
+    assert_eq!(v["held-at-length"], Verdict::Fail);
+    let held = results
+        .iter()
+        .find(|r| r.probe == "held-at-length")
+        .unwrap();
+    assert!(held.note.contains("streamed text differs"), "{held:#?}");
+    assert!(!held.note.contains("unstreamed text differs"), "{held:#?}");
+    assert_eq!(v["empty-stop"], Verdict::Fail);
+    // What it does right passes; what it lacks is unsupported, never a pass.
+    for name in [
+        "stop-inside-token",
+        "stop-spans-tokens",
+        "token-runs-past-stop",
+        "later-listed-first",
+    ] {
+        assert_eq!(v[name], Verdict::Pass, "{name}");
+    }
+    for name in ["include-stop", "stop-reason", "stop-token-ids"] {
+        assert_eq!(v[name], Verdict::Unsupported, "{name}");
+    }
+}
+
+/// A virtual environment with llama.cpp's server (`xllamacpp`), made once under the target directory.
+fn xllamacpp_python() -> Option<PathBuf> {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xllamacpp-venv");
+    let python = venv.join("bin").join("python");
+    let ready = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import xllamacpp"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if python.exists() && ready(&python) {
+        return Some(python);
+    }
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .output();
+    if !made.is_ok_and(|o| o.status.success()) {
+        return None;
+    }
+    let pip = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "xllamacpp==2026.10.11549",
+        ])
+        .output()
+        .expect("the venv's python runs");
+    assert!(
+        pip.status.success(),
+        "pip install xllamacpp failed (PyPI must be reachable):\n{}",
+        String::from_utf8_lossy(&pip.stderr)
+    );
+    Some(python)
+}
+
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn llama_cpp_server_fails_where_it_is_known_to_and_passes_the_rest() {
+    let Some(python) = xllamacpp_python() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to make a python3 venv for xllamacpp"
+        );
+        eprintln!("SKIPPED llama_cpp_server: python3 cannot make a virtual environment");
+        return;
+    };
+    let model = stoplab::fetch::cached_path(stoplab::fetch::Manifest::builtin().default_model());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/xllamacpp_server.py");
+    let child = Command::new(&python)
+        .arg(&script)
+        .arg(&model)
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the peer starts");
+    let _peer = Peer(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    // /health answers 503 while the model loads, then 200.
+    while ureq::get(&format!("{url}/health")).call().is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "llama.cpp's server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let results = run(&url, vec![Api::Completions, Api::Chat]);
+    for api in [Api::Completions, Api::Chat] {
+        let v = verdicts(&results, api);
+        // Its two known bugs, with their evidence.
+        assert_eq!(v["held-at-length"], Verdict::Fail, "{api:?}");
+        assert_eq!(v["empty-stop"], Verdict::Fail, "{api:?}");
+        // What it gets right.
+        for name in [
+            "stop-inside-token",
+            "stop-spans-tokens",
+            "token-runs-past-stop",
+            "later-listed-first",
+            "overlapping-stops",
+            "finish-reason",
+        ] {
+            assert_eq!(v[name], Verdict::Pass, "{api:?} {name}");
+        }
+        // vLLM's fields it does not have.
+        for name in ["include-stop", "stop-reason", "stop-token-ids"] {
+            assert_eq!(v[name], Verdict::Unsupported, "{api:?} {name}");
+        }
+    }
+    let held = results
+        .iter()
+        .find(|r| r.probe == "held-at-length")
+        .unwrap();
+    assert!(held.got.contains("streamed:"), "{held:#?}");
+}
