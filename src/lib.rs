@@ -49,7 +49,7 @@ mod engine;
 
 pub use engine::{Engine, EngineOptions};
 pub use generate::{
-    FinishReason, GenerateParams, Outcome, RepetitionStop, Sink, TokenEvent, generate,
+    FinishReason, GenerateParams, Outcome, RepetitionStop, Sink, StepProbs, TokenEvent, generate,
 };
 
 use std::path::PathBuf;

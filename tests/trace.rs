@@ -239,3 +239,49 @@ fn tokenize_shows_why_stops_are_matched_on_bytes() {
     );
     assert!(hashes[0].1.len() > 6 && hashes[0].1.chars().all(|c| c == '#'));
 }
+
+#[test]
+fn a_model_trace_shows_how_close_the_model_came_to_its_end_token() {
+    let mut engine = Engine::load(&EngineOptions::default()).expect("the default model loads");
+    let (_, prompt) = engine
+        .prompt(
+            &stoplab::format::PromptFormat::Chat,
+            &[stoplab::format::Message::new("user", "Name a colour.")],
+        )
+        .unwrap();
+    let vocab = engine.vocab.clone();
+    let params = GenerateParams {
+        max_tokens: 64,
+        ..Default::default()
+    };
+    let mut tracer = Tracer::new(
+        |id| vocab.is_special(id),
+        |_: &TraceRow| std::ops::ControlFlow::Continue(()),
+    );
+    let out = engine
+        .generate(&prompt, None, &params, &mut tracer)
+        .unwrap();
+    assert!(
+        matches!(out.finish, FinishReason::EndToken { .. }),
+        "{:?}",
+        out.finish
+    );
+    for row in &tracer.rows {
+        let p = row.probs.as_ref().expect("a model step has probabilities");
+        // Greedy: the chosen token is the most likely one.
+        assert_eq!(p.top[0].0, row.id, "row {}", row.index);
+        assert_eq!(p.top[0].1, p.chosen);
+        assert!(p.end >= 0.0 && p.end <= 1.0 && p.chosen > 0.0);
+    }
+    let last = tracer.rows.last().unwrap();
+    let p = last.probs.as_ref().unwrap();
+    assert!(
+        p.end >= p.chosen,
+        "the end set includes the chosen end token"
+    );
+    let lines = explain(&tracer.rows).join("\n");
+    assert!(lines.contains("p(end)"), "{lines}");
+    // A replay has no model probabilities.
+    let rows = trace(&mut engine, " Blue.", &GenerateParams::default());
+    assert!(rows.iter().all(|r| r.probs.is_none()));
+}

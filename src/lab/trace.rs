@@ -21,7 +21,7 @@ use std::ops::ControlFlow;
 use serde_json::{Value, json};
 
 use crate::Error;
-use crate::generate::{FinishReason, Sink, TokenEvent};
+use crate::generate::{FinishReason, Sink, StepProbs, TokenEvent};
 pub use crate::stop::{HeldFor, held_for};
 
 /// Bytes as a reader can see them: printable text as is, `\n` `\t` `\r` `\\` `\"` escaped, other control
@@ -58,7 +58,7 @@ pub struct TraceEnd {
 }
 
 /// One generated token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TraceRow {
     pub index: usize,
     pub id: u32,
@@ -72,6 +72,8 @@ pub struct TraceRow {
     /// Text released by this token.
     pub emitted: String,
     pub end: Option<TraceEnd>,
+    /// The model's probabilities at this step (none for a replayed token).
+    pub probs: Option<StepProbs>,
 }
 
 impl TraceRow {
@@ -97,6 +99,9 @@ impl TraceRow {
                 "stop": h.stop, "index": h.index, "bytes": h.bytes, "of": h.of,
             })),
             "emitted": self.emitted,
+            "p_end": self.probs.as_ref().map(|p| p.end),
+            "p": self.probs.as_ref().map(|p| p.chosen),
+            "top": self.probs.as_ref().map(|p| p.top.iter().map(|&(id, p)| json!({"id": id, "p": p})).collect::<Vec<_>>()),
             "finish": self.end.as_ref().map(|e| json!({
                 "finish_reason": e.finish.openai(),
                 "stop_reason": e.finish.stop_reason(),
@@ -157,10 +162,15 @@ impl Sink for Tracer<'_> {
                 cut: ev.cut.map(|c| c.bytes.clone()).unwrap_or_default(),
                 stop_began_at: ev.cut.map(|c| c.began_at),
             }),
+            probs: ev.probs.cloned(),
         };
         let flow = (self.on_row)(&row);
         self.rows.push(row);
         Ok(flow)
+    }
+
+    fn wants_probs(&self) -> bool {
+        true
     }
 }
 
@@ -190,11 +200,12 @@ fn pad(s: &str, width: usize) -> String {
 /// The header line of the trace table.
 pub fn header(style: Style) -> String {
     let h = format!(
-        "{:>4} {:>6}  {}  {}  {}  {}  {}",
+        "{:>4} {:>6}  {}  {}  {:>6}  {}  {}  {}",
         "#",
         "id",
         pad("token", 16),
         "end",
+        "p(end)",
         pad("held back (prefix of stop)", 32),
         pad("emitted", 16),
         "event"
@@ -247,12 +258,30 @@ pub fn render_row(row: &TraceRow, style: Style) -> String {
             style.paint("35;1", &s)
         }
     };
+    let p_end = row
+        .probs
+        .as_ref()
+        .map_or_else(|| "-".to_string(), |p| percent(p.end));
     format!(
-        "{:>4} {:>6}  {token}  {end}  {held}  {emitted}  {event}",
+        "{:>4} {:>6}  {token}  {end}  {p_end:>6}  {held}  {emitted}  {event}",
         row.index, row.id
     )
     .trim_end()
     .to_string()
+}
+
+/// A probability as a short percentage: "31%", "2.4%", "0.07%", "<0.01%".
+pub fn percent(p: f32) -> String {
+    let x = f64::from(p) * 100.0;
+    if x >= 9.95 {
+        format!("{x:.0}%")
+    } else if x >= 0.995 {
+        format!("{x:.1}%")
+    } else if x >= 0.01 {
+        format!("{x:.2}%")
+    } else {
+        "<0.01%".into()
+    }
 }
 
 /// A few sentences that say what the table shows, for someone seeing a trace for the first time.
@@ -312,6 +341,16 @@ pub fn explain(rows: &[TraceRow]) -> Vec<String> {
                 .into(),
         ),
         FinishReason::Cancelled => lines.push("the reader went away.".into()),
+    }
+    let peak = rows
+        .iter()
+        .filter_map(|r| r.probs.as_ref().map(|p| (r.index, p.end)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((at, p)) = peak {
+        lines.push(format!(
+            "p(end) is the probability the model gave its end tokens at each step: it peaked at {} at token {at}.",
+            percent(p)
+        ));
     }
     lines
 }

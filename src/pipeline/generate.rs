@@ -80,7 +80,51 @@ pub struct TokenEvent<'a> {
     pub finish: Option<&'a FinishReason>,
     /// On the last token, for a stop string: what the match cut.
     pub cut: Option<&'a StopCut>,
+    /// The model's probabilities at this step, when the sink asked for them ([`Sink::wants_probs`]) and a
+    /// model (not a replay) chose the token.
+    pub probs: Option<&'a StepProbs>,
     stops: &'a StopSet,
+}
+
+/// What the model thought at one step: the softmax of its raw logits (before penalties, bias and
+/// temperature), the distribution a user debugging "why didn't it stop?" wants to see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepProbs {
+    /// The probability of the model's end-of-generation set, summed: how close it came to stopping.
+    pub end: f32,
+    /// The probability of the token that was chosen.
+    pub chosen: f32,
+    /// The most likely tokens, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+impl StepProbs {
+    /// How many alternatives [`StepProbs::top`] keeps.
+    pub const TOP: usize = 5;
+
+    /// The distribution of `logits`, summarised for `chosen` and the end set.
+    pub fn of(logits: &[f32], chosen: u32, end_ids: &std::collections::BTreeSet<u32>) -> Self {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
+        let p = |id: u32| {
+            logits
+                .get(id as usize)
+                .map_or(0.0, |&l| (f64::from((l - max).exp()) / sum) as f32)
+        };
+        let mut top: Vec<(u32, f32)> = Vec::with_capacity(Self::TOP + 1);
+        for (id, &l) in logits.iter().enumerate() {
+            if top.len() < Self::TOP || l > top[top.len() - 1].1 {
+                let at = top.partition_point(|&(_, x)| x >= l);
+                top.insert(at, (id as u32, l));
+                top.truncate(Self::TOP);
+            }
+        }
+        Self {
+            end: end_ids.iter().map(|&id| p(id)).sum(),
+            chosen: p(chosen),
+            top: top.into_iter().map(|(id, _)| (id, p(id))).collect(),
+        }
+    }
 }
 
 impl TokenEvent<'_> {
@@ -94,6 +138,12 @@ impl TokenEvent<'_> {
 /// reader that went away), or an error to fail it (a write that could not be done: a full disk).
 pub trait Sink {
     fn token(&mut self, event: &TokenEvent<'_>) -> Result<ControlFlow<()>, Error>;
+
+    /// Whether the events should carry the model's probabilities ([`TokenEvent::probs`]); computing them
+    /// costs a pass over the vocabulary per token, so only sinks that show them ask.
+    fn wants_probs(&self) -> bool {
+        false
+    }
 }
 
 /// A closure is a sink that cannot fail.
@@ -153,10 +203,22 @@ pub fn generate(
     timings.prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
     let decode_start = Instant::now();
 
+    let wants_probs = sink.wants_probs();
+    let mut raw = Vec::new();
     let finish = loop {
+        let mut probs = None;
         let id = match next {
             Next::Forced(id) => id,
-            Next::Logits(mut logits) => sampler.sample(&mut logits, engine.banned())?,
+            Next::Logits(mut logits) => {
+                if wants_probs {
+                    raw.clone_from(&logits);
+                }
+                let id = sampler.sample(&mut logits, engine.banned())?;
+                if wants_probs {
+                    probs = Some(StepProbs::of(&raw, id, vocab.end_tokens()));
+                }
+                id
+            }
         };
         let bytes = vocab.token_bytes(id).ok_or(Error::UnknownToken {
             id,
@@ -173,6 +235,7 @@ pub fn generate(
             held: step.held,
             finish: step.finish.as_ref().map(|f| &f.reason),
             cut: step.finish.as_ref().and_then(|f| f.cut.as_ref()),
+            probs: probs.as_ref(),
             stops: &params.stops,
         };
         let flow = sink.token(&event)?;
@@ -205,4 +268,21 @@ pub fn generate(
 
 fn per_second(n: usize, ms: f64) -> f64 {
     if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_probs_sum_the_end_set_and_rank_the_top() {
+        let logits = [0.0f32, 2.0, 1.0, 2.0f32.ln() + 2.0, -1.0, 0.5];
+        let ends = std::collections::BTreeSet::from([0, 4]);
+        let p = StepProbs::of(&logits, 1, &ends);
+        let z: f32 = logits.iter().map(|l| l.exp()).sum();
+        assert!((p.end - (1.0 + (-1.0f32).exp()) / z).abs() < 1e-6);
+        assert!((p.chosen - 2.0f32.exp() / z).abs() < 1e-6);
+        let ids: Vec<u32> = p.top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, [3, 1, 2, 5, 0]);
+    }
 }
