@@ -10,7 +10,7 @@
 //!
 //! What the server does not support (a field it refuses, or ignores so that the answer is the one without
 //! it) is reported as unsupported, never as a pass; a probe whose precondition the model's output does not
-//! meet (no multi-byte character, no end token within the limit) says so.
+//! meet (no multi-byte character, no end token within the limit) is "n/a", and says why.
 
 pub mod client;
 mod probes;
@@ -56,9 +56,11 @@ impl Api {
 pub enum Verdict {
     Pass,
     Fail,
-    /// The server lacks the feature (refused or ignored it), or the model's output gave the probe nothing to
-    /// test: not a pass.
+    /// The server lacks the feature (refused or ignored it): not a pass.
     Unsupported,
+    /// The model's output gave the probe nothing to test (no multi-byte character, no end token within the
+    /// limit): not a pass either.
+    NotApplicable,
     /// A measurement, not a judgement (the limits the server accepts).
     Info,
 }
@@ -69,6 +71,7 @@ impl Verdict {
             Self::Pass => "pass",
             Self::Fail => "FAIL",
             Self::Unsupported => "unsupported",
+            Self::NotApplicable => "n/a",
             Self::Info => "info",
         }
     }

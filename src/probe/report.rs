@@ -10,6 +10,7 @@ pub struct Tally {
     pub pass: usize,
     pub fail: usize,
     pub unsupported: usize,
+    pub not_applicable: usize,
     pub info: usize,
 }
 
@@ -21,6 +22,7 @@ impl Tally {
                 Verdict::Pass => t.pass += 1,
                 Verdict::Fail => t.fail += 1,
                 Verdict::Unsupported => t.unsupported += 1,
+                Verdict::NotApplicable => t.not_applicable += 1,
                 Verdict::Info => t.info += 1,
             }
         }
@@ -30,8 +32,8 @@ impl Tally {
     /// `N passed, N failed` (the line test runners close on), then the rest.
     pub fn line(&self) -> String {
         format!(
-            "{} passed, {} failed, {} unsupported, {} info",
-            self.pass, self.fail, self.unsupported, self.info
+            "{} passed, {} failed, {} unsupported, {} n/a, {} info",
+            self.pass, self.fail, self.unsupported, self.not_applicable, self.info
         )
     }
 }
@@ -63,6 +65,7 @@ pub fn to_json(url: &str, requests: usize, results: &[ProbeResult]) -> Value {
         "passed": t.pass,
         "failed": t.fail,
         "unsupported": t.unsupported,
+        "not_applicable": t.not_applicable,
         "info": t.info,
         "results": results,
     })
