@@ -56,7 +56,9 @@ fn chat_ends_on_the_end_token_and_a_ban_on_it_runs_to_length() {
     let r = post(&h, "/v1/chat/completions", &body);
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["choices"][0]["finish_reason"], "stop");
-    assert_eq!(r.body["choices"][0]["stop_reason"], 2, "<|im_end|>");
+    // No stop was given and it ended before the limit: its end token (vLLM's stop_reason is null there).
+    assert_eq!(r.body["choices"][0]["stop_reason"], serde_json::Value::Null);
+    assert!(r.body["usage"]["completion_tokens"].as_u64().unwrap() < 60);
 
     let mut banned = body.clone();
     banned["logit_bias"] = json!({"0": -100, "2": -100});

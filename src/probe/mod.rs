@@ -147,6 +147,8 @@ pub struct Baseline {
     /// Where each piece begins in `text`.
     pub starts: Vec<usize>,
     pub finish_reason: Option<String>,
+    /// vLLM's field, when the server sends it.
+    pub stop_reason: Option<Value>,
     pub tokens: usize,
     /// The model ended by itself (finish "stop" with no stop given) within the limit.
     pub ended: bool,
@@ -253,6 +255,7 @@ pub fn baseline(client: &Client, api: Api, max_tokens: usize) -> Result<Baseline
             pieces: Vec::new(),
             starts: Vec::new(),
             finish_reason: None,
+            stop_reason: None,
             tokens: 0,
             ended: false,
         },
@@ -295,6 +298,7 @@ pub fn baseline(client: &Client, api: Api, max_tokens: usize) -> Result<Baseline
         pieces: streamed.pieces,
         starts,
         finish_reason: whole.finish_reason,
+        stop_reason: whole.stop_reason,
         tokens,
     })
 }

@@ -135,7 +135,7 @@ pub static PROBES: &[Probe] = &[
     },
     Probe {
         name: "stop-reason",
-        what: "vLLM's stop_reason names the stop string that matched",
+        what: "vLLM's stop_reason names the stop string that matched, and is null at the end token",
         requests: 1,
         run: stop_reason,
     },

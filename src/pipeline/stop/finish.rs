@@ -41,10 +41,11 @@ impl FinishReason {
         }
     }
 
-    /// vLLM's `stop_reason`: the matched stop string, or the id of the token that stopped it, or null.
+    /// vLLM's `stop_reason`: the matched stop string, or the id of the `stop_token_ids` token that stopped
+    /// it; null when the model's own end token ended it (as vLLM answers) or a limit did.
     pub fn stop_reason(&self) -> serde_json::Value {
         match self {
-            Self::EndToken { id } | Self::StopToken { id } => (*id).into(),
+            Self::StopToken { id } => (*id).into(),
             Self::StopString { stop, .. } => stop.clone().into(),
             Self::Repetition { .. } => "repetition".into(),
             _ => serde_json::Value::Null,
