@@ -13,6 +13,7 @@
 //! meet (no multi-byte character, no end token within the limit) is "n/a", and says why.
 
 pub mod client;
+pub mod overhead;
 mod probes;
 pub mod report;
 
