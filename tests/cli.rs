@@ -127,6 +127,148 @@ fn bad_usage_exits_2_naming_the_flag() {
     }
 }
 
+/// The message begins with the flag (or the positional argument) as the user typed it, never with a flag
+/// that does not exist.
+#[test]
+fn a_bad_setting_is_named_as_the_user_typed_it() {
+    for (args, prefix) in [
+        (
+            &[
+                "complete",
+                "x",
+                "--replay",
+                "a",
+                "--stop-token-id",
+                "7",
+                "--stop-token-id",
+                "999999",
+            ][..],
+            "error: --stop-token-id: token id 999999 is outside the vocabulary",
+        ),
+        (
+            &["complete", "", "--replay", "a"][..],
+            "error: PROMPT: is empty",
+        ),
+        (
+            &["complete", "x", "--stop", "a", "--stop", ""][..],
+            "error: --stop #2: is empty",
+        ),
+        (
+            &["complete", "x", "--repeat-stop", "0"][..],
+            "error: --repeat-stop: ",
+        ),
+        (
+            &[
+                "complete",
+                "x",
+                "--repeat-stop",
+                "4",
+                "--repeat-stop-count",
+                "1",
+            ][..],
+            "error: --repeat-stop-count: ",
+        ),
+        (
+            &["complete", "x", "--natural-stop"][..],
+            "error: --natural-stop: ",
+        ),
+        (
+            &["complete", "x", "--min-tokens", "9", "-n", "4"][..],
+            "error: --min-tokens: ",
+        ),
+        (&["complete", "x", "--top-p", "0"][..], "error: --top-p: "),
+        (
+            &["complete", "x", "--replay-ids", "1,999999"][..],
+            "error: --replay-ids: token id 999999",
+        ),
+        (
+            &["trace", "x", "--replay", "a", "--stop-token-id", "999999"][..],
+            "error: --stop-token-id: ",
+        ),
+        (
+            &[
+                "experiment",
+                "--list",
+                "--repeat-stop",
+                "3",
+                "--repeat-stop-count",
+                "0",
+            ][..],
+            "error: --repeat-stop-count: ",
+        ),
+    ] {
+        let o = stoplab(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).starts_with(prefix), "{args:?}: {}", stderr(&o));
+    }
+}
+
+/// The seed's own separator and other text that begins with a hyphen is taken as typed; a flag after it
+/// still parses; a flag where a value belongs is refused rather than taken as text.
+#[test]
+fn values_that_begin_with_a_hyphen_are_taken_as_typed() {
+    let v = json(&stoplab(&[
+        "complete",
+        "- - -",
+        "--format",
+        "separator",
+        "--separator",
+        "- - -",
+        "--natural-stop",
+        "--replay",
+        r"- item
+- - -
+more",
+        "--json",
+    ]));
+    assert_eq!(v["text"], "- item");
+    assert_eq!(v["stop_reason"], "\n- - -");
+    let v = json(&stoplab(&[
+        "complete",
+        "x",
+        "--stop",
+        "- - -",
+        "--replay",
+        "a - - - b",
+        "--json",
+    ]));
+    assert_eq!(
+        (v["text"].as_str(), v["stop_reason"].as_str()),
+        (Some("a "), Some("- - -"))
+    );
+    // The prompt "- - -" is the prompt (its tokens are counted), and --json after it is a flag.
+    let v = json(&stoplab(&["complete", "- - -", "--replay", "ok", "--json"]));
+    let plain = json(&stoplab(&["complete", "x", "--replay", "ok", "--json"]));
+    assert!(v["usage"]["prompt_tokens"].as_u64() > plain["usage"]["prompt_tokens"].as_u64());
+    let v = json(&stoplab(&[
+        "chat",
+        "- - -",
+        "--system",
+        "- be brief",
+        "--replay",
+        "ok",
+        "--json",
+    ]));
+    assert_eq!(v["text"], "ok");
+    // Written with an escape, a leading hyphen that looks like a flag is text too.
+    let v = json(&stoplab(&[
+        "complete", "x", "--stop", r"\-x", "--replay", "a-xb", "--json",
+    ]));
+    assert_eq!(v["text"], "a");
+    for args in [
+        &["complete", "x", "--stop", "--json", "--replay", "a"][..],
+        &["complete", "--replay", "a", "--jsn"][..],
+    ] {
+        let o = stoplab(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("looks like a flag"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}
+
 #[test]
 fn broken_model_files_are_named_with_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();

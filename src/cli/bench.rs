@@ -408,7 +408,7 @@ fn overhead(args: OverheadArgs) -> Result<(), Failure> {
         progress: true,
         ..Default::default()
     })?;
-    let format = PromptFormat::named("chat").expect("chat is a known format");
+    let format = PromptFormat::Chat;
     let (_, prompt) = engine.prompt(&format, &[Message::new("user", &unescape(&args.prompt))])?;
     let params = |stops: StopSet, max_tokens: usize| GenerateParams {
         stops,

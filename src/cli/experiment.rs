@@ -7,6 +7,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use stoplab::experiment::{self, RunOptions, Scenario};
+use stoplab::pipeline::settings::UserSettings;
 use stoplab::{Engine, RepetitionStop};
 
 use super::Failure;
@@ -74,18 +75,17 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         }
         scenarios.retain(|s| args.only.contains(&s.name));
     }
-    let repetition = match args.repeat_stop {
-        None => None,
-        Some(n) if n == 0 || args.repeat_stop_count < 2 => {
-            return Err(Failure::usage(
-                "--repeat-stop: N must be at least 1 and --repeat-stop-count at least 2",
-            ));
-        }
-        Some(ngram) => Some(RepetitionStop {
-            ngram,
-            count: args.repeat_stop_count,
-        }),
-    };
+    // The override is checked by the one validation, so its errors name these flags.
+    let repetition = args.repeat_stop.map(|ngram| RepetitionStop {
+        ngram,
+        count: args.repeat_stop_count,
+    });
+    UserSettings {
+        repetition,
+        ..UserSettings::default()
+    }
+    .validate(None)
+    .map_err(Failure::from_settings)?;
     let opts = RunOptions {
         quick: args.quick,
         repetition,
@@ -104,6 +104,9 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     }
 
     let mut engine = Engine::load(&args.model.options(false))?;
+    for s in &scenarios {
+        s.check(engine.vocab.len()).map_err(bad_scenario)?;
+    }
     let total: usize = scenarios.iter().map(|s| s.run_count(&opts)).sum();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(

@@ -16,8 +16,8 @@ use clap::{Args, Parser, Subcommand};
 
 use stoplab::Error;
 use stoplab::format::{Message, PromptFormat, parse_messages};
+use stoplab::pipeline::settings::{Field, SettingsError, UserSettings};
 use stoplab::sampling::SamplingParams;
-use stoplab::stop::StopSet;
 use stoplab::{Engine, EngineOptions, GenerateParams, RepetitionStop};
 const ABOUT: &str = "Run a small chat model locally and watch what makes it stop.
 
@@ -54,6 +54,7 @@ pub enum Command {
     #[command(after_help = EXAMPLES)]
     Complete {
         /// The prompt. Backslash escapes (\n, \t) are interpreted. Special tokens such as <|im_end|> are parsed.
+        #[arg(allow_hyphen_values = true, value_parser = text)]
         prompt: String,
         #[command(flatten)]
         opts: GenArgs,
@@ -62,9 +63,10 @@ pub enum Command {
     #[command(after_help = EXAMPLES)]
     Chat {
         /// The user's message (appended after --messages, if given).
+        #[arg(allow_hyphen_values = true, value_parser = text)]
         message: Option<String>,
         /// A system message.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true, value_parser = text)]
         system: Option<String>,
         /// Earlier turns from a JSON file: [{"role": "user", "content": "..."}, ...] or {"messages": [...]}.
         #[arg(long, value_name = "FILE")]
@@ -77,12 +79,13 @@ pub enum Command {
     #[command(after_help = trace::EXAMPLES)]
     Trace {
         /// The prompt (or, with --chat, the user's message). Escapes are interpreted; special tokens are parsed.
+        #[arg(allow_hyphen_values = true, value_parser = text)]
         prompt: Option<String>,
         /// Take the inputs of `chat`: PROMPT is the user's message, format `chat` by default.
         #[arg(long)]
         chat: bool,
         /// With --chat: a system message.
-        #[arg(long, requires = "chat")]
+        #[arg(long, requires = "chat", allow_hyphen_values = true, value_parser = text)]
         system: Option<String>,
         /// With --chat: earlier turns from a JSON file, as for `chat --messages`.
         #[arg(long, value_name = "FILE", requires = "chat")]
@@ -163,21 +166,29 @@ pub struct GenArgs {
     #[arg(long, short, value_parser = PromptFormat::NAMES, help_heading = "Prompt")]
     format: Option<String>,
     /// Transcript prefix of the user's turns.
-    #[arg(long, default_value = "user:", help_heading = "Prompt")]
+    #[arg(long, default_value = "user:", allow_hyphen_values = true, value_parser = text, help_heading = "Prompt")]
     user_prefix: String,
     /// Transcript prefix of the AI's turns.
-    #[arg(long, default_value = "AI:", help_heading = "Prompt")]
+    #[arg(long, default_value = "AI:", allow_hyphen_values = true, value_parser = text, help_heading = "Prompt")]
     ai_prefix: String,
-    /// Separator line of the separator format.
-    #[arg(long, default_value = "- - -", help_heading = "Prompt")]
+    /// Separator line of the separator format (a value that begins with a hyphen is taken as written).
+    #[arg(long, default_value = "- - -", allow_hyphen_values = true, value_parser = text, help_heading = "Prompt")]
     separator: String,
     /// Also stop on the format's natural stop ("\nuser:" for transcript, "\n- - -" for separator).
     #[arg(long, help_heading = "Stopping")]
     natural_stop: bool,
 
     /// Stop when the output contains this string (repeatable; escapes like \n are interpreted). The earliest
-    /// match wins. The stop string is cut from the output unless --include-stop.
-    #[arg(long, short, value_name = "S", help_heading = "Stopping")]
+    /// match wins. The stop string is cut from the output unless --include-stop. A value that begins with a
+    /// hyphen (`--stop "- - -"`) is taken as written.
+    #[arg(
+        long,
+        short,
+        value_name = "S",
+        allow_hyphen_values = true,
+        value_parser = text,
+        help_heading = "Stopping"
+    )]
     stop: Vec<String>,
     /// Stop when this token id is generated (repeatable).
     #[arg(long, value_name = "ID", help_heading = "Stopping")]
@@ -274,6 +285,8 @@ pub struct GenArgs {
         long,
         value_name = "TEXT",
         help_heading = "Replay",
+        allow_hyphen_values = true,
+        value_parser = text,
         conflicts_with = "replay_ids"
     )]
     replay: Option<String>,
@@ -292,56 +305,25 @@ pub struct GenArgs {
 }
 
 impl GenArgs {
-    /// The prompt format and generation settings these flags ask for (`default_format` when --format is absent).
-    pub fn params(&self, default_format: &str) -> Result<(PromptFormat, GenerateParams), Failure> {
+    /// The settings these flags ask for, unchecked (`default_format` when --format is absent).
+    pub fn user_settings(&self, default_format: &str) -> UserSettings {
         let opts = self;
-        let format = match opts.format.as_deref().unwrap_or(default_format) {
-            "transcript" => PromptFormat::Transcript {
-                user: unescape(&opts.user_prefix),
-                ai: unescape(&opts.ai_prefix),
-            },
-            "separator" => PromptFormat::Separator {
-                separator: unescape(&opts.separator),
-            },
-            other => PromptFormat::named(other)
-                .ok_or_else(|| Failure::usage(format!("--format: unknown format {other:?}")))?,
-        };
-        let mut stops: Vec<String> = opts.stop.iter().map(|s| unescape(s)).collect();
-        if let Some(i) = stops.iter().position(String::is_empty) {
-            return Err(Failure::usage(format!(
-                "--stop: stop string #{} is empty; an empty stop would match at once",
-                i + 1
-            )));
-        }
-        let natural = format.natural_stop();
-        if opts.natural_stop {
-            match &natural {
-                Some(s) if !stops.contains(s) => stops.push(s.clone()),
-                Some(_) => {}
-                None => {
-                    return Err(Failure::usage(
-                        "--natural-stop: this format has no natural stop string",
-                    ));
-                }
-            }
-        }
-        if opts.max_tokens == 0 {
-            return Err(Failure::usage("--max-tokens: must be at least 1"));
-        }
-        let repetition = match opts.repeat_stop {
-            None => None,
-            Some(0) => return Err(Failure::usage("--repeat-stop: N must be at least 1")),
-            Some(_) if opts.repeat_stop_count < 2 => {
-                return Err(Failure::usage(
-                    "--repeat-stop-count: must be at least 2 (the span and one repeat)",
-                ));
-            }
-            Some(ngram) => Some(RepetitionStop {
+        UserSettings {
+            format: opts.format.as_deref().unwrap_or(default_format).into(),
+            user_prefix: Some(unescape(&opts.user_prefix)),
+            ai_prefix: Some(unescape(&opts.ai_prefix)),
+            separator: Some(unescape(&opts.separator)),
+            natural_stop: opts.natural_stop,
+            stops: opts.stop.iter().map(|s| unescape(s)).collect(),
+            stop_token_ids: opts.stop_token_id.clone(),
+            include_stop: opts.include_stop,
+            ignore_eos: opts.ignore_eos,
+            min_tokens: opts.min_tokens,
+            max_tokens: opts.max_tokens,
+            repetition: opts.repeat_stop.map(|ngram| RepetitionStop {
                 ngram,
                 count: opts.repeat_stop_count,
             }),
-        };
-        let params = GenerateParams {
             sampling: SamplingParams {
                 temperature: opts.temperature,
                 top_k: opts.top_k,
@@ -353,15 +335,17 @@ impl GenArgs {
                 logit_bias: opts.logit_bias.clone(),
                 seed: opts.seed,
             },
-            stops: StopSet::new(stops).map_err(|e| Failure::usage(format!("--stop: {e}")))?,
-            stop_token_ids: opts.stop_token_id.clone(),
-            include_stop: opts.include_stop,
-            ignore_eos: opts.ignore_eos,
-            min_tokens: opts.min_tokens,
-            max_tokens: opts.max_tokens,
-            repetition,
-        };
-        Ok((format, params))
+        }
+    }
+
+    /// The prompt format and generation settings these flags ask for, checked (token ids are checked
+    /// against the vocabulary by `generate()`; its errors name the same flags).
+    pub fn params(&self, default_format: &str) -> Result<(PromptFormat, GenerateParams), Failure> {
+        let settings = self
+            .user_settings(default_format)
+            .validate(None)
+            .map_err(Failure::from_settings)?;
+        Ok((settings.format, settings.params))
     }
 
     /// Whether the model is replayed rather than run.
@@ -382,7 +366,12 @@ impl GenArgs {
     pub fn replay_script(&self, engine: &Engine) -> Result<Option<Vec<u32>>, Failure> {
         Ok(match (&self.replay, &self.replay_ids) {
             (Some(text), _) => Some(engine.vocab.encode(&unescape(text), true)?),
-            (None, Some(ids)) => Some(ids.clone()),
+            (None, Some(ids)) => {
+                for &id in ids {
+                    engine.vocab.check_id(id, "--replay-ids")?;
+                }
+                Some(ids.clone())
+            }
             (None, None) => None,
         })
     }
@@ -406,7 +395,28 @@ pub fn parse_bias(s: &str) -> Result<(u32, f32), String> {
     Ok((id, bias))
 }
 
-/// Interprets the escapes a shell makes hard to type: \n, \t, \r, \\ (anything else is kept as written).
+/// A text value (a prompt, a stop, a separator, a replay): one that begins with a hyphen is taken as written
+/// (`--stop "- - -"`, `--replay "- item"`, the prompt `"- - -"`), unless it looks like a flag (`--json`,
+/// `-n`: a hyphen or two, then a word): that is refused, so a flag left without its value, or a mistyped
+/// flag, is never taken as text. `\-` writes a leading hyphen that would look like a flag (`\-x`).
+fn text(s: &str) -> Result<String, String> {
+    let word = s.strip_prefix("--").or_else(|| s.strip_prefix('-'));
+    if let Some(word) = word
+        && word.starts_with(|c: char| c.is_ascii_alphabetic())
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "{s:?} looks like a flag, not a value; give the value after the flag that takes it \
+             (write \\{s} for this text itself)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// Interprets the escapes a shell makes hard to type: \n, \t, \r, \\, and \- for a hyphen (anything else
+/// is kept as written).
 pub fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
@@ -420,6 +430,7 @@ pub fn unescape(s: &str) -> String {
             Some('t') => out.push('\t'),
             Some('r') => out.push('\r'),
             Some('\\') => out.push('\\'),
+            Some('-') => out.push('-'),
             Some(other) => {
                 out.push('\\');
                 out.push(other);
@@ -438,21 +449,50 @@ pub struct Failure {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
-        let usage = e.is_user_input();
-        let message = match &e {
-            // Name the flag rather than the API field.
-            Error::Invalid { field, message }
-                if !field.contains('.') && !field.starts_with("--") =>
-            {
-                format!("--{}: {message}", field.replace('_', "-"))
-            }
-            _ => e.to_string(),
-        };
-        Self { usage, message }
+        match e {
+            Error::Settings(e) => Self::from_settings(e),
+            e => Self {
+                usage: e.is_user_input(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// How the command line names a setting: its flag, or the positional argument.
+pub fn flag(field: Field) -> String {
+    match field {
+        Field::Prompt => "PROMPT".into(),
+        Field::Format => "--format".into(),
+        Field::UserPrefix => "--user-prefix".into(),
+        Field::AiPrefix => "--ai-prefix".into(),
+        Field::Separator => "--separator".into(),
+        Field::NaturalStop => "--natural-stop".into(),
+        Field::Stop { index } => format!("--stop #{}", index + 1),
+        Field::Stops => "--stop".into(),
+        Field::StopTokenIds { .. } => "--stop-token-id".into(),
+        Field::MaxTokens => "--max-tokens".into(),
+        Field::MinTokens => "--min-tokens".into(),
+        Field::RepetitionNgram => "--repeat-stop".into(),
+        Field::RepetitionCount => "--repeat-stop-count".into(),
+        Field::Temperature => "--temperature".into(),
+        Field::TopK => "--top-k".into(),
+        Field::TopP => "--top-p".into(),
+        Field::MinP => "--min-p".into(),
+        Field::RepetitionPenalty => "--repetition-penalty".into(),
+        Field::FrequencyPenalty => "--frequency-penalty".into(),
+        Field::PresencePenalty => "--presence-penalty".into(),
+        Field::LogitBias { .. } => "--logit-bias".into(),
+        Field::Seed => "--seed".into(),
     }
 }
 
 impl Failure {
+    /// A setting the user gave on the command line, named as its flag: exit status 2.
+    pub fn from_settings(e: SettingsError) -> Self {
+        Self::usage(format!("{}: {}", flag(e.field), e.message))
+    }
+
     /// Prefixes the message with where it happened (a file, a scenario).
     pub fn with_context(mut self, context: &str) -> Self {
         self.message = format!("{context}: {}", self.message);
@@ -556,6 +596,22 @@ mod tests {
     fn escapes_are_interpreted() {
         assert_eq!(unescape(r"\nuser:"), "\nuser:");
         assert_eq!(unescape(r"a\tb\\n\q"), "a\tb\\n\\q");
+        assert_eq!(unescape(r"\-x"), "-x");
+    }
+
+    #[test]
+    fn text_values_may_begin_with_a_hyphen_but_not_look_like_a_flag() {
+        for ok in [
+            "- - -", "- item", "-", "---", "-1", "--", "-> x", r"\-x", "user:",
+        ] {
+            assert_eq!(text(ok).as_deref(), Ok(ok), "{ok:?}");
+        }
+        for flag in ["--json", "-n", "--max-tokens", "--jsn", "-abc"] {
+            assert!(
+                text(flag).unwrap_err().contains("looks like a flag"),
+                "{flag:?}"
+            );
+        }
     }
 
     #[test]

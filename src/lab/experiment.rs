@@ -41,8 +41,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::{Message, PromptFormat};
 use crate::generate::{GenerateParams, RepetitionStop, TokenEvent};
+use crate::pipeline::settings::{Field, Settings, SettingsError, UserSettings};
 use crate::sampling::SamplingParams;
-use crate::stop::StopSet;
 use crate::{Engine, Error};
 
 /// The scenarios that ship with stoplab: (file name, TOML text).
@@ -198,6 +198,8 @@ pub struct Scenario {
     pub about: String,
     pub format: PromptFormat,
     pub messages: Vec<Message>,
+    /// The settings as the file wrote them (checked against a vocabulary by [`Scenario::check`]).
+    pub settings: UserSettings,
     pub params: GenerateParams,
     pub runs: usize,
     pub seed: u64,
@@ -209,6 +211,8 @@ pub struct Scenario {
     pub turn_markers: Vec<String>,
     /// Length of the token n-grams counted as repeats.
     pub ngram: usize,
+    /// The file's text, for the lines of errors found later (token ids against a vocabulary).
+    source: String,
 }
 
 /// 1-based line of a byte offset.
@@ -247,28 +251,97 @@ fn key_at(src: &str, line: usize) -> Option<String> {
     }
 }
 
-/// The line on which `field` (dotted, `stop.max_tokens`) is written, or its table's header, or 0.
-fn line_of_field(src: &str, field: &str) -> usize {
-    let (section, key) = match field.rsplit_once('.') {
-        Some((s, k)) => (s, k),
-        None => ("", field),
-    };
-    let mut in_section = section.is_empty();
-    let mut header = 0;
-    for (i, l) in src.lines().enumerate() {
-        let t = l.trim();
-        if t.starts_with('[') && t.ends_with(']') {
-            in_section = t.trim_matches(|c| c == '[' || c == ']').trim() == section;
-            if in_section {
-                header = i + 1;
+/// One step of a key path in a scenario file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seg {
+    Key(&'static str),
+    Index(usize),
+}
+
+/// The path as a person reads it: `stop.strings[1]`.
+fn path_name(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) if out.is_empty() => out.push_str(k),
+            Seg::Key(k) => {
+                out.push('.');
+                out.push_str(k);
             }
-            continue;
-        }
-        if in_section && t.split_once('=').is_some_and(|(k, _)| k.trim() == key) {
-            return i + 1;
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
         }
     }
-    header
+    out
+}
+
+/// The 1-based line of `path` in the file, from the TOML parser's spans: the line of its key (or array
+/// element), else of the nearest part of it that is written (a table header); 0 when none is.
+fn line_of_path(src: &str, path: &[Seg]) -> usize {
+    let Ok(root) = toml::de::DeTable::parse(src) else {
+        return 0;
+    };
+    let mut line = 0;
+    let mut table = Some(root.get_ref());
+    let mut value: Option<&toml::de::DeValue<'_>> = None;
+    for seg in path {
+        let next = match *seg {
+            Seg::Key(k) => table
+                .and_then(|t| t.get_key_value(k))
+                .map(|(key, v)| (key.span().start, v)),
+            Seg::Index(i) => value
+                .and_then(|v| v.as_array())
+                .and_then(|a| a.get(i))
+                .map(|v| (v.span().start, v)),
+        };
+        let Some((at, v)) = next else { break };
+        line = line_of(src, at);
+        value = Some(v.get_ref());
+        table = v.get_ref().as_table();
+    }
+    line
+}
+
+/// A dotted key (`stop.max_tokens`) as a path.
+fn dotted(field: &'static str) -> Vec<Seg> {
+    field.split('.').map(Seg::Key).collect()
+}
+
+/// Where a scenario file writes a setting.
+fn settings_path(field: Field, settings: &UserSettings) -> Vec<Seg> {
+    use Seg::{Index, Key};
+    let key = |section: &'static str, key: &'static str| vec![Key(section), Key(key)];
+    match field {
+        Field::Prompt => key("prompt", "messages"),
+        Field::Format => key("prompt", "format"),
+        Field::UserPrefix => key("prompt", "user_prefix"),
+        Field::AiPrefix => key("prompt", "ai_prefix"),
+        Field::Separator => key("prompt", "separator"),
+        Field::NaturalStop => key("stop", "natural"),
+        // The natural stop comes after the file's own strings.
+        Field::Stop { index } if index >= settings.stops.len() => key("stop", "natural"),
+        Field::Stop { index } => vec![Key("stop"), Key("strings"), Index(index)],
+        Field::Stops => key("stop", "strings"),
+        Field::StopTokenIds { index } => vec![Key("stop"), Key("token_ids"), Index(index)],
+        Field::MaxTokens => key("stop", "max_tokens"),
+        Field::MinTokens => key("stop", "min_tokens"),
+        Field::RepetitionNgram => vec![Key("stop"), Key("repetition"), Key("ngram")],
+        Field::RepetitionCount => vec![Key("stop"), Key("repetition"), Key("count")],
+        Field::Temperature => key("sampling", "temperature"),
+        Field::TopK => key("sampling", "top_k"),
+        Field::TopP => key("sampling", "top_p"),
+        Field::MinP => key("sampling", "min_p"),
+        Field::RepetitionPenalty => key("sampling", "repetition_penalty"),
+        Field::FrequencyPenalty => key("sampling", "frequency_penalty"),
+        Field::PresencePenalty => key("sampling", "presence_penalty"),
+        Field::LogitBias { id } => {
+            let mut path = key("sampling", "logit_bias");
+            if let Some(i) = settings.sampling.logit_bias.iter().position(|b| b.0 == id) {
+                path.push(Index(i));
+            }
+            path
+        }
+        Field::Seed => key("sampling", "seed"),
+    }
 }
 
 impl Scenario {
@@ -291,64 +364,34 @@ impl Scenario {
                 message,
             }
         })?;
-        let bad = |field: &str, message: String| ScenarioError {
+        let bad = |field: &'static str, message: String| ScenarioError {
             file: file.into(),
-            line: line_of_field(src, field),
+            line: line_of_path(src, &dotted(field)),
             field: field.into(),
             message,
         };
         let p = &raw.prompt;
-        let format = match p.format.as_str() {
-            "transcript" => {
-                let d = PromptFormat::named("transcript").expect("a built-in format");
-                let PromptFormat::Transcript { user, ai } = d else {
-                    unreachable!()
-                };
-                PromptFormat::Transcript {
-                    user: p.user_prefix.clone().unwrap_or(user),
-                    ai: p.ai_prefix.clone().unwrap_or(ai),
-                }
-            }
-            "separator" => PromptFormat::Separator {
-                separator: p.separator.clone().unwrap_or_else(|| "- - -".into()),
-            },
-            other => PromptFormat::named(other).ok_or_else(|| {
-                bad(
-                    "prompt.format",
-                    format!(
-                        "unknown format {other:?}; use one of raw, transcript, separator, chat"
-                    ),
-                )
-            })?,
-        };
         if p.messages.is_empty() {
             return Err(bad("prompt.messages", "holds no messages".into()));
         }
-        let mut stops = raw.stop.strings.clone();
-        if raw.stop.natural {
-            match format.natural_stop() {
-                Some(s) if !stops.contains(&s) => stops.push(s),
-                Some(_) => {}
-                None => {
-                    return Err(bad(
-                        "stop.natural",
-                        format!("format {:?} has no natural stop", p.format),
-                    ));
-                }
-            }
-        }
-        let stops = StopSet::new(stops).map_err(|e| bad("stop.strings", e.to_string()))?;
-        if raw.stop.max_tokens == 0 {
-            return Err(bad("stop.max_tokens", "must be at least 1".into()));
-        }
-        if let Some(r) = raw.stop.repetition
-            && (r.ngram == 0 || r.count < 2)
-        {
-            return Err(bad(
-                "stop.repetition",
-                "ngram must be at least 1 and count at least 2".into(),
-            ));
-        }
+        let settings = UserSettings {
+            format: p.format.clone(),
+            user_prefix: p.user_prefix.clone(),
+            ai_prefix: p.ai_prefix.clone(),
+            separator: p.separator.clone(),
+            natural_stop: raw.stop.natural,
+            stops: raw.stop.strings.clone(),
+            stop_token_ids: raw.stop.token_ids.clone(),
+            include_stop: raw.stop.include_stop,
+            ignore_eos: raw.stop.ignore_eos,
+            min_tokens: raw.stop.min_tokens,
+            max_tokens: raw.stop.max_tokens,
+            repetition: raw.stop.repetition,
+            sampling: raw.sampling.clone(),
+        };
+        let Settings { format, params } = settings
+            .validate(None)
+            .map_err(|e| settings_error(file, src, &settings, e))?;
         if raw.runs.runs == 0 {
             return Err(bad("runs.runs", "must be at least 1".into()));
         }
@@ -383,16 +426,6 @@ impl Scenario {
                 "an empty marker would count everywhere".into(),
             ));
         }
-        let params = GenerateParams {
-            sampling: raw.sampling.clone(),
-            stops,
-            stop_token_ids: raw.stop.token_ids.clone(),
-            include_stop: raw.stop.include_stop,
-            ignore_eos: raw.stop.ignore_eos,
-            min_tokens: raw.stop.min_tokens,
-            max_tokens: raw.stop.max_tokens,
-            repetition: raw.stop.repetition,
-        };
         Ok(Self {
             file: file.into(),
             name: raw.name,
@@ -400,6 +433,7 @@ impl Scenario {
             about: raw.about.trim().to_string(),
             format,
             messages: raw.prompt.messages,
+            settings,
             params,
             runs: raw.runs.runs,
             seed: raw.runs.seed,
@@ -408,7 +442,17 @@ impl Scenario {
             done: raw.done.contains,
             turn_markers,
             ngram: raw.done.ngram,
+            source: src.into(),
         })
+    }
+
+    /// Checks the settings against a model's vocabulary (token ids in `stop.token_ids` and
+    /// `sampling.logit_bias`); the error names the file, the line and the key, as parsing does.
+    pub fn check(&self, vocab_size: usize) -> Result<(), ScenarioError> {
+        self.settings
+            .validate(Some(vocab_size))
+            .map(drop)
+            .map_err(|e| settings_error(&self.file, &self.source, &self.settings, e))
     }
 
     /// Reads and parses a scenario file from disk.
@@ -442,6 +486,22 @@ impl Scenario {
         } else {
             self.runs
         }
+    }
+}
+
+/// A settings error as a scenario file's user reads it: the file, the line and the key.
+fn settings_error(
+    file: &str,
+    src: &str,
+    settings: &UserSettings,
+    e: SettingsError,
+) -> ScenarioError {
+    let path = settings_path(e.field, settings);
+    ScenarioError {
+        file: file.into(),
+        line: line_of_path(src, &path),
+        field: path_name(&path),
+        message: e.message,
     }
 }
 
@@ -534,6 +594,10 @@ pub fn run_scenario(
     opts: &RunOptions,
     on_run: &mut dyn FnMut(&RunResult),
 ) -> Result<ScenarioReport, Error> {
+    sc.check(engine.vocab.len()).map_err(|e| Error::Invalid {
+        field: format!("{}:{}: {}", e.file, e.line, e.field),
+        message: e.message,
+    })?;
     let (_, prompt) = engine.prompt(&sc.format, &sc.messages)?;
     let longest = sc.done.iter().map(String::len).max().unwrap_or(0);
     let mut results = Vec::new();
@@ -731,7 +795,7 @@ pub fn markdown(reports: &[ScenarioReport], scenarios: &[Scenario], header: &str
             out.push_str(&format!(
                 "- file `{}`; format `{}`; stops {:?}; max_tokens {}; temperature {}; logit_bias {:?}; repetition stop {}\n",
                 sc.file,
-                format_name(&sc.format),
+                sc.format.name(),
                 p.stops.stops(),
                 p.max_tokens,
                 p.sampling.temperature,
@@ -762,15 +826,6 @@ pub fn markdown(reports: &[ScenarioReport], scenarios: &[Scenario], header: &str
         }
     }
     out
-}
-
-fn format_name(f: &PromptFormat) -> &'static str {
-    match f {
-        PromptFormat::Raw => "raw",
-        PromptFormat::Transcript { .. } => "transcript",
-        PromptFormat::Separator { .. } => "separator",
-        PromptFormat::Chat => "chat",
-    }
 }
 
 fn xml_escape(s: &str) -> String {
@@ -851,7 +906,13 @@ mod tests {
         let src = "name = \"x\"\n[stop]\nmax_tokens = \"a\"\n";
         assert_eq!(key_at(src, 3).as_deref(), Some("stop.max_tokens"));
         assert_eq!(key_at(src, 1).as_deref(), Some("name"));
-        assert_eq!(line_of_field(src, "stop.max_tokens"), 3);
+        assert_eq!(line_of_path(src, &dotted("stop.max_tokens")), 3);
+        assert_eq!(
+            line_of_path(src, &dotted("stop.min_tokens")),
+            2,
+            "the table's header"
+        );
+        assert_eq!(line_of_path(src, &dotted("runs.runs")), 0);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use serde_json::{Map, Value, json};
 use crate::Error;
 use crate::format::{Message, PromptFormat};
 use crate::generate::GenerateParams;
+use crate::pipeline::settings::{Field, SettingsError, UserSettings};
 use crate::sampling::SamplingParams;
-use crate::stop::StopSet;
 use crate::tokenizer::Vocab;
 
 use super::Limits;
@@ -134,6 +134,7 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match &e {
             Error::Invalid { field, message } => Self::invalid(field, message),
+            Error::Settings(e) => Self::invalid(&Names::default().json_path(e.field), &e.message),
             Error::PromptTooLong { .. } => Self::invalid("prompt", &e),
             Error::UnknownToken { .. } | Error::Tokenizer(_) => Self::invalid("prompt", &e),
             Error::Stop(s) => Self::invalid("stop", s),
@@ -330,7 +331,8 @@ pub fn prompt_ids(f: &Fields, endpoint: Endpoint, vocab: &Vocab) -> Result<Vec<u
             let text = PromptFormat::Chat
                 .render(&msgs, vocab.chat_template())
                 .map_err(|e| match e {
-                    Error::Invalid { message, .. } => ApiError::invalid(
+                    Error::Invalid { message, .. }
+                    | Error::Settings(SettingsError { message, .. }) => ApiError::invalid(
                         "messages",
                         format!("{message} (or use /v1/completions with a prompt)"),
                     ),
@@ -341,12 +343,13 @@ pub fn prompt_ids(f: &Fields, endpoint: Endpoint, vocab: &Vocab) -> Result<Vec<u
     }
 }
 
-/// `stop`: a string or an array of strings, within the server's limits.
-fn stops(f: &Fields, limits: &Limits) -> Result<StopSet, ApiError> {
-    let list: Vec<String> = match f.raw("stop") {
-        None => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(v @ Value::Array(_)) => typed(v, "stop")?,
+/// `stop`: a string or an array of strings, within the server's limits (their contents are checked with
+/// the other settings). Also says whether it was a single string, which is how its errors are named.
+fn stops(f: &Fields, limits: &Limits) -> Result<(Vec<String>, bool), ApiError> {
+    let (list, single): (Vec<String>, bool) = match f.raw("stop") {
+        None => (Vec::new(), false),
+        Some(Value::String(s)) => (vec![s.clone()], true),
+        Some(v @ Value::Array(_)) => (typed(v, "stop")?, false),
         Some(other) => {
             return Err(ApiError::invalid(
                 "stop",
@@ -368,43 +371,42 @@ fn stops(f: &Fields, limits: &Limits) -> Result<StopSet, ApiError> {
         ));
     }
     for (i, s) in list.iter().enumerate() {
-        if s.is_empty() {
-            return Err(ApiError::invalid(
-                "stop",
-                format!(
-                    "stop string #{i} is empty: it would match before the first byte; remove it"
-                ),
-            ));
-        }
         if s.len() > limits.max_stop_bytes {
+            let at = if single {
+                "stop".into()
+            } else {
+                format!("stop[{i}]")
+            };
             return Err(ApiError::invalid(
-                "stop",
+                &at,
                 format!(
-                    "stop string #{i} has {} bytes; at most {} are allowed (stoplab serve --max-stop-bytes)",
+                    "{} bytes; at most {} are allowed (stoplab serve --max-stop-bytes)",
                     s.len(),
                     limits.max_stop_bytes
                 ),
             ));
         }
     }
-    StopSet::new(list).map_err(|e| ApiError::invalid("stop", e))
+    Ok((list, single))
 }
 
-/// `logit_bias`: `{"token id": bias}`, bias from -100 to 100; -100 bans the token.
-fn logit_bias(f: &Fields, vocab: &Vocab) -> Result<Vec<(u32, f32)>, ApiError> {
+/// `logit_bias`: `{"token id": bias}`, bias from -100 to 100; -100 bans the token (the ids are checked
+/// against the vocabulary with the other settings).
+fn logit_bias(f: &Fields) -> Result<Vec<(u32, f32)>, ApiError> {
     let Some(map) = f.get::<Map<String, Value>>("logit_bias")? else {
         return Ok(Vec::new());
     };
     let mut out = Vec::with_capacity(map.len());
     for (key, value) in &map {
-        let id: u32 = key.trim().parse().map_err(|_| {
-            ApiError::invalid("logit_bias", format!("key {key:?} is not a token id"))
-        })?;
-        vocab.check_id(id, "logit_bias")?;
-        let bias: f64 = typed(value, &format!("logit_bias.{key}"))?;
+        let at = format!("logit_bias.{key}");
+        let id: u32 = key
+            .trim()
+            .parse()
+            .map_err(|_| ApiError::invalid(&at, format!("key {key:?} is not a token id")))?;
+        let bias: f64 = typed(value, &at)?;
         if !(-100.0..=100.0).contains(&bias) {
             return Err(ApiError::invalid(
-                "logit_bias",
+                &at,
                 format!("bias {bias} for token {id} is outside -100..100"),
             ));
         }
@@ -416,6 +418,58 @@ fn logit_bias(f: &Fields, vocab: &Vocab) -> Result<Vec<(u32, f32)>, ApiError> {
         out.push((id, bias));
     }
     Ok(out)
+}
+
+/// How this API names a setting: its JSON path in the request body.
+#[derive(Debug, Clone, Copy)]
+struct Names {
+    /// `max_tokens`, or chat's `max_completion_tokens` when the request used it.
+    max_field: &'static str,
+    /// `stop` was one string rather than an array.
+    single_stop: bool,
+    /// `prompt` or chat's `messages`.
+    prompt_field: &'static str,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self {
+            max_field: "max_tokens",
+            single_stop: false,
+            prompt_field: "prompt",
+        }
+    }
+}
+
+impl Names {
+    fn json_path(&self, field: Field) -> String {
+        match field {
+            // The API has no format options: a request's prompt is rendered by its route.
+            Field::Prompt
+            | Field::Format
+            | Field::UserPrefix
+            | Field::AiPrefix
+            | Field::Separator
+            | Field::NaturalStop => self.prompt_field.into(),
+            Field::Stop { .. } | Field::Stops if self.single_stop => "stop".into(),
+            Field::Stop { index } => format!("stop[{index}]"),
+            Field::Stops => "stop".into(),
+            Field::StopTokenIds { index } => format!("stop_token_ids[{index}]"),
+            Field::MaxTokens => self.max_field.into(),
+            Field::MinTokens => "min_tokens".into(),
+            Field::RepetitionNgram => "repetition_stop.ngram".into(),
+            Field::RepetitionCount => "repetition_stop.count".into(),
+            Field::Temperature => "temperature".into(),
+            Field::TopK => "top_k".into(),
+            Field::TopP => "top_p".into(),
+            Field::MinP => "min_p".into(),
+            Field::RepetitionPenalty => "repetition_penalty".into(),
+            Field::FrequencyPenalty => "frequency_penalty".into(),
+            Field::PresencePenalty => "presence_penalty".into(),
+            Field::LogitBias { id } => format!("logit_bias.{id}"),
+            Field::Seed => "seed".into(),
+        }
+    }
 }
 
 /// `replay`: text (special tokens parsed) or token ids that the replay model writes instead of sampling.
@@ -535,12 +589,6 @@ pub fn generation(
         (None, Endpoint::Chat) => room,
     };
     let min_tokens = count(&f, "min_tokens")?.unwrap_or(0);
-    if min_tokens > max_tokens {
-        return Err(ApiError::invalid(
-            "min_tokens",
-            format!("{min_tokens} is more than {max_field} ({max_tokens})"),
-        ));
-    }
 
     let top_k = match f.get::<i64>("top_k")? {
         None | Some(-1) => 0,
@@ -572,29 +620,43 @@ pub fn generation(
             }
         },
     };
-    let sampling = SamplingParams {
-        // OpenAI's default temperature; the default seed makes a repeated request give the same text.
-        temperature: f.get("temperature")?.unwrap_or(1.0),
-        top_k,
-        top_p: f.get("top_p")?.unwrap_or(1.0),
-        min_p: f.get("min_p")?.unwrap_or(0.0),
-        repetition_penalty: f.get("repetition_penalty")?.unwrap_or(1.0),
-        frequency_penalty: penalty("frequency_penalty")?,
-        presence_penalty: penalty("presence_penalty")?,
-        logit_bias: logit_bias(&f, vocab)?,
-        seed,
-    };
-    let params = GenerateParams {
-        sampling,
-        stops: stops(&f, &served.limits)?,
+    let (stops, single_stop) = stops(&f, &served.limits)?;
+    let user = UserSettings {
+        format: match endpoint {
+            Endpoint::Completions => PromptFormat::Raw.name(),
+            Endpoint::Chat => PromptFormat::Chat.name(),
+        }
+        .into(),
+        stops,
         stop_token_ids: f.get("stop_token_ids")?.unwrap_or_default(),
         include_stop: f.get("include_stop_str_in_output")?.unwrap_or(false),
         ignore_eos: f.get("ignore_eos")?.unwrap_or(false),
         min_tokens,
         max_tokens,
         repetition: f.get("repetition_stop")?,
+        sampling: SamplingParams {
+            // OpenAI's default temperature; the default seed makes a repeated request give the same text.
+            temperature: f.get("temperature")?.unwrap_or(1.0),
+            top_k,
+            top_p: f.get("top_p")?.unwrap_or(1.0),
+            min_p: f.get("min_p")?.unwrap_or(0.0),
+            repetition_penalty: f.get("repetition_penalty")?.unwrap_or(1.0),
+            frequency_penalty: penalty("frequency_penalty")?,
+            presence_penalty: penalty("presence_penalty")?,
+            logit_bias: logit_bias(&f)?,
+            seed,
+        },
+        ..UserSettings::default()
     };
-    params.validate(vocab.len())?;
+    let names = Names {
+        max_field,
+        single_stop,
+        prompt_field,
+    };
+    let params = user
+        .validate(Some(vocab.len()))
+        .map_err(|e| ApiError::invalid(&names.json_path(e.field), &e.message))?
+        .params;
 
     let replay = replay(&f, vocab)?;
     if replay.is_none() && !served.weights {
