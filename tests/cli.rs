@@ -269,6 +269,48 @@ more",
     }
 }
 
+/// One convention on every command: `--json` is JSON on stdout; a file is `--json-out FILE`.
+#[test]
+fn bench_stops_json_goes_to_stdout_and_json_out_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stops.json");
+    let quick = [
+        "bench",
+        "stops",
+        "--stops",
+        "1,4",
+        "--tokens",
+        "64",
+        "--lengths",
+        "64",
+        "--ms",
+        "1",
+        "--max-pass-ms",
+        "50",
+    ];
+    let o = stoplab(
+        &[
+            &quick[..],
+            &["--json", "--json-out", file.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    let v = json(&o);
+    assert_eq!(v["benchmark"], "stop matching per token");
+    assert_eq!(v["by_stops"].as_array().unwrap().len(), 2 * 4, "{v}");
+    // The tables went to stderr, and the file holds the same document.
+    assert!(stderr(&o).contains("ns per token"), "{}", stderr(&o));
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(written, v);
+    // Without --json the tables are the output, and --json no longer takes a file name.
+    let o = stoplab(&quick);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ns per token"));
+    let o = stoplab(&[&quick[..], &["--json", file.to_str().unwrap()]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
 #[test]
 fn broken_model_files_are_named_with_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
