@@ -311,6 +311,59 @@ fn bench_stops_json_goes_to_stdout_and_json_out_to_a_file() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
+/// A reader that has gone (`| head`) is a normal end, never a panic; a full disk is an error with exit 1.
+#[test]
+fn a_closed_stdout_ends_quietly_and_a_full_disk_fails() {
+    for args in [
+        &["tokenize", "--find-single", "-"][..],
+        &["tokenize", "--stop", r"\nuser:", "--json"],
+        &["fetch", "--list"],
+        &["experiment", "--list"],
+        &[
+            "bench",
+            "stops",
+            "--stops",
+            "1",
+            "--tokens",
+            "64",
+            "--lengths",
+            "64",
+            "--ms",
+            "1",
+        ],
+        &["complete", "x", "--replay", "a b c"],
+    ] {
+        // The read end is closed before the command starts, so its first write fails, every time.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_stoplab"))
+            .args(args)
+            .env_remove("STOPLAB_MODEL")
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
+
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_stoplab"))
+            .args(args)
+            .env_remove("STOPLAB_MODEL")
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("writing the output"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}
+
 #[test]
 fn broken_model_files_are_named_with_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,19 +16,31 @@ use stoplab::{Engine, EngineOptions, GenerateParams, TokenEvent};
 use super::{Failure, unescape};
 
 /// The human-readable tables: on stdout, or on stderr when stdout carries the JSON document (`--json`).
+/// A reader that has gone (`| head`) is no error, and the measurements still reach `--json-out` and `--plot`.
 macro_rules! out {
-    ($json:expr, $($arg:tt)*) => {
-        if $json { eprint!($($arg)*) } else { print!($($arg)*) }
-    };
+    ($json:expr, $($arg:tt)*) => {{
+        use std::io::Write as _;
+        let written = if $json {
+            write!(std::io::stderr(), $($arg)*)
+        } else {
+            write!(std::io::stdout(), $($arg)*)
+        };
+        match written {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(stoplab::Error::Output(e).into());
+            }
+            _ => {}
+        }
+    }};
 }
 
 /// [`out!`] with a newline.
 macro_rules! outln {
     ($json:expr) => {
-        if $json { eprintln!() } else { println!() }
+        out!($json, "\n")
     };
     ($json:expr, $($arg:tt)*) => {
-        if $json { eprintln!($($arg)*) } else { println!($($arg)*) }
+        out!($json, "{}\n", format_args!($($arg)*))
     };
 }
 
@@ -425,7 +437,8 @@ fn stops(args: StopsArgs) -> Result<(), Failure> {
 fn emit_json(doc: &serde_json::Value, stdout: bool, file: Option<&Path>) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(doc).expect("JSON values serialise");
     if stdout {
-        println!("{text}");
+        // A reader that has gone is no error, and the file below is still written.
+        super::stdout_line(format_args!("{text}"))?;
     }
     if let Some(path) = file {
         write(path, &text)?;

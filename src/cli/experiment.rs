@@ -92,7 +92,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     };
     if args.list {
         for s in &scenarios {
-            println!(
+            say!(
                 "{:<40} {:>2} runs  {}  ({})",
                 s.name,
                 s.run_count(&opts),
@@ -125,20 +125,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     let wall_s = start.elapsed().as_secs_f64();
     let json = experiment::to_json(&reports, &opts, wall_s);
 
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json).expect("JSON values serialise")
-        );
-    } else {
-        print!("{}", experiment::table(&reports));
-        println!(
-            "{} runs of {} scenarios in {wall_s:.1} s{}; wasted = tokens generated after the answer was complete",
-            total,
-            reports.len(),
-            if opts.quick { " (quick)" } else { "" }
-        );
-    }
+    // The report first: a reader that stops reading stdout early must not cost the files.
     if let Some(dir) = &args.report {
         let threads = std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "all cores".into());
         let header = format!(
@@ -154,8 +141,22 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
                 message: format!("--report {}: {e}", dir.display()),
             }
         })?;
-        if !args.json {
-            println!("report written to {}", dir.join("report.md").display());
+    }
+    if args.json {
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&json).expect("JSON values serialise")
+        );
+    } else {
+        say!("{}", experiment::table(&reports).trim_end_matches('\n'));
+        say!(
+            "{} runs of {} scenarios in {wall_s:.1} s{}; wasted = tokens generated after the answer was complete",
+            total,
+            reports.len(),
+            if opts.quick { " (quick)" } else { "" }
+        );
+        if let Some(dir) = &args.report {
+            say!("report written to {}", dir.join("report.md").display());
         }
     }
     Ok(())

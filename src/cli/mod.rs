@@ -1,5 +1,15 @@
 //! The command line: one file per subcommand; this one holds what they share.
 
+/// `println!` for a command's output, without its panic: a reader that has gone (`| head`, a closed pipe)
+/// ends the command quietly and successfully; any other write error (a full disk) fails it.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if !$crate::cli::stdout_line(format_args!($($arg)*))? {
+            return Ok(());
+        }
+    };
+}
+
 pub mod bench;
 pub mod bench_decode;
 pub mod experiment;
@@ -413,6 +423,17 @@ fn text(s: &str) -> Result<String, String> {
         ));
     }
     Ok(s.to_string())
+}
+
+/// Writes one line of a command's output to stdout: `Ok(false)` when the reader has gone (a closed pipe: a
+/// normal end), an error for any other write error.
+pub fn stdout_line(line: std::fmt::Arguments<'_>) -> Result<bool, Failure> {
+    use std::io::Write as _;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Error::Output(e).into()),
+    }
 }
 
 /// Interprets the escapes a shell makes hard to type: \n, \t, \r, \\, and \- for a hyphen (anything else
