@@ -175,15 +175,16 @@ pub struct GenArgs {
     /// chat (the model's chat template).
     #[arg(long, short, value_parser = PromptFormat::NAMES, help_heading = "Prompt")]
     format: Option<String>,
-    /// Transcript prefix of the user's turns.
-    #[arg(long, default_value = "user:", allow_hyphen_values = true, value_parser = text, help_heading = "Prompt")]
-    user_prefix: String,
-    /// Transcript prefix of the AI's turns.
-    #[arg(long, default_value = "AI:", allow_hyphen_values = true, value_parser = text, help_heading = "Prompt")]
-    ai_prefix: String,
-    /// Separator line of the separator format (a value that begins with a hyphen is taken as written).
-    #[arg(long, default_value = "- - -", allow_hyphen_values = true, value_parser = text, help_heading = "Prompt")]
-    separator: String,
+    /// Transcript prefix of the user's turns [default: "user:"].
+    #[arg(long, allow_hyphen_values = true, value_parser = text, help_heading = "Prompt")]
+    user_prefix: Option<String>,
+    /// Transcript prefix of the AI's turns [default: "AI:"].
+    #[arg(long, allow_hyphen_values = true, value_parser = text, help_heading = "Prompt")]
+    ai_prefix: Option<String>,
+    /// Separator line of the separator format [default: "- - -"] (a value that begins with a hyphen is taken
+    /// as written).
+    #[arg(long, allow_hyphen_values = true, value_parser = text, help_heading = "Prompt")]
+    separator: Option<String>,
     /// Also stop on the format's natural stop ("\nuser:" for transcript, "\n- - -" for separator).
     #[arg(long, help_heading = "Stopping")]
     natural_stop: bool,
@@ -320,9 +321,10 @@ impl GenArgs {
         let opts = self;
         UserSettings {
             format: opts.format.as_deref().unwrap_or(default_format).into(),
-            user_prefix: Some(unescape(&opts.user_prefix)),
-            ai_prefix: Some(unescape(&opts.ai_prefix)),
-            separator: Some(unescape(&opts.separator)),
+            // Absent: the format's own default (PromptFormat::from_name).
+            user_prefix: opts.user_prefix.as_deref().map(unescape),
+            ai_prefix: opts.ai_prefix.as_deref().map(unescape),
+            separator: opts.separator.as_deref().map(unescape),
             natural_stop: opts.natural_stop,
             stops: opts.stop.iter().map(|s| unescape(s)).collect(),
             stop_token_ids: opts.stop_token_id.clone(),
@@ -566,7 +568,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Complete { prompt, opts } => {
             let messages = vec![Message::new("user", &unescape(&prompt))];
-            generate::run(messages, "raw", opts)
+            generate::run(messages, PromptFormat::Raw.name(), opts)
         }
         Command::Chat {
             message,
@@ -575,7 +577,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
             opts,
         } => {
             let all = chat_messages(message, system, messages)?;
-            generate::run(all, "chat", opts)
+            generate::run(all, PromptFormat::Chat.name(), opts)
         }
         Command::Trace {
             prompt,
@@ -587,14 +589,14 @@ pub fn run(command: Command) -> Result<(), Failure> {
         } => {
             if chat {
                 let all = chat_messages(prompt, system, messages)?;
-                trace::run(all, "chat", jsonl, opts)
+                trace::run(all, PromptFormat::Chat.name(), jsonl, opts)
             } else {
                 let prompt = prompt.ok_or_else(|| {
                     Failure::usage("trace: give a PROMPT (or --chat with a message or --messages)")
                 })?;
                 trace::run(
                     vec![Message::new("user", &unescape(&prompt))],
-                    "raw",
+                    PromptFormat::Raw.name(),
                     jsonl,
                     opts,
                 )

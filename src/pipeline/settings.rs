@@ -214,15 +214,6 @@ impl UserSettings {
             StopError::Empty { index } => SettingsError::new(Field::Stop { index }, e.to_string()),
             StopError::Build(_) => SettingsError::new(Field::Stops, e.to_string()),
         })?;
-        if self.min_tokens > self.max_tokens {
-            return Err(SettingsError::new(
-                Field::MinTokens,
-                format!(
-                    "{} is more than the most tokens to generate ({}); lower it or raise max tokens",
-                    self.min_tokens, self.max_tokens
-                ),
-            ));
-        }
         let params = GenerateParams {
             sampling: self.sampling.clone(),
             stops,
@@ -234,6 +225,15 @@ impl UserSettings {
             repetition: self.repetition,
         };
         params.check(vocab_size)?;
+        if self.min_tokens > self.max_tokens {
+            return Err(SettingsError::new(
+                Field::MinTokens,
+                format!(
+                    "{} is more than the most tokens to generate ({}); lower it or raise max tokens",
+                    self.min_tokens, self.max_tokens
+                ),
+            ));
+        }
         Ok(Settings { format, params })
     }
 }
@@ -349,6 +349,195 @@ impl GenerateParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const VOCAB: usize = 100;
+
+    fn field(user: UserSettings) -> Field {
+        user.validate(Some(VOCAB)).unwrap_err().field
+    }
+
+    #[test]
+    fn the_defaults_validate_to_the_default_params() {
+        let s = UserSettings::default().validate(Some(VOCAB)).unwrap();
+        let d = GenerateParams::default();
+        assert_eq!(s.format, PromptFormat::Raw);
+        assert_eq!(
+            (s.params.max_tokens, s.params.min_tokens, &s.params.sampling),
+            (d.max_tokens, d.min_tokens, &d.sampling)
+        );
+        assert!(s.params.stops.is_empty());
+    }
+
+    #[test]
+    fn format_options_and_the_natural_stop_are_applied() {
+        let s = UserSettings {
+            format: "transcript".into(),
+            user_prefix: Some("Q:".into()),
+            natural_stop: true,
+            stops: vec!["###".into()],
+            ..UserSettings::default()
+        }
+        .validate(Some(VOCAB))
+        .unwrap();
+        assert_eq!(
+            s.format,
+            PromptFormat::Transcript {
+                user: "Q:".into(),
+                ai: "AI:".into()
+            }
+        );
+        assert_eq!(s.params.stops.stops(), ["###", "\nQ:"]);
+    }
+
+    #[test]
+    fn every_error_carries_its_typed_field() {
+        let d = UserSettings::default;
+        let with_sampling = |f: fn(&mut SamplingParams)| {
+            let mut u = d();
+            f(&mut u.sampling);
+            u
+        };
+        let cases = [
+            (
+                UserSettings {
+                    format: "xml".into(),
+                    ..d()
+                },
+                Field::Format,
+            ),
+            (
+                UserSettings {
+                    stops: vec!["a".into(), "".into()],
+                    ..d()
+                },
+                Field::Stop { index: 1 },
+            ),
+            (
+                UserSettings {
+                    natural_stop: true,
+                    ..d()
+                },
+                Field::NaturalStop,
+            ),
+            (
+                UserSettings {
+                    stop_token_ids: vec![1, 100],
+                    ..d()
+                },
+                Field::StopTokenIds { index: 1 },
+            ),
+            (
+                UserSettings {
+                    max_tokens: 0,
+                    min_tokens: 0,
+                    ..d()
+                },
+                Field::MaxTokens,
+            ),
+            (
+                UserSettings {
+                    min_tokens: 9,
+                    max_tokens: 8,
+                    ..d()
+                },
+                Field::MinTokens,
+            ),
+            (
+                UserSettings {
+                    repetition: Some(RepetitionStop { ngram: 0, count: 2 }),
+                    ..d()
+                },
+                Field::RepetitionNgram,
+            ),
+            (
+                UserSettings {
+                    repetition: Some(RepetitionStop { ngram: 3, count: 1 }),
+                    ..d()
+                },
+                Field::RepetitionCount,
+            ),
+            (with_sampling(|s| s.temperature = -1.0), Field::Temperature),
+            (with_sampling(|s| s.top_p = 0.0), Field::TopP),
+            (with_sampling(|s| s.min_p = 2.0), Field::MinP),
+            (
+                with_sampling(|s| s.repetition_penalty = 0.0),
+                Field::RepetitionPenalty,
+            ),
+            (
+                with_sampling(|s| s.frequency_penalty = f32::NAN),
+                Field::FrequencyPenalty,
+            ),
+            (
+                with_sampling(|s| s.presence_penalty = f32::INFINITY),
+                Field::PresencePenalty,
+            ),
+            (
+                with_sampling(|s| s.logit_bias = vec![(3, 1.0), (100, 1.0)]),
+                Field::LogitBias { id: 100 },
+            ),
+            (
+                with_sampling(|s| s.logit_bias = vec![(3, f32::NAN)]),
+                Field::LogitBias { id: 3 },
+            ),
+        ];
+        for (user, want) in cases {
+            assert_eq!(field(user), want);
+        }
+    }
+
+    /// The last-line check in `generate()` refuses what the one validation refuses, with the same field:
+    /// settings built by hand cannot slip past it.
+    #[test]
+    fn the_last_line_check_agrees_with_the_one_validation() {
+        let ok = UserSettings::default()
+            .validate(Some(VOCAB))
+            .unwrap()
+            .params;
+        let cases: [(GenerateParams, Field); 4] = [
+            (
+                GenerateParams {
+                    max_tokens: 0,
+                    ..ok.clone()
+                },
+                Field::MaxTokens,
+            ),
+            (
+                GenerateParams {
+                    stop_token_ids: vec![100],
+                    ..ok.clone()
+                },
+                Field::StopTokenIds { index: 0 },
+            ),
+            (
+                GenerateParams {
+                    repetition: Some(RepetitionStop { ngram: 2, count: 0 }),
+                    ..ok.clone()
+                },
+                Field::RepetitionCount,
+            ),
+            (
+                GenerateParams {
+                    sampling: SamplingParams {
+                        top_k: 0,
+                        top_p: 1.5,
+                        ..SamplingParams::default()
+                    },
+                    ..ok.clone()
+                },
+                Field::TopP,
+            ),
+        ];
+        for (params, want) in cases {
+            assert_eq!(params.validate(VOCAB).unwrap_err().field, want);
+        }
+        // Without a vocabulary, ids wait for generate(); with one, they are checked.
+        let ids = UserSettings {
+            stop_token_ids: vec![100],
+            ..UserSettings::default()
+        };
+        assert!(ids.validate(None).is_ok());
+        assert_eq!(field(ids), Field::StopTokenIds { index: 0 });
+    }
 
     #[test]
     fn repetition_stop_fires_on_the_counted_occurrence() {
