@@ -9,6 +9,15 @@
 //!
 //! A fetched file is written to a temporary file beside its final place, its sha256 checked, and only then
 //! renamed into place: a partial or corrupt download never becomes the cached file.
+//!
+//! A cached file is checked on every use, cheaply: beside it a stamp (`FILE.stamp`, JSON) records the
+//! size, the modification time and the sha256 it had when it was verified. When the file's size and
+//! mtime still match the stamp, it is used as is; otherwise (or when the stamp is missing or unreadable)
+//! it is hashed again. A file whose size is wrong is fetched again (an interrupted copy); a file of the
+//! right size whose sha256 differs from the manifest's is refused, naming the file and the fix
+//! (`stoplab fetch --force NAME`, or delete it): it was changed in place, and a silent download of 98 MB
+//! would hide that. A change that keeps both size and mtime is not noticed; that is the price of not
+//! hashing the file on every run.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -120,7 +129,10 @@ pub fn resolve(spec: Option<&str>, progress: Progress) -> Result<PathBuf, Error>
     if path.exists() {
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if size == entry.size {
-            return Ok(path);
+            return match check_cached(entry, &path, progress)? {
+                true => Ok(path),
+                false => Err(corrupted(entry, &path)),
+            };
         }
         if progress == Progress::Show {
             eprintln!(
@@ -147,7 +159,7 @@ pub fn cached_path(entry: &ModelEntry) -> PathBuf {
 /// Fetches a manifest model into the cache (again if `force`), trying its sources in order.
 pub fn fetch(entry: &ModelEntry, force: bool, progress: Progress) -> Result<PathBuf, Error> {
     let dest = cached_path(entry);
-    if !force && dest.exists() && sha256_file(&dest, progress)? == entry.sha256 {
+    if !force && dest.exists() && check_cached(entry, &dest, progress)? {
         return Ok(dest);
     }
     let dir = dest.parent().expect("cache path has a parent");
@@ -300,7 +312,91 @@ fn copy_verified(
     }
     tmp.persist(dest)
         .map_err(|e| Error::Fetch(format!("cannot store {}: {e}", dest.display())))?;
+    write_stamp(dest, &got);
     Ok(())
+}
+
+/// What a cached file was when it was last verified: its size, its modification time and its sha256.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Stamp {
+    size: u64,
+    /// Seconds and nanoseconds since the Unix epoch.
+    mtime: (u64, u32),
+    sha256: String,
+}
+
+impl Stamp {
+    /// The stamp a file would have now, with this digest (None: its metadata cannot be read, or its mtime is
+    /// before 1970).
+    fn of(path: &Path, sha256: &str) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        let mtime = meta
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        Some(Self {
+            size: meta.len(),
+            mtime: (mtime.as_secs(), mtime.subsec_nanos()),
+            sha256: sha256.into(),
+        })
+    }
+}
+
+/// Where the stamp of a cached file lives.
+fn stamp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".stamp");
+    path.with_file_name(name)
+}
+
+/// Records that `path` has this sha256 now. Best effort: without a stamp (a read-only cache) the file is
+/// hashed on each use instead. Written beside it and renamed, so a reader never sees half a stamp.
+fn write_stamp(path: &Path, sha256: &str) {
+    let Some(stamp) = Stamp::of(path, sha256) else {
+        return;
+    };
+    let Some(dir) = path.parent() else { return };
+    let text = serde_json::to_string(&stamp).expect("a stamp serialises");
+    if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir)
+        && tmp.write_all(text.as_bytes()).is_ok()
+    {
+        let _ = tmp.persist(stamp_path(path));
+    }
+}
+
+/// Whether the cached file at `path` is the manifest's: by its stamp when size and mtime still match it,
+/// else by hashing it again (and stamping it when it verifies). Any stamp that cannot be read or parsed
+/// counts as none.
+fn check_cached(entry: &ModelEntry, path: &Path, progress: Progress) -> Result<bool, Error> {
+    let stamp: Option<Stamp> = std::fs::read(stamp_path(path))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(stamp) = stamp
+        && stamp.sha256 == entry.sha256
+        && stamp.size == entry.size
+        && Stamp::of(path, &entry.sha256).as_ref() == Some(&stamp)
+    {
+        return Ok(true);
+    }
+    let got = sha256_file(path, progress)?;
+    if got != entry.sha256 {
+        return Ok(false);
+    }
+    write_stamp(path, &got);
+    Ok(true)
+}
+
+/// The refusal of a cached file of the right size whose bytes are not the manifest's.
+fn corrupted(entry: &ModelEntry, path: &Path) -> Error {
+    Error::Model {
+        path: path.to_path_buf(),
+        message: format!(
+            "the cached {} is corrupted: it has the right size but not the sha256 {} of the manifest (it was \
+             changed after it was verified); fetch it again with `stoplab fetch --force {}`, or delete the file",
+            entry.name, entry.sha256, entry.name
+        ),
+    }
 }
 
 /// `OWNER/REPO/PATH/IN/REPO.gguf` through the hub cache, then the hub.
@@ -393,6 +489,83 @@ mod tests {
         let d = m.default_model();
         assert_eq!(d.sha256.len(), 64);
         assert!(!d.sources.is_empty());
+    }
+
+    fn small_entry(content: &[u8]) -> ModelEntry {
+        ModelEntry {
+            name: "small".into(),
+            description: String::new(),
+            file: "small.gguf".into(),
+            size: content.len() as u64,
+            sha256: hex(&Sha256::digest(content)),
+            sources: vec![],
+        }
+    }
+
+    /// Moves a file's mtime far from now, as a later write would, whatever the file system's resolution.
+    fn touch_back(path: &Path) {
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_verified_copy_is_stamped_and_a_change_in_place_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = small_entry(b"hello");
+        let dest = dir.path().join("small.gguf");
+        copy_verified(&mut &b"hello"[..], &entry, &dest, Progress::Hide).unwrap();
+        let stamp: Stamp =
+            serde_json::from_slice(&std::fs::read(stamp_path(&dest)).unwrap()).unwrap();
+        assert_eq!(
+            (stamp.size, stamp.sha256.as_str()),
+            (5, entry.sha256.as_str())
+        );
+        assert!(check_cached(&entry, &dest, Progress::Hide).unwrap());
+
+        // Same size, other bytes, a new mtime: hashed again and refused.
+        std::fs::write(&dest, b"jello").unwrap();
+        touch_back(&dest);
+        assert!(!check_cached(&entry, &dest, Progress::Hide).unwrap());
+        let err = corrupted(&entry, &dest).to_string();
+        assert!(
+            err.contains(dest.to_str().unwrap()) && err.contains("stoplab fetch --force small"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_broken_stamp_means_hash_again_never_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = small_entry(b"hello");
+        let dest = dir.path().join("small.gguf");
+        std::fs::write(&dest, b"hello").unwrap();
+        for stamp in [
+            None,
+            Some(&b""[..]),
+            Some(b"{not json"),
+            Some(b"{\"size\": -1, \"mtime\": [0, 0], \"sha256\": 7}"),
+            Some(&[0xff, 0xfe, 0x00][..]),
+        ] {
+            match stamp {
+                None => {
+                    let _ = std::fs::remove_file(stamp_path(&dest));
+                }
+                Some(bytes) => std::fs::write(stamp_path(&dest), bytes).unwrap(),
+            }
+            assert!(
+                check_cached(&entry, &dest, Progress::Hide).unwrap(),
+                "{stamp:?}"
+            );
+            // The file verified, so it is stamped again, correctly.
+            let again: Stamp =
+                serde_json::from_slice(&std::fs::read(stamp_path(&dest)).unwrap()).unwrap();
+            assert_eq!(again, Stamp::of(&dest, &entry.sha256).unwrap());
+        }
+        // A stamp that vouches for other bytes does not make a corrupted file pass: its mtime is not the file's.
+        std::fs::write(&dest, b"jello").unwrap();
+        touch_back(&dest);
+        assert!(!check_cached(&entry, &dest, Progress::Hide).unwrap());
     }
 
     #[test]

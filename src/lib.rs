@@ -63,6 +63,9 @@ pub enum Error {
     Fetch(String),
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// A generation setting, with its typed field (each front end names it the way its user wrote it).
+    #[error("{0}")]
+    Settings(#[from] pipeline::settings::SettingsError),
     #[error(
         "prompt: {prompt} tokens do not fit the context of {context} tokens (at least one must be left to generate); \
          shorten the prompt"
@@ -88,6 +91,7 @@ impl Error {
         matches!(
             self,
             Self::Invalid { .. }
+                | Self::Settings(_)
                 | Self::PromptTooLong { .. }
                 | Self::UnknownToken { .. }
                 | Self::Stop(_)

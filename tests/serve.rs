@@ -274,7 +274,7 @@ fn the_error_table() {
             "empty stop in a list",
             with("stop", json!(["a", ""])),
             400,
-            Some("stop"),
+            Some("stop[1]"),
         ),
         (
             "stop of the wrong type",
@@ -319,21 +319,33 @@ fn the_error_table() {
             "logit_bias id outside the vocabulary",
             with("logit_bias", json!({"99999999": 1})),
             400,
-            Some("logit_bias"),
+            Some("logit_bias.99999999"),
         ),
         (
             "logit_bias key not an id",
             with("logit_bias", json!({"abc": 1})),
             400,
-            Some("logit_bias"),
+            Some("logit_bias.abc"),
         ),
         (
             "logit_bias beyond 100",
             with("logit_bias", json!({"5": 101})),
             400,
-            Some("logit_bias"),
+            Some("logit_bias.5"),
         ),
         ("n above 1", with("n", json!(2)), 400, Some("n")),
+        (
+            "repetition_stop count 1",
+            with("repetition_stop", json!({"ngram": 2, "count": 1})),
+            400,
+            Some("repetition_stop.count"),
+        ),
+        (
+            "a stop over 1024 bytes in a list",
+            with("stop", json!(["a", "x".repeat(1025)])),
+            400,
+            Some("stop[1]"),
+        ),
         ("top_p 0", with("top_p", json!(0)), 400, Some("top_p")),
         (
             "negative temperature",
@@ -355,9 +367,9 @@ fn the_error_table() {
         ),
         (
             "stop_token_ids outside",
-            with("stop_token_ids", json!([99999999])),
+            with("stop_token_ids", json!([4, 99999999])),
             400,
-            Some("stop_token_ids"),
+            Some("stop_token_ids[1]"),
         ),
         (
             "min_tokens above max",
@@ -488,7 +500,7 @@ fn a_bad_streamed_request_gets_its_status_not_a_200() {
         json!({"prompt": "AI:", "replay": "x", "stop_token_ids": [99999999], "stream": true});
     let r = post(&h, "/v1/completions", &body);
     assert_eq!(r.status, 400);
-    assert_eq!(r.body["error"]["param"], "stop_token_ids");
+    assert_eq!(r.body["error"]["param"], "stop_token_ids[0]");
     h.shutdown().unwrap();
 }
 

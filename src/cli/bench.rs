@@ -15,6 +15,35 @@ use stoplab::{Engine, EngineOptions, GenerateParams, TokenEvent};
 
 use super::{Failure, unescape};
 
+/// The human-readable tables: on stdout, or on stderr when stdout carries the JSON document (`--json`).
+/// A reader that has gone (`| head`) is no error, and the measurements still reach `--json-out` and `--plot`.
+macro_rules! out {
+    ($json:expr, $($arg:tt)*) => {{
+        use std::io::Write as _;
+        let written = if $json {
+            write!(std::io::stderr(), $($arg)*)
+        } else {
+            write!(std::io::stdout(), $($arg)*)
+        };
+        match written {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(stoplab::Error::Output(e).into());
+            }
+            _ => {}
+        }
+    }};
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($json:expr) => {
+        out!($json, "\n")
+    };
+    ($json:expr, $($arg:tt)*) => {
+        out!($json, "{}\n", format_args!($($arg)*))
+    };
+}
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Stop matching per token: stoplab's matcher against the peers' strategies (full rescan as in
@@ -50,9 +79,12 @@ pub struct StopsArgs {
     /// rescan grows with stops × length²).
     #[arg(long, default_value_t = 500)]
     max_pass_ms: u64,
-    /// Write every measurement as JSON to FILE.
+    /// Print every measurement as one JSON document on stdout (the tables go to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Write every measurement as JSON to FILE (the tables still print).
     #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    json_out: Option<PathBuf>,
     /// Write an SVG chart of ns/token against the number of stops, one line per strategy.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
@@ -75,9 +107,12 @@ pub struct OverheadArgs {
         default_value = "Write a long story about a lighthouse keeper and the sea."
     )]
     prompt: String,
-    /// Write the measurements as JSON to FILE.
+    /// Print the measurements as one JSON document on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Write the measurements as JSON to FILE (the table still prints).
     #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    json_out: Option<PathBuf>,
     /// A GGUF file or model name (default: the default model).
     #[arg(long, short, env = "STOPLAB_MODEL")]
     model: Option<String>,
@@ -253,51 +288,57 @@ fn stops(args: StopsArgs) -> Result<(), Failure> {
     }
 
     let fmt = |v: Option<f64>| v.map_or("skipped".to_string(), |v| format!("{v:.0}"));
-    println!(
+    outln!(
+        args.json,
         "ns per token, {}-token generations ({bpt:.2} bytes/token), stops that never match",
         args.tokens
     );
-    print!("{:<14}{:<36}", "strategy", "as in");
+    out!(args.json, "{:<14}{:<36}", "strategy", "as in");
     for n in &stop_counts {
-        print!("{n:>10}");
+        out!(args.json, "{n:>10}");
     }
-    println!();
+    outln!(args.json);
     for strategy in Strategy::ALL {
-        print!("{:<14}{:<36}", strategy.name(), strategy.peer());
+        out!(args.json, "{:<14}{:<36}", strategy.name(), strategy.peer());
         for c in by_stops.iter().filter(|c| c.strategy == strategy) {
-            print!("{:>10}", fmt(c.ns_per_token));
+            out!(args.json, "{:>10}", fmt(c.ns_per_token));
         }
-        println!();
+        outln!(args.json);
     }
-    print!("{:<50}", "token-tables set-up over the vocabulary (ms)");
+    out!(
+        args.json,
+        "{:<50}",
+        "token-tables set-up over the vocabulary (ms)"
+    );
     for c in by_stops
         .iter()
         .filter(|c| c.strategy == Strategy::TokenTables)
     {
-        print!("{:>10.0}", c.setup_ms);
+        out!(args.json, "{:>10.0}", c.setup_ms);
     }
-    println!("\n");
+    outln!(args.json, "\n");
 
-    println!(
+    outln!(
+        args.json,
         "ns per token with {} stops, by generation length",
         args.length_stops
     );
-    print!("{:<14}", "strategy");
+    out!(args.json, "{:<14}", "strategy");
     for n in &args.lengths {
-        print!("{:>10}", format!("{n} tok"));
+        out!(args.json, "{:>10}", format!("{n} tok"));
     }
-    println!();
+    outln!(args.json);
     for strategy in Strategy::ALL {
-        print!("{:<14}", strategy.name());
+        out!(args.json, "{:<14}", strategy.name());
         for &n in &args.lengths {
             let c = by_length
                 .iter()
                 .find(|c| c.strategy == strategy && c.tokens == n);
-            print!("{:>10}", fmt(c.and_then(|c| c.ns_per_token)));
+            out!(args.json, "{:>10}", fmt(c.and_then(|c| c.ns_per_token)));
         }
-        println!();
+        outln!(args.json);
     }
-    println!();
+    outln!(args.json);
 
     let ns = |cells: &[Cell], s: Strategy, stops: usize, tokens: usize| {
         cells
@@ -330,7 +371,10 @@ fn stops(args: StopsArgs) -> Result<(), Failure> {
             }
         }
     }
-    println!("stoplab's speed-up (peer ns/token ÷ stoplab ns/token):");
+    outln!(
+        args.json,
+        "stoplab's speed-up (peer ns/token ÷ stoplab ns/token):"
+    );
     for peer in [
         Strategy::TailSearch,
         Strategy::TokenTables,
@@ -345,11 +389,11 @@ fn stops(args: StopsArgs) -> Result<(), Failure> {
                 format!("{}s×{}t {x:.digits$}x", r["stops"], r["tokens"])
             })
             .collect();
-        println!("  vs {:<13} {}", peer.name(), line.join(", "));
+        outln!(args.json, "  vs {:<13} {}", peer.name(), line.join(", "));
     }
     eprintln!("[{:.1} s]", started.elapsed().as_secs_f64());
 
-    if let Some(path) = &args.json {
+    if args.json || args.json_out.is_some() {
         let doc = json!({
             "benchmark": "stop matching per token",
             "stream": {
@@ -363,10 +407,7 @@ fn stops(args: StopsArgs) -> Result<(), Failure> {
             "by_length": by_length.iter().map(Cell::to_json).collect::<Vec<_>>(),
             "speedups": ratios,
         });
-        write(
-            path,
-            &serde_json::to_string_pretty(&doc).expect("JSON values serialise"),
-        )?;
+        emit_json(&doc, args.json, args.json_out.as_deref())?;
     }
     if let Some(path) = &args.plot {
         let series: Vec<Series> = Strategy::ALL
@@ -392,6 +433,19 @@ fn stops(args: StopsArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `--json`: the document on stdout; `--json-out FILE`: the document in FILE. Either, both or neither.
+fn emit_json(doc: &serde_json::Value, stdout: bool, file: Option<&Path>) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(doc).expect("JSON values serialise");
+    if stdout {
+        // A reader that has gone is no error, and the file below is still written.
+        super::stdout_line(format_args!("{text}"))?;
+    }
+    if let Some(path) = file {
+        write(path, &text)?;
+    }
+    Ok(())
+}
+
 fn write(path: &Path, text: &str) -> Result<(), Failure> {
     std::fs::write(path, text).map_err(|e| Failure {
         usage: false,
@@ -408,7 +462,7 @@ fn overhead(args: OverheadArgs) -> Result<(), Failure> {
         progress: true,
         ..Default::default()
     })?;
-    let format = PromptFormat::named("chat").expect("chat is a known format");
+    let format = PromptFormat::Chat;
     let (_, prompt) = engine.prompt(&format, &[Message::new("user", &unescape(&args.prompt))])?;
     let params = |stops: StopSet, max_tokens: usize| GenerateParams {
         stops,
@@ -428,13 +482,21 @@ fn overhead(args: OverheadArgs) -> Result<(), Failure> {
 
     // Greedy decoding writes the same text every time, so stops drawn to miss the first run's text miss it
     // in every run; the first run has no stops and is the baseline row.
-    println!(
+    outln!(
+        args.json,
         "{} tokens generated (greedy, chat format, end tokens ignored), stops that never match",
         args.tokens
     );
-    println!(
+    outln!(
+        args.json,
         "{:>6}{:>14}{:>12}{:>16}{:>12}{:>12}{:>12}",
-        "stops", "decode tok/s", "ms/token", "matcher ns/tok", "(median)", "(hot loop)", "share"
+        "stops",
+        "decode tok/s",
+        "ms/token",
+        "matcher ns/tok",
+        "(median)",
+        "(hot loop)",
+        "share"
     );
     let (first, first_times) =
         timed_generation(&mut engine, &prompt, &params(none(), args.tokens))?;
@@ -477,7 +539,8 @@ fn overhead(args: OverheadArgs) -> Result<(), Failure> {
         let mut strategy = Strategy::Stoplab.build(&set, &[] as &[&[u8]]);
         let hot = measure(strategy.as_mut(), &stream, Duration::from_millis(100), 5);
         let share = in_loop_ns / (ms_per_token * 1e6);
-        println!(
+        outln!(
+            args.json,
             "{n:>6}{:>14.1}{:>12.2}{:>16.0}{:>12.0}{:>12.0}{:>11.5}%",
             t.decode_tokens_per_s,
             ms_per_token,
@@ -496,12 +559,13 @@ fn overhead(args: OverheadArgs) -> Result<(), Failure> {
             "matcher_share": share,
         }));
     }
-    println!(
+    outln!(
+        args.json,
         "matcher ns/tok: a second scanner on the same stops, timed with Instant around each feed inside the \
          generation, mean (with the clock reads and any preemption) and median; (hot loop): the same tokens \
          replayed offline; share: in-loop mean ÷ decode time per token"
     );
-    if let Some(path) = &args.json {
+    if args.json || args.json_out.is_some() {
         let doc = json!({
             "benchmark": "stop matcher overhead in real decoding",
             "model": engine.path.display().to_string(),
@@ -509,10 +573,7 @@ fn overhead(args: OverheadArgs) -> Result<(), Failure> {
             "prompt": args.prompt,
             "runs": rows,
         });
-        write(
-            path,
-            &serde_json::to_string_pretty(&doc).expect("JSON values serialise"),
-        )?;
+        emit_json(&doc, args.json, args.json_out.as_deref())?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use stoplab::experiment::{self, RunOptions, Scenario};
+use stoplab::pipeline::settings::UserSettings;
 use stoplab::{Engine, RepetitionStop};
 
 use super::Failure;
@@ -74,25 +75,24 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         }
         scenarios.retain(|s| args.only.contains(&s.name));
     }
-    let repetition = match args.repeat_stop {
-        None => None,
-        Some(n) if n == 0 || args.repeat_stop_count < 2 => {
-            return Err(Failure::usage(
-                "--repeat-stop: N must be at least 1 and --repeat-stop-count at least 2",
-            ));
-        }
-        Some(ngram) => Some(RepetitionStop {
-            ngram,
-            count: args.repeat_stop_count,
-        }),
-    };
+    // The override is checked by the one validation, so its errors name these flags.
+    let repetition = args.repeat_stop.map(|ngram| RepetitionStop {
+        ngram,
+        count: args.repeat_stop_count,
+    });
+    UserSettings {
+        repetition,
+        ..UserSettings::default()
+    }
+    .validate(None)
+    .map_err(Failure::from_settings)?;
     let opts = RunOptions {
         quick: args.quick,
         repetition,
     };
     if args.list {
         for s in &scenarios {
-            println!(
+            say!(
                 "{:<40} {:>2} runs  {}  ({})",
                 s.name,
                 s.run_count(&opts),
@@ -104,6 +104,9 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     }
 
     let mut engine = Engine::load(&args.model.options(false))?;
+    for s in &scenarios {
+        s.check(engine.vocab.len()).map_err(bad_scenario)?;
+    }
     let total: usize = scenarios.iter().map(|s| s.run_count(&opts)).sum();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
@@ -122,20 +125,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     let wall_s = start.elapsed().as_secs_f64();
     let json = experiment::to_json(&reports, &opts, wall_s);
 
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json).expect("JSON values serialise")
-        );
-    } else {
-        print!("{}", experiment::table(&reports));
-        println!(
-            "{} runs of {} scenarios in {wall_s:.1} s{}; wasted = tokens generated after the answer was complete",
-            total,
-            reports.len(),
-            if opts.quick { " (quick)" } else { "" }
-        );
-    }
+    // The report first: a reader that stops reading stdout early must not cost the files.
     if let Some(dir) = &args.report {
         let threads = std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "all cores".into());
         let header = format!(
@@ -151,8 +141,22 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
                 message: format!("--report {}: {e}", dir.display()),
             }
         })?;
-        if !args.json {
-            println!("report written to {}", dir.join("report.md").display());
+    }
+    if args.json {
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&json).expect("JSON values serialise")
+        );
+    } else {
+        say!("{}", experiment::table(&reports).trim_end_matches('\n'));
+        say!(
+            "{} runs of {} scenarios in {wall_s:.1} s{}; wasted = tokens generated after the answer was complete",
+            total,
+            reports.len(),
+            if opts.quick { " (quick)" } else { "" }
+        );
+        if let Some(dir) = &args.report {
+            say!("report written to {}", dir.join("report.md").display());
         }
     }
     Ok(())

@@ -19,7 +19,7 @@ pub fn run(name: Option<String>, force: bool, list: bool) -> Result<(), Failure>
             } else {
                 "not fetched"
             };
-            println!(
+            say!(
                 "{}{mark}\n  {}\n  {} bytes, sha256 {}\n  {state}: {}",
                 m.name,
                 m.description,
@@ -41,6 +41,6 @@ pub fn run(name: Option<String>, force: bool, list: bool) -> Result<(), Failure>
     };
     let path = fetch::fetch(entry, force, Progress::Show)?;
     eprintln!("stoplab: {} is ready (sha256 verified)", entry.name);
-    println!("{}", path.display());
+    say!("{}", path.display());
     Ok(())
 }

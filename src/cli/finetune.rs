@@ -12,8 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use stoplab::fetch::{self, Progress};
 use stoplab::finetune::eval::{self, Report};
 use stoplab::finetune::{LoraConfig, RenderOptions, TrainOptions, Trainer};
-use stoplab::generate::GenerateParams;
-use stoplab::stop::StopSet;
+use stoplab::pipeline::settings::{Field, UserSettings};
 use stoplab::{Engine, EngineOptions};
 
 use super::{Failure, unescape};
@@ -258,12 +257,20 @@ fn evaluate(args: &FinetuneArgs) -> Result<(), Failure> {
             adapter,
             progress: true,
         })?;
-        let params = GenerateParams {
-            stops: StopSet::new(stops.clone())
-                .map_err(|e| Failure::usage(format!("--compare: {e}")))?,
+        let params = UserSettings {
+            stops: stops.clone(),
             max_tokens: args.max_tokens,
-            ..Default::default()
-        };
+            ..UserSettings::default()
+        }
+        .validate(None)
+        .map_err(|e| match e.field {
+            // The stops come from the --compare spec, not from a --stop flag.
+            Field::Stop { .. } | Field::Stops => {
+                Failure::usage(format!("--compare {spec:?}: the stop {}", e.message))
+            }
+            _ => Failure::from_settings(e),
+        })?
+        .params;
         let bar = ProgressBar::new(items.len() as u64);
         bar.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} prompts {elapsed} {msg}")
@@ -282,12 +289,15 @@ fn evaluate(args: &FinetuneArgs) -> Result<(), Failure> {
         reports.push(Report::new(&label, stops, results));
     }
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&reports).expect("reports serialise")
         );
     } else {
-        print!("{}", eval::table(&reports, &args.marker));
+        say!(
+            "{}",
+            eval::table(&reports, &args.marker).trim_end_matches('\n')
+        );
     }
     Ok(())
 }

@@ -1,5 +1,15 @@
 //! The command line: one file per subcommand; this one holds what they share.
 
+/// `println!` for a command's output, without its panic: a reader that has gone (`| head`, a closed pipe)
+/// ends the command quietly and successfully; any other write error (a full disk) fails it.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if !$crate::cli::stdout_line(format_args!($($arg)*))? {
+            return Ok(());
+        }
+    };
+}
+
 pub mod bench;
 pub mod bench_decode;
 pub mod experiment;
@@ -17,8 +27,8 @@ use clap::{Args, Parser, Subcommand};
 
 use stoplab::Error;
 use stoplab::format::{Message, PromptFormat, parse_messages};
+use stoplab::pipeline::settings::{Field, SettingsError, UserSettings};
 use stoplab::sampling::SamplingParams;
-use stoplab::stop::StopSet;
 use stoplab::{Engine, EngineOptions, GenerateParams, RepetitionStop};
 const ABOUT: &str = "Run a small chat model locally and watch what makes it stop.
 
@@ -55,6 +65,7 @@ pub enum Command {
     #[command(after_help = EXAMPLES)]
     Complete {
         /// The prompt. Backslash escapes (\n, \t) are interpreted. Special tokens such as <|im_end|> are parsed.
+        #[arg(allow_hyphen_values = true, value_parser = text)]
         prompt: String,
         #[command(flatten)]
         opts: GenArgs,
@@ -63,9 +74,10 @@ pub enum Command {
     #[command(after_help = EXAMPLES)]
     Chat {
         /// The user's message (appended after --messages, if given).
+        #[arg(allow_hyphen_values = true, value_parser = text)]
         message: Option<String>,
         /// A system message.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true, value_parser = text)]
         system: Option<String>,
         /// Earlier turns from a JSON file: [{"role": "user", "content": "..."}, ...] or {"messages": [...]}.
         #[arg(long, value_name = "FILE")]
@@ -78,12 +90,13 @@ pub enum Command {
     #[command(after_help = trace::EXAMPLES)]
     Trace {
         /// The prompt (or, with --chat, the user's message). Escapes are interpreted; special tokens are parsed.
+        #[arg(allow_hyphen_values = true, value_parser = text)]
         prompt: Option<String>,
         /// Take the inputs of `chat`: PROMPT is the user's message, format `chat` by default.
         #[arg(long)]
         chat: bool,
         /// With --chat: a system message.
-        #[arg(long, requires = "chat")]
+        #[arg(long, requires = "chat", allow_hyphen_values = true, value_parser = text)]
         system: Option<String>,
         /// With --chat: earlier turns from a JSON file, as for `chat --messages`.
         #[arg(long, value_name = "FILE", requires = "chat")]
@@ -167,22 +180,31 @@ pub struct GenArgs {
     /// chat (the model's chat template).
     #[arg(long, short, value_parser = PromptFormat::NAMES, help_heading = "Prompt")]
     format: Option<String>,
-    /// Transcript prefix of the user's turns.
-    #[arg(long, default_value = "user:", help_heading = "Prompt")]
-    user_prefix: String,
-    /// Transcript prefix of the AI's turns.
-    #[arg(long, default_value = "AI:", help_heading = "Prompt")]
-    ai_prefix: String,
-    /// Separator line of the separator format.
-    #[arg(long, default_value = "- - -", help_heading = "Prompt")]
-    separator: String,
+    /// Transcript prefix of the user's turns [default: "user:"].
+    #[arg(long, allow_hyphen_values = true, value_parser = text, help_heading = "Prompt")]
+    user_prefix: Option<String>,
+    /// Transcript prefix of the AI's turns [default: "AI:"].
+    #[arg(long, allow_hyphen_values = true, value_parser = text, help_heading = "Prompt")]
+    ai_prefix: Option<String>,
+    /// Separator line of the separator format [default: "- - -"] (a value that begins with a hyphen is taken
+    /// as written).
+    #[arg(long, allow_hyphen_values = true, value_parser = text, help_heading = "Prompt")]
+    separator: Option<String>,
     /// Also stop on the format's natural stop ("\nuser:" for transcript, "\n- - -" for separator).
     #[arg(long, help_heading = "Stopping")]
     natural_stop: bool,
 
     /// Stop when the output contains this string (repeatable; escapes like \n are interpreted). The earliest
-    /// match wins. The stop string is cut from the output unless --include-stop.
-    #[arg(long, short, value_name = "S", help_heading = "Stopping")]
+    /// match wins. The stop string is cut from the output unless --include-stop. A value that begins with a
+    /// hyphen (`--stop "- - -"`) is taken as written.
+    #[arg(
+        long,
+        short,
+        value_name = "S",
+        allow_hyphen_values = true,
+        value_parser = text,
+        help_heading = "Stopping"
+    )]
     stop: Vec<String>,
     /// Stop when this token id is generated (repeatable).
     #[arg(long, value_name = "ID", help_heading = "Stopping")]
@@ -279,6 +301,8 @@ pub struct GenArgs {
         long,
         value_name = "TEXT",
         help_heading = "Replay",
+        allow_hyphen_values = true,
+        value_parser = text,
         conflicts_with = "replay_ids"
     )]
     replay: Option<String>,
@@ -297,56 +321,26 @@ pub struct GenArgs {
 }
 
 impl GenArgs {
-    /// The prompt format and generation settings these flags ask for (`default_format` when --format is absent).
-    pub fn params(&self, default_format: &str) -> Result<(PromptFormat, GenerateParams), Failure> {
+    /// The settings these flags ask for, unchecked (`default_format` when --format is absent).
+    pub fn user_settings(&self, default_format: &str) -> UserSettings {
         let opts = self;
-        let format = match opts.format.as_deref().unwrap_or(default_format) {
-            "transcript" => PromptFormat::Transcript {
-                user: unescape(&opts.user_prefix),
-                ai: unescape(&opts.ai_prefix),
-            },
-            "separator" => PromptFormat::Separator {
-                separator: unescape(&opts.separator),
-            },
-            other => PromptFormat::named(other)
-                .ok_or_else(|| Failure::usage(format!("--format: unknown format {other:?}")))?,
-        };
-        let mut stops: Vec<String> = opts.stop.iter().map(|s| unescape(s)).collect();
-        if let Some(i) = stops.iter().position(String::is_empty) {
-            return Err(Failure::usage(format!(
-                "--stop: stop string #{} is empty; an empty stop would match at once",
-                i + 1
-            )));
-        }
-        let natural = format.natural_stop();
-        if opts.natural_stop {
-            match &natural {
-                Some(s) if !stops.contains(s) => stops.push(s.clone()),
-                Some(_) => {}
-                None => {
-                    return Err(Failure::usage(
-                        "--natural-stop: this format has no natural stop string",
-                    ));
-                }
-            }
-        }
-        if opts.max_tokens == 0 {
-            return Err(Failure::usage("--max-tokens: must be at least 1"));
-        }
-        let repetition = match opts.repeat_stop {
-            None => None,
-            Some(0) => return Err(Failure::usage("--repeat-stop: N must be at least 1")),
-            Some(_) if opts.repeat_stop_count < 2 => {
-                return Err(Failure::usage(
-                    "--repeat-stop-count: must be at least 2 (the span and one repeat)",
-                ));
-            }
-            Some(ngram) => Some(RepetitionStop {
+        UserSettings {
+            format: opts.format.as_deref().unwrap_or(default_format).into(),
+            // Absent: the format's own default (PromptFormat::from_name).
+            user_prefix: opts.user_prefix.as_deref().map(unescape),
+            ai_prefix: opts.ai_prefix.as_deref().map(unescape),
+            separator: opts.separator.as_deref().map(unescape),
+            natural_stop: opts.natural_stop,
+            stops: opts.stop.iter().map(|s| unescape(s)).collect(),
+            stop_token_ids: opts.stop_token_id.clone(),
+            include_stop: opts.include_stop,
+            ignore_eos: opts.ignore_eos,
+            min_tokens: opts.min_tokens,
+            max_tokens: opts.max_tokens,
+            repetition: opts.repeat_stop.map(|ngram| RepetitionStop {
                 ngram,
                 count: opts.repeat_stop_count,
             }),
-        };
-        let params = GenerateParams {
             sampling: SamplingParams {
                 temperature: opts.temperature,
                 top_k: opts.top_k,
@@ -358,15 +352,17 @@ impl GenArgs {
                 logit_bias: opts.logit_bias.clone(),
                 seed: opts.seed,
             },
-            stops: StopSet::new(stops).map_err(|e| Failure::usage(format!("--stop: {e}")))?,
-            stop_token_ids: opts.stop_token_id.clone(),
-            include_stop: opts.include_stop,
-            ignore_eos: opts.ignore_eos,
-            min_tokens: opts.min_tokens,
-            max_tokens: opts.max_tokens,
-            repetition,
-        };
-        Ok((format, params))
+        }
+    }
+
+    /// The prompt format and generation settings these flags ask for, checked (token ids are checked
+    /// against the vocabulary by `generate()`; its errors name the same flags).
+    pub fn params(&self, default_format: &str) -> Result<(PromptFormat, GenerateParams), Failure> {
+        let settings = self
+            .user_settings(default_format)
+            .validate(None)
+            .map_err(Failure::from_settings)?;
+        Ok((settings.format, settings.params))
     }
 
     /// Whether the model is replayed rather than run.
@@ -387,7 +383,12 @@ impl GenArgs {
     pub fn replay_script(&self, engine: &Engine) -> Result<Option<Vec<u32>>, Failure> {
         Ok(match (&self.replay, &self.replay_ids) {
             (Some(text), _) => Some(engine.vocab.encode(&unescape(text), true)?),
-            (None, Some(ids)) => Some(ids.clone()),
+            (None, Some(ids)) => {
+                for &id in ids {
+                    engine.vocab.check_id(id, "--replay-ids")?;
+                }
+                Some(ids.clone())
+            }
             (None, None) => None,
         })
     }
@@ -411,7 +412,39 @@ pub fn parse_bias(s: &str) -> Result<(u32, f32), String> {
     Ok((id, bias))
 }
 
-/// Interprets the escapes a shell makes hard to type: \n, \t, \r, \\ (anything else is kept as written).
+/// A text value (a prompt, a stop, a separator, a replay): one that begins with a hyphen is taken as written
+/// (`--stop "- - -"`, `--replay "- item"`, the prompt `"- - -"`), unless it looks like a flag (`--json`,
+/// `-n`: a hyphen or two, then a word): that is refused, so a flag left without its value, or a mistyped
+/// flag, is never taken as text. `\-` writes a leading hyphen that would look like a flag (`\-x`).
+fn text(s: &str) -> Result<String, String> {
+    let word = s.strip_prefix("--").or_else(|| s.strip_prefix('-'));
+    if let Some(word) = word
+        && word.starts_with(|c: char| c.is_ascii_alphabetic())
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "{s:?} looks like a flag, not a value; give the value after the flag that takes it \
+             (write \\{s} for this text itself)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// Writes one line of a command's output to stdout: `Ok(false)` when the reader has gone (a closed pipe: a
+/// normal end), an error for any other write error.
+pub fn stdout_line(line: std::fmt::Arguments<'_>) -> Result<bool, Failure> {
+    use std::io::Write as _;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Error::Output(e).into()),
+    }
+}
+
+/// Interprets the escapes a shell makes hard to type: \n, \t, \r, \\, and \- for a hyphen (anything else
+/// is kept as written).
 pub fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
@@ -425,6 +458,7 @@ pub fn unescape(s: &str) -> String {
             Some('t') => out.push('\t'),
             Some('r') => out.push('\r'),
             Some('\\') => out.push('\\'),
+            Some('-') => out.push('-'),
             Some(other) => {
                 out.push('\\');
                 out.push(other);
@@ -443,21 +477,50 @@ pub struct Failure {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
-        let usage = e.is_user_input();
-        let message = match &e {
-            // Name the flag rather than the API field.
-            Error::Invalid { field, message }
-                if !field.contains('.') && !field.starts_with("--") =>
-            {
-                format!("--{}: {message}", field.replace('_', "-"))
-            }
-            _ => e.to_string(),
-        };
-        Self { usage, message }
+        match e {
+            Error::Settings(e) => Self::from_settings(e),
+            e => Self {
+                usage: e.is_user_input(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// How the command line names a setting: its flag, or the positional argument.
+pub fn flag(field: Field) -> String {
+    match field {
+        Field::Prompt => "PROMPT".into(),
+        Field::Format => "--format".into(),
+        Field::UserPrefix => "--user-prefix".into(),
+        Field::AiPrefix => "--ai-prefix".into(),
+        Field::Separator => "--separator".into(),
+        Field::NaturalStop => "--natural-stop".into(),
+        Field::Stop { index } => format!("--stop #{}", index + 1),
+        Field::Stops => "--stop".into(),
+        Field::StopTokenIds { .. } => "--stop-token-id".into(),
+        Field::MaxTokens => "--max-tokens".into(),
+        Field::MinTokens => "--min-tokens".into(),
+        Field::RepetitionNgram => "--repeat-stop".into(),
+        Field::RepetitionCount => "--repeat-stop-count".into(),
+        Field::Temperature => "--temperature".into(),
+        Field::TopK => "--top-k".into(),
+        Field::TopP => "--top-p".into(),
+        Field::MinP => "--min-p".into(),
+        Field::RepetitionPenalty => "--repetition-penalty".into(),
+        Field::FrequencyPenalty => "--frequency-penalty".into(),
+        Field::PresencePenalty => "--presence-penalty".into(),
+        Field::LogitBias { .. } => "--logit-bias".into(),
+        Field::Seed => "--seed".into(),
     }
 }
 
 impl Failure {
+    /// A setting the user gave on the command line, named as its flag: exit status 2.
+    pub fn from_settings(e: SettingsError) -> Self {
+        Self::usage(format!("{}: {}", flag(e.field), e.message))
+    }
+
     /// Prefixes the message with where it happened (a file, a scenario).
     pub fn with_context(mut self, context: &str) -> Self {
         self.message = format!("{context}: {}", self.message);
@@ -510,7 +573,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Complete { prompt, opts } => {
             let messages = vec![Message::new("user", &unescape(&prompt))];
-            generate::run(messages, "raw", opts)
+            generate::run(messages, PromptFormat::Raw.name(), opts)
         }
         Command::Chat {
             message,
@@ -519,7 +582,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
             opts,
         } => {
             let all = chat_messages(message, system, messages)?;
-            generate::run(all, "chat", opts)
+            generate::run(all, PromptFormat::Chat.name(), opts)
         }
         Command::Trace {
             prompt,
@@ -531,14 +594,14 @@ pub fn run(command: Command) -> Result<(), Failure> {
         } => {
             if chat {
                 let all = chat_messages(prompt, system, messages)?;
-                trace::run(all, "chat", jsonl, opts)
+                trace::run(all, PromptFormat::Chat.name(), jsonl, opts)
             } else {
                 let prompt = prompt.ok_or_else(|| {
                     Failure::usage("trace: give a PROMPT (or --chat with a message or --messages)")
                 })?;
                 trace::run(
                     vec![Message::new("user", &unescape(&prompt))],
-                    "raw",
+                    PromptFormat::Raw.name(),
                     jsonl,
                     opts,
                 )
@@ -562,6 +625,22 @@ mod tests {
     fn escapes_are_interpreted() {
         assert_eq!(unescape(r"\nuser:"), "\nuser:");
         assert_eq!(unescape(r"a\tb\\n\q"), "a\tb\\n\\q");
+        assert_eq!(unescape(r"\-x"), "-x");
+    }
+
+    #[test]
+    fn text_values_may_begin_with_a_hyphen_but_not_look_like_a_flag() {
+        for ok in [
+            "- - -", "- item", "-", "---", "-1", "--", "-> x", r"\-x", "user:",
+        ] {
+            assert_eq!(text(ok).as_deref(), Ok(ok), "{ok:?}");
+        }
+        for flag in ["--json", "-n", "--max-tokens", "--jsn", "-abc"] {
+            assert!(
+                text(flag).unwrap_err().contains("looks like a flag"),
+                "{flag:?}"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::pipeline::settings::{Field, SettingsError};
 
 /// One message of a conversation, as OpenAI's API writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,8 +46,12 @@ pub enum PromptFormat {
 }
 
 impl PromptFormat {
-    /// A format by name with its default settings.
-    pub fn named(name: &str) -> Option<Self> {
+    /// The names of the formats, in the order `--help` and error messages list them. The one place a
+    /// format's name is written: [`from_name`](Self::from_name) and [`name`](Self::name) read it.
+    pub const NAMES: [&'static str; 4] = ["raw", "transcript", "separator", "chat"];
+
+    /// A format by name with its default settings (prefixes `user:` / `AI:`, separator `- - -`).
+    pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "raw" => Self::Raw,
             "transcript" => Self::Transcript {
@@ -61,7 +66,20 @@ impl PromptFormat {
         })
     }
 
-    pub const NAMES: [&'static str; 4] = ["raw", "transcript", "separator", "chat"];
+    /// The older name of [`from_name`](Self::from_name).
+    pub fn named(name: &str) -> Option<Self> {
+        Self::from_name(name)
+    }
+
+    /// The format's name, as [`from_name`](Self::from_name) reads it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Raw => Self::NAMES[0],
+            Self::Transcript { .. } => Self::NAMES[1],
+            Self::Separator { .. } => Self::NAMES[2],
+            Self::Chat => Self::NAMES[3],
+        }
+    }
 
     /// The stop this format suggests, if any.
     pub fn natural_stop(&self) -> Option<String> {
@@ -93,11 +111,11 @@ impl PromptFormat {
                 .map(|m| format!("{}\n{separator}\n", m.content))
                 .collect()),
             Self::Chat => {
-                let template = template.ok_or_else(|| Error::Invalid {
-                    field: "--format".into(),
-                    message:
-                        "the model has no tokenizer.chat_template; use --format transcript or raw"
-                            .into(),
+                let template = template.ok_or_else(|| {
+                    SettingsError::new(
+                        Field::Format,
+                        "the model has no tokenizer.chat_template; use the transcript or raw format",
+                    )
                 })?;
                 render_chat_template(template, messages)
             }
@@ -182,7 +200,7 @@ mod tests {
 
     #[test]
     fn transcript_leaves_off_where_the_ai_turn_begins() {
-        let f = PromptFormat::named("transcript").unwrap();
+        let f = PromptFormat::from_name("transcript").unwrap();
         let msgs = [
             Message::new("user", "What is the capital of France?"),
             Message::new("assistant", "Paris."),
@@ -197,12 +215,20 @@ mod tests {
 
     #[test]
     fn separator_puts_the_line_after_each_turn() {
-        let f = PromptFormat::named("separator").unwrap();
+        let f = PromptFormat::from_name("separator").unwrap();
         assert_eq!(
             f.render(&[Message::new("user", "2+2?")], None).unwrap(),
             "2+2?\n- - -\n"
         );
         assert_eq!(f.natural_stop().as_deref(), Some("\n- - -"));
+    }
+
+    #[test]
+    fn every_name_maps_to_its_format_and_back() {
+        for name in PromptFormat::NAMES {
+            assert_eq!(PromptFormat::from_name(name).unwrap().name(), name);
+        }
+        assert_eq!(PromptFormat::from_name("xml"), None);
     }
 
     #[test]

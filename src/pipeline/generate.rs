@@ -13,6 +13,7 @@ use crate::model::{Model, Next};
 use crate::sampling::Sampler;
 use crate::stop::{Finish, HeldFor, StopCut, StopEngine, StopSet};
 
+use super::settings::{Field, SettingsError};
 pub use super::settings::{GenerateParams, RepetitionStop};
 pub use super::stop::FinishReason;
 use crate::tokenizer::Vocab;
@@ -172,10 +173,7 @@ pub fn generate(
 ) -> Result<Outcome, Error> {
     params.validate(vocab.len())?;
     if prompt.is_empty() {
-        return Err(Error::Invalid {
-            field: "prompt".into(),
-            message: "is empty; give at least one token".into(),
-        });
+        return Err(SettingsError::new(Field::Prompt, "is empty; give at least one token").into());
     }
     let context = model.context_length();
     if prompt.len() >= context {

@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::Error;
+use crate::pipeline::settings::{Field, SettingsError};
 
 /// Sampling settings. The defaults are greedy decoding.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -52,50 +53,47 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
-    /// Checks ranges; the message names the field.
-    pub fn validate(&self, vocab_size: usize) -> Result<(), Error> {
-        let bad = |field: &str, message: String| {
-            Err(Error::Invalid {
-                field: field.into(),
-                message,
-            })
-        };
+    /// Checks ranges (and, when the vocabulary is known, the ids of `logit_bias`); the error names the field.
+    pub fn validate(&self, vocab_size: Option<usize>) -> Result<(), SettingsError> {
+        let bad = |field: Field, message: String| Err(SettingsError::new(field, message));
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return bad(
-                "temperature",
+                Field::Temperature,
                 format!("{} is not a finite number >= 0", self.temperature),
             );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad("top_p", format!("{} is not in (0, 1]", self.top_p));
+            return bad(Field::TopP, format!("{} is not in (0, 1]", self.top_p));
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            return bad("min_p", format!("{} is not in [0, 1]", self.min_p));
+            return bad(Field::MinP, format!("{} is not in [0, 1]", self.min_p));
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
             return bad(
-                "repetition_penalty",
+                Field::RepetitionPenalty,
                 format!("{} is not a finite number > 0", self.repetition_penalty),
             );
         }
-        for (name, v) in [
-            ("frequency_penalty", self.frequency_penalty),
-            ("presence_penalty", self.presence_penalty),
+        for (field, v) in [
+            (Field::FrequencyPenalty, self.frequency_penalty),
+            (Field::PresencePenalty, self.presence_penalty),
         ] {
             if !v.is_finite() {
-                return bad(name, format!("{v} is not a finite number"));
+                return bad(field, format!("{v} is not a finite number"));
             }
         }
         for &(id, bias) in &self.logit_bias {
-            if id as usize >= vocab_size {
+            if let Some(vocab_size) = vocab_size
+                && id as usize >= vocab_size
+            {
                 return bad(
-                    "logit_bias",
+                    Field::LogitBias { id },
                     format!("token id {id} is outside the vocabulary (0..{vocab_size})"),
                 );
             }
             if bias.is_nan() || bias == f32::INFINITY {
                 return bad(
-                    "logit_bias",
+                    Field::LogitBias { id },
                     format!("bias {bias} for token {id} must be a number or -inf"),
                 );
             }

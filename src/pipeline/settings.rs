@@ -1,8 +1,242 @@
-//! Generation settings: everything that decides how a generation runs and ends, checked once.
+//! Generation settings: what a user asks for, checked once.
+//!
+//! Every front end (the command line, a scenario file, an HTTP request) fills the same plain value,
+//! [`UserSettings`]: raw and unchecked, stops as strings, the prompt format by name. One function,
+//! [`UserSettings::validate`], turns it into the settings a generation runs with ([`GenerateParams`]) and
+//! the [`PromptFormat`], or into a [`SettingsError`] whose [`Field`] is typed. Each front end then names
+//! the field the way its user wrote it: the command line as its flag (`--stop-token-id`), a scenario as
+//! its file, line and key (`scenarios/x.toml:12: stop.strings[1]`), the HTTP API as its JSON path
+//! (`stop_token_ids[0]`).
+//!
+//! [`GenerateParams::validate`] is the last-line check `generate()` makes; [`UserSettings::validate`]
+//! ends with it, so the two cannot disagree.
+//!
+//! ```
+//! use stoplab::pipeline::settings::{Field, UserSettings};
+//!
+//! let user = UserSettings { stops: vec!["\nuser:".into(), String::new()], ..UserSettings::default() };
+//! let err = user.validate(Some(49152)).unwrap_err();
+//! assert_eq!(err.field, Field::Stop { index: 1 });
+//! ```
 
-use crate::Error;
+use crate::format::PromptFormat;
 use crate::sampling::SamplingParams;
-use crate::stop::StopSet;
+use crate::stop::{StopError, StopSet};
+
+/// A setting, independent of how a front end spells it. Indices are 0-based positions in the user's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The prompt (or the conversation) as a whole.
+    Prompt,
+    Format,
+    UserPrefix,
+    AiPrefix,
+    Separator,
+    NaturalStop,
+    /// One stop string.
+    Stop {
+        index: usize,
+    },
+    /// The stop strings as a set (they could not be compiled together).
+    Stops,
+    StopTokenIds {
+        index: usize,
+    },
+    MaxTokens,
+    MinTokens,
+    /// The repetition stop's span length.
+    RepetitionNgram,
+    /// The repetition stop's number of occurrences.
+    RepetitionCount,
+    Temperature,
+    TopK,
+    TopP,
+    MinP,
+    RepetitionPenalty,
+    FrequencyPenalty,
+    PresencePenalty,
+    /// The bias of one token id.
+    LogitBias {
+        id: u32,
+    },
+    Seed,
+}
+
+impl std::fmt::Display for Field {
+    /// The library's own name (the path of the field in [`UserSettings`]); front ends use their own.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Prompt => f.write_str("prompt"),
+            Self::Format => f.write_str("format"),
+            Self::UserPrefix => f.write_str("user_prefix"),
+            Self::AiPrefix => f.write_str("ai_prefix"),
+            Self::Separator => f.write_str("separator"),
+            Self::NaturalStop => f.write_str("natural_stop"),
+            Self::Stop { index } => write!(f, "stops[{index}]"),
+            Self::Stops => f.write_str("stops"),
+            Self::StopTokenIds { index } => write!(f, "stop_token_ids[{index}]"),
+            Self::MaxTokens => f.write_str("max_tokens"),
+            Self::MinTokens => f.write_str("min_tokens"),
+            Self::RepetitionNgram => f.write_str("repetition.ngram"),
+            Self::RepetitionCount => f.write_str("repetition.count"),
+            Self::Temperature => f.write_str("temperature"),
+            Self::TopK => f.write_str("top_k"),
+            Self::TopP => f.write_str("top_p"),
+            Self::MinP => f.write_str("min_p"),
+            Self::RepetitionPenalty => f.write_str("repetition_penalty"),
+            Self::FrequencyPenalty => f.write_str("frequency_penalty"),
+            Self::PresencePenalty => f.write_str("presence_penalty"),
+            Self::LogitBias { id } => write!(f, "logit_bias[{id}]"),
+            Self::Seed => f.write_str("seed"),
+        }
+    }
+}
+
+/// A setting that cannot be used: which one, and why (the message says what would fix it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SettingsError {
+    pub field: Field,
+    pub message: String,
+}
+
+impl SettingsError {
+    pub fn new(field: Field, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a user asked for, before any check: every front end fills this, [`UserSettings::validate`] checks it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserSettings {
+    /// A name from [`PromptFormat::NAMES`].
+    pub format: String,
+    /// The transcript format's prefixes and the separator format's line (None: the format's default).
+    pub user_prefix: Option<String>,
+    pub ai_prefix: Option<String>,
+    pub separator: Option<String>,
+    /// Also stop on the format's natural stop.
+    pub natural_stop: bool,
+    pub stops: Vec<String>,
+    pub stop_token_ids: Vec<u32>,
+    pub include_stop: bool,
+    pub ignore_eos: bool,
+    pub min_tokens: usize,
+    pub max_tokens: usize,
+    pub repetition: Option<RepetitionStop>,
+    pub sampling: SamplingParams,
+}
+
+impl Default for UserSettings {
+    fn default() -> Self {
+        let d = GenerateParams::default();
+        Self {
+            format: PromptFormat::Raw.name().into(),
+            user_prefix: None,
+            ai_prefix: None,
+            separator: None,
+            natural_stop: false,
+            stops: Vec::new(),
+            stop_token_ids: d.stop_token_ids,
+            include_stop: d.include_stop,
+            ignore_eos: d.ignore_eos,
+            min_tokens: d.min_tokens,
+            max_tokens: d.max_tokens,
+            repetition: d.repetition,
+            sampling: d.sampling,
+        }
+    }
+}
+
+/// Checked settings: the prompt format and what the generation runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub format: PromptFormat,
+    pub params: GenerateParams,
+}
+
+impl UserSettings {
+    /// Checks everything and builds the settings. `vocab_size`: the model's vocabulary, when it is known
+    /// (None: token ids are checked later, by `generate()`, with the same rules and the same fields).
+    pub fn validate(&self, vocab_size: Option<usize>) -> Result<Settings, SettingsError> {
+        let mut format = PromptFormat::from_name(&self.format).ok_or_else(|| {
+            SettingsError::new(
+                Field::Format,
+                format!(
+                    "unknown format {:?}; use one of {}",
+                    self.format,
+                    PromptFormat::NAMES.join(", ")
+                ),
+            )
+        })?;
+        match &mut format {
+            PromptFormat::Transcript { user, ai } => {
+                if let Some(u) = &self.user_prefix {
+                    user.clone_from(u);
+                }
+                if let Some(a) = &self.ai_prefix {
+                    ai.clone_from(a);
+                }
+            }
+            PromptFormat::Separator { separator } => {
+                if let Some(s) = &self.separator {
+                    separator.clone_from(s);
+                }
+            }
+            PromptFormat::Raw | PromptFormat::Chat => {}
+        }
+        if let Some(index) = self.stops.iter().position(String::is_empty) {
+            return Err(SettingsError::new(
+                Field::Stop { index },
+                "is empty; an empty stop would match at once, before the first byte: remove it",
+            ));
+        }
+        let mut stops = self.stops.clone();
+        if self.natural_stop {
+            match format.natural_stop() {
+                Some(s) if !stops.contains(&s) => stops.push(s),
+                Some(_) => {}
+                None => {
+                    return Err(SettingsError::new(
+                        Field::NaturalStop,
+                        format!(
+                            "the {} format has no natural stop string (transcript and separator have one)",
+                            format.name()
+                        ),
+                    ));
+                }
+            }
+        }
+        let stops = StopSet::new(stops).map_err(|e| match e {
+            StopError::Empty { index } => SettingsError::new(Field::Stop { index }, e.to_string()),
+            StopError::Build(_) => SettingsError::new(Field::Stops, e.to_string()),
+        })?;
+        let params = GenerateParams {
+            sampling: self.sampling.clone(),
+            stops,
+            stop_token_ids: self.stop_token_ids.clone(),
+            include_stop: self.include_stop,
+            ignore_eos: self.ignore_eos,
+            min_tokens: self.min_tokens,
+            max_tokens: self.max_tokens,
+            repetition: self.repetition,
+        };
+        params.check(vocab_size)?;
+        if self.min_tokens > self.max_tokens {
+            return Err(SettingsError::new(
+                Field::MinTokens,
+                format!(
+                    "{} is more than the most tokens to generate ({}); lower it or raise max tokens",
+                    self.min_tokens, self.max_tokens
+                ),
+            ));
+        }
+        Ok(Settings { format, params })
+    }
+}
 
 /// Everything that decides how a generation runs and ends.
 #[derive(Debug, Clone)]
@@ -71,31 +305,41 @@ impl Default for GenerateParams {
 }
 
 impl GenerateParams {
-    /// Checks the settings against a vocabulary; errors name the field.
-    pub fn validate(&self, vocab_size: usize) -> Result<(), Error> {
+    /// Checks the settings against a vocabulary: the last-line check `generate()` makes. The errors are
+    /// those of [`UserSettings::validate`], which ends with this check.
+    pub fn validate(&self, vocab_size: usize) -> Result<(), SettingsError> {
+        self.check(Some(vocab_size))
+    }
+
+    fn check(&self, vocab_size: Option<usize>) -> Result<(), SettingsError> {
         if self.max_tokens == 0 {
-            return Err(Error::Invalid {
-                field: "max_tokens".into(),
-                message: "must be at least 1".into(),
-            });
+            return Err(SettingsError::new(Field::MaxTokens, "must be at least 1"));
         }
-        if let Some(r) = &self.repetition
-            && (r.ngram == 0 || r.count < 2)
-        {
-            return Err(Error::Invalid {
-                field: "repetition".into(),
-                message: format!(
-                    "ngram {} and count {}: ngram must be at least 1 and count at least 2",
-                    r.ngram, r.count
-                ),
-            });
+        if let Some(r) = &self.repetition {
+            if r.ngram == 0 {
+                return Err(SettingsError::new(
+                    Field::RepetitionNgram,
+                    "must be at least 1 (the length of the repeated span, in tokens)",
+                ));
+            }
+            if r.count < 2 {
+                return Err(SettingsError::new(
+                    Field::RepetitionCount,
+                    format!(
+                        "{} is below 2; it must be at least 2 (the span and one repeat)",
+                        r.count
+                    ),
+                ));
+            }
         }
-        for &id in &self.stop_token_ids {
-            if id as usize >= vocab_size {
-                return Err(Error::Invalid {
-                    field: "stop_token_ids".into(),
-                    message: format!("token id {id} is outside the vocabulary (0..{vocab_size})"),
-                });
+        if let Some(vocab_size) = vocab_size {
+            for (index, &id) in self.stop_token_ids.iter().enumerate() {
+                if id as usize >= vocab_size {
+                    return Err(SettingsError::new(
+                        Field::StopTokenIds { index },
+                        format!("token id {id} is outside the vocabulary (0..{vocab_size})"),
+                    ));
+                }
             }
         }
         self.sampling.validate(vocab_size)
@@ -105,6 +349,195 @@ impl GenerateParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const VOCAB: usize = 100;
+
+    fn field(user: UserSettings) -> Field {
+        user.validate(Some(VOCAB)).unwrap_err().field
+    }
+
+    #[test]
+    fn the_defaults_validate_to_the_default_params() {
+        let s = UserSettings::default().validate(Some(VOCAB)).unwrap();
+        let d = GenerateParams::default();
+        assert_eq!(s.format, PromptFormat::Raw);
+        assert_eq!(
+            (s.params.max_tokens, s.params.min_tokens, &s.params.sampling),
+            (d.max_tokens, d.min_tokens, &d.sampling)
+        );
+        assert!(s.params.stops.is_empty());
+    }
+
+    #[test]
+    fn format_options_and_the_natural_stop_are_applied() {
+        let s = UserSettings {
+            format: "transcript".into(),
+            user_prefix: Some("Q:".into()),
+            natural_stop: true,
+            stops: vec!["###".into()],
+            ..UserSettings::default()
+        }
+        .validate(Some(VOCAB))
+        .unwrap();
+        assert_eq!(
+            s.format,
+            PromptFormat::Transcript {
+                user: "Q:".into(),
+                ai: "AI:".into()
+            }
+        );
+        assert_eq!(s.params.stops.stops(), ["###", "\nQ:"]);
+    }
+
+    #[test]
+    fn every_error_carries_its_typed_field() {
+        let d = UserSettings::default;
+        let with_sampling = |f: fn(&mut SamplingParams)| {
+            let mut u = d();
+            f(&mut u.sampling);
+            u
+        };
+        let cases = [
+            (
+                UserSettings {
+                    format: "xml".into(),
+                    ..d()
+                },
+                Field::Format,
+            ),
+            (
+                UserSettings {
+                    stops: vec!["a".into(), "".into()],
+                    ..d()
+                },
+                Field::Stop { index: 1 },
+            ),
+            (
+                UserSettings {
+                    natural_stop: true,
+                    ..d()
+                },
+                Field::NaturalStop,
+            ),
+            (
+                UserSettings {
+                    stop_token_ids: vec![1, 100],
+                    ..d()
+                },
+                Field::StopTokenIds { index: 1 },
+            ),
+            (
+                UserSettings {
+                    max_tokens: 0,
+                    min_tokens: 0,
+                    ..d()
+                },
+                Field::MaxTokens,
+            ),
+            (
+                UserSettings {
+                    min_tokens: 9,
+                    max_tokens: 8,
+                    ..d()
+                },
+                Field::MinTokens,
+            ),
+            (
+                UserSettings {
+                    repetition: Some(RepetitionStop { ngram: 0, count: 2 }),
+                    ..d()
+                },
+                Field::RepetitionNgram,
+            ),
+            (
+                UserSettings {
+                    repetition: Some(RepetitionStop { ngram: 3, count: 1 }),
+                    ..d()
+                },
+                Field::RepetitionCount,
+            ),
+            (with_sampling(|s| s.temperature = -1.0), Field::Temperature),
+            (with_sampling(|s| s.top_p = 0.0), Field::TopP),
+            (with_sampling(|s| s.min_p = 2.0), Field::MinP),
+            (
+                with_sampling(|s| s.repetition_penalty = 0.0),
+                Field::RepetitionPenalty,
+            ),
+            (
+                with_sampling(|s| s.frequency_penalty = f32::NAN),
+                Field::FrequencyPenalty,
+            ),
+            (
+                with_sampling(|s| s.presence_penalty = f32::INFINITY),
+                Field::PresencePenalty,
+            ),
+            (
+                with_sampling(|s| s.logit_bias = vec![(3, 1.0), (100, 1.0)]),
+                Field::LogitBias { id: 100 },
+            ),
+            (
+                with_sampling(|s| s.logit_bias = vec![(3, f32::NAN)]),
+                Field::LogitBias { id: 3 },
+            ),
+        ];
+        for (user, want) in cases {
+            assert_eq!(field(user), want);
+        }
+    }
+
+    /// The last-line check in `generate()` refuses what the one validation refuses, with the same field:
+    /// settings built by hand cannot slip past it.
+    #[test]
+    fn the_last_line_check_agrees_with_the_one_validation() {
+        let ok = UserSettings::default()
+            .validate(Some(VOCAB))
+            .unwrap()
+            .params;
+        let cases: [(GenerateParams, Field); 4] = [
+            (
+                GenerateParams {
+                    max_tokens: 0,
+                    ..ok.clone()
+                },
+                Field::MaxTokens,
+            ),
+            (
+                GenerateParams {
+                    stop_token_ids: vec![100],
+                    ..ok.clone()
+                },
+                Field::StopTokenIds { index: 0 },
+            ),
+            (
+                GenerateParams {
+                    repetition: Some(RepetitionStop { ngram: 2, count: 0 }),
+                    ..ok.clone()
+                },
+                Field::RepetitionCount,
+            ),
+            (
+                GenerateParams {
+                    sampling: SamplingParams {
+                        top_k: 0,
+                        top_p: 1.5,
+                        ..SamplingParams::default()
+                    },
+                    ..ok.clone()
+                },
+                Field::TopP,
+            ),
+        ];
+        for (params, want) in cases {
+            assert_eq!(params.validate(VOCAB).unwrap_err().field, want);
+        }
+        // Without a vocabulary, ids wait for generate(); with one, they are checked.
+        let ids = UserSettings {
+            stop_token_ids: vec![100],
+            ..UserSettings::default()
+        };
+        assert!(ids.validate(None).is_ok());
+        assert_eq!(field(ids), Field::StopTokenIds { index: 0 });
+    }
 
     #[test]
     fn repetition_stop_fires_on_the_counted_occurrence() {

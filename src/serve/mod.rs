@@ -9,7 +9,7 @@
 //!   chunk carries exactly the text the generation loop released: no byte of a stop string that ends the
 //!   output, no half of a UTF-8 character. The concatenated deltas equal the non-streamed text for the same
 //!   request and seed.
-//! * Every request is checked before it queues ([`api::generation`]); a bad one is a 400 naming the field
+//! * Every request is checked before it queues ([`request::generation`]); a bad one is a 400 naming the field
 //!   in OpenAI's error body, never a 500.
 //! * One generation runs at a time; others wait in a bounded FIFO queue, 429 with `Retry-After` when it is
 //!   full. A client that goes away ends its generation within one token.
@@ -35,7 +35,8 @@
 //!
 //! [`start`] runs the server in-process (tests use it with port 0); [`Handle::shutdown`] stops it.
 
-pub mod api;
+pub mod openai;
+pub mod request;
 mod routes;
 mod worker;
 
@@ -46,7 +47,7 @@ use std::thread::JoinHandle;
 
 use crate::{Engine, EngineOptions, Error};
 
-use api::Served;
+use request::Served;
 
 /// How long open connections may take to finish once the server is stopping.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);

@@ -18,7 +18,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::generate::{FinishReason, Outcome};
 
-use super::api::{self, ApiError, Endpoint, Fields, Served};
+use super::openai::ApiError;
+use super::request::{self, Endpoint, Fields, Served};
 use super::worker::{Event, Place, Queue};
 
 pub struct AppState {
@@ -214,7 +215,7 @@ async fn generate(
     endpoint: Endpoint,
 ) -> Result<Response, ApiError> {
     let b = body(&state, b)?;
-    let request = api::generation(&b, endpoint, &state.served)?;
+    let request = request::generation(&b, endpoint, &state.served)?;
     let n = state.next_id.fetch_add(1, Ordering::Relaxed);
     let reply = Reply {
         endpoint,
@@ -402,7 +403,7 @@ async fn tokenize(
     } else {
         Endpoint::Completions
     };
-    let ids = api::prompt_ids(&f, endpoint, &state.served.vocab)?;
+    let ids = request::prompt_ids(&f, endpoint, &state.served.vocab)?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"tokens": ids, "count": ids.len(), "max_model_len": state.served.context}),

@@ -18,7 +18,8 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use crate::generate::{FinishReason, Outcome, TokenEvent};
 use crate::{Engine, Error};
 
-use super::api::{ApiError, GenRequest};
+use super::openai::ApiError;
+use super::request::GenRequest;
 
 /// What the worker tells a request's handler.
 #[derive(Debug)]

@@ -1,150 +1,25 @@
 //! Requests in, validated requests or errors out: parse, don't validate.
 //!
 //! A request body becomes a [`GenRequest`] (everything checked: types, ranges, the vocabulary, the context)
-//! or an [`ApiError`] that names the field. [`ApiError`] is also the one place where an error becomes an
-//! HTTP status.
+//! or an [`ApiError`] that names the field by its JSON path (`stop[1]`, `messages[2].content`). The
+//! generation settings go through the one validation ([`UserSettings::validate`]), as the command line's
+//! and the scenario files' do; this module only reads the JSON and applies the API's own conventions
+//! (OpenAI's defaults, `top_k` -1, `logit_bias` -100..100, the server's limits).
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::Error;
 use crate::format::{Message, PromptFormat};
 use crate::generate::GenerateParams;
+use crate::pipeline::settings::{Field, SettingsError, UserSettings};
 use crate::sampling::SamplingParams;
-use crate::stop::StopSet;
 use crate::tokenizer::Vocab;
 
 use super::Limits;
-
-/// An error as OpenAI's API writes it: `{"error": {"message", "type", "param", "code"}}` and a status.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub kind: &'static str,
-    pub param: Option<String>,
-    pub code: Option<&'static str>,
-    /// Seconds for a `Retry-After` header (429).
-    pub retry_after: Option<u64>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            kind,
-            param: None,
-            code: None,
-            retry_after: None,
-        }
-    }
-
-    /// 400 for a field: the message starts with the field's name.
-    pub fn invalid(param: &str, message: impl std::fmt::Display) -> Self {
-        Self {
-            param: Some(param.to_string()),
-            ..Self::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                format!("{param}: {message}"),
-            )
-        }
-    }
-
-    /// 400 for the body as a whole (malformed JSON, not an object).
-    pub fn bad_body(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
-    }
-
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self {
-            code: Some("invalid_api_key"),
-            ..Self::new(StatusCode::UNAUTHORIZED, "authentication_error", message)
-        }
-    }
-
-    pub fn not_found(message: impl Into<String>, code: &'static str) -> Self {
-        Self {
-            code: Some(code),
-            ..Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
-        }
-    }
-
-    pub fn method_not_allowed() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "invalid_request_error",
-            "method not allowed on this route (generation routes take POST, /v1/models and /health GET)",
-        )
-    }
-
-    pub fn too_large(limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            format!(
-                "the request body is larger than the server's limit of {limit} bytes (stoplab serve --max-body-bytes)"
-            ),
-        )
-    }
-
-    pub fn queue_full(capacity: usize) -> Self {
-        Self {
-            code: Some("queue_full"),
-            retry_after: Some(1),
-            ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                format!(
-                    "the server is busy: one generation runs and {capacity} wait (stoplab serve --queue); retry later"
-                ),
-            )
-        }
-    }
-
-    pub fn shutting_down() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            "the server is shutting down",
-        )
-    }
-
-    /// The environment failed (the model backend, a lost worker): never the client's input.
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
-    }
-
-    /// OpenAI's error body.
-    pub fn body(&self) -> Value {
-        json!({"error": {
-            "message": self.message,
-            "type": self.kind,
-            "param": self.param,
-            "code": self.code,
-        }})
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        match &e {
-            Error::Invalid { field, message } => Self::invalid(field, message),
-            Error::PromptTooLong { .. } => Self::invalid("prompt", &e),
-            Error::UnknownToken { .. } | Error::Tokenizer(_) => Self::invalid("prompt", &e),
-            Error::Stop(s) => Self::invalid("stop", s),
-            Error::Model { .. }
-            | Error::Fetch(_)
-            | Error::ContextFull { .. }
-            | Error::Backend(_)
-            | Error::Output(_) => Self::internal(e.to_string()),
-        }
-    }
-}
+use super::openai::ApiError;
 
 /// What the server knows about its model, for checking requests before they queue.
 #[derive(Debug, Clone)]
@@ -330,7 +205,8 @@ pub fn prompt_ids(f: &Fields, endpoint: Endpoint, vocab: &Vocab) -> Result<Vec<u
             let text = PromptFormat::Chat
                 .render(&msgs, vocab.chat_template())
                 .map_err(|e| match e {
-                    Error::Invalid { message, .. } => ApiError::invalid(
+                    Error::Invalid { message, .. }
+                    | Error::Settings(SettingsError { message, .. }) => ApiError::invalid(
                         "messages",
                         format!("{message} (or use /v1/completions with a prompt)"),
                     ),
@@ -341,12 +217,13 @@ pub fn prompt_ids(f: &Fields, endpoint: Endpoint, vocab: &Vocab) -> Result<Vec<u
     }
 }
 
-/// `stop`: a string or an array of strings, within the server's limits.
-fn stops(f: &Fields, limits: &Limits) -> Result<StopSet, ApiError> {
-    let list: Vec<String> = match f.raw("stop") {
-        None => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(v @ Value::Array(_)) => typed(v, "stop")?,
+/// `stop`: a string or an array of strings, within the server's limits (their contents are checked with
+/// the other settings). Also says whether it was a single string, which is how its errors are named.
+fn stops(f: &Fields, limits: &Limits) -> Result<(Vec<String>, bool), ApiError> {
+    let (list, single): (Vec<String>, bool) = match f.raw("stop") {
+        None => (Vec::new(), false),
+        Some(Value::String(s)) => (vec![s.clone()], true),
+        Some(v @ Value::Array(_)) => (typed(v, "stop")?, false),
         Some(other) => {
             return Err(ApiError::invalid(
                 "stop",
@@ -368,43 +245,42 @@ fn stops(f: &Fields, limits: &Limits) -> Result<StopSet, ApiError> {
         ));
     }
     for (i, s) in list.iter().enumerate() {
-        if s.is_empty() {
-            return Err(ApiError::invalid(
-                "stop",
-                format!(
-                    "stop string #{i} is empty: it would match before the first byte; remove it"
-                ),
-            ));
-        }
         if s.len() > limits.max_stop_bytes {
+            let at = if single {
+                "stop".into()
+            } else {
+                format!("stop[{i}]")
+            };
             return Err(ApiError::invalid(
-                "stop",
+                &at,
                 format!(
-                    "stop string #{i} has {} bytes; at most {} are allowed (stoplab serve --max-stop-bytes)",
+                    "{} bytes; at most {} are allowed (stoplab serve --max-stop-bytes)",
                     s.len(),
                     limits.max_stop_bytes
                 ),
             ));
         }
     }
-    StopSet::new(list).map_err(|e| ApiError::invalid("stop", e))
+    Ok((list, single))
 }
 
-/// `logit_bias`: `{"token id": bias}`, bias from -100 to 100; -100 bans the token.
-fn logit_bias(f: &Fields, vocab: &Vocab) -> Result<Vec<(u32, f32)>, ApiError> {
+/// `logit_bias`: `{"token id": bias}`, bias from -100 to 100; -100 bans the token (the ids are checked
+/// against the vocabulary with the other settings).
+fn logit_bias(f: &Fields) -> Result<Vec<(u32, f32)>, ApiError> {
     let Some(map) = f.get::<Map<String, Value>>("logit_bias")? else {
         return Ok(Vec::new());
     };
     let mut out = Vec::with_capacity(map.len());
     for (key, value) in &map {
-        let id: u32 = key.trim().parse().map_err(|_| {
-            ApiError::invalid("logit_bias", format!("key {key:?} is not a token id"))
-        })?;
-        vocab.check_id(id, "logit_bias")?;
-        let bias: f64 = typed(value, &format!("logit_bias.{key}"))?;
+        let at = format!("logit_bias.{key}");
+        let id: u32 = key
+            .trim()
+            .parse()
+            .map_err(|_| ApiError::invalid(&at, format!("key {key:?} is not a token id")))?;
+        let bias: f64 = typed(value, &at)?;
         if !(-100.0..=100.0).contains(&bias) {
             return Err(ApiError::invalid(
-                "logit_bias",
+                &at,
                 format!("bias {bias} for token {id} is outside -100..100"),
             ));
         }
@@ -416,6 +292,58 @@ fn logit_bias(f: &Fields, vocab: &Vocab) -> Result<Vec<(u32, f32)>, ApiError> {
         out.push((id, bias));
     }
     Ok(out)
+}
+
+/// How this API names a setting: its JSON path in the request body.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Names {
+    /// `max_tokens`, or chat's `max_completion_tokens` when the request used it.
+    max_field: &'static str,
+    /// `stop` was one string rather than an array.
+    single_stop: bool,
+    /// `prompt` or chat's `messages`.
+    prompt_field: &'static str,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self {
+            max_field: "max_tokens",
+            single_stop: false,
+            prompt_field: "prompt",
+        }
+    }
+}
+
+impl Names {
+    pub(super) fn json_path(&self, field: Field) -> String {
+        match field {
+            // The API has no format options: a request's prompt is rendered by its route.
+            Field::Prompt
+            | Field::Format
+            | Field::UserPrefix
+            | Field::AiPrefix
+            | Field::Separator
+            | Field::NaturalStop => self.prompt_field.into(),
+            Field::Stop { .. } | Field::Stops if self.single_stop => "stop".into(),
+            Field::Stop { index } => format!("stop[{index}]"),
+            Field::Stops => "stop".into(),
+            Field::StopTokenIds { index } => format!("stop_token_ids[{index}]"),
+            Field::MaxTokens => self.max_field.into(),
+            Field::MinTokens => "min_tokens".into(),
+            Field::RepetitionNgram => "repetition_stop.ngram".into(),
+            Field::RepetitionCount => "repetition_stop.count".into(),
+            Field::Temperature => "temperature".into(),
+            Field::TopK => "top_k".into(),
+            Field::TopP => "top_p".into(),
+            Field::MinP => "min_p".into(),
+            Field::RepetitionPenalty => "repetition_penalty".into(),
+            Field::FrequencyPenalty => "frequency_penalty".into(),
+            Field::PresencePenalty => "presence_penalty".into(),
+            Field::LogitBias { id } => format!("logit_bias.{id}"),
+            Field::Seed => "seed".into(),
+        }
+    }
 }
 
 /// `replay`: text (special tokens parsed) or token ids that the replay model writes instead of sampling.
@@ -535,12 +463,6 @@ pub fn generation(
         (None, Endpoint::Chat) => room,
     };
     let min_tokens = count(&f, "min_tokens")?.unwrap_or(0);
-    if min_tokens > max_tokens {
-        return Err(ApiError::invalid(
-            "min_tokens",
-            format!("{min_tokens} is more than {max_field} ({max_tokens})"),
-        ));
-    }
 
     let top_k = match f.get::<i64>("top_k")? {
         None | Some(-1) => 0,
@@ -572,29 +494,43 @@ pub fn generation(
             }
         },
     };
-    let sampling = SamplingParams {
-        // OpenAI's default temperature; the default seed makes a repeated request give the same text.
-        temperature: f.get("temperature")?.unwrap_or(1.0),
-        top_k,
-        top_p: f.get("top_p")?.unwrap_or(1.0),
-        min_p: f.get("min_p")?.unwrap_or(0.0),
-        repetition_penalty: f.get("repetition_penalty")?.unwrap_or(1.0),
-        frequency_penalty: penalty("frequency_penalty")?,
-        presence_penalty: penalty("presence_penalty")?,
-        logit_bias: logit_bias(&f, vocab)?,
-        seed,
-    };
-    let params = GenerateParams {
-        sampling,
-        stops: stops(&f, &served.limits)?,
+    let (stops, single_stop) = stops(&f, &served.limits)?;
+    let user = UserSettings {
+        format: match endpoint {
+            Endpoint::Completions => PromptFormat::Raw.name(),
+            Endpoint::Chat => PromptFormat::Chat.name(),
+        }
+        .into(),
+        stops,
         stop_token_ids: f.get("stop_token_ids")?.unwrap_or_default(),
         include_stop: f.get("include_stop_str_in_output")?.unwrap_or(false),
         ignore_eos: f.get("ignore_eos")?.unwrap_or(false),
         min_tokens,
         max_tokens,
         repetition: f.get("repetition_stop")?,
+        sampling: SamplingParams {
+            // OpenAI's default temperature; the default seed makes a repeated request give the same text.
+            temperature: f.get("temperature")?.unwrap_or(1.0),
+            top_k,
+            top_p: f.get("top_p")?.unwrap_or(1.0),
+            min_p: f.get("min_p")?.unwrap_or(0.0),
+            repetition_penalty: f.get("repetition_penalty")?.unwrap_or(1.0),
+            frequency_penalty: penalty("frequency_penalty")?,
+            presence_penalty: penalty("presence_penalty")?,
+            logit_bias: logit_bias(&f)?,
+            seed,
+        },
+        ..UserSettings::default()
     };
-    params.validate(vocab.len())?;
+    let names = Names {
+        max_field,
+        single_stop,
+        prompt_field,
+    };
+    let params = user
+        .validate(Some(vocab.len()))
+        .map_err(|e| ApiError::invalid(&names.json_path(e.field), &e.message))?
+        .params;
 
     let replay = replay(&f, vocab)?;
     if replay.is_none() && !served.weights {
@@ -628,6 +564,7 @@ fn count_at_least_one(f: &Fields, name: &str) -> Result<Option<usize>, ApiError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     #[test]
     fn wrong_types_name_the_field() {

@@ -1,0 +1,187 @@
+//! Running a scenario: its runs (one seed each), what each wasted after the answer was complete, the summary.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+use serde::Serialize;
+
+use crate::generate::{RepetitionStop, TokenEvent};
+use crate::{Engine, Error};
+
+use super::scenario::Scenario;
+
+/// How to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Fewer runs and tokens (`quick_runs`, `quick_max_tokens`): a smoke test.
+    pub quick: bool,
+    /// Use this repetition stop in every scenario.
+    pub repetition: Option<RepetitionStop>,
+}
+
+/// One run of a scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub seed: u64,
+    /// `FinishReason::kind` and `describe`.
+    pub finish: String,
+    pub finish_detail: String,
+    pub finish_reason: String,
+    pub tokens: usize,
+    /// Index of the token that completed the answer, if it was written.
+    pub answered_at: Option<usize>,
+    /// Tokens generated after that one.
+    pub wasted: Option<usize>,
+    pub run_on_turns: usize,
+    pub repeated_ngrams: usize,
+    pub decode_ms: f64,
+    pub prefill_ms: f64,
+    pub text: String,
+}
+
+/// A scenario's runs, summarised.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub title: String,
+    pub file: String,
+    pub about: String,
+    pub runs: usize,
+    /// Finish kind → number of runs.
+    pub finishes: BTreeMap<String, usize>,
+    pub tokens_mean: f64,
+    pub tokens_max: usize,
+    /// Runs in which the answer was written.
+    pub answered: usize,
+    /// Over answered runs.
+    pub wasted_mean: f64,
+    pub wasted_max: usize,
+    pub run_on_turns_mean: f64,
+    pub repeated_ngrams_mean: f64,
+    pub ngram: usize,
+    pub decode_ms: f64,
+    pub decode_tokens_per_s: f64,
+    pub results: Vec<RunResult>,
+}
+
+/// Counts non-overlapping occurrences of each marker in `text`.
+pub fn count_markers(text: &str, markers: &[String]) -> usize {
+    markers
+        .iter()
+        .map(|m| text.matches(m.as_str()).count())
+        .sum()
+}
+
+/// Token n-grams that repeat an earlier one: all windows minus distinct windows.
+pub fn repeated_ngrams(tokens: &[u32], n: usize) -> usize {
+    if n == 0 || tokens.len() < n {
+        return 0;
+    }
+    let distinct: std::collections::HashSet<&[u32]> = tokens.windows(n).collect();
+    tokens.windows(n).count() - distinct.len()
+}
+
+/// Runs one scenario `run_count` times; `on_run` sees each result as it comes.
+pub fn run_scenario(
+    engine: &mut Engine,
+    sc: &Scenario,
+    opts: &RunOptions,
+    on_run: &mut dyn FnMut(&RunResult),
+) -> Result<ScenarioReport, Error> {
+    sc.check(engine.vocab.len()).map_err(|e| Error::Invalid {
+        field: format!("{}:{}: {}", e.file, e.line, e.field),
+        message: e.message,
+    })?;
+    let (_, prompt) = engine.prompt(&sc.format, &sc.messages)?;
+    let longest = sc.done.iter().map(String::len).max().unwrap_or(0);
+    let mut results = Vec::new();
+    for i in 0..sc.run_count(opts) {
+        let params = sc.run_params(i, opts);
+        let mut written: Vec<u8> = Vec::new();
+        let mut answered_at = None;
+        let mut sink = |ev: &TokenEvent<'_>| {
+            let from = written.len().saturating_sub(longest.saturating_sub(1));
+            written.extend_from_slice(ev.bytes);
+            if answered_at.is_none()
+                && sc
+                    .done
+                    .iter()
+                    .any(|d| contains(&written[from..], d.as_bytes()))
+            {
+                answered_at = Some(ev.index);
+            }
+            ControlFlow::Continue(())
+        };
+        let outcome = engine.generate(&prompt, None, &params, &mut sink)?;
+        let result = RunResult {
+            seed: params.sampling.seed,
+            finish: outcome.finish.kind().into(),
+            finish_detail: outcome.finish.describe(),
+            finish_reason: outcome.finish.openai().into(),
+            tokens: outcome.tokens.len(),
+            answered_at,
+            wasted: answered_at.map(|a| outcome.tokens.len() - a - 1),
+            run_on_turns: count_markers(&outcome.text, &sc.turn_markers),
+            repeated_ngrams: repeated_ngrams(&outcome.tokens, sc.ngram),
+            decode_ms: outcome.timings.decode_ms,
+            prefill_ms: outcome.timings.prefill_ms,
+            text: outcome.text,
+        };
+        on_run(&result);
+        results.push(result);
+    }
+    Ok(summarise(sc, results))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+    let (n, sum) = xs.fold((0usize, 0.0), |(n, s), x| (n + 1, s + x));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+/// The summary of a scenario's results.
+pub fn summarise(sc: &Scenario, results: Vec<RunResult>) -> ScenarioReport {
+    let mut finishes = BTreeMap::new();
+    for r in &results {
+        *finishes.entry(r.finish.clone()).or_insert(0) += 1;
+    }
+    let decode_ms: f64 = results.iter().map(|r| r.decode_ms).sum();
+    let decode_tokens: usize = results.iter().map(|r| r.tokens.saturating_sub(1)).sum();
+    ScenarioReport {
+        name: sc.name.clone(),
+        title: sc.title.clone(),
+        file: sc.file.clone(),
+        about: sc.about.clone(),
+        runs: results.len(),
+        finishes,
+        tokens_mean: mean(results.iter().map(|r| r.tokens as f64)),
+        tokens_max: results.iter().map(|r| r.tokens).max().unwrap_or(0),
+        answered: results.iter().filter(|r| r.answered_at.is_some()).count(),
+        wasted_mean: mean(results.iter().filter_map(|r| r.wasted).map(|w| w as f64)),
+        wasted_max: results.iter().filter_map(|r| r.wasted).max().unwrap_or(0),
+        run_on_turns_mean: mean(results.iter().map(|r| r.run_on_turns as f64)),
+        repeated_ngrams_mean: mean(results.iter().map(|r| r.repeated_ngrams as f64)),
+        ngram: sc.ngram,
+        decode_ms,
+        decode_tokens_per_s: if decode_ms > 0.0 {
+            decode_tokens as f64 * 1e3 / decode_ms
+        } else {
+            0.0
+        },
+        results,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_ngrams_count_repeats_not_distinct() {
+        assert_eq!(repeated_ngrams(&[1, 2, 1, 2, 1, 2], 2), 3);
+        assert_eq!(repeated_ngrams(&[1, 2, 3], 2), 0);
+    }
+}
