@@ -6,7 +6,10 @@ use std::time::Instant;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use std::time::Duration;
+
 use stoplab::experiment::{self, RunOptions, Scenario};
+use stoplab::probe::client::{Client, ClientOptions};
 use stoplab::pipeline::settings::UserSettings;
 use stoplab::{Engine, RepetitionStop};
 
@@ -17,6 +20,7 @@ pub const EXAMPLES: &str = "Examples:
   stoplab experiment --report out/          # out/report.md, out/wasted.svg, out/report.json
   stoplab experiment --only 5a-broken-end-token --repeat-stop 8
   stoplab experiment --scenario my.toml --json   # your own (see --list, scenarios/*.toml)
+  stoplab experiment --endpoint http://127.0.0.1:8081 --runs 100 --concurrency 8   # on a server
 
 Wasted tokens are those generated after the answer was complete (the scenario's done.contains text was written).";
 
@@ -46,6 +50,20 @@ pub struct ExperimentArgs {
     /// With --repeat-stop: occurrences of the span that end the generation.
     #[arg(long, value_name = "K", default_value_t = 2, requires = "repeat_stop")]
     repeat_stop_count: usize,
+    /// Runs per scenario instead of each scenario's own count.
+    #[arg(long, value_name = "N")]
+    runs: Option<usize>,
+    /// Run on an OpenAI-compatible server instead of the local model: chat scenarios through
+    /// /v1/chat/completions (the server's template), the others through /v1/completions. --model is then
+    /// the request's `model` field.
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// With --endpoint: sent as `Authorization: Bearer KEY`.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true, requires = "endpoint")]
+    api_key: Option<String>,
+    /// With --endpoint: runs in flight at once.
+    #[arg(long, default_value_t = 4, requires = "endpoint")]
+    concurrency: usize,
     #[command(flatten)]
     model: super::ModelArgs,
 }
@@ -86,9 +104,13 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     }
     .validate(None)
     .map_err(Failure::from_settings)?;
+    if args.runs == Some(0) {
+        return Err(Failure::usage("--runs: must be at least 1"));
+    }
     let opts = RunOptions {
         quick: args.quick,
         repetition,
+        runs: args.runs,
     };
     if args.list {
         for s in &scenarios {
@@ -103,10 +125,6 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         return Ok(());
     }
 
-    let mut engine = Engine::load(&args.model.options(false))?;
-    for s in &scenarios {
-        s.check(engine.vocab.len()).map_err(bad_scenario)?;
-    }
     let total: usize = scenarios.iter().map(|s| s.run_count(&opts)).sum();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
@@ -115,11 +133,45 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     );
     let start = Instant::now();
     let mut reports = Vec::new();
-    for s in &scenarios {
-        bar.set_message(s.name.clone());
-        let report = experiment::run_scenario(&mut engine, s, &opts, &mut |_| bar.inc(1))
+    let model_label;
+    if let Some(url) = &args.endpoint {
+        let client = Client::new(ClientOptions {
+            url: url.clone(),
+            api_key: args.api_key.clone(),
+            model: args.model.model.clone(),
+            timeout: Duration::from_secs(300),
+            retries: 3,
+        })
+        .map_err(|e| Failure::usage(format!("--endpoint: {e}")))?;
+        model_label = format!(
+            "{} at {}",
+            args.model.model.as_deref().unwrap_or("the served model"),
+            client.base()
+        );
+        for s in &scenarios {
+            bar.set_message(s.name.clone());
+            let report = experiment::remote::run_scenario_remote(
+                &client,
+                s,
+                &opts,
+                args.concurrency.max(1),
+                &|_| bar.inc(1),
+            )
             .map_err(|e| Failure::from(e).with_context(&s.file))?;
-        reports.push(report);
+            reports.push(report);
+        }
+    } else {
+        let mut engine = Engine::load(&args.model.options(false))?;
+        for s in &scenarios {
+            s.check(engine.vocab.len()).map_err(bad_scenario)?;
+        }
+        model_label = format!("`{}`", engine.path.display());
+        for s in &scenarios {
+            bar.set_message(s.name.clone());
+            let report = experiment::run_scenario(&mut engine, s, &opts, &mut |_| bar.inc(1))
+                .map_err(|e| Failure::from(e).with_context(&s.file))?;
+            reports.push(report);
+        }
     }
     bar.finish_and_clear();
     let wall_s = start.elapsed().as_secs_f64();
@@ -129,8 +181,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     if let Some(dir) = &args.report {
         let threads = std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "all cores".into());
         let header = format!(
-            "Model `{}`; {} runs of {} scenarios in {wall_s:.1} s wall time{}; threads: {threads}.",
-            engine.path.display(),
+            "Model {model_label}; {} runs of {} scenarios in {wall_s:.1} s wall time{}; threads: {threads}.",
             total,
             reports.len(),
             if opts.quick { " (--quick)" } else { "" },

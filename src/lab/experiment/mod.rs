@@ -37,6 +37,7 @@
 //! every error at its file, line and key), [`run`] (runs and measures: wasted tokens, run-on turns,
 //! repeats), [`report`] (the terminal table, JSON, Markdown and the SVG chart).
 
+pub mod remote;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -17,6 +17,8 @@ pub struct RunOptions {
     pub quick: bool,
     /// Use this repetition stop in every scenario.
     pub repetition: Option<RepetitionStop>,
+    /// Runs per scenario instead of each scenario's own count (`--runs`).
+    pub runs: Option<usize>,
 }
 
 /// One run of a scenario.

@@ -405,7 +405,9 @@ impl Scenario {
 
     /// How many runs this scenario makes.
     pub fn run_count(&self, opts: &RunOptions) -> usize {
-        if opts.quick {
+        if let Some(n) = opts.runs {
+            n
+        } else if opts.quick {
             self.quick_runs.min(self.runs)
         } else {
             self.runs
