@@ -257,3 +257,61 @@ fn the_svg_chart_escapes_names() {
     well_formed_xml(&svg).unwrap();
     assert!(svg.contains("a&lt;b &amp; c"));
 }
+
+/// The scenarios on stoplab's own server give what they give locally: same text, same tokens, same
+/// finish_reason (the server samples with the same seeds).
+#[test]
+fn experiment_on_an_endpoint_matches_the_local_run() {
+    #[path = "common/http.rs"]
+    mod http;
+    let server = http::start(true, None, stoplab::serve::Limits::default());
+    let url = format!("http://{}", server.addr());
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--threads",
+            "1",
+            "experiment",
+            "--quick",
+            "--json",
+            "--only",
+            "2-transcript-stop",
+            "--only",
+            "4-chat-end-token",
+            "--only",
+            "5a-broken-end-token",
+        ];
+        args.extend_from_slice(extra);
+        let o = Command::new(env!("CARGO_BIN_EXE_stoplab"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let local = run(&[]);
+    let remote = run(&["--endpoint", &url, "--concurrency", "2"]);
+    let pick = |v: &serde_json::Value| -> Vec<(String, String, u64, String)> {
+        v["scenarios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["results"].as_array().unwrap().clone())
+            .map(|r| {
+                (
+                    r["text"].as_str().unwrap().to_string(),
+                    r["finish_reason"].as_str().unwrap().to_string(),
+                    r["tokens"].as_u64().unwrap(),
+                    r["answered_at"].to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(pick(&local).len(), 3);
+    assert_eq!(pick(&remote), pick(&local));
+    // The stop string is named by the server (stop_reason), so the finish kind is kept too.
+    assert_eq!(
+        remote["scenarios"][0]["results"][0]["finish"],
+        "stop_string"
+    );
+    server.shutdown().unwrap();
+}

@@ -351,3 +351,43 @@ fn llama_cpp_server_fails_where_it_is_known_to_and_passes_the_rest() {
         .unwrap();
     assert!(held.got.contains("streamed:"), "{held:#?}");
 }
+
+#[test]
+fn bench_overhead_times_an_endpoint_with_each_number_of_stops() {
+    let server = common::start(true, None, Limits::default());
+    let url = format!("http://{}", server.addr());
+    let o = Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args([
+            "bench",
+            "overhead",
+            "--endpoint",
+            &url,
+            "--stops",
+            "0,4,64,100",
+            "--rounds",
+            "2",
+            "-n",
+            "8",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in &rows[..3] {
+        assert_eq!(r["ms_per_token"].as_array().unwrap().len(), 2, "{r}");
+        assert!(r["median_ms"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(rows[0]["ratio"], 1.0);
+    // stoplab serve takes at most 64 stops by default: the refusal is reported, not hidden.
+    assert!(
+        rows[3]["refused"].as_str().unwrap().contains("at most 64"),
+        "{}",
+        rows[3]
+    );
+    // One plain request first, then two rounds over the three accepted counts and one refused try.
+    assert_eq!(v["requests"], 1 + 3 * 2 + 1);
+    server.shutdown().unwrap();
+}

@@ -113,9 +113,24 @@ pub struct OverheadArgs {
     /// Write the measurements as JSON to FILE (the table still prints).
     #[arg(long, value_name = "FILE")]
     json_out: Option<PathBuf>,
-    /// A GGUF file or model name (default: the default model).
+    /// A GGUF file or model name (default: the default model); with --endpoint, the request's `model`.
     #[arg(long, short, env = "STOPLAB_MODEL")]
     model: Option<String>,
+    /// Measure an OpenAI-compatible server instead of the local model: the same greedy request with each
+    /// number of stops, alternated round by round (its own timings where it reports them, else wall time).
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// With --endpoint: sent as `Authorization: Bearer KEY`.
+    #[arg(
+        long,
+        env = "OPENAI_API_KEY",
+        hide_env_values = true,
+        requires = "endpoint"
+    )]
+    api_key: Option<String>,
+    /// With --endpoint: rounds over the stop counts.
+    #[arg(long, default_value_t = 5, requires = "endpoint")]
+    rounds: usize,
 }
 
 pub fn run(command: BenchCommand) -> Result<(), Failure> {
@@ -457,6 +472,9 @@ fn overhead(args: OverheadArgs) -> Result<(), Failure> {
     if args.tokens < 2 {
         return Err(Failure::usage("--tokens: must be at least 2"));
     }
+    if let Some(url) = &args.endpoint {
+        return endpoint_overhead(url, &args);
+    }
     let mut engine = Engine::load(&EngineOptions {
         model: args.model.clone(),
         progress: true,
@@ -597,4 +615,87 @@ fn timed_generation(
     };
     let out = engine.generate(prompt, None, params, &mut sink)?;
     Ok((out, per_token))
+}
+
+/// `bench overhead --endpoint URL`: the same request with 0..N never-matching stops on a server.
+fn endpoint_overhead(url: &str, args: &OverheadArgs) -> Result<(), Failure> {
+    use stoplab::probe::client::{Client, ClientOptions};
+    if args.rounds == 0 {
+        return Err(Failure::usage("--rounds: must be at least 1"));
+    }
+    let client = Client::new(ClientOptions {
+        url: url.into(),
+        api_key: args.api_key.clone(),
+        model: args.model.clone(),
+        timeout: std::time::Duration::from_secs(300),
+        retries: 3,
+    })
+    .map_err(|e| Failure::usage(format!("--endpoint: {e}")))?;
+    let rows = stoplab::probe::overhead::measure(
+        &client,
+        &args.stops,
+        args.rounds,
+        args.tokens,
+        |r, n| {
+            eprint!("\rround {}/{}, {n} stops   ", r + 1, args.rounds);
+        },
+    )?;
+    eprintln!();
+    let json = serde_json::json!({
+        "endpoint": client.base(),
+        "prompt": stoplab::probe::overhead::PROMPT,
+        "tokens": args.tokens,
+        "rounds": args.rounds,
+        "requests": client.sent(),
+        "rows": rows,
+    });
+    let mut table = format!(
+        "{} tokens per request (greedy, end tokens ignored), {} rounds, stops that never match; {}\n{:>6}{:>14}{:>10}  {}\n",
+        args.tokens,
+        args.rounds,
+        if rows.iter().any(|r| r.server_timing) {
+            "the server's own decode timings"
+        } else {
+            "wall time per token"
+        },
+        "stops",
+        "ms/token",
+        "ratio",
+        "per round"
+    );
+    for r in &rows {
+        match &r.refused {
+            Some(why) if r.ms_per_token.is_empty() => {
+                table.push_str(&format!("{:>6}  refused: {why}\n", r.stops));
+            }
+            _ => table.push_str(&format!(
+                "{:>6}{:>14.3}{:>10.3}  {}\n",
+                r.stops,
+                r.median_ms,
+                r.ratio,
+                r.ms_per_token
+                    .iter()
+                    .map(|x| format!("{x:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
+        }
+    }
+    if let Some(path) = &args.json_out {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&json).expect("JSON values serialise"),
+        )
+        .map_err(|e| Failure::usage(format!("--json-out {}: {e}", path.display())))?;
+    }
+    if args.json {
+        eprint!("{table}");
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&json).expect("JSON values serialise")
+        );
+    } else {
+        say!("{}", table.trim_end());
+    }
+    Ok(())
 }

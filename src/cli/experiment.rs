@@ -9,8 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::time::Duration;
 
 use stoplab::experiment::{self, RunOptions, Scenario};
-use stoplab::probe::client::{Client, ClientOptions};
 use stoplab::pipeline::settings::UserSettings;
+use stoplab::probe::client::{Client, ClientOptions};
 use stoplab::{Engine, RepetitionStop};
 
 use super::Failure;
@@ -59,7 +59,12 @@ pub struct ExperimentArgs {
     #[arg(long, value_name = "URL")]
     endpoint: Option<String>,
     /// With --endpoint: sent as `Authorization: Bearer KEY`.
-    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true, requires = "endpoint")]
+    #[arg(
+        long,
+        env = "OPENAI_API_KEY",
+        hide_env_values = true,
+        requires = "endpoint"
+    )]
     api_key: Option<String>,
     /// With --endpoint: runs in flight at once.
     #[arg(long, default_value_t = 4, requires = "endpoint")]

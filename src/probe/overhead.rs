@@ -46,10 +46,12 @@ fn median(xs: &[f64]) -> f64 {
 /// Sends one request; returns (ms per token, tokens, text, whether the timing is the server's).
 fn timed(client: &Client, body: &Value) -> Result<Result<(f64, u64, String, bool), String>, Error> {
     let t0 = Instant::now();
-    let reply = client.post("/v1/completions", body).map_err(|e| Error::Invalid {
-        field: "URL".into(),
-        message: e.to_string(),
-    })?;
+    let reply = client
+        .post("/v1/completions", body)
+        .map_err(|e| Error::Invalid {
+            field: "URL".into(),
+            message: e.to_string(),
+        })?;
     let wall = t0.elapsed().as_secs_f64() * 1e3;
     let v = match reply {
         Reply::Refused { status, body } => return Ok(Err(format!("{status}: {}", clip(&body)))),
@@ -99,7 +101,8 @@ pub fn measure(
     if tokens == 0 {
         return Err(Error::Invalid {
             field: "URL".into(),
-            message: "the server reported no completion_tokens in usage; cannot time per token".into(),
+            message: "the server reported no completion_tokens in usage; cannot time per token"
+                .into(),
         });
     }
     let most = counts.iter().copied().max().unwrap_or(0);

@@ -16,7 +16,9 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::run::{RunOptions, RunResult, ScenarioReport, count_markers, repeated_ngrams, summarise};
+use super::run::{
+    RunOptions, RunResult, ScenarioReport, count_markers, repeated_ngrams, summarise,
+};
 use super::scenario::Scenario;
 use crate::Error;
 use crate::format::PromptFormat;
@@ -103,7 +105,10 @@ fn run_once(client: &Client, sc: &Scenario, params: &GenerateParams) -> Result<R
         if let Some(e) = v.get("error") {
             return Err(bad(format!("the stream carried an error: {e}")));
         }
-        if let Some(n) = v.pointer("/usage/completion_tokens").and_then(Value::as_u64) {
+        if let Some(n) = v
+            .pointer("/usage/completion_tokens")
+            .and_then(Value::as_u64)
+        {
             usage = Some(n as usize);
         }
         let Some(c) = v.pointer("/choices/0") else {
