@@ -52,12 +52,12 @@ pub fn run(messages: Vec<Message>, default_format: &str, opts: GenArgs) -> Resul
             outcome.prompt_tokens,
             outcome.tokens.len(),
         );
-        if let Some(n) = natural.filter(|n| !params.stops.stops().contains(n)) {
-            if std::io::stderr().is_terminal() {
-                eprintln!(
-                    "hint: this format's natural stop is {n:?}; add --natural-stop or --stop to use it"
-                );
-            }
+        if let Some(n) = natural.filter(|n| !params.stops.stops().contains(n))
+            && std::io::stderr().is_terminal()
+        {
+            eprintln!(
+                "hint: this format's natural stop is {n:?}; add --natural-stop or --stop to use it"
+            );
         }
     }
     Ok(())

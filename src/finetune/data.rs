@@ -198,14 +198,14 @@ impl Conversation {
         let mut list_pending = list_text.clone();
         for m in &self.messages {
             let mut text = content_text(&m.content);
-            if m.role == "system" {
-                if let Some(list) = list_pending.take() {
-                    text = if text.is_empty() {
-                        list
-                    } else {
-                        format!("{text}\n\n{list}")
-                    };
-                }
+            if m.role == "system"
+                && let Some(list) = list_pending.take()
+            {
+                text = if text.is_empty() {
+                    list
+                } else {
+                    format!("{text}\n\n{list}")
+                };
             }
             let trained = if m.role == "assistant" {
                 let mut calls: Vec<String> = Vec::new();

@@ -43,8 +43,11 @@ fn median(xs: &[f64]) -> f64 {
     }
 }
 
-/// Sends one request; returns (ms per token, tokens, text, whether the timing is the server's).
-fn timed(client: &Client, body: &Value) -> Result<Result<(f64, u64, String, bool), String>, Error> {
+/// One answered request: ms per token, tokens, text, whether the timing is the server's.
+type Timed = (f64, u64, String, bool);
+
+/// Sends one request: the answer, or the server's refusal as text.
+fn timed(client: &Client, body: &Value) -> Result<Result<Timed, String>, Error> {
     let t0 = Instant::now();
     let reply = client
         .post("/v1/completions", body)
