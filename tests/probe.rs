@@ -350,6 +350,30 @@ fn llama_cpp_server_fails_where_it_is_known_to_and_passes_the_rest() {
         .find(|r| r.probe == "held-at-length")
         .unwrap();
     assert!(held.got.contains("streamed:"), "{held:#?}");
+    // llama.cpp takes a grammar, so the stop probes ran on a forced text (which ends by itself) and the
+    // end-token probes on the greedy output.
+    assert!(held.method.contains("grammar"), "{held:#?}");
+    let v = verdicts(&results, Api::Completions);
+    assert_eq!(v["held-at-end-token"], Verdict::Pass);
+    for r in results.iter().filter(|r| r.probe == "ignore-eos") {
+        assert!(r.method.contains("greedy"), "{r:#?}");
+    }
+
+    // The quick scenarios run on it too.
+    let o = Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args(["experiment", "--quick", "--json", "--endpoint", &url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let scenarios = report["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), stoplab::experiment::SHIPPED.len());
+    // The transcript with "\nuser:" as a stop ends on it; without, it runs to the limit.
+    let finish = |name: &str| {
+        scenarios.iter().find(|s| s["name"] == name).unwrap()["results"][0]["finish_reason"].clone()
+    };
+    assert_eq!(finish("2-transcript-stop"), "stop");
+    assert_eq!(finish("1-transcript-nostop"), "length");
 }
 
 #[test]

@@ -47,6 +47,10 @@ pub struct ProbeArgs {
     /// Tries again after a 429, a 5xx or a lost connection, with backoff from 0.25 s, doubling.
     #[arg(long, default_value_t = 3)]
     retries: u32,
+    /// Use the server's greedy output even where it takes a grammar (llama.cpp's `grammar`) that could fix
+    /// the text.
+    #[arg(long)]
+    no_grammar: bool,
     /// Print the whole run as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -93,6 +97,7 @@ pub fn run(args: ProbeArgs) -> Result<(), Failure> {
         },
         max_tokens: args.max_tokens,
         concurrency: args.concurrency.max(1),
+        grammar: !args.no_grammar,
     };
     eprintln!(
         "stoplab: probing {} with at most {} requests of at most {} tokens each",

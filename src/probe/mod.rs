@@ -1,8 +1,11 @@
 //! `stoplab probe URL`: judge any OpenAI-compatible server's stop handling against stoplab's reference.
 //!
-//! Each probe fixes the output it judges by fetching the server's own greedy output first, with no stop
-//! (`temperature` 0, a fixed `seed`), streamed and not: the two must agree, and the streamed chunks show where
-//! the server's tokens begin and end. The stops are then drawn from that text so that each probe tests one
+//! Each probe fixes the output it judges in the first way the server supports: a grammar that forces a known
+//! text (llama.cpp's `grammar`: words of several token lengths, multi-byte characters, an end the model
+//! reaches), else the server's own greedy output fetched first with no stop (`temperature` 0, a fixed `seed`).
+//! Either way the text is fetched streamed and not: the two must agree, and the streamed chunks show where the
+//! server's tokens begin and end. The probes about the model's own end token (`ignore_eos`, `min_tokens`)
+//! always use the greedy output, since a grammar decides where a text ends. The stops are then drawn from that text so that each probe tests one
 //! thing (a stop inside one token, one spanning several, a token running past a stop's end, ...), the same
 //! request is sent again with the stops, streamed and not, and the answer is judged against
 //! [`crate::stop::naive_first_match`] on the greedy text: the earliest-ending stop wins whatever the list
@@ -106,6 +109,8 @@ pub struct ProbeOptions {
     pub max_tokens: usize,
     /// Requests in flight at once.
     pub concurrency: usize,
+    /// Fix the text with a grammar where the server takes one (else every probe uses the greedy output).
+    pub grammar: bool,
 }
 
 impl Default for ProbeOptions {
@@ -115,6 +120,7 @@ impl Default for ProbeOptions {
             apis: vec![Api::Completions, Api::Chat],
             max_tokens: 48,
             concurrency: 2,
+            grammar: true,
         }
     }
 }
@@ -153,7 +159,16 @@ pub struct Baseline {
     pub tokens: usize,
     /// The model ended by itself (finish "stop" with no stop given) within the limit.
     pub ended: bool,
+    /// How the text was fixed, for the report.
+    pub method: &'static str,
+    /// Fields every request of a probe carries to reproduce the text (a grammar), or `{}`.
+    pub fix: Value,
 }
+
+/// The text a grammar forces where the server takes one (llama.cpp's `grammar`): words that split into
+/// tokens of several lengths, multi-byte characters, and an end the model reaches by itself.
+pub const FORCED: &str =
+    "The capital of France is Paris. Grüße aus München! It is known for the Eiffel Tower.";
 
 /// What the probes share: the client, the endpoint's prompt, the baseline.
 pub struct Ctx<'a> {
@@ -173,7 +188,10 @@ impl Ctx<'_> {
         obj.insert("seed".into(), json!(1));
         obj.insert("max_tokens".into(), json!(self.max_tokens));
         obj.insert("stream".into(), json!(stream));
-        if let Some(extra) = extra.as_object() {
+        for extra in [&self.base.fix, extra] {
+            let Some(extra) = extra.as_object() else {
+                continue;
+            };
             for (k, v) in extra {
                 obj.insert(k.clone(), v.clone());
             }
@@ -246,20 +264,51 @@ pub fn prompt(api: Api) -> Value {
 
 /// Fetches the greedy output with no stop, streamed and not, and checks that the two agree.
 pub fn baseline(client: &Client, api: Api, max_tokens: usize) -> Result<Baseline, String> {
+    fetch_baseline(
+        client,
+        api,
+        max_tokens,
+        json!({}),
+        "greedy output fetched first",
+    )
+}
+
+/// The text [`FORCED`] by llama.cpp's `grammar`, when the server takes one and writes exactly that, streamed
+/// and not; None otherwise (the probes then use the greedy output).
+pub fn forced_baseline(client: &Client, api: Api, max_tokens: usize) -> Option<Baseline> {
+    let text = match api {
+        Api::Completions => format!(" {FORCED}"),
+        Api::Chat => FORCED.to_string(),
+    };
+    let fix = json!({ "grammar": format!("root ::= \"{text}\"") });
+    let b = fetch_baseline(client, api, max_tokens, fix, "text fixed by a grammar").ok()?;
+    (b.text == text && b.ended).then_some(b)
+}
+
+fn fetch_baseline(
+    client: &Client,
+    api: Api,
+    max_tokens: usize,
+    fix: Value,
+    method: &'static str,
+) -> Result<Baseline, String> {
     let p = prompt(api);
+    let empty = Baseline {
+        api,
+        text: String::new(),
+        pieces: Vec::new(),
+        starts: Vec::new(),
+        finish_reason: None,
+        stop_reason: None,
+        tokens: 0,
+        ended: false,
+        method,
+        fix,
+    };
     let ctx = Ctx {
         client,
         api,
-        base: &Baseline {
-            api,
-            text: String::new(),
-            pieces: Vec::new(),
-            starts: Vec::new(),
-            finish_reason: None,
-            stop_reason: None,
-            tokens: 0,
-            ended: false,
-        },
+        base: &empty,
         prompt: &p,
         max_tokens,
     };
@@ -293,7 +342,6 @@ pub fn baseline(client: &Client, api: Api, max_tokens: usize) -> Result<Baseline
         .completion_tokens
         .map_or(streamed.pieces.len(), |n| n as usize);
     Ok(Baseline {
-        api,
         ended: whole.finish_reason.as_deref() == Some("stop") && tokens < max_tokens,
         text: whole.text,
         pieces: streamed.pieces,
@@ -301,6 +349,7 @@ pub fn baseline(client: &Client, api: Api, max_tokens: usize) -> Result<Baseline
         finish_reason: whole.finish_reason,
         stop_reason: whole.stop_reason,
         tokens,
+        ..empty
     })
 }
 
@@ -331,13 +380,19 @@ pub fn run(
         .iter()
         .filter(|p| opts.only.is_empty() || opts.only.iter().any(|o| o == p.name))
         .collect();
+    // Per endpoint: the greedy output, and the grammar-forced text where the server can force one.
     let mut baselines = Vec::new();
     for &api in &opts.apis {
         let b = baseline(client, api, opts.max_tokens).map_err(|e| crate::Error::Invalid {
             field: "URL".into(),
             message: format!("{} {}: {e}", client.base(), api.path()),
         })?;
-        baselines.push(b);
+        let forced = if opts.grammar {
+            forced_baseline(client, api, opts.max_tokens)
+        } else {
+            None
+        };
+        baselines.push((b, forced));
     }
     let prompts: Vec<Value> = opts.apis.iter().map(|&a| prompt(a)).collect();
     let jobs: Vec<(usize, &probes::Probe)> = (0..baselines.len())
@@ -353,7 +408,11 @@ pub fn run(
                     let Some(&(b, probe)) = jobs.get(i) else {
                         return;
                     };
-                    let base = &baselines[b];
+                    let (greedy, forced) = &baselines[b];
+                    let base = match forced {
+                        Some(f) if !probe.greedy_only => f,
+                        _ => greedy,
+                    };
                     let ctx = Ctx {
                         client,
                         api: base.api,
@@ -383,5 +442,5 @@ pub fn planned_requests(opts: &ProbeOptions) -> usize {
         .filter(|p| opts.only.is_empty() || opts.only.iter().any(|o| o == p.name))
         .map(|p| p.requests)
         .sum();
-    opts.apis.len() * (2 + per_api)
+    opts.apis.len() * (2 + 2 * usize::from(opts.grammar) + per_api)
 }

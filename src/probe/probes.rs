@@ -7,13 +7,14 @@ use super::{Answer, Api, Baseline, Ctx, Gen, ProbeResult, Verdict};
 use crate::stop::naive_first_match;
 use crate::trace::escape;
 
-const METHOD: &str = "greedy output fetched first";
-
 /// A probe: its name (for `--only`), what it checks, its most requests per endpoint, and how it runs.
 pub struct Probe {
     pub name: &'static str,
     pub what: &'static str,
     pub requests: usize,
+    /// The probe is about the model's own end token, so it needs the unconstrained greedy output (a grammar
+    /// would decide where the text ends).
+    pub greedy_only: bool,
     run: fn(&Ctx<'_>) -> Outcome,
 }
 
@@ -24,7 +25,7 @@ impl Probe {
             probe: self.name,
             api: ctx.api,
             verdict: o.verdict,
-            method: METHOD,
+            method: ctx.base.method,
             sent: o.sent,
             got: o.got,
             expected: o.expected,
@@ -59,96 +60,112 @@ pub static PROBES: &[Probe] = &[
         name: "stop-inside-token",
         what: "a stop that lies inside one token's text",
         requests: 2,
+        greedy_only: false,
         run: stop_inside_token,
     },
     Probe {
         name: "stop-spans-tokens",
         what: "a stop written across three tokens",
         requests: 2,
+        greedy_only: false,
         run: stop_spans_tokens,
     },
     Probe {
         name: "token-runs-past-stop",
         what: "a token that goes on after the stop's last byte",
         requests: 2,
+        greedy_only: false,
         run: token_runs_past_stop,
     },
     Probe {
         name: "later-listed-first",
         what: "two stops: the one listed second completes first and wins",
         requests: 2,
+        greedy_only: false,
         run: later_listed_first,
     },
     Probe {
         name: "overlapping-stops",
         what: "two stops ending on the same byte: the longer wins",
         requests: 2,
+        greedy_only: false,
         run: overlapping_stops,
     },
     Probe {
         name: "multibyte-stop",
         what: "a stop holding a multi-byte UTF-8 character",
         requests: 4,
+        greedy_only: false,
         run: multibyte_stop,
     },
     Probe {
         name: "held-at-length",
         what: "text held back as a possible stop prefix is released at max_tokens",
         requests: 2,
+        greedy_only: false,
         run: held_at_length,
     },
     Probe {
         name: "held-at-end-token",
         what: "text held back as a possible stop prefix is released at the end token",
         requests: 2,
+        greedy_only: false,
         run: held_at_end_token,
     },
     Probe {
         name: "include-stop",
         what: "include_stop_str_in_output keeps the stop, cuts what follows",
         requests: 2,
+        greedy_only: false,
         run: include_stop,
     },
     Probe {
         name: "stop-token-ids",
         what: "stop_token_ids ends on a token id",
         requests: 4,
+        greedy_only: false,
         run: stop_token_ids,
     },
     Probe {
         name: "ignore-eos",
         what: "ignore_eos lets the model write past its end token",
         requests: 2,
+        greedy_only: true,
         run: ignore_eos,
     },
     Probe {
         name: "min-tokens",
         what: "min_tokens keeps the model from ending early",
         requests: 2,
+        greedy_only: true,
         run: min_tokens,
     },
     Probe {
         name: "finish-reason",
         what: "finish_reason is \"stop\" on a stop and \"length\" at max_tokens",
         requests: 2,
+        greedy_only: false,
         run: finish_reason,
     },
     Probe {
         name: "stop-reason",
         what: "vLLM's stop_reason names the stop string that matched, and is null at the end token",
         requests: 1,
+        greedy_only: false,
         run: stop_reason,
     },
     Probe {
         name: "empty-stop",
         what: "an empty stop string is refused or ignored, never matched before the first byte",
         requests: 1,
+        greedy_only: false,
         run: empty_stop,
     },
     Probe {
         name: "stop-limits",
         what: "how many stops, and how long a stop, the server accepts",
         requests: 6,
+        greedy_only: false,
         run: stop_limits,
     },
 ];

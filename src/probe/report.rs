@@ -79,16 +79,18 @@ fn cell(s: &str) -> String {
 pub fn markdown(url: &str, requests: usize, results: &[ProbeResult]) -> String {
     let t = Tally::of(results);
     let mut out = format!(
-        "# stoplab probe: {url}\n\n{} ({requests} requests). Each probe fetched the server's greedy output \
-         first, drew its stops from it, and judged the answer with stoplab's reference.\n\n\
-         | probe | endpoint | verdict | sent | got | expected | why |\n|---|---|---|---|---|---|---|\n",
+        "# stoplab probe: {url}\n\n{} ({requests} requests). Each probe fixed the text (a grammar where the \
+         server takes one, else its greedy output fetched first), drew its stops from it, and judged the answer \
+         with stoplab's reference.\n\n\
+         | probe | endpoint | text | verdict | sent | got | expected | why |\n|---|---|---|---|---|---|---|---|\n",
         t.line()
     );
     for r in results {
         out.push_str(&format!(
-            "| {} | {} | {} | `{}` | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | `{}` | {} | {} | {} |\n",
             r.probe,
             r.api.name(),
+            r.method,
             r.verdict.name(),
             cell(&r.sent.to_string()),
             cell(&r.got),
