@@ -20,7 +20,13 @@ pub struct Probe {
 
 impl Probe {
     pub fn run(&self, ctx: &Ctx<'_>) -> ProbeResult {
-        let o = (self.run)(ctx);
+        let mut o = (self.run)(ctx);
+        // What was sent includes what fixed the text.
+        if let (Some(sent), Some(fix)) = (o.sent.as_object_mut(), ctx.base.fix.as_object()) {
+            for (k, v) in fix {
+                sent.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
         ProbeResult {
             probe: self.name,
             api: ctx.api,
