@@ -26,6 +26,7 @@ impl KvCache {
     }
 
     /// Stores the K and V rows of positions `pos..` (as many as `k` holds) of `layer`.
+    #[inline(always)]
     pub(super) fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         let span = pos * self.row..pos * self.row + k.len();
         to_f16(k, &mut self.k[layer][span.clone()]);

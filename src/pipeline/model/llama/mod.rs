@@ -162,12 +162,17 @@ impl Llama {
         let mut at = pos;
         for chunk in tokens.chunks(CHUNK) {
             let last = at + chunk.len() == pos + tokens.len();
-            self.forward_chunk(chunk, at, last);
+            let kernels = self.kernels;
+            kernels.run(
+                #[inline(always)]
+                || self.forward_chunk(chunk, at, last),
+            );
             at += chunk.len();
         }
         Ok(&self.scratch.logits)
     }
 
+    #[inline(always)]
     fn forward_chunk(&mut self, tokens: &[u32], pos: usize, want_logits: bool) {
         let cfg = self.cfg;
         let kernels = self.kernels;
@@ -290,18 +295,21 @@ impl Llama {
     }
 }
 
+#[inline(always)]
 fn grow(v: &mut Vec<f32>, n: usize) {
     if v.len() < n {
         v.resize(n, 0.0);
     }
 }
 
+#[inline(always)]
 fn add(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
     }
 }
 
+#[inline(always)]
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let dim = w.len();
     for (row, o) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
@@ -315,6 +323,7 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 /// cos/sin per position and rotated pair, computed as ggml does (theta scaled step by step, in f32).
+#[inline(always)]
 fn rope_table(cfg: &Config, pos: usize, b: usize, out: &mut Vec<(f32, f32)>) {
     let half = cfg.head_dim / 2;
     out.clear();
@@ -329,6 +338,7 @@ fn rope_table(cfg: &Config, pos: usize, b: usize, out: &mut Vec<(f32, f32)>) {
 }
 
 /// Rotates adjacent pairs (llama's "normal" rope; the GGUF conversion permuted q and k for it).
+#[inline(always)]
 fn rope(h: &mut [f32], table: &[(f32, f32)]) {
     for (pair, &(c, s)) in h.chunks_exact_mut(2).zip(table) {
         let (x0, x1) = (pair[0], pair[1]);

@@ -77,6 +77,7 @@ pub(super) struct ActRow<'a> {
 
 /// Quantizes rows of `cols` values as ggml quantizes matmul activations (`quantize_row_q8_0/q8_1`): scale
 /// amax/127 stored as f16, values rounded to nearest even, and for Q8_1 the f16 of scale × sum.
+#[inline(always)]
 pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
     let rows = x.len() / cols;
     let nb = cols / QK;
@@ -110,11 +111,13 @@ pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
 }
 
 /// The little-endian f16 at byte `at` of `b`, widened.
+#[inline(always)]
 pub(super) fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
 }
 
 /// One Q8_0 row (the embedding of a token) to f32.
+#[inline(always)]
 pub(super) fn dequant_q8_0(row: &[u8], out: &mut [f32]) {
     for (blk, o) in row.chunks_exact(Q8_0_BYTES).zip(out.chunks_exact_mut(QK)) {
         let d = f16_at(blk, 0);
@@ -126,6 +129,7 @@ pub(super) fn dequant_q8_0(row: &[u8], out: &mut [f32]) {
 
 /// One Q4_1 row (the embedding of a token) to f32, as ggml's `dequantize_row_q4_1`: a block's low nibbles
 /// are its values 0..16, its high nibbles 16..32.
+#[inline(always)]
 pub(super) fn dequant_q4_1(row: &[u8], out: &mut [f32]) {
     for (blk, o) in row.chunks_exact(Q4_1_BYTES).zip(out.chunks_exact_mut(QK)) {
         let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
@@ -138,6 +142,7 @@ pub(super) fn dequant_q4_1(row: &[u8], out: &mut [f32]) {
 }
 
 /// f32 to the f16 bits the KV cache holds.
+#[inline(always)]
 pub(super) fn to_f16(src: &[f32], dst: &mut [u16]) {
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = f16::from_f32(s).to_bits();

@@ -27,6 +27,7 @@ impl QMat {
     }
 
     /// Row `r` to f32 (an embedding lookup).
+    #[inline(always)]
     pub(super) fn dequant_row(&self, map: &[u8], r: usize, out: &mut [f32]) {
         let rb = self.row_bytes();
         let row = &map[self.offset + r * rb..][..rb];

@@ -12,12 +12,50 @@ use std::ops::Range;
 use super::super::quant::{Act, Q4_1_BYTES, Q8_0_BYTES, QK, WType};
 use super::{TILE, Tile, WTILE_MAX};
 
+/// See [`super::Kernels::run`].
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// See [`super::Kernels::dot_rows`].
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C, and the arguments satisfy the bounds `Kernels::dot_rows` asserts:
+/// `1 <= wtile <= WTILE_MAX`, `rb == act.nb * wt.block_bytes()` and `w` whole rows of `rb` bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn dot_rows(
+    wt: WType,
+    w: &[u8],
+    rb: usize,
+    act: &Act,
+    wtile: usize,
+    prefetch: bool,
+    emit: impl FnMut(usize, usize, usize, usize, &Tile),
+) {
+    let rows = act.rows();
+    // SAFETY: the caller's contract, and `tiles` hands each tile whole weight rows (`cn <= wtile`) and
+    // activation rows inside `act` (`r + t <= rows`).
+    let tile = |w: &[u8], r: usize, t: usize, cn: usize, out: &mut Tile| unsafe {
+        match wt {
+            WType::Q4_1 => super::dispatch_tile!(q4_1[, false], w, rb, act, r, t, cn, out),
+            WType::Q8_0 => super::dispatch_tile!(q8_0[, false], w, rb, act, r, t, cn, out),
+        }
+    };
+    super::tiles(tile, w, rb, rows, wtile, prefetch, emit)
+}
+
 /// See [`super::Kernels::dot_tile`].
 ///
 /// # Safety
 /// The CPU supports AVX2, FMA and F16C, and the arguments satisfy the bounds `Kernels::dot_tile` asserts:
 /// `1 <= t <= TILE`, `1 <= cn <= WTILE_MAX`, `w` holds `cn` rows of `rb == act.nb * wt.block_bytes()`
 /// bytes, and activation rows `r..r + t` exist in `act`.
+#[cfg(test)]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn dot_tile(

@@ -10,11 +10,40 @@ use super::super::quant::{Act, Q4_1_BYTES, QK, WType};
 use super::avx2::{f16x2, hsum, mul_sum_us8, q8_0};
 use super::{TILE, Tile, WTILE_MAX};
 
+/// See [`super::Kernels::dot_rows`].
+///
+/// # Safety
+/// The CPU supports every feature enabled here (`Isa::Avx512`), and the arguments satisfy the bounds
+/// `Kernels::dot_rows` asserts, as for `avx2::dot_rows`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn dot_rows(
+    wt: WType,
+    w: &[u8],
+    rb: usize,
+    act: &Act,
+    wtile: usize,
+    prefetch: bool,
+    emit: impl FnMut(usize, usize, usize, usize, &Tile),
+) {
+    let rows = act.rows();
+    // SAFETY: the caller's contract, and `tiles` hands each tile whole weight rows (`cn <= wtile`) and
+    // activation rows inside `act` (`r + t <= rows`).
+    let tile = |w: &[u8], r: usize, t: usize, cn: usize, out: &mut Tile| unsafe {
+        match wt {
+            WType::Q4_1 => super::dispatch_tile!(q4_1_x2[], w, rb, act, r, t, cn, out),
+            WType::Q8_0 => super::dispatch_tile!(q8_0[, true], w, rb, act, r, t, cn, out),
+        }
+    };
+    super::tiles(tile, w, rb, rows, wtile, prefetch, emit)
+}
+
 /// See [`super::Kernels::dot_tile`].
 ///
 /// # Safety
 /// The CPU supports every feature enabled here (`Isa::Avx512`), and the arguments satisfy the bounds
 /// `Kernels::dot_tile` asserts, as for `avx2::dot_tile`.
+#[cfg(test)]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn dot_tile(

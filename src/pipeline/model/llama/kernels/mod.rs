@@ -114,7 +114,8 @@ impl Kernels {
     }
 
     /// Dot products of `cn` weight rows (`rb` bytes each, consecutive in `w`) with the `t` activation rows
-    /// `r..r + t`: `out[k][i] = w[k] · act[r + i]`.
+    /// `r..r + t`: `out[k][i] = w[k] · act[r + i]` (one tile of [`Kernels::dot_rows`], for the tests).
+    #[cfg(test)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn dot_tile(
         self,
@@ -145,6 +146,70 @@ impl Kernels {
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => unsafe { avx512::dot_tile(wt, w, rb, act, r, t, cn, out) },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("Kernels::new admits only supported sets"),
+        }
+    }
+
+    /// Runs `f` inside a function compiled for this set's features (AVX2, FMA and F16C for both SIMD sets),
+    /// so that the code `f` inlines (the pass's norms, activation quantization, rope, residual sums) is
+    /// compiled as under `-C target-cpu=native`, whatever the build's target. The results do not change:
+    /// Rust neither fuses nor reorders float operations, whatever instructions are available.
+    #[inline(always)]
+    pub(super) fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        match self.0 {
+            // SAFETY: `self` proves the CPU supports AVX2, FMA and F16C (both SIMD sets include them).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => unsafe { avx2::run(f) },
+            _ => f(),
+        }
+    }
+
+    /// The products of a run of weight rows (`w`, `rb` bytes each) with every activation row of `act`, a
+    /// tile (up to TILE activation rows × `wtile` weight rows) at a time: `emit(r, c, t, cn, tile)` gets
+    /// `tile[k][i] = w[c + k] · act[r + i]`. With `prefetch`, each tile first asks for the weights
+    /// [`PREFETCH`] bytes ahead (decode streams every weight once; the hardware prefetcher stops at each
+    /// page). One dispatch per run, so the tiles run inside the set's `#[target_feature]` code.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dot_rows(
+        self,
+        wt: WType,
+        w: &[u8],
+        rb: usize,
+        act: &Act,
+        wtile: usize,
+        prefetch: bool,
+        emit: impl FnMut(usize, usize, usize, usize, &Tile),
+    ) {
+        assert!(
+            (1..=WTILE_MAX).contains(&wtile)
+                && rb > 0
+                && rb == act.nb * wt.block_bytes()
+                && w.len().is_multiple_of(rb)
+                && act.qs.len() == act.d.len() * 32
+                && act.s.len() == act.d.len(),
+            "dot_rows: weights of {} bytes in rows of {rb}, activations of {} blocks",
+            w.len(),
+            act.nb
+        );
+        let rows = act.rows();
+        match self.0 {
+            Isa::Scalar => tiles(
+                |w, r, t, cn, out| scalar::dot_tile(wt, w, rb, act, r, t, cn, out),
+                w,
+                rb,
+                rows,
+                wtile,
+                prefetch,
+                emit,
+            ),
+            // SAFETY: `self` proves the CPU supports the set; the bounds are asserted above, and `tiles`
+            // keeps every tile inside them.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2::dot_rows(wt, w, rb, act, wtile, prefetch, emit) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::dot_rows(wt, w, rb, act, wtile, prefetch, emit) },
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("Kernels::new admits only supported sets"),
         }
@@ -213,6 +278,41 @@ impl Kernels {
     }
 }
 
+/// How far ahead of the weights being read decode asks for the next ones, in bytes (measured best of
+/// 1, 2, 4, 8, 16 and 32 KiB on the default model: 8 and 16 KiB).
+pub(super) const PREFETCH: usize = 8192;
+
+/// The loop of [`Kernels::dot_rows`] around one set's tile kernel `tile(w, r, t, cn, out)`, inlined into
+/// that set's entry point.
+#[inline(always)]
+fn tiles(
+    mut tile: impl FnMut(&[u8], usize, usize, usize, &mut Tile),
+    w: &[u8],
+    rb: usize,
+    rows: usize,
+    wtile: usize,
+    ahead: bool,
+    mut emit: impl FnMut(usize, usize, usize, usize, &Tile),
+) {
+    let n = w.len() / rb;
+    let mut r = 0;
+    while r < rows {
+        let t = TILE.min(rows - r);
+        let mut c = 0;
+        while c < n {
+            let cn = wtile.min(n - c);
+            if ahead {
+                prefetch(w.as_ptr().wrapping_add(c * rb + PREFETCH), cn * rb);
+            }
+            let mut out = [[0f32; TILE]; WTILE_MAX];
+            tile(&w[c * rb..][..cn * rb], r, t, cn, &mut out);
+            emit(r, c, t, cn, &out);
+            c += cn;
+        }
+        r += t;
+    }
+}
+
 /// The loop of [`Kernels::score_rows`] around one set's dot product, inlined into that set's entry point.
 #[inline(always)]
 fn score_rows<const G: usize>(
@@ -228,7 +328,7 @@ fn score_rows<const G: usize>(
     let mut d = [0f32; G];
     for t in ts {
         // The rows of one KV head are `stride` values apart: ask for them a few ahead, since the
-        // hardware prefetcher stops at each page (see matmul::PREFETCH).
+        // hardware prefetcher stops at each page (see PREFETCH).
         prefetch(
             kc.as_ptr().wrapping_add((t + KV_AHEAD) * stride + koff) as *const u8,
             2 * hd,

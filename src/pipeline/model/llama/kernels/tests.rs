@@ -213,3 +213,47 @@ fn a_tile_outside_the_activations_is_refused_not_read() {
     }));
     assert!(read_past.is_err());
 }
+
+/// `dot_rows`, the entry the matrix products use, reaches every (activation row, weight row) pair once
+/// with each set's tiles, for every tail shape, and gives the scalar set's sums bit for bit.
+#[test]
+fn dot_rows_covers_every_pair_with_the_scalar_sums() {
+    let sets = sets();
+    let mut g = SplitMix::new(4242);
+    let cols = 96;
+    for wt in [WType::Q4_1, WType::Q8_0] {
+        let rb = cols / QK * wt.block_bytes();
+        let w = random_weights(wt, 7, cols, &mut g);
+        for rows in 1..=5 {
+            let x: Vec<f32> = (0..cols * rows).map(|_| g.uniform() as f32).collect();
+            let mut act = Act::default();
+            quantize(&x, cols, wt.act(), &mut act);
+            for wtile in [2, 4] {
+                for set in &sets {
+                    let mut got = vec![f32::NAN; rows * 7];
+                    let mut seen = vec![0; rows * 7];
+                    set.dot_rows(wt, &w, rb, &act, wtile, rows == 1, |r, c, t, cn, d| {
+                        for i in 0..t {
+                            for k in 0..cn {
+                                got[(r + i) * 7 + c + k] = d[k][i];
+                                seen[(r + i) * 7 + c + k] += 1;
+                            }
+                        }
+                    });
+                    assert!(seen.iter().all(|&n| n == 1), "{} {rows}x{wtile}", set.isa());
+                    for i in 0..rows {
+                        for k in 0..7 {
+                            let want = scalar::dot(wt, &w[k * rb..(k + 1) * rb], act.row(i));
+                            assert_eq!(
+                                got[i * 7 + k].to_bits(),
+                                want.to_bits(),
+                                "{} {wt:?} {rows} rows, tile width {wtile}: ({i}, {k})",
+                                set.isa()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
