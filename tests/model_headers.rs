@@ -327,3 +327,17 @@ fn the_unpatched_copy_runs() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stdout.is_empty());
 }
+
+/// `STOPLAB_BACKEND` is read in one place, and a value that names no backend is an error, not the default.
+#[test]
+fn an_unknown_backend_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args(["complete", "--threads", "1", "--max-tokens", "2", "Hi"])
+        .env("STOPLAB_BACKEND", "bogus")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("STOPLAB_BACKEND=\"bogus\""), "{stderr}");
+    assert!(out.stdout.is_empty());
+}

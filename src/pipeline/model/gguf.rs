@@ -195,14 +195,10 @@ impl Backend {
             Err(std::env::VarError::NotPresent) => Ok(Self::Native),
             Ok(v) if v.is_empty() || v == "native" => Ok(Self::Native),
             Ok(v) if v == "candle" => Ok(Self::Candle),
-            Ok(v) => Err(Error::Invalid {
-                field: "STOPLAB_BACKEND".into(),
-                message: format!("{v:?} is not a backend: use native (the default) or candle"),
-            }),
-            Err(e) => Err(Error::Invalid {
-                field: "STOPLAB_BACKEND".into(),
-                message: e.to_string(),
-            }),
+            Ok(v) => Err(Error::Backend(format!(
+                "STOPLAB_BACKEND={v:?} is not a backend: use native (the default) or candle"
+            ))),
+            Err(e) => Err(Error::Backend(format!("STOPLAB_BACKEND: {e}"))),
         }
     }
 }
