@@ -6,7 +6,7 @@ use crate::Error;
 use crate::fetch::{self, Progress};
 use crate::format::{Message, PromptFormat};
 use crate::generate::{GenerateParams, Outcome, Sink, generate};
-use crate::model::{GgufFile, GgufLlama, Model, Replay};
+use crate::model::{Backend, GgufFile, GgufLlama, Model, Replay};
 use crate::tokenizer::Vocab;
 
 /// How to find and load the model.
@@ -29,6 +29,10 @@ pub struct Engine {
     pub vocab: Vocab,
     pub file: GgufFile,
     weights: Option<GgufLlama>,
+    /// An adapter was applied.
+    adapter: bool,
+    /// The backend asked for (`STOPLAB_BACKEND`).
+    asked: Backend,
 }
 
 impl Engine {
@@ -40,21 +44,64 @@ impl Engine {
         };
         let path = fetch::resolve(opts.model.as_deref(), progress)?;
         let file = GgufFile::open(&path, opts.tokenizer.as_deref())?;
+        let asked = if opts.tokenizer_only {
+            Backend::Native
+        } else {
+            Backend::from_env()?
+        };
         let weights = match (&opts.adapter, opts.tokenizer_only) {
             (_, true) => None,
-            (None, false) => Some(GgufLlama::load(&file)?),
+            (None, false) => Some(GgufLlama::load_with(&file, asked)?),
             (Some(adapter), false) => {
                 let sha256 = fetch::sha256_file(&path, Progress::Hide)?;
                 let bytes = crate::finetune::adapted_model(&file, &sha256, adapter)?;
-                Some(GgufLlama::load_from(&file, &bytes)?)
+                Some(GgufLlama::load_from(&file, &bytes, asked)?)
             }
         };
-        Ok(Self {
+        let engine = Self {
             path,
             vocab: file.vocab.clone(),
             file,
             weights,
-        })
+            adapter: opts.adapter.is_some(),
+            asked,
+        };
+        if opts.progress
+            && let Some(note) = engine.backend_note()
+        {
+            eprintln!("warning: {note}");
+        }
+        Ok(engine)
+    }
+
+    /// What a user should know about the forward pass that runs: said when an adapter (or a file the own
+    /// pass does not support) moves the model to candle's pass, whose context stops at 4,096 positions.
+    pub fn backend_note(&self) -> Option<String> {
+        let w = self.weights.as_ref()?;
+        if w.backend() != Backend::Candle || self.asked == Backend::Candle {
+            return None;
+        }
+        let declared = self
+            .file
+            .content
+            .metadata
+            .get("llama.context_length")
+            .and_then(|v| v.to_u32().ok())
+            .map_or(0, |c| c as usize);
+        let why = if self.adapter {
+            "the adapter's merged attention weights are F32, which stoplab's own forward pass does not run"
+        } else {
+            "stoplab's own forward pass does not support this file"
+        };
+        Some(format!(
+            "{why}, so the model runs on candle's forward pass: slower, and its context is {} positions{}",
+            w.context_length(),
+            if declared > w.context_length() {
+                format!(" (the model declares {declared})")
+            } else {
+                String::new()
+            }
+        ))
     }
 
     /// The model's declared context length (capped by what the backend supports).

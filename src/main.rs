@@ -14,12 +14,7 @@ fn main() -> ExitCode {
             .then(idle_cores)
     });
     if let Some(n) = threads {
-        // Read by candle's and rayon's thread pools on first use, which has not happened yet.
-        // SAFETY: no other thread exists at this point of main.
-        unsafe {
-            std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
-            std::env::set_var("CANDLE_NUM_THREADS", n.max(1).to_string());
-        }
+        use_threads(n.max(1));
     }
     match cli::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -27,6 +22,21 @@ fn main() -> ExitCode {
             eprintln!("error: {}", f.message);
             ExitCode::from(if f.usage { 2 } else { 1 })
         }
+    }
+}
+
+/// Gives the model `n` threads: the one place where the thread count is set, before any thread starts.
+///
+/// candle 0.11.1 takes no thread count as a value: its barrier pool (which runs both forward passes, see
+/// `stoplab::model::threads`) sizes itself from `CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`, and its rayon
+/// pool (and rayon's global one) from `RAYON_NUM_THREADS`, each on first use
+/// (`candle_core::utils::{barrier_pool, get_num_threads}`). So the count has to go through those two
+/// variables, and only here; the library never writes them.
+fn use_threads(n: usize) {
+    // SAFETY: no other thread exists at this point of main, and candle's pools start later.
+    unsafe {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
     }
 }
 

@@ -94,3 +94,49 @@ fn own_forward_pass_supports_the_files_whole_context() {
     assert!(l.iter().all(|v| v.is_finite()));
     assert!(own.forward(&[1], 8192).is_err());
 }
+
+/// Every kernel set this CPU runs (scalar, AVX2, AVX-512) gives the same logits bit for bit on the real
+/// model, in prefill and decode: greedy ids do not depend on the CPU or the build's target.
+#[test]
+fn every_kernel_set_gives_bit_identical_logits() {
+    use stoplab::model::Isa;
+    let path = stoplab::fetch::resolve(None, stoplab::fetch::Progress::Hide).unwrap();
+    let file = GgufFile::open(&path, None).unwrap();
+    let mut model = GgufLlama::load_with(&file, Backend::Native).unwrap();
+    let best = model.kernels().unwrap();
+    let sets: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.supported()).collect();
+    eprintln!("kernel sets: {sets:?} (detected {best:?})");
+    assert_eq!(sets.last(), Some(&best));
+    let prompt = file.vocab.encode("Once upon a time, in a", true).unwrap();
+    let mut runs = Vec::new();
+    for &isa in &sets {
+        model.set_kernels(isa).unwrap();
+        let mut ids = prompt.clone();
+        let mut all = Vec::new();
+        let mut pos = 0;
+        for step in 0..4 {
+            let feed = if step == 0 {
+                &ids[..]
+            } else {
+                &ids[ids.len() - 1..]
+            };
+            let l = logits(model.forward(feed, pos).unwrap());
+            pos += feed.len();
+            ids.push(argmax(&l) as u32);
+            all.push(l);
+        }
+        runs.push((isa, ids, all));
+    }
+    let (_, want_ids, want) = &runs[0];
+    for (isa, ids, got) in &runs[1..] {
+        assert_eq!(ids, want_ids, "{isa:?} greedy ids");
+        for (step, (a, b)) in got.iter().zip(want).enumerate() {
+            let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{isa:?} logits differ from scalar at step {step}");
+        }
+    }
+    // An unsupported set is refused, not run.
+    for isa in Isa::ALL.into_iter().filter(|i| !i.supported()) {
+        assert!(model.set_kernels(isa).is_err());
+    }
+}

@@ -12,7 +12,7 @@ use clap::Args;
 use serde_json::json;
 
 use stoplab::EngineOptions;
-use stoplab::model::{Model, Next};
+use stoplab::model::{Isa, Model, Next};
 
 use super::Failure;
 
@@ -37,6 +37,10 @@ pub struct BenchDecodeArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// The own forward pass's kernel set: scalar, avx2 or avx512 (default: the best this CPU runs; every
+    /// set gives the same results).
+    #[arg(long, value_parser = ["scalar", "avx2", "avx512"])]
+    kernels: Option<String>,
 }
 
 /// A fixed, ordinary English text: its tokens, repeated, make the prompt.
@@ -78,6 +82,16 @@ pub fn run(args: BenchDecodeArgs) -> Result<(), Failure> {
     let model = engine
         .model_mut()
         .ok_or_else(|| Failure::usage("no weights loaded"))?;
+    if let Some(name) = &args.kernels {
+        let isa = Isa::ALL
+            .into_iter()
+            .find(|i| i.name() == name)
+            .ok_or_else(|| Failure::usage(format!("--kernels: no kernel set {name:?}")))?;
+        model
+            .set_kernels(isa)
+            .map_err(|e| Failure::usage(format!("--kernels {name}: {e}")))?;
+    }
+    let kernels = model.kernels().map_or("candle", |i| i.name());
 
     let mut runs = Vec::with_capacity(args.runs);
     for i in 0..args.warmup + args.runs {
@@ -90,12 +104,13 @@ pub fn run(args: BenchDecodeArgs) -> Result<(), Failure> {
     let prefill = Stats::of(runs.iter().map(|r| r.prefill_tok_s).collect());
     let decode = Stats::of(runs.iter().map(|r| r.decode_tok_s).collect());
     let peak_rss_mb = peak_rss_kb().map(|kb| kb as f64 / 1024.0);
-    let threads = candle_core::utils::get_num_threads();
+    let threads = stoplab::model::threads();
 
     if args.json {
         let value = json!({
             "model": model.name(),
             "threads": threads,
+            "kernels": kernels,
             "context": args.context,
             "tokens": args.tokens,
             "runs": args.runs,
@@ -111,9 +126,10 @@ pub fn run(args: BenchDecodeArgs) -> Result<(), Failure> {
         );
     } else {
         println!(
-            "{}: {} threads, load average {} -> {}",
+            "{}: {} threads, {} kernels, load average {} -> {}",
             model.name(),
             threads,
+            kernels,
             fmt_opt(load_avg_start),
             fmt_opt(load_avg_end)
         );

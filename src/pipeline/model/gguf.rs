@@ -9,7 +9,7 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
 
-use super::llama::{self, Llama};
+use super::llama::{self, Isa, Kernels, Llama};
 use super::{Model, Next};
 use crate::Error;
 use crate::tokenizer::Vocab;
@@ -109,39 +109,102 @@ pub(crate) fn candle_message(e: &candle_core::Error) -> String {
     }
 }
 
-/// A truncated download is the commonest broken model: say so before candle fails on a tensor read.
+/// Checks that every tensor the header lists lies inside the file, with checked arithmetic, and that no
+/// two overlap (a type or offset changed in the header makes them). A truncated download is the commonest
+/// broken model: say so before a backend fails on a tensor read.
 fn check_complete<R: Seek>(content: &Content, reader: &mut R) -> Result<(), String> {
     let file_size = reader
         .seek(std::io::SeekFrom::End(0))
         .map_err(|e| e.to_string())?;
-    let needed = content
-        .tensor_infos
-        .values()
-        .map(|t| {
-            let bytes = t.shape.elem_count() / t.ggml_dtype.block_size() * t.ggml_dtype.type_size();
-            content.tensor_data_offset + t.offset + bytes as u64
-        })
-        .max()
-        .unwrap_or(content.tensor_data_offset);
-    if file_size < needed {
+    let corrupt =
+        |name: &str, what: String| format!("tensor {name}: {what}; the GGUF header is corrupt");
+    let mut spans = Vec::with_capacity(content.tensor_infos.len());
+    for (name, t) in &content.tensor_infos {
+        let (block, bytes) = (t.ggml_dtype.block_size(), t.ggml_dtype.type_size());
+        let elems = t.shape.elem_count();
+        if !elems.is_multiple_of(block) {
+            return Err(corrupt(
+                name,
+                format!(
+                    "{elems} values do not fill whole {:?} blocks of {block}",
+                    t.ggml_dtype
+                ),
+            ));
+        }
+        let span = (elems / block)
+            .checked_mul(bytes)
+            .and_then(|b| u64::try_from(b).ok())
+            .and_then(|b| {
+                let start = content.tensor_data_offset.checked_add(t.offset)?;
+                Some((start, start.checked_add(b)?))
+            });
+        let Some((start, end)) = span else {
+            return Err(corrupt(
+                name,
+                format!("its offset {} and size overflow", t.offset),
+            ));
+        };
+        spans.push((start, end, name));
+    }
+    spans.sort();
+    // A truncated download cuts the file inside (or at the start of) the first tensor it lacks; a tensor
+    // that starts beyond the end of a file that holds the others has a corrupt offset.
+    if let Some(&(start, _, name)) = spans.iter().find(|s| s.1 > file_size) {
+        let needed = spans.iter().map(|s| s.1).max().unwrap_or(0);
+        if start > file_size {
+            return Err(corrupt(
+                name,
+                format!(
+                    "its data would start at byte {start}, past the end of the file ({file_size} bytes)"
+                ),
+            ));
+        }
         return Err(format!(
-            "the file is truncated: it has {file_size} bytes but its tensors need {needed}. \
-             Download it again (for the default model: `stoplab fetch --force`)"
+            "the file is truncated: it has {file_size} bytes but its tensors need {needed} (tensor {name} \
+             is cut). Download it again (for the default model: `stoplab fetch --force`)"
         ));
+    }
+    for pair in spans.windows(2) {
+        let ((_, end, a), (start, _, b)) = (pair[0], pair[1]);
+        if start < end {
+            return Err(format!(
+                "tensors {a} and {b} overlap in the file (bytes {start}..{end}); the GGUF header's \
+                 tensor types, shapes or offsets are corrupt"
+            ));
+        }
     }
     Ok(())
 }
 
 /// Which forward pass runs a GGUF llama.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
     /// stoplab's own (memory-mapped weights, in-place f16 KV cache); falls back to candle's for files it
     /// does not support (tensor types other than Q4_1, Q8_0 and F32, mixtures of experts, rope scaling).
+    #[default]
     Native,
     /// candle-transformers' `quantized_llama`: the reference.
     Candle,
 }
 
+impl Backend {
+    /// The backend `STOPLAB_BACKEND` asks for (`native`, the default, or `candle`, for comparisons): the
+    /// one place that reads it.
+    pub fn from_env() -> Result<Self, Error> {
+        match std::env::var("STOPLAB_BACKEND") {
+            Err(std::env::VarError::NotPresent) => Ok(Self::Native),
+            Ok(v) if v.is_empty() || v == "native" => Ok(Self::Native),
+            Ok(v) if v == "candle" => Ok(Self::Candle),
+            Ok(v) => Err(Error::Backend(format!(
+                "STOPLAB_BACKEND={v:?} is not a backend: use native (the default) or candle"
+            ))),
+            Err(e) => Err(Error::Backend(format!("STOPLAB_BACKEND: {e}"))),
+        }
+    }
+}
+
+// One value per loaded model: the size of the candle variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Weights {
     Native(Box<Llama>),
     Candle {
@@ -153,6 +216,7 @@ enum Weights {
 /// A llama-architecture GGUF model on the CPU.
 pub struct GgufLlama {
     weights: Weights,
+    path: PathBuf,
     vocab_size: usize,
     context: usize,
     name: String,
@@ -174,14 +238,10 @@ pub(crate) fn context_for(content: &Content) -> usize {
 }
 
 impl GgufLlama {
-    /// Loads the weights of an opened GGUF file with the fastest backend that supports it
-    /// (`STOPLAB_BACKEND=candle` picks candle's, for comparisons).
+    /// Loads the weights of an opened GGUF file with the backend `STOPLAB_BACKEND` names (see
+    /// [`Backend::from_env`]; by default the fastest that supports the file).
     pub fn load(file: &GgufFile) -> Result<Self, Error> {
-        let backend = match std::env::var("STOPLAB_BACKEND").as_deref() {
-            Ok("candle") => Backend::Candle,
-            _ => Backend::Native,
-        };
-        Self::load_with(file, backend)
+        Self::load_with(file, Backend::from_env()?)
     }
 
     /// Loads the weights with the given backend ([`Backend::Native`] falls back to candle's when needed).
@@ -196,7 +256,7 @@ impl GgufLlama {
     /// Loads the weights of `file`'s model from another GGUF image of it, `weights`: the same model with some
     /// tensors replaced (an adapter applied). It is written to an unnamed temporary file so that the native
     /// backend can map it like any model file.
-    pub fn load_from(file: &GgufFile, weights: &[u8]) -> Result<Self, Error> {
+    pub fn load_from(file: &GgufFile, weights: &[u8], backend: Backend) -> Result<Self, Error> {
         let bad = |message: String| Error::Model {
             path: file.path.clone(),
             message,
@@ -208,10 +268,6 @@ impl GgufLlama {
         tmp.rewind().map_err(|e| bad(e.to_string()))?;
         let content =
             Content::read(&mut BufReader::new(&tmp)).map_err(|e| bad(candle_message(&e)))?;
-        let backend = match std::env::var("STOPLAB_BACKEND").as_deref() {
-            Ok("candle") => Backend::Candle,
-            _ => Backend::Native,
-        };
         Self::load_file(file, tmp, Some(&content), backend)
     }
 
@@ -237,6 +293,7 @@ impl GgufLlama {
             .file_name()
             .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
         let content = content.unwrap_or(&file.content);
+        llama::check_header(content).map_err(bad)?;
         let native = backend == Backend::Native && llama::unsupported(content).is_none();
         let weights = if native {
             let model = Llama::load(&f, content).map_err(bad)?;
@@ -251,16 +308,54 @@ impl GgufLlama {
                 .map_err(|e| bad(format!("cannot load the weights: {}", candle_message(&e))))?;
             Weights::Candle { weights, device }
         };
-        let context = match &weights {
-            Weights::Native(m) => m.config().context,
-            Weights::Candle { .. } => context_for(&file.content).min(MAX_SEQ_LEN),
+        let (context, rows) = match &weights {
+            Weights::Native(m) => (m.config().context, m.config().vocab),
+            Weights::Candle { .. } => (
+                context_for(&file.content).min(MAX_SEQ_LEN),
+                content
+                    .tensor_infos
+                    .get("token_embd.weight")
+                    .and_then(|t| t.shape.dims().first().copied())
+                    .unwrap_or(0),
+            ),
         };
+        // Every id the tokenizer can produce needs an embedding (a model may pad its table beyond).
+        if file.vocab.len() > rows {
+            return Err(bad(format!(
+                "the tokenizer has {} tokens but tensor token_embd.weight has rows for {rows}: the \
+                 tokenizer is not this model's (or the file is corrupt)",
+                file.vocab.len()
+            )));
+        }
         Ok(Self {
             weights,
+            path: file.path.clone(),
             vocab_size: file.vocab.len(),
             context,
             name,
         })
+    }
+
+    /// The kernel set of the own forward pass (None on candle's).
+    pub fn kernels(&self) -> Option<Isa> {
+        match &self.weights {
+            Weights::Native(m) => Some(m.kernels().isa()),
+            Weights::Candle { .. } => None,
+        }
+    }
+
+    /// Runs the own forward pass on another kernel set (every set gives the same results; for tests and
+    /// benchmarks). An error if this CPU lacks it, or on candle's backend.
+    pub fn set_kernels(&mut self, isa: Isa) -> Result<(), String> {
+        let kernels =
+            Kernels::new(isa).ok_or_else(|| format!("this CPU cannot run the {isa} kernels"))?;
+        match &mut self.weights {
+            Weights::Native(m) => {
+                m.set_kernels(kernels);
+                Ok(())
+            }
+            Weights::Candle { .. } => Err("candle's backend has no kernel sets to choose".into()),
+        }
     }
 
     /// The backend that actually runs.
@@ -295,7 +390,13 @@ impl Model for GgufLlama {
             });
         }
         let logits = match &mut self.weights {
-            Weights::Native(m) => m.forward(tokens, pos).to_vec(),
+            Weights::Native(m) => m
+                .forward(tokens, pos)
+                .map_err(|message| Error::Model {
+                    path: self.path.clone(),
+                    message,
+                })?
+                .to_vec(),
             Weights::Candle { weights, device } => {
                 let mut run = || -> candle_core::Result<Vec<f32>> {
                     let input = Tensor::new(tokens, device)?.unsqueeze(0)?;
@@ -308,6 +409,19 @@ impl Model for GgufLlama {
                 run().map_err(|e| Error::Backend(candle_message(&e)))?
             }
         };
+        // A corrupt weight (a NaN or infinite scale) spreads to the logits; the sampler would read them
+        // as banned tokens.
+        if let Some((id, v)) = logits.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::Model {
+                path: self.path.clone(),
+                message: format!(
+                    "the model computed a logit of {v} (token {id}) at position {}: its weights are \
+                     corrupt, or the {:?} backend cannot run them",
+                    pos + tokens.len() - 1,
+                    self.backend()
+                ),
+            });
+        }
         Ok(Next::Logits(logits))
     }
 

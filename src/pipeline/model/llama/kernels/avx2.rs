@@ -1,0 +1,323 @@
+//! The AVX2 + FMA + F16C kernels (and the 256-bit VNNI form of the integer dot product, which the AVX-512
+//! set reuses). Every dot product adds its blocks in ggml's order (`ggml_vec_dot_q4_1_q8_1`,
+//! `ggml_vec_dot_q8_0_q8_0`: 8 float lanes, block after block, then [`hsum`]), which `scalar.rs` spells
+//! out lane by lane.
+//!
+//! The `#[target_feature]` entry points are the only functions here that are not `#[inline(always)]`: the
+//! generic kernels are inlined into them and compiled with their features, whatever the build's target.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::super::quant::{Act, Q4_1_BYTES, Q8_0_BYTES, QK, WType};
+use super::{TILE, Tile, WTILE_MAX};
+
+/// See [`super::Kernels::run`].
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// See [`super::Kernels::dot_rows`].
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C, and the arguments satisfy the bounds `Kernels::dot_rows` asserts:
+/// `1 <= wtile <= WTILE_MAX`, `rb == act.nb * wt.block_bytes()` and `w` whole rows of `rb` bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn dot_rows(
+    wt: WType,
+    w: &[u8],
+    rb: usize,
+    act: &Act,
+    wtile: usize,
+    prefetch: bool,
+    emit: impl FnMut(usize, usize, usize, usize, &Tile),
+) {
+    let rows = act.rows();
+    // SAFETY: the caller's contract, and `tiles` hands each tile whole weight rows (`cn <= wtile`) and
+    // activation rows inside `act` (`r + t <= rows`).
+    let tile = |w: &[u8], r: usize, t: usize, cn: usize, out: &mut Tile| unsafe {
+        match wt {
+            WType::Q4_1 => super::dispatch_tile!(q4_1[, false], w, rb, act, r, t, cn, out),
+            WType::Q8_0 => super::dispatch_tile!(q8_0[, false], w, rb, act, r, t, cn, out),
+        }
+    };
+    super::tiles(tile, w, rb, rows, wtile, prefetch, emit)
+}
+
+/// See [`super::Kernels::dot_tile`].
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C, and the arguments satisfy the bounds `Kernels::dot_tile` asserts:
+/// `1 <= t <= TILE`, `1 <= cn <= WTILE_MAX`, `w` holds `cn` rows of `rb == act.nb * wt.block_bytes()`
+/// bytes, and activation rows `r..r + t` exist in `act`.
+#[cfg(test)]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn dot_tile(
+    wt: WType,
+    w: &[u8],
+    rb: usize,
+    act: &Act,
+    r: usize,
+    t: usize,
+    cn: usize,
+    out: &mut Tile,
+) {
+    // SAFETY: the caller's contract is each kernel's, and the features are enabled on this function.
+    unsafe {
+        match wt {
+            WType::Q4_1 => super::dispatch_tile!(q4_1[, false], w, rb, act, r, t, cn, out),
+            WType::Q8_0 => super::dispatch_tile!(q8_0[, false], w, rb, act, r, t, cn, out),
+        }
+    }
+}
+
+/// See [`super::Kernels::score_rows`].
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; `q.len()` is `G * hd` with `hd` a multiple of 8, and every row
+/// `kc[t * stride + koff..][..hd]` for `t` in `ts` exists (the slicing checks it).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn score_rows<const G: usize>(
+    q: &[f32],
+    kc: &[u16],
+    stride: usize,
+    koff: usize,
+    ts: Range<usize>,
+    emit: impl FnMut(usize, &[f32; G]),
+) {
+    // SAFETY: the caller's contract: the features, and the lengths dots_f16 reads (score_rows slices
+    // every K row to hd values).
+    let dot = |q: &[f32], k: &[u16], d: &mut [f32; G]| unsafe { dots_f16::<G>(q, k, d) };
+    super::score_rows(dot, q, kc, stride, koff, ts, emit)
+}
+
+/// See [`super::Kernels::weigh_rows`].
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; `o.len()` is `G * width` with `width` a multiple of 8, and every
+/// row `vc[t * stride + koff..][..width]` for `t < n` exists (the slicing checks it).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn weigh_rows<const G: usize>(
+    vc: &[u16],
+    stride: usize,
+    koff: usize,
+    n: usize,
+    weights: impl FnMut(usize) -> [f32; G],
+    o: &mut [f32],
+) {
+    // SAFETY: the caller's contract: the features, and the lengths axpys_f16 reads and writes
+    // (weigh_rows slices every V row to `width` values).
+    let axpys = |a: &[f32; G], x: &[u16], y: &mut [f32]| unsafe { axpys_f16::<G>(a, x, y) };
+    super::weigh_rows(axpys, vc, stride, koff, n, weights, o)
+}
+
+/// The sum of the 8 lanes, in the order `scalar::hsum` spells out.
+///
+/// # Safety
+/// The CPU supports AVX (inlined into the AVX2 entry points only).
+#[inline(always)]
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+}
+
+/// Sums of u8 × i8 products in 8 lanes of i32 (lane l: bytes 4l..4l + 4), as floats: one VNNI instruction,
+/// or the AVX2 pair. Neither saturates on the values here (at most 2 × 128 × 127 per 16-bit pair), so both
+/// give the same integers.
+///
+/// # Safety
+/// The CPU supports AVX2, and AVX512-VNNI with AVX512-VL when `VNNI`.
+#[inline(always)]
+pub(super) unsafe fn mul_sum_us8<const VNNI: bool>(a: __m256i, b: __m256i) -> __m256 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if VNNI {
+            _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b))
+        } else {
+            let p16 = _mm256_maddubs_epi16(a, b);
+            _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
+        }
+    }
+}
+
+/// The f16 at `p` and the one after it, widened (a Q4_1 block's d and m).
+///
+/// # Safety
+/// The CPU supports F16C; 4 bytes at `p` are readable.
+#[inline(always)]
+pub(super) unsafe fn f16x2(p: *const u8) -> (f32, f32) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+    }
+}
+
+/// The f16 at `p`, widened.
+///
+/// # Safety
+/// The CPU supports F16C; 2 bytes at `p` are readable.
+#[inline(always)]
+unsafe fn f16x1(p: *const u8) -> f32 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let bits = (p as *const u16).read_unaligned();
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
+}
+
+/// Q4_1 weights (C rows of `rb` bytes at `w`) · Q8_1 activations (rows r..r + R). Each weight block is
+/// unpacked once for R activation rows and each activation block loaded once for C weight rows; every
+/// dot product sums its blocks in ggml's order (8 lanes, block after block, the min terms apart). The
+/// min terms are a separate sum of separately rounded products: once summed with a fused multiply-add
+/// they changed 11 of 30 evaluation answers.
+///
+/// # Safety
+/// As [`dot_tile`], with `R == t` and `C <= cn`; VNNI as [`mul_sum_us8`].
+#[inline(always)]
+pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
+    w: &[u8],
+    rb: usize,
+    act: &Act,
+    r: usize,
+    out: &mut Tile,
+) {
+    // SAFETY: every pointer below stays inside `w` (C rows of nb blocks) and the activation rows r..r + R
+    // (the caller's contract).
+    unsafe {
+        let nb = act.nb;
+        let m4 = _mm_set1_epi8(0x0F);
+        let mut acc = [[_mm256_setzero_ps(); R]; C];
+        let mut summ = [[0f32; R]; C];
+        let (qs, d, s) = (act.qs.as_ptr(), act.d.as_ptr(), act.s.as_ptr());
+        for b in 0..nb {
+            let mut xq = [_mm256_setzero_si256(); R];
+            let (mut xd, mut xs) = ([0f32; R], [0f32; R]);
+            for i in 0..R {
+                let at = (r + i) * nb + b;
+                xq[i] = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
+                xd[i] = *d.add(at);
+                xs[i] = *s.add(at);
+            }
+            for k in 0..C {
+                let p = w.as_ptr().add(k * rb + b * Q4_1_BYTES);
+                let (dw, mw) = f16x2(p);
+                let q = _mm_loadu_si128(p.add(4) as *const __m128i);
+                let lo = _mm_and_si128(q, m4);
+                let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+                let qw = _mm256_set_m128i(hi, lo);
+                for i in 0..R {
+                    let dd = _mm256_set1_ps(dw * xd[i]);
+                    acc[k][i] = _mm256_fmadd_ps(dd, mul_sum_us8::<VNNI>(qw, xq[i]), acc[k][i]);
+                    summ[k][i] += mw * xs[i];
+                }
+            }
+        }
+        for k in 0..C {
+            for i in 0..R {
+                out[k][i] = hsum(acc[k][i]) + summ[k][i];
+            }
+        }
+    }
+}
+
+/// Q8_0 weights · Q8_0 activations, as `q4_1` (`ggml_vec_dot_q8_0_q8_0`: the weight's signs moved onto
+/// the activations, so the unsigned × signed product applies).
+///
+/// # Safety
+/// As [`q4_1`].
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // k and i index weight rows and activation rows alike
+pub(super) unsafe fn q8_0<const R: usize, const C: usize, const VNNI: bool>(
+    w: &[u8],
+    rb: usize,
+    act: &Act,
+    r: usize,
+    out: &mut Tile,
+) {
+    // SAFETY: as in q4_1.
+    unsafe {
+        let nb = act.nb;
+        let mut acc = [[_mm256_setzero_ps(); R]; C];
+        let (qs, d) = (act.qs.as_ptr(), act.d.as_ptr());
+        for b in 0..nb {
+            let mut xq = [_mm256_setzero_si256(); R];
+            let mut xd = [0f32; R];
+            for i in 0..R {
+                let at = (r + i) * nb + b;
+                xq[i] = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
+                xd[i] = *d.add(at);
+            }
+            for k in 0..C {
+                let p = w.as_ptr().add(k * rb + b * Q8_0_BYTES);
+                let dw = f16x1(p);
+                let qw = _mm256_loadu_si256(p.add(2) as *const __m256i);
+                let aw = _mm256_sign_epi8(qw, qw);
+                for i in 0..R {
+                    let sx = _mm256_sign_epi8(xq[i], qw);
+                    let dd = _mm256_set1_ps(dw * xd[i]);
+                    acc[k][i] = _mm256_fmadd_ps(dd, mul_sum_us8::<VNNI>(aw, sx), acc[k][i]);
+                }
+            }
+        }
+        for k in 0..C {
+            for i in 0..R {
+                out[k][i] = hsum(acc[k][i]);
+            }
+        }
+    }
+}
+
+/// `out[j] = q[j] · k` for the G query heads in `q` and one cached f16 K row (8 lanes, then `hsum`).
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; `q.len() == G * k.len()` and `k.len()` is a multiple of 8.
+#[inline(always)]
+pub(super) unsafe fn dots_f16<const G: usize>(q: &[f32], k: &[u16], out: &mut [f32; G]) {
+    // SAFETY: c + 8 <= hd, so every load is inside `k` and inside head j's part of `q`.
+    unsafe {
+        let hd = k.len();
+        let mut acc = [_mm256_setzero_ps(); G];
+        for c in (0..hd).step_by(8) {
+            let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(c) as *const __m128i));
+            for (j, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(j * hd + c)), kv, *acc);
+            }
+        }
+        for (o, acc) in out.iter_mut().zip(acc) {
+            *o = hsum(acc);
+        }
+    }
+}
+
+/// `y[j] += a[j] × x` for the G heads' outputs in `y` and one cached f16 V row (one fused multiply-add per
+/// element).
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; `y.len() == G * x.len()` and `x.len()` is a multiple of 8.
+#[inline(always)]
+pub(super) unsafe fn axpys_f16<const G: usize>(a: &[f32; G], x: &[u16], y: &mut [f32]) {
+    // SAFETY: c + 8 <= hd, so every load and store is inside `x` and head j's part of `y`.
+    unsafe {
+        let hd = x.len();
+        let av = a.map(|a| _mm256_set1_ps(a));
+        for c in (0..hd).step_by(8) {
+            let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(c) as *const __m128i));
+            for (j, av) in av.iter().enumerate() {
+                let p = y.as_mut_ptr().add(j * hd + c);
+                _mm256_storeu_ps(p, _mm256_fmadd_ps(*av, xv, _mm256_loadu_ps(p)));
+            }
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! The SIMD kernels of the forward pass, chosen at run time.
+//!
+//! Three sets compute the same sums: [`Isa::Scalar`] (portable, the SIMD arithmetic written lane by lane),
+//! [`Isa::Avx2`] (AVX2, FMA, F16C) and [`Isa::Avx512`] (adds AVX-512 F/BW/VL/DQ/VBMI/VNNI). The model picks
+//! the best set the CPU has once, at load ([`Kernels::detect`], with `is_x86_feature_detected!`), and
+//! keeps it; each call then branches on that stored choice into a `#[target_feature]` function, so one
+//! binary runs AVX-512 where the CPU has it and never executes an instruction the CPU lacks, whatever
+//! `-C target-cpu` it was built with (the idea of memchr's run-time dispatch). The choice costs one
+//! predictable branch per tile of weight rows or per attention head, not per element.
+//!
+//! Every set gives bit-identical results (the same products, added in the same order; `tests` below holds
+//! them to it): greedy outputs, and so the agreement with llama.cpp's ids, must not depend on the CPU.
+//!
+//! `unsafe` here: the kernels read through raw pointers within bounds that the safe wrappers on
+//! [`Kernels`] assert, and a `#[target_feature]` function may only run on a CPU with those features, which
+//! a [`Kernels`] value proves: it is built only for a set the CPU supports.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod scalar;
+
+use std::ops::Range;
+
+use super::quant::{Act, WType};
+
+/// Activation rows sharing one load of a weight block in prefill.
+pub(super) const TILE: usize = 4;
+/// The most weight rows per kernel call.
+pub(super) const WTILE_MAX: usize = 4;
+/// A kernel call's results: `out[k][i] = w[k] · act[r + i]`.
+pub(super) type Tile = [[f32; TILE]; WTILE_MAX];
+/// How many cached positions ahead attention asks for K and V rows (measured best of 8, 16, 32, 64 and 128
+/// at 1,024 positions: 64).
+const KV_AHEAD: usize = 64;
+
+/// An instruction set the kernels are written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    /// Every set, slowest first.
+    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+
+    /// Whether this CPU runs the set.
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                Isa::Avx2.supported()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512dq")
+                    && is_x86_feature_detected!("avx512vbmi")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A kernel set this CPU supports: the only way to reach the `#[target_feature]` kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kernels(Isa);
+
+impl Kernels {
+    /// The fastest set this CPU supports.
+    pub fn detect() -> Self {
+        let best = Isa::ALL.into_iter().rev().find(|i| i.supported());
+        Self(best.unwrap_or(Isa::Scalar))
+    }
+
+    /// `isa`, if this CPU supports it.
+    pub fn new(isa: Isa) -> Option<Self> {
+        isa.supported().then_some(Self(isa))
+    }
+
+    /// Every set this CPU supports.
+    #[cfg(test)]
+    pub fn available() -> impl Iterator<Item = Kernels> {
+        Isa::ALL.into_iter().filter_map(Self::new)
+    }
+
+    pub fn isa(self) -> Isa {
+        self.0
+    }
+
+    /// Dot products of `cn` weight rows (`rb` bytes each, consecutive in `w`) with the `t` activation rows
+    /// `r..r + t`: `out[k][i] = w[k] · act[r + i]` (one tile of [`Kernels::dot_rows`], for the tests).
+    #[cfg(test)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dot_tile(
+        self,
+        wt: WType,
+        w: &[u8],
+        rb: usize,
+        act: &Act,
+        r: usize,
+        t: usize,
+        cn: usize,
+        out: &mut Tile,
+    ) {
+        assert!(
+            (1..=TILE).contains(&t)
+                && (1..=WTILE_MAX).contains(&cn)
+                && w.len() >= cn * rb
+                && rb == act.nb * wt.block_bytes()
+                && r + t <= act.rows()
+                && act.qs.len() == act.d.len() * 32
+                && act.s.len() == act.d.len(),
+            "dot_tile: a tile outside its weights or activations"
+        );
+        match self.0 {
+            Isa::Scalar => scalar::dot_tile(wt, w, rb, act, r, t, cn, out),
+            // SAFETY: `self` proves the CPU supports the set; the bounds are asserted above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2::dot_tile(wt, w, rb, act, r, t, cn, out) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::dot_tile(wt, w, rb, act, r, t, cn, out) },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("Kernels::new admits only supported sets"),
+        }
+    }
+
+    /// Runs `f` inside a function compiled for this set's features (AVX2, FMA and F16C for both SIMD sets),
+    /// so that the code `f` inlines (the pass's norms, activation quantization, rope, residual sums) is
+    /// compiled as under `-C target-cpu=native`, whatever the build's target. The results do not change:
+    /// Rust neither fuses nor reorders float operations, whatever instructions are available.
+    #[inline(always)]
+    pub(super) fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        match self.0 {
+            // SAFETY: `self` proves the CPU supports AVX2, FMA and F16C (both SIMD sets include them).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => unsafe { avx2::run(f) },
+            _ => f(),
+        }
+    }
+
+    /// The products of a run of weight rows (`w`, `rb` bytes each) with every activation row of `act`, a
+    /// tile (up to TILE activation rows × `wtile` weight rows) at a time: `emit(r, c, t, cn, tile)` gets
+    /// `tile[k][i] = w[c + k] · act[r + i]`. With `prefetch`, each tile first asks for the weights
+    /// [`PREFETCH`] bytes ahead (decode streams every weight once; the hardware prefetcher stops at each
+    /// page). One dispatch per run, so the tiles run inside the set's `#[target_feature]` code.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dot_rows(
+        self,
+        wt: WType,
+        w: &[u8],
+        rb: usize,
+        act: &Act,
+        wtile: usize,
+        prefetch: bool,
+        emit: impl FnMut(usize, usize, usize, usize, &Tile),
+    ) {
+        assert!(
+            (1..=WTILE_MAX).contains(&wtile)
+                && rb > 0
+                && rb == act.nb * wt.block_bytes()
+                && w.len().is_multiple_of(rb)
+                && act.qs.len() == act.d.len() * 32
+                && act.s.len() == act.d.len(),
+            "dot_rows: weights of {} bytes in rows of {rb}, activations of {} blocks",
+            w.len(),
+            act.nb
+        );
+        let rows = act.rows();
+        match self.0 {
+            Isa::Scalar => tiles(
+                |w, r, t, cn, out| scalar::dot_tile(wt, w, rb, act, r, t, cn, out),
+                w,
+                rb,
+                rows,
+                wtile,
+                prefetch,
+                emit,
+            ),
+            // SAFETY: `self` proves the CPU supports the set; the bounds are asserted above, and `tiles`
+            // keeps every tile inside them.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2::dot_rows(wt, w, rb, act, wtile, prefetch, emit) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::dot_rows(wt, w, rb, act, wtile, prefetch, emit) },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("Kernels::new admits only supported sets"),
+        }
+    }
+
+    /// Attention scores of the G query heads in `q` (each `hd = q.len() / G` long, a multiple of 8)
+    /// against the cached K rows of the positions `ts`: `emit(t, [q_j · K_t for each head j])`, where
+    /// `K_t = kc[t * stride + koff..][..hd]`. Each dot product adds in the same order whatever G, so
+    /// grouping heads changes no result.
+    pub(super) fn score_rows<const G: usize>(
+        self,
+        q: &[f32],
+        kc: &[u16],
+        stride: usize,
+        koff: usize,
+        ts: Range<usize>,
+        emit: impl FnMut(usize, &[f32; G]),
+    ) {
+        let hd = q.len() / G;
+        assert!(
+            G > 0 && q.len() == G * hd && hd.is_multiple_of(8),
+            "score_rows: {G} heads in {} values",
+            q.len()
+        );
+        match self.0 {
+            Isa::Scalar => score_rows(scalar::dots_f16::<G>, q, kc, stride, koff, ts, emit),
+            // SAFETY: `self` proves the CPU supports the set; the lengths are asserted above and every
+            // cached row is sliced (bounds-checked) before a kernel reads it.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => unsafe {
+                avx2::score_rows::<G>(q, kc, stride, koff, ts, emit)
+            },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("Kernels::new admits only supported sets"),
+        }
+    }
+
+    /// The weighted sum of cached V rows for G heads: for t in 0..n in order, `o_j += weights(t)[j] × V_t`
+    /// with `V_t = vc[t * stride + koff..][..width]` and `o` the G heads' outputs, `width` apart
+    /// (`width` a multiple of 8).
+    pub(super) fn weigh_rows<const G: usize>(
+        self,
+        vc: &[u16],
+        stride: usize,
+        koff: usize,
+        n: usize,
+        weights: impl FnMut(usize) -> [f32; G],
+        o: &mut [f32],
+    ) {
+        let width = o.len() / G;
+        assert!(
+            G > 0 && o.len() == G * width && width.is_multiple_of(8),
+            "weigh_rows: {G} heads in {} values",
+            o.len()
+        );
+        match self.0 {
+            Isa::Scalar => weigh_rows(scalar::axpys_f16::<G>, vc, stride, koff, n, weights, o),
+            // SAFETY: as in score_rows.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => unsafe {
+                avx2::weigh_rows::<G>(vc, stride, koff, n, weights, o)
+            },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("Kernels::new admits only supported sets"),
+        }
+    }
+}
+
+/// How far ahead of the weights being read decode asks for the next ones, in bytes (measured best of
+/// 1, 2, 4, 8, 16 and 32 KiB on the default model: 8 and 16 KiB).
+pub(super) const PREFETCH: usize = 8192;
+
+/// The loop of [`Kernels::dot_rows`] around one set's tile kernel `tile(w, r, t, cn, out)`, inlined into
+/// that set's entry point.
+#[inline(always)]
+fn tiles(
+    mut tile: impl FnMut(&[u8], usize, usize, usize, &mut Tile),
+    w: &[u8],
+    rb: usize,
+    rows: usize,
+    wtile: usize,
+    ahead: bool,
+    mut emit: impl FnMut(usize, usize, usize, usize, &Tile),
+) {
+    let n = w.len() / rb;
+    let mut r = 0;
+    while r < rows {
+        let t = TILE.min(rows - r);
+        let mut c = 0;
+        while c < n {
+            let cn = wtile.min(n - c);
+            if ahead {
+                prefetch(w.as_ptr().wrapping_add(c * rb + PREFETCH), cn * rb);
+            }
+            let mut out = [[0f32; TILE]; WTILE_MAX];
+            tile(&w[c * rb..][..cn * rb], r, t, cn, &mut out);
+            emit(r, c, t, cn, &out);
+            c += cn;
+        }
+        r += t;
+    }
+}
+
+/// The loop of [`Kernels::score_rows`] around one set's dot product, inlined into that set's entry point.
+#[inline(always)]
+fn score_rows<const G: usize>(
+    dot: impl Fn(&[f32], &[u16], &mut [f32; G]),
+    q: &[f32],
+    kc: &[u16],
+    stride: usize,
+    koff: usize,
+    ts: Range<usize>,
+    mut emit: impl FnMut(usize, &[f32; G]),
+) {
+    let hd = q.len() / G;
+    let mut d = [0f32; G];
+    for t in ts {
+        // The rows of one KV head are `stride` values apart: ask for them a few ahead, since the
+        // hardware prefetcher stops at each page (see PREFETCH).
+        prefetch(
+            kc.as_ptr().wrapping_add((t + KV_AHEAD) * stride + koff) as *const u8,
+            2 * hd,
+        );
+        dot(q, &kc[t * stride + koff..][..hd], &mut d);
+        emit(t, &d);
+    }
+}
+
+/// The loop of [`Kernels::weigh_rows`] around one set's multiply-add, inlined into that set's entry point.
+#[inline(always)]
+fn weigh_rows<const G: usize>(
+    axpys: impl Fn(&[f32; G], &[u16], &mut [f32]),
+    vc: &[u16],
+    stride: usize,
+    koff: usize,
+    n: usize,
+    mut weights: impl FnMut(usize) -> [f32; G],
+    o: &mut [f32],
+) {
+    let width = o.len() / G;
+    for t in 0..n {
+        let a = weights(t);
+        prefetch(
+            vc.as_ptr().wrapping_add((t + KV_AHEAD) * stride + koff) as *const u8,
+            2 * width,
+        );
+        axpys(&a, &vc[t * stride + koff..][..width], o);
+    }
+}
+
+/// Hints the cache lines of `len` bytes at `p` into the cache (a hint: never faults, any address).
+#[inline(always)]
+pub(super) fn prefetch(p: *const u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for off in (0..len).step_by(64) {
+        // SAFETY: a prefetch of any address is allowed and has no architectural effect (SSE, part of
+        // x86_64).
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                p.wrapping_add(off) as *const i8,
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
+}
+
+/// Instantiates a kernel `$k::<R, C $extra>` for a tile's shape (`t` activation rows, `cn` weight rows):
+/// the shapes the matrix products use, and tails one weight row at a time. Used inside the sets' `unsafe`
+/// entry points, whose contract it relies on.
+macro_rules! dispatch_tile {
+    ($k:ident [$($extra:tt)*], $w:ident, $rb:ident, $act:ident, $r:ident, $t:ident, $cn:ident, $out:ident) => {
+        match ($t, $cn) {
+            (4, 2) => $k::<4, 2 $($extra)*>($w, $rb, $act, $r, $out),
+            (3, 2) => $k::<3, 2 $($extra)*>($w, $rb, $act, $r, $out),
+            (2, 2) => $k::<2, 2 $($extra)*>($w, $rb, $act, $r, $out),
+            (1, 4) => $k::<1, 4 $($extra)*>($w, $rb, $act, $r, $out),
+            _ => {
+                for k in 0..$cn {
+                    let mut o = [[0f32; TILE]; WTILE_MAX];
+                    let wk = &$w[k * $rb..(k + 1) * $rb];
+                    match $t {
+                        1 => $k::<1, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
+                        2 => $k::<2, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
+                        3 => $k::<3, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
+                        _ => $k::<4, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
+                    }
+                    $out[k] = o[0];
+                }
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+use dispatch_tile;
+
+#[cfg(test)]
+mod tests;

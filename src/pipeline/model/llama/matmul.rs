@@ -1,0 +1,62 @@
+//! Matrix products over the pool: `out[r][n] = w[n] · act[r]` for quantized weights in the mapped file,
+//! split into runs of weight rows, several matrices that take the same input in one parallel section.
+
+use super::kernels::{Kernels, WTILE_MAX};
+use super::parallel::{Blocks, for_each_block};
+use super::quant::{Act, QK};
+use super::weights::QMat;
+
+/// Weight rows per kernel call in prefill and in decode.
+const WTILE: usize = 2;
+const WTILE_DECODE: usize = 4;
+/// Weight rows per unit of parallel work.
+const ROWS_PER_ITEM: usize = 16;
+
+const _: () = assert!(WTILE <= WTILE_MAX && WTILE_DECODE <= WTILE_MAX);
+
+/// `out[r][n] = w[n] · act[r]` for each (weight, output) pair, `rows` activation rows, all pairs in one
+/// parallel section. All weights take the same activation format and have the same number of columns.
+#[allow(clippy::needless_range_loop)] // i and k index activation rows and weight rows alike
+pub(super) fn matmul_many(
+    kernels: Kernels,
+    map: &[u8],
+    jobs: &mut [(&QMat, &mut [f32])],
+    act: &Act,
+    rows: usize,
+) {
+    let cols = jobs[0].0.cols;
+    let at = jobs[0].0.wtype.act();
+    assert!(
+        jobs.iter()
+            .all(|(w, _)| w.cols == cols && w.wtype.act() == at)
+    );
+    assert_eq!(act.nb, cols / QK);
+    assert_eq!(act.rows(), rows);
+    let mats: Vec<QMat> = jobs.iter().map(|(w, _)| **w).collect();
+    // One block per run of ROWS_PER_ITEM weight rows: the output columns of those rows, for every
+    // activation row.
+    let mut outs: Vec<Blocks<'_>> = jobs
+        .iter_mut()
+        .map(|(w, o)| Blocks::new(&mut o[..rows * w.rows], w.rows, rows, ROWS_PER_ITEM))
+        .collect();
+    // Decode (one activation row) reads each weight once: several weight rows per call keep more loads in
+    // flight. Prefill shares each weight block between TILE activation rows.
+    let wtile = if rows == 1 { WTILE_DECODE } else { WTILE };
+    for_each_block(&mut outs, |j, mut out| {
+        let w = mats[j];
+        let rb = w.row_bytes();
+        let c0 = out.cols().start;
+        let wrows = &map[w.offset + c0 * rb..][..out.cols().len() * rb];
+        // Decode streams every weight once, and the hardware prefetcher stops at each 4 KiB page: asking
+        // for the bytes ahead keeps the memory bus busy (+80% decode speed measured here; see
+        // BENCHMARKS.md).
+        let ahead = rows == 1;
+        kernels.dot_rows(w.wtype, wrows, rb, act, wtile, ahead, |r, c, t, cn, d| {
+            for i in 0..t {
+                for (k, o) in out.row(r + i)[c..][..cn].iter_mut().enumerate() {
+                    *o = d[k][i];
+                }
+            }
+        });
+    });
+}
