@@ -277,6 +277,34 @@ fn broken_headers_are_errors_naming_the_file_and_the_field() {
             &["header is corrupt or truncated"],
         ),
         (
+            "a string whose length says 2^60 bytes (candle would try to allocate it)",
+            Box::new(|b, h| {
+                let (at, ty) = h.value("general.architecture");
+                assert_eq!(ty, 8);
+                b[at..at + 8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+            }),
+            &["general.architecture", "are left in the file"],
+        ),
+        (
+            "an array of 2^29 strings in a 98 MB file",
+            Box::new(|b, h| {
+                let (at, ty) = h.value("tokenizer.ggml.tokens");
+                assert_eq!(ty, 9);
+                b[at + 4..at + 12].copy_from_slice(&(1u64 << 29).to_le_bytes());
+            }),
+            &["tokenizer.ggml.tokens", "536870912 elements"],
+        ),
+        (
+            "a metadata count the file cannot hold",
+            Box::new(|b, _| b[16..24].copy_from_slice(&(u64::MAX / 2).to_le_bytes())),
+            &["metadata entries", "cannot hold"],
+        ),
+        (
+            "a tensor count the file cannot hold",
+            Box::new(|b, _| b[8..16].copy_from_slice(&(u64::MAX / 2).to_le_bytes())),
+            &["tensors", "cannot hold"],
+        ),
+        (
             "a file full of zeros",
             Box::new(|b, _| b.iter_mut().for_each(|v| *v = 0)),
             &["not a GGUF file"],

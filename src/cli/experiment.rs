@@ -184,7 +184,11 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
 
     // The report first: a reader that stops reading stdout early must not cost the files.
     if let Some(dir) = &args.report {
-        let threads = std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "all cores".into());
+        let threads = if args.endpoint.is_some() {
+            "the server's".to_string()
+        } else {
+            stoplab::model::threads().to_string()
+        };
         let header = format!(
             "Model {model_label}; {} runs of {} scenarios in {wall_s:.1} s wall time{}; threads: {threads}.",
             total,

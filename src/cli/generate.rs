@@ -37,7 +37,7 @@ pub fn run(messages: Vec<Message>, default_format: &str, opts: GenArgs) -> Resul
         let speed = if replaying {
             "replayed".to_string()
         } else {
-            let threads = candle_core::utils::get_num_threads();
+            let threads = stoplab::model::threads();
             format!(
                 "prefill {:.0} tok/s, decode {:.1} tok/s, {threads} thread{}",
                 t.prefill_tokens_per_s,

@@ -45,6 +45,14 @@ impl GgufFile {
                 "not a GGUF file (it does not start with the GGUF magic bytes)".into(),
             ));
         }
+        // Every length in the header checked against the file before candle allocates by it.
+        let len = file
+            .metadata()
+            .map_err(|e| bad(format!("cannot read: {e}")))?
+            .len();
+        file.rewind().map_err(|e| bad(e.to_string()))?;
+        super::layout::check(BufReader::new(&mut file), len)
+            .map_err(|e| bad(format!("the GGUF header is corrupt or truncated: {e}")))?;
         file.rewind().map_err(|e| bad(e.to_string()))?;
         let mut reader = BufReader::new(file);
         let content = Content::read(&mut reader).map_err(|e| {

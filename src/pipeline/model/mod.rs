@@ -4,6 +4,7 @@
 //! so every stop scenario can be staged with no weights and no randomness.
 
 mod gguf;
+mod layout;
 mod llama;
 mod replay;
 
