@@ -273,16 +273,35 @@ pub fn baseline(client: &Client, api: Api, max_tokens: usize) -> Result<Baseline
     )
 }
 
-/// The text [`FORCED`] by llama.cpp's `grammar`, when the server takes one and writes exactly that, streamed
-/// and not; None otherwise (the probes then use the greedy output).
+/// The text [`FORCED`] by a grammar (llama.cpp's `grammar`, vLLM's `structured_outputs` or `guided_regex`),
+/// when the server takes one and writes exactly that, streamed and not; None otherwise (the probes then use
+/// the greedy output).
 pub fn forced_baseline(client: &Client, api: Api, max_tokens: usize) -> Option<Baseline> {
     let text = match api {
         Api::Completions => format!(" {FORCED}"),
         Api::Chat => FORCED.to_string(),
     };
-    let fix = json!({ "grammar": format!("root ::= \"{text}\"") });
-    let b = fetch_baseline(client, api, max_tokens, fix, "text fixed by a grammar").ok()?;
-    (b.text == text && b.ended).then_some(b)
+    let regex = text.replace('.', "\\.");
+    // llama.cpp's GBNF grammar, vLLM's structured outputs (current, then the older guided_regex): the first
+    // the server honours (it writes exactly the text, and ends there) fixes the text.
+    let fixes = [
+        (
+            json!({ "grammar": format!("root ::= \"{text}\"") }),
+            "text fixed by a grammar",
+        ),
+        (
+            json!({ "structured_outputs": {"regex": regex} }),
+            "text fixed by a grammar (structured_outputs)",
+        ),
+        (
+            json!({ "guided_regex": regex }),
+            "text fixed by a grammar (guided_regex)",
+        ),
+    ];
+    fixes.into_iter().find_map(|(fix, method)| {
+        let b = fetch_baseline(client, api, max_tokens, fix, method).ok()?;
+        (b.text == text && b.ended).then_some(b)
+    })
 }
 
 fn fetch_baseline(
@@ -442,5 +461,5 @@ pub fn planned_requests(opts: &ProbeOptions) -> usize {
         .filter(|p| opts.only.is_empty() || opts.only.iter().any(|o| o == p.name))
         .map(|p| p.requests)
         .sum();
-    opts.apis.len() * (2 + 2 * usize::from(opts.grammar) + per_api)
+    opts.apis.len() * (2 + 6 * usize::from(opts.grammar) + per_api)
 }
