@@ -99,6 +99,7 @@ pub fn run(args: ProbeArgs) -> Result<(), Failure> {
         concurrency: args.concurrency.max(1),
         grammar: !args.no_grammar,
     };
+    probe::check_only(&opts.only).map_err(|e| Failure::usage(e.to_string()))?;
     eprintln!(
         "stoplab: probing {} with at most {} requests of at most {} tokens each",
         client.base(),

@@ -32,7 +32,7 @@ pub enum Reply {
 
 /// A request that never got an answer.
 #[derive(Debug, thiserror::Error)]
-#[error("{url}: {message}")]
+#[error("{message}")]
 pub struct TransportError {
     pub url: String,
     pub message: String,
@@ -101,7 +101,7 @@ impl Client {
                     if status != 429 && status < 500 || tries > self.opts.retries {
                         return Ok(Reply::Refused { status, body: text });
                     }
-                    format!("status {status}")
+                    format!("{url}: status {status}")
                 }
                 Err(ureq::Error::Transport(t)) => {
                     if tries > self.opts.retries {
@@ -113,10 +113,7 @@ impl Client {
                     t.to_string()
                 }
             };
-            eprintln!(
-                "stoplab: {url}: {retryable}; retrying in {} ms",
-                wait.as_millis()
-            );
+            eprintln!("stoplab: {retryable}; retrying in {} ms", wait.as_millis());
             std::thread::sleep(wait);
             wait = (wait * 2).min(Duration::from_secs(8));
         }
@@ -126,7 +123,7 @@ impl Client {
 fn read_reply(resp: ureq::Response, stream: bool, url: &str) -> Result<Reply, TransportError> {
     let err = |message: String| TransportError {
         url: url.to_string(),
-        message,
+        message: format!("{url}: {message}"),
     };
     if !stream {
         let text = resp

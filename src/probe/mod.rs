@@ -377,6 +377,23 @@ pub fn names() -> Vec<&'static str> {
     PROBES.iter().map(|p| p.name).collect()
 }
 
+/// Checks `--only` against the probes' names.
+pub fn check_only(only: &[String]) -> Result<(), crate::Error> {
+    match only
+        .iter()
+        .find(|n| !PROBES.iter().any(|p| p.name == n.as_str()))
+    {
+        Some(name) => Err(crate::Error::Invalid {
+            field: "--only".into(),
+            message: format!(
+                "unknown probe {name:?}; the probes are: {}",
+                names().join(", ")
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Runs the suite: the baselines first, then every selected probe on every endpoint, `concurrency` at a time.
 /// `on_result` sees each result as it comes (in completion order); the returned list is in suite order.
 pub fn run(
@@ -384,17 +401,7 @@ pub fn run(
     opts: &ProbeOptions,
     on_result: &(dyn Fn(&ProbeResult) + Sync),
 ) -> Result<Vec<ProbeResult>, crate::Error> {
-    for name in &opts.only {
-        if !PROBES.iter().any(|p| p.name == name) {
-            return Err(crate::Error::Invalid {
-                field: "--only".into(),
-                message: format!(
-                    "unknown probe {name:?}; the probes are: {}",
-                    names().join(", ")
-                ),
-            });
-        }
-    }
+    check_only(&opts.only)?;
     let selected: Vec<_> = PROBES
         .iter()
         .filter(|p| opts.only.is_empty() || opts.only.iter().any(|o| o == p.name))
@@ -402,10 +409,11 @@ pub fn run(
     // Per endpoint: the greedy output, and the grammar-forced text where the server can force one.
     let mut baselines = Vec::new();
     for &api in &opts.apis {
-        let b = baseline(client, api, opts.max_tokens).map_err(|e| crate::Error::Invalid {
-            field: "URL".into(),
-            message: format!("{} {}: {e}", client.base(), api.path()),
-        })?;
+        let b =
+            baseline(client, api, opts.max_tokens).map_err(|message| crate::Error::Invalid {
+                field: "URL".into(),
+                message,
+            })?;
         let forced = if opts.grammar {
             forced_baseline(client, api, opts.max_tokens)
         } else {
