@@ -50,6 +50,25 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// The server refused the request: it lacks what the probe tests.
+    fn refused(sent: Value, status: u16, body: &str) -> Self {
+        Self::unsupported(
+            sent,
+            format!("refused ({status}): {}", super::client::clip(body)),
+        )
+    }
+
+    /// The request got no answer at all.
+    fn no_answer(sent: Value, e: String) -> Self {
+        Self {
+            verdict: Verdict::Fail,
+            sent,
+            got: e,
+            expected: String::new(),
+            note: "no answer".into(),
+        }
+    }
+
     fn unsupported(sent: Value, note: impl Into<String>) -> Self {
         Self {
             verdict: Verdict::Unsupported,
@@ -635,17 +654,8 @@ fn ignore_eos(ctx: &Ctx<'_>) -> Outcome {
                 note: format!("the model ends by itself after {} tokens", base.tokens),
             }
         }
-        Ok(Answer::Refused { status, body }) => Outcome::unsupported(
-            extra,
-            format!("refused ({status}): {}", super::client::clip(&body)),
-        ),
-        Err(e) => Outcome {
-            verdict: Verdict::Fail,
-            sent: extra,
-            got: e,
-            expected: String::new(),
-            note: "no answer".into(),
-        },
+        Ok(Answer::Refused { status, body }) => Outcome::refused(extra, status, &body),
+        Err(e) => Outcome::no_answer(extra, e),
     }
 }
 
@@ -675,17 +685,8 @@ fn min_tokens(ctx: &Ctx<'_>) -> Outcome {
                 note: format!("the model ends by itself after {} tokens", base.tokens),
             }
         }
-        Ok(Answer::Refused { status, body }) => Outcome::unsupported(
-            extra,
-            format!("refused ({status}): {}", super::client::clip(&body)),
-        ),
-        Err(e) => Outcome {
-            verdict: Verdict::Fail,
-            sent: extra,
-            got: e,
-            expected: String::new(),
-            note: "no answer".into(),
-        },
+        Ok(Answer::Refused { status, body }) => Outcome::refused(extra, status, &body),
+        Err(e) => Outcome::no_answer(extra, e),
     }
 }
 
@@ -756,17 +757,8 @@ fn stop_reason(ctx: &Ctx<'_>) -> Outcome {
                 note: "the stop that matched, not its index or the list".into(),
             },
         },
-        Ok(Answer::Refused { status, body }) => Outcome::unsupported(
-            extra,
-            format!("refused ({status}): {}", super::client::clip(&body)),
-        ),
-        Err(e) => Outcome {
-            verdict: Verdict::Fail,
-            sent: extra,
-            got: e,
-            expected: String::new(),
-            note: "no answer".into(),
-        },
+        Ok(Answer::Refused { status, body }) => Outcome::refused(extra, status, &body),
+        Err(e) => Outcome::no_answer(extra, e),
     }
 }
 
@@ -802,13 +794,7 @@ fn empty_stop(ctx: &Ctx<'_>) -> Outcome {
             expected: "a 4xx, or the text of no stop".into(),
             note: "a server error on user input".into(),
         },
-        Err(e) => Outcome {
-            verdict: Verdict::Fail,
-            sent: extra,
-            got: e,
-            expected: String::new(),
-            note: "no answer".into(),
-        },
+        Err(e) => Outcome::no_answer(extra, e),
     }
 }
 
