@@ -23,7 +23,7 @@ pub(super) struct QMat {
 
 impl QMat {
     pub(super) fn row_bytes(&self) -> usize {
-        self.cols / QK * self.wtype.block_bytes()
+        self.wtype.row_bytes(self.cols)
     }
 
     /// Row `r` to f32 (an embedding lookup).
@@ -34,6 +34,7 @@ impl QMat {
         match self.wtype {
             WType::Q8_0 => dequant_q8_0(row, out),
             WType::Q4_1 => dequant_q4_1(row, out),
+            t => super::quant::dequant_row(t, row, out),
         }
     }
 }

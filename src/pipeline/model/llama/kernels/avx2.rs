@@ -44,6 +44,9 @@ pub(super) unsafe fn dot_rows(
         match wt {
             WType::Q4_1 => super::dispatch_tile!(q4_1[, false], w, rb, act, r, t, cn, out),
             WType::Q8_0 => super::dispatch_tile!(q8_0[, false], w, rb, act, r, t, cn, out),
+            WType::Q5_0 | WType::Q4_K | WType::Q6_K => {
+                super::scalar::dot_tile(wt, w, rb, act, r, t, cn, out)
+            }
         }
     };
     super::tiles(tile, w, rb, rows, wtile, prefetch, emit)
@@ -73,6 +76,9 @@ pub(super) unsafe fn dot_tile(
         match wt {
             WType::Q4_1 => super::dispatch_tile!(q4_1[, false], w, rb, act, r, t, cn, out),
             WType::Q8_0 => super::dispatch_tile!(q8_0[, false], w, rb, act, r, t, cn, out),
+            WType::Q5_0 | WType::Q4_K | WType::Q6_K => {
+                super::scalar::dot_tile(wt, w, rb, act, r, t, cn, out)
+            }
         }
     }
 }

@@ -133,9 +133,9 @@ impl Kernels {
                 && (1..=WTILE_MAX).contains(&cn)
                 && w.len() >= cn * rb
                 && rb == act.nb * wt.block_bytes()
+                && act.qk == wt.block_len()
                 && r + t <= act.rows()
-                && act.qs.len() == act.d.len() * 32
-                && act.s.len() == act.d.len(),
+                && act.consistent(),
             "dot_tile: a tile outside its weights or activations"
         );
         match self.0 {
@@ -185,9 +185,9 @@ impl Kernels {
             (1..=WTILE_MAX).contains(&wtile)
                 && rb > 0
                 && rb == act.nb * wt.block_bytes()
+                && act.qk == wt.block_len()
                 && w.len().is_multiple_of(rb)
-                && act.qs.len() == act.d.len() * 32
-                && act.s.len() == act.d.len(),
+                && act.consistent(),
             "dot_rows: weights of {} bytes in rows of {rb}, activations of {} blocks",
             w.len(),
             act.nb
