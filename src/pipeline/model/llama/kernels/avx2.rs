@@ -48,7 +48,10 @@ pub(super) unsafe fn dot_rows(
             WType::Q8_0 => super::dispatch_tile!(q8_0[, false], w, rb, act, r, t, cn, out),
             WType::Q5_0 => super::dispatch_tile!(q5_0[, false], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
-            WType::Q6_K => super::dispatch_tile!(q6_k[], w, rb, act, r, t, cn, out),
+            WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
+                super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
+            }
+            WType::Q6_K => super::dispatch_tile!(q6_k[, false], w, rb, act, r, t, cn, out),
         }
     };
     super::tiles(tile, w, rb, rows, wtile, prefetch, emit)
@@ -80,7 +83,10 @@ pub(super) unsafe fn dot_tile(
             WType::Q8_0 => super::dispatch_tile!(q8_0[, false], w, rb, act, r, t, cn, out),
             WType::Q5_0 => super::dispatch_tile!(q5_0[, false], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
-            WType::Q6_K => super::dispatch_tile!(q6_k[], w, rb, act, r, t, cn, out),
+            WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
+                super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
+            }
+            WType::Q6_K => super::dispatch_tile!(q6_k[, false], w, rb, act, r, t, cn, out),
         }
     }
 }
@@ -503,13 +509,14 @@ pub(super) unsafe fn q4_k<const R: usize, const C: usize>(
 }
 
 /// Q6_K weights · Q8_K activations, as ggml's AVX2 `ggml_vec_dot_q6_K_q8_K` (which `scalar::q6_k` spells
-/// out): the same 8 integer lanes per super-block, one fused multiply-add by d_x × d_w, then [`hsum`].
+/// out): the same 8 integer lanes per super-block, one fused multiply-add by d_x × d_w, then [`hsum`];
+/// `BATCHED`, as `scalar::q6_k_batched`: the lanes' sum × d_w, one scalar fused multiply-add by d_x.
 ///
 /// # Safety
 /// As [`q4_1`].
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // k and i index weight rows and activation rows alike
-pub(super) unsafe fn q6_k<const R: usize, const C: usize>(
+pub(super) unsafe fn q6_k<const R: usize, const C: usize, const BATCHED: bool>(
     w: &[u8],
     rb: usize,
     act: &Act,
@@ -522,6 +529,7 @@ pub(super) unsafe fn q6_k<const R: usize, const C: usize>(
         let m3 = _mm256_set1_epi8(3);
         let m15 = _mm256_set1_epi8(15);
         let mut acc = [[_mm256_setzero_ps(); R]; C];
+        let mut accb = [[0f32; R]; C];
         let (qs, d, bs) = (act.qs.as_ptr(), act.d.as_ptr(), act.bsums.as_ptr());
         for b in 0..nb {
             for k in 0..C {
@@ -591,14 +599,20 @@ pub(super) unsafe fn q6_k<const R: usize, const C: usize>(
                     }
                 }
                 for i in 0..R {
-                    let dd = _mm256_set1_ps(*d.add((r + i) * nb + b) * dw);
-                    acc[k][i] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi[i]), acc[k][i]);
+                    let dx = *d.add((r + i) * nb + b);
+                    if BATCHED {
+                        let isum = hsum_i32(sumi[i]);
+                        accb[k][i] = (dw * isum as f32).mul_add(dx, accb[k][i]);
+                    } else {
+                        let dd = _mm256_set1_ps(dx * dw);
+                        acc[k][i] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi[i]), acc[k][i]);
+                    }
                 }
             }
         }
         for k in 0..C {
             for i in 0..R {
-                out[k][i] = hsum(acc[k][i]);
+                out[k][i] = if BATCHED { accb[k][i] } else { hsum(acc[k][i]) };
             }
         }
     }
