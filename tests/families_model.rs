@@ -21,17 +21,20 @@ use stoplab::model::{Backend, GgufLlama, Model, Next};
 const QWEN: &str = "qwen2.5-coder-0.5b-instruct";
 const GEMMA: &str = "gemma3-270m";
 
+/// A reference file from `../shared/reference` beside the repository (as `tests/real_model.rs` reads
+/// SmolLM2's), or from the folder `STOPLAB_REFERENCE` names.
 fn reference(file: &str) -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference")
-        .join(file);
-    let path = if path.exists() {
-        path
-    } else {
-        PathBuf::from("/work/shared/reference").join(file)
-    };
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("the reference file {} cannot be read: {e}", path.display()));
+    let dir = std::env::var_os("STOPLAB_REFERENCE").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference"),
+        PathBuf::from,
+    );
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the reference file {} cannot be read: {e} (set STOPLAB_REFERENCE to its folder)",
+            path.display()
+        )
+    });
     serde_json::from_str::<Value>(&text)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .as_array()

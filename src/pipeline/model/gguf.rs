@@ -1,5 +1,6 @@
-//! The GGUF llama backend: stoplab's own forward pass ([`super::llama`]) where it supports the file, candle's
-//! quantized llama otherwise (and as the reference the tests hold the own pass to).
+//! The GGUF backend: stoplab's own forward pass ([`super::llama`], for the llama, qwen2 and gemma3
+//! architectures) where it supports the file; candle's quantized llama or qwen2 otherwise (and as the
+//! reference the tests hold the own pass to). candle's gemma3 is never used: it computes another function.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
@@ -191,7 +192,7 @@ fn check_complete<R: Seek>(content: &Content, reader: &mut R) -> Result<(), Stri
     Ok(())
 }
 
-/// Which forward pass runs a GGUF llama.
+/// Which forward pass runs a GGUF model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
     /// stoplab's own (memory-mapped weights, in-place f16 KV cache); for llama and qwen2 files it does not

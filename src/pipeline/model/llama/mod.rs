@@ -1,4 +1,11 @@
-//! stoplab's own llama forward pass for the CPU: one sequence, weights memory-mapped and used in place.
+//! stoplab's own forward pass for the CPU: one sequence, weights memory-mapped and used in place.
+//!
+//! Three architectures share the pass ([`Arch`]): `llama` (SmolLM2), `qwen2` (Qwen2.5: q/k/v biases, NEOX
+//! rope) and `gemma3` (Gemma 3: embeddings scaled by √dim, per-head q/k RMS norms before rope, RMS norms
+//! after attention and after the feed-forward, GELU(tanh)-gated feed-forward through ggml's f16 table,
+//! keys 256 wide over an embedding of 640, and sliding-window layers with their own rope base). Each
+//! follows llama.cpp's graph for that architecture (`src/models/{llama,qwen2,gemma3}.cpp`) and ggml's CPU
+//! numerics, so the greedy ids agree with llama.cpp's (`tests/families_model.rs`, `tests/real_model.rs`).
 //!
 //! Why not candle's `quantized_llama`: it concatenates the whole KV cache at every step (a per-token cost
 //! that grows with the context), dequantizes the token embedding to a 113 MB f32 table, allocates every
@@ -55,9 +62,9 @@ pub fn threads() -> usize {
     parallel::threads()
 }
 
-/// Checks the header fields any llama forward pass relies on (head counts, dimensions, block count against
-/// the tensors, context length, epsilon), so that neither backend divides by zero or reads past a tensor.
-/// Errors name the field.
+/// Checks the header fields a forward pass of the file's architecture relies on (head counts and widths,
+/// dimensions, block count, each tensor's shape including biases and extra norms, sliding window, context
+/// length, epsilon), so that neither backend divides by zero or reads past a tensor. Errors name the field.
 pub fn check_header(content: &Content) -> Result<(), String> {
     weights::config(content).map(|_| ())
 }

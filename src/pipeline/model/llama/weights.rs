@@ -72,8 +72,7 @@ pub fn unsupported(content: &Content) -> Option<String> {
     for (name, info) in &content.tensor_infos {
         let ok = match info.ggml_dtype {
             GgmlDType::F32 => info.shape.rank() == 1,
-            GgmlDType::Q4_1 | GgmlDType::Q8_0 => info.shape.rank() == 2,
-            _ => false,
+            t => WType::from_ggml(t).is_some() && info.shape.rank() == 2,
         };
         if !ok {
             return Some(format!(
@@ -468,19 +467,22 @@ impl Index<'_> {
     /// A `rows` × `cols` quantized matrix.
     fn mat(&self, name: &str, rows: usize, cols: usize) -> Result<QMat, String> {
         let info = self.info(name)?;
-        let wtype = match info.ggml_dtype {
-            GgmlDType::Q4_1 => WType::Q4_1,
-            GgmlDType::Q8_0 => WType::Q8_0,
-            other => {
-                return Err(format!(
-                    "tensor {name} is {other:?}; this forward pass reads Q4_1 and Q8_0 matrices"
-                ));
-            }
-        };
+        let wtype = WType::from_ggml(info.ggml_dtype).ok_or_else(|| {
+            format!(
+                "tensor {name} is {:?}; this forward pass reads Q4_1, Q5_0, Q8_0, Q4_K and Q6_K matrices",
+                info.ggml_dtype
+            )
+        })?;
         let dims = info.shape.dims();
-        if dims != [rows, cols] || !cols.is_multiple_of(QK) {
+        if dims != [rows, cols] {
             return Err(format!(
                 "tensor {name} has shape {dims:?}, but the header's dimensions make it [{rows}, {cols}]"
+            ));
+        }
+        if !cols.is_multiple_of(wtype.block_len()) {
+            return Err(format!(
+                "tensor {name}: its rows of {cols} values do not fill whole {wtype:?} blocks of {}",
+                wtype.block_len()
             ));
         }
         let mut m = QMat {
