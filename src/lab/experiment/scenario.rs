@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::format::{Message, PromptFormat};
 use crate::generate::{GenerateParams, RepetitionStop};
-use crate::pipeline::settings::{Field, Settings, SettingsError, UserSettings};
+use crate::pipeline::settings::{EndTokenChoice, Field, Settings, SettingsError, UserSettings};
 use crate::sampling::SamplingParams;
 
 use super::run::RunOptions;
@@ -62,6 +62,8 @@ struct StopSpec {
     min_tokens: usize,
     max_tokens: usize,
     repetition: Option<RepetitionStop>,
+    /// Which end tokens count: `replace`, `add`, `remove` (token ids).
+    end_tokens: EndTokenChoice,
 }
 
 impl Default for StopSpec {
@@ -75,6 +77,7 @@ impl Default for StopSpec {
             min_tokens: 0,
             max_tokens: 96,
             repetition: None,
+            end_tokens: EndTokenChoice::default(),
         }
     }
 }
@@ -265,6 +268,9 @@ fn settings_path(field: Field, settings: &UserSettings) -> Vec<Seg> {
             path
         }
         Field::Seed => key("sampling", "seed"),
+        Field::EndTokens { list, index } => {
+            vec![Key("stop"), Key("end_tokens"), Key(list.name()), Index(index)]
+        }
     }
 }
 
@@ -312,6 +318,7 @@ impl Scenario {
             max_tokens: raw.stop.max_tokens,
             repetition: raw.stop.repetition,
             sampling: raw.sampling.clone(),
+            end_tokens: raw.stop.end_tokens.clone(),
         };
         let Settings { format, params } = settings
             .validate(None)
