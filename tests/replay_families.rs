@@ -116,8 +116,13 @@ fn each_family_ends_on_its_own_set_with_reasons() {
         ("gpt-oss-vocab", &[199999, 200002, 200012], &[199999, 200002, 200012]),
         // Llama 3: <|end_of_text|>, 128008 (3.1's <|eom_id|>, a reserved name here), <|eot_id|>.
         ("llama3-vocab", &[128001, 128008, 128009], &[128001, 128009]),
-        // Qwen3: <|endoftext|>, <|im_end|>; llama.cpp adds the FIM markers.
-        ("qwen3-vocab", &[151643, 151645], &[151643, 151645, 151662, 151663, 151664]),
+        // Qwen3: <|endoftext|>, <|im_end|>; llama.cpp adds the FIM markers and, as in Qwen2.5's GGUF, the
+        // ordinary token `</s>` 128247 by its spelling (the reference lists only the specials' matches).
+        (
+            "qwen3-vocab",
+            &[151643, 151645],
+            &[128247, 151643, 151645, 151662, 151663, 151664],
+        ),
     ];
     for (name, ours, theirs) in cases {
         let e = engine(name);
