@@ -284,3 +284,30 @@ fn a_vocabulary_without_weights_asks_for_a_replay() {
     .to_string();
     assert!(err.contains("gpt-oss-vocab has no weights: use --replay"), "{err}");
 }
+
+/// The weight-free scenarios (`scenarios/families/`), as `stoplab experiment --model NAME --scenario FILE`
+/// runs them: the end set in force decides where each run ends and how many tokens it wastes.
+#[test]
+fn family_scenarios_end_where_their_end_set_says() {
+    use stoplab::experiment::{RunOptions, Scenario, run_scenario};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/families");
+    // (file, model, finish, wasted tokens (the end token counts as one), run-on turns: invented tool
+    // answers for harmony, further headers for Llama 3)
+    let cases = [
+        ("harmony-call-ends.toml", "gpt-oss-vocab", "end_token", 1, 0),
+        ("harmony-only-return.toml", "gpt-oss-vocab", "end_token", 33, 1),
+        ("llama3-eot.toml", "llama3-vocab", "end_token", 1, 0),
+        ("llama3-end-of-text-only.toml", "llama3-vocab", "end_token", 17, 2),
+    ];
+    for (file, model, finish, wasted, turns) in cases {
+        let sc = Scenario::load(&dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(sc.replay.is_some(), "{file}");
+        let mut e = engine(model);
+        let report = run_scenario(&mut e, &sc, &RunOptions::default(), &mut |_| {}).unwrap();
+        let r = &report.results[0];
+        assert_eq!(r.finish, finish, "{file}: {}", r.finish_detail);
+        assert_eq!(r.wasted, Some(wasted), "{file}: {:?}", r.text);
+        assert_eq!(r.run_on_turns, turns, "{file}: {:?}", r.text);
+        assert!(report.end_tokens.starts_with("end tokens in force"), "{file}");
+    }
+}

@@ -166,7 +166,9 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
             reports.push(report);
         }
     } else {
-        let mut engine = Engine::load(&args.model.options(false))?;
+        // Replay scenarios need no weights (a weight-free vocabulary has none).
+        let replays_only = scenarios.iter().all(|s| s.replay.is_some());
+        let mut engine = Engine::load(&args.model.options(replays_only))?;
         for s in &scenarios {
             s.check(engine.vocab.len()).map_err(bad_scenario)?;
         }

@@ -131,6 +131,9 @@ pub fn markdown(reports: &[ScenarioReport], scenarios: &[Scenario], header: &str
                 "- done when the model has written any of {:?}\n",
                 sc.done
             ));
+            if !r.end_tokens.is_empty() {
+                out.push_str(&format!("- {}\n", r.end_tokens));
+            }
         }
         if let Some(first) = r.results.first() {
             let text: String = first.text.chars().take(400).collect();

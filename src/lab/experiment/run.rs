@@ -63,6 +63,8 @@ pub struct ScenarioReport {
     pub ngram: usize,
     pub decode_ms: f64,
     pub decode_tokens_per_s: f64,
+    /// The end tokens in force, as [`crate::trace::end_set_line`] writes them (empty on a server).
+    pub end_tokens: String,
     pub results: Vec<RunResult>,
 }
 
@@ -95,6 +97,10 @@ pub fn run_scenario(
         message: e.message,
     })?;
     let (_, prompt) = engine.prompt(&sc.format, &sc.messages)?;
+    let replay = match &sc.replay {
+        Some(text) => Some(engine.vocab.encode(text, true)?),
+        None => None,
+    };
     let longest = sc.done.iter().map(String::len).max().unwrap_or(0);
     let mut results = Vec::new();
     for i in 0..sc.run_count(opts) {
@@ -114,7 +120,7 @@ pub fn run_scenario(
             }
             ControlFlow::Continue(())
         };
-        let outcome = engine.generate(&prompt, None, &params, &mut sink)?;
+        let outcome = engine.generate(&prompt, replay.clone(), &params, &mut sink)?;
         let result = RunResult {
             seed: params.sampling.seed,
             finish: outcome.finish.kind().into(),
@@ -132,7 +138,9 @@ pub fn run_scenario(
         on_run(&result);
         results.push(result);
     }
-    Ok(summarise(sc, results))
+    let mut report = summarise(sc, results);
+    report.end_tokens = crate::trace::end_set_line(&engine.vocab, &sc.params);
+    Ok(report)
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -167,6 +175,7 @@ pub fn summarise(sc: &Scenario, results: Vec<RunResult>) -> ScenarioReport {
         run_on_turns_mean: mean(results.iter().map(|r| r.run_on_turns as f64)),
         repeated_ngrams_mean: mean(results.iter().map(|r| r.repeated_ngrams as f64)),
         ngram: sc.ngram,
+        end_tokens: String::new(),
         decode_ms,
         decode_tokens_per_s: if decode_ms > 0.0 {
             decode_tokens as f64 * 1e3 / decode_ms

@@ -39,6 +39,16 @@ struct File {
     #[serde(default)]
     runs: RunsSpec,
     done: DoneSpec,
+    /// Replay this text instead of running the model (special tokens parsed): a weight-free vocabulary's
+    /// scenario (`--model gpt-oss-vocab`).
+    #[serde(default)]
+    replay: Option<ReplaySpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplaySpec {
+    text: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,6 +148,8 @@ pub struct Scenario {
     pub turn_markers: Vec<String>,
     /// Length of the token n-grams counted as repeats.
     pub ngram: usize,
+    /// Text the replay model writes instead of the model (`[replay] text`).
+    pub replay: Option<String>,
     /// The file's text, for the lines of errors found later (token ids against a vocabulary).
     source: String,
 }
@@ -373,6 +385,7 @@ impl Scenario {
             done: raw.done.contains,
             turn_markers,
             ngram: raw.done.ngram,
+            replay: raw.replay.map(|r| r.text),
             source: src.into(),
         })
     }
