@@ -311,3 +311,86 @@ fn family_scenarios_end_where_their_end_set_says() {
         assert!(report.end_tokens.starts_with("end tokens in force"), "{file}");
     }
 }
+
+fn stoplab(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The flags, by token text: `--no-end-token '<|call|>'` runs past the call; the trace says which set was
+/// in force; a text that is no token, a clash, and a command that needs weights are refused with exit 2.
+#[test]
+fn end_token_flags_choose_the_set_by_text_on_the_command_line() {
+    let call = r#"<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}<|call|>"#;
+    let (rc, out, err) = stoplab(&["complete", "--model", "gpt-oss-vocab", "--json", "--replay", call, "<|start|>assistant"]);
+    assert_eq!(rc, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["text"], r#"<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}"#);
+
+    let (rc, out, err) = stoplab(&[
+        "trace", "--model", "gpt-oss-vocab", "--no-end-token", "<|call|>", "--replay", call, "<|start|>assistant",
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(
+        out.contains("end tokens in force: {199999 <|endoftext|>, 200002 <|return|>} (removed 200012 <|call|>)"),
+        "{out}"
+    );
+    assert!(out.contains("token 18 (id 200002)"), "{out}");
+
+    let (rc, _, err) = stoplab(&["complete", "--model", "gpt-oss-vocab", "--add-end-token", "<|nope|>", "--replay", "x", "y"]);
+    assert_eq!(rc, 2);
+    assert!(err.contains("--add-end-token #1: \"<|nope|>\" is not a token of this vocabulary"), "{err}");
+    let (rc, _, err) = stoplab(&[
+        "complete", "--model", "gpt-oss-vocab", "--add-end-token", "7", "--no-end-token", "7", "--replay", "x", "y",
+    ]);
+    assert_eq!(rc, 2);
+    assert!(err.contains("--no-end-token #1: token 7 is both added and removed"), "{err}");
+    let (rc, _, err) = stoplab(&["complete", "--model", "llama3-vocab", "--end-token", "999999", "--replay", "x", "y"]);
+    assert_eq!(rc, 2);
+    assert!(err.contains("--end-token #1: token id 999999 is outside the vocabulary"), "{err}");
+    let (rc, _, err) = stoplab(&["complete", "--model", "gpt-oss-vocab", "hi"]);
+    assert_eq!(rc, 2);
+    assert!(err.contains("gpt-oss-vocab has no weights: use --replay"), "{err}");
+}
+
+#[test]
+fn tokenize_end_tokens_lists_reasons_spellings_and_llama_cpps_difference() {
+    let (rc, out, err) = stoplab(&["tokenize", "--model", "qwen3-vocab", "--end-tokens", "--json"]);
+    assert_eq!(rc, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let e = &v["end_tokens"];
+    assert_eq!(e["set"], serde_json::json!([151643, 151645]));
+    let im_end = &e["tokens"][1];
+    assert_eq!(im_end["text"], "<|im_end|>");
+    assert_eq!(im_end["plain_text_is_this_token"], false);
+    assert_eq!(im_end["plain_text_pieces"].as_array().unwrap().concat_str(), "<|im_end|>");
+    let extra: Vec<u64> = e["llama_cpp_extra"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(extra, [128247, 151662, 151663, 151664]);
+
+    let (rc, out, err) = stoplab(&["tokenize", "--model", "llama3-vocab", "--end-tokens"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains("llama.cpp lacks 128008"), "{out}");
+    assert!(out.contains("beginning of sequence: 128000 <|begin_of_text|> (put before a text prompt, once)"), "{out}");
+}
+
+trait ConcatStr {
+    fn concat_str(&self) -> String;
+}
+
+impl ConcatStr for Vec<serde_json::Value> {
+    fn concat_str(&self) -> String {
+        self.iter().filter_map(|v| v.as_str()).collect()
+    }
+}
