@@ -103,7 +103,11 @@ fn every_sequence_tokenizes_to_its_ids_and_decodes_to_its_pieces() {
             assert_eq!(pieces, expect, "{name} {label}");
             assert_eq!(v.decode(&want).unwrap(), text, "{name} {label}");
             let specials: Vec<u32> = want.iter().copied().filter(|&i| v.is_special(i)).collect();
-            assert_eq!(specials, ids(&s["special_ids_in_sequence"]), "{name} {label}");
+            assert_eq!(
+                specials,
+                ids(&s["special_ids_in_sequence"]),
+                "{name} {label}"
+            );
         }
     }
 }
@@ -113,7 +117,11 @@ fn each_family_ends_on_its_own_set_with_reasons() {
     let r = reference();
     let cases: [(&str, &[u32], &[u32]); 3] = [
         // gpt-oss: <|endoftext|>, <|return|>, <|call|>; not <|end|> (one message, the turn goes on).
-        ("gpt-oss-vocab", &[199999, 200002, 200012], &[199999, 200002, 200012]),
+        (
+            "gpt-oss-vocab",
+            &[199999, 200002, 200012],
+            &[199999, 200002, 200012],
+        ),
         // Llama 3: <|end_of_text|>, 128008 (3.1's <|eom_id|>, a reserved name here), <|eot_id|>.
         ("llama3-vocab", &[128001, 128008, 128009], &[128001, 128009]),
         // Qwen3: <|endoftext|>, <|im_end|>; llama.cpp adds the FIM markers and, as in Qwen2.5's GGUF, the
@@ -145,7 +153,10 @@ fn each_family_ends_on_its_own_set_with_reasons() {
     let e = engine("gpt-oss-vocab");
     assert!(!e.vocab.end_tokens().contains(&200007));
     let why = &e.vocab.end_set().tokens;
-    assert!(why.iter().any(|t| t.id == 200012 && t.reasons[0].contains("tool call")));
+    assert!(
+        why.iter()
+            .any(|t| t.id == 200012 && t.reasons[0].contains("tool call"))
+    );
 }
 
 /// `<|return|>` written as the special token and spelled as ordinary pieces (` <`, `|`, `return`, `|`,
@@ -154,8 +165,20 @@ fn each_family_ends_on_its_own_set_with_reasons() {
 fn a_stop_string_catches_a_special_in_both_forms() {
     let r = reference();
     let cases = [
-        ("gpt-oss", "gpt-oss-vocab", "harmony_return_as_text", "<|return|>", 200002),
-        ("llama3", "llama3-vocab", "llama3_eot_as_text", "<|eot_id|>", 128009),
+        (
+            "gpt-oss",
+            "gpt-oss-vocab",
+            "harmony_return_as_text",
+            "<|return|>",
+            200002,
+        ),
+        (
+            "llama3",
+            "llama3-vocab",
+            "llama3_eot_as_text",
+            "<|eot_id|>",
+            128009,
+        ),
     ];
     for (family, name, seq, marker, id) in cases {
         let mut e = engine(name);
@@ -226,7 +249,11 @@ fn harmony_tool_call_stops_at_call_unless_only_return_counts() {
     let out = run(&mut e, &script, &only_return);
     assert_eq!(out.finish, FinishReason::EndToken { id: 200002 });
     assert_eq!(out.tokens.len(), calls + 2);
-    assert!(out.text.ends_with("{\"city\":\"Paris\"}<|call|>"), "{:?}", out.text);
+    assert!(
+        out.text.ends_with("{\"city\":\"Paris\"}<|call|>"),
+        "{:?}",
+        out.text
+    );
 
     // Removing <|call|> has the same effect here; removing both and ignoring nothing else runs to the limit.
     let none = params(
@@ -282,7 +309,10 @@ fn a_vocabulary_without_weights_asks_for_a_replay() {
     .err()
     .unwrap()
     .to_string();
-    assert!(err.contains("gpt-oss-vocab has no weights: use --replay"), "{err}");
+    assert!(
+        err.contains("gpt-oss-vocab has no weights: use --replay"),
+        "{err}"
+    );
 }
 
 /// The weight-free scenarios (`scenarios/families/`), as `stoplab experiment --model NAME --scenario FILE`
@@ -295,9 +325,21 @@ fn family_scenarios_end_where_their_end_set_says() {
     // answers for harmony, further headers for Llama 3)
     let cases = [
         ("harmony-call-ends.toml", "gpt-oss-vocab", "end_token", 1, 0),
-        ("harmony-only-return.toml", "gpt-oss-vocab", "end_token", 33, 1),
+        (
+            "harmony-only-return.toml",
+            "gpt-oss-vocab",
+            "end_token",
+            33,
+            1,
+        ),
         ("llama3-eot.toml", "llama3-vocab", "end_token", 1, 0),
-        ("llama3-end-of-text-only.toml", "llama3-vocab", "end_token", 17, 2),
+        (
+            "llama3-end-of-text-only.toml",
+            "llama3-vocab",
+            "end_token",
+            17,
+            2,
+        ),
     ];
     for (file, model, finish, wasted, turns) in cases {
         let sc = Scenario::load(&dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
@@ -308,7 +350,10 @@ fn family_scenarios_end_where_their_end_set_says() {
         assert_eq!(r.finish, finish, "{file}: {}", r.finish_detail);
         assert_eq!(r.wasted, Some(wasted), "{file}: {:?}", r.text);
         assert_eq!(r.run_on_turns, turns, "{file}: {:?}", r.text);
-        assert!(report.end_tokens.starts_with("end tokens in force"), "{file}");
+        assert!(
+            report.end_tokens.starts_with("end tokens in force"),
+            "{file}"
+        );
     }
 }
 
@@ -329,13 +374,31 @@ fn stoplab(args: &[&str]) -> (i32, String, String) {
 #[test]
 fn end_token_flags_choose_the_set_by_text_on_the_command_line() {
     let call = r#"<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}<|call|>"#;
-    let (rc, out, err) = stoplab(&["complete", "--model", "gpt-oss-vocab", "--json", "--replay", call, "<|start|>assistant"]);
+    let (rc, out, err) = stoplab(&[
+        "complete",
+        "--model",
+        "gpt-oss-vocab",
+        "--json",
+        "--replay",
+        call,
+        "<|start|>assistant",
+    ]);
     assert_eq!(rc, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["text"], r#"<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}"#);
+    assert_eq!(
+        v["text"],
+        r#"<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}"#
+    );
 
     let (rc, out, err) = stoplab(&[
-        "trace", "--model", "gpt-oss-vocab", "--no-end-token", "<|call|>", "--replay", call, "<|start|>assistant",
+        "trace",
+        "--model",
+        "gpt-oss-vocab",
+        "--no-end-token",
+        "<|call|>",
+        "--replay",
+        call,
+        "<|start|>assistant",
     ]);
     assert_eq!(rc, 0, "{err}");
     assert!(
@@ -344,25 +407,70 @@ fn end_token_flags_choose_the_set_by_text_on_the_command_line() {
     );
     assert!(out.contains("token 18 (id 200002)"), "{out}");
 
-    let (rc, _, err) = stoplab(&["complete", "--model", "gpt-oss-vocab", "--add-end-token", "<|nope|>", "--replay", "x", "y"]);
-    assert_eq!(rc, 2);
-    assert!(err.contains("--add-end-token #1: \"<|nope|>\" is not a token of this vocabulary"), "{err}");
     let (rc, _, err) = stoplab(&[
-        "complete", "--model", "gpt-oss-vocab", "--add-end-token", "7", "--no-end-token", "7", "--replay", "x", "y",
+        "complete",
+        "--model",
+        "gpt-oss-vocab",
+        "--add-end-token",
+        "<|nope|>",
+        "--replay",
+        "x",
+        "y",
     ]);
     assert_eq!(rc, 2);
-    assert!(err.contains("--no-end-token #1: token 7 is both added and removed"), "{err}");
-    let (rc, _, err) = stoplab(&["complete", "--model", "llama3-vocab", "--end-token", "999999", "--replay", "x", "y"]);
+    assert!(
+        err.contains("--add-end-token #1: \"<|nope|>\" is not a token of this vocabulary"),
+        "{err}"
+    );
+    let (rc, _, err) = stoplab(&[
+        "complete",
+        "--model",
+        "gpt-oss-vocab",
+        "--add-end-token",
+        "7",
+        "--no-end-token",
+        "7",
+        "--replay",
+        "x",
+        "y",
+    ]);
     assert_eq!(rc, 2);
-    assert!(err.contains("--end-token #1: token id 999999 is outside the vocabulary"), "{err}");
+    assert!(
+        err.contains("--no-end-token #1: token 7 is both added and removed"),
+        "{err}"
+    );
+    let (rc, _, err) = stoplab(&[
+        "complete",
+        "--model",
+        "llama3-vocab",
+        "--end-token",
+        "999999",
+        "--replay",
+        "x",
+        "y",
+    ]);
+    assert_eq!(rc, 2);
+    assert!(
+        err.contains("--end-token #1: token id 999999 is outside the vocabulary"),
+        "{err}"
+    );
     let (rc, _, err) = stoplab(&["complete", "--model", "gpt-oss-vocab", "hi"]);
     assert_eq!(rc, 2);
-    assert!(err.contains("gpt-oss-vocab has no weights: use --replay"), "{err}");
+    assert!(
+        err.contains("gpt-oss-vocab has no weights: use --replay"),
+        "{err}"
+    );
 }
 
 #[test]
 fn tokenize_end_tokens_lists_reasons_spellings_and_llama_cpps_difference() {
-    let (rc, out, err) = stoplab(&["tokenize", "--model", "qwen3-vocab", "--end-tokens", "--json"]);
+    let (rc, out, err) = stoplab(&[
+        "tokenize",
+        "--model",
+        "qwen3-vocab",
+        "--end-tokens",
+        "--json",
+    ]);
     assert_eq!(rc, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let e = &v["end_tokens"];
@@ -370,7 +478,10 @@ fn tokenize_end_tokens_lists_reasons_spellings_and_llama_cpps_difference() {
     let im_end = &e["tokens"][1];
     assert_eq!(im_end["text"], "<|im_end|>");
     assert_eq!(im_end["plain_text_is_this_token"], false);
-    assert_eq!(im_end["plain_text_pieces"].as_array().unwrap().concat_str(), "<|im_end|>");
+    assert_eq!(
+        im_end["plain_text_pieces"].as_array().unwrap().concat_str(),
+        "<|im_end|>"
+    );
     let extra: Vec<u64> = e["llama_cpp_extra"]
         .as_array()
         .unwrap()
@@ -382,7 +493,12 @@ fn tokenize_end_tokens_lists_reasons_spellings_and_llama_cpps_difference() {
     let (rc, out, err) = stoplab(&["tokenize", "--model", "llama3-vocab", "--end-tokens"]);
     assert_eq!(rc, 0, "{err}");
     assert!(out.contains("llama.cpp lacks 128008"), "{out}");
-    assert!(out.contains("beginning of sequence: 128000 <|begin_of_text|> (put before a text prompt, once)"), "{out}");
+    assert!(
+        out.contains(
+            "beginning of sequence: 128000 <|begin_of_text|> (put before a text prompt, once)"
+        ),
+        "{out}"
+    );
 }
 
 trait ConcatStr {

@@ -23,16 +23,14 @@ fn reference(file: &str) -> serde_json::Value {
         PathBuf::from("/work/shared/reference")
     };
     let path = dir.join(file);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
 
 fn vocab(name: &str) -> Vocab {
     // The default model is the manifest's unnamed default.
     let model = (name != SMOLLM2).then_some(name);
-    let path = fetch::resolve(model, Progress::Hide)
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let path = fetch::resolve(model, Progress::Hide).unwrap_or_else(|e| panic!("{name}: {e}"));
     GgufFile::open(&path, None)
         .unwrap_or_else(|e| panic!("{name}: {e}"))
         .vocab
@@ -68,7 +66,11 @@ fn qwen25_gives_llama_cpps_ids_on_every_reference_string() {
     let (n, bad) = mismatches(&v, "qwen25-coder-0.5b-tokenize.json");
     assert!(n >= 150, "{n} strings");
     assert!(bad.is_empty(), "{} of {n} differ: {bad:#?}", bad.len());
-    assert!(v.notes().iter().all(|n| !n.contains("not built in")), "{:?}", v.notes());
+    assert!(
+        v.notes().iter().all(|n| !n.contains("not built in")),
+        "{:?}",
+        v.notes()
+    );
 }
 
 #[test]
@@ -96,7 +98,11 @@ fn close_s_is_one_token_in_special_text_but_never_an_end_token() {
     assert_eq!(q.encode("</s>", true).unwrap(), [128247]);
     assert_eq!(q.encode("</s>", false).unwrap(), [522, 82, 29]);
     assert!(!q.end_tokens().contains(&128247));
-    assert!(q.notes().iter().any(|n| n.contains("\"</s>\" 128247")), "{:?}", q.notes());
+    assert!(
+        q.notes().iter().any(|n| n.contains("\"</s>\" 128247")),
+        "{:?}",
+        q.notes()
+    );
 
     let g = vocab(GEMMA);
     assert_eq!(g.encode("</s>", true).unwrap(), [212]);
@@ -142,7 +148,11 @@ fn end_sets_carry_reasons_and_differ_from_llama_cpp_as_documented() {
     let q = vocab(QWEN);
     let eos = &q.end_set().tokens[1];
     assert_eq!(eos.id, 151645);
-    assert!(eos.reasons.iter().any(|r| r.contains("tokenizer.ggml.eos_token_id")));
+    assert!(
+        eos.reasons
+            .iter()
+            .any(|r| r.contains("tokenizer.ggml.eos_token_id"))
+    );
     assert!(eos.reasons.iter().any(|r| r.contains("ChatML")));
 }
 
@@ -164,5 +174,8 @@ fn gemma_prompts_get_one_bos_as_llama_cpp_evaluates_them() {
     // Qwen's file does not ask for one.
     let q = vocab(QWEN);
     assert!(!q.add_bos());
-    assert_eq!(q.encode_prompt("Hi").unwrap(), q.encode("Hi", true).unwrap());
+    assert_eq!(
+        q.encode_prompt("Hi").unwrap(),
+        q.encode("Hi", true).unwrap()
+    );
 }

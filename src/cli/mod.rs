@@ -28,8 +28,8 @@ use clap::{Args, Parser, Subcommand};
 use stoplab::Error;
 use stoplab::format::{Message, PromptFormat, parse_messages};
 use stoplab::pipeline::settings::{EndList, EndTokenChoice, Field, SettingsError, UserSettings};
-use stoplab::tokenizer::Vocab;
 use stoplab::sampling::SamplingParams;
+use stoplab::tokenizer::Vocab;
 use stoplab::{Engine, EngineOptions, GenerateParams, RepetitionStop};
 const ABOUT: &str = "Run a small chat model locally and watch what makes it stop.
 

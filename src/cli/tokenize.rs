@@ -70,7 +70,8 @@ fn carriers_text(list: &[Carrier], limit: usize) -> String {
 }
 
 pub fn run(args: TokenizeArgs) -> Result<(), Failure> {
-    if args.text.is_none() && args.stop.is_empty() && args.find_single.is_none() && !args.end_tokens {
+    if args.text.is_none() && args.stop.is_empty() && args.find_single.is_none() && !args.end_tokens
+    {
         return Err(Failure::usage(
             "tokenize: give a TEXT, --stop S, --find-single CHARS or --end-tokens",
         ));
@@ -214,7 +215,9 @@ pub fn run(args: TokenizeArgs) -> Result<(), Failure> {
     if args.end_tokens {
         let ends = vocab.end_set();
         let spelled = |text: &str| -> Result<Vec<u32>, Failure> { Ok(vocab.encode(text, false)?) };
-        let piece = |id: u32| String::from_utf8_lossy(vocab.token_bytes(id).unwrap_or_default()).into_owned();
+        let piece = |id: u32| {
+            String::from_utf8_lossy(vocab.token_bytes(id).unwrap_or_default()).into_owned()
+        };
         let extra_json = |list: &[stoplab::tokenizer::Extra]| {
             list.iter()
                 .map(|e| json!({"id": e.id, "text": e.text, "why": e.why}))
@@ -281,7 +284,10 @@ pub fn run(args: TokenizeArgs) -> Result<(), Failure> {
                         if plain.len() == 1 { "" } else { "s" },
                         plain
                             .iter()
-                            .map(|&i| format!("{i} \"{}\"", escape(vocab.token_bytes(i).unwrap_or_default())))
+                            .map(|&i| format!(
+                                "{i} \"{}\"",
+                                escape(vocab.token_bytes(i).unwrap_or_default())
+                            ))
                             .collect::<Vec<_>>()
                             .join(", "),
                         t.text
@@ -289,12 +295,20 @@ pub fn run(args: TokenizeArgs) -> Result<(), Failure> {
                 }
             }
             let theirs: Vec<String> = ends.llama_cpp_ids().iter().map(u32::to_string).collect();
-            say!("\nllama.cpp's rule (by spelling, plus FIM markers) gives {{{}}}.", theirs.join(", "));
+            say!(
+                "\nllama.cpp's rule (by spelling, plus FIM markers) gives {{{}}}.",
+                theirs.join(", ")
+            );
             if ends.llama_cpp_extra.is_empty() && ends.llama_cpp_lacks.is_empty() {
                 say!("  the same set.");
             }
             for e in &ends.llama_cpp_extra {
-                say!("  llama.cpp adds {:>6} {}: stoplab does not, because {}", e.id, e.text, e.why);
+                say!(
+                    "  llama.cpp adds {:>6} {}: stoplab does not, because {}",
+                    e.id,
+                    e.text,
+                    e.why
+                );
             }
             for e in &ends.llama_cpp_lacks {
                 say!("  llama.cpp lacks {:>6} {}: {}", e.id, e.text, e.why);

@@ -83,6 +83,10 @@ pub fn run(
         outcome.prompt_tokens,
         outcome.tokens.len()
     );
-    let _ = writeln!(out, "{}", stoplab::trace::end_set_line(&engine.vocab, &params));
+    let _ = writeln!(
+        out,
+        "{}",
+        stoplab::trace::end_set_line(&engine.vocab, &params)
+    );
     Ok(())
 }

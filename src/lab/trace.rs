@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 
 use crate::Error;
 use crate::generate::{FinishReason, GenerateParams, Sink, StepProbs, TokenEvent};
-use crate::tokenizer::Vocab;
 pub use crate::stop::{HeldFor, held_for};
+use crate::tokenizer::Vocab;
 
 /// Bytes as a reader can see them: printable text as is, `\n` `\t` `\r` `\\` `\"` escaped, other control
 /// characters as `\u{..}`, and bytes that are not (yet) valid UTF-8 as `\xNN`.
@@ -64,7 +64,10 @@ pub fn end_set_line(vocab: &Vocab, params: &GenerateParams) -> String {
     let in_force = params.end_set(model);
     let mut changes = Vec::new();
     if params.end_tokens.replace.is_some() {
-        changes.push(format!("replacing the model's {{{}}}", list(&mut model.iter().copied())));
+        changes.push(format!(
+            "replacing the model's {{{}}}",
+            list(&mut model.iter().copied())
+        ));
     }
     let added: Vec<u32> = in_force.difference(model).copied().collect();
     let removed: Vec<u32> = model.difference(&in_force).copied().collect();

@@ -134,7 +134,10 @@ impl EndTokenChoice {
 
     fn check(&self, vocab_size: Option<usize>) -> Result<(), SettingsError> {
         let lists = [
-            (EndList::Replace, self.replace.as_deref().unwrap_or_default()),
+            (
+                EndList::Replace,
+                self.replace.as_deref().unwrap_or_default(),
+            ),
             (EndList::Add, &self.add[..]),
             (EndList::Remove, &self.remove[..]),
         ];

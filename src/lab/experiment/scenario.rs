@@ -281,7 +281,12 @@ fn settings_path(field: Field, settings: &UserSettings) -> Vec<Seg> {
         }
         Field::Seed => key("sampling", "seed"),
         Field::EndTokens { list, index } => {
-            vec![Key("stop"), Key("end_tokens"), Key(list.name()), Index(index)]
+            vec![
+                Key("stop"),
+                Key("end_tokens"),
+                Key(list.name()),
+                Index(index),
+            ]
         }
     }
 }

@@ -80,12 +80,21 @@ pub const END_MARKERS: &[(&str, &str)] = &[
     ("<|eot_id|>", "ends a Llama 3 turn"),
     ("<|eom_id|>", "ends a Llama 3.1 message that calls a tool"),
     ("<|return|>", "ends harmony's final answer"),
-    ("<|call|>", "ends a harmony tool call (the turn hands over to the tool)"),
+    (
+        "<|call|>",
+        "ends a harmony tool call (the turn hands over to the tool)",
+    ),
     ("<|end|>", "ends a turn (Phi-3 style)"),
     ("<end_of_turn>", "ends a Gemma turn"),
     ("<end_of_utterance>", "ends an utterance (SmolVLM)"),
-    ("<|endoftext|>", "ends a document: the pretraining separator a base model ends with"),
-    ("<|end_of_text|>", "ends a document: Llama 3's pretraining end"),
+    (
+        "<|endoftext|>",
+        "ends a document: the pretraining separator a base model ends with",
+    ),
+    (
+        "<|end_of_text|>",
+        "ends a document: Llama 3's pretraining end",
+    ),
     ("<eos>", "ends a document"),
     ("</s>", "ends a document (Llama 2 style)"),
     ("<EOT>", "ends an infill (Code Llama)"),
@@ -214,12 +223,7 @@ pub fn from_file(f: FileFacts<'_>) -> EndSet {
         }
     }
     let is_control = |i: usize| f.control.get(i).copied().unwrap_or(false);
-    let id_of = |text: &str| {
-        f.pieces
-            .iter()
-            .position(|p| p == text)
-            .map(|i| i as u32)
-    };
+    let id_of = |text: &str| f.pieces.iter().position(|p| p == text).map(|i| i as u32);
     let harmony = ["<|return|>", "<|call|>"]
         .iter()
         .all(|t| id_of(t).is_some_and(|i| is_control(i as usize)));
@@ -307,7 +311,11 @@ mod tests {
         FileFacts {
             pieces,
             control,
-            declared: [("tokenizer.ggml.eos_token_id", Some(1)), ("", None), ("", None)],
+            declared: [
+                ("tokenizer.ggml.eos_token_id", Some(1)),
+                ("", None),
+                ("", None),
+            ],
             fim: [None; 3],
             family: &[],
         }

@@ -171,7 +171,8 @@ impl Vocab {
             .iter()
             .enumerate()
             .filter(|(i, p)| {
-                type_of(*i) != TOKEN_TYPE_CONTROL && ends::LLAMA_CPP_EOG_SPELLINGS.contains(&p.as_str())
+                type_of(*i) != TOKEN_TYPE_CONTROL
+                    && ends::LLAMA_CPP_EOG_SPELLINGS.contains(&p.as_str())
             })
             .map(|(i, _)| i as u32)
             .collect();
@@ -200,7 +201,9 @@ impl Vocab {
         let pre = md_str(ct, "tokenizer.ggml.pre");
         let mut kind_label = format!(
             "GGUF tokenizer.ggml.model {kind}{}",
-            pre.as_deref().map(|p| format!(", pre {p}")).unwrap_or_default()
+            pre.as_deref()
+                .map(|p| format!(", pre {p}"))
+                .unwrap_or_default()
         );
         let encoder = match (tokenizer_json, spm) {
             (None, true) => {
@@ -229,7 +232,12 @@ impl Vocab {
                         .map(|&i| (pieces[i as usize].clone(), i, false)),
                 );
                 let space_prefix = md_bool(ct, "tokenizer.ggml.add_space_prefix").unwrap_or(true);
-                Encoder::Spm(Arc::new(spm::Spm::new(&pieces, scores, specials, space_prefix)))
+                Encoder::Spm(Arc::new(spm::Spm::new(
+                    &pieces,
+                    scores,
+                    specials,
+                    space_prefix,
+                )))
             }
             (Some(path), _) => {
                 kind_label = format!("tokenizer.json {}", path.display());
@@ -363,11 +371,19 @@ impl Vocab {
         let mut pieces = Vec::with_capacity(files.bytes.len());
         let mut bytes = Vec::with_capacity(files.bytes.len());
         let mut special_flags = Vec::with_capacity(files.bytes.len());
-        let size = files
-            .bytes
-            .len()
-            .max(files.specials.iter().map(|s| s.0 as usize + 1).max().unwrap_or(0));
-        let by_id: HashMap<u32, &str> = files.specials.iter().map(|(i, t)| (*i, t.as_str())).collect();
+        let size = files.bytes.len().max(
+            files
+                .specials
+                .iter()
+                .map(|s| s.0 as usize + 1)
+                .max()
+                .unwrap_or(0),
+        );
+        let by_id: HashMap<u32, &str> = files
+            .specials
+            .iter()
+            .map(|(i, t)| (*i, t.as_str()))
+            .collect();
         for i in 0..size {
             if let Some(t) = by_id.get(&(i as u32)) {
                 pieces.push(t.to_string());
@@ -398,7 +414,10 @@ impl Vocab {
             end_tokens: ends.ids(),
             ends,
             bos: family.bos.and_then(id_of),
-            eos: family.turn_end.and_then(id_of).or_else(|| family.ends.first().map(|e| e.0)),
+            eos: family
+                .turn_end
+                .and_then(id_of)
+                .or_else(|| family.ends.first().map(|e| e.0)),
             add_bos: family.add_bos,
             chat_template: None,
             kind: format!("tiktoken-style rank BPE, encoding {encoding} ({name}, no weights)"),

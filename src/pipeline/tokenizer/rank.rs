@@ -160,16 +160,17 @@ impl TiktokenFiles {
 impl RankBpe {
     /// Builds the encoder for `encoding` (one of [`ENCODINGS`]).
     pub fn new(encoding: &str, files: &TiktokenFiles) -> Result<Self, Error> {
-        let (_, pattern, nfc) = ENCODINGS
-            .iter()
-            .find(|e| e.0 == encoding)
-            .ok_or_else(|| Error::Invalid {
-                field: "encoding".into(),
-                message: format!(
-                    "unknown vocabulary encoding {encoding:?}; stoplab knows {}",
-                    ENCODINGS.iter().map(|e| e.0).collect::<Vec<_>>().join(", ")
-                ),
-            })?;
+        let (_, pattern, nfc) =
+            ENCODINGS
+                .iter()
+                .find(|e| e.0 == encoding)
+                .ok_or_else(|| Error::Invalid {
+                    field: "encoding".into(),
+                    message: format!(
+                        "unknown vocabulary encoding {encoding:?}; stoplab knows {}",
+                        ENCODINGS.iter().map(|e| e.0).collect::<Vec<_>>().join(", ")
+                    ),
+                })?;
         let split = Regex::new(pattern).map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut single = [false; 256];
         for t in files.bytes.iter().flatten() {
@@ -252,7 +253,16 @@ impl RankBpe {
         let rank = |a: usize, b: usize| self.ranks.get(&piece[a..b]).copied();
         // parts[i] = (start, rank of the pair starting here)
         let mut parts: Vec<(usize, Option<u32>)> = (0..piece.len())
-            .map(|i| (i, if i + 2 <= piece.len() { rank(i, i + 2) } else { None }))
+            .map(|i| {
+                (
+                    i,
+                    if i + 2 <= piece.len() {
+                        rank(i, i + 2)
+                    } else {
+                        None
+                    },
+                )
+            })
             .collect();
         parts.push((piece.len(), None));
         loop {

@@ -240,10 +240,12 @@ mod tests {
 
     fn toy() -> Spm {
         // ids: 0 <0x61> 'a' byte, 1 ▁, 2 a, 3 b, 4 ab, 5 ▁a, 6 <0xC3>, 7 <0xA9>, 8 <b>
-        let pieces: Vec<String> = ["<0x61>", "▁", "a", "b", "ab", "▁a", "<0xC3>", "<0xA9>", "<b>"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let pieces: Vec<String> = [
+            "<0x61>", "▁", "a", "b", "ab", "▁a", "<0xC3>", "<0xA9>", "<b>",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let scores = vec![0.0, -1.0, -2.0, -3.0, -4.0, -1.5, 0.0, 0.0, 0.0];
         Spm::new(&pieces, scores, vec![("<b>".into(), 8, true)], false)
     }
@@ -273,7 +275,10 @@ mod tests {
             ]
         );
         let control = vec![("<eos>".to_string(), 1, false)];
-        assert_eq!(partition("<eos>", &control, false), [Fragment::Text("<eos>")]);
+        assert_eq!(
+            partition("<eos>", &control, false),
+            [Fragment::Text("<eos>")]
+        );
         assert_eq!(partition("<eos>", &control, true), [Fragment::Token(1)]);
     }
 }
