@@ -214,6 +214,24 @@ pub fn run(args: TokenizeArgs) -> Result<(), Failure> {
     }
     if args.end_tokens {
         let ends = vocab.end_set();
+        // The other special tokens the model writes or reads (turn and channel markers), placeholders
+        // (reserved, unused, padding) only counted.
+        let end_ids = vocab.end_tokens();
+        let placeholder = |t: &str| {
+            let t = t.to_ascii_lowercase();
+            t.contains("reserved") || t.contains("unused") || t.starts_with("[pad")
+        };
+        let (mut structure, mut placeholders) = (Vec::new(), 0usize);
+        for id in (0..vocab.len() as u32).filter(|&i| vocab.is_special(i) && !end_ids.contains(&i))
+        {
+            let text =
+                String::from_utf8_lossy(vocab.token_bytes(id).unwrap_or_default()).into_owned();
+            if placeholder(&text) {
+                placeholders += 1;
+            } else {
+                structure.push((id, text));
+            }
+        }
         let spelled = |text: &str| -> Result<Vec<u32>, Failure> { Ok(vocab.encode(text, false)?) };
         let piece = |id: u32| {
             String::from_utf8_lossy(vocab.token_bytes(id).unwrap_or_default()).into_owned()
@@ -248,6 +266,9 @@ pub fn run(args: TokenizeArgs) -> Result<(), Failure> {
                     "llama_cpp_lacks": extra_json(&ends.llama_cpp_lacks),
                     "bos": vocab.bos(),
                     "add_bos": vocab.add_bos(),
+                    "other_specials": structure.iter().take(args.limit).map(|(id, t)| json!({"id": id, "text": t})).collect::<Vec<_>>(),
+                    "other_specials_count": structure.len(),
+                    "placeholder_specials": placeholders,
                 }),
             );
         } else {
@@ -294,6 +315,25 @@ pub fn run(args: TokenizeArgs) -> Result<(), Failure> {
                     );
                 }
             }
+            say!(
+                "\nother special tokens (not ends): {}{}{}",
+                structure
+                    .iter()
+                    .take(args.limit)
+                    .map(|(id, t)| format!("{id} \"{}\"", escape(t.as_bytes())))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if structure.len() > args.limit {
+                    format!(", … ({} in all; --limit N shows more)", structure.len())
+                } else {
+                    String::new()
+                },
+                if placeholders > 0 {
+                    format!("; and {placeholders} placeholders (reserved/unused/padding)")
+                } else {
+                    String::new()
+                }
+            );
             let theirs: Vec<String> = ends.llama_cpp_ids().iter().map(u32::to_string).collect();
             say!(
                 "\nllama.cpp's rule (by spelling, plus FIM markers) gives {{{}}}.",
