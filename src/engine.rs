@@ -1,4 +1,8 @@
 //! A model ready to generate: the file resolved, the vocabulary built, the weights loaded (or a replay).
+//!
+//! A weight-free vocabulary (`gpt-oss-vocab`, `llama3-vocab`, `qwen3-vocab`: [`fetch::resolve_vocab`]) makes
+//! an engine with no GGUF file and no weights: it tokenizes, replays and runs the stop machinery, and any
+//! command that needs the model itself says so ("gpt-oss-vocab has no weights: use --replay").
 
 use std::path::PathBuf;
 
@@ -23,11 +27,17 @@ pub struct EngineOptions {
     pub progress: bool,
 }
 
+/// Positions a weight-free vocabulary offers a replay (it declares no context of its own).
+const VOCAB_ONLY_CONTEXT: usize = 32768;
+
 /// A loaded model and its vocabulary.
 pub struct Engine {
     pub path: PathBuf,
     pub vocab: Vocab,
-    pub file: GgufFile,
+    /// The GGUF file (None for a weight-free vocabulary).
+    pub file: Option<GgufFile>,
+    /// The name of a weight-free vocabulary (`gpt-oss-vocab`), when that is what was loaded.
+    pub vocab_only: Option<String>,
     weights: Option<GgufLlama>,
     /// An adapter was applied.
     adapter: bool,
@@ -42,6 +52,28 @@ impl Engine {
         } else {
             Progress::Hide
         };
+        if let Some(name) = opts.model.as_deref()
+            && let Some(files) = fetch::resolve_vocab(name, progress)?
+        {
+            if !opts.tokenizer_only {
+                return Err(Error::Invalid {
+                    field: "--model".into(),
+                    message: format!(
+                        "{name} has no weights: use --replay TEXT or --replay-ids IDS (or `stoplab tokenize \
+                         --model {name}`)"
+                    ),
+                });
+            }
+            return Ok(Self {
+                path: files.vocab.clone(),
+                vocab: Vocab::from_tiktoken(&files)?,
+                file: None,
+                vocab_only: Some(files.name),
+                weights: None,
+                adapter: false,
+                asked: Backend::Native,
+            });
+        }
         let path = fetch::resolve(opts.model.as_deref(), progress)?;
         let file = GgufFile::open(&path, opts.tokenizer.as_deref())?;
         let asked = if opts.tokenizer_only {
@@ -61,7 +93,8 @@ impl Engine {
         let engine = Self {
             path,
             vocab: file.vocab.clone(),
-            file,
+            file: Some(file),
+            vocab_only: None,
             weights,
             adapter: opts.adapter.is_some(),
             asked,
@@ -83,6 +116,7 @@ impl Engine {
         }
         let declared = self
             .file
+            .as_ref()?
             .content
             .metadata
             .get("llama.context_length")
@@ -108,29 +142,46 @@ impl Engine {
     pub fn context_length(&self) -> usize {
         match &self.weights {
             Some(w) => w.context_length(),
-            None => crate::model::context_for(&self.file.content),
+            None => match &self.file {
+                Some(f) => crate::model::context_for(&f.content),
+                None => VOCAB_ONLY_CONTEXT,
+            },
         }
     }
 
-    /// Renders messages in a format and tokenizes them (special tokens in the prompt are parsed).
+    /// Renders messages in a format and tokenizes them (special tokens in the prompt are parsed; the BOS
+    /// first when the file asks for it: [`Vocab::encode_prompt`]).
     pub fn prompt(
         &self,
         format: &PromptFormat,
         messages: &[Message],
     ) -> Result<(String, Vec<u32>), Error> {
         let text = format.render(messages, self.vocab.chat_template())?;
-        let ids = self.vocab.encode(&text, true)?;
+        let ids = self.vocab.encode_prompt(&text)?;
         Ok((text, ids))
     }
 
     /// A replay model for this vocabulary: it writes `script`, then the model's end token.
     pub fn replay(&self, script: Vec<u32>) -> Result<Replay, Error> {
+        self.replay_ending(script, self.vocab.end_tokens())
+    }
+
+    /// A replay that writes `script`, then an end token of `ends` (the set in force): the model's EOS when
+    /// it counts, else the first of the set; with none counting, the EOS all the same (the stop machinery
+    /// then runs to its limit).
+    pub fn replay_ending(
+        &self,
+        script: Vec<u32>,
+        ends: &std::collections::BTreeSet<u32>,
+    ) -> Result<Replay, Error> {
         for &id in &script {
             self.vocab.check_id(id, "replay")?;
         }
-        let end = self
-            .vocab
-            .eos()
+        let eos = self.vocab.eos();
+        let end = eos
+            .filter(|e| ends.contains(e))
+            .or_else(|| ends.iter().next().copied())
+            .or(eos)
             .or_else(|| self.vocab.end_tokens().iter().next().copied())
             .ok_or_else(|| Error::Model {
                 path: self.path.clone(),
@@ -158,8 +209,14 @@ impl Engine {
         sink: &mut dyn Sink,
     ) -> Result<Outcome, Error> {
         if let Some(script) = replay {
-            let mut model = self.replay(script)?;
+            let mut model = self.replay_ending(script, &params.end_set(self.vocab.end_tokens()))?;
             return generate(&mut model, &self.vocab, prompt, params, sink);
+        }
+        if let Some(name) = &self.vocab_only {
+            return Err(Error::Invalid {
+                field: "--model".into(),
+                message: format!("{name} has no weights: use --replay"),
+            });
         }
         let path = self.path.clone();
         let model = self.weights.as_mut().ok_or_else(|| Error::Model {

@@ -13,7 +13,7 @@
 //! | stage | module | file |
 //! |---|---|---|
 //! | prompt techniques (`raw`, `transcript`, `separator`, `chat`) | [`format`](mod@format) | `src/pipeline/format.rs` |
-//! | vocabulary from the GGUF's own metadata | [`tokenizer`] | `src/pipeline/tokenizer.rs` |
+//! | vocabulary from the GGUF's own metadata or a weight-free tiktoken vocabulary; end sets with reasons | [`tokenizer`] | `src/pipeline/tokenizer/` |
 //! | the [`model::Model`] trait, GGUF files, the own forward pass, replay | [`model`] | `src/pipeline/model/` |
 //! | greedy, temperature, top-k/p, min-p, penalties, logit bias, seed | [`sampling`] | `src/pipeline/sampling.rs` |
 //! | generation settings, validated once | [`pipeline::settings`] | `src/pipeline/settings.rs` |

@@ -256,7 +256,8 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
             if list.is_empty() {
                 continue;
             }
-            let replay_only = false;
+            // Replay scenarios need no weights (a weight-free vocabulary has none).
+            let replay_only = list.iter().all(|s| s.replay.is_some());
             let mut engine = Engine::load(&EngineOptions {
                 model: model.clone(),
                 tokenizer: args.tokenizer.clone(),

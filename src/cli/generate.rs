@@ -9,10 +9,10 @@ use stoplab::{Sink, TokenEvent};
 use super::{Failure, GenArgs};
 
 pub fn run(messages: Vec<Message>, default_format: &str, opts: GenArgs) -> Result<(), Failure> {
-    let (format, params) = opts.params(default_format)?;
-    let natural = format.natural_stop();
     let replaying = opts.replaying();
     let mut engine = opts.load_engine()?;
+    let (format, params) = opts.params(default_format, &engine.vocab)?;
+    let natural = format.natural_stop();
     let (_, prompt) = engine.prompt(&format, &messages)?;
     let replay = opts.replay_script(&engine)?;
 

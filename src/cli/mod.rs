@@ -27,8 +27,9 @@ use clap::{Args, Parser, Subcommand};
 
 use stoplab::Error;
 use stoplab::format::{Message, PromptFormat, parse_messages};
-use stoplab::pipeline::settings::{Field, SettingsError, UserSettings};
+use stoplab::pipeline::settings::{EndList, EndTokenChoice, Field, SettingsError, UserSettings};
 use stoplab::sampling::SamplingParams;
+use stoplab::tokenizer::Vocab;
 use stoplab::{Engine, EngineOptions, GenerateParams, RepetitionStop};
 const ABOUT: &str = "Run a small chat model locally and watch what makes it stop.
 
@@ -215,6 +216,16 @@ pub struct GenArgs {
     /// Do not stop on the model's end tokens (stop strings and stop token ids still work).
     #[arg(long, help_heading = "Stopping")]
     ignore_eos: bool,
+    /// End only on these tokens instead of the model's end set (repeatable): an id or the token's exact
+    /// text, e.g. --end-token '<|return|>'. `stoplab tokenize --end-tokens` lists the set and its reasons.
+    #[arg(long, value_name = "TOKEN", help_heading = "Stopping")]
+    end_token: Vec<String>,
+    /// Also end on this token (repeatable): an id or its text, e.g. --add-end-token '<|file_sep|>'.
+    #[arg(long, value_name = "TOKEN", help_heading = "Stopping")]
+    add_end_token: Vec<String>,
+    /// Do not end on this token of the set (repeatable): an id or its text, e.g. --no-end-token '<|call|>'.
+    #[arg(long, value_name = "TOKEN", help_heading = "Stopping")]
+    no_end_token: Vec<String>,
     /// Most tokens to generate.
     #[arg(long, short = 'n', default_value_t = 256, help_heading = "Stopping")]
     max_tokens: usize,
@@ -352,17 +363,53 @@ impl GenArgs {
                 logit_bias: opts.logit_bias.clone(),
                 seed: opts.seed,
             },
+            // Token texts need the vocabulary: `params` fills this in.
+            end_tokens: EndTokenChoice::default(),
         }
     }
 
-    /// The prompt format and generation settings these flags ask for, checked (token ids are checked
-    /// against the vocabulary by `generate()`; its errors name the same flags).
-    pub fn params(&self, default_format: &str) -> Result<(PromptFormat, GenerateParams), Failure> {
-        let settings = self
-            .user_settings(default_format)
-            .validate(None)
+    /// The prompt format and generation settings these flags ask for, checked against the model's
+    /// vocabulary (end tokens given by their text are looked up in it).
+    pub fn params(
+        &self,
+        default_format: &str,
+        vocab: &Vocab,
+    ) -> Result<(PromptFormat, GenerateParams), Failure> {
+        let mut user = self.user_settings(default_format);
+        user.end_tokens = self.end_choice(vocab)?;
+        let settings = user
+            .validate(Some(vocab.len()))
             .map_err(Failure::from_settings)?;
         Ok((settings.format, settings.params))
+    }
+
+    /// --end-token, --add-end-token, --no-end-token as ids (a value is an id, or a token's exact text).
+    pub fn end_choice(&self, vocab: &Vocab) -> Result<EndTokenChoice, Failure> {
+        let ids = |flag: &str, values: &[String]| -> Result<Vec<u32>, Failure> {
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let v = unescape(v);
+                    v.trim().parse::<u32>().ok().or_else(|| vocab.token_id(&v)).ok_or_else(|| {
+                        Failure::usage(format!(
+                            "{flag} #{}: {v:?} is not a token of this vocabulary; give a token id or a token's \
+                             exact text (`stoplab tokenize --end-tokens` lists the end tokens)",
+                            i + 1
+                        ))
+                    })
+                })
+                .collect()
+        };
+        Ok(EndTokenChoice {
+            replace: if self.end_token.is_empty() {
+                None
+            } else {
+                Some(ids("--end-token", &self.end_token)?)
+            },
+            add: ids("--add-end-token", &self.add_end_token)?,
+            remove: ids("--no-end-token", &self.no_end_token)?,
+        })
     }
 
     /// Whether the model is replayed rather than run.
@@ -512,6 +559,15 @@ pub fn flag(field: Field) -> String {
         Field::PresencePenalty => "--presence-penalty".into(),
         Field::LogitBias { .. } => "--logit-bias".into(),
         Field::Seed => "--seed".into(),
+        Field::EndTokens { list, index } => format!(
+            "{} #{}",
+            match list {
+                EndList::Replace => "--end-token",
+                EndList::Add => "--add-end-token",
+                EndList::Remove => "--no-end-token",
+            },
+            index + 1
+        ),
     }
 }
 

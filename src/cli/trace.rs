@@ -26,8 +26,8 @@ pub fn run(
     jsonl: bool,
     opts: GenArgs,
 ) -> Result<(), Failure> {
-    let (format, params) = opts.params(default_format)?;
     let mut engine = opts.load_engine()?;
+    let (format, params) = opts.params(default_format, &engine.vocab)?;
     let (_, prompt) = engine.prompt(&format, &messages)?;
     let replay = opts.replay_script(&engine)?;
     let jsonl = jsonl || opts.json;
@@ -82,6 +82,11 @@ pub fn run(
         outcome.finish.stop_reason(),
         outcome.prompt_tokens,
         outcome.tokens.len()
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        stoplab::trace::end_set_line(&engine.vocab, &params)
     );
     Ok(())
 }

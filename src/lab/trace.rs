@@ -21,8 +21,9 @@ use std::ops::ControlFlow;
 use serde_json::{Value, json};
 
 use crate::Error;
-use crate::generate::{FinishReason, Sink, StepProbs, TokenEvent};
+use crate::generate::{FinishReason, GenerateParams, Sink, StepProbs, TokenEvent};
 pub use crate::stop::{HeldFor, held_for};
+use crate::tokenizer::Vocab;
 
 /// Bytes as a reader can see them: printable text as is, `\n` `\t` `\r` `\\` `\"` escaped, other control
 /// characters as `\u{..}`, and bytes that are not (yet) valid UTF-8 as `\xNN`.
@@ -45,6 +46,55 @@ pub fn escape(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// The end tokens that were in force, as one line: each id with its text, and what the user's choice
+/// (`--end-token`, `--add-end-token`, `--no-end-token`, `--ignore-eos`) changed in the model's set.
+pub fn end_set_line(vocab: &Vocab, params: &GenerateParams) -> String {
+    let name = |id: u32| format!("{id} {}", escape(vocab.token_bytes(id).unwrap_or_default()));
+    let list = |ids: &mut dyn Iterator<Item = u32>| {
+        let v: Vec<String> = ids.map(name).collect();
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let model = vocab.end_tokens();
+    let in_force = params.end_set(model);
+    let mut changes = Vec::new();
+    if params.end_tokens.replace.is_some() {
+        changes.push(format!(
+            "replacing the model's {{{}}}",
+            list(&mut model.iter().copied())
+        ));
+    }
+    let added: Vec<u32> = in_force.difference(model).copied().collect();
+    let removed: Vec<u32> = model.difference(&in_force).copied().collect();
+    if params.end_tokens.replace.is_none() {
+        if !added.is_empty() {
+            changes.push(format!("added {}", list(&mut added.into_iter())));
+        }
+        if !removed.is_empty() {
+            changes.push(format!("removed {}", list(&mut removed.into_iter())));
+        }
+    }
+    let how = if changes.is_empty() {
+        "the model's set".to_string()
+    } else {
+        changes.join("; ")
+    };
+    if params.ignore_eos {
+        format!(
+            "end tokens in force: none (--ignore-eos; the set would be {{{}}}, {how})",
+            list(&mut in_force.into_iter())
+        )
+    } else {
+        format!(
+            "end tokens in force: {{{}}} ({how})",
+            list(&mut in_force.into_iter())
+        )
+    }
 }
 
 /// How the generation ended, on the last row.

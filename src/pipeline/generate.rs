@@ -189,7 +189,9 @@ pub fn generate(
         });
     }
 
-    let mut engine = StopEngine::new(params, vocab.end_tokens(), prompt.len(), context);
+    // The user's choice (replace, add, remove) applied to the model's set; `ignore_eos` is the engine's.
+    let end_tokens = params.end_set(vocab.end_tokens());
+    let mut engine = StopEngine::new(params, &end_tokens, prompt.len(), context);
     let mut sampler = Sampler::new(params.sampling.clone(), prompt);
     let mut timings = Timings {
         prompt_tokens: prompt.len(),
@@ -213,7 +215,7 @@ pub fn generate(
                 }
                 let id = sampler.sample(&mut logits, engine.banned())?;
                 if wants_probs {
-                    probs = Some(StepProbs::of(&raw, id, vocab.end_tokens()));
+                    probs = Some(StepProbs::of(&raw, id, &end_tokens));
                 }
                 id
             }

@@ -19,6 +19,8 @@
 //! assert_eq!(err.field, Field::Stop { index: 1 });
 //! ```
 
+use std::collections::BTreeSet;
+
 use crate::format::PromptFormat;
 use crate::sampling::SamplingParams;
 use crate::stop::{StopError, StopSet};
@@ -60,6 +62,105 @@ pub enum Field {
         id: u32,
     },
     Seed,
+    /// One id of the user's end-token choice ([`EndTokenChoice`]): which list, and where in it.
+    EndTokens {
+        list: EndList,
+        index: usize,
+    },
+}
+
+/// The lists of an [`EndTokenChoice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndList {
+    Replace,
+    Add,
+    Remove,
+}
+
+impl EndList {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Replace => "replace",
+            Self::Add => "add",
+            Self::Remove => "remove",
+        }
+    }
+}
+
+/// Which end tokens count, on top of the model's set ([`crate::tokenizer::Vocab::end_tokens`]): replace it,
+/// then add to it and remove from it. `--ignore-eos` still switches whatever results off.
+///
+/// ```
+/// use std::collections::BTreeSet;
+/// use stoplab::pipeline::settings::EndTokenChoice;
+///
+/// // gpt-oss: keep <|return|> 200002, drop <|call|> 200012 (a model trained to stop only after calls).
+/// let harmony = BTreeSet::from([199999, 200002, 200012]);
+/// let choice = EndTokenChoice { remove: vec![200012], ..EndTokenChoice::default() };
+/// assert_eq!(choice.apply(&harmony), BTreeSet::from([199999, 200002]));
+/// let only = EndTokenChoice { replace: Some(vec![200002]), ..EndTokenChoice::default() };
+/// assert_eq!(only.apply(&harmony), BTreeSet::from([200002]));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndTokenChoice {
+    /// The set to use instead of the model's (None: the model's).
+    #[serde(default)]
+    pub replace: Option<Vec<u32>>,
+    #[serde(default)]
+    pub add: Vec<u32>,
+    #[serde(default)]
+    pub remove: Vec<u32>,
+}
+
+impl EndTokenChoice {
+    /// Whether the model's own set is used unchanged.
+    pub fn is_default(&self) -> bool {
+        self.replace.is_none() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// The end set in force for a model whose own set is `model`.
+    pub fn apply(&self, model: &BTreeSet<u32>) -> BTreeSet<u32> {
+        let mut set = match &self.replace {
+            Some(ids) => ids.iter().copied().collect(),
+            None => model.clone(),
+        };
+        set.extend(&self.add);
+        for id in &self.remove {
+            set.remove(id);
+        }
+        set
+    }
+
+    fn check(&self, vocab_size: Option<usize>) -> Result<(), SettingsError> {
+        let lists = [
+            (
+                EndList::Replace,
+                self.replace.as_deref().unwrap_or_default(),
+            ),
+            (EndList::Add, &self.add[..]),
+            (EndList::Remove, &self.remove[..]),
+        ];
+        for (list, ids) in lists {
+            for (index, &id) in ids.iter().enumerate() {
+                if let Some(n) = vocab_size
+                    && id as usize >= n
+                {
+                    return Err(SettingsError::new(
+                        Field::EndTokens { list, index },
+                        format!("token id {id} is outside the vocabulary (0..{n})"),
+                    ));
+                }
+                if list == EndList::Remove && self.add.contains(&id) {
+                    return Err(SettingsError::new(
+                        Field::EndTokens { list, index },
+                        format!("token {id} is both added and removed; keep one of the two"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Display for Field {
@@ -88,6 +189,7 @@ impl std::fmt::Display for Field {
             Self::PresencePenalty => f.write_str("presence_penalty"),
             Self::LogitBias { id } => write!(f, "logit_bias[{id}]"),
             Self::Seed => f.write_str("seed"),
+            Self::EndTokens { list, index } => write!(f, "end_tokens.{}[{index}]", list.name()),
         }
     }
 }
@@ -128,6 +230,8 @@ pub struct UserSettings {
     pub max_tokens: usize,
     pub repetition: Option<RepetitionStop>,
     pub sampling: SamplingParams,
+    /// Which end tokens count (the model's set by default).
+    pub end_tokens: EndTokenChoice,
 }
 
 impl Default for UserSettings {
@@ -147,6 +251,7 @@ impl Default for UserSettings {
             max_tokens: d.max_tokens,
             repetition: d.repetition,
             sampling: d.sampling,
+            end_tokens: d.end_tokens,
         }
     }
 }
@@ -223,6 +328,7 @@ impl UserSettings {
             min_tokens: self.min_tokens,
             max_tokens: self.max_tokens,
             repetition: self.repetition,
+            end_tokens: self.end_tokens.clone(),
         };
         params.check(vocab_size)?;
         if self.min_tokens > self.max_tokens {
@@ -252,6 +358,8 @@ pub struct GenerateParams {
     pub max_tokens: usize,
     /// Stop when the output starts repeating itself (off by default).
     pub repetition: Option<RepetitionStop>,
+    /// Which end tokens count: the model's set, replaced, added to or removed from.
+    pub end_tokens: EndTokenChoice,
 }
 
 /// Stop when the last `ngram` generated tokens have now occurred `count` times in the output (the earlier
@@ -300,6 +408,7 @@ impl Default for GenerateParams {
             min_tokens: 0,
             max_tokens: 256,
             repetition: None,
+            end_tokens: EndTokenChoice::default(),
         }
     }
 }
@@ -309,6 +418,11 @@ impl GenerateParams {
     /// those of [`UserSettings::validate`], which ends with this check.
     pub fn validate(&self, vocab_size: usize) -> Result<(), SettingsError> {
         self.check(Some(vocab_size))
+    }
+
+    /// The end tokens in force for a model whose own set is `model` (before `ignore_eos`).
+    pub fn end_set(&self, model: &BTreeSet<u32>) -> BTreeSet<u32> {
+        self.end_tokens.apply(model)
     }
 
     fn check(&self, vocab_size: Option<usize>) -> Result<(), SettingsError> {
@@ -342,6 +456,7 @@ impl GenerateParams {
                 }
             }
         }
+        self.end_tokens.check(vocab_size)?;
         self.sampling.validate(vocab_size)
     }
 }
@@ -479,6 +594,46 @@ mod tests {
                 with_sampling(|s| s.logit_bias = vec![(3, f32::NAN)]),
                 Field::LogitBias { id: 3 },
             ),
+            (
+                UserSettings {
+                    end_tokens: EndTokenChoice {
+                        replace: Some(vec![1, 100]),
+                        ..EndTokenChoice::default()
+                    },
+                    ..d()
+                },
+                Field::EndTokens {
+                    list: EndList::Replace,
+                    index: 1,
+                },
+            ),
+            (
+                UserSettings {
+                    end_tokens: EndTokenChoice {
+                        add: vec![100],
+                        ..EndTokenChoice::default()
+                    },
+                    ..d()
+                },
+                Field::EndTokens {
+                    list: EndList::Add,
+                    index: 0,
+                },
+            ),
+            (
+                UserSettings {
+                    end_tokens: EndTokenChoice {
+                        add: vec![7],
+                        remove: vec![3, 7],
+                        ..EndTokenChoice::default()
+                    },
+                    ..d()
+                },
+                Field::EndTokens {
+                    list: EndList::Remove,
+                    index: 1,
+                },
+            ),
         ];
         for (user, want) in cases {
             assert_eq!(field(user), want);
@@ -537,6 +692,31 @@ mod tests {
         };
         assert!(ids.validate(None).is_ok());
         assert_eq!(field(ids), Field::StopTokenIds { index: 0 });
+    }
+
+    #[test]
+    fn end_token_choice_replaces_then_adds_then_removes() {
+        let model = BTreeSet::from([0, 2]);
+        assert_eq!(EndTokenChoice::default().apply(&model), model);
+        let c = EndTokenChoice {
+            replace: Some(vec![5, 6]),
+            add: vec![9],
+            remove: vec![6],
+        };
+        assert_eq!(c.apply(&model), BTreeSet::from([5, 9]));
+        let none = EndTokenChoice {
+            replace: Some(vec![]),
+            ..EndTokenChoice::default()
+        };
+        assert!(none.apply(&model).is_empty());
+        assert_eq!(
+            Field::EndTokens {
+                list: EndList::Remove,
+                index: 2
+            }
+            .to_string(),
+            "end_tokens.remove[2]"
+        );
     }
 
     #[test]

@@ -342,6 +342,7 @@ impl Names {
             Field::PresencePenalty => "presence_penalty".into(),
             Field::LogitBias { id } => format!("logit_bias.{id}"),
             Field::Seed => "seed".into(),
+            Field::EndTokens { list, index } => format!("end_tokens.{}[{index}]", list.name()),
         }
     }
 }

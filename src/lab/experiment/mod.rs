@@ -107,6 +107,22 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "scenarios/families/qwen-2-tool-call-prefilled.toml",
         include_str!("../../../scenarios/families/qwen-2-tool-call-prefilled.toml"),
     ),
+    (
+        "scenarios/families/harmony-call-ends.toml",
+        include_str!("../../../scenarios/families/harmony-call-ends.toml"),
+    ),
+    (
+        "scenarios/families/harmony-only-return.toml",
+        include_str!("../../../scenarios/families/harmony-only-return.toml"),
+    ),
+    (
+        "scenarios/families/llama3-eot.toml",
+        include_str!("../../../scenarios/families/llama3-eot.toml"),
+    ),
+    (
+        "scenarios/families/llama3-end-of-text-only.toml",
+        include_str!("../../../scenarios/families/llama3-end-of-text-only.toml"),
+    ),
 ];
 
 /// All shipped scenarios, parsed.

@@ -39,7 +39,11 @@ fn cells(r: &ScenarioReport) -> [String; 9] {
         },
         format!("{:.1}", r.run_on_turns_mean),
         format!("{:.1} ({}-grams)", r.repeated_ngrams_mean, r.ngram),
-        format!("{:.1} ({:.0})", r.decode_ms / 1e3, r.decode_tokens_per_s),
+        if r.replay {
+            "replay".into()
+        } else {
+            format!("{:.1} ({:.0})", r.decode_ms / 1e3, r.decode_tokens_per_s)
+        },
     ]
 }
 
@@ -140,6 +144,9 @@ pub fn markdown(reports: &[ScenarioReport], scenarios: &[Scenario], header: &str
                 "- done when the model has written any of {:?}\n",
                 sc.done
             ));
+            if !r.end_tokens.is_empty() {
+                out.push_str(&format!("- {}\n", r.end_tokens));
+            }
         }
         if let Some(first) = r.results.first() {
             let text: String = first.text.chars().take(400).collect();

@@ -46,6 +46,8 @@ pub struct RunResult {
 pub struct ScenarioReport {
     /// The model it ran on, as the user named it (a manifest name, a path, or the server's model).
     pub model: String,
+    /// The scenario replays a script (no weights ran: its timings say nothing about the model).
+    pub replay: bool,
     pub name: String,
     pub title: String,
     pub file: String,
@@ -65,6 +67,8 @@ pub struct ScenarioReport {
     pub ngram: usize,
     pub decode_ms: f64,
     pub decode_tokens_per_s: f64,
+    /// The end tokens in force, as [`crate::trace::end_set_line`] writes them (empty on a server).
+    pub end_tokens: String,
     pub results: Vec<RunResult>,
 }
 
@@ -97,6 +101,10 @@ pub fn run_scenario(
         message: e.message,
     })?;
     let (_, prompt) = engine.prompt(&sc.format, &sc.messages)?;
+    let replay = match &sc.replay {
+        Some(text) => Some(engine.vocab.encode(text, true)?),
+        None => None,
+    };
     let longest = sc.done.iter().map(String::len).max().unwrap_or(0);
     let mut results = Vec::new();
     for i in 0..sc.run_count(opts) {
@@ -116,7 +124,7 @@ pub fn run_scenario(
             }
             ControlFlow::Continue(())
         };
-        let outcome = engine.generate(&prompt, None, &params, &mut sink)?;
+        let outcome = engine.generate(&prompt, replay.clone(), &params, &mut sink)?;
         let result = RunResult {
             seed: params.sampling.seed,
             finish: outcome.finish.kind().into(),
@@ -134,7 +142,9 @@ pub fn run_scenario(
         on_run(&result);
         results.push(result);
     }
-    Ok(summarise(sc, results))
+    let mut report = summarise(sc, results);
+    report.end_tokens = crate::trace::end_set_line(&engine.vocab, &sc.params);
+    Ok(report)
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -156,6 +166,7 @@ pub fn summarise(sc: &Scenario, results: Vec<RunResult>) -> ScenarioReport {
     let decode_tokens: usize = results.iter().map(|r| r.tokens.saturating_sub(1)).sum();
     ScenarioReport {
         model: sc.model.clone().unwrap_or_default(),
+        replay: sc.replay.is_some(),
         name: sc.name.clone(),
         title: sc.title.clone(),
         file: sc.file.clone(),
@@ -170,6 +181,7 @@ pub fn summarise(sc: &Scenario, results: Vec<RunResult>) -> ScenarioReport {
         run_on_turns_mean: mean(results.iter().map(|r| r.run_on_turns as f64)),
         repeated_ngrams_mean: mean(results.iter().map(|r| r.repeated_ngrams as f64)),
         ngram: sc.ngram,
+        end_tokens: String::new(),
         decode_ms,
         decode_tokens_per_s: if decode_ms > 0.0 {
             decode_tokens as f64 * 1e3 / decode_ms

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::format::{Message, PromptFormat};
 use crate::generate::{GenerateParams, RepetitionStop};
-use crate::pipeline::settings::{Field, Settings, SettingsError, UserSettings};
+use crate::pipeline::settings::{EndTokenChoice, Field, Settings, SettingsError, UserSettings};
 use crate::sampling::SamplingParams;
 
 use super::run::RunOptions;
@@ -42,6 +42,16 @@ struct File {
     #[serde(default)]
     runs: RunsSpec,
     done: DoneSpec,
+    /// Replay this text instead of running the model (special tokens parsed): a weight-free vocabulary's
+    /// scenario (`--model gpt-oss-vocab`).
+    #[serde(default)]
+    replay: Option<ReplaySpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplaySpec {
+    text: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +75,8 @@ struct StopSpec {
     min_tokens: usize,
     max_tokens: usize,
     repetition: Option<RepetitionStop>,
+    /// Which end tokens count: `replace`, `add`, `remove` (token ids).
+    end_tokens: EndTokenChoice,
 }
 
 impl Default for StopSpec {
@@ -78,6 +90,7 @@ impl Default for StopSpec {
             min_tokens: 0,
             max_tokens: 96,
             repetition: None,
+            end_tokens: EndTokenChoice::default(),
         }
     }
 }
@@ -140,6 +153,8 @@ pub struct Scenario {
     pub turn_markers: Vec<String>,
     /// Length of the token n-grams counted as repeats.
     pub ngram: usize,
+    /// Text the replay model writes instead of the model (`[replay] text`).
+    pub replay: Option<String>,
     /// The file's text, for the lines of errors found later (token ids against a vocabulary).
     source: String,
 }
@@ -270,6 +285,14 @@ fn settings_path(field: Field, settings: &UserSettings) -> Vec<Seg> {
             path
         }
         Field::Seed => key("sampling", "seed"),
+        Field::EndTokens { list, index } => {
+            vec![
+                Key("stop"),
+                Key("end_tokens"),
+                Key(list.name()),
+                Index(index),
+            ]
+        }
     }
 }
 
@@ -317,6 +340,7 @@ impl Scenario {
             max_tokens: raw.stop.max_tokens,
             repetition: raw.stop.repetition,
             sampling: raw.sampling.clone(),
+            end_tokens: raw.stop.end_tokens.clone(),
         };
         let Settings { format, params } = settings
             .validate(None)
@@ -379,6 +403,7 @@ impl Scenario {
             done: raw.done.contains,
             turn_markers,
             ngram: raw.done.ngram,
+            replay: raw.replay.map(|r| r.text),
             source: src.into(),
         })
     }

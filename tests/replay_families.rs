@@ -1,0 +1,512 @@
+//! The weight-free families (`gpt-oss-vocab`, `llama3-vocab`, `qwen3-vocab`, from the PyPI package
+//! quicktok-v1) against `../shared/reference/replay-families.json`: every sequence tokenizes to its ids and
+//! decodes back to its pieces; each family's end set; and the real stop machinery on replays: a special
+//! spelled as plain text is caught by a stop string in both forms, the harmony tool call stops at
+//! `<|call|>` unless only `<|return|>` counts, and Llama 3's `<|eot_id|>` against `<|end_of_text|>`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use stoplab::generate::{Discard, FinishReason, GenerateParams, Outcome};
+use stoplab::pipeline::settings::{EndTokenChoice, UserSettings};
+use stoplab::stop::StopSet;
+use stoplab::{Engine, EngineOptions};
+
+fn reference() -> serde_json::Value {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference");
+    let dir = if dir.exists() {
+        dir
+    } else {
+        PathBuf::from("/work/shared/reference")
+    };
+    let path = dir.join("replay-families.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The families as the reference names them, and the model names stoplab knows them by.
+const FAMILIES: [(&str, &str); 3] = [
+    ("gpt-oss", "gpt-oss-vocab"),
+    ("llama3", "llama3-vocab"),
+    ("qwen3", "qwen3-vocab"),
+];
+
+fn engine(name: &str) -> Engine {
+    Engine::load(&EngineOptions {
+        model: Some(name.into()),
+        tokenizer_only: true,
+        ..EngineOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn run(e: &mut Engine, script: &[u32], params: &GenerateParams) -> Outcome {
+    let prompt = e.vocab.encode("x", true).unwrap();
+    e.generate(&prompt, Some(script.to_vec()), params, &mut Discard)
+        .unwrap()
+}
+
+fn params(stops: &[&str], end_tokens: EndTokenChoice) -> GenerateParams {
+    GenerateParams {
+        stops: StopSet::new(stops.iter().copied()).unwrap(),
+        end_tokens,
+        max_tokens: 64,
+        ..GenerateParams::default()
+    }
+}
+
+#[test]
+fn every_sequence_tokenizes_to_its_ids_and_decodes_to_its_pieces() {
+    let r = reference();
+    for (family, name) in FAMILIES {
+        let e = engine(name);
+        let v = &e.vocab;
+        let f = &r["families"][family];
+        assert_eq!(v.len() as u64, f["n_vocab"].as_u64().unwrap(), "{name}");
+        for s in f["sequences"].as_array().unwrap() {
+            let label = s["name"].as_str().unwrap();
+            let text = s["text"].as_str().unwrap();
+            let want = ids(&s["ids"]);
+            let got = if !label.ends_with("_as_text") {
+                v.encode(text, true).unwrap()
+            } else if family == "qwen3" {
+                // The text between <think> and <|im_end|> was encoded as ordinary text.
+                let inner = text
+                    .strip_prefix("<think>")
+                    .and_then(|t| t.strip_suffix("<|im_end|>"))
+                    .unwrap();
+                let mut ids = v.encode("<think>", true).unwrap();
+                ids.extend(v.encode(inner, false).unwrap());
+                ids.extend(v.encode("<|im_end|>", true).unwrap());
+                ids
+            } else {
+                v.encode(text, false).unwrap()
+            };
+            assert_eq!(got, want, "{name} {label}");
+            let pieces: Vec<String> = want
+                .iter()
+                .map(|&id| String::from_utf8(v.token_bytes(id).unwrap().to_vec()).unwrap())
+                .collect();
+            let expect: Vec<&str> = s["pieces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap())
+                .collect();
+            assert_eq!(pieces, expect, "{name} {label}");
+            assert_eq!(v.decode(&want).unwrap(), text, "{name} {label}");
+            let specials: Vec<u32> = want.iter().copied().filter(|&i| v.is_special(i)).collect();
+            assert_eq!(
+                specials,
+                ids(&s["special_ids_in_sequence"]),
+                "{name} {label}"
+            );
+        }
+    }
+}
+
+#[test]
+fn each_family_ends_on_its_own_set_with_reasons() {
+    let r = reference();
+    let cases: [(&str, &[u32], &[u32]); 3] = [
+        // gpt-oss: <|endoftext|>, <|return|>, <|call|>; not <|end|> (one message, the turn goes on).
+        (
+            "gpt-oss-vocab",
+            &[199999, 200002, 200012],
+            &[199999, 200002, 200012],
+        ),
+        // Llama 3: <|end_of_text|>, 128008 (3.1's <|eom_id|>, a reserved name here), <|eot_id|>.
+        ("llama3-vocab", &[128001, 128008, 128009], &[128001, 128009]),
+        // Qwen3: <|endoftext|>, <|im_end|>; llama.cpp adds the FIM markers and, as in Qwen2.5's GGUF, the
+        // ordinary token `</s>` 128247 by its spelling (the reference lists only the specials' matches).
+        (
+            "qwen3-vocab",
+            &[151643, 151645],
+            &[128247, 151643, 151645, 151662, 151663, 151664],
+        ),
+    ];
+    for (name, ours, theirs) in cases {
+        let e = engine(name);
+        let ends = e.vocab.end_set();
+        assert_eq!(
+            e.vocab.end_tokens(),
+            &ours.iter().copied().collect::<BTreeSet<_>>(),
+            "{name}"
+        );
+        assert_eq!(
+            ends.llama_cpp_ids(),
+            theirs.iter().copied().collect::<BTreeSet<_>>(),
+            "{name}"
+        );
+        assert!(ends.tokens.iter().all(|t| !t.reasons.is_empty()), "{name}");
+    }
+    // The reference's spelling matches are llama.cpp's set less its removal of <|end|>.
+    let f = &r["families"]["gpt-oss"];
+    assert_eq!(f["llama_cpp_eog_spelling_matches"]["<|end|>"], 200007);
+    let e = engine("gpt-oss-vocab");
+    assert!(!e.vocab.end_tokens().contains(&200007));
+    let why = &e.vocab.end_set().tokens;
+    assert!(
+        why.iter()
+            .any(|t| t.id == 200012 && t.reasons[0].contains("tool call"))
+    );
+}
+
+/// `<|return|>` written as the special token and spelled as ordinary pieces (` <`, `|`, `return`, `|`,
+/// `>`): the end token catches only the first; a stop string catches both, with the same text out.
+#[test]
+fn a_stop_string_catches_a_special_in_both_forms() {
+    let r = reference();
+    let cases = [
+        (
+            "gpt-oss",
+            "gpt-oss-vocab",
+            "harmony_return_as_text",
+            "<|return|>",
+            200002,
+        ),
+        (
+            "llama3",
+            "llama3-vocab",
+            "llama3_eot_as_text",
+            "<|eot_id|>",
+            128009,
+        ),
+    ];
+    for (family, name, seq, marker, id) in cases {
+        let mut e = engine(name);
+        let s = r["families"][family]["sequences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == seq)
+            .unwrap();
+        let text = s["text"].as_str().unwrap();
+        let as_text = ids(&s["ids"]);
+        let as_special = e.vocab.encode(text, true).unwrap();
+        assert!(as_special.contains(&id) && !as_text.contains(&id), "{name}");
+        let before = &text[..text.find(marker).unwrap()];
+
+        // By default the end token ends the special form; the spelled form runs on to the end.
+        let by_end = run(&mut e, &as_special, &params(&[], EndTokenChoice::default()));
+        assert_eq!(by_end.finish, FinishReason::EndToken { id }, "{name}");
+        let spelled = run(&mut e, &as_text, &params(&[], EndTokenChoice::default()));
+        assert!(spelled.text.contains(marker), "{name}: {:?}", spelled.text);
+
+        // A stop string on the marker's spelling: both forms end at the same place, with the same text.
+        let no_end = EndTokenChoice {
+            remove: vec![id],
+            ..EndTokenChoice::default()
+        };
+        for (form, script) in [("special", &as_special), ("text", &as_text)] {
+            let out = run(&mut e, script, &params(&[marker], no_end.clone()));
+            assert!(
+                matches!(&out.finish, FinishReason::StopString { stop, .. } if stop == marker),
+                "{name} {form}: {:?}",
+                out.finish
+            );
+            assert_eq!(out.text, before, "{name} {form}");
+        }
+    }
+}
+
+/// The seed's failure: a model trained to end only after function calls. By default the harmony tool
+/// call ends at `<|call|>`; with only `<|return|>` counting it runs past it (and the replay's next token,
+/// `<|return|>`, ends it).
+#[test]
+fn harmony_tool_call_stops_at_call_unless_only_return_counts() {
+    let r = reference();
+    let mut e = engine("gpt-oss-vocab");
+    let s = &r["families"]["gpt-oss"]["sequences"][1];
+    assert_eq!(s["name"], "harmony_tool_call");
+    let script = ids(&s["ids"]);
+    let calls = script.iter().position(|&i| i == 200012).unwrap();
+
+    let out = run(&mut e, &script, &params(&[], EndTokenChoice::default()));
+    assert_eq!(out.finish, FinishReason::EndToken { id: 200012 });
+    assert_eq!(out.tokens.len(), calls + 1);
+    assert!(out.text.ends_with("{\"city\":\"Paris\"}"), "{:?}", out.text);
+
+    // Chosen the way a user does: by the token's text, validated once.
+    let only_return = UserSettings {
+        end_tokens: EndTokenChoice {
+            replace: Some(vec![e.vocab.token_id("<|return|>").unwrap()]),
+            ..EndTokenChoice::default()
+        },
+        max_tokens: 64,
+        ..UserSettings::default()
+    }
+    .validate(Some(e.vocab.len()))
+    .unwrap()
+    .params;
+    let out = run(&mut e, &script, &only_return);
+    assert_eq!(out.finish, FinishReason::EndToken { id: 200002 });
+    assert_eq!(out.tokens.len(), calls + 2);
+    assert!(
+        out.text.ends_with("{\"city\":\"Paris\"}<|call|>"),
+        "{:?}",
+        out.text
+    );
+
+    // Removing <|call|> has the same effect here; removing both and ignoring nothing else runs to the limit.
+    let none = params(
+        &[],
+        EndTokenChoice {
+            replace: Some(vec![]),
+            ..EndTokenChoice::default()
+        },
+    );
+    let out = run(&mut e, &script, &none);
+    assert_eq!(out.finish, FinishReason::Length);
+}
+
+/// Llama 3 ends a turn with `<|eot_id|>`; a server that stops only on the tokenizer's EOS
+/// `<|end_of_text|>` runs into the next header and writes the user's turn.
+#[test]
+fn llama3_eot_ends_the_turn_end_of_text_alone_runs_on() {
+    let r = reference();
+    let mut e = engine("llama3-vocab");
+    let s = r["families"]["llama3"]["sequences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "llama3_runon_header")
+        .unwrap()
+        .clone();
+    let script = ids(&s["ids"]);
+    let out = run(&mut e, &script, &params(&[], EndTokenChoice::default()));
+    assert_eq!(out.finish, FinishReason::EndToken { id: 128009 });
+    assert_eq!(out.text, "Paris.");
+
+    let eos_only = EndTokenChoice {
+        replace: Some(vec![128001]),
+        ..EndTokenChoice::default()
+    };
+    let out = run(&mut e, &script, &params(&[], eos_only));
+    assert_eq!(out.finish, FinishReason::EndToken { id: 128001 });
+    assert!(
+        out.text
+            .contains("<|start_header_id|>user<|end_header_id|>\n\nAnd Germany?"),
+        "{:?}",
+        out.text
+    );
+}
+
+/// A vocabulary has no weights: a command that needs the model says so.
+#[test]
+fn a_vocabulary_without_weights_asks_for_a_replay() {
+    let err = Engine::load(&EngineOptions {
+        model: Some("gpt-oss-vocab".into()),
+        ..EngineOptions::default()
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("gpt-oss-vocab has no weights: use --replay"),
+        "{err}"
+    );
+}
+
+/// The weight-free scenarios (`scenarios/families/`), as `stoplab experiment --model NAME --scenario FILE`
+/// runs them: the end set in force decides where each run ends and how many tokens it wastes.
+#[test]
+fn family_scenarios_end_where_their_end_set_says() {
+    use stoplab::experiment::{RunOptions, Scenario, run_scenario};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/families");
+    // (file, model, finish, wasted tokens (the end token counts as one), run-on turns: invented tool
+    // answers for harmony, further headers for Llama 3)
+    let cases = [
+        ("harmony-call-ends.toml", "gpt-oss-vocab", "end_token", 1, 0),
+        (
+            "harmony-only-return.toml",
+            "gpt-oss-vocab",
+            "end_token",
+            33,
+            1,
+        ),
+        ("llama3-eot.toml", "llama3-vocab", "end_token", 1, 0),
+        (
+            "llama3-end-of-text-only.toml",
+            "llama3-vocab",
+            "end_token",
+            17,
+            2,
+        ),
+    ];
+    for (file, model, finish, wasted, turns) in cases {
+        let sc = Scenario::load(&dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(sc.replay.is_some(), "{file}");
+        let mut e = engine(model);
+        let report = run_scenario(&mut e, &sc, &RunOptions::default(), &mut |_| {}).unwrap();
+        let r = &report.results[0];
+        assert_eq!(r.finish, finish, "{file}: {}", r.finish_detail);
+        assert_eq!(r.wasted, Some(wasted), "{file}: {:?}", r.text);
+        assert_eq!(r.run_on_turns, turns, "{file}: {:?}", r.text);
+        assert!(
+            report.end_tokens.starts_with("end tokens in force"),
+            "{file}"
+        );
+    }
+}
+
+fn stoplab(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The flags, by token text: `--no-end-token '<|call|>'` runs past the call; the trace says which set was
+/// in force; a text that is no token, a clash, and a command that needs weights are refused with exit 2.
+#[test]
+fn end_token_flags_choose_the_set_by_text_on_the_command_line() {
+    let call = r#"<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}<|call|>"#;
+    let (rc, out, err) = stoplab(&[
+        "complete",
+        "--model",
+        "gpt-oss-vocab",
+        "--json",
+        "--replay",
+        call,
+        "<|start|>assistant",
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["text"],
+        r#"<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}"#
+    );
+
+    let (rc, out, err) = stoplab(&[
+        "trace",
+        "--model",
+        "gpt-oss-vocab",
+        "--no-end-token",
+        "<|call|>",
+        "--replay",
+        call,
+        "<|start|>assistant",
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(
+        out.contains("end tokens in force: {199999 <|endoftext|>, 200002 <|return|>} (removed 200012 <|call|>)"),
+        "{out}"
+    );
+    assert!(out.contains("token 18 (id 200002)"), "{out}");
+
+    let (rc, _, err) = stoplab(&[
+        "complete",
+        "--model",
+        "gpt-oss-vocab",
+        "--add-end-token",
+        "<|nope|>",
+        "--replay",
+        "x",
+        "y",
+    ]);
+    assert_eq!(rc, 2);
+    assert!(
+        err.contains("--add-end-token #1: \"<|nope|>\" is not a token of this vocabulary"),
+        "{err}"
+    );
+    let (rc, _, err) = stoplab(&[
+        "complete",
+        "--model",
+        "gpt-oss-vocab",
+        "--add-end-token",
+        "7",
+        "--no-end-token",
+        "7",
+        "--replay",
+        "x",
+        "y",
+    ]);
+    assert_eq!(rc, 2);
+    assert!(
+        err.contains("--no-end-token #1: token 7 is both added and removed"),
+        "{err}"
+    );
+    let (rc, _, err) = stoplab(&[
+        "complete",
+        "--model",
+        "llama3-vocab",
+        "--end-token",
+        "999999",
+        "--replay",
+        "x",
+        "y",
+    ]);
+    assert_eq!(rc, 2);
+    assert!(
+        err.contains("--end-token #1: token id 999999 is outside the vocabulary"),
+        "{err}"
+    );
+    let (rc, _, err) = stoplab(&["complete", "--model", "gpt-oss-vocab", "hi"]);
+    assert_eq!(rc, 2);
+    assert!(
+        err.contains("gpt-oss-vocab has no weights: use --replay"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tokenize_end_tokens_lists_reasons_spellings_and_llama_cpps_difference() {
+    let (rc, out, err) = stoplab(&[
+        "tokenize",
+        "--model",
+        "qwen3-vocab",
+        "--end-tokens",
+        "--json",
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let e = &v["end_tokens"];
+    assert_eq!(e["set"], serde_json::json!([151643, 151645]));
+    let im_end = &e["tokens"][1];
+    assert_eq!(im_end["text"], "<|im_end|>");
+    assert_eq!(im_end["plain_text_is_this_token"], false);
+    assert_eq!(
+        im_end["plain_text_pieces"].as_array().unwrap().concat_str(),
+        "<|im_end|>"
+    );
+    let extra: Vec<u64> = e["llama_cpp_extra"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(extra, [128247, 151662, 151663, 151664]);
+
+    let (rc, out, err) = stoplab(&["tokenize", "--model", "llama3-vocab", "--end-tokens"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains("llama.cpp lacks 128008"), "{out}");
+    assert!(
+        out.contains(
+            "beginning of sequence: 128000 <|begin_of_text|> (put before a text prompt, once)"
+        ),
+        "{out}"
+    );
+}
+
+trait ConcatStr {
+    fn concat_str(&self) -> String;
+}
+
+impl ConcatStr for Vec<serde_json::Value> {
+    fn concat_str(&self) -> String {
+        self.iter().filter_map(|v| v.as_str()).collect()
+    }
+}
