@@ -36,6 +36,7 @@
 //! [`start`] runs the server in-process (tests use it with port 0); [`Handle::shutdown`] stops it.
 
 pub mod openai;
+pub mod playground;
 pub mod request;
 mod routes;
 pub mod worker;

@@ -39,6 +39,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
+        // The playground: its page at `/`, its trace stream and helpers under /v1/stoplab/.
+        .merge(super::playground::router())
         .fallback(|| async {
             ApiError::not_found(
                 "no such route; stoplab serves /v1/completions, /v1/chat/completions, /v1/models, /health, \
@@ -72,6 +74,7 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
 async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(key) = &state.api_key
         && req.uri().path() != "/health"
+        && !super::playground::is_public(req.uri().path())
     {
         let given = req
             .headers()
