@@ -254,6 +254,7 @@ fn replay_run_shows_chips_held_back_bytes_the_cut_stop_and_the_finish() {
     assert!(tip.contains(&format!("id {}", held.id)), "{tip}");
     assert!(tip.contains("held back"), "{tip}");
     assert!(tip.contains("replayed: no alternatives"), "{tip}");
+    b.js("window.scrollTo(0, 0)", vec![]);
     b.screenshot("replay.png");
     chip(held.index).send_keys(ESCAPE);
     assert_eq!(b.js("return document.getElementById('tip').hidden", vec![]), json!(true));
@@ -305,6 +306,7 @@ fn side_by_side_shows_the_tokens_a_run_without_the_stop_wastes() {
     for (i, c) in a.iter().enumerate() {
         assert_eq!(c.has("wasted"), i >= with.rows.len(), "chip {i}");
     }
+    b.js("window.scrollTo(0, 0)", vec![]);
     b.screenshot("side-by-side.png");
     b.close();
     h.shutdown().unwrap();
@@ -331,10 +333,11 @@ fn the_default_model_streams_and_shows_p_end_and_alternatives() {
     assert_chips_match(&b, 0, &with);
     let bars = b.all("#runs .run .chart rect.bar").len();
     assert_eq!(bars, with.rows.len(), "one bar of p(end) per step");
-    b.js("document.querySelector('#runs .run .tok').focus()", vec![]);
+    b.css("#runs .run .tok").click();
     let alternatives = b.all("#tip .alts tr").len();
     assert_eq!(alternatives, 5, "the top alternatives of the first step");
     assert!(b.text("#tip").contains("← chosen"));
+    b.js("window.scrollTo(0, 0)", vec![]);
     b.screenshot("model.png");
 
     // Side by side with the model; a screenshot while the run without the stop is still streaming.
@@ -346,6 +349,7 @@ fn the_default_model_streams_and_shows_p_end_and_alternatives() {
          return runs.length === 2 && runs[0].querySelectorAll('.tok').length >= 12 || \
                 !document.getElementById('run').disabled",
     );
+    b.js("window.scrollTo(0, 0)", vec![]);
     b.screenshot("mid-generation.png");
     wait_done(&b);
     let without = expected(true, PromptFormat::Raw.name(), &messages, user(&[], 48), None);
@@ -421,6 +425,7 @@ fn scenarios_load_with_one_click_and_experiment_reports_open() {
     assert_eq!(cells[1], "2");
     assert_eq!(cells[4], "1/2", "answered");
     assert_eq!(cells[5], "3.0 / 3", "wasted mean / max");
+    b.js("window.scrollTo(0, 0)", vec![]);
     b.screenshot("report.png");
 
     // A file that is not a report says what it expected.
@@ -662,6 +667,9 @@ fn info_and_scenarios_describe_the_server_and_the_shipped_files() {
         assert_eq!(json["format"], sc.settings.format);
         assert_eq!(json["stops"], json!(sc.settings.stops));
         assert_eq!(json["max_tokens"], sc.settings.max_tokens);
+        // As the file writes it: 0.3, not 0.30000001192092896.
+        let written: f64 = sc.settings.sampling.temperature.to_string().parse().unwrap();
+        assert_eq!(json["temperature"].as_f64(), Some(written));
         assert_eq!(json["messages"].as_array().unwrap().len(), sc.messages.len());
     }
     let broken = list.iter().find(|s| s["name"] == "5a-broken-end-token").unwrap();

@@ -150,12 +150,19 @@ async fn info(State(state): State<Arc<AppState>>) -> Response {
     }))
 }
 
+/// An `f32` setting as the file wrote it (0.3, not the 0.30000001192092896 its widening to f64 prints).
+fn f32_json(x: f32) -> Value {
+    x.to_string()
+        .parse::<f64>()
+        .map_or(Value::Null, Value::from)
+}
+
 /// A logit bias as JSON: `-inf` (a ban) as the string "-inf", which JSON numbers cannot hold.
 fn bias_json(bias: f32) -> Value {
     if bias == f32::NEG_INFINITY {
         "-inf".into()
     } else {
-        bias.into()
+        f32_json(bias)
     }
 }
 
@@ -185,13 +192,13 @@ async fn scenarios() -> Result<Response, ApiError> {
                 "min_tokens": s.min_tokens,
                 "max_tokens": s.max_tokens,
                 "repetition": s.repetition,
-                "temperature": p.temperature,
+                "temperature": f32_json(p.temperature),
                 "top_k": p.top_k,
-                "top_p": p.top_p,
-                "min_p": p.min_p,
-                "repetition_penalty": p.repetition_penalty,
-                "frequency_penalty": p.frequency_penalty,
-                "presence_penalty": p.presence_penalty,
+                "top_p": f32_json(p.top_p),
+                "min_p": f32_json(p.min_p),
+                "repetition_penalty": f32_json(p.repetition_penalty),
+                "frequency_penalty": f32_json(p.frequency_penalty),
+                "presence_penalty": f32_json(p.presence_penalty),
                 "logit_bias": p.logit_bias.iter().map(|&(id, b)| json!([id, bias_json(b)])).collect::<Vec<_>>(),
                 "seed": sc.seed,
                 "done": sc.done,

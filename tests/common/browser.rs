@@ -135,8 +135,19 @@ impl Element {
         command(method, &format!("{}{path}", self.url), body)
     }
 
+    /// Scrolls the element to the middle of the window (as a person scrolls to what they will click: the
+    /// page's Run bar stays at the bottom) and clicks it.
     pub fn click(&self) {
+        command(
+            "POST",
+            &format!("{}/execute/sync", self.session()),
+            Some(json!({"script": "arguments[0].scrollIntoView({block: 'center'})", "args": [self.reference()]})),
+        );
         self.cmd("POST", "/click", Some(json!({})));
+    }
+
+    fn session(&self) -> &str {
+        self.url.split("/element/").next().unwrap_or_default()
     }
 
     pub fn clear(&self) {

@@ -490,16 +490,25 @@ function showTip(chip, row, run) {
   }
   tip.replaceChildren(...parts);
   tip.hidden = false;
+  state.tipChip = chip;
+  placeTip();
+  chip.setAttribute("aria-describedby", "tip");
+}
+
+/** Puts the details under their chip (again after the generation pane scrolls). */
+function placeTip() {
+  const tip = $("tip"), chip = state.tipChip;
+  if (tip.hidden || !chip) return;
   const r = chip.getBoundingClientRect();
   const width = Math.min(tip.offsetWidth, window.innerWidth - 16);
   const x = Math.max(8, Math.min(r.left, window.innerWidth - width - 8));
   tip.style.left = (x + window.scrollX) + "px";
   tip.style.top = (r.bottom + window.scrollY + 6) + "px";
-  chip.setAttribute("aria-describedby", "tip");
 }
 
 function hideTip() {
   $("tip").hidden = true;
+  state.tipChip = null;
 }
 
 // ---------- running ----------
@@ -794,7 +803,8 @@ function init() {
       else if (state.running.length) cancelAll();
     }
   });
-  window.addEventListener("scroll", hideTip, { passive: true });
+  $("results").addEventListener("scroll", placeTip, { passive: true });
+  window.addEventListener("scroll", placeTip, { passive: true });
   drawStops();
   connect();
 }
