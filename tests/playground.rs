@@ -6,9 +6,9 @@
 //! Needs `chromium` and `chromedriver` (`apt-get install -y chromium chromium-driver`); without them the
 //! browser tests fail and say so. The HTTP tests of the routes the page uses need no browser.
 
-mod common;
 #[path = "common/browser.rs"]
 mod browser;
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
@@ -43,7 +43,13 @@ struct Expected {
     outcome: Outcome,
 }
 
-fn expected(weights: bool, format: &str, messages: &[Message], user: UserSettings, replay: Option<&str>) -> Expected {
+fn expected(
+    weights: bool,
+    format: &str,
+    messages: &[Message],
+    user: UserSettings,
+    replay: Option<&str>,
+) -> Expected {
     let mut engine = Engine::load(&EngineOptions {
         tokenizer_only: !weights,
         ..Default::default()
@@ -58,8 +64,13 @@ fn expected(weights: bool, format: &str, messages: &[Message], user: UserSetting
     let (prompt, ids) = engine.prompt(&settings.format, messages).unwrap();
     let script = replay.map(|r| engine.vocab.encode(r, true).unwrap());
     let vocab = engine.vocab.clone();
-    let mut tracer = Tracer::new(|id| vocab.is_special(id), |_: &TraceRow| ControlFlow::Continue(()));
-    let outcome = engine.generate(&ids, script, &settings.params, &mut tracer).unwrap();
+    let mut tracer = Tracer::new(
+        |id| vocab.is_special(id),
+        |_: &TraceRow| ControlFlow::Continue(()),
+    );
+    let outcome = engine
+        .generate(&ids, script, &settings.params, &mut tracer)
+        .unwrap();
     Expected {
         prompt,
         rows: std::mem::take(&mut tracer.rows),
@@ -150,7 +161,11 @@ fn assert_chips_match(b: &Browser, run: usize, e: &Expected) {
         } else {
             assert_eq!(chip.text, escape(&row.bytes), "{at}");
         }
-        assert_eq!(chip.has("emit"), !row.emitted.is_empty(), "{at}: released text");
+        assert_eq!(
+            chip.has("emit"),
+            !row.emitted.is_empty(),
+            "{at}: released text"
+        );
         assert_eq!(chip.has("holding"), !row.held.is_empty(), "{at}: held back");
         assert_eq!(chip.has("special"), row.special, "{at}: special");
         assert_eq!(chip.has("end"), row.end_token, "{at}: end token");
@@ -164,13 +179,21 @@ fn assert_chips_match(b: &Browser, run: usize, e: &Expected) {
                 h.of,
                 escape(h.stop.as_bytes())
             );
-            assert_eq!(chip.meta.first(), Some(&want), "{at}: which stop the held bytes may begin");
+            assert_eq!(
+                chip.meta.first(),
+                Some(&want),
+                "{at}: which stop the held bytes may begin"
+            );
         }
     }
     let (head, lines) = finish(b, run);
     let end = last.end.as_ref().expect("the last row ends the generation");
     assert_eq!(head, headline(&end.finish));
-    assert_eq!(lines, explain(&e.rows)[1..], "the finish explained as `trace` explains it");
+    assert_eq!(
+        lines,
+        explain(&e.rows)[1..],
+        "the finish explained as `trace` explains it"
+    );
 }
 
 fn type_into(b: &Browser, selector: &str, text: &str) {
@@ -203,7 +226,10 @@ fn replay_run_shows_chips_held_back_bytes_the_cut_stop_and_the_finish() {
     let h = replay_server();
     let b = Browser::start(Window::DESKTOP);
     b.goto(&url_of(&h));
-    b.wait_until("the server's model is shown", "return document.getElementById('model').value !== ''");
+    b.wait_until(
+        "the server's model is shown",
+        "return document.getElementById('model').value !== ''",
+    );
 
     type_into(&b, "#prompt", QUESTION);
     b.select("#format", "transcript");
@@ -215,7 +241,13 @@ fn replay_run_shows_chips_held_back_bytes_the_cut_stop_and_the_finish() {
     type_into(&b, "#replay", " Berlin.\\nuser: And France?");
 
     let messages = [Message::new("user", QUESTION)];
-    let e = expected(false, "transcript", &messages, user(&["\nuser:"], 64), Some(REPLAY));
+    let e = expected(
+        false,
+        "transcript",
+        &messages,
+        user(&["\nuser:"], 64),
+        Some(REPLAY),
+    );
     b.wait_until(
         "the rendered prompt",
         &format!(
@@ -234,14 +266,20 @@ fn replay_run_shows_chips_held_back_bytes_the_cut_stop_and_the_finish() {
         "the replay ends on the stop: {:?}",
         e.outcome.finish
     );
-    assert!(chips(&b, 0).iter().any(|c| c.has("holding")), "some bytes were held back");
-    let output = b
-        .js(
-            "const o = document.querySelector('#runs .run .output');
+    assert!(
+        chips(&b, 0).iter().any(|c| c.has("holding")),
+        "some bytes were held back"
+    );
+    let output = b.js(
+        "const o = document.querySelector('#runs .run .output');
              return [o.firstChild.textContent, o.querySelector('.cutout').textContent];",
-            vec![],
-        );
-    assert_eq!(output, json!([e.outcome.text, "\nuser:"]), "the output, and the stop it cut");
+        vec![],
+    );
+    assert_eq!(
+        output,
+        json!([e.outcome.text, "\nuser:"]),
+        "the output, and the stop it cut"
+    );
     let chart = b.text("#runs .run .chart");
     assert!(chart.contains("No probabilities"), "{chart}");
 
@@ -257,7 +295,10 @@ fn replay_run_shows_chips_held_back_bytes_the_cut_stop_and_the_finish() {
     b.js("window.scrollTo(0, 0)", vec![]);
     b.screenshot("replay.png");
     chip(held.index).send_keys(ESCAPE);
-    assert_eq!(b.js("return document.getElementById('tip').hidden", vec![]), json!(true));
+    assert_eq!(
+        b.js("return document.getElementById('tip').hidden", vec![]),
+        json!(true)
+    );
     chip(held.index - 1).send_keys(TAB);
     assert_eq!(
         b.js("return document.activeElement.dataset.index", vec![]),
@@ -292,7 +333,13 @@ fn side_by_side_shows_the_tokens_a_run_without_the_stop_wastes() {
 
     let messages = [Message::new("user", QUESTION)];
     let without = expected(false, "transcript", &messages, user(&[], 64), Some(REPLAY));
-    let with = expected(false, "transcript", &messages, user(&["\nuser:"], 64), Some(REPLAY));
+    let with = expected(
+        false,
+        "transcript",
+        &messages,
+        user(&["\nuser:"], 64),
+        Some(REPLAY),
+    );
     assert_chips_match(&b, 0, &without);
     assert_chips_match(&b, 1, &with);
     let wasted = without.rows.len() - with.rows.len();
@@ -329,7 +376,13 @@ fn the_default_model_streams_and_shows_p_end_and_alternatives() {
     assert_eq!(b.text("#error"), "");
 
     let messages = [Message::new("user", prompt)];
-    let with = expected(true, PromptFormat::Raw.name(), &messages, user(&["\nuser:"], 48), None);
+    let with = expected(
+        true,
+        PromptFormat::Raw.name(),
+        &messages,
+        user(&["\nuser:"], 48),
+        None,
+    );
     assert_chips_match(&b, 0, &with);
     let bars = b.all("#runs .run .chart rect.bar").len();
     assert_eq!(bars, with.rows.len(), "one bar of p(end) per step");
@@ -352,12 +405,21 @@ fn the_default_model_streams_and_shows_p_end_and_alternatives() {
     b.js("window.scrollTo(0, 0)", vec![]);
     b.screenshot("mid-generation.png");
     wait_done(&b);
-    let without = expected(true, PromptFormat::Raw.name(), &messages, user(&[], 48), None);
+    let without = expected(
+        true,
+        PromptFormat::Raw.name(),
+        &messages,
+        user(&[], 48),
+        None,
+    );
     assert_chips_match(&b, 0, &without);
     assert_chips_match(&b, 1, &with);
     let text = b.text("#wasted");
     let wasted = without.rows.len() - with.rows.len();
-    assert!(text.contains(&format!("A's last {wasted} tokens")), "{text}");
+    assert!(
+        text.contains(&format!("A's last {wasted} tokens")),
+        "{text}"
+    );
     b.close();
     h.shutdown().unwrap();
 }
@@ -381,11 +443,17 @@ fn scenarios_load_with_one_click_and_experiment_reports_open() {
         .find(|s| s.name == "2-transcript-stop")
         .unwrap();
     assert_eq!(b.css("#format").prop("value"), "transcript");
-    let chips: Vec<String> = serde_json::from_value(
-        b.js("return [...document.querySelectorAll('#stops .chip')].map(c => c.firstChild.textContent)", vec![]),
-    )
+    let chips: Vec<String> = serde_json::from_value(b.js(
+        "return [...document.querySelectorAll('#stops .chip')].map(c => c.firstChild.textContent)",
+        vec![],
+    ))
     .unwrap();
-    let want: Vec<String> = sc.settings.stops.iter().map(|s| format!("\"{}\"", escape(s.as_bytes()))).collect();
+    let want: Vec<String> = sc
+        .settings
+        .stops
+        .iter()
+        .map(|s| format!("\"{}\"", escape(s.as_bytes())))
+        .collect();
     assert_eq!(chips, want);
     assert_eq!(
         b.css("#max-tokens").prop("value"),
@@ -402,17 +470,22 @@ fn scenarios_load_with_one_click_and_experiment_reports_open() {
     type_into(&b, "#replay", " Berlin.");
     type_into(&b, "#max-tokens", "0");
     b.css("#run").click();
-    b.wait_until("an error", "return document.getElementById('error').textContent !== ''");
+    b.wait_until(
+        "an error",
+        "return document.getElementById('error').textContent !== ''",
+    );
     let error = b.text("#error");
-    assert!(error.contains("max_tokens") && error.contains("at least 1"), "{error}");
+    assert!(
+        error.contains("max_tokens") && error.contains("at least 1"),
+        "{error}"
+    );
 
     // An experiment report opens as a table.
     let report = report_json(&sc);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("report.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
-    b.css("#report-file")
-        .send_keys(&path.display().to_string());
+    b.css("#report-file").send_keys(&path.display().to_string());
     b.wait_for("#report:not([hidden]) table.report tbody tr");
     let cells: Vec<String> = serde_json::from_value(
         b.js(
@@ -471,7 +544,10 @@ fn the_page_asks_for_the_api_key_and_then_runs() {
     assert!(b.text("#server").contains("API key"));
     type_into(&b, "#api-key", "sekret");
     b.css("#key-save").click();
-    b.wait_until("the model is shown", "return document.getElementById('model').value !== ''");
+    b.wait_until(
+        "the model is shown",
+        "return document.getElementById('model').value !== ''",
+    );
     type_into(&b, "#prompt", QUESTION);
     type_into(&b, "#replay", " Berlin.");
     b.css("#run").click();
@@ -498,21 +574,32 @@ fn a_phone_width_dark_page_fits_and_is_dark() {
     type_into(&b, "#replay", " Berlin.\\nuser: And France?");
     b.css("#run").click();
     wait_done(&b);
-    let layout = b
-        .js(
-            "const s = document.getElementById('settings').getBoundingClientRect();
+    let layout = b.js(
+        "const s = document.getElementById('settings').getBoundingClientRect();
              const r = document.getElementById('results').getBoundingClientRect();
              const bg = getComputedStyle(document.body).backgroundColor.match(/\\d+/g).map(Number);
              return {overflow: document.documentElement.scrollWidth - window.innerWidth,
                      stacked: r.top >= s.bottom, width: window.innerWidth, bg};",
-            vec![],
-        );
+        vec![],
+    );
     assert_eq!(layout["width"], 390, "{layout}");
-    assert!(layout["overflow"].as_i64().unwrap() <= 0, "no sideways scrolling: {layout}");
-    assert_eq!(layout["stacked"], true, "one column: the generation under the settings: {layout}");
+    assert!(
+        layout["overflow"].as_i64().unwrap() <= 0,
+        "no sideways scrolling: {layout}"
+    );
+    assert_eq!(
+        layout["stacked"], true,
+        "one column: the generation under the settings: {layout}"
+    );
     let bg: Vec<u32> = serde_json::from_value(layout["bg"].clone()).unwrap();
-    assert!(bg[..3].iter().sum::<u32>() < 150, "prefers-color-scheme: dark gives a dark page: {layout}");
-    b.js("document.getElementById('results').scrollIntoView()", vec![]);
+    assert!(
+        bg[..3].iter().sum::<u32>() < 150,
+        "prefers-color-scheme: dark gives a dark page: {layout}"
+    );
+    b.js(
+        "document.getElementById('results').scrollIntoView()",
+        vec![],
+    );
     b.screenshot("phone-dark.png");
     b.close();
     h.shutdown().unwrap();
@@ -576,9 +663,18 @@ fn trace_settings_errors_name_their_json_path() {
         (json!({"max_tokens": 0}), "max_tokens"),
         (json!({"min_tokens": 9, "max_tokens": 8}), "min_tokens"),
         (json!({"temperature": -1}), "temperature"),
-        (json!({"stop_token_ids": [1, 99999999]}), "stop_token_ids[1]"),
-        (json!({"logit_bias": [[2, "-inf"], [3, "lots"]]}), "logit_bias[1]"),
-        (json!({"repetition_stop": {"ngram": 0}}), "repetition_stop.ngram"),
+        (
+            json!({"stop_token_ids": [1, 99999999]}),
+            "stop_token_ids[1]",
+        ),
+        (
+            json!({"logit_bias": [[2, "-inf"], [3, "lots"]]}),
+            "logit_bias[1]",
+        ),
+        (
+            json!({"repetition_stop": {"ngram": 0}}),
+            "repetition_stop.ngram",
+        ),
         (json!({"replay": null}), "replay"),
         (json!({"messages": []}), "messages"),
     ];
@@ -603,13 +699,28 @@ fn render_shows_what_each_format_makes_of_the_messages() {
         ("transcript", "user: Hi\nAI:"),
         ("separator", "Hi\n- - -\n"),
     ] {
-        let r = post(&h, "/v1/stoplab/render", &json!({"format": format, "messages": messages}));
+        let r = post(
+            &h,
+            "/v1/stoplab/render",
+            &json!({"format": format, "messages": messages}),
+        );
         assert_eq!(r.status, 200, "{:?}", r.body);
         assert_eq!(r.body["text"], want);
         assert_eq!(r.body["tokens"], tokenize(&h, want).len());
     }
-    let r = post(&h, "/v1/stoplab/render", &json!({"format": "chat", "messages": messages}));
-    assert!(r.body["text"].as_str().unwrap().contains("<|im_start|>user\nHi<|im_end|>"), "{:?}", r.body);
+    let r = post(
+        &h,
+        "/v1/stoplab/render",
+        &json!({"format": "chat", "messages": messages}),
+    );
+    assert!(
+        r.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("<|im_start|>user\nHi<|im_end|>"),
+        "{:?}",
+        r.body
+    );
     let r = post(
         &h,
         "/v1/stoplab/render",
@@ -629,13 +740,26 @@ fn the_page_needs_no_key_and_the_api_does() {
     ] {
         let r = ureq::get(&url(&h, path)).call().unwrap();
         assert_eq!(r.status(), 200, "{path}");
-        assert!(r.header("Content-Type").unwrap().starts_with(kind), "{path}");
+        assert!(
+            r.header("Content-Type").unwrap().starts_with(kind),
+            "{path}"
+        );
         let csp = r.header("Content-Security-Policy").unwrap().to_string();
-        assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"), "{csp}");
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+            "{csp}"
+        );
     }
-    let page = ureq::get(&url(&h, "/")).call().unwrap().into_string().unwrap();
+    let page = ureq::get(&url(&h, "/"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
     assert!(page.contains("stoplab playground"));
-    assert!(!page.contains("http://") && !page.contains("https://"), "nothing is loaded from elsewhere");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "nothing is loaded from elsewhere"
+    );
     for path in ["/v1/stoplab/info", "/v1/stoplab/scenarios"] {
         assert_eq!(get(&h, path).status, 401, "{path}");
     }
@@ -657,7 +781,14 @@ fn info_and_scenarios_describe_the_server_and_the_shipped_files() {
     let info = get(&h, "/v1/stoplab/info").body;
     assert_eq!(info["model"], h.model());
     assert_eq!(info["weights"], false);
-    assert!(info["end_tokens"].as_array().unwrap().iter().any(|t| t["token"] == "<|im_end|>"), "{info}");
+    assert!(
+        info["end_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["token"] == "<|im_end|>"),
+        "{info}"
+    );
     let list = get(&h, "/v1/stoplab/scenarios").body;
     let list = list["scenarios"].as_array().unwrap();
     let shipped = stoplab::experiment::shipped().unwrap();
@@ -668,11 +799,23 @@ fn info_and_scenarios_describe_the_server_and_the_shipped_files() {
         assert_eq!(json["stops"], json!(sc.settings.stops));
         assert_eq!(json["max_tokens"], sc.settings.max_tokens);
         // As the file writes it: 0.3, not 0.30000001192092896.
-        let written: f64 = sc.settings.sampling.temperature.to_string().parse().unwrap();
+        let written: f64 = sc
+            .settings
+            .sampling
+            .temperature
+            .to_string()
+            .parse()
+            .unwrap();
         assert_eq!(json["temperature"].as_f64(), Some(written));
-        assert_eq!(json["messages"].as_array().unwrap().len(), sc.messages.len());
+        assert_eq!(
+            json["messages"].as_array().unwrap().len(),
+            sc.messages.len()
+        );
     }
-    let broken = list.iter().find(|s| s["name"] == "5a-broken-end-token").unwrap();
+    let broken = list
+        .iter()
+        .find(|s| s["name"] == "5a-broken-end-token")
+        .unwrap();
     assert_eq!(broken["logit_bias"], json!([[0, "-inf"], [2, "-inf"]]));
     h.shutdown().unwrap();
 }
@@ -704,7 +847,10 @@ fn play_prints_the_url_of_the_page() {
         .read_line(&mut line)
         .unwrap();
     let url = line.trim();
-    assert!(url.starts_with("http://127.0.0.1:") && url.ends_with('/'), "{line:?}");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with('/'),
+        "{line:?}"
+    );
     let page = ureq::get(url).call().unwrap().into_string().unwrap();
     assert!(page.contains("<title>stoplab playground"));
     let info: Value = ureq::get(&format!("{url}v1/stoplab/info"))
@@ -713,7 +859,10 @@ fn play_prints_the_url_of_the_page() {
         .into_json()
         .unwrap();
     assert_eq!(info["weights"], false);
-    let term = Command::new("kill").arg(child.0.id().to_string()).status().unwrap();
+    let term = Command::new("kill")
+        .arg(child.0.id().to_string())
+        .status()
+        .unwrap();
     assert!(term.success());
     let status = child.0.wait().unwrap();
     assert!(status.success(), "{status}");

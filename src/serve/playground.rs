@@ -65,7 +65,10 @@ pub fn is_public(path: &str) -> bool {
 /// The playground's routes, to merge into the server's router (inside its key check and body limit).
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/", get(|| async { page("text/html; charset=utf-8", INDEX_HTML) }))
+        .route(
+            "/",
+            get(|| async { page("text/html; charset=utf-8", INDEX_HTML) }),
+        )
         .route(
             "/playground/app.js",
             get(|| async { page("text/javascript; charset=utf-8", APP_JS) }),
@@ -345,11 +348,15 @@ fn logit_bias(f: &Fields) -> Result<Vec<(u32, f32)>, ApiError> {
         .enumerate()
         .map(|(i, pair)| {
             let at = format!("logit_bias[{i}]");
-            let bad = || ApiError::invalid(&at, "expected [token id, bias], bias a number or \"-inf\"");
+            let bad =
+                || ApiError::invalid(&at, "expected [token id, bias], bias a number or \"-inf\"");
             let [id, bias] = pair.as_array().map(Vec::as_slice).ok_or_else(bad)? else {
                 return Err(bad());
             };
-            let id = id.as_u64().and_then(|id| u32::try_from(id).ok()).ok_or_else(bad)?;
+            let id = id
+                .as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(bad)?;
             let bias = match bias {
                 Value::String(s) if s == "-inf" => f32::NEG_INFINITY,
                 Value::Number(n) => n.as_f64().ok_or_else(bad)? as f32,
@@ -409,7 +416,9 @@ fn prepare(asked: &Asked, vocab: &Vocab) -> Result<Prepared, ApiError> {
         .format
         .render(&asked.messages, vocab.chat_template())
         .map_err(|e| match e {
-            crate::Error::Settings(e) => ApiError::invalid(&json_path(e.field, &asked.user), &e.message),
+            crate::Error::Settings(e) => {
+                ApiError::invalid(&json_path(e.field, &asked.user), &e.message)
+            }
             crate::Error::Invalid { message, .. } => ApiError::invalid("messages", message),
             other => other.into(),
         })?;
@@ -457,9 +466,7 @@ async fn trace(
     let (mut rx, place) = state.queue.submit(request)?;
     // The first event before the answer: an error found when the generation starts keeps its status.
     let first = match rx.recv().await {
-        Some(Event::Done {
-            result: Err(e), ..
-        }) => return Err(e.into()),
+        Some(Event::Done { result: Err(e), .. }) => return Err(e.into()),
         Some(Event::ShuttingDown) => return Err(ApiError::shutting_down()),
         None => return Err(ApiError::internal("the model worker stopped")),
         Some(ev) => ev,
@@ -658,7 +665,11 @@ fn token_event(row: &TraceRow, vocab: &Vocab) -> Value {
 
 /// The end of the generation, explained as `stoplab trace` explains it.
 fn finish_event(o: &Outcome, rows: &[TraceRow]) -> Value {
-    let cut = o.cut.as_ref().map(|c| c.bytes.as_slice()).unwrap_or_default();
+    let cut = o
+        .cut
+        .as_ref()
+        .map(|c| c.bytes.as_slice())
+        .unwrap_or_default();
     json!({
         "type": "finish",
         "finish_reason": o.finish.openai(),

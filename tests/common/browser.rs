@@ -46,7 +46,11 @@ fn on_path(names: &[&str]) -> Option<PathBuf> {
 fn program(env: &str, names: &[&str]) -> PathBuf {
     if let Some(p) = std::env::var_os(env) {
         let p = PathBuf::from(p);
-        assert!(p.is_file(), "{env}={} is not a file; {INSTALL}", p.display());
+        assert!(
+            p.is_file(),
+            "{env}={} is not a file; {INSTALL}",
+            p.display()
+        );
         return p;
     }
     on_path(names).unwrap_or_else(|| panic!("{} was not found on PATH; {INSTALL}", names[0]))
@@ -57,7 +61,12 @@ pub fn programs() -> (PathBuf, PathBuf) {
     (
         program(
             "STOPLAB_CHROME",
-            &["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"],
+            &[
+                "chromium",
+                "chromium-browser",
+                "google-chrome",
+                "google-chrome-stable",
+            ],
         ),
         program("STOPLAB_CHROMEDRIVER", &["chromedriver"]),
     )
@@ -141,7 +150,9 @@ impl Element {
         command(
             "POST",
             &format!("{}/execute/sync", self.session()),
-            Some(json!({"script": "arguments[0].scrollIntoView({block: 'center'})", "args": [self.reference()]})),
+            Some(
+                json!({"script": "arguments[0].scrollIntoView({block: 'center'})", "args": [self.reference()]}),
+            ),
         );
         self.cmd("POST", "/click", Some(json!({})));
     }
@@ -357,7 +368,10 @@ impl Browser {
     pub fn wait_for(&self, selector: &str) -> Element {
         self.wait_until(
             &format!("showing {selector}"),
-            &format!("return document.querySelector({}) !== null", json!(selector)),
+            &format!(
+                "return document.querySelector({}) !== null",
+                json!(selector)
+            ),
         );
         self.css(selector)
     }
