@@ -16,6 +16,7 @@ pub mod experiment;
 pub mod fetch;
 pub mod finetune;
 pub mod generate;
+pub mod play;
 pub mod probe;
 pub mod serve;
 pub mod tokenize;
@@ -141,6 +142,10 @@ pub enum Command {
     /// each drawing its stops from the server's own greedy output.
     #[command(after_help = probe::EXAMPLES)]
     Probe(probe::ProbeArgs),
+    /// Open the stop playground: a page where you watch the model decide to stop, token by token (starts
+    /// the server on a free 127.0.0.1 port and prints its URL).
+    #[command(after_help = play::EXAMPLES)]
+    Play(play::PlayArgs),
 }
 
 /// Which model to load: shared by the commands that run one.
@@ -669,6 +674,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Bench { what } => bench::run(what),
         Command::Serve(args) => serve::run(args),
         Command::Probe(args) => probe::run(args),
+        Command::Play(args) => play::run(args),
         Command::Finetune(args) => finetune::run(args),
     }
 }

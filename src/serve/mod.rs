@@ -36,9 +36,10 @@
 //! [`start`] runs the server in-process (tests use it with port 0); [`Handle::shutdown`] stops it.
 
 pub mod openai;
+pub mod playground;
 pub mod request;
 mod routes;
-mod worker;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -200,8 +201,13 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
         .map_err(StartError::Runtime)?;
 
     let stopping = Arc::new(AtomicBool::new(false));
-    let (queue, worker) = worker::spawn(engine, config.limits.queue, stopping.clone())
-        .map_err(StartError::Runtime)?;
+    let (queue, worker) = worker::spawn(
+        engine,
+        served.vocab.clone(),
+        config.limits.queue,
+        stopping.clone(),
+    )
+    .map_err(StartError::Runtime)?;
     let state = Arc::new(routes::AppState {
         served,
         queue,

@@ -50,6 +50,18 @@ pub struct GenRequest {
     pub params: GenerateParams,
     pub stream: bool,
     pub include_usage: bool,
+    /// Choices to generate (`n`), one after another.
+    pub n: usize,
+    /// Alternatives per token to compute probabilities for (`logprobs` / `top_logprobs`); None: none.
+    pub top_probs: Option<usize>,
+}
+
+impl GenRequest {
+    /// The seed of choice `i`: the request's seed plus `i`, as vLLM seeds the copies of a request with `n`
+    /// (so choice 0 is the text an `n` = 1 request gives).
+    pub fn choice_seed(&self, i: usize) -> u64 {
+        self.params.sampling.seed.wrapping_add(i as u64)
+    }
 }
 
 /// A request body's fields, read one at a time with the field's name in every error.
@@ -548,6 +560,8 @@ pub fn generation(
         params,
         stream,
         include_usage,
+        n: 1,
+        top_probs: None,
     })
 }
 

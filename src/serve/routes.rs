@@ -39,6 +39,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
+        // The playground: its page at `/`, its trace stream and helpers under /v1/stoplab/.
+        .merge(super::playground::router())
         .fallback(|| async {
             ApiError::not_found(
                 "no such route; stoplab serves /v1/completions, /v1/chat/completions, /v1/models, /health, \
@@ -72,6 +74,7 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
 async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(key) = &state.api_key
         && req.uri().path() != "/health"
+        && !super::playground::is_public(req.uri().path())
     {
         let given = req
             .headers()
@@ -235,14 +238,14 @@ async fn generate(
         let _place = place;
         loop {
             match rx.recv().await {
-                Some(Event::Token(_)) => continue,
-                Some(Event::Done(Ok(o))) if o.finish == FinishReason::Cancelled => {
+                Some(Event::Step(_)) => continue,
+                Some(Event::Done { result: Ok(o), .. }) if o.finish == FinishReason::Cancelled => {
                     return Err(ApiError::shutting_down());
                 }
-                Some(Event::Done(Ok(o))) => {
+                Some(Event::Done { result: Ok(o), .. }) => {
                     return Ok(json_response(StatusCode::OK, &reply.response(&o)));
                 }
-                Some(Event::Done(Err(e))) => return Err(e.into()),
+                Some(Event::Done { result: Err(e), .. }) => return Err(e.into()),
                 Some(Event::ShuttingDown) => return Err(ApiError::shutting_down()),
                 None => return Err(ApiError::internal("the model worker stopped")),
             }
@@ -252,7 +255,7 @@ async fn generate(
     // Wait for the first event before answering, so errors found when the generation starts (a ban on every
     // token, say) still get their status rather than a 200 and an error event.
     let first = match rx.recv().await {
-        Some(Event::Done(Err(e))) => return Err(e.into()),
+        Some(Event::Done { result: Err(e), .. }) => return Err(e.into()),
         Some(Event::ShuttingDown) => return Err(ApiError::shutting_down()),
         None => return Err(ApiError::internal("the model worker stopped")),
         Some(ev) => ev,
@@ -320,14 +323,14 @@ impl SseState {
                 None => self.rx.recv().await,
             };
             match event {
-                Some(Event::Token(t)) if t.is_empty() => {}
-                Some(Event::Token(t)) => self
+                Some(Event::Step(s)) if s.text.is_empty() => {}
+                Some(Event::Step(s)) => self
                     .frames
-                    .push_back(sse(&self.reply.chunk(Some(&t), None))),
-                Some(Event::Done(Ok(o))) if o.finish == FinishReason::Cancelled => {
+                    .push_back(sse(&self.reply.chunk(Some(&s.text), None))),
+                Some(Event::Done { result: Ok(o), .. }) if o.finish == FinishReason::Cancelled => {
                     self.end_with_error(ApiError::shutting_down());
                 }
-                Some(Event::Done(Ok(o))) => {
+                Some(Event::Done { result: Ok(o), .. }) => {
                     let chunk = self.reply.chunk(None, Some(&o.finish));
                     self.frames.push_back(sse(&chunk));
                     if self.include_usage {
@@ -339,7 +342,7 @@ impl SseState {
                         .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
                     self.done = true;
                 }
-                Some(Event::Done(Err(e))) => self.end_with_error(e.into()),
+                Some(Event::Done { result: Err(e), .. }) => self.end_with_error(e.into()),
                 Some(Event::ShuttingDown) => self.end_with_error(ApiError::shutting_down()),
                 None => self.end_with_error(ApiError::internal("the model worker stopped")),
             }
