@@ -114,12 +114,15 @@ impl Engine {
         if w.backend() != Backend::Candle || self.asked == Backend::Candle {
             return None;
         }
-        let declared = self
-            .file
-            .as_ref()?
-            .content
+        let content = &self.file.as_ref()?.content;
+        let arch = content
             .metadata
-            .get("llama.context_length")
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .map_or("llama", String::as_str);
+        let declared = content
+            .metadata
+            .get(&format!("{arch}.context_length"))
             .and_then(|v| v.to_u32().ok())
             .map_or(0, |c| c as usize);
         let why = if self.adapter {
