@@ -321,3 +321,98 @@ fn experiment_on_an_endpoint_matches_the_local_run() {
     );
     server.shutdown().unwrap();
 }
+
+/// The other families side by side: each model runs the scenarios written for it, and each family's way of
+/// ending a turn shows (Gemma base runs on without a stop; Qwen ends a bare-JSON call on <|im_end|> and,
+/// prefilled with <tool_call>, on <|endoftext|>; harmony's <|call|> against <|return|> alone; Llama 3's
+/// <|eot_id|> against <|end_of_text|> alone). Greedy or replayed, so the outcomes are exact.
+#[test]
+fn each_family_runs_its_own_scenarios_side_by_side() {
+    let out = Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args([
+            "--threads",
+            "1",
+            "experiment",
+            "--quick",
+            "--json",
+            "--model",
+            "gemma3-270m,qwen2.5-coder-0.5b-instruct",
+            "--model",
+            "gpt-oss-vocab,llama3-vocab",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reports = json["scenarios"].as_array().unwrap();
+    let families: Vec<_> = experiment::shipped()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.model.is_some())
+        .collect();
+    assert_eq!(reports.len(), families.len());
+    let by = |name: &str| {
+        let r = reports
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no report for {name}"));
+        let run = &r["results"][0];
+        (
+            r["model"].as_str().unwrap().to_string(),
+            run["finish"].as_str().unwrap().to_string(),
+            run["finish_detail"].as_str().unwrap().to_string(),
+            run["text"].as_str().unwrap().to_string(),
+            run["wasted"].as_u64(),
+        )
+    };
+
+    let (model, finish, _, text, _) = by("gemma-1-transcript-nostop");
+    assert_eq!((model.as_str(), finish.as_str()), ("gemma3-270m", "length"));
+    assert!(text.starts_with(" Berlin.\nuser:"), "{text:?}");
+    let (_, finish, _, text, _) = by("gemma-2-transcript-stop");
+    assert_eq!(
+        (finish.as_str(), text.as_str()),
+        ("stop_string", " Berlin.")
+    );
+
+    let (model, finish, detail, text, _) = by("qwen-1-tool-call");
+    assert_eq!(model, "qwen2.5-coder-0.5b-instruct");
+    assert_eq!(finish, "end_token");
+    assert!(detail.contains("151645"), "{detail}");
+    assert_eq!(
+        text,
+        r#"{"name": "get_weather", "arguments": {"city": "Paris"}}"#
+    );
+    let (_, finish, detail, text, _) = by("qwen-2-tool-call-prefilled");
+    assert_eq!((finish.as_str(), text.as_str()), ("end_token", ""));
+    assert!(detail.contains("151643"), "{detail}");
+
+    let (model, finish, detail, text, wasted) = by("harmony-call-ends");
+    assert_eq!(model, "gpt-oss-vocab");
+    assert_eq!(finish, "end_token");
+    assert!(detail.contains("200012"), "<|call|> ends it: {detail}");
+    assert!(text.ends_with(r#"{"city":"Paris"}"#), "{text:?}");
+    let short = wasted.unwrap();
+    let (_, _, detail, text, wasted) = by("harmony-only-return");
+    assert!(
+        detail.contains("200002"),
+        "only <|return|> ends it: {detail}"
+    );
+    assert!(text.contains(r#"{"city":"Paris"}<|call|>"#), "{text:?}");
+    assert!(wasted.unwrap() > short + 10, "{wasted:?} against {short}");
+
+    let (model, _, detail, text, _) = by("llama3-eot");
+    assert_eq!(model, "llama3-vocab");
+    assert!(detail.contains("128009"), "{detail}");
+    assert_eq!(text, "Paris.");
+    let (_, _, detail, text, _) = by("llama3-end-of-text-only");
+    assert!(detail.contains("128001"), "{detail}");
+    assert!(
+        text.starts_with("Paris.<|eot_id|><|start_header_id|>user"),
+        "{text:?}"
+    );
+}
