@@ -90,6 +90,39 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "scenarios/7b-function-call-stop.toml",
         include_str!("../../../scenarios/7b-function-call-stop.toml"),
     ),
+    // Other families: each scenario names its model.
+    (
+        "scenarios/families/gemma-1-transcript-nostop.toml",
+        include_str!("../../../scenarios/families/gemma-1-transcript-nostop.toml"),
+    ),
+    (
+        "scenarios/families/gemma-2-transcript-stop.toml",
+        include_str!("../../../scenarios/families/gemma-2-transcript-stop.toml"),
+    ),
+    (
+        "scenarios/families/qwen-1-tool-call.toml",
+        include_str!("../../../scenarios/families/qwen-1-tool-call.toml"),
+    ),
+    (
+        "scenarios/families/qwen-2-tool-call-prefilled.toml",
+        include_str!("../../../scenarios/families/qwen-2-tool-call-prefilled.toml"),
+    ),
+    (
+        "scenarios/families/harmony-call-ends.toml",
+        include_str!("../../../scenarios/families/harmony-call-ends.toml"),
+    ),
+    (
+        "scenarios/families/harmony-only-return.toml",
+        include_str!("../../../scenarios/families/harmony-only-return.toml"),
+    ),
+    (
+        "scenarios/families/llama3-eot.toml",
+        include_str!("../../../scenarios/families/llama3-eot.toml"),
+    ),
+    (
+        "scenarios/families/llama3-end-of-text-only.toml",
+        include_str!("../../../scenarios/families/llama3-end-of-text-only.toml"),
+    ),
 ];
 
 /// All shipped scenarios, parsed.
