@@ -44,8 +44,11 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
-/// Every string of a tokenize file: (text, llama.cpp's ids, ours) where they differ.
-fn mismatches(vocab: &Vocab, file: &str) -> (usize, Vec<(String, Vec<u32>, Vec<u32>)>) {
+/// A string whose ids differ: (text, llama.cpp's ids, ours).
+type Mismatch = (String, Vec<u32>, Vec<u32>);
+
+/// Every string of a tokenize file, and those where the ids differ.
+fn mismatches(vocab: &Vocab, file: &str) -> (usize, Vec<Mismatch>) {
     let cases = reference(file);
     let cases = cases.as_array().unwrap();
     let mut bad = Vec::new();
