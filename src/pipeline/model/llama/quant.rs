@@ -1,5 +1,6 @@
-//! Quantized formats: the weight blocks read from the file, and the 8-bit activation rows the matrix
-//! products take (quantized as ggml quantizes them, so the results round as llama.cpp's do).
+//! Quantized formats: the weight blocks read from the file (Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, laid out as
+//! ggml lays them out), and the 8-bit activation rows the matrix products take (Q8_0, Q8_1, Q8_K,
+//! quantized as ggml quantizes them, so the results round as llama.cpp's do).
 
 use half::f16;
 
@@ -23,9 +24,7 @@ pub(super) const Q4_K_BYTES: usize = 144;
 pub(super) const Q6_K_BYTES: usize = 210;
 
 /// The weight formats the own pass multiplies (named as ggml names them).
-// Q5_0, Q4_K and Q6_K are built by `from_ggml` once the loader maps the qwen2 and gemma3 files' tensors
-// (the `arch` branch); until then only the tests construct them.
-#[allow(non_camel_case_types, dead_code)]
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum WType {
     Q4_1,
@@ -37,7 +36,6 @@ pub(super) enum WType {
 
 impl WType {
     /// The format of a GGUF tensor type, if the own pass reads it.
-    #[allow(dead_code)]
     pub(super) fn from_ggml(t: candle_core::quantized::GgmlDType) -> Option<Self> {
         use candle_core::quantized::GgmlDType as G;
         Some(match t {

@@ -1,7 +1,9 @@
 //! The AVX2 + FMA + F16C kernels (and the 256-bit VNNI form of the integer dot product, which the AVX-512
-//! set reuses). Every dot product adds its blocks in ggml's order (`ggml_vec_dot_q4_1_q8_1`,
-//! `ggml_vec_dot_q8_0_q8_0`: 8 float lanes, block after block, then [`hsum`]), which `scalar.rs` spells
-//! out lane by lane.
+//! set reuses). Every dot product rounds as the ggml code llama.cpp runs for that format on an AVX2 CPU
+//! (`ggml_vec_dot_q4_1_q8_1`, `_q8_0_q8_0`, `_q5_0_q8_0`, `_q6_K_q8_K`: 8 float lanes, block after block,
+//! then [`hsum`]; Q4_K as the repacked `ggml_gemv/gemm_q4_K_8x8_q8_K`, Q6_K over 8 or more rows as the
+//! tiled matmul: one float chain per output), which `scalar.rs` spells out step by step. Only the integer
+//! parts, exact whatever the order, are computed differently where that is cheaper.
 //!
 //! The `#[target_feature]` entry points are the only functions here that are not `#[inline(always)]`: the
 //! generic kernels are inlined into them and compiled with their features, whatever the build's target.

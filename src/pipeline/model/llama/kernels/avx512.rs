@@ -1,5 +1,6 @@
 //! The AVX-512 kernel set: Q4_1 with 512-bit integer work (two blocks per unpack and per VNNI
-//! instruction), Q8_0 with the 256-bit VNNI product; attention as the AVX2 set. The float accumulation
+//! instruction), Q8_0 and Q5_0 with the 256-bit VNNI product, Q4_K and Q6_K as the AVX2 kernels (compiled
+//! with this set's features); attention as the AVX2 set. The float accumulation
 //! still goes block after block in 8 lanes, so every sum is bit-identical to the AVX2 and scalar sets'
 //! (`kernels::tests` holds them to it): a 512-bit accumulation would add the blocks in another order, and
 //! that alone flipped a greedy id of llama.cpp's reference on a 0.04-nat margin.

@@ -1,7 +1,8 @@
 //! The portable kernels: the SIMD kernels' arithmetic written out lane by lane, so that a CPU without
 //! AVX2 computes the very same sums (the same products, rounded in the same order) and greedy outputs do not
 //! depend on the CPU. Integer products are exact, so only the float steps need to follow the SIMD order:
-//! 8 lanes, each a chain of fused multiply-adds block after block, then [`hsum`].
+//! 8 lanes, each a chain of fused multiply-adds block after block, then [`hsum`] (or, for Q4_K and batched
+//! Q6_K, one chain per output, as the ggml kernels llama.cpp uses for them).
 
 use super::super::quant::{
     ActRow, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES, QK, QK_K, WType, f16_at,
