@@ -1,5 +1,6 @@
-//! The GGUF llama backend: stoplab's own forward pass ([`super::llama`]) where it supports the file, candle's
-//! quantized llama otherwise (and as the reference the tests hold the own pass to).
+//! The GGUF backend: stoplab's own forward pass ([`super::llama`], for the llama, qwen2 and gemma3
+//! architectures) where it supports the file; candle's quantized llama or qwen2 otherwise (and as the
+//! reference the tests hold the own pass to). candle's gemma3 is never used: it computes another function.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
@@ -8,8 +9,9 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
+use candle_transformers::models::quantized_qwen2;
 
-use super::llama::{self, Isa, Kernels, Llama};
+use super::llama::{self, Arch, Isa, Kernels, Llama};
 use super::{Model, Next};
 use crate::Error;
 use crate::tokenizer::Vocab;
@@ -24,45 +26,7 @@ pub struct GgufFile {
 impl GgufFile {
     /// Reads the header of a GGUF file. Errors name the file and say what is wrong with it.
     pub fn open(path: &Path, tokenizer_json: Option<&Path>) -> Result<Self, Error> {
-        let bad = |message: String| Error::Model {
-            path: path.to_path_buf(),
-            message,
-        };
-        let mut file = File::open(path).map_err(|e| {
-            bad(match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    "no such file; check the path, or run `stoplab fetch`".into()
-                }
-                _ => format!("cannot open: {e}"),
-            })
-        })?;
-        let mut magic = [0u8; 4];
-        let n = file
-            .read(&mut magic)
-            .map_err(|e| bad(format!("cannot read: {e}")))?;
-        if n < 4 || &magic != b"GGUF" {
-            return Err(bad(
-                "not a GGUF file (it does not start with the GGUF magic bytes)".into(),
-            ));
-        }
-        // Every length in the header checked against the file before candle allocates by it.
-        let len = file
-            .metadata()
-            .map_err(|e| bad(format!("cannot read: {e}")))?
-            .len();
-        file.rewind().map_err(|e| bad(e.to_string()))?;
-        super::layout::check(BufReader::new(&mut file), len)
-            .map_err(|e| bad(format!("the GGUF header is corrupt or truncated: {e}")))?;
-        file.rewind().map_err(|e| bad(e.to_string()))?;
-        let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader).map_err(|e| {
-            bad(format!(
-                "the GGUF header is corrupt or truncated: {}",
-                candle_message(&e)
-            ))
-        })?;
-        check_complete(&content, &mut reader).map_err(bad)?;
-        let mut content = content;
+        let mut content = read_header(path)?;
         let vocab = Vocab::from_gguf(&content, path, tokenizer_json)?;
         // The vocabulary holds what these ~100k strings said; keeping them too cost peak RSS.
         for key in [
@@ -88,6 +52,50 @@ impl GgufFile {
             .and_then(|v| v.to_string().ok())
             .map(String::as_str)
     }
+}
+
+/// Reads and checks the header of a GGUF file: every length bounded by the file before candle's reader
+/// allocates by it, every tensor inside the file. Errors name the file and say what is wrong with it.
+fn read_header(path: &Path) -> Result<Content, Error> {
+    let bad = |message: String| Error::Model {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = File::open(path).map_err(|e| {
+        bad(match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "no such file; check the path, or run `stoplab fetch`".into()
+            }
+            _ => format!("cannot open: {e}"),
+        })
+    })?;
+    let mut magic = [0u8; 4];
+    let n = file
+        .read(&mut magic)
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    if n < 4 || &magic != b"GGUF" {
+        return Err(bad(
+            "not a GGUF file (it does not start with the GGUF magic bytes)".into(),
+        ));
+    }
+    // Every length in the header checked against the file before candle allocates by it.
+    let len = file
+        .metadata()
+        .map_err(|e| bad(format!("cannot read: {e}")))?
+        .len();
+    file.rewind().map_err(|e| bad(e.to_string()))?;
+    super::layout::check(BufReader::new(&mut file), len)
+        .map_err(|e| bad(format!("the GGUF header is corrupt or truncated: {e}")))?;
+    file.rewind().map_err(|e| bad(e.to_string()))?;
+    let mut reader = BufReader::new(file);
+    let content = Content::read(&mut reader).map_err(|e| {
+        bad(format!(
+            "the GGUF header is corrupt or truncated: {}",
+            candle_message(&e)
+        ))
+    })?;
+    check_complete(&content, &mut reader).map_err(bad)?;
+    Ok(content)
 }
 
 /// Hands freed heap pages back to the kernel. Building the vocabulary leaves tens of MB of small freed
@@ -184,14 +192,17 @@ fn check_complete<R: Seek>(content: &Content, reader: &mut R) -> Result<(), Stri
     Ok(())
 }
 
-/// Which forward pass runs a GGUF llama.
+/// Which forward pass runs a GGUF model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// stoplab's own (memory-mapped weights, in-place f16 KV cache); falls back to candle's for files it
-    /// does not support (tensor types other than Q4_1, Q8_0 and F32, mixtures of experts, rope scaling).
+    /// stoplab's own (memory-mapped weights, in-place f16 KV cache); for llama and qwen2 files it does not
+    /// support (other tensor types, mixtures of experts, rope scaling) it falls back to candle's, and for
+    /// gemma3 files it refuses them.
     #[default]
     Native,
-    /// candle-transformers' `quantized_llama`: the reference.
+    /// candle-transformers' `quantized_llama` and `quantized_qwen2`: the reference. Not for gemma3:
+    /// candle 0.11.1's `quantized_gemma3` gates the feed-forward with SiLU where Gemma 3 uses GELU (candle
+    /// #3745) and its sliding window sees one position more than llama.cpp's.
     Candle,
 }
 
@@ -216,12 +227,17 @@ impl Backend {
 enum Weights {
     Native(Box<Llama>),
     Candle {
-        weights: ModelWeights,
+        weights: CandleWeights,
         device: Device,
     },
 }
 
-/// A llama-architecture GGUF model on the CPU.
+enum CandleWeights {
+    Llama(ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+}
+
+/// A GGUF model of one of the architectures in [`llama::Arch`] (llama, qwen2, gemma3) on the CPU.
 pub struct GgufLlama {
     weights: Weights,
     path: PathBuf,
@@ -230,14 +246,21 @@ pub struct GgufLlama {
     name: String,
 }
 
-/// The context a backend gives a file: the declared one, capped at candle's rope table for candle.
+/// The context a backend gives a file: the declared one, capped at candle's rope table for candle's
+/// llama.
 pub(crate) fn context_for(content: &Content) -> usize {
+    let arch = content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .and_then(|a| Arch::from_name(a))
+        .unwrap_or(Arch::Llama);
     let declared = content
         .metadata
-        .get("llama.context_length")
+        .get(&format!("{}.context_length", arch.name()))
         .and_then(|v| v.to_u32().ok())
         .map_or(MAX_SEQ_LEN, |c| c as usize);
-    if llama::unsupported(content).is_none() {
+    if llama::unsupported(content).is_none() || arch != Arch::Llama {
         declared
     } else {
         // candle's rope table stops at MAX_SEQ_LEN positions.
@@ -258,7 +281,19 @@ impl GgufLlama {
             path: file.path.clone(),
             message: e.to_string(),
         })?;
-        Self::load_file(file, f, None, backend)
+        Self::load_file(&file.path, &file.content, Some(&file.vocab), f, None, backend)
+    }
+
+    /// Loads a model file's weights without building its vocabulary (for callers that feed token ids,
+    /// such as the tests that hold a model to llama.cpp's ids): the header is read and checked as by
+    /// [`GgufFile::open`], and the model's ids are the rows of its embedding.
+    pub fn open(path: &Path, backend: Backend) -> Result<Self, Error> {
+        let content = read_header(path)?;
+        let f = File::open(path).map_err(|e| Error::Model {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::load_file(path, &content, None, f, None, backend)
     }
 
     /// Loads the weights of `file`'s model from another GGUF image of it, `weights`: the same model with some
@@ -276,33 +311,67 @@ impl GgufLlama {
         tmp.rewind().map_err(|e| bad(e.to_string()))?;
         let content =
             Content::read(&mut BufReader::new(&tmp)).map_err(|e| bad(candle_message(&e)))?;
-        Self::load_file(file, tmp, Some(&content), backend)
+        Self::load_file(
+            &file.path,
+            &file.content,
+            Some(&file.vocab),
+            tmp,
+            Some(&content),
+            backend,
+        )
     }
 
-    /// Loads from an open GGUF file whose header is `content` (None: `file`'s own).
+    /// Loads from an open GGUF file `f` whose header is `content` (None: `header`, the header of the file
+    /// at `path`). `vocab`, where there is one, must fit the embedding.
     fn load_file(
-        file: &GgufFile,
+        path: &Path,
+        header: &Content,
+        vocab: Option<&Vocab>,
         f: File,
         content: Option<&Content>,
         backend: Backend,
     ) -> Result<Self, Error> {
         let bad = |message: String| Error::Model {
-            path: file.path.clone(),
+            path: path.to_path_buf(),
             message,
         };
-        let arch = file.metadata_str("general.architecture").unwrap_or("");
-        if arch != "llama" {
+        let arch_name = header
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .map_or("", |s| s.as_str());
+        let Some(arch) = Arch::from_name(arch_name) else {
             return Err(bad(format!(
-                "architecture {arch:?} is not supported; stoplab runs llama-architecture GGUF models"
+                "architecture {arch_name:?} (general.architecture) is not supported; stoplab runs {} \
+                 GGUF models",
+                Arch::ALL.map(|a| a.name()).join(", ")
             )));
-        }
-        let name = file
-            .path
+        };
+        let name = path
             .file_name()
             .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
-        let content = content.unwrap_or(&file.content);
+        let content = content.unwrap_or(header);
         llama::check_header(content).map_err(bad)?;
-        let native = backend == Backend::Native && llama::unsupported(content).is_none();
+        let why_not = llama::unsupported(content);
+        let native = match (backend, &why_not, arch) {
+            (Backend::Native, None, _) => true,
+            (Backend::Candle, _, Arch::Gemma3) => {
+                return Err(Error::Backend(format!(
+                    "{}: candle's backend cannot run gemma3 models: candle-transformers 0.11.1's \
+                     quantized_gemma3 gates the feed-forward with SiLU where Gemma 3 uses GELU (candle \
+                     #3745), so its output would be wrong. Unset STOPLAB_BACKEND to use stoplab's own \
+                     forward pass",
+                    path.display()
+                )));
+            }
+            (Backend::Native, Some(why), Arch::Gemma3) => {
+                return Err(bad(format!(
+                    "stoplab's own forward pass cannot run this gemma3 file ({why}), and candle's \
+                     gemma3 is not used (it computes Gemma 3's feed-forward with SiLU instead of GELU)"
+                )));
+            }
+            _ => false,
+        };
         let weights = if native {
             let model = Llama::load(&f, content).map_err(bad)?;
             Weights::Native(Box::new(model))
@@ -312,14 +381,23 @@ impl GgufLlama {
             reader.rewind().map_err(|e| bad(e.to_string()))?;
             // `from_gguf` consumes the header; re-read it rather than clone a 49k-entry metadata table.
             let content = Content::read(&mut reader).map_err(|e| bad(candle_message(&e)))?;
-            let weights = ModelWeights::from_gguf(content, &mut reader, &device)
+            let loaded = match arch {
+                Arch::Qwen2 => quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device)
+                    .map(CandleWeights::Qwen2),
+                _ => ModelWeights::from_gguf(content, &mut reader, &device).map(CandleWeights::Llama),
+            };
+            let weights = loaded
                 .map_err(|e| bad(format!("cannot load the weights: {}", candle_message(&e))))?;
             Weights::Candle { weights, device }
         };
         let (context, rows) = match &weights {
             Weights::Native(m) => (m.config().context, m.config().vocab),
             Weights::Candle { .. } => (
-                context_for(&file.content).min(MAX_SEQ_LEN),
+                context_for(header).min(if arch == Arch::Llama {
+                    MAX_SEQ_LEN
+                } else {
+                    usize::MAX
+                }),
                 content
                     .tensor_infos
                     .get("token_embd.weight")
@@ -328,17 +406,21 @@ impl GgufLlama {
             ),
         };
         // Every id the tokenizer can produce needs an embedding (a model may pad its table beyond).
-        if file.vocab.len() > rows {
-            return Err(bad(format!(
-                "the tokenizer has {} tokens but tensor token_embd.weight has rows for {rows}: the \
-                 tokenizer is not this model's (or the file is corrupt)",
-                file.vocab.len()
-            )));
-        }
+        let vocab_size = match vocab {
+            Some(v) if v.len() > rows => {
+                return Err(bad(format!(
+                    "the tokenizer has {} tokens but tensor token_embd.weight has rows for {rows}: the \
+                     tokenizer is not this model's (or the file is corrupt)",
+                    v.len()
+                )));
+            }
+            Some(v) => v.len(),
+            None => rows,
+        };
         Ok(Self {
             weights,
-            path: file.path.clone(),
-            vocab_size: file.vocab.len(),
+            path: path.to_path_buf(),
+            vocab_size,
             context,
             name,
         })
@@ -408,7 +490,10 @@ impl Model for GgufLlama {
             Weights::Candle { weights, device } => {
                 let mut run = || -> candle_core::Result<Vec<f32>> {
                     let input = Tensor::new(tokens, device)?.unsqueeze(0)?;
-                    let logits = weights.forward(&input, pos)?;
+                    let logits = match weights {
+                        CandleWeights::Llama(w) => w.forward(&input, pos)?,
+                        CandleWeights::Qwen2(w) => w.forward(&input, pos)?,
+                    };
                     logits
                         .squeeze(0)?
                         .to_dtype(candle_core::DType::F32)?

@@ -10,7 +10,9 @@ use super::kernels::Kernels;
 use super::parallel::{Blocks, for_each_block, threads};
 
 /// Causal attention of the `q` rows (positions `pos..`) over the cache rows `..pos + rows` (`kc`, `vc`:
-/// `[position][kv_head * head_dim]`), written to `out` (the rows of `q`'s shape).
+/// `[position][kv_head * head_dim]`), written to `out` (the rows of `q`'s shape). With a `window`, the
+/// row at position p sees only the positions p0 with `p - p0 < window` (llama.cpp masks `p - p0 >=
+/// window`): the cache is read from there, as if those were all the positions.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attention(
     kernels: Kernels,
@@ -19,19 +21,33 @@ pub(super) fn attention(
     kc: &[u16],
     vc: &[u16],
     pos: usize,
+    window: Option<usize>,
     out: &mut [f32],
     scores: &mut Vec<f32>,
 ) {
     let group = cfg.n_head / cfg.n_kv_head;
+    let window = window.unwrap_or(usize::MAX);
     // One decode row on several threads: the KV heads alone (3 for the default model) would not share out
     // evenly, so split the work by phase instead (same numbers).
-    let split = q.len() == cfg.dim && threads() > 1;
+    let split = q.len() == cfg.q_dim() && threads() > 1;
     macro_rules! run {
         ($g:literal) => {
             if split {
-                decode_split::<$g>(kernels, cfg, q, kc, vc, pos, out, scores)
+                // The one row's first visible position, and the cache from there.
+                let start = (pos + 1).saturating_sub(window);
+                let kv = cfg.n_kv_head * cfg.head_dim;
+                decode_split::<$g>(
+                    kernels,
+                    cfg,
+                    q,
+                    &kc[start * kv..],
+                    &vc[start * kv..],
+                    pos - start,
+                    out,
+                    scores,
+                )
             } else {
-                by_groups::<$g>(kernels, cfg, q, kc, vc, pos, out)
+                by_groups::<$g>(kernels, cfg, q, kc, vc, pos, window, out)
             }
         };
     }
@@ -134,6 +150,7 @@ fn decode_split<const G: usize>(
 
 /// `attention` with the query heads taken G at a time (G divides the group of heads per KV head), one
 /// work item per (row, G heads).
+#[allow(clippy::too_many_arguments)]
 fn by_groups<const G: usize>(
     kernels: Kernels,
     cfg: &Config,
@@ -141,16 +158,20 @@ fn by_groups<const G: usize>(
     kc: &[u16],
     vc: &[u16],
     pos: usize,
+    window: usize,
     out: &mut [f32],
 ) {
-    let (dim, hd) = (cfg.dim, cfg.head_dim);
+    let (dim, hd) = (cfg.q_dim(), cfg.head_dim);
     let kv = cfg.n_kv_head * hd;
     let group = cfg.n_head / cfg.n_kv_head;
     let scale = 1.0 / (hd as f32).sqrt();
     for_each_block(&mut [Blocks::new(out, dim, 1, G * hd)], |_, mut b| {
         // Heads h0..h0 + G, consecutive in q and out, all reading KV head h0 / group.
         let (i, h0) = (b.rows().start, b.cols().start / hd);
-        let n = pos + i + 1;
+        // The positions this row sees: start..pos + i + 1, renumbered from 0.
+        let start = (pos + i + 1).saturating_sub(window);
+        let n = pos + i + 1 - start;
+        let (kc, vc) = (&kc[start * kv..], &vc[start * kv..]);
         let qh = &q[i * dim + h0 * hd..][..G * hd];
         let koff = (h0 / group) * hd;
         let o = b.row(0);
@@ -175,60 +196,139 @@ fn by_groups<const G: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use super::super::Arch;
     use half::f16;
 
+    fn config(n_head: usize, n_kv_head: usize, head_dim: usize) -> Config {
+        Config {
+            arch: Arch::Llama,
+            n_layer: 1,
+            dim: n_head * head_dim,
+            n_head,
+            n_kv_head,
+            head_dim,
+            ffn: 0,
+            vocab: 0,
+            context: 512,
+            eps: 1e-5,
+            rope_base: 10_000.0,
+            swa: None,
+        }
+    }
+
+    fn random_cache(rnd: &mut dyn FnMut() -> f32, n: usize) -> Vec<u16> {
+        (0..n).map(|_| f16::from_f32(rnd() * 2.0).to_bits()).collect()
+    }
+
     /// Decode attention split by phase (used with several threads) gives bit for bit what the one-pass
-    /// version gives, for every head grouping and every kernel set.
+    /// version gives, for every head grouping (Gemma 3's 4 heads of 256 on one KV head, Qwen2's 7 per KV
+    /// head among them) and every kernel set, with and without a sliding window.
     #[test]
     fn split_decode_attention_is_bit_identical() {
         let mut g = crate::rng::SplitMix::new(99);
         let mut rnd = || g.uniform() as f32;
         for kernels in Kernels::available() {
-            for (n_head, n_kv_head) in [(9, 3), (8, 8), (8, 4), (8, 2), (16, 2)] {
-                let cfg = Config {
-                    n_layer: 1,
-                    dim: n_head * 64,
-                    n_head,
-                    n_kv_head,
-                    head_dim: 64,
-                    ffn: 0,
-                    vocab: 0,
-                    context: 512,
-                    eps: 1e-5,
-                    rope_base: 10_000.0,
-                };
-                let pos = 300;
-                let kv = n_kv_head * 64;
-                let q: Vec<f32> = (0..cfg.dim).map(|_| rnd()).collect();
-                let cache = |r: &mut dyn FnMut() -> f32| -> Vec<u16> {
-                    (0..(pos + 1) * kv)
-                        .map(|_| f16::from_f32(r() * 2.0).to_bits())
-                        .collect()
-                };
-                let (kc, vc) = (cache(&mut rnd), cache(&mut rnd));
-                let (mut a, mut b) = (vec![0f32; cfg.dim], vec![0f32; cfg.dim]);
-                let mut scores = Vec::new();
-                macro_rules! both {
-                    ($g:literal) => {{
-                        by_groups::<$g>(kernels, &cfg, &q, &kc, &vc, pos, &mut a);
-                        decode_split::<$g>(kernels, &cfg, &q, &kc, &vc, pos, &mut b, &mut scores);
-                    }};
+            for (n_head, n_kv_head, hd) in [
+                (9, 3, 64),
+                (8, 8, 64),
+                (8, 4, 64),
+                (8, 2, 64),
+                (16, 2, 64),
+                (14, 2, 64),
+                (4, 1, 256),
+            ] {
+                for window in [usize::MAX, 100] {
+                    let cfg = config(n_head, n_kv_head, hd);
+                    let pos = 300;
+                    let kv = n_kv_head * hd;
+                    let q: Vec<f32> = (0..cfg.q_dim()).map(|_| rnd()).collect();
+                    let kc = random_cache(&mut rnd, (pos + 1) * kv);
+                    let vc = random_cache(&mut rnd, (pos + 1) * kv);
+                    let (mut a, mut b) = (vec![0f32; cfg.q_dim()], vec![0f32; cfg.q_dim()]);
+                    let mut scores = Vec::new();
+                    let start = (pos + 1).saturating_sub(window);
+                    let (ks, vs) = (&kc[start * kv..], &vc[start * kv..]);
+                    macro_rules! both {
+                        ($g:literal) => {{
+                            by_groups::<$g>(kernels, &cfg, &q, &kc, &vc, pos, window, &mut a);
+                            decode_split::<$g>(
+                                kernels,
+                                &cfg,
+                                &q,
+                                ks,
+                                vs,
+                                pos - start,
+                                &mut b,
+                                &mut scores,
+                            );
+                        }};
+                    }
+                    match n_head / n_kv_head {
+                        1 => both!(1),
+                        2 => both!(2),
+                        3 => both!(3),
+                        4 => both!(4),
+                        _ => both!(1),
+                    }
+                    assert!(a.iter().any(|&v| v != 0.0));
+                    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                        assert_eq!(
+                            x.to_bits(),
+                            y.to_bits(),
+                            "{:?} {n_head}/{n_kv_head} heads of {hd}, window {window}, element {i}",
+                            kernels.isa()
+                        );
+                    }
                 }
-                match n_head / n_kv_head {
-                    1 => both!(1),
-                    2 => both!(2),
-                    3 => both!(3),
-                    4 => both!(4),
-                    _ => both!(1),
-                }
-                assert!(a.iter().any(|&v| v != 0.0));
-                for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-                    assert_eq!(
-                        x.to_bits(),
-                        y.to_bits(),
-                        "{:?} {n_head}/{n_kv_head} heads, element {i}",
-                        kernels.isa()
-                    );
+            }
+        }
+    }
+
+    /// Prefill attention with a sliding window against a plain f64 computation: row p sees exactly the
+    /// positions p0 with p - p0 < window (llama.cpp masks p - p0 >= window).
+    #[test]
+    fn sliding_window_attention_matches_a_naive_reference() {
+        let mut g = crate::rng::SplitMix::new(7);
+        let mut rnd = || g.uniform() as f32 - 0.5;
+        let (n_head, n_kv_head, hd) = (4, 1, 256);
+        let cfg = config(n_head, n_kv_head, hd);
+        let (pos, rows, window) = (10, 6, 5);
+        let kv = n_kv_head * hd;
+        let n = pos + rows;
+        let kc = random_cache(&mut rnd, n * kv);
+        let vc = random_cache(&mut rnd, n * kv);
+        let q: Vec<f32> = (0..rows * cfg.q_dim()).map(|_| rnd()).collect();
+        for kernels in Kernels::available() {
+            let mut out = vec![0f32; rows * cfg.q_dim()];
+            let mut scores = Vec::new();
+            attention(kernels, &cfg, &q, &kc, &vc, pos, Some(window), &mut out, &mut scores);
+            let at = |c: &[u16], t: usize, d: usize| f16::from_bits(c[t * kv + d]).to_f32() as f64;
+            for i in 0..rows {
+                let p = pos + i;
+                for h in 0..n_head {
+                    let qh = &q[i * cfg.q_dim() + h * hd..][..hd];
+                    let seen: Vec<usize> = (0..=p).filter(|&t| p - t < window).collect();
+                    assert_eq!(seen.len(), window);
+                    let sc: Vec<f64> = seen
+                        .iter()
+                        .map(|&t| {
+                            (0..hd).map(|d| qh[d] as f64 * at(&kc, t, d)).sum::<f64>()
+                                / (hd as f64).sqrt()
+                        })
+                        .collect();
+                    let max = sc.iter().copied().fold(f64::MIN, f64::max);
+                    let e: Vec<f64> = sc.iter().map(|s| (s - max).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    for d in 0..hd {
+                        let want: f64 =
+                            seen.iter().zip(&e).map(|(&t, w)| w / sum * at(&vc, t, d)).sum();
+                        let got = out[i * cfg.q_dim() + h * hd + d] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "{:?} row {i} head {h} dim {d}: {got} vs {want}",
+                            kernels.isa()
+                        );
+                    }
                 }
             }
         }

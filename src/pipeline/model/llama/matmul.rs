@@ -3,7 +3,7 @@
 
 use super::kernels::{Kernels, WTILE_MAX};
 use super::parallel::{Blocks, for_each_block};
-use super::quant::{Act, QK};
+use super::quant::Act;
 use super::weights::QMat;
 
 /// Weight rows per kernel call in prefill and in decode.
@@ -30,7 +30,7 @@ pub(super) fn matmul_many(
         jobs.iter()
             .all(|(w, _)| w.cols == cols && w.wtype.act() == at)
     );
-    assert_eq!(act.nb, cols / QK);
+    assert_eq!(act.nb * act.qk, cols);
     assert_eq!(act.rows(), rows);
     let mats: Vec<QMat> = jobs.iter().map(|(w, _)| **w).collect();
     // One block per run of ROWS_PER_ITEM weight rows: the output columns of those rows, for every
@@ -44,7 +44,7 @@ pub(super) fn matmul_many(
     let wtile = if rows == 1 { WTILE_DECODE } else { WTILE };
     for_each_block(&mut outs, |j, mut out| {
         let w = mats[j];
-        let rb = w.row_bytes();
+        let rb = w.wtype.row_bytes(w.cols);
         let c0 = out.cols().start;
         let wrows = &map[w.offset + c0 * rb..][..out.cols().len() * rb];
         // Decode streams every weight once, and the hardware prefetcher stops at each 4 KiB page: asking

@@ -1,4 +1,11 @@
-//! stoplab's own llama forward pass for the CPU: one sequence, weights memory-mapped and used in place.
+//! stoplab's own forward pass for the CPU: one sequence, weights memory-mapped and used in place.
+//!
+//! Three architectures share the pass ([`Arch`]): `llama` (SmolLM2), `qwen2` (Qwen2.5: q/k/v biases, NEOX
+//! rope) and `gemma3` (Gemma 3: embeddings scaled by √dim, per-head q/k RMS norms before rope, RMS norms
+//! after attention and after the feed-forward, GELU(tanh)-gated feed-forward through ggml's f16 table,
+//! keys 256 wide over an embedding of 640, and sliding-window layers with their own rope base). Each
+//! follows llama.cpp's graph for that architecture (`src/models/{llama,qwen2,gemma3}.cpp`) and ggml's CPU
+//! numerics, so the greedy ids agree with llama.cpp's (`tests/families_model.rs`, `tests/real_model.rs`).
 //!
 //! Why not candle's `quantized_llama`: it concatenates the whole KV cache at every step (a per-token cost
 //! that grows with the context), dequantizes the token embedding to a 113 MB f32 table, allocates every
@@ -55,9 +62,9 @@ pub fn threads() -> usize {
     parallel::threads()
 }
 
-/// Checks the header fields any llama forward pass relies on (head counts, dimensions, block count against
-/// the tensors, context length, epsilon), so that neither backend divides by zero or reads past a tensor.
-/// Errors name the field.
+/// Checks the header fields a forward pass of the file's architecture relies on (head counts and widths,
+/// dimensions, block count, each tensor's shape including biases and extra norms, sliding window, context
+/// length, epsilon), so that neither backend divides by zero or reads past a tensor. Errors name the field.
 pub fn check_header(content: &Content) -> Result<(), String> {
     weights::config(content).map(|_| ())
 }
@@ -65,9 +72,55 @@ pub fn check_header(content: &Content) -> Result<(), String> {
 /// Prompt tokens per forward chunk: bounds the scratch memory for long prompts.
 const CHUNK: usize = 256;
 
+/// The architectures this pass runs: llama's block, and two variations on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// Llama (SmolLM2): adjacent-pair rope, SwiGLU.
+    Llama,
+    /// Qwen2 (Qwen2.5): llama plus q/k/v biases, NEOX rope (the two halves of a head rotated together).
+    Qwen2,
+    /// Gemma 3: embeddings × √dim, per-head q/k RMS norms before rope, RMS norms after attention and after
+    /// the feed-forward (before each residual add), GELU(tanh)-gated feed-forward, NEOX rope, and
+    /// sliding-window layers with their own rope base.
+    Gemma3,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 3] = [Arch::Llama, Arch::Qwen2, Arch::Gemma3];
+
+    /// `general.architecture`, and the prefix of the architecture's metadata keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Gemma3 => "gemma3",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// Rope rotates the pairs (i, i + head_dim/2) (GGML's NEOX mode) rather than adjacent pairs.
+    fn neox(self) -> bool {
+        self != Arch::Llama
+    }
+}
+
+/// Sliding-window attention: the layers it applies to see only the last `window` positions.
+#[derive(Debug, Clone, Copy)]
+pub struct Swa {
+    pub window: usize,
+    /// Every `pattern`-th layer (the last of each group) attends globally; the others slide.
+    pub pattern: usize,
+    /// The sliding layers' rope base.
+    pub rope_base: f32,
+}
+
 /// Model dimensions read from the GGUF metadata.
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
+    pub arch: Arch,
     pub n_layer: usize,
     pub dim: usize,
     pub n_head: usize,
@@ -78,6 +131,21 @@ pub struct Config {
     pub context: usize,
     pub eps: f32,
     pub rope_base: f32,
+    pub swa: Option<Swa>,
+}
+
+impl Config {
+    /// Width of the query (and attention output) rows: `n_head × head_dim`, which need not be `dim`.
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    /// The attention window of layer `l` (None: all positions), as llama.cpp's pattern: a layer slides
+    /// unless `l % pattern == pattern - 1`.
+    pub fn window(&self, l: usize) -> Option<usize> {
+        let s = self.swa?;
+        (l % s.pattern < s.pattern - 1).then_some(s.window)
+    }
 }
 
 /// Growable scratch buffers, reused across calls.
@@ -93,6 +161,8 @@ struct Scratch {
     up: Vec<f32>,
     act: Act,
     rope: Vec<(f32, f32)>,
+    /// The rope table of the sliding-window layers (their own base).
+    rope_swa: Vec<(f32, f32)>,
     logits: Vec<f32>,
     /// Attention scores of one decode step split over several threads: `[head][position]`.
     scores: Vec<f32>,
@@ -178,13 +248,14 @@ impl Llama {
         let kernels = self.kernels;
         let b = tokens.len();
         let (dim, kv, ffn) = (cfg.dim, cfg.n_kv_head * cfg.head_dim, cfg.ffn);
+        let (qd, hd) = (cfg.q_dim(), cfg.head_dim);
         let s = &mut self.scratch;
         grow(&mut s.x, b * dim);
         grow(&mut s.xn, b * dim);
-        grow(&mut s.q, b * dim);
+        grow(&mut s.q, b * qd);
         grow(&mut s.k, b * kv);
         grow(&mut s.v, b * kv);
-        grow(&mut s.att, b * dim);
+        grow(&mut s.att, b * qd);
         grow(&mut s.gate, b * ffn);
         grow(&mut s.up, b * ffn);
         let w = &self.weights;
@@ -194,9 +265,25 @@ impl Llama {
             w.embd
                 .dequant_row(map, t as usize, &mut s.x[i * dim..(i + 1) * dim]);
         }
-        rope_table(&cfg, pos, b, &mut s.rope);
+        if cfg.arch == Arch::Gemma3 {
+            // llama.cpp scales by sqrtf(n_embd), in f32.
+            let scale = (dim as f32).sqrt();
+            for v in &mut s.x[..b * dim] {
+                *v *= scale;
+            }
+        }
+        rope_table(cfg.rope_base, hd, pos, b, &mut s.rope);
+        if let Some(swa) = cfg.swa {
+            rope_table(swa.rope_base, hd, pos, b, &mut s.rope_swa);
+        }
+        let rope_fn: fn(&mut [f32], &[(f32, f32)]) = if cfg.arch.neox() {
+            rope_neox
+        } else {
+            rope
+        };
 
         for (l, layer) in w.layers.iter().enumerate() {
+            let window = cfg.window(l);
             // Attention.
             rms_norm(
                 &s.x[..b * dim],
@@ -209,20 +296,34 @@ impl Llama {
                 kernels,
                 map,
                 &mut [
-                    (&layer.wq, &mut s.q[..b * dim]),
+                    (&layer.wq, &mut s.q[..b * qd]),
                     (&layer.wk, &mut s.k[..b * kv]),
                     (&layer.wv, &mut s.v[..b * kv]),
                 ],
                 &s.act,
                 b,
             );
+            if let Some([bq, bk, bv]) = &layer.bias {
+                add_rows(&mut s.q[..b * qd], bq);
+                add_rows(&mut s.k[..b * kv], bk);
+                add_rows(&mut s.v[..b * kv], bv);
+            }
+            if let Some([nq, nk]) = &layer.qk_norm {
+                rms_norm_in_place(&mut s.q[..b * qd], nq, cfg.eps);
+                rms_norm_in_place(&mut s.k[..b * kv], nk, cfg.eps);
+            }
+            let table = if window.is_some() {
+                &s.rope_swa
+            } else {
+                &s.rope
+            };
             for i in 0..b {
-                let r = &s.rope[i * cfg.head_dim / 2..(i + 1) * cfg.head_dim / 2];
-                for h in s.q[i * dim..(i + 1) * dim].chunks_exact_mut(cfg.head_dim) {
-                    rope(h, r);
+                let r = &table[i * hd / 2..(i + 1) * hd / 2];
+                for h in s.q[i * qd..(i + 1) * qd].chunks_exact_mut(hd) {
+                    rope_fn(h, r);
                 }
-                for h in s.k[i * kv..(i + 1) * kv].chunks_exact_mut(cfg.head_dim) {
-                    rope(h, r);
+                for h in s.k[i * kv..(i + 1) * kv].chunks_exact_mut(hd) {
+                    rope_fn(h, r);
                 }
             }
             self.kv.write(l, pos, &s.k[..b * kv], &s.v[..b * kv]);
@@ -230,14 +331,15 @@ impl Llama {
             attention(
                 kernels,
                 &cfg,
-                &s.q[..b * dim],
+                &s.q[..b * qd],
                 kc,
                 vc,
                 pos,
-                &mut s.att[..b * dim],
+                window,
+                &mut s.att[..b * qd],
                 &mut s.scores,
             );
-            quantize(&s.att[..b * dim], dim, layer.wo.wtype.act(), &mut s.act);
+            quantize(&s.att[..b * qd], qd, layer.wo.wtype.act(), &mut s.act);
             matmul_many(
                 kernels,
                 map,
@@ -245,9 +347,12 @@ impl Llama {
                 &s.act,
                 b,
             );
+            if let Some([post_attn, _]) = &layer.post_norm {
+                rms_norm_in_place(&mut s.xn[..b * dim], post_attn, cfg.eps);
+            }
             add(&mut s.x[..b * dim], &s.xn[..b * dim]);
 
-            // Feed-forward (SwiGLU).
+            // Feed-forward (SwiGLU, or GELU-gated for Gemma).
             rms_norm(
                 &s.x[..b * dim],
                 &layer.ffn_norm,
@@ -265,8 +370,12 @@ impl Llama {
                 &s.act,
                 b,
             );
-            for (g, u) in s.gate[..b * ffn].iter_mut().zip(&s.up[..b * ffn]) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
+            if cfg.arch == Arch::Gemma3 {
+                geglu(&mut s.gate[..b * ffn], &s.up[..b * ffn]);
+            } else {
+                for (g, u) in s.gate[..b * ffn].iter_mut().zip(&s.up[..b * ffn]) {
+                    *g = *g / (1.0 + (-*g).exp()) * u;
+                }
             }
             quantize(&s.gate[..b * ffn], ffn, layer.down.wtype.act(), &mut s.act);
             matmul_many(
@@ -276,6 +385,9 @@ impl Llama {
                 &s.act,
                 b,
             );
+            if let Some([_, post_ffw]) = &layer.post_norm {
+                rms_norm_in_place(&mut s.xn[..b * dim], post_ffw, cfg.eps);
+            }
             add(&mut s.x[..b * dim], &s.xn[..b * dim]);
         }
 
@@ -313,21 +425,26 @@ fn add(x: &mut [f32], y: &[f32]) {
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let dim = w.len();
     for (row, o) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
-        // ggml sums in double.
-        let sum: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
-        let scale = 1.0 / ((sum / dim as f64) as f32 + eps).sqrt();
+        let scale = rms_scale(row, eps);
         for ((o, &v), &w) in o.iter_mut().zip(row).zip(w) {
             *o = v * scale * w;
         }
     }
 }
 
+/// 1 / √(mean(x²) + eps), the sum taken in double as ggml takes it.
+#[inline(always)]
+fn rms_scale(row: &[f32], eps: f32) -> f32 {
+    let sum: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    1.0 / ((sum / row.len() as f64) as f32 + eps).sqrt()
+}
+
 /// cos/sin per position and rotated pair, computed as ggml does (theta scaled step by step, in f32).
 #[inline(always)]
-fn rope_table(cfg: &Config, pos: usize, b: usize, out: &mut Vec<(f32, f32)>) {
-    let half = cfg.head_dim / 2;
+fn rope_table(base: f32, head_dim: usize, pos: usize, b: usize, out: &mut Vec<(f32, f32)>) {
+    let half = head_dim / 2;
     out.clear();
-    let scale = cfg.rope_base.powf(-2.0 / cfg.head_dim as f32);
+    let scale = base.powf(-2.0 / head_dim as f32);
     for i in 0..b {
         let mut theta = (pos + i) as f32;
         for _ in 0..half {
@@ -345,4 +462,69 @@ fn rope(h: &mut [f32], table: &[(f32, f32)]) {
         pair[0] = x0 * c - x1 * s;
         pair[1] = x0 * s + x1 * c;
     }
+}
+
+/// Rotates the pairs (i, i + head_dim/2) by the i-th angle (GGML's NEOX mode, used by Qwen2 and Gemma 3).
+#[inline(always)]
+fn rope_neox(h: &mut [f32], table: &[(f32, f32)]) {
+    let (lo, hi) = h.split_at_mut(h.len() / 2);
+    for ((x0, x1), &(c, s)) in lo.iter_mut().zip(hi.iter_mut()).zip(table) {
+        let (a, b) = (*x0, *x1);
+        *x0 = a * c - b * s;
+        *x1 = a * s + b * c;
+    }
+}
+
+/// Adds `bias` to every row of `x` (rows of `bias.len()`).
+#[inline(always)]
+fn add_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        add(row, bias);
+    }
+}
+
+/// RMS-normalizes each `w.len()`-wide row of `x` in place (Gemma's per-head q/k norms and post-norms).
+#[inline(always)]
+fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    let dim = w.len();
+    for row in x.chunks_exact_mut(dim) {
+        let scale = rms_scale(row, eps);
+        for (v, &w) in row.iter_mut().zip(w) {
+            *v = *v * scale * w;
+        }
+    }
+}
+
+/// `gate[i] = gelu(gate[i]) × up[i]`, as ggml's CPU `geglu` computes it: GELU (tanh approximation) looked
+/// up in a table indexed by the input rounded to f16, the identity above 10 and 0 below −10.
+#[inline(always)]
+fn geglu(gate: &mut [f32], up: &[f32]) {
+    let table = gelu_table();
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            let i = half::f16::from_f32(x).to_bits() as usize;
+            half::f16::from_bits(table[i]).to_f32() * u
+        };
+    }
+}
+
+/// ggml's `ggml_table_gelu_f16`: for every f16 value, its GELU computed in f32 and rounded to f16.
+fn gelu_table() -> &'static [u16] {
+    static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        const GELU_COEF_A: f32 = 0.044715;
+        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+        (0..=u16::MAX)
+            .map(|i| {
+                let x = half::f16::from_bits(i).to_f32();
+                let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh());
+                half::f16::from_f32(y).to_bits()
+            })
+            .collect()
+    })
 }

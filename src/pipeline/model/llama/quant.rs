@@ -3,53 +3,119 @@
 
 use half::f16;
 
-/// Values per block in every quantized format used here.
+/// Values per block in the 32-value formats (Q4_1, Q5_0, Q8_0 and the Q8_0/Q8_1 activations).
 pub(super) const QK: usize = 32;
+/// Values per super-block in the K formats (Q4_K, Q6_K and the Q8_K activations).
+pub(super) const QK_K: usize = 256;
 /// Bytes of one Q4_1 block: f16 scale d, f16 minimum m, 16 bytes of 4-bit values.
 pub(super) const Q4_1_BYTES: usize = 20;
+/// Bytes of one Q5_0 block: f16 scale d, 4 bytes of fifth bits (bit j for value j), 16 bytes of low
+/// nibbles (byte j: value j in the low nibble, value j + 16 in the high one); a value is its 5 bits - 16.
+pub(super) const Q5_0_BYTES: usize = 22;
 /// Bytes of one Q8_0 block: f16 scale d, 32 signed bytes.
 pub(super) const Q8_0_BYTES: usize = 34;
+/// Bytes of one Q4_K super-block: f16 d, f16 dmin, 12 bytes of eight 6-bit scales and eight 6-bit mins
+/// (ggml's `get_scale_min_k4` packing), 128 bytes of nibbles (each 64 values: 32 bytes, low nibbles the
+/// first 32-value sub-block, high nibbles the second). A value is `d × scale × q - dmin × min`.
+pub(super) const Q4_K_BYTES: usize = 144;
+/// Bytes of one Q6_K super-block: 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 signed
+/// 8-bit scales (one per 16 values), f16 d. A value is `d × scale × (q - 32)`, q 6 bits.
+pub(super) const Q6_K_BYTES: usize = 210;
 
-/// The weight formats the own pass multiplies.
+/// The weight formats the own pass multiplies (named as ggml names them).
+// Q5_0, Q4_K and Q6_K are built by `from_ggml` once the loader maps the qwen2 and gemma3 files' tensors
+// (the `arch` branch); until then only the tests construct them.
+#[allow(non_camel_case_types, dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum WType {
     Q4_1,
+    Q5_0,
     Q8_0,
+    Q4_K,
+    Q6_K,
 }
 
 impl WType {
+    /// The format of a GGUF tensor type, if the own pass reads it.
+    #[allow(dead_code)]
+    pub(super) fn from_ggml(t: candle_core::quantized::GgmlDType) -> Option<Self> {
+        use candle_core::quantized::GgmlDType as G;
+        Some(match t {
+            G::Q4_1 => Self::Q4_1,
+            G::Q5_0 => Self::Q5_0,
+            G::Q8_0 => Self::Q8_0,
+            G::Q4K => Self::Q4_K,
+            G::Q6K => Self::Q6_K,
+            _ => return None,
+        })
+    }
+
+    /// Bytes of one block.
     pub(super) fn block_bytes(self) -> usize {
         match self {
             Self::Q4_1 => Q4_1_BYTES,
+            Self::Q5_0 => Q5_0_BYTES,
             Self::Q8_0 => Q8_0_BYTES,
+            Self::Q4_K => Q4_K_BYTES,
+            Self::Q6_K => Q6_K_BYTES,
         }
     }
 
-    /// The activation format its dot product takes.
+    /// Values per block (a row's length must be a multiple of it).
+    pub(super) fn block_len(self) -> usize {
+        match self {
+            Self::Q4_1 | Self::Q5_0 | Self::Q8_0 => QK,
+            Self::Q4_K | Self::Q6_K => QK_K,
+        }
+    }
+
+    /// Bytes of a row of `cols` values (`cols` a multiple of [`WType::block_len`]).
+    pub(super) fn row_bytes(self, cols: usize) -> usize {
+        cols / self.block_len() * self.block_bytes()
+    }
+
+    /// The activation format its dot product takes (ggml's `vec_dot_type`).
     pub(super) fn act(self) -> ActType {
         match self {
             Self::Q4_1 => ActType::Q8_1,
-            Self::Q8_0 => ActType::Q8_0,
+            Self::Q5_0 | Self::Q8_0 => ActType::Q8_0,
+            Self::Q4_K | Self::Q6_K => ActType::Q8_K,
         }
     }
 }
 
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ActType {
     Q8_0,
     Q8_1,
+    Q8_K,
+}
+
+impl ActType {
+    /// Values per block.
+    pub(super) fn block_len(self) -> usize {
+        match self {
+            Self::Q8_0 | Self::Q8_1 => QK,
+            Self::Q8_K => QK_K,
+        }
+    }
 }
 
 /// Quantized activation rows in the kernels' layout: the 8-bit values of a row contiguous (`nb` blocks of
-/// 32), and per block the scale d and, for Q8_1, d × Σq (the f16 values ggml stores, widened to f32 once
-/// here rather than in every dot product that reads them).
+/// `qk`), and per block the scale d (for Q8_0/Q8_1 the f16 value ggml stores, widened to f32 once here
+/// rather than in every dot product that reads it; for Q8_K ggml's f32), for Q8_1 d × Σq (f16, widened),
+/// and for Q8_K the sums of each 16 values (`bsums`, 16 per block; empty otherwise).
 #[derive(Default)]
 pub(super) struct Act {
     pub(super) qs: Vec<i8>,
     pub(super) d: Vec<f32>,
     pub(super) s: Vec<f32>,
+    pub(super) bsums: Vec<i16>,
     /// Blocks per row.
     pub(super) nb: usize,
+    /// Values per block: 32, or 256 for Q8_K.
+    pub(super) qk: usize,
 }
 
 impl Act {
@@ -58,11 +124,26 @@ impl Act {
         self.d.len().checked_div(self.nb).unwrap_or(0)
     }
 
+    /// Whether the vectors have the lengths `nb` and `qk` give them (the kernels' bounds rely on it).
+    pub(super) fn consistent(&self) -> bool {
+        let blocks = self.d.len();
+        (self.qk == QK || self.qk == QK_K)
+            && self.qs.len() == blocks * self.qk
+            && self.s.len() == blocks
+            && (self.bsums.len() == blocks * QK_K / 16 || self.qk == QK && self.bsums.is_empty())
+    }
+
     pub(super) fn row(&self, r: usize) -> ActRow<'_> {
+        let bsums = if self.bsums.is_empty() {
+            &[][..]
+        } else {
+            &self.bsums[r * self.nb * 16..][..self.nb * 16]
+        };
         ActRow {
-            qs: &self.qs[r * self.nb * QK..][..self.nb * QK],
+            qs: &self.qs[r * self.nb * self.qk..][..self.nb * self.qk],
             d: &self.d[r * self.nb..][..self.nb],
             s: &self.s[r * self.nb..][..self.nb],
+            bsums,
         }
     }
 }
@@ -73,21 +154,59 @@ pub(super) struct ActRow<'a> {
     pub(super) qs: &'a [i8],
     pub(super) d: &'a [f32],
     pub(super) s: &'a [f32],
+    pub(super) bsums: &'a [i16],
 }
 
-/// Quantizes rows of `cols` values as ggml quantizes matmul activations (`quantize_row_q8_0/q8_1`): scale
-/// amax/127 stored as f16, values rounded to nearest even, and for Q8_1 the f16 of scale × sum.
+/// Quantizes rows of `cols` values as ggml quantizes matmul activations. Q8_0/Q8_1
+/// (`quantize_row_q8_0/q8_1`): scale amax/127 stored as f16, values rounded to nearest even, and for Q8_1
+/// the f16 of scale × sum. Q8_K (`quantize_row_q8_K_ref`, which the x86 build uses as it is, and which
+/// its 4-row AVX2 form for repacked Q4_K matches up to a sign flip that changes no product): per 256
+/// values, iscale = -127 / (the value of largest magnitude, the first if tied), q = round-to-even(iscale ×
+/// x) capped at 127, d = 1 / iscale in f32, and the sums of each 16 q. `cols` is a multiple of the
+/// format's block.
 #[inline(always)]
 pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
+    let qk = t.block_len();
     let rows = x.len() / cols;
-    let nb = cols / QK;
+    let nb = cols / qk;
     out.nb = nb;
+    out.qk = qk;
     out.qs.clear();
-    out.qs.resize(rows * nb * QK, 0);
+    out.qs.resize(rows * nb * qk, 0);
     out.d.clear();
     out.d.resize(rows * nb, 0.0);
     out.s.clear();
     out.s.resize(rows * nb, 0.0);
+    out.bsums.clear();
+    if t == ActType::Q8_K {
+        out.bsums.resize(rows * nb * QK_K / 16, 0);
+        for (i, xb) in x[..rows * cols].chunks_exact(QK_K).enumerate() {
+            let qs = &mut out.qs[i * QK_K..][..QK_K];
+            let (mut amax, mut max) = (0f32, 0f32);
+            for &v in xb {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            if amax == 0.0 {
+                // d stays 0 and the values 0, as ggml leaves them.
+                continue;
+            }
+            let iscale = -127.0 / max;
+            for (q, &v) in qs.iter_mut().zip(xb) {
+                *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+            }
+            for (s, q16) in out.bsums[i * 16..][..16]
+                .iter_mut()
+                .zip(qs.chunks_exact(16))
+            {
+                *s = q16.iter().map(|&q| q as i16).sum();
+            }
+            out.d[i] = 1.0 / iscale;
+        }
+        return;
+    }
     for r in 0..rows {
         for b in 0..nb {
             let xb = &x[r * cols + b * QK..][..QK];
@@ -138,6 +257,97 @@ pub(super) fn dequant_q4_1(row: &[u8], out: &mut [f32]) {
             *lo = (q & 0x0F) as f32 * d + m;
             *hi = (q >> 4) as f32 * d + m;
         }
+    }
+}
+
+/// One Q5_0 row to f32, as ggml's `dequantize_row_q5_0`.
+#[inline(always)]
+pub(super) fn dequant_q5_0(row: &[u8], out: &mut [f32]) {
+    for (blk, o) in row.chunks_exact(Q5_0_BYTES).zip(out.chunks_exact_mut(QK)) {
+        let d = f16_at(blk, 0);
+        let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+        let (lo, hi) = o.split_at_mut(QK / 2);
+        for (j, ((lo, hi), &q)) in lo.iter_mut().zip(hi).zip(&blk[6..]).enumerate() {
+            let h0 = ((qh >> j) & 1) << 4;
+            let h1 = ((qh >> (j + 16)) & 1) << 4;
+            *lo = ((q as u32 & 0x0F | h0) as i32 - 16) as f32 * d;
+            *hi = ((q as u32 >> 4 | h1) as i32 - 16) as f32 * d;
+        }
+    }
+}
+
+/// The 6-bit scale and min of sub-block `j` (0..8) of a Q4_K super-block's 12 scale bytes (ggml's
+/// `get_scale_min_k4`).
+#[inline(always)]
+pub(super) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// One Q4_K row to f32, as ggml's `dequantize_row_q4_K` written in C: `d1 × q - m1`, the product and the
+/// difference rounded apart (a compiler allowed to contract it into a fused multiply-add would differ in
+/// the last bit; neither model file here has a Q4_K embedding, so only the tests reach this).
+#[inline(always)]
+pub(super) fn dequant_q4_k(row: &[u8], out: &mut [f32]) {
+    for (blk, o) in row.chunks_exact(Q4_K_BYTES).zip(out.chunks_exact_mut(QK_K)) {
+        let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+        let scales = &blk[4..16];
+        for (c, (q, o)) in blk[16..]
+            .chunks_exact(32)
+            .zip(o.chunks_exact_mut(64))
+            .enumerate()
+        {
+            let (sc, m) = scale_min_k4(2 * c, scales);
+            let (d1, m1) = (d * sc as f32, dmin * m as f32);
+            let (sc, m) = scale_min_k4(2 * c + 1, scales);
+            let (d2, m2) = (d * sc as f32, dmin * m as f32);
+            let (lo, hi) = o.split_at_mut(32);
+            for ((lo, hi), &q) in lo.iter_mut().zip(hi).zip(q) {
+                *lo = d1 * (q & 0x0F) as f32 - m1;
+                *hi = d2 * (q >> 4) as f32 - m2;
+            }
+        }
+    }
+}
+
+/// Value `e` (0..256) of a Q6_K super-block, unsigned (0..64; the value is this - 32).
+#[inline(always)]
+pub(super) fn q6_k_value(blk: &[u8], e: usize) -> u8 {
+    let (j, r) = (e / 128, e % 128);
+    let (k, p) = (r / 32, r % 32);
+    let ql = blk[64 * j + 32 * (k & 1) + p];
+    let lo = if k < 2 { ql & 0x0F } else { ql >> 4 };
+    let hi = (blk[128 + 32 * j + p] >> (2 * k)) & 3;
+    lo | hi << 4
+}
+
+/// One Q6_K row to f32, as ggml's `dequantize_row_q6_K`: `d × scale × (q - 32)`, rounded left to right.
+#[inline(always)]
+pub(super) fn dequant_q6_k(row: &[u8], out: &mut [f32]) {
+    for (blk, o) in row.chunks_exact(Q6_K_BYTES).zip(out.chunks_exact_mut(QK_K)) {
+        let d = f16_at(blk, 208);
+        for (e, o) in o.iter_mut().enumerate() {
+            let sc = blk[192 + e / 16] as i8;
+            *o = d * sc as f32 * (q6_k_value(blk, e) as i32 - 32) as f32;
+        }
+    }
+}
+
+/// One row of `t` (an embedding lookup) to f32, as ggml dequantizes it; `out` holds the row's values.
+#[inline(always)]
+pub(super) fn dequant_row(t: WType, row: &[u8], out: &mut [f32]) {
+    match t {
+        WType::Q4_1 => dequant_q4_1(row, out),
+        WType::Q5_0 => dequant_q5_0(row, out),
+        WType::Q8_0 => dequant_q8_0(row, out),
+        WType::Q4_K => dequant_q4_k(row, out),
+        WType::Q6_K => dequant_q6_k(row, out),
     }
 }
 

@@ -8,7 +8,7 @@ use std::fs::File;
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::Content;
 
-use super::Config;
+use super::{Arch, Config, Swa};
 use super::quant::{QK, WType, dequant_q4_1, dequant_q8_0};
 
 /// A quantized matrix of `rows` × `cols` (row-major, rows are output features) inside the mapped file.
@@ -23,7 +23,7 @@ pub(super) struct QMat {
 
 impl QMat {
     pub(super) fn row_bytes(&self) -> usize {
-        self.cols / QK * self.wtype.block_bytes()
+        self.wtype.row_bytes(self.cols)
     }
 
     /// Row `r` to f32 (an embedding lookup).
@@ -34,6 +34,7 @@ impl QMat {
         match self.wtype {
             WType::Q8_0 => dequant_q8_0(row, out),
             WType::Q4_1 => dequant_q4_1(row, out),
+            t => super::quant::dequant_row(t, row, out),
         }
     }
 }
@@ -41,6 +42,12 @@ impl QMat {
 pub(super) struct Layer {
     pub(super) attn_norm: Vec<f32>,
     pub(super) ffn_norm: Vec<f32>,
+    /// qwen2: the biases of q, k and v.
+    pub(super) bias: Option<[Vec<f32>; 3]>,
+    /// gemma3: the per-head RMS norms of q and k (`head_dim` each), applied before rope.
+    pub(super) qk_norm: Option<[Vec<f32>; 2]>,
+    /// gemma3: the RMS norms of the attention and feed-forward outputs, before each residual add.
+    pub(super) post_norm: Option<[Vec<f32>; 2]>,
     pub(super) wq: QMat,
     pub(super) wk: QMat,
     pub(super) wv: QMat,
@@ -59,13 +66,13 @@ pub(super) struct Weights {
     pub(super) layers: Vec<Layer>,
 }
 
-/// Why this forward pass cannot run a file (the caller falls back to candle's).
+/// Why this forward pass cannot run a file (for a llama, the caller falls back to candle's; the other
+/// architectures have no fallback).
 pub fn unsupported(content: &Content) -> Option<String> {
     for (name, info) in &content.tensor_infos {
         let ok = match info.ggml_dtype {
             GgmlDType::F32 => info.shape.rank() == 1,
-            GgmlDType::Q4_1 | GgmlDType::Q8_0 => info.shape.rank() == 2,
-            _ => false,
+            t => WType::from_ggml(t).is_some() && info.shape.rank() == 2,
         };
         if !ok {
             return Some(format!(
@@ -74,24 +81,32 @@ pub fn unsupported(content: &Content) -> Option<String> {
             ));
         }
     }
-    let md = |k: &str| content.metadata.get(k);
-    if md("llama.expert_count")
+    // A header that `config` refuses is not a question of support.
+    let cfg = config(content).ok()?;
+    let key = |k: &str| format!("{}.{k}", cfg.arch.name());
+    let md = |k: &str| content.metadata.get(&key(k));
+    if md("expert_count")
         .and_then(|v| v.to_u32().ok())
         .unwrap_or(0)
         > 1
     {
         return Some("mixture of experts".into());
     }
-    if md("llama.rope.scaling.type").is_some() {
+    if md("rope.scaling.type").is_some() {
         return Some("rope scaling".into());
     }
-    // The layout the kernels take (a header that `config` refuses is not a question of support).
-    let cfg = config(content).ok()?;
-    let rope_dim = md("llama.rope.dimension_count")
+    // Soft-capping of attention scores or logits (Gemma 2 has it; Gemma 3 does not).
+    for k in ["attn_logit_softcapping", "final_logit_softcapping"] {
+        if md(k).and_then(|v| v.to_f32().ok()).unwrap_or(0.0) != 0.0 {
+            return Some(format!("{} (soft-capping)", key(k)));
+        }
+    }
+    // The layout the kernels take.
+    let rope_dim = md("rope.dimension_count")
         .and_then(|v| v.to_u32().ok())
         .map_or(cfg.head_dim, |d| d as usize);
     if rope_dim != cfg.head_dim
-        || !cfg.head_dim.is_multiple_of(8)
+        || !cfg.head_dim.is_multiple_of(16)
         || !cfg.dim.is_multiple_of(QK)
         || !cfg.ffn.is_multiple_of(QK)
     {
@@ -103,25 +118,43 @@ pub fn unsupported(content: &Content) -> Option<String> {
     None
 }
 
-/// The model's dimensions from the header, each checked against the others and the tensors' names: the
-/// checks any llama forward pass needs (both backends run them before reading a weight).
+/// The model's dimensions from the header, each checked against the others and the tensors' names and
+/// shapes: the checks any forward pass of these architectures needs (both backends run them before
+/// reading a weight). Errors name the metadata key or tensor at fault.
 pub(super) fn config(content: &Content) -> Result<Config, String> {
+    let arch = match content.metadata.get("general.architecture") {
+        None => return Err("metadata general.architecture is missing".into()),
+        Some(v) => {
+            let name = v
+                .to_string()
+                .map_err(|e| format!("metadata general.architecture: {e}"))?;
+            Arch::from_name(name).ok_or_else(|| {
+                format!(
+                    "metadata general.architecture is {name:?}; stoplab's forward pass runs {}",
+                    Arch::ALL.map(|a| a.name()).join(", ")
+                )
+            })?
+        }
+    };
+    let a = arch.name();
+    let key = |k: &str| format!("{a}.{k}");
     let md = |k: &str| {
         content
             .metadata
-            .get(k)
-            .ok_or_else(|| format!("metadata {k} is missing"))
+            .get(&key(k))
+            .ok_or_else(|| format!("metadata {} is missing", key(k)))
     };
     let u = |k: &str| -> Result<usize, String> {
         md(k)?
             .to_u32()
             .map(|v| v as usize)
-            .map_err(|e| format!("metadata {k}: {e}"))
+            .map_err(|e| format!("metadata {}: {e}", key(k)))
     };
     let positive = |k: &str, what: &str| -> Result<usize, String> {
         match u(k)? {
             0 => Err(format!(
-                "metadata {k} is 0: a llama model has at least one {what} (the file is corrupt)"
+                "metadata {} is 0: a {a} model has at least one {what} (the file is corrupt)",
+                key(k)
             )),
             v => Ok(v),
         }
@@ -129,33 +162,70 @@ pub(super) fn config(content: &Content) -> Result<Config, String> {
     let f = |k: &str, default: Option<f32>| -> Result<f32, String> {
         let v = match (md(k), default) {
             (Err(_), Some(d)) => d,
-            (m, _) => m?.to_f32().map_err(|e| format!("metadata {k}: {e}"))?,
+            (m, _) => m?
+                .to_f32()
+                .map_err(|e| format!("metadata {}: {e}", key(k)))?,
         };
         if !(v.is_finite() && v > 0.0) {
             return Err(format!(
-                "metadata {k} is {v}: it must be a positive number (the file is corrupt)"
+                "metadata {} is {v}: it must be a positive number (the file is corrupt)",
+                key(k)
             ));
         }
         Ok(v)
     };
-    let dim = positive("llama.embedding_length", "embedding dimension")?;
-    let n_head = positive("llama.attention.head_count", "attention head")?;
-    let n_kv_head = positive("llama.attention.head_count_kv", "KV head")?;
-    if !dim.is_multiple_of(n_head) {
+    let dim = positive("embedding_length", "embedding dimension")?;
+    let n_head = positive("attention.head_count", "attention head")?;
+    let n_kv_head = positive("attention.head_count_kv", "KV head")?;
+    // The head dimension: declared (Gemma 3's heads are 256 wide over an embedding of 640), else the
+    // embedding shared out between the heads, as llama.cpp takes it.
+    let head_dim = if md("attention.key_length").is_ok() {
+        let k = positive("attention.key_length", "value per attention head")?;
+        if md("attention.value_length").is_ok() {
+            let v = positive("attention.value_length", "value per attention head")?;
+            if v != k {
+                return Err(format!(
+                    "metadata {} is {v} but {} is {k}: this forward pass needs keys and values of \
+                     one width",
+                    key("attention.value_length"),
+                    key("attention.key_length")
+                ));
+            }
+        }
+        k
+    } else {
+        if !dim.is_multiple_of(n_head) {
+            return Err(format!(
+                "metadata {} {dim} is not a multiple of {} {n_head} (the file is corrupt)",
+                key("embedding_length"),
+                key("attention.head_count")
+            ));
+        }
+        dim / n_head
+    };
+    if !head_dim.is_multiple_of(2) {
         return Err(format!(
-            "metadata llama.embedding_length {dim} is not a multiple of llama.attention.head_count \
-             {n_head} (the file is corrupt)"
+            "the head dimension is {head_dim} ({}): rope rotates pairs, so it must be even (the file \
+             is corrupt)",
+            if md("attention.key_length").is_ok() {
+                key("attention.key_length")
+            } else {
+                format!("{} / {}", key("embedding_length"), key("attention.head_count"))
+            }
         ));
     }
     if !n_head.is_multiple_of(n_kv_head) {
         return Err(format!(
-            "metadata llama.attention.head_count {n_head} is not a multiple of \
-             llama.attention.head_count_kv {n_kv_head} (the file is corrupt)"
+            "metadata {} {n_head} is not a multiple of {} {n_kv_head} (the file is corrupt)",
+            key("attention.head_count"),
+            key("attention.head_count_kv")
         ));
     }
-    let head_dim = dim / n_head;
-    let ffn = positive("llama.feed_forward_length", "feed-forward unit")?;
-    let n_layer = positive("llama.block_count", "block")?;
+    let q_dim = n_head
+        .checked_mul(head_dim)
+        .ok_or_else(|| format!("metadata {}: the query width overflows", key("attention.head_count")))?;
+    let ffn = positive("feed_forward_length", "feed-forward unit")?;
+    let n_layer = positive("block_count", "block")?;
     // The blocks the file holds tensors for must be the ones the header counts.
     let blocks = content
         .tensor_infos
@@ -171,11 +241,12 @@ pub(super) fn config(content: &Content) -> Result<Config, String> {
         .map_or(0, |b| b + 1);
     if blocks != n_layer {
         return Err(format!(
-            "metadata llama.block_count is {n_layer} but the file has tensors for {blocks} blocks \
-             (the file is corrupt)"
+            "metadata {} is {n_layer} but the file has tensors for {blocks} blocks \
+             (the file is corrupt)",
+            key("block_count")
         ));
     }
-    // The shapes the header's dimensions give every matrix (types are the backend's concern).
+    // The shapes the header's dimensions give every tensor (types are the backend's concern).
     let vocab = match content
         .tensor_infos
         .get("token_embd.weight")
@@ -184,44 +255,89 @@ pub(super) fn config(content: &Content) -> Result<Config, String> {
         Some([rows, cols]) if *rows > 0 && *cols == dim => *rows,
         Some(dims) => {
             return Err(format!(
-                "tensor token_embd.weight has shape {dims:?}, but llama.embedding_length makes it \
-                 [vocabulary, {dim}] (the file is corrupt)"
+                "tensor token_embd.weight has shape {dims:?}, but {} makes it \
+                 [vocabulary, {dim}] (the file is corrupt)",
+                key("embedding_length")
             ));
         }
         None => return Err("tensor token_embd.weight is missing".into()),
     };
     let kv = n_kv_head * head_dim;
-    let mut want: Vec<(String, [usize; 2])> = vec![("output.weight".into(), [vocab, dim])];
+    // (name, shape, required)
+    let mut want: Vec<(String, Vec<usize>, bool)> = vec![
+        ("output.weight".into(), vec![vocab, dim], false),
+        ("output_norm.weight".into(), vec![dim], true),
+    ];
     for i in 0..n_layer {
+        let mut push = |t: &str, shape: Vec<usize>| {
+            want.push((format!("blk.{i}.{t}"), shape, true));
+        };
         for (t, shape) in [
-            ("attn_q", [dim, dim]),
-            ("attn_k", [kv, dim]),
-            ("attn_v", [kv, dim]),
-            ("attn_output", [dim, dim]),
-            ("ffn_gate", [ffn, dim]),
-            ("ffn_up", [ffn, dim]),
-            ("ffn_down", [dim, ffn]),
+            ("attn_norm.weight", vec![dim]),
+            ("ffn_norm.weight", vec![dim]),
+            ("attn_q.weight", vec![q_dim, dim]),
+            ("attn_k.weight", vec![kv, dim]),
+            ("attn_v.weight", vec![kv, dim]),
+            ("attn_output.weight", vec![dim, q_dim]),
+            ("ffn_gate.weight", vec![ffn, dim]),
+            ("ffn_up.weight", vec![ffn, dim]),
+            ("ffn_down.weight", vec![dim, ffn]),
         ] {
-            want.push((format!("blk.{i}.{t}.weight"), shape));
+            push(t, shape);
+        }
+        match arch {
+            Arch::Llama => {}
+            Arch::Qwen2 => {
+                push("attn_q.bias", vec![q_dim]);
+                push("attn_k.bias", vec![kv]);
+                push("attn_v.bias", vec![kv]);
+            }
+            Arch::Gemma3 => {
+                push("attn_q_norm.weight", vec![head_dim]);
+                push("attn_k_norm.weight", vec![head_dim]);
+                push("post_attention_norm.weight", vec![dim]);
+                push("post_ffw_norm.weight", vec![dim]);
+            }
         }
     }
-    for (name, shape) in &want {
+    let header = format!(
+        "{} {dim}, {} {n_head}, {} {n_kv_head}, head dimension {head_dim}, {} {ffn}",
+        key("embedding_length"),
+        key("attention.head_count"),
+        key("attention.head_count_kv"),
+        key("feed_forward_length")
+    );
+    for (name, shape, required) in &want {
         match content.tensor_infos.get(name) {
-            Some(t) if t.shape.dims() == shape => {}
+            Some(t) if t.shape.dims() == shape.as_slice() => {}
             Some(t) => {
                 return Err(format!(
-                    "tensor {name} has shape {:?}, but the header makes it {shape:?} \
-                     (llama.embedding_length {dim}, llama.attention.head_count {n_head}, \
-                     llama.attention.head_count_kv {n_kv_head}, llama.feed_forward_length {ffn}): \
+                    "tensor {name} has shape {:?}, but the header makes it {shape:?} ({header}): \
                      the file is corrupt",
                     t.shape.dims()
                 ));
             }
-            None if name == "output.weight" => {}
-            None => return Err(format!("tensor {name} is missing")),
+            None if !required => {}
+            None => {
+                return Err(format!(
+                    "tensor {name} is missing (a {a} model has one in every block)"
+                ));
+            }
         }
     }
+    // Sliding-window attention (Gemma 3): every layer but each sixth attends to the last `window`
+    // positions, with its own rope base. The file gives the window; llama.cpp fixes the pattern (6) and
+    // the sliding layers' base (10,000) for gemma3, and so does this pass unless the file says otherwise.
+    let swa = match arch {
+        Arch::Gemma3 => Some(Swa {
+            window: positive("attention.sliding_window", "position in the sliding window")?,
+            pattern: 6,
+            rope_base: f("rope.freq_base_swa", Some(10_000.0))?,
+        }),
+        _ => None,
+    };
     Ok(Config {
+        arch,
         n_layer,
         dim,
         n_head,
@@ -229,9 +345,10 @@ pub(super) fn config(content: &Content) -> Result<Config, String> {
         head_dim,
         ffn,
         vocab,
-        context: positive("llama.context_length", "position of context")?,
-        eps: f("llama.attention.layer_norm_rms_epsilon", None)?,
-        rope_base: f("llama.rope.freq_base", Some(10_000.0))?,
+        context: positive("context_length", "position of context")?,
+        eps: f("attention.layer_norm_rms_epsilon", None)?,
+        rope_base: f("rope.freq_base", Some(10_000.0))?,
+        swa,
     })
 }
 
@@ -251,27 +368,52 @@ pub(super) fn load(file: &File, content: &Content, cfg: &Config) -> Result<Weigh
     } else {
         embd
     };
-    let kv = cfg.n_kv_head * cfg.head_dim;
+    let (kv, q_dim, hd) = (cfg.n_kv_head * cfg.head_dim, cfg.q_dim(), cfg.head_dim);
     let mut layers = Vec::with_capacity(cfg.n_layer);
     for i in 0..cfg.n_layer {
         let p = |s: &str| format!("blk.{i}.{s}.weight");
         let vec = |s: &str| index.vec(&map, &p(s), dim);
+        let vec_of = |name: String, len| index.vec(&map, &name, len);
         let mat = |s: &str, rows, cols| index.mat(&p(s), rows, cols);
         let l = Layer {
             attn_norm: vec("attn_norm")?,
             ffn_norm: vec("ffn_norm")?,
-            wq: mat("attn_q", dim, dim)?,
+            bias: match cfg.arch {
+                Arch::Qwen2 => Some([
+                    vec_of(format!("blk.{i}.attn_q.bias"), q_dim)?,
+                    vec_of(format!("blk.{i}.attn_k.bias"), kv)?,
+                    vec_of(format!("blk.{i}.attn_v.bias"), kv)?,
+                ]),
+                _ => None,
+            },
+            qk_norm: match cfg.arch {
+                Arch::Gemma3 => Some([
+                    vec_of(p("attn_q_norm"), hd)?,
+                    vec_of(p("attn_k_norm"), hd)?,
+                ]),
+                _ => None,
+            },
+            post_norm: match cfg.arch {
+                Arch::Gemma3 => Some([vec("post_attention_norm")?, vec("post_ffw_norm")?]),
+                _ => None,
+            },
+            wq: mat("attn_q", q_dim, dim)?,
             wk: mat("attn_k", kv, dim)?,
             wv: mat("attn_v", kv, dim)?,
-            wo: mat("attn_output", dim, dim)?,
+            wo: mat("attn_output", dim, q_dim)?,
             gate: mat("ffn_gate", cfg.ffn, dim)?,
             up: mat("ffn_up", cfg.ffn, dim)?,
             down: mat("ffn_down", dim, cfg.ffn)?,
         };
-        // Matrices multiplied in one section share one quantized input.
-        if l.wk.wtype != l.wq.wtype || l.wv.wtype != l.wq.wtype || l.up.wtype != l.gate.wtype {
+        // Matrices multiplied in one section share one quantized input, so they must take the same
+        // activation format (Q5_0 and Q8_0 weights both take Q8_0 activations).
+        let act = l.wq.wtype.act();
+        if l.wk.wtype.act() != act || l.wv.wtype.act() != act || l.up.wtype.act() != l.gate.wtype.act()
+        {
             return Err(format!(
-                "block {i} mixes weight types within q/k/v or gate/up"
+                "block {i} mixes weight types that take different activation formats within q/k/v \
+                 ({:?}/{:?}/{:?}) or gate/up ({:?}/{:?})",
+                l.wq.wtype, l.wk.wtype, l.wv.wtype, l.gate.wtype, l.up.wtype
             ));
         }
         layers.push(l);
@@ -325,19 +467,22 @@ impl Index<'_> {
     /// A `rows` × `cols` quantized matrix.
     fn mat(&self, name: &str, rows: usize, cols: usize) -> Result<QMat, String> {
         let info = self.info(name)?;
-        let wtype = match info.ggml_dtype {
-            GgmlDType::Q4_1 => WType::Q4_1,
-            GgmlDType::Q8_0 => WType::Q8_0,
-            other => {
-                return Err(format!(
-                    "tensor {name} is {other:?}; this forward pass reads Q4_1 and Q8_0 matrices"
-                ));
-            }
-        };
+        let wtype = WType::from_ggml(info.ggml_dtype).ok_or_else(|| {
+            format!(
+                "tensor {name} is {:?}; this forward pass reads Q4_1, Q5_0, Q8_0, Q4_K and Q6_K matrices",
+                info.ggml_dtype
+            )
+        })?;
         let dims = info.shape.dims();
-        if dims != [rows, cols] || !cols.is_multiple_of(QK) {
+        if dims != [rows, cols] {
             return Err(format!(
                 "tensor {name} has shape {dims:?}, but the header's dimensions make it [{rows}, {cols}]"
+            ));
+        }
+        if !cols.is_multiple_of(wtype.block_len()) {
+            return Err(format!(
+                "tensor {name}: its rows of {cols} values do not fill whole {wtype:?} blocks of {}",
+                wtype.block_len()
             ));
         }
         let mut m = QMat {
@@ -358,7 +503,7 @@ impl Index<'_> {
         let info = self.info(name)?;
         if info.ggml_dtype != GgmlDType::F32 || info.shape.dims() != [len] {
             return Err(format!(
-                "tensor {name} is {:?} {:?}, expected {len} F32 values (llama.embedding_length)",
+                "tensor {name} is {:?} {:?}, expected {len} F32 values (from the header's dimensions)",
                 info.ggml_dtype,
                 info.shape.dims()
             ));

@@ -9,7 +9,9 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::super::quant::{Act, Q4_1_BYTES, Q8_0_BYTES, QK, WType};
+use super::super::quant::{
+    Act, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES, QK, QK_K, WType,
+};
 use super::{TILE, Tile, WTILE_MAX};
 
 /// See [`super::Kernels::run`].
@@ -44,6 +46,12 @@ pub(super) unsafe fn dot_rows(
         match wt {
             WType::Q4_1 => super::dispatch_tile!(q4_1[, false], w, rb, act, r, t, cn, out),
             WType::Q8_0 => super::dispatch_tile!(q8_0[, false], w, rb, act, r, t, cn, out),
+            WType::Q5_0 => super::dispatch_tile!(q5_0[, false], w, rb, act, r, t, cn, out),
+            WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
+            WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
+                super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
+            }
+            WType::Q6_K => super::dispatch_tile!(q6_k[, false], w, rb, act, r, t, cn, out),
         }
     };
     super::tiles(tile, w, rb, rows, wtile, prefetch, emit)
@@ -73,6 +81,12 @@ pub(super) unsafe fn dot_tile(
         match wt {
             WType::Q4_1 => super::dispatch_tile!(q4_1[, false], w, rb, act, r, t, cn, out),
             WType::Q8_0 => super::dispatch_tile!(q8_0[, false], w, rb, act, r, t, cn, out),
+            WType::Q5_0 => super::dispatch_tile!(q5_0[, false], w, rb, act, r, t, cn, out),
+            WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
+            WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
+                super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
+            }
+            WType::Q6_K => super::dispatch_tile!(q6_k[, false], w, rb, act, r, t, cn, out),
         }
     }
 }
@@ -274,6 +288,349 @@ pub(super) unsafe fn q8_0<const R: usize, const C: usize, const VNNI: bool>(
         for k in 0..C {
             for i in 0..R {
                 out[k][i] = hsum(acc[k][i]);
+            }
+        }
+    }
+}
+
+/// The 32 values of a Q5_0 block at `p` as unsigned bytes, 16 above the block's values (0..32: the
+/// nibble, and 16 where the fifth bit is set; ggml's `bytes_from_nibbles_32` and `bytes_from_bits_32`).
+///
+/// # Safety
+/// The CPU supports AVX2; 22 bytes at `p` are readable.
+#[inline(always)]
+unsafe fn q5_0_codes(p: *const u8) -> __m256i {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let q = _mm_loadu_si128(p.add(6) as *const __m128i);
+        let nib = _mm256_and_si256(
+            _mm256_set_m128i(_mm_srli_epi16(q, 4), q),
+            _mm256_set1_epi8(0x0F),
+        );
+        let qh = (p.add(2) as *const u32).read_unaligned();
+        let shuf = _mm256_set_epi64x(
+            0x0303030303030303,
+            0x0202020202020202,
+            0x0101010101010101,
+            0,
+        );
+        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), shuf);
+        let bits = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+        let set = _mm256_cmpeq_epi8(bits, _mm256_set1_epi64x(-1));
+        _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(0x10)))
+    }
+}
+
+/// Sums of u8 × i8 products in 8 lanes of i32 (lane l: bytes 4l..4l + 4), as [`mul_sum_us8`] but left
+/// as integers.
+///
+/// # Safety
+/// As [`mul_sum_us8`].
+#[inline(always)]
+unsafe fn dot_us8<const VNNI: bool>(a: __m256i, b: __m256i) -> __m256i {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if VNNI {
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b)
+        } else {
+            _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
+        }
+    }
+}
+
+/// Q5_0 weights · Q8_0 activations, with the lanes and float steps of `ggml_vec_dot_q5_0_q8_0`: lane l of
+/// a block is the integer Σ (q - 16)·x over its values 4l..4l + 4, computed here as Σ (q + 16·bit)·x less
+/// 16·Σx (the activations' part computed once per block for all C weight rows, and no sign flips), the
+/// same integer, so the same sums as the sign trick of ggml and `scalar::dot`.
+///
+/// # Safety
+/// As [`q4_1`].
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // k and i index weight rows and activation rows alike
+pub(super) unsafe fn q5_0<const R: usize, const C: usize, const VNNI: bool>(
+    w: &[u8],
+    rb: usize,
+    act: &Act,
+    r: usize,
+    out: &mut Tile,
+) {
+    // SAFETY: as in q4_1.
+    unsafe {
+        let nb = act.nb;
+        let mut acc = [[_mm256_setzero_ps(); R]; C];
+        let (qs, d) = (act.qs.as_ptr(), act.d.as_ptr());
+        let sixteen = _mm256_set1_epi8(16);
+        for b in 0..nb {
+            let mut xq = [_mm256_setzero_si256(); R];
+            let mut x16 = [_mm256_setzero_si256(); R];
+            let mut xd = [0f32; R];
+            for i in 0..R {
+                let at = (r + i) * nb + b;
+                xq[i] = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
+                x16[i] = dot_us8::<VNNI>(sixteen, xq[i]);
+                xd[i] = *d.add(at);
+            }
+            for k in 0..C {
+                let p = w.as_ptr().add(k * rb + b * Q5_0_BYTES);
+                let dw = f16x1(p);
+                let qw = q5_0_codes(p);
+                for i in 0..R {
+                    let lane = _mm256_sub_epi32(dot_us8::<VNNI>(qw, xq[i]), x16[i]);
+                    let dd = _mm256_set1_ps(dw * xd[i]);
+                    acc[k][i] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lane), acc[k][i]);
+                }
+            }
+        }
+        for k in 0..C {
+            for i in 0..R {
+                out[k][i] = hsum(acc[k][i]);
+            }
+        }
+    }
+}
+
+/// The sum of 8 i32 lanes (exact, so in any order).
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        hsum_i32x4(_mm_add_epi32(
+            _mm256_castsi256_si128(v),
+            _mm256_extracti128_si256(v, 1),
+        ))
+    }
+}
+
+/// The sum of 4 i32 lanes.
+///
+/// # Safety
+/// The CPU supports SSE2 (every x86_64).
+#[inline(always)]
+unsafe fn hsum_i32x4(v: __m128i) -> i32 {
+    // SAFETY: SSE2 is part of x86_64.
+    unsafe {
+        let s = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
+        _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01)))
+    }
+}
+
+/// A Q4_K super-block's eight 6-bit scales (bytes 0..8) and mins (8..16), unpacked from its 12 bytes at
+/// `p` as ggml's kernels do (the `utmp` shuffle of `kmask1..3`).
+///
+/// # Safety
+/// 12 bytes at `p` are readable.
+#[inline(always)]
+unsafe fn q4_k_scales(p: *const u8) -> [u32; 4] {
+    const KMASK1: u32 = 0x3f3f3f3f;
+    const KMASK2: u32 = 0x0f0f0f0f;
+    const KMASK3: u32 = 0x03030303;
+    // SAFETY: the caller's contract.
+    let rd = |o: usize| unsafe { (p.add(o) as *const u32).read_unaligned() };
+    let (u0, u1, u2) = (rd(0), rd(4), rd(8));
+    [
+        u0 & KMASK1,
+        (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4),
+        u1 & KMASK1,
+        ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4),
+    ]
+}
+
+/// Q4_K weights · Q8_K activations, with `scalar::q4_k`'s float steps (ggml's repacked
+/// `gemv/gemm_q4_K_8x8_q8_K`): per super-block the exact integer sums of scale × q·x and of min × the
+/// sub-block sums of x, here in 8 i32 lanes (maddubs, then a multiply-add by the sub-block's scale) added
+/// up, then two fused multiply-adds per output.
+///
+/// # Safety
+/// As [`q4_1`].
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // k and i index weight rows and activation rows alike
+pub(super) unsafe fn q4_k<const R: usize, const C: usize>(
+    w: &[u8],
+    rb: usize,
+    act: &Act,
+    r: usize,
+    out: &mut Tile,
+) {
+    // SAFETY: as in q4_1; a super-block's 256 activation values and 16 sums lie inside the row.
+    unsafe {
+        let nb = act.nb;
+        let m4 = _mm256_set1_epi8(0x0F);
+        let mut acc = [[0f32; R]; C];
+        let mut accm = [[0f32; R]; C];
+        let (qs, d, bs) = (act.qs.as_ptr(), act.d.as_ptr(), act.bsums.as_ptr());
+        for b in 0..nb {
+            // Per activation row: the sums of each 32 values (8 i16) and d.
+            let mut q8s = [_mm_setzero_si128(); R];
+            let mut xd = [0f32; R];
+            for i in 0..R {
+                let at = (r + i) * nb + b;
+                let s16 = _mm256_loadu_si256(bs.add(at * 16) as *const __m256i);
+                q8s[i] = _mm_hadd_epi16(
+                    _mm256_castsi256_si128(s16),
+                    _mm256_extracti128_si256(s16, 1),
+                );
+                xd[i] = *d.add(at);
+            }
+            for k in 0..C {
+                let p = w.as_ptr().add(k * rb + b * Q4_K_BYTES);
+                let (dw, dmin) = f16x2(p);
+                let u = q4_k_scales(p.add(4));
+                let ms = _mm256_cvtepu8_epi16(_mm_set_epi32(
+                    u[3] as i32,
+                    u[2] as i32,
+                    u[1] as i32,
+                    u[0] as i32,
+                ));
+                let sc128 = _mm256_castsi256_si128(ms);
+                let mins = _mm256_extracti128_si256(ms, 1);
+                let scales = _mm256_set_m128i(sc128, sc128);
+                let mut sumi = [_mm256_setzero_si256(); R];
+                for c in 0..4 {
+                    // The sub-blocks 2c and 2c + 1: their scales over all 16 i16 lanes.
+                    let sl = _mm256_shuffle_epi8(
+                        scales,
+                        _mm256_set1_epi16((0x0100 + 0x0202 * 2 * c) as i16),
+                    );
+                    let sh = _mm256_shuffle_epi8(
+                        scales,
+                        _mm256_set1_epi16((0x0302 + 0x0202 * 2 * c) as i16),
+                    );
+                    let q = _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i);
+                    let ql = _mm256_and_si256(q, m4);
+                    let qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                    for i in 0..R {
+                        let x = qs.add(((r + i) * nb + b) * QK_K + 64 * c);
+                        let xl = _mm256_loadu_si256(x as *const __m256i);
+                        let xh = _mm256_loadu_si256(x.add(32) as *const __m256i);
+                        let pl = _mm256_madd_epi16(sl, _mm256_maddubs_epi16(ql, xl));
+                        let ph = _mm256_madd_epi16(sh, _mm256_maddubs_epi16(qh, xh));
+                        sumi[i] = _mm256_add_epi32(sumi[i], _mm256_add_epi32(pl, ph));
+                    }
+                }
+                for i in 0..R {
+                    let isum = hsum_i32(sumi[i]);
+                    let imin = hsum_i32x4(_mm_madd_epi16(mins, q8s[i]));
+                    acc[k][i] = (isum as f32).mul_add(dw * xd[i], acc[k][i]);
+                    accm[k][i] = (imin as f32).mul_add(dmin * xd[i], accm[k][i]);
+                }
+            }
+        }
+        for k in 0..C {
+            for i in 0..R {
+                out[k][i] = acc[k][i] - accm[k][i];
+            }
+        }
+    }
+}
+
+/// Q6_K weights · Q8_K activations, as ggml's AVX2 `ggml_vec_dot_q6_K_q8_K` (which `scalar::q6_k` spells
+/// out): the same 8 integer lanes per super-block, one fused multiply-add by d_x × d_w, then [`hsum`];
+/// `BATCHED`, as `scalar::q6_k_batched`: the lanes' sum × d_w, one scalar fused multiply-add by d_x.
+///
+/// # Safety
+/// As [`q4_1`].
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // k and i index weight rows and activation rows alike
+pub(super) unsafe fn q6_k<const R: usize, const C: usize, const BATCHED: bool>(
+    w: &[u8],
+    rb: usize,
+    act: &Act,
+    r: usize,
+    out: &mut Tile,
+) {
+    // SAFETY: as in q4_k.
+    unsafe {
+        let nb = act.nb;
+        let m3 = _mm256_set1_epi8(3);
+        let m15 = _mm256_set1_epi8(15);
+        let mut acc = [[_mm256_setzero_ps(); R]; C];
+        let mut accb = [[0f32; R]; C];
+        let (qs, d, bs) = (act.qs.as_ptr(), act.d.as_ptr(), act.bsums.as_ptr());
+        for b in 0..nb {
+            for k in 0..C {
+                let p = w.as_ptr().add(k * rb + b * Q6_K_BYTES);
+                let dw = f16x1(p.add(208));
+                let scales = _mm_loadu_si128(p.add(192) as *const __m128i);
+                let scales16 = _mm256_cvtepi8_epi16(scales);
+                let mut sumi = [_mm256_setzero_si256(); R];
+                for i in 0..R {
+                    let at = (r + i) * nb + b;
+                    let s16 = _mm256_loadu_si256(bs.add(at * 16) as *const __m256i);
+                    sumi[i] = _mm256_sub_epi32(
+                        sumi[i],
+                        _mm256_slli_epi32(_mm256_madd_epi16(s16, scales16), 5),
+                    );
+                }
+                for j in 0..2 {
+                    let ql1 = _mm256_loadu_si256(p.add(64 * j) as *const __m256i);
+                    let ql2 = _mm256_loadu_si256(p.add(64 * j + 32) as *const __m256i);
+                    let qh = _mm256_loadu_si256(p.add(128 + 32 * j) as *const __m256i);
+                    let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
+                    let h1 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(12)), 2);
+                    let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(48));
+                    let h3 = _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(-64)), 2);
+                    let q = [
+                        _mm256_or_si256(_mm256_and_si256(ql1, m15), h0),
+                        _mm256_or_si256(_mm256_and_si256(ql2, m15), h1),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m15), h2),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m15), h3),
+                    ];
+                    // The scales of the 32-value runs 4j..4j + 4: run n's two groups, each over 8 i16
+                    // lanes (ggml's get_scale_shuffle).
+                    let mut sc = [_mm256_setzero_si256(); 4];
+                    for (n, sc) in sc.iter_mut().enumerate() {
+                        let g = (2 * (4 * j + n)) as i8;
+                        let sel = _mm_set_epi8(
+                            g + 1,
+                            g + 1,
+                            g + 1,
+                            g + 1,
+                            g + 1,
+                            g + 1,
+                            g + 1,
+                            g + 1,
+                            g,
+                            g,
+                            g,
+                            g,
+                            g,
+                            g,
+                            g,
+                            g,
+                        );
+                        *sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, sel));
+                    }
+                    for i in 0..R {
+                        let x = qs.add(((r + i) * nb + b) * QK_K + 128 * j);
+                        let mut s = sumi[i];
+                        let mut p16 = [_mm256_setzero_si256(); 4];
+                        for n in 0..4 {
+                            let xv = _mm256_loadu_si256(x.add(32 * n) as *const __m256i);
+                            p16[n] = _mm256_madd_epi16(sc[n], _mm256_maddubs_epi16(q[n], xv));
+                        }
+                        s = _mm256_add_epi32(s, _mm256_add_epi32(p16[0], p16[1]));
+                        s = _mm256_add_epi32(s, _mm256_add_epi32(p16[2], p16[3]));
+                        sumi[i] = s;
+                    }
+                }
+                for i in 0..R {
+                    let dx = *d.add((r + i) * nb + b);
+                    if BATCHED {
+                        let isum = hsum_i32(sumi[i]);
+                        accb[k][i] = (dw * isum as f32).mul_add(dx, accb[k][i]);
+                    } else {
+                        let dd = _mm256_set1_ps(dx * dw);
+                        acc[k][i] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi[i]), acc[k][i]);
+                    }
+                }
+            }
+        }
+        for k in 0..C {
+            for i in 0..R {
+                out[k][i] = if BATCHED { accb[k][i] } else { hsum(acc[k][i]) };
             }
         }
     }

@@ -7,7 +7,7 @@
 use std::arch::x86_64::*;
 
 use super::super::quant::{Act, Q4_1_BYTES, QK, WType};
-use super::avx2::{f16x2, hsum, mul_sum_us8, q8_0};
+use super::avx2::{f16x2, hsum, mul_sum_us8, q4_k, q5_0, q6_k, q8_0};
 use super::{TILE, Tile, WTILE_MAX};
 
 /// See [`super::Kernels::dot_rows`].
@@ -33,6 +33,12 @@ pub(super) unsafe fn dot_rows(
         match wt {
             WType::Q4_1 => super::dispatch_tile!(q4_1_x2[], w, rb, act, r, t, cn, out),
             WType::Q8_0 => super::dispatch_tile!(q8_0[, true], w, rb, act, r, t, cn, out),
+            WType::Q5_0 => super::dispatch_tile!(q5_0[, true], w, rb, act, r, t, cn, out),
+            WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
+            WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
+                super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
+            }
+            WType::Q6_K => super::dispatch_tile!(q6_k[, false], w, rb, act, r, t, cn, out),
         }
     };
     super::tiles(tile, w, rb, rows, wtile, prefetch, emit)
@@ -61,6 +67,12 @@ pub(super) unsafe fn dot_tile(
         match wt {
             WType::Q4_1 => super::dispatch_tile!(q4_1_x2[], w, rb, act, r, t, cn, out),
             WType::Q8_0 => super::dispatch_tile!(q8_0[, true], w, rb, act, r, t, cn, out),
+            WType::Q5_0 => super::dispatch_tile!(q5_0[, true], w, rb, act, r, t, cn, out),
+            WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
+            WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
+                super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
+            }
+            WType::Q6_K => super::dispatch_tile!(q6_k[, false], w, rb, act, r, t, cn, out),
         }
     }
 }

@@ -25,6 +25,11 @@ use std::ops::Range;
 
 use super::quant::{Act, WType};
 
+/// From this many activation rows on, llama.cpp multiplies Q6_K (not repacked on x86) with its tiled
+/// K-quant matmul, which rounds differently from the vec_dot it uses below (`ggml_tiled_min_batch`);
+/// the kernels follow it by the rows of the activations they are given (`scalar::q6_k_batched`).
+pub(super) const BATCHED_ROWS: usize = 8;
+
 /// Activation rows sharing one load of a weight block in prefill.
 pub(super) const TILE: usize = 4;
 /// The most weight rows per kernel call.
@@ -133,9 +138,9 @@ impl Kernels {
                 && (1..=WTILE_MAX).contains(&cn)
                 && w.len() >= cn * rb
                 && rb == act.nb * wt.block_bytes()
+                && act.qk == wt.block_len()
                 && r + t <= act.rows()
-                && act.qs.len() == act.d.len() * 32
-                && act.s.len() == act.d.len(),
+                && act.consistent(),
             "dot_tile: a tile outside its weights or activations"
         );
         match self.0 {
@@ -185,9 +190,9 @@ impl Kernels {
             (1..=WTILE_MAX).contains(&wtile)
                 && rb > 0
                 && rb == act.nb * wt.block_bytes()
+                && act.qk == wt.block_len()
                 && w.len().is_multiple_of(rb)
-                && act.qs.len() == act.d.len() * 32
-                && act.s.len() == act.d.len(),
+                && act.consistent(),
             "dot_rows: weights of {} bytes in rows of {rb}, activations of {} blocks",
             w.len(),
             act.nb

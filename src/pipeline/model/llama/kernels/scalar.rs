@@ -3,7 +3,10 @@
 //! depend on the CPU. Integer products are exact, so only the float steps need to follow the SIMD order:
 //! 8 lanes, each a chain of fused multiply-adds block after block, then [`hsum`].
 
-use super::super::quant::{ActRow, Q4_1_BYTES, Q8_0_BYTES, QK, WType, f16_at};
+use super::super::quant::{
+    ActRow, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES, QK, QK_K, WType, f16_at,
+    q6_k_value, scale_min_k4,
+};
 use super::Tile;
 
 /// The SIMD horizontal sum of 8 lanes: the halves added lane by lane, then pairs, then the last two.
@@ -13,13 +16,42 @@ pub(super) fn hsum(v: [f32; 8]) -> f32 {
     (s[0] + s[2]) + (s[1] + s[3])
 }
 
-/// One weight row · one activation row (see `avx2::q4_1` and `avx2::q8_0`): lane l of a block takes the
-/// integer sum of its values 4l..4l + 4, where Q4_1 lays out a block's low nibbles (values 0..16) and then
-/// its high ones (16..32).
-pub(super) fn dot(wt: WType, w: &[u8], x: ActRow) -> f32 {
+/// Value `j` (0..32) of a Q5_0 block: its nibble, its fifth bit from `qh`, less 16.
+#[inline(always)]
+pub(super) fn q5_0_value(blk: &[u8], j: usize) -> i32 {
+    let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+    let q = blk[6 + j % 16];
+    let nib = if j < 16 { q & 0x0F } else { q >> 4 };
+    (nib as i32 | (((qh >> j) & 1) << 4) as i32) - 16
+}
+
+/// One weight row · one activation row. For the 32-value formats (see `avx2::q4_1`, `avx2::q8_0`,
+/// `avx2::q5_0`), lane l of a block takes the integer sum of its values 4l..4l + 4, where Q4_1 and Q5_0
+/// lay out a block's low nibbles (values 0..16) and then its high ones (16..32). Q4_K and Q6_K: see
+/// [`q4_k`] and [`q6_k`]; `batched` (the product has at least [`super::BATCHED_ROWS`] activation rows)
+/// picks Q6_K's batched form.
+pub(super) fn dot(wt: WType, w: &[u8], x: ActRow, batched: bool) -> f32 {
     let mut acc = [0f32; 8];
     let mut summ = 0f32;
     match wt {
+        WType::Q4_K => return q4_k(w, x),
+        WType::Q6_K if batched => return q6_k_batched(w, x),
+        WType::Q6_K => return q6_k(w, x),
+        WType::Q5_0 => {
+            for (b, (wb, xq)) in w
+                .chunks_exact(Q5_0_BYTES)
+                .zip(x.qs.chunks_exact(QK))
+                .enumerate()
+            {
+                let dd = f16_at(wb, 0) * x.d[b];
+                for (l, acc) in acc.iter_mut().enumerate() {
+                    let lane: i32 = (4 * l..4 * l + 4)
+                        .map(|p| q5_0_value(wb, p) * xq[p] as i32)
+                        .sum();
+                    *acc = dd.mul_add(lane as f32, *acc);
+                }
+            }
+        }
         WType::Q4_1 => {
             for (b, (wb, xq)) in w
                 .chunks_exact(Q4_1_BYTES)
@@ -59,6 +91,106 @@ pub(super) fn dot(wt: WType, w: &[u8], x: ActRow) -> f32 {
     hsum(acc) + summ
 }
 
+/// The integer sums of a Q4_K super-block with 256 Q8_K values: (Σ over the eight 32-value sub-blocks of
+/// scale × Σ q·x, Σ of min × the sub-block's Σ x). Exact, so any order gives them.
+#[inline(always)]
+pub(super) fn q4_k_sums(blk: &[u8], xq: &[i8], bsums: &[i16]) -> (i32, i32) {
+    let scales = &blk[4..16];
+    let (mut isum, mut imin) = (0i32, 0i32);
+    for j in 0..8 {
+        let (sc, m) = scale_min_k4(j, scales);
+        let q = &blk[16 + 32 * (j / 2)..][..32];
+        let x = &xq[32 * j..][..32];
+        let s: i32 = q
+            .iter()
+            .zip(x)
+            .map(|(&q, &x)| (if j % 2 == 0 { q & 0x0F } else { q >> 4 }) as i32 * x as i32)
+            .sum();
+        isum += sc as i32 * s;
+        imin += m as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32);
+    }
+    (isum, imin)
+}
+
+/// Q4_K weights · Q8_K activations as llama.cpp computes them on an AVX2 CPU: there ggml repacks every
+/// Q4_K matrix whose row count is a multiple of 8 (all of them in these models) and multiplies with
+/// `ggml_gemv/gemm_q4_K_8x8_q8_K`, which give each output one float lane: per super-block, the exact
+/// integer sums of [`q4_k_sums`] times (d_w × d_x) and (dmin_w × d_x), each chain of fused multiply-adds
+/// apart, and their difference at the end.
+#[inline(always)]
+pub(super) fn q4_k(w: &[u8], x: ActRow) -> f32 {
+    let (mut acc, mut accm) = (0f32, 0f32);
+    for (b, (wb, xq)) in w
+        .chunks_exact(Q4_K_BYTES)
+        .zip(x.qs.chunks_exact(QK_K))
+        .enumerate()
+    {
+        let (isum, imin) = q4_k_sums(wb, xq, &x.bsums[16 * b..][..16]);
+        let (dw, dmin) = (f16_at(wb, 0), f16_at(wb, 2));
+        acc = (isum as f32).mul_add(dw * x.d[b], acc);
+        accm = (imin as f32).mul_add(dmin * x.d[b], accm);
+    }
+    acc - accm
+}
+
+/// The 8 integer lanes of ggml's AVX2 `ggml_vec_dot_q6_K_q8_K` for one super-block: lane l sums, over the
+/// eight 32-value runs of the block, scale × q × x for the run's values 4l..4l + 4 (q unsigned, 0..64),
+/// less 32 × the scaled sums of the 16-value groups 2l and 2l + 1.
+#[inline(always)]
+pub(super) fn q6_k_lanes(blk: &[u8], xq: &[i8], bsums: &[i16]) -> [i32; 8] {
+    let mut lanes = [0i32; 8];
+    for (l, lane) in lanes.iter_mut().enumerate() {
+        for run in 0..8 {
+            for p in 4 * l..4 * l + 4 {
+                let e = 32 * run + p;
+                let sc = blk[192 + e / 16] as i8 as i32;
+                *lane += sc * q6_k_value(blk, e) as i32 * xq[e] as i32;
+            }
+        }
+        let sc = |g: usize| blk[192 + g] as i8 as i32;
+        *lane -= 32 * (bsums[2 * l] as i32 * sc(2 * l) + bsums[2 * l + 1] as i32 * sc(2 * l + 1));
+    }
+    lanes
+}
+
+/// Q6_K weights · Q8_K activations as ggml's AVX2 `ggml_vec_dot_q6_K_q8_K` (llama.cpp does not repack
+/// Q6_K on x86): 8 float lanes, per super-block one fused multiply-add of (d_x × d_w) × lane, then
+/// [`hsum`].
+#[inline(always)]
+pub(super) fn q6_k(w: &[u8], x: ActRow) -> f32 {
+    let mut acc = [0f32; 8];
+    for (b, (wb, xq)) in w
+        .chunks_exact(Q6_K_BYTES)
+        .zip(x.qs.chunks_exact(QK_K))
+        .enumerate()
+    {
+        let d = x.d[b] * f16_at(wb, 208);
+        let lanes = q6_k_lanes(wb, xq, &x.bsums[16 * b..][..16]);
+        for (acc, &lane) in acc.iter_mut().zip(&lanes) {
+            *acc = d.mul_add(lane as f32, *acc);
+        }
+    }
+    hsum(acc)
+}
+
+/// Q6_K weights · Q8_K activations as llama.cpp computes a product of at least 8 activation rows on an
+/// AVX2 CPU (ggml's tiled K-quant matmul, `tiled_run_microtile_avx2`, which takes over from the vec_dot
+/// at 8 rows): per super-block the exact integer Σ scale × (q - 32) × x (the sum of [`q6_k_lanes`]),
+/// times d_w, then one fused multiply-add by d_x into a single float chain.
+#[inline(always)]
+pub(super) fn q6_k_batched(w: &[u8], x: ActRow) -> f32 {
+    let mut acc = 0f32;
+    for (b, (wb, xq)) in w
+        .chunks_exact(Q6_K_BYTES)
+        .zip(x.qs.chunks_exact(QK_K))
+        .enumerate()
+    {
+        let isum: i32 = q6_k_lanes(wb, xq, &x.bsums[16 * b..][..16]).iter().sum();
+        acc = (f16_at(wb, 208) * isum as f32).mul_add(x.d[b], acc);
+    }
+    acc
+}
+
 /// See `Kernels::dot_tile`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn dot_tile(
@@ -73,7 +205,12 @@ pub(super) fn dot_tile(
 ) {
     for (k, out) in out[..cn].iter_mut().enumerate() {
         for (i, o) in out[..t].iter_mut().enumerate() {
-            *o = dot(wt, &w[k * rb..(k + 1) * rb], act.row(r + i));
+            *o = dot(
+                wt,
+                &w[k * rb..(k + 1) * rb],
+                act.row(r + i),
+                act.rows() >= super::BATCHED_ROWS,
+            );
         }
     }
 }

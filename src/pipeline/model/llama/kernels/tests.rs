@@ -4,29 +4,52 @@
 
 use half::f16;
 
-use super::super::quant::{Act, ActRow, Q4_1_BYTES, Q8_0_BYTES, QK, WType, f16_at, quantize};
+use super::super::quant::{
+    Act, ActRow, Q4_1_BYTES, Q8_0_BYTES, QK, QK_K, WType, dequant_row, f16_at, quantize,
+    scale_min_k4,
+};
 use super::*;
 use crate::rng::SplitMix;
 
-/// Random weight rows of `cols` columns: an f16 scale (and min for Q4_1) and random quant bytes, every
-/// byte value included (-128 for Q8_0, every nibble for Q4_1).
+/// Every weight format.
+const ALL: [WType; 5] = [
+    WType::Q4_1,
+    WType::Q5_0,
+    WType::Q8_0,
+    WType::Q4_K,
+    WType::Q6_K,
+];
+
+/// Random weight rows of `cols` columns: random bytes (every byte value, so every nibble, fifth bit, scale
+/// and 6-bit code occurs; -128 for Q8_0 and as a Q6_K scale), with the f16 scales (and Q4_1's min, Q4_K's
+/// dmin) set to ordinary values.
 fn random_weights(wt: WType, rows: usize, cols: usize, g: &mut SplitMix) -> Vec<u8> {
     let mut w = Vec::new();
-    for _ in 0..rows * cols / QK {
+    let f16s: &[usize] = match wt {
+        WType::Q4_1 | WType::Q4_K => &[0, 2],
+        WType::Q5_0 | WType::Q8_0 => &[0],
+        WType::Q6_K => &[208],
+    };
+    for _ in 0..rows * cols / wt.block_len() {
         let start = w.len();
-        w.extend_from_slice(
-            &f16::from_f32(g.uniform() as f32 * 0.1)
-                .to_bits()
-                .to_le_bytes(),
-        );
-        if wt == WType::Q4_1 {
-            w.extend_from_slice(&f16::from_f32(g.uniform() as f32).to_bits().to_le_bytes());
-        }
-        while w.len() - start < wt.block_bytes() {
-            w.push(g.next_u64() as u8);
+        w.extend((0..wt.block_bytes()).map(|_| g.next_u64() as u8));
+        for (i, &at) in f16s.iter().enumerate() {
+            let v = g.uniform() as f32 * if i == 0 { 0.1 } else { 0.01 };
+            w[start + at..start + at + 2]
+                .copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
         }
     }
     w
+}
+
+/// Row lengths to test a format with: odd and even block counts (the 512-bit Q4_1 kernel takes blocks in
+/// pairs, and reads a row's last pair with a masked load), and the models' lengths.
+fn col_sizes(wt: WType) -> &'static [usize] {
+    if wt.block_len() == QK_K {
+        &[256, 512, 768, 1024, 2048, 4864]
+    } else {
+        &[32, 64, 96, 128, 160, 576, 640, 896, 1536]
+    }
 }
 
 fn sets() -> Vec<Kernels> {
@@ -45,18 +68,21 @@ fn every_kernel_set_gives_the_scalar_sums_bit_for_bit() {
     let sets = sets();
     let scalar = Kernels::new(Isa::Scalar).unwrap();
     let mut g = SplitMix::new(777);
-    // Odd and even block counts: the 512-bit Q4_1 kernel takes blocks in pairs, and reads a row's last
-    // pair with a masked load.
-    for cols in [32, 64, 96, 128, 160, 576, 1536] {
-        let x: Vec<f32> = (0..cols * TILE).map(|_| g.uniform() as f32 * 3.0).collect();
-        for wt in [WType::Q4_1, WType::Q8_0] {
-            let rb = cols / QK * wt.block_bytes();
+    // Products of TILE and of BATCHED_ROWS activation rows: Q6_K rounds as llama.cpp's vec_dot in the
+    // first and as its tiled matmul in the second.
+    for (wt, rows) in ALL
+        .into_iter()
+        .flat_map(|wt| [(wt, TILE), (wt, BATCHED_ROWS)])
+    {
+        for &cols in col_sizes(wt) {
+            let x: Vec<f32> = (0..cols * rows).map(|_| g.uniform() as f32 * 3.0).collect();
+            let rb = wt.row_bytes(cols);
             let w = random_weights(wt, WTILE_MAX, cols, &mut g);
             let mut act = Act::default();
             quantize(&x, cols, wt.act(), &mut act);
             for t in 1..=TILE {
                 for cn in 1..=WTILE_MAX {
-                    for r in [0, TILE - t] {
+                    for r in [0, rows - t] {
                         let mut want = [[0f32; TILE]; WTILE_MAX];
                         scalar.dot_tile(wt, &w[..cn * rb], rb, &act, r, t, cn, &mut want);
                         for set in &sets {
@@ -67,7 +93,7 @@ fn every_kernel_set_gives_the_scalar_sums_bit_for_bit() {
                                     assert_eq!(
                                         got[k][i].to_bits(),
                                         want[k][i].to_bits(),
-                                        "{} {wt:?} {cols} cols, tile {t}x{cn} at {r}, ({k}, {i}): {} vs {}",
+                                        "{} {wt:?} {cols} cols, {rows} rows, tile {t}x{cn} at {r}, ({k}, {i}): {} vs {}",
                                         set.isa(),
                                         got[k][i],
                                         want[k][i]
@@ -141,7 +167,9 @@ fn every_kernel_set_gives_the_scalar_attention_bit_for_bit() {
     check!(4);
 }
 
-/// ggml's generic dot product, block by block (a sum per block, then the blocks in order).
+/// ggml's generic dot product for Q4_1 and Q8_0, block by block (a sum per block, then the blocks in
+/// order); the formats added later are held to a dequantized f64 sum instead
+/// (`every_format_matches_a_dequantized_f64_dot_product`).
 fn dot_reference(wt: WType, w: &[u8], x: ActRow) -> f32 {
     let mut sum = 0f32;
     let xq = x.qs.chunks_exact(QK);
@@ -167,6 +195,7 @@ fn dot_reference(wt: WType, w: &[u8], x: ActRow) -> f32 {
                 sum += si as f32 * f16_at(wb, 0) * x.d[b];
             }
         }
+        _ => unreachable!("the generic reference is for Q4_1 and Q8_0 (the others: below)"),
     }
     sum
 }
@@ -181,7 +210,7 @@ fn scalar_kernels_match_ggmls_reference_to_rounding() {
     for cols in [128, 160] {
         let x: Vec<f32> = (0..cols * TILE).map(|_| g.uniform() as f32).collect();
         for wt in [WType::Q4_1, WType::Q8_0] {
-            let rb = cols / QK * wt.block_bytes();
+            let rb = wt.row_bytes(cols);
             let w = random_weights(wt, WTILE_MAX, cols, &mut g);
             let mut act = Act::default();
             quantize(&x, cols, wt.act(), &mut act);
@@ -220,11 +249,11 @@ fn a_tile_outside_the_activations_is_refused_not_read() {
 fn dot_rows_covers_every_pair_with_the_scalar_sums() {
     let sets = sets();
     let mut g = SplitMix::new(4242);
-    let cols = 96;
-    for wt in [WType::Q4_1, WType::Q8_0] {
-        let rb = cols / QK * wt.block_bytes();
+    for wt in ALL {
+        let cols = 3 * wt.block_len();
+        let rb = wt.row_bytes(cols);
         let w = random_weights(wt, 7, cols, &mut g);
-        for rows in 1..=5 {
+        for rows in [1, 2, 3, 4, 5, BATCHED_ROWS, BATCHED_ROWS + 1] {
             let x: Vec<f32> = (0..cols * rows).map(|_| g.uniform() as f32).collect();
             let mut act = Act::default();
             quantize(&x, cols, wt.act(), &mut act);
@@ -243,7 +272,12 @@ fn dot_rows_covers_every_pair_with_the_scalar_sums() {
                     assert!(seen.iter().all(|&n| n == 1), "{} {rows}x{wtile}", set.isa());
                     for i in 0..rows {
                         for k in 0..7 {
-                            let want = scalar::dot(wt, &w[k * rb..(k + 1) * rb], act.row(i));
+                            let want = scalar::dot(
+                                wt,
+                                &w[k * rb..(k + 1) * rb],
+                                act.row(i),
+                                rows >= BATCHED_ROWS,
+                            );
                             assert_eq!(
                                 got[i * 7 + k].to_bits(),
                                 want.to_bits(),
@@ -256,4 +290,240 @@ fn dot_rows_covers_every_pair_with_the_scalar_sums() {
             }
         }
     }
+}
+
+/// The magnitude a dot product's rounding error is measured against: Σ |w_i x_i|, with Q4_K's values
+/// split into their two terms (the kernel sums `d × scale × q` and `dmin × min` apart, so their
+/// magnitudes, not their difference, bound its error).
+fn magnitude(wt: WType, w: &[u8], wf: &[f32], xf: &[f64]) -> f64 {
+    let mut mag: f64 = wf.iter().zip(xf).map(|(&w, &x)| (w as f64 * x).abs()).sum();
+    if wt == WType::Q4_K {
+        for (b, blk) in w.chunks_exact(wt.block_bytes()).enumerate() {
+            for j in 0..8 {
+                let (_, m) = scale_min_k4(j, &blk[4..16]);
+                let dm = (f16_at(blk, 2) * m as f32) as f64;
+                let xs: f64 = xf[b * QK_K + 32 * j..][..32].iter().map(|x| x.abs()).sum();
+                mag += 2.0 * dm * xs;
+            }
+        }
+    }
+    mag
+}
+
+/// The dot products against the plain sum Σ w_i x_i in f64 of the dequantized weights
+/// (`dequant_row`) and activations (d × q): equal to within 1e-5 of Σ |w_i x_i|. The kernels add at most
+/// 8 lanes × (4864 / 256 or 896 / 32) terms, each an exact integer sum converted to f32 (2^-24 relative)
+/// times a once-rounded scale product, in f32 chains of at most 28 steps: their error is below
+/// 30 × 2^-24 ≈ 2e-6 of the magnitude, and `dequant_row` adds 2^-23 per value; a single value decoded
+/// wrongly (a swapped nibble, a wrong scale or fifth bit) moves the sum by about 1/cols of the magnitude
+/// (≥ 2e-4 here), twenty times the tolerance. Q4_1 is held to ggml's generic loop instead
+/// (`scalar_kernels_match_ggmls_reference_to_rounding`): its Q8_1 activations carry each block's sum as
+/// an f16, a rounding the dequantized values do not have.
+#[test]
+fn every_format_matches_a_dequantized_f64_dot_product() {
+    let scalar = Kernels::new(Isa::Scalar).unwrap();
+    let mut g = SplitMix::new(2026);
+    let formats = [WType::Q5_0, WType::Q8_0, WType::Q4_K, WType::Q6_K];
+    for (wt, rows) in formats
+        .into_iter()
+        .flat_map(|wt| [(wt, TILE), (wt, BATCHED_ROWS)])
+    {
+        for &cols in col_sizes(wt) {
+            let x: Vec<f32> = (0..cols * rows)
+                .map(|_| (g.uniform() as f32 - 0.5) * 4.0)
+                .collect();
+            let rb = wt.row_bytes(cols);
+            let w = random_weights(wt, WTILE_MAX, cols, &mut g);
+            let mut act = Act::default();
+            quantize(&x, cols, wt.act(), &mut act);
+            let mut got = [[0f32; TILE]; WTILE_MAX];
+            scalar.dot_tile(wt, &w, rb, &act, 0, TILE, WTILE_MAX, &mut got);
+            for k in 0..WTILE_MAX {
+                let wk = &w[k * rb..(k + 1) * rb];
+                let mut wf = vec![0f32; cols];
+                dequant_row(wt, wk, &mut wf);
+                for i in 0..TILE {
+                    let row = act.row(i);
+                    let xf: Vec<f64> = row
+                        .qs
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &q)| row.d[j / act.qk] as f64 * q as f64)
+                        .collect();
+                    let want: f64 = wf.iter().zip(&xf).map(|(&w, &x)| w as f64 * x).sum();
+                    let mag = magnitude(wt, wk, &wf, &xf);
+                    let err = (got[k][i] as f64 - want).abs();
+                    assert!(
+                        err <= 1e-5 * mag,
+                        "{wt:?} {cols} cols, {rows} rows ({k}, {i}): {} vs {want} (error {:.2e} of {mag:.3e})",
+                        got[k][i],
+                        err / mag
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The block layouts, from an independent decoder: candle's `dequantize` of blocks candle's
+/// `quantize` packed (its code follows ggml's `quantize_row_*_ref` and `dequantize_row_*`), against
+/// `dequant_row`, bit for bit.
+#[test]
+fn dequant_row_reads_every_block_layout_as_candle_does() {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+    let mut g = SplitMix::new(31337);
+    let cols = 512;
+    let x: Vec<f32> = (0..cols * 3)
+        .map(|_| (g.uniform() as f32 - 0.5) * 2.0)
+        .collect();
+    let t = Tensor::from_vec(x, (3, cols), &Device::Cpu).unwrap();
+    for (wt, dt) in [
+        (WType::Q4_1, GgmlDType::Q4_1),
+        (WType::Q5_0, GgmlDType::Q5_0),
+        (WType::Q8_0, GgmlDType::Q8_0),
+        (WType::Q4_K, GgmlDType::Q4K),
+        (WType::Q6_K, GgmlDType::Q6K),
+    ] {
+        assert_eq!(WType::from_ggml(dt), Some(wt));
+        let q = QTensor::quantize(&t, dt).unwrap();
+        let bytes = q.data().unwrap();
+        let want: Vec<f32> = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let rb = wt.row_bytes(cols);
+        assert_eq!(bytes.len(), 3 * rb, "{wt:?}: block size");
+        for r in 0..3 {
+            let mut got = vec![0f32; cols];
+            dequant_row(wt, &bytes[r * rb..(r + 1) * rb], &mut got);
+            for (j, (a, b)) in got.iter().zip(&want[r * cols..(r + 1) * cols]).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{wt:?} row {r} value {j}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+/// Blocks written by hand as ggml's `quantize_row_*_ref` packs them (the code transcribed below), with
+/// known values, read back by `dequant_row`.
+#[test]
+fn hand_packed_ggml_blocks_read_back() {
+    // Q5_0: d = 0.5, value j = j - 16 (5-bit code j).
+    let mut blk = vec![0u8; 22];
+    blk[..2].copy_from_slice(&f16::from_f32(0.5).to_bits().to_le_bytes());
+    let mut qh = 0u32;
+    for j in 0..16 {
+        let (xi0, xi1) = (j as u8, (j + 16) as u8);
+        blk[6 + j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4);
+        qh |= (((xi0 & 0x10) >> 4) as u32) << j;
+        qh |= (((xi1 & 0x10) >> 4) as u32) << (j + 16);
+    }
+    blk[2..6].copy_from_slice(&qh.to_le_bytes());
+    let mut out = vec![0f32; 32];
+    dequant_row(WType::Q5_0, &blk, &mut out);
+    let want: Vec<f32> = (0..32).map(|j| 0.5 * (j as f32 - 16.0)).collect();
+    assert_eq!(out, want);
+
+    // Q4_K: d = 1, dmin = 0.25, sub-block j has scale j + 40 and min 63 - j (both above 15, so the high
+    // bits of the 6-bit packing matter), value e has code e % 16.
+    let mut blk = vec![0u8; 144];
+    blk[..2].copy_from_slice(&f16::from_f32(1.0).to_bits().to_le_bytes());
+    blk[2..4].copy_from_slice(&f16::from_f32(0.25).to_bits().to_le_bytes());
+    let scales = &mut blk[4..16];
+    for j in 0..8 {
+        let (ls, lm) = (j as u8 + 40, 63 - j as u8);
+        if j < 4 {
+            scales[j] = ls;
+            scales[j + 4] = lm;
+        } else {
+            scales[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
+            scales[j - 4] |= (ls >> 4) << 6;
+            scales[j] |= (lm >> 4) << 6;
+        }
+    }
+    let l: Vec<u8> = (0..256).map(|e| (e % 16) as u8).collect();
+    for (c, j) in (0..256).step_by(64).enumerate() {
+        for i in 0..32 {
+            blk[16 + 32 * c + i] = l[j + i] | (l[j + i + 32] << 4);
+        }
+    }
+    let mut out = vec![0f32; 256];
+    dequant_row(WType::Q4_K, &blk, &mut out);
+    for (e, &v) in out.iter().enumerate() {
+        let j = e / 32;
+        let want = (j as f32 + 40.0) * (e % 16) as f32 - 0.25 * (63 - j) as f32;
+        assert_eq!(v, want, "Q4_K value {e}");
+    }
+
+    // Q6_K: d = 0.5, group g (16 values) has scale g - 8, value e has code (7 e) % 64.
+    let mut blk = vec![0u8; 210];
+    let l: Vec<u8> = (0..256).map(|e| (7 * e % 64) as u8).collect();
+    for (n, j) in (0..256).step_by(128).enumerate() {
+        let (ql, qh) = (64 * n, 128 + 32 * n);
+        for i in 0..32 {
+            let q = |o: usize| l[j + i + o];
+            blk[ql + i] = (q(0) & 0xF) | ((q(64) & 0xF) << 4);
+            blk[ql + i + 32] = (q(32) & 0xF) | ((q(96) & 0xF) << 4);
+            blk[qh + i] =
+                (q(0) >> 4) | ((q(32) >> 4) << 2) | ((q(64) >> 4) << 4) | ((q(96) >> 4) << 6);
+        }
+    }
+    for gr in 0..16 {
+        blk[192 + gr] = (gr as i8 - 8) as u8;
+    }
+    blk[208..].copy_from_slice(&f16::from_f32(0.5).to_bits().to_le_bytes());
+    let mut out = vec![0f32; 256];
+    dequant_row(WType::Q6_K, &blk, &mut out);
+    for (e, &v) in out.iter().enumerate() {
+        let want = 0.5 * ((e / 16) as f32 - 8.0) * (l[e] as f32 - 32.0);
+        assert_eq!(v, want, "Q6_K value {e}");
+    }
+}
+
+/// Q8_K activations as ggml's `quantize_row_q8_K_ref` makes them: the value of largest magnitude maps to
+/// -127, d = 1 / iscale unrounded, and the sums of each 16.
+#[test]
+fn q8_k_activations_are_quantized_as_ggml_does() {
+    let mut x: Vec<f32> = (0..512)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 10.0)
+        .collect();
+    x[300] = 9.0; // the second block's largest magnitude, positive
+    let mut act = Act::default();
+    quantize(&x, 512, WType::Q6_K.act(), &mut act);
+    assert!(act.consistent() && act.qk == QK_K && act.nb == 2 && act.rows() == 1);
+    let max0 = x[..256]
+        .iter()
+        .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    assert_eq!(max0, -5.0);
+    assert_eq!(act.d[0], 1.0 / (-127.0 / max0));
+    assert_eq!(act.d[1], 1.0 / (-127.0 / 9.0));
+    assert_eq!(act.qs[256 + 44], -127);
+    for b in 0..2 {
+        let iscale = 1.0 / act.d[b];
+        for j in 0..256 {
+            let want = (x[b * 256 + j] * (-127.0 / [max0, 9.0][b])).round_ties_even();
+            assert_eq!(
+                act.qs[b * 256 + j] as f32,
+                want,
+                "block {b} value {j} (iscale {iscale})"
+            );
+        }
+        for k in 0..16 {
+            let s: i32 = act.qs[b * 256 + 16 * k..][..16]
+                .iter()
+                .map(|&q| q as i32)
+                .sum();
+            assert_eq!(act.bsums[b * 16 + k] as i32, s);
+        }
+    }
+    // All zeros: d 0, values 0.
+    quantize(&[0.0; 256], 256, WType::Q4_K.act(), &mut act);
+    assert_eq!((act.d[0], act.qs.iter().all(|&q| q == 0)), (0.0, true));
 }
