@@ -276,11 +276,7 @@ impl Llama {
         if let Some(swa) = cfg.swa {
             rope_table(swa.rope_base, hd, pos, b, &mut s.rope_swa);
         }
-        let rope_fn: fn(&mut [f32], &[(f32, f32)]) = if cfg.arch.neox() {
-            rope_neox
-        } else {
-            rope
-        };
+        let rope_fn: fn(&mut [f32], &[(f32, f32)]) = if cfg.arch.neox() { rope_neox } else { rope };
 
         for (l, layer) in w.layers.iter().enumerate() {
             let window = cfg.window(l);
