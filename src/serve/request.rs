@@ -521,10 +521,18 @@ fn unsupported(f: &Fields, endpoint: Endpoint) -> Result<(), ApiError> {
         ("typical_p", "typical sampling is not implemented"),
         ("mirostat", "mirostat sampling is not implemented"),
     ] {
-        if set(name)
-            && f.raw(name) != Some(&Value::Bool(false))
-            && f.raw(name) != Some(&serde_json::json!(0))
-        {
+        // A value that asks for nothing (false, 0, an empty object; typical_p 1) is the default: accepted.
+        let inert = |v: &Value| match v {
+            Value::Bool(b) => !b,
+            Value::Number(n) => {
+                n.as_f64() == Some(0.0) || (name == "typical_p" && n.as_f64() == Some(1.0))
+            }
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            Value::Null => true,
+        };
+        if f.raw(name).is_some_and(|v| !inert(v)) {
             return refuse(name, why);
         }
     }
