@@ -342,6 +342,17 @@ pub fn render_chat(f: &Fields, served: &Served, tools: &[Value]) -> Result<Strin
         .template
         .as_ref()
         .map_err(|e| ApiError::invalid("messages", e))?;
+    if !template.has_tools()
+        && msgs
+            .iter()
+            .any(|m| !m.tool_calls.is_empty() || m.role == "tool")
+    {
+        return Err(ApiError::invalid(
+            "tools",
+            "the model's chat template has no tools branch, so it cannot show the model tool calls or their \
+             results; use a model whose template takes tools (qwen2.5-coder-0.5b-instruct)",
+        ));
+    }
     template
         .render(
             &msgs,
