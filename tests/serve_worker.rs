@@ -23,13 +23,13 @@ fn engine() -> Engine {
 fn run(body: serde_json::Value) -> (Vec<Step>, Vec<(usize, stoplab::Outcome)>) {
     let engine = engine();
     let vocab = Arc::new(engine.vocab.clone());
-    let served = Served {
-        vocab: vocab.clone(),
-        context: engine.context_length(),
-        model_ids: vec!["m".into()],
-        weights: false,
-        limits: Limits::default(),
-    };
+    let served = Served::new(
+        vocab.clone(),
+        engine.context_length(),
+        vec!["m".into()],
+        false,
+        Limits::default(),
+    );
     let request = generation(body.to_string().as_bytes(), Endpoint::Completions, &served).unwrap();
     let (queue, thread) =
         worker::spawn(engine, vocab, 1, Arc::new(AtomicBool::new(false))).unwrap();

@@ -18,13 +18,42 @@
 //!
 //! * Request fields: OpenAI's (`model`, `prompt` / `messages`, `max_tokens` / `max_completion_tokens`,
 //!   `temperature`, `top_p`, `seed`, `stop`, `logit_bias` with -100 banning, `frequency_penalty`,
-//!   `presence_penalty`, `stream`, `stream_options.include_usage`, `n` = 1), vLLM's and llama.cpp's
-//!   (`top_k`, `min_p`, `repetition_penalty`, `stop_token_ids`, `include_stop_str_in_output`, `ignore_eos`,
-//!   `min_tokens`), and stoplab's `replay`: text or token ids the replay model writes instead of sampling,
-//!   so any stop scenario can be staged over HTTP. Unknown fields are ignored; a known one of the wrong
-//!   type is a 400.
+//!   `presence_penalty`, `stream`, `stream_options.include_usage` (only with `stream`), `n`, completions'
+//!   `echo` and `logprobs` (0..20 alternatives), chat's `logprobs` / `top_logprobs` (0..20), `tools`,
+//!   `tool_choice` (`auto` / `none`), `parallel_tool_calls`), vLLM's and llama.cpp's (`top_k`, `min_p`,
+//!   `repetition_penalty`, `stop_token_ids`, `include_stop_str_in_output`, `ignore_eos`, `min_tokens`, chat's
+//!   `add_generation_prompt` and `continue_final_message`), and stoplab's `replay`: text or token ids the
+//!   replay model writes instead of sampling, so any stop scenario can be staged over HTTP. A known field of
+//!   the wrong type is a 400.
+//! * A field the server does not implement is a 400 naming it (`code: "unsupported_parameter"`), never
+//!   silently ignored: `suffix`, `best_of` > 1, `functions`, `response_format` other than text, `audio`,
+//!   `prediction`, `tool_choice` `required` or a named function, grammars and guided decoding, ... (see
+//!   [`request`]). Fields that change nothing here are ignored: `user`, `metadata`, `store`, `service_tier`,
+//!   `add_special_tokens`, other unknown fields.
+//! * `n` choices run one after another; choice `i` is seeded `seed + i`, as vLLM seeds the copies of a request
+//!   (choice 0 is what `n` = 1 gives). Streamed, each chunk names its choice by `index`.
+//! * `logprobs` are the model's raw-logit softmax (before temperature, penalties and bias: the distribution
+//!   `stoplab trace` shows as `p` and `p_end`), one entry per generated token as `usage` counts them, the end
+//!   token included; a replayed token has log probability 0 (the replay writes it with certainty). Streamed,
+//!   a token's entry goes with the chunk that releases its text (or the last chunk, for a cut stop).
+//! * Function calls: with `tools`, the model's own template renders them (a template without a tools branch,
+//!   SmolLM2's, is a 400 naming `tools`), and a reply that is a call (Qwen2.5 writes a bare JSON object; the
+//!   template asks for `<tool_call>` tags; both are read) is returned as `message.tool_calls` with
+//!   finish_reason `tool_calls`. Streamed, text that may be a call is held until the end, then sent as one
+//!   `tool_calls` delta per reply (or as text).
+//! * A prompt (or prompt plus `max_tokens`) beyond the context is a 400 with `code: "context_length_exceeded"`.
+//! * Messages: a role must be `system`, `user`, `assistant` or `tool` (`developer` is read as `system`), so no
+//!   role string reaches the template as text; user and system messages need content. Otherwise a 400 naming
+//!   `messages[i].role` or `messages[i].content`.
 //! * Other routes: `GET /v1/models`, `GET /health` (no key needed; queue and cancellation counters),
-//!   `POST /tokenize` (`prompt` or `messages`), `POST /detokenize` (`tokens`).
+//!   `POST /tokenize` (vLLM's `prompt` / `messages` with `return_token_strs`, `add_generation_prompt`,
+//!   `continue_final_message`; llama.cpp's `content` with `with_pieces` and `parse_special`, each answered in
+//!   its server's shape), `POST /detokenize` (`tokens`).
+//! * Connections: at most `--max-connections` open at once (more wait to be accepted); a request's header
+//!   (and the wait between kept-alive requests) must arrive within `--read-timeout`, and then its body, so a
+//!   flood of slow clients cannot stop the server answering others. A `Content-Length` beyond
+//!   `--max-body-bytes` is a 413 before any of the body is read. Parsing, chat templates (compiled once) and
+//!   tokenizing run off the async runtime's threads.
 //!
 //! ```text
 //! $ stoplab serve &
@@ -61,6 +90,13 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Requests that may wait while one generates; more are answered 429.
     pub queue: usize,
+    /// The most choices one request may ask for (`n`).
+    pub max_n: usize,
+    /// Connections open at once; more wait to be accepted until one closes.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's header (an idle kept-alive connection too), and then
+    /// its body; a slower one is disconnected (header) or answered 408 (body).
+    pub read_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -70,6 +106,9 @@ impl Default for Limits {
             max_stop_bytes: 1024,
             max_body_bytes: 1 << 20,
             queue: 32,
+            max_n: 16,
+            max_connections: 64,
+            read_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -165,6 +204,58 @@ impl Drop for Handle {
     }
 }
 
+/// Accepts connections until `stopped`: at most `limits.max_connections` open at once (the next client
+/// waits in the listen backlog until one closes), each given `limits.read_timeout` to send a request's
+/// header, so clients that trickle their headers in (or sit idle) are disconnected and cannot hold every
+/// connection. Then lets open responses end, for at most [`SHUTDOWN_GRACE`].
+async fn accept(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: &Limits,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                // Out of file descriptors, or a connection reset before it was accepted: try again shortly.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.read_timeout)
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // Open responses end quickly once the generation is cancelled; a client that keeps a request half-sent
+    // must not hold the shutdown up for ever.
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+    }
+}
+
 /// Loads the model, binds `config.addr` and serves on background threads until [`Handle::shutdown`].
 pub fn start(config: Config) -> Result<Handle, StartError> {
     let engine = Engine::load(&config.engine)?;
@@ -183,13 +274,13 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
     {
         model_ids.push(stem);
     }
-    let served = Served {
-        vocab: Arc::new(engine.vocab.clone()),
-        context: engine.context_length(),
+    let served = Served::new(
+        Arc::new(engine.vocab.clone()),
+        engine.context_length(),
         model_ids,
-        weights: !config.engine.tokenizer_only,
-        limits: config.limits.clone(),
-    };
+        !config.engine.tokenizer_only,
+        config.limits.clone(),
+    );
 
     let listener = std::net::TcpListener::bind(config.addr).map_err(|source| StartError::Bind {
         addr: config.addr,
@@ -225,25 +316,14 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
         .build()
         .map_err(StartError::Runtime)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let limits = config.limits.clone();
     let server = std::thread::Builder::new()
         .name("stoplab-serve".into())
         .spawn(move || {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                let mut graceful = stopped.clone();
-                let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                    let _ = graceful.wait_for(|s| *s).await;
-                });
-                // Open responses end quickly once the generation is cancelled; a client that keeps a
-                // request half-sent must not hold the shutdown up for ever.
-                let mut deadline = stopped;
-                tokio::select! {
-                    r = serve => r,
-                    _ = async move {
-                        let _ = deadline.wait_for(|s| *s).await;
-                        tokio::time::sleep(SHUTDOWN_GRACE).await;
-                    } => Ok(()),
-                }
+                accept(listener, app, &limits, stopped).await;
+                Ok(())
             })
         })
         .map_err(StartError::Runtime)?;
