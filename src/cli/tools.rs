@@ -55,13 +55,13 @@ pub fn run(
     opts: GenArgs,
 ) -> Result<(), Failure> {
     let tools = read_tools(tools_file)?;
-    let (format, params) = opts.params(PromptFormat::Chat.name())?;
+    let engine = opts.load_engine()?;
+    let (format, params) = opts.params(PromptFormat::Chat.name(), &engine.vocab)?;
     if format != PromptFormat::Chat {
         return Err(Failure::usage(
             "--tools: functions are shown to the model through its chat template; use the chat format",
         ));
     }
-    let engine = opts.load_engine()?;
     let template = engine
         .vocab
         .chat_template()

@@ -570,6 +570,9 @@ fn traced_request(body: &[u8], served: &Served) -> Result<(GenRequest, Value), A
         include_usage: false,
         n: 1,
         top_probs: Some(StepProbs::TOP),
+        echo: None,
+        tools: Vec::new(),
+        parallel_tool_calls: true,
     };
     Ok((request, start))
 }
