@@ -250,6 +250,63 @@ fn every_request_field_is_accepted_and_unknown_fields_are_ignored() {
     h.shutdown().unwrap();
 }
 
+/// stoplab's `end_tokens`: which end tokens count, per request, as `--end-token` / `--add-end-token` /
+/// `--no-end-token` on the command line. SmolLM2's set is {0 <|endoftext|>, 2 <|im_end|>}.
+#[test]
+fn end_tokens_choose_which_end_tokens_count_per_request() {
+    let h = replay_server();
+    let replay = " Hi.<|im_end|> more<|endoftext|> rest";
+    // The model's set: <|im_end|> ends it.
+    let r = completion(
+        &h,
+        json!({"prompt": "AI:", "replay": replay, "max_tokens": 20}),
+    );
+    assert_eq!(r["choices"][0]["text"], " Hi.");
+    assert_eq!(r["usage"]["completion_tokens"], 3);
+    // Removed from the set, <|im_end|> is a token like any other; <|endoftext|> still ends it.
+    let r = completion(
+        &h,
+        json!({"prompt": "AI:", "replay": replay, "max_tokens": 20, "end_tokens": {"remove": [2]}}),
+    );
+    assert_eq!(r["choices"][0]["text"], " Hi.<|im_end|> more");
+    assert_eq!(r["choices"][0]["finish_reason"], "stop");
+    assert_eq!(r["choices"][0]["stop_reason"], Value::Null);
+    // Replaced by an ordinary token: the generation ends on it as on the model's own end token (stop_reason
+    // null, the token not in the text).
+    let more = tokenize(&h, " more")[0];
+    let r = completion(
+        &h,
+        json!({"prompt": "AI:", "replay": replay, "max_tokens": 20, "end_tokens": {"replace": [more]}}),
+    );
+    assert_eq!(r["choices"][0]["text"], " Hi.<|im_end|>");
+    assert_eq!(r["choices"][0]["finish_reason"], "stop");
+    // Ids are checked against the vocabulary and named by their place.
+    let r = post(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": "AI:", "replay": " x", "end_tokens": {"add": [7, 999999]}}),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let msg = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("end_tokens.add[1]") && msg.contains("999999"),
+        "{msg}"
+    );
+    let r = post(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": "AI:", "replay": " x", "end_tokens": {"drop": [2]}}),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("end_tokens")
+    );
+    h.shutdown().unwrap();
+}
+
 #[test]
 fn the_error_table() {
     let h = replay_server();

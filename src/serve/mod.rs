@@ -23,8 +23,10 @@
 //!   `tool_choice` (`auto` / `none`), `parallel_tool_calls`), vLLM's and llama.cpp's (`top_k`, `min_p`,
 //!   `repetition_penalty`, `stop_token_ids`, `include_stop_str_in_output`, `ignore_eos`, `min_tokens`, chat's
 //!   `add_generation_prompt` and `continue_final_message`), and stoplab's `replay`: text or token ids the
-//!   replay model writes instead of sampling, so any stop scenario can be staged over HTTP. A known field of
-//!   the wrong type is a 400.
+//!   replay model writes instead of sampling, so any stop scenario can be staged over HTTP, `end_tokens`
+//!   (`{"replace": [ids], "add": [ids], "remove": [ids]}`: which end tokens count, as `--end-token`,
+//!   `--add-end-token` and `--no-end-token`) and `repetition_stop`. A known field of the wrong type is a 400.
+//!   A text prompt gets the model's BOS when its file asks for one (Gemma), as llama.cpp's does.
 //! * A field the server does not implement is a 400 naming it (`code: "unsupported_parameter"`), never
 //!   silently ignored: `suffix`, `best_of` > 1, `functions`, `response_format` other than text, `audio`,
 //!   `prediction`, `tool_choice` `required` or a named function, grammars and guided decoding, ... (see

@@ -227,6 +227,7 @@ const FIELDS: &[&str] = &[
     "min_tokens",
     "max_tokens",
     "repetition_stop",
+    "end_tokens",
     "temperature",
     "top_k",
     "top_p",
@@ -320,6 +321,7 @@ fn read(body: &[u8], served: &Served, prompt_only: bool) -> Result<Asked, ApiErr
     user.min_tokens = f.get("min_tokens")?.unwrap_or(0);
     user.max_tokens = f.get("max_tokens")?.unwrap_or(DEFAULT_MAX_TOKENS);
     user.repetition = f.get("repetition_stop")?;
+    user.end_tokens = f.get("end_tokens")?.unwrap_or_default();
     user.sampling = SamplingParams {
         // Greedy unless asked: the command line's default, so a run is the same each time.
         temperature: f.get("temperature")?.unwrap_or(0.0),
@@ -423,7 +425,7 @@ fn prepare(asked: &Asked, vocab: &Vocab) -> Result<Prepared, ApiError> {
             crate::Error::Invalid { message, .. } => ApiError::invalid("messages", message),
             other => other.into(),
         })?;
-    let prompt = vocab.encode(&text, true)?;
+    let prompt = vocab.encode_prompt(&text)?;
     Ok(Prepared {
         text,
         prompt,

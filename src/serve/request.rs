@@ -384,15 +384,25 @@ fn completion_prompt(
     f: &Fields,
     vocab: &Vocab,
     parse_special: bool,
+    generate: bool,
 ) -> Result<(Vec<u32>, String), ApiError> {
+    // A text prompt to generate from gets the BOS when the model asks for one (Gemma), as llama.cpp's
+    // /completion does; a prompt of token ids is taken as given.
+    let text = |s: &str| {
+        if generate {
+            vocab.encode_prompt(s)
+        } else {
+            vocab.encode(s, parse_special)
+        }
+    };
     let prompt = f
         .raw("prompt")
         .ok_or_else(|| ApiError::invalid("prompt", "is required"))?;
     let ids = match prompt {
-        Value::String(s) => (vocab.encode(s, parse_special)?, s.clone()),
+        Value::String(s) => (text(s)?, s.clone()),
         Value::Array(a) if a.len() == 1 && a[0].is_string() => {
             let s = a[0].as_str().unwrap_or_default();
-            (vocab.encode(s, parse_special)?, s.to_string())
+            (text(s)?, s.to_string())
         }
         Value::Array(a) if a.iter().all(Value::is_number) => {
             let ids: Vec<u32> = typed(prompt, "prompt")?;
@@ -415,20 +425,27 @@ fn completion_prompt(
     Ok(ids)
 }
 
-/// Renders and tokenizes a prompt for either route (also used by `/tokenize`): the ids and the text.
+/// Renders and tokenizes a prompt for either route (also used by `/tokenize`): the ids and the text. With
+/// `generate`, a text prompt gets the model's BOS when its file asks for one (special tokens are parsed).
 pub fn prompt_ids(
     f: &Fields,
     endpoint: Endpoint,
     served: &Served,
     tools: &[Value],
     parse_special: bool,
+    generate: bool,
 ) -> Result<(Vec<u32>, String), ApiError> {
     let vocab = &*served.vocab;
     match endpoint {
-        Endpoint::Completions => completion_prompt(f, vocab, parse_special),
+        Endpoint::Completions => completion_prompt(f, vocab, parse_special, generate),
         Endpoint::Chat => {
             let text = render_chat(f, served, tools)?;
-            Ok((vocab.encode(&text, parse_special)?, text))
+            let ids = if generate {
+                vocab.encode_prompt(&text)?
+            } else {
+                vocab.encode(&text, parse_special)?
+            };
+            Ok((ids, text))
         }
     }
 }
@@ -793,7 +810,7 @@ pub fn generation(
         }
     };
 
-    let (prompt, prompt_text) = prompt_ids(&f, endpoint, served, &tools, true)?;
+    let (prompt, prompt_text) = prompt_ids(&f, endpoint, served, &tools, true, true)?;
     let prompt_field = match endpoint {
         Endpoint::Completions => "prompt",
         Endpoint::Chat => "messages",
@@ -889,6 +906,8 @@ pub fn generation(
         min_tokens,
         max_tokens,
         repetition: f.get("repetition_stop")?,
+        // stoplab's: which end tokens count ({"replace": [ids], "add": [ids], "remove": [ids]}).
+        end_tokens: f.get("end_tokens")?.unwrap_or_default(),
         sampling: SamplingParams {
             // OpenAI's default temperature; the default seed makes a repeated request give the same text.
             temperature: f.get("temperature")?.unwrap_or(1.0),

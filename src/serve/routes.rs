@@ -780,7 +780,8 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 ///   "continue_final_message"}`, with `return_token_strs` → `{"count", "max_model_len", "tokens",
 ///   "token_strs"}` (the vocabulary's pieces, or null).
 ///
-/// `add_special` / `add_special_tokens` change nothing: stoplab's tokenizer adds no BOS.
+/// `add_special` / `add_special_tokens` change nothing: the ids are the text's, with no BOS (a generation
+/// from a text prompt adds the BOS where the model asks for one).
 async fn tokenize(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
     let b = read_body(&state, req).await?;
     let st = state.clone();
@@ -820,7 +821,7 @@ fn tokenize_body(b: &[u8], served: &Served) -> Result<Value, ApiError> {
         Endpoint::Chat => request::tools(&f)?,
         Endpoint::Completions => Vec::new(),
     };
-    let (ids, _) = request::prompt_ids(&f, endpoint, served, &tools, parse_special)?;
+    let (ids, _) = request::prompt_ids(&f, endpoint, served, &tools, parse_special, false)?;
     let token_strs = f
         .get::<bool>("return_token_strs")?
         .unwrap_or(false)
