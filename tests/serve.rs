@@ -131,7 +131,10 @@ fn chat_completions_render_the_template_and_answer_with_a_message() {
 
 /// Streams and non-streamed answers to the same request, side by side.
 fn both(h: &stoplab::serve::Handle, path: &str, body: Value) -> (Vec<String>, Value, Value) {
-    let plain = post(h, path, &body);
+    // stream_options only goes with a stream (vLLM and OpenAI refuse it otherwise).
+    let mut unstreamed = body.clone();
+    unstreamed.as_object_mut().unwrap().remove("stream_options");
+    let plain = post(h, path, &unstreamed);
     assert_eq!(plain.status, 200, "{:?}", plain.body);
     let mut sbody = body.clone();
     sbody["stream"] = true.into();
@@ -333,7 +336,8 @@ fn the_error_table() {
             400,
             Some("logit_bias.5"),
         ),
-        ("n above 1", with("n", json!(2)), 400, Some("n")),
+        ("n above --max-n", with("n", json!(17)), 400, Some("n")),
+        ("n of 0", with("n", json!(0)), 400, Some("n")),
         (
             "repetition_stop count 1",
             with("repetition_stop", json!({"ngram": 2, "count": 1})),

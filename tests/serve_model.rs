@@ -285,3 +285,110 @@ fn load_run() {
         tokens as f64 / wall,
     );
 }
+
+/// The log probabilities are the model's raw-logit softmax, the same numbers `stoplab trace` shows as `p`.
+#[test]
+fn logprobs_are_the_models_distribution_streamed_and_not() {
+    let h = start(true, None, Limits::default());
+    let body = json!({"messages": [{"role": "user", "content": "Hi!"}], "temperature": 0, "max_tokens": 12,
+                      "logprobs": true, "top_logprobs": 5});
+    let r = post(&h, "/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let content = r.body["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        content.len(),
+        r.body["usage"]["completion_tokens"].as_u64().unwrap() as usize
+    );
+    for e in &content {
+        let lp = e["logprob"].as_f64().unwrap();
+        assert!(lp <= 0.0 && lp > -9999.0, "{e}");
+        let top = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 5);
+        let lps: Vec<f64> = top.iter().map(|t| t["logprob"].as_f64().unwrap()).collect();
+        assert!(
+            lps.windows(2).all(|w| w[0] >= w[1]),
+            "most likely first: {lps:?}"
+        );
+        assert!(lps.iter().map(|l| l.exp()).sum::<f64>() <= 1.0 + 1e-4);
+        // Greedy: the chosen token is the most likely one.
+        assert_eq!(
+            (&top[0]["token"], &top[0]["logprob"]),
+            (&e["token"], &e["logprob"])
+        );
+    }
+    let mut s = body.clone();
+    s["stream"] = true.into();
+    let streamed: Vec<serde_json::Value> = stream(&h, "/v1/chat/completions", &s)
+        .iter()
+        .filter_map(|e| e["choices"][0]["logprobs"]["content"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert_eq!(streamed, content);
+    h.shutdown().unwrap();
+
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args([
+            "trace",
+            "--chat",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "12",
+            "--jsonl",
+            "Hi!",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), content.len());
+    for (row, e) in rows.iter().zip(&content) {
+        let p = row["p"].as_f64().unwrap();
+        let from_logprob = e["logprob"].as_f64().unwrap().exp();
+        assert!(
+            (p - from_logprob).abs() < 1e-4,
+            "trace p {p} vs exp(logprob) {from_logprob}"
+        );
+    }
+}
+
+/// Choice i of a request with `n` is what `n` = 1 gives with seed + i, as vLLM seeds its copies.
+#[test]
+fn n_choices_are_seeded_as_vllm_seeds_them() {
+    let h = start(true, None, Limits::default());
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 8, "temperature": 1.0, "seed": 5, "n": 3});
+    let r = post(&h, "/v1/completions", &body);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let texts: Vec<String> = r.body["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts.len(), 3);
+    for (i, text) in texts.iter().enumerate() {
+        let one = json!({"prompt": "Once upon a time", "max_tokens": 8, "temperature": 1.0, "seed": 5 + i});
+        let r = post(&h, "/v1/completions", &one);
+        assert_eq!(
+            r.body["choices"][0]["text"].as_str().unwrap(),
+            text,
+            "choice {i}"
+        );
+    }
+    let mut s = body.clone();
+    s["stream"] = true.into();
+    let mut streamed = vec![String::new(); 3];
+    for e in stream(&h, "/v1/completions", &s) {
+        for c in e["choices"].as_array().unwrap() {
+            streamed[c["index"].as_u64().unwrap() as usize].push_str(c["text"].as_str().unwrap());
+        }
+    }
+    assert_eq!(streamed, texts);
+    h.shutdown().unwrap();
+}

@@ -19,6 +19,7 @@ pub mod generate;
 pub mod probe;
 pub mod serve;
 pub mod tokenize;
+pub mod tools;
 pub mod trace;
 
 use std::path::PathBuf;
@@ -82,6 +83,10 @@ pub enum Command {
         /// Earlier turns from a JSON file: [{"role": "user", "content": "..."}, ...] or {"messages": [...]}.
         #[arg(long, value_name = "FILE")]
         messages: Option<PathBuf>,
+        /// Functions the model may call, as OpenAI's `tools` in a JSON file; a reply that calls one is
+        /// printed as `tool_calls` (needs a template with a tools branch: qwen2.5-coder-0.5b-instruct).
+        #[arg(long, value_name = "FILE")]
+        tools: Option<PathBuf>,
         #[command(flatten)]
         opts: GenArgs,
     },
@@ -579,10 +584,14 @@ pub fn run(command: Command) -> Result<(), Failure> {
             message,
             system,
             messages,
+            tools,
             opts,
         } => {
             let all = chat_messages(message, system, messages)?;
-            generate::run(all, PromptFormat::Chat.name(), opts)
+            match tools {
+                Some(file) => tools::run(all, &file, opts),
+                None => generate::run(all, PromptFormat::Chat.name(), opts),
+            }
         }
         Command::Trace {
             prompt,

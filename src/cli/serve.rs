@@ -48,6 +48,16 @@ pub struct ServeArgs {
     /// Largest request body, in bytes (413 beyond).
     #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
+    /// Most choices one request may ask for (`n`).
+    #[arg(long, default_value_t = Limits::default().max_n)]
+    max_n: usize,
+    /// Connections open at once; further clients wait to be accepted until one closes.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds a client may take to send a request's header (or sit idle between requests), and then its
+    /// body; a slower client is disconnected, so slow clients cannot hold every connection.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().read_timeout.as_secs_f64())]
+    read_timeout: f64,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
@@ -62,6 +72,11 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
              the model"
         );
     }
+    if !(args.read_timeout > 0.0 && args.read_timeout.is_finite()) || args.max_connections == 0 {
+        return Err(Failure::usage(
+            "--read-timeout must be a positive number of seconds and --max-connections at least 1",
+        ));
+    }
     let config = Config {
         engine: args.model.options(args.replay_only),
         addr,
@@ -72,6 +87,9 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             max_stop_bytes: args.max_stop_bytes,
             max_body_bytes: args.max_body_bytes,
             queue: args.queue,
+            max_n: args.max_n,
+            max_connections: args.max_connections,
+            read_timeout: std::time::Duration::from_secs_f64(args.read_timeout),
         },
     };
     // Before the server says it is ready: a signal sent as soon as it says so must find the handlers.

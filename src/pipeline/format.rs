@@ -15,18 +15,121 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::pipeline::settings::{Field, SettingsError};
 
-/// One message of a conversation, as OpenAI's API writes it.
+/// One message of a conversation, as OpenAI's API writes it: a role (one of [`ROLES`]), its text, and for
+/// function calling an assistant's `tool_calls` or a `tool` message's `tool_call_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub content: String,
+    /// An assistant message's function calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` message: the id of the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+/// The roles a message may have. A role is checked against this list before it reaches a template, so a
+/// role string can never inject template text.
+pub const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Self {
         Self {
             role: role.into(),
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+}
+
+/// A function call, in an assistant message or parsed from a reply. On the wire it is OpenAI's
+/// `{"id", "type": "function", "function": {"name", "arguments": "<JSON text>"}}`; `arguments` is kept
+/// parsed, as the chat templates (and Hugging Face's and vLLM's renderers) hand it to `tojson`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireToolCall", into = "WireToolCall")]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: serde_json::Value,
+}
+
+impl ToolCall {
+    /// OpenAI's shape, `arguments` as JSON text.
+    pub fn to_openai(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": arguments_text(&self.arguments)},
+        })
+    }
+}
+
+/// `arguments` as OpenAI sends it: JSON text (a string stays as it is).
+fn arguments_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireToolCall {
+    #[serde(default)]
+    id: String,
+    #[serde(rename = "type", default = "function_type")]
+    kind: String,
+    function: WireFunction,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireFunction {
+    name: String,
+    arguments: serde_json::Value,
+}
+
+impl TryFrom<WireToolCall> for ToolCall {
+    type Error = String;
+
+    fn try_from(w: WireToolCall) -> Result<Self, String> {
+        if w.kind != "function" {
+            return Err(format!(
+                "tool call type {:?}: only \"function\" is supported",
+                w.kind
+            ));
+        }
+        let arguments = match w.function.arguments {
+            serde_json::Value::String(s) => serde_json::from_str(&s)
+                .map_err(|e| format!("function.arguments is not JSON text ({e}): {s:?}"))?,
+            other => other,
+        };
+        Ok(Self {
+            id: w.id,
+            name: w.function.name,
+            arguments,
+        })
+    }
+}
+
+impl From<ToolCall> for WireToolCall {
+    fn from(c: ToolCall) -> Self {
+        Self {
+            id: c.id,
+            kind: function_type(),
+            function: WireFunction {
+                name: c.name,
+                arguments: arguments_text(&c.arguments).into(),
+            },
         }
     }
 }
@@ -135,39 +238,383 @@ pub fn render_chat(
     messages: &[Message],
     add_generation_prompt: bool,
 ) -> Result<String, Error> {
-    let bad = |e: minijinja::Error| Error::Invalid {
+    ChatTemplate::new(template)?.render(
+        messages,
+        &ChatOptions {
+            add_generation_prompt,
+            ..ChatOptions::default()
+        },
+    )
+}
+
+/// How to render a conversation with [`ChatTemplate::render`].
+#[derive(Debug, Clone, Copy)]
+pub struct ChatOptions<'a> {
+    /// OpenAI's `tools` (`{"type": "function", "function": {...}}` objects), handed to the template as they
+    /// were given. Only a template with a tools branch takes them.
+    pub tools: &'a [serde_json::Value],
+    /// End with the header of the assistant's turn.
+    pub add_generation_prompt: bool,
+    /// vLLM's and Hugging Face's `continue_final_message`: the text ends where the last message's content
+    /// ends (no end-of-turn after it), so the model continues that message.
+    pub continue_final_message: bool,
+}
+
+impl Default for ChatOptions<'_> {
+    fn default() -> Self {
+        Self {
+            tools: &[],
+            add_generation_prompt: true,
+            continue_final_message: false,
+        }
+    }
+}
+
+/// A model's chat template, compiled once: rendered as Hugging Face renders it (Jinja with `trim_blocks`
+/// and `lstrip_blocks`, `tojson` as Python's `json.dumps` with keys in the order given and no ASCII
+/// escaping), which gave prompts byte-identical to llama.cpp's for Qwen2.5's tools branch.
+pub struct ChatTemplate {
+    env: minijinja::Environment<'static>,
+    tools: bool,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("tools", &self.tools)
+            .finish_non_exhaustive()
+    }
+}
+
+fn template_error(e: minijinja::Error) -> Error {
+    Error::Invalid {
         field: "chat_template".into(),
         message: format!("the model's chat template cannot be rendered: {e}"),
-    };
-    let mut env = minijinja::Environment::new();
-    env.add_function(
-        "raise_exception",
-        |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                msg,
-            ))
+    }
+}
+
+impl ChatTemplate {
+    /// Compiles a template (its syntax errors name `chat_template`).
+    pub fn new(source: &str) -> Result<Self, Error> {
+        let mut env = minijinja::Environment::new();
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()
+                .map_err(template_error)?,
+        );
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        env.add_filter("tojson", tojson);
+        env.add_template_owned("chat", source.to_string())
+            .map_err(template_error)?;
+        let tools = env
+            .get_template("chat")
+            .map_err(template_error)?
+            .undeclared_variables(false)
+            .contains("tools");
+        Ok(Self { env, tools })
+    }
+
+    /// Whether the template reads `tools` (Qwen2.5's does; SmolLM2's does not).
+    pub fn has_tools(&self) -> bool {
+        self.tools
+    }
+
+    /// Renders a conversation. Tools, or messages with tool calls or the `tool` role, need a template with a
+    /// tools branch: without one they are an error naming `tools` rather than a prompt that drops them.
+    pub fn render(&self, messages: &[Message], opts: &ChatOptions<'_>) -> Result<String, Error> {
+        let uses_tools = messages
+            .iter()
+            .any(|m| !m.tool_calls.is_empty() || m.role == "tool");
+        if !self.tools && (!opts.tools.is_empty() || uses_tools) {
+            return Err(Error::Invalid {
+                field: "tools".into(),
+                message: "the model's chat template has no tools branch, so it cannot show the model \
+                          functions or their results; use a model whose template takes tools (qwen2.5-coder-0.5b-instruct)"
+                    .into(),
+            });
+        }
+        if opts.continue_final_message && opts.add_generation_prompt {
+            return Err(Error::Invalid {
+                field: "continue_final_message".into(),
+                message: "cannot be set together with add_generation_prompt: the last message is either continued \
+                          or followed by a new assistant turn"
+                    .into(),
+            });
+        }
+        let tools: Vec<minijinja::Value> = opts.tools.iter().map(json_value).collect();
+        let tools = (!tools.is_empty()).then(|| minijinja::Value::from(tools));
+        let text = self
+            .env
+            .get_template("chat")
+            .and_then(|t| {
+                t.render(minijinja::context! {
+                    messages => chat_messages(messages),
+                    tools => tools,
+                    add_generation_prompt => opts.add_generation_prompt,
+                })
+            })
+            .map_err(template_error)?;
+        if !opts.continue_final_message {
+            return Ok(text);
+        }
+        // As Hugging Face does: cut the text after the last occurrence of the final message's content.
+        let last = messages.last().map(|m| m.content.as_str()).unwrap_or("");
+        let cut = [last, last.trim_end()]
+            .into_iter()
+            .filter(|c| !c.trim().is_empty())
+            .find_map(|c| text.rfind(c).map(|at| at + c.len()));
+        match cut {
+            Some(end) => Ok(text[..end].to_string()),
+            None => Err(Error::Invalid {
+                field: "continue_final_message".into(),
+                message: "the final message's content does not appear in the rendered chat (it is empty, or the \
+                          template drops it), so there is nothing to continue"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// A JSON value as a template sees it, object keys in their order.
+fn json_value(v: &serde_json::Value) -> minijinja::Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => minijinja::Value::from(()),
+        J::Bool(b) => (*b).into(),
+        J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i.into(),
+            (_, Some(u), _) => u.into(),
+            (_, _, f) => f.unwrap_or(f64::NAN).into(),
         },
-    );
-    env.add_template("chat", template).map_err(bad)?;
-    env.get_template("chat")
-        .and_then(|t| t.render(minijinja::context! { messages => chat_messages(messages), add_generation_prompt => add_generation_prompt }))
-        .map_err(bad)
+        J::String(s) => s.as_str().into(),
+        J::Array(a) => a.iter().map(json_value).collect::<Vec<_>>().into(),
+        J::Object(map) => minijinja::Value::from_object(JsonObject(map.clone())),
+    }
+}
+
+/// A JSON object that keeps its key order (minijinja's own maps sort their keys).
+#[derive(Debug)]
+struct JsonObject(serde_json::Map<String, serde_json::Value>);
+
+impl minijinja::value::Object for JsonObject {
+    fn repr(self: &std::sync::Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Map
+    }
+
+    fn get_value(self: &std::sync::Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        self.0.get(key.as_str()?).map(json_value)
+    }
+
+    fn enumerate(self: &std::sync::Arc<Self>) -> minijinja::value::Enumerator {
+        let keys: Vec<minijinja::Value> = self.0.keys().map(|k| k.as_str().into()).collect();
+        minijinja::value::Enumerator::Values(keys)
+    }
+}
+
+/// Jinja's `tojson` as Hugging Face defines it: Python's `json.dumps(x, ensure_ascii=False)` (`", "` and
+/// `": "` between items, keys in their order), or with `indent`.
+fn tojson(
+    value: &minijinja::Value,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<minijinja::Value, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let mut out = String::new();
+    dumps(value, indent, 0, &mut out)?;
+    Ok(minijinja::Value::from_safe_string(out))
+}
+
+fn dumps(
+    v: &minijinja::Value,
+    indent: Option<usize>,
+    depth: usize,
+    out: &mut String,
+) -> Result<(), minijinja::Error> {
+    use minijinja::value::ValueKind as K;
+    let newline = |out: &mut String, depth: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * depth));
+        }
+    };
+    let sep = if indent.is_some() { "," } else { ", " };
+    match v.kind() {
+        K::Undefined | K::None => out.push_str("null"),
+        K::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
+        K::Number => match (v.as_i64(), f64::try_from(v.clone())) {
+            (Some(i), _) if !v.to_string().contains(['.', 'e', 'E']) => {
+                out.push_str(&i.to_string())
+            }
+            (_, Ok(f)) if f.is_finite() => out.push_str(&serde_json::Value::from(f).to_string()),
+            (_, Ok(f)) => out.push_str(if f.is_nan() {
+                "NaN"
+            } else if f > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            }),
+            _ => out.push_str(&v.to_string()),
+        },
+        K::String => {
+            out.push_str(&serde_json::Value::from(v.as_str().unwrap_or_default()).to_string())
+        }
+        K::Seq | K::Iterable => {
+            let items: Vec<minijinja::Value> = v.try_iter()?.collect();
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                newline(out, depth + 1);
+                dumps(item, indent, depth + 1, out)?;
+            }
+            if !items.is_empty() {
+                newline(out, depth);
+            }
+            out.push(']');
+        }
+        K::Map => {
+            let keys: Vec<minijinja::Value> = v.try_iter()?.collect();
+            out.push('{');
+            for (i, key) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                newline(out, depth + 1);
+                let name = key.as_str().map_or_else(|| key.to_string(), str::to_string);
+                out.push_str(&serde_json::Value::from(name).to_string());
+                out.push_str(": ");
+                dumps(&v.get_item(key)?, indent, depth + 1, out)?;
+            }
+            if !keys.is_empty() {
+                newline(out, depth);
+            }
+            out.push('}');
+        }
+        _ => out.push_str(&serde_json::Value::from(v.to_string()).to_string()),
+    }
+    Ok(())
 }
 
 fn chat_messages(messages: &[Message]) -> minijinja::Value {
     let list: Vec<minijinja::Value> = messages
         .iter()
         .map(|m| {
-            let map: std::collections::BTreeMap<&str, minijinja::Value> = [
-                ("role", m.role.as_str().into()),
-                ("content", m.content.as_str().into()),
-            ]
-            .into();
-            minijinja::Value::from(map)
+            let mut map = serde_json::Map::new();
+            map.insert("role".into(), m.role.clone().into());
+            // An assistant turn that only calls functions has no content (None, as OpenAI sends it).
+            if m.content.is_empty() && !m.tool_calls.is_empty() {
+                map.insert("content".into(), serde_json::Value::Null);
+            } else {
+                map.insert("content".into(), m.content.clone().into());
+            }
+            if !m.tool_calls.is_empty() {
+                let calls = m
+                    .tool_calls
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments},
+                        })
+                    })
+                    .collect();
+                map.insert("tool_calls".into(), serde_json::Value::Array(calls));
+            }
+            if let Some(id) = &m.tool_call_id {
+                map.insert("tool_call_id".into(), id.clone().into());
+            }
+            json_value(&serde_json::Value::Object(map))
         })
         .collect();
     minijinja::Value::from(list)
+}
+
+/// A reply read for function calls: the text before the calls (None when there is none) and the calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolReply {
+    pub content: Option<String>,
+    pub calls: Vec<ToolCall>,
+}
+
+/// Reads a reply written after `tools` were offered as function calls, the way the model wrote them:
+/// `<tool_call>{...}</tool_call>` blocks (Qwen's template asks for them; text before the first is the
+/// content), or, as Qwen2.5 answers in practice, a bare JSON object `{"name": ..., "arguments": {...}}` (or
+/// several, or an array of them, or any of these in a ``` fence) as the whole reply. A call must name one of
+/// `tools`; anything else (prose, JSON that is not a call, a call cut off by `max_tokens`) is `None`: the
+/// reply is text. Calls get ids `call_{id}_{i}`.
+pub fn parse_tool_calls(text: &str, tools: &[serde_json::Value], id: &str) -> Option<ToolReply> {
+    let names: Vec<&str> = tools
+        .iter()
+        .filter_map(|t| t.get("function")?.get("name")?.as_str())
+        .collect();
+    let call = |v: &serde_json::Value, i: usize| -> Option<ToolCall> {
+        let obj = v.as_object()?;
+        let name = obj.get("name")?.as_str()?;
+        if !names.contains(&name) {
+            return None;
+        }
+        let arguments = match obj.get("arguments").or_else(|| obj.get("parameters")) {
+            None => serde_json::json!({}),
+            Some(serde_json::Value::String(s)) => serde_json::from_str(s).ok()?,
+            Some(a @ serde_json::Value::Object(_)) => a.clone(),
+            Some(_) => return None,
+        };
+        Some(ToolCall {
+            id: format!("call_{id}_{i}"),
+            name: name.to_string(),
+            arguments,
+        })
+    };
+    const OPEN: &str = "<tool_call>";
+    const CLOSE: &str = "</tool_call>";
+    if let Some(first) = text.find(OPEN) {
+        let before = &text[..first];
+        let mut calls = Vec::new();
+        for block in text[first..].split(OPEN).skip(1) {
+            let body = block.split(CLOSE).next().unwrap_or(block);
+            let v: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
+            calls.push(call(&v, calls.len())?);
+        }
+        return Some(ToolReply {
+            content: (!before.trim().is_empty()).then(|| before.to_string()),
+            calls,
+        });
+    }
+    let mut body = text.trim();
+    if let Some(inner) = body.strip_prefix("```") {
+        let inner = inner.strip_suffix("```")?;
+        body = inner.strip_prefix("json").unwrap_or(inner).trim();
+    }
+    if !body.starts_with(['{', '[']) {
+        return None;
+    }
+    let mut calls = Vec::new();
+    for v in serde_json::Deserializer::from_str(body).into_iter::<serde_json::Value>() {
+        match v.ok()? {
+            serde_json::Value::Array(items) => {
+                for item in &items {
+                    calls.push(call(item, calls.len())?);
+                }
+            }
+            other => calls.push(call(&other, calls.len())?),
+        }
+    }
+    (!calls.is_empty()).then_some(ToolReply {
+        content: None,
+        calls,
+    })
 }
 
 /// Reads messages from JSON: an array of `{"role", "content"}` or an object with a `messages` array.

@@ -103,8 +103,19 @@ impl StepProbs {
     /// How many alternatives [`StepProbs::top`] keeps.
     pub const TOP: usize = 5;
 
-    /// The distribution of `logits`, summarised for `chosen` and the end set.
+    /// The distribution of `logits`, summarised for `chosen` and the end set, with [`StepProbs::TOP`]
+    /// alternatives.
     pub fn of(logits: &[f32], chosen: u32, end_ids: &std::collections::BTreeSet<u32>) -> Self {
+        Self::with_top(logits, chosen, end_ids, Self::TOP)
+    }
+
+    /// [`StepProbs::of`] keeping the `k` most likely tokens (OpenAI's `top_logprobs` asks for up to 20).
+    pub fn with_top(
+        logits: &[f32],
+        chosen: u32,
+        end_ids: &std::collections::BTreeSet<u32>,
+        k: usize,
+    ) -> Self {
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
         let p = |id: u32| {
@@ -112,12 +123,14 @@ impl StepProbs {
                 .get(id as usize)
                 .map_or(0.0, |&l| (f64::from((l - max).exp()) / sum) as f32)
         };
-        let mut top: Vec<(u32, f32)> = Vec::with_capacity(Self::TOP + 1);
-        for (id, &l) in logits.iter().enumerate() {
-            if top.len() < Self::TOP || l > top[top.len() - 1].1 {
-                let at = top.partition_point(|&(_, x)| x >= l);
-                top.insert(at, (id as u32, l));
-                top.truncate(Self::TOP);
+        let mut top: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+        if k > 0 {
+            for (id, &l) in logits.iter().enumerate() {
+                if top.len() < k || l > top[top.len() - 1].1 {
+                    let at = top.partition_point(|&(_, x)| x >= l);
+                    top.insert(at, (id as u32, l));
+                    top.truncate(k);
+                }
             }
         }
         Self {
@@ -144,6 +157,11 @@ pub trait Sink {
     /// costs a pass over the vocabulary per token, so only sinks that show them ask.
     fn wants_probs(&self) -> bool {
         false
+    }
+
+    /// How many alternatives [`StepProbs::top`] keeps when [`Sink::wants_probs`].
+    fn top_probs(&self) -> usize {
+        StepProbs::TOP
     }
 }
 
@@ -202,6 +220,7 @@ pub fn generate(
     let decode_start = Instant::now();
 
     let wants_probs = sink.wants_probs();
+    let top_probs = sink.top_probs();
     let mut raw = Vec::new();
     let finish = loop {
         let mut probs = None;
@@ -213,7 +232,7 @@ pub fn generate(
                 }
                 let id = sampler.sample(&mut logits, engine.banned())?;
                 if wants_probs {
-                    probs = Some(StepProbs::of(&raw, id, vocab.end_tokens()));
+                    probs = Some(StepProbs::with_top(&raw, id, vocab.end_tokens(), top_probs));
                 }
                 id
             }

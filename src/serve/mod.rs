@@ -38,7 +38,7 @@
 pub mod openai;
 pub mod request;
 mod routes;
-mod worker;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +60,13 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Requests that may wait while one generates; more are answered 429.
     pub queue: usize,
+    /// The most choices one request may ask for (`n`).
+    pub max_n: usize,
+    /// Connections open at once; more wait to be accepted until one closes.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's header (an idle kept-alive connection too), and then
+    /// its body; a slower one is disconnected (header) or answered 408 (body).
+    pub read_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -69,6 +76,9 @@ impl Default for Limits {
             max_stop_bytes: 1024,
             max_body_bytes: 1 << 20,
             queue: 32,
+            max_n: 16,
+            max_connections: 64,
+            read_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -164,6 +174,58 @@ impl Drop for Handle {
     }
 }
 
+/// Accepts connections until `stopped`: at most `limits.max_connections` open at once (the next client
+/// waits in the listen backlog until one closes), each given `limits.read_timeout` to send a request's
+/// header, so clients that trickle their headers in (or sit idle) are disconnected and cannot hold every
+/// connection. Then lets open responses end, for at most [`SHUTDOWN_GRACE`].
+async fn accept(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: &Limits,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                // Out of file descriptors, or a connection reset before it was accepted: try again shortly.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.read_timeout)
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // Open responses end quickly once the generation is cancelled; a client that keeps a request half-sent
+    // must not hold the shutdown up for ever.
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+    }
+}
+
 /// Loads the model, binds `config.addr` and serves on background threads until [`Handle::shutdown`].
 pub fn start(config: Config) -> Result<Handle, StartError> {
     let engine = Engine::load(&config.engine)?;
@@ -182,13 +244,13 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
     {
         model_ids.push(stem);
     }
-    let served = Served {
-        vocab: Arc::new(engine.vocab.clone()),
-        context: engine.context_length(),
+    let served = Served::new(
+        Arc::new(engine.vocab.clone()),
+        engine.context_length(),
         model_ids,
-        weights: !config.engine.tokenizer_only,
-        limits: config.limits.clone(),
-    };
+        !config.engine.tokenizer_only,
+        config.limits.clone(),
+    );
 
     let listener = std::net::TcpListener::bind(config.addr).map_err(|source| StartError::Bind {
         addr: config.addr,
@@ -200,8 +262,13 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
         .map_err(StartError::Runtime)?;
 
     let stopping = Arc::new(AtomicBool::new(false));
-    let (queue, worker) = worker::spawn(engine, config.limits.queue, stopping.clone())
-        .map_err(StartError::Runtime)?;
+    let (queue, worker) = worker::spawn(
+        engine,
+        served.vocab.clone(),
+        config.limits.queue,
+        stopping.clone(),
+    )
+    .map_err(StartError::Runtime)?;
     let state = Arc::new(routes::AppState {
         served,
         queue,
@@ -219,25 +286,14 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
         .build()
         .map_err(StartError::Runtime)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let limits = config.limits.clone();
     let server = std::thread::Builder::new()
         .name("stoplab-serve".into())
         .spawn(move || {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                let mut graceful = stopped.clone();
-                let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                    let _ = graceful.wait_for(|s| *s).await;
-                });
-                // Open responses end quickly once the generation is cancelled; a client that keeps a
-                // request half-sent must not hold the shutdown up for ever.
-                let mut deadline = stopped;
-                tokio::select! {
-                    r = serve => r,
-                    _ = async move {
-                        let _ = deadline.wait_for(|s| *s).await;
-                        tokio::time::sleep(SHUTDOWN_GRACE).await;
-                    } => Ok(()),
-                }
+                accept(listener, app, &limits, stopped).await;
+                Ok(())
             })
         })
         .map_err(StartError::Runtime)?;

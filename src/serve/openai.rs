@@ -44,6 +44,22 @@ impl ApiError {
         }
     }
 
+    /// 400 for a field the server does not implement (OpenAI's `code: "unsupported_parameter"`).
+    pub fn unsupported(param: &str, message: impl std::fmt::Display) -> Self {
+        Self {
+            code: Some("unsupported_parameter"),
+            ..Self::invalid(param, message)
+        }
+    }
+
+    /// 400 for a prompt (or a prompt plus `max_tokens`) beyond the model's context, with OpenAI's code.
+    pub fn context_length(param: &str, message: impl std::fmt::Display) -> Self {
+        Self {
+            code: Some("context_length_exceeded"),
+            ..Self::invalid(param, message)
+        }
+    }
+
     /// 400 for the body as a whole (malformed JSON, not an object).
     pub fn bad_body(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
@@ -77,6 +93,18 @@ impl ApiError {
             "invalid_request_error",
             format!(
                 "the request body is larger than the server's limit of {limit} bytes (stoplab serve --max-body-bytes)"
+            ),
+        )
+    }
+
+    /// 408: the body did not arrive within the read timeout.
+    pub fn timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!(
+                "the request body did not arrive within {:.1} s (stoplab serve --read-timeout)",
+                limit.as_secs_f64()
             ),
         )
     }
@@ -124,7 +152,7 @@ impl From<Error> for ApiError {
         match &e {
             Error::Invalid { field, message } => Self::invalid(field, message),
             Error::Settings(e) => Self::invalid(&Names::default().json_path(e.field), &e.message),
-            Error::PromptTooLong { .. } => Self::invalid("prompt", &e),
+            Error::PromptTooLong { .. } => Self::context_length("prompt", &e),
             Error::UnknownToken { .. } | Error::Tokenizer(_) => Self::invalid("prompt", &e),
             Error::Stop(s) => Self::invalid("stop", s),
             Error::Model { .. }

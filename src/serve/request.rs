@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::Error;
-use crate::format::{Message, PromptFormat};
+use crate::format::{ChatOptions, ChatTemplate, Message, PromptFormat, ROLES, ToolCall};
 use crate::generate::GenerateParams;
 use crate::pipeline::settings::{Field, SettingsError, UserSettings};
 use crate::sampling::SamplingParams;
@@ -32,7 +32,43 @@ pub struct Served {
     /// False when started without weights: every generation request must carry `replay`.
     pub weights: bool,
     pub limits: Limits,
+    /// The model's chat template, compiled once; `Err` says why there is none (no template, or one that
+    /// does not compile), for the chat route's 400.
+    pub template: Result<Arc<ChatTemplate>, String>,
 }
+
+impl Served {
+    /// What a server knows of its model; compiles the chat template.
+    pub fn new(
+        vocab: Arc<Vocab>,
+        context: usize,
+        model_ids: Vec<String>,
+        weights: bool,
+        limits: Limits,
+    ) -> Self {
+        let template = match vocab.chat_template() {
+            None => Err(
+                "the model has no tokenizer.chat_template; use /v1/completions with a prompt"
+                    .into(),
+            ),
+            Some(t) => ChatTemplate::new(t)
+                .map(Arc::new)
+                .map_err(|e| format!("{e} (use /v1/completions with a prompt)")),
+        };
+        Self {
+            vocab,
+            context,
+            model_ids,
+            weights,
+            limits,
+            template,
+        }
+    }
+}
+
+/// The most alternatives per token `logprobs` / `top_logprobs` may ask for (OpenAI's bound; vLLM's default
+/// `max_logprobs`).
+pub const MAX_TOP_LOGPROBS: usize = 20;
 
 /// Which generation route a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +86,24 @@ pub struct GenRequest {
     pub params: GenerateParams,
     pub stream: bool,
     pub include_usage: bool,
+    /// Choices to generate (`n`), one after another.
+    pub n: usize,
+    /// Alternatives per token to compute probabilities for (`logprobs` / `top_logprobs`); None: none.
+    pub top_probs: Option<usize>,
+    /// Completions' `echo`: the prompt's text, which each choice's text begins with.
+    pub echo: Option<String>,
+    /// Chat with `tools` (and `tool_choice` not "none"): the tools a reply is read for calls of.
+    pub tools: Vec<Value>,
+    /// `parallel_tool_calls`: false keeps only a reply's first call.
+    pub parallel_tool_calls: bool,
+}
+
+impl GenRequest {
+    /// The seed of choice `i`: the request's seed plus `i`, as vLLM seeds the copies of a request with `n`
+    /// (so choice 0 is the text an `n` = 1 request gives).
+    pub fn choice_seed(&self, i: usize) -> u64 {
+        self.params.sampling.seed.wrapping_add(i as u64)
+    }
 }
 
 /// A request body's fields, read one at a time with the field's name in every error.
@@ -109,8 +163,10 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Reads a chat request's `messages`: `{"role", "content"}` objects, content a string, null, or an array of
-/// `{"type": "text", "text"}` parts.
+/// Reads a chat request's `messages`: `{"role", "content"}` objects, content a string or an array of
+/// `{"type": "text", "text"}` parts. The role must be one of [`ROLES`] (`developer`, OpenAI's newer name
+/// for system, is read as `system`), so no role string reaches the template as text; user, system and tool
+/// messages need content; an assistant needs content or `tool_calls`; a tool message its `tool_call_id`.
 pub fn messages(f: &Fields) -> Result<Vec<Message>, ApiError> {
     let list: Vec<Value> = f
         .get("messages")?
@@ -127,18 +183,35 @@ pub fn messages(f: &Fields) -> Result<Vec<Message>, ApiError> {
         let obj = m.as_object().ok_or_else(|| {
             ApiError::invalid(&at, format!("expected an object, got {}", kind(m)))
         })?;
+        let role_at = format!("{at}.role");
         let role: String = obj
             .get("role")
-            .map(|r| typed(r, &format!("{at}.role")))
+            .filter(|r| !r.is_null())
+            .map(|r| typed(r, &role_at))
             .transpose()?
-            .ok_or_else(|| ApiError::invalid(&format!("{at}.role"), "is required"))?;
+            .ok_or_else(|| ApiError::invalid(&role_at, "is required"))?;
+        let role = match role.as_str() {
+            "developer" => "system".to_string(),
+            r if ROLES.contains(&r) => role,
+            r => {
+                return Err(ApiError::invalid(
+                    &role_at,
+                    format!(
+                        "unknown role {}; expected one of {} (developer is read as system)",
+                        serde_json::Value::from(r),
+                        ROLES.join(", ")
+                    ),
+                ));
+            }
+        };
+        let content_at = format!("{at}.content");
         let content = match obj.get("content") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(s)) => s.clone(),
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Array(parts)) => {
                 let mut text = String::new();
                 for (j, p) in parts.iter().enumerate() {
-                    let at = format!("{at}.content[{j}]");
+                    let at = format!("{content_at}[{j}]");
                     match (p.get("type").and_then(Value::as_str), p.get("text")) {
                         (Some("text"), Some(Value::String(t))) => text.push_str(t),
                         _ => {
@@ -149,11 +222,11 @@ pub fn messages(f: &Fields) -> Result<Vec<Message>, ApiError> {
                         }
                     }
                 }
-                text
+                Some(text)
             }
             Some(other) => {
                 return Err(ApiError::invalid(
-                    &format!("{at}.content"),
+                    &content_at,
                     format!(
                         "expected a string or an array of text parts, got {}",
                         kind(other)
@@ -161,27 +234,162 @@ pub fn messages(f: &Fields) -> Result<Vec<Message>, ApiError> {
                 ));
             }
         };
-        out.push(Message { role, content });
+        let tool_calls: Vec<ToolCall> = match obj.get("tool_calls").filter(|v| !v.is_null()) {
+            None => Vec::new(),
+            Some(_) if role != "assistant" => {
+                return Err(ApiError::invalid(
+                    &format!("{at}.tool_calls"),
+                    format!("only an assistant message has tool calls, not a {role} message"),
+                ));
+            }
+            Some(Value::Array(calls)) => calls
+                .iter()
+                .enumerate()
+                .map(|(j, c)| typed(c, &format!("{at}.tool_calls[{j}]")))
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    &format!("{at}.tool_calls"),
+                    format!("expected an array of calls, got {}", kind(other)),
+                ));
+            }
+        };
+        let tool_call_id = match obj.get("tool_call_id").filter(|v| !v.is_null()) {
+            Some(v) => Some(typed::<String>(v, &format!("{at}.tool_call_id"))?),
+            None if role == "tool" => {
+                return Err(ApiError::invalid(
+                    &format!("{at}.tool_call_id"),
+                    "is required in a tool message: the id of the call it answers",
+                ));
+            }
+            None => None,
+        };
+        let content = match content {
+            Some(c) => c,
+            None if role == "assistant" && !tool_calls.is_empty() => String::new(),
+            None => {
+                return Err(ApiError::invalid(
+                    &content_at,
+                    format!(
+                        "is required in a {role} message{}",
+                        if role == "assistant" {
+                            " (or tool_calls)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+        };
+        out.push(Message {
+            role,
+            content,
+            tool_calls,
+            tool_call_id,
+        });
     }
     Ok(out)
 }
 
+/// OpenAI's `tools`: `{"type": "function", "function": {"name", "description", "parameters"}}` objects,
+/// handed to the template as given.
+pub fn tools(f: &Fields) -> Result<Vec<Value>, ApiError> {
+    let list: Vec<Value> = f.get("tools")?.unwrap_or_default();
+    for (i, t) in list.iter().enumerate() {
+        let at = format!("tools[{i}]");
+        if t.get("type").and_then(Value::as_str) != Some("function") {
+            return Err(ApiError::invalid(
+                &format!("{at}.type"),
+                "only \"function\" tools are supported",
+            ));
+        }
+        match t
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+        {
+            Some(name) if !name.is_empty() => {}
+            _ => {
+                return Err(ApiError::invalid(
+                    &format!("{at}.function.name"),
+                    "is required: the function's name",
+                ));
+            }
+        }
+    }
+    Ok(list)
+}
+
+/// How a chat request renders: vLLM's `add_generation_prompt` (default true) and `continue_final_message`.
+fn chat_options(f: &Fields) -> Result<(bool, bool), ApiError> {
+    let cont = f.get::<bool>("continue_final_message")?.unwrap_or(false);
+    let add = f.get::<bool>("add_generation_prompt")?.unwrap_or(!cont);
+    if add && cont {
+        return Err(ApiError::invalid(
+            "continue_final_message",
+            "cannot be true together with add_generation_prompt: the last message is either continued or \
+             followed by a new assistant turn",
+        ));
+    }
+    Ok((add, cont))
+}
+
+/// Renders a chat request's messages (and tools) with the model's template.
+pub fn render_chat(f: &Fields, served: &Served, tools: &[Value]) -> Result<String, ApiError> {
+    let msgs = messages(f)?;
+    let (add_generation_prompt, continue_final_message) = chat_options(f)?;
+    let template = served
+        .template
+        .as_ref()
+        .map_err(|e| ApiError::invalid("messages", e))?;
+    template
+        .render(
+            &msgs,
+            &ChatOptions {
+                tools,
+                add_generation_prompt,
+                continue_final_message,
+            },
+        )
+        .map_err(|e| match e {
+            Error::Invalid { field, message }
+                if field == "tools" || field == "continue_final_message" =>
+            {
+                ApiError::invalid(&field, message)
+            }
+            Error::Invalid { message, .. } | Error::Settings(SettingsError { message, .. }) => {
+                ApiError::invalid(
+                    "messages",
+                    format!("{message} (or use /v1/completions with a prompt)"),
+                )
+            }
+            other => other.into(),
+        })
+}
+
 /// Tokenizes a completion request's `prompt`: a string, a one-string array, or an array of token ids.
-fn completion_prompt(f: &Fields, vocab: &Vocab) -> Result<Vec<u32>, ApiError> {
+/// Also gives the prompt's text (the ids decoded), for `echo`.
+fn completion_prompt(
+    f: &Fields,
+    vocab: &Vocab,
+    parse_special: bool,
+) -> Result<(Vec<u32>, String), ApiError> {
     let prompt = f
         .raw("prompt")
         .ok_or_else(|| ApiError::invalid("prompt", "is required"))?;
     let ids = match prompt {
-        Value::String(s) => vocab.encode(s, true)?,
+        Value::String(s) => (vocab.encode(s, parse_special)?, s.clone()),
         Value::Array(a) if a.len() == 1 && a[0].is_string() => {
-            vocab.encode(a[0].as_str().unwrap_or_default(), true)?
+            let s = a[0].as_str().unwrap_or_default();
+            (vocab.encode(s, parse_special)?, s.to_string())
         }
         Value::Array(a) if a.iter().all(Value::is_number) => {
             let ids: Vec<u32> = typed(prompt, "prompt")?;
             for &id in &ids {
                 vocab.check_id(id, "prompt")?;
             }
-            ids
+            let text = vocab.decode(&ids)?;
+            (ids, text)
         }
         other => {
             return Err(ApiError::invalid(
@@ -196,25 +404,135 @@ fn completion_prompt(f: &Fields, vocab: &Vocab) -> Result<Vec<u32>, ApiError> {
     Ok(ids)
 }
 
-/// Renders and tokenizes a prompt for either route (also used by `/tokenize`).
-pub fn prompt_ids(f: &Fields, endpoint: Endpoint, vocab: &Vocab) -> Result<Vec<u32>, ApiError> {
+/// Renders and tokenizes a prompt for either route (also used by `/tokenize`): the ids and the text.
+/// `prompt_field` names llama.cpp's `content` where `/tokenize` was given it.
+pub fn prompt_ids(
+    f: &Fields,
+    endpoint: Endpoint,
+    served: &Served,
+    tools: &[Value],
+    parse_special: bool,
+) -> Result<(Vec<u32>, String), ApiError> {
+    let vocab = &*served.vocab;
     match endpoint {
-        Endpoint::Completions => completion_prompt(f, vocab),
+        Endpoint::Completions => completion_prompt(f, vocab, parse_special),
         Endpoint::Chat => {
-            let msgs = messages(f)?;
-            let text = PromptFormat::Chat
-                .render(&msgs, vocab.chat_template())
-                .map_err(|e| match e {
-                    Error::Invalid { message, .. }
-                    | Error::Settings(SettingsError { message, .. }) => ApiError::invalid(
-                        "messages",
-                        format!("{message} (or use /v1/completions with a prompt)"),
-                    ),
-                    other => other.into(),
-                })?;
-            Ok(vocab.encode(&text, true)?)
+            let text = render_chat(f, served, tools)?;
+            Ok((vocab.encode(&text, parse_special)?, text))
         }
     }
+}
+
+/// Request fields of OpenAI's API (and output-changing ones of vLLM's and llama.cpp's) that stoplab does
+/// not implement: each is refused by name when set to anything but its default, never silently ignored.
+/// Fields that change nothing here (`user`, `metadata`, `store`, `service_tier`, `prompt_cache_key`,
+/// `safety_identifier`, `add_special_tokens` / `add_special`, `skip_special_tokens`,
+/// `spaces_between_special_tokens`, `stream_options.include_obfuscation`) are accepted and ignored.
+fn unsupported(f: &Fields, endpoint: Endpoint) -> Result<(), ApiError> {
+    let set = |name: &str| f.raw(name).is_some();
+    let refuse = |name: &str, why: &str| Err(ApiError::unsupported(name, why));
+    if let Some(v) = f.raw("suffix")
+        && v.as_str() != Some("")
+    {
+        return refuse(
+            "suffix",
+            "insertion (fill-in-the-middle) is not implemented; leave suffix out",
+        );
+    }
+    if let Some(b) = f.get::<i64>("best_of")?
+        && b > 1
+    {
+        return refuse(
+            "best_of",
+            "is not implemented (it would rank candidates by log probability); use n to get several choices",
+        );
+    }
+    if endpoint == Endpoint::Chat && f.get::<bool>("echo")?.unwrap_or(false) {
+        return refuse(
+            "echo",
+            "is a completions field; vLLM's chat echo is not implemented",
+        );
+    }
+    for name in ["functions", "function_call"] {
+        if set(name) {
+            return refuse(
+                name,
+                "is OpenAI's deprecated form of tools; send tools and tool_choice",
+            );
+        }
+    }
+    if let Some(rf) = f.raw("response_format")
+        && rf.get("type").and_then(Value::as_str) != Some("text")
+    {
+        return refuse(
+            "response_format",
+            "only {\"type\": \"text\"} is implemented (no constrained decoding)",
+        );
+    }
+    if let Some(m) = f.raw("modalities")
+        && *m != serde_json::json!(["text"])
+    {
+        return refuse("modalities", "only [\"text\"] is implemented");
+    }
+    for (name, why) in [
+        ("audio", "audio output is not implemented"),
+        ("prediction", "predicted outputs are not implemented"),
+        (
+            "reasoning_effort",
+            "the served model has no reasoning setting",
+        ),
+        ("verbosity", "the served model has no verbosity setting"),
+        ("web_search_options", "web search is not implemented"),
+        (
+            "grammar",
+            "grammars (llama.cpp) are not implemented: stoplab does no constrained decoding",
+        ),
+        (
+            "json_schema",
+            "JSON schemas (llama.cpp) are not implemented: stoplab does no constrained decoding",
+        ),
+        (
+            "structured_outputs",
+            "structured outputs (vLLM) are not implemented",
+        ),
+        ("guided_json", "guided decoding (vLLM) is not implemented"),
+        ("guided_regex", "guided decoding (vLLM) is not implemented"),
+        ("guided_choice", "guided decoding (vLLM) is not implemented"),
+        (
+            "guided_grammar",
+            "guided decoding (vLLM) is not implemented",
+        ),
+        (
+            "chat_template",
+            "the model's own chat template is always used",
+        ),
+        (
+            "chat_template_kwargs",
+            "the model's own chat template is rendered without extra variables",
+        ),
+        (
+            "prompt_logprobs",
+            "the prompt's log probabilities are not computed",
+        ),
+        (
+            "truncate_prompt_tokens",
+            "prompts are never truncated; shorten the prompt",
+        ),
+        ("n_predict", "is llama.cpp's name; send max_tokens"),
+        ("typical_p", "typical sampling is not implemented"),
+        ("mirostat", "mirostat sampling is not implemented"),
+    ] {
+        if set(name)
+            && f.raw(name) != Some(&Value::Bool(false))
+            && f.raw(name) != Some(&serde_json::json!(0))
+        {
+            return refuse(name, why);
+        }
+    }
+    if f.get::<bool>("use_beam_search")?.unwrap_or(false) {
+        return refuse("use_beam_search", "beam search is not implemented");
+    }
+    Ok(())
 }
 
 /// `stop`: a string or an array of strings, within the server's limits (their contents are checked with
@@ -387,17 +705,35 @@ pub fn generation(
     let f = Fields::parse(body)?;
     f.check_model(served)?;
     let vocab = &*served.vocab;
-    if let Some(n) = f.get::<i64>("n")?
-        && n != 1
-    {
-        return Err(ApiError::invalid(
-            "n",
-            format!("only n = 1 is supported (one model, one generation at a time); got {n}"),
-        ));
-    }
+    unsupported(&f, endpoint)?;
+    let n = match f.get::<i64>("n")? {
+        None => 1,
+        Some(n) if n < 1 => {
+            return Err(ApiError::invalid(
+                "n",
+                format!("{n} is below 1; ask for at least one choice"),
+            ));
+        }
+        Some(n) if n as usize > served.limits.max_n => {
+            return Err(ApiError::invalid(
+                "n",
+                format!(
+                    "{n} choices asked; at most {} are allowed (stoplab serve --max-n)",
+                    served.limits.max_n
+                ),
+            ));
+        }
+        Some(n) => n as usize,
+    };
     let stream = f.get::<bool>("stream")?.unwrap_or(false);
     let include_usage = match f.raw("stream_options") {
         None => false,
+        Some(_) if !stream => {
+            return Err(ApiError::invalid(
+                "stream_options",
+                "is only allowed with \"stream\": true",
+            ));
+        }
         Some(Value::Object(o)) => o
             .get("include_usage")
             .filter(|v| !v.is_null())
@@ -411,8 +747,34 @@ pub fn generation(
             ));
         }
     };
+    let top_probs = logprobs(&f, endpoint)?;
+    let echo = endpoint == Endpoint::Completions && f.get::<bool>("echo")?.unwrap_or(false);
+    if echo && top_probs.is_some() {
+        return Err(ApiError::unsupported(
+            "echo",
+            "with logprobs would need the prompt's log probabilities, which are not computed; drop one of them",
+        ));
+    }
+    let (tools, parallel_tool_calls) = match endpoint {
+        Endpoint::Completions => (Vec::new(), true),
+        Endpoint::Chat => (
+            tools(&f)?,
+            f.get::<bool>("parallel_tool_calls")?.unwrap_or(true),
+        ),
+    };
+    let read_calls = match f.raw("tool_choice") {
+        None => !tools.is_empty(),
+        Some(Value::String(c)) if c == "auto" => !tools.is_empty(),
+        Some(Value::String(c)) if c == "none" => false,
+        Some(_) => {
+            return Err(ApiError::unsupported(
+                "tool_choice",
+                "only \"auto\" and \"none\" are implemented: stoplab cannot force a call (no constrained decoding)",
+            ));
+        }
+    };
 
-    let prompt = prompt_ids(&f, endpoint, vocab)?;
+    let (prompt, prompt_text) = prompt_ids(&f, endpoint, served, &tools, true)?;
     let prompt_field = match endpoint {
         Endpoint::Completions => "prompt",
         Endpoint::Chat => "messages",
@@ -425,7 +787,7 @@ pub fn generation(
         ));
     }
     if prompt.len() >= context {
-        return Err(ApiError::invalid(
+        return Err(ApiError::context_length(
             prompt_field,
             format!(
                 "the prompt has {} tokens; the model's context is {context} tokens and at least one must be left to generate",
@@ -447,7 +809,7 @@ pub fn generation(
     let room = context - prompt.len();
     let max_tokens = match (max, endpoint) {
         (Some(m), _) if m > room => {
-            return Err(ApiError::invalid(
+            return Err(ApiError::context_length(
                 max_field,
                 format!(
                     "the prompt has {} tokens and {max_field} asks for {m}: {} in all, beyond the model's context of \
@@ -547,7 +909,44 @@ pub fn generation(
         params,
         stream,
         include_usage,
+        n,
+        top_probs,
+        echo: echo.then_some(prompt_text),
+        tools: if read_calls { tools } else { Vec::new() },
+        parallel_tool_calls,
     })
+}
+
+/// Completions' `logprobs` (an integer: alternatives per token) or chat's `logprobs` (a boolean) with
+/// `top_logprobs`, as the number of alternatives to compute; None when not asked.
+fn logprobs(f: &Fields, endpoint: Endpoint) -> Result<Option<usize>, ApiError> {
+    let bounded = |name: &str, n: i64| -> Result<usize, ApiError> {
+        if !(0..=MAX_TOP_LOGPROBS as i64).contains(&n) {
+            return Err(ApiError::invalid(
+                name,
+                format!("{n} is outside 0..{MAX_TOP_LOGPROBS}"),
+            ));
+        }
+        Ok(n as usize)
+    };
+    match endpoint {
+        Endpoint::Completions => f
+            .get::<i64>("logprobs")?
+            .map(|n| bounded("logprobs", n))
+            .transpose(),
+        Endpoint::Chat => {
+            let on = f.get::<bool>("logprobs")?.unwrap_or(false);
+            let top = f.get::<i64>("top_logprobs")?;
+            match (on, top) {
+                (false, Some(_)) => Err(ApiError::invalid(
+                    "top_logprobs",
+                    "needs \"logprobs\": true",
+                )),
+                (false, None) => Ok(None),
+                (true, top) => Ok(Some(bounded("top_logprobs", top.unwrap_or(0))?)),
+            }
+        }
+    }
 }
 
 fn count_at_least_one(f: &Fields, name: &str) -> Result<Option<usize>, ApiError> {
