@@ -69,9 +69,19 @@ pub struct ExperimentArgs {
     /// With --endpoint: runs in flight at once.
     #[arg(long, default_value_t = 4, requires = "endpoint")]
     concurrency: usize,
+    /// On the local model: runs decoded together (continuous batching: one pass over the weights per step
+    /// for all of them, runs of every scenario side by side; each run's text is what it would be alone).
+    /// 1 runs them one after another.
+    #[arg(long, value_name = "N", default_value_t = PARALLEL, conflicts_with = "endpoint",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    parallel: usize,
     #[command(flatten)]
     model: super::ModelArgs,
 }
+
+/// `--parallel`'s default: on 2 cores the default run's aggregate decode speed is best about there
+/// (BENCHMARKS.md, "Continuous batching").
+const PARALLEL: usize = 16;
 
 pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     let bad_scenario = |e: experiment::ScenarioError| Failure::usage(e.to_string());
@@ -171,11 +181,13 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
             s.check(engine.vocab.len()).map_err(bad_scenario)?;
         }
         model_label = format!("`{}`", engine.path.display());
-        for s in &scenarios {
-            bar.set_message(s.name.clone());
-            let report = experiment::run_scenario(&mut engine, s, &opts, &mut |_| bar.inc(1))
-                .map_err(|e| Failure::from(e).with_context(&s.file))?;
-            reports.push(report);
+        bar.set_message(format!("{} at once", args.parallel));
+        let results =
+            experiment::run_scenarios(&mut engine, &scenarios, &opts, args.parallel, &mut |_, _| {
+                bar.inc(1)
+            });
+        for (s, report) in scenarios.iter().zip(results) {
+            reports.push(report.map_err(|e| Failure::from(e).with_context(&s.file))?);
         }
     }
     bar.finish_and_clear();
@@ -187,7 +199,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         let threads = if args.endpoint.is_some() {
             "the server's".to_string()
         } else {
-            stoplab::model::threads().to_string()
+            format!("{}, {} runs decoded together", stoplab::model::threads(), args.parallel)
         };
         let header = format!(
             "Model {model_label}; {} runs of {} scenarios in {wall_s:.1} s wall time{}; threads: {threads}.",
