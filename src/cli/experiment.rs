@@ -11,7 +11,7 @@ use std::time::Duration;
 use stoplab::experiment::{self, RunOptions, Scenario};
 use stoplab::pipeline::settings::UserSettings;
 use stoplab::probe::client::{Client, ClientOptions};
-use stoplab::{Engine, RepetitionStop};
+use stoplab::{Engine, EngineOptions, RepetitionStop};
 
 use super::Failure;
 
@@ -75,8 +75,77 @@ pub struct ExperimentArgs {
     #[arg(long, value_name = "N", default_value_t = PARALLEL, conflicts_with = "endpoint",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     parallel: usize,
-    #[command(flatten)]
-    model: super::ModelArgs,
+    /// The models to run on, side by side (repeatable, or comma-separated): GGUF files, names from
+    /// `stoplab fetch --list`, or hf:OWNER/REPO/FILE.gguf. Each runs the scenarios written for it (their
+    /// `model` key), or the seed's scenarios when none are. Without --model: the default model, or, with
+    /// --only, each named scenario on its own model.
+    #[arg(
+        long,
+        short,
+        env = "STOPLAB_MODEL",
+        value_delimiter = ',',
+        help_heading = "Model"
+    )]
+    model: Vec<String>,
+    /// A tokenizer.json to use instead of the tokenizer built from the GGUF metadata.
+    #[arg(long, value_name = "FILE", help_heading = "Model")]
+    tokenizer: Option<PathBuf>,
+    /// A LoRA adapter from `stoplab finetune`, applied on top of the quantized model.
+    #[arg(long, value_name = "FILE", help_heading = "Model")]
+    adapter: Option<PathBuf>,
+}
+
+/// Which scenarios run on which model: `(model as named, None for the default; its scenarios)`.
+fn plan(
+    scenarios: Vec<Scenario>,
+    models: &[String],
+    explicit: bool,
+) -> Vec<(Option<String>, Vec<Scenario>)> {
+    let default = stoplab::fetch::Manifest::builtin().default;
+    let is_default = |m: &Option<String>| m.as_deref().is_none_or(|m| m == default);
+    if models.is_empty() {
+        if !explicit {
+            // The default run: the seed's scenarios, on the default model.
+            let mine = scenarios
+                .into_iter()
+                .filter(|s| is_default(&s.model))
+                .collect();
+            return vec![(None, mine)];
+        }
+        // Named scenarios (--only, --scenario): each on the model it was written for.
+        let mut groups: Vec<(Option<String>, Vec<Scenario>)> = Vec::new();
+        for s in scenarios {
+            let key = s.model.clone().filter(|m| *m != default);
+            match groups.iter_mut().find(|(m, _)| *m == key) {
+                Some((_, list)) => list.push(s),
+                None => groups.push((key, vec![s])),
+            }
+        }
+        return groups;
+    }
+    models
+        .iter()
+        .map(|m| {
+            let written: Vec<Scenario> = scenarios
+                .iter()
+                .filter(|s| {
+                    s.model.as_deref() == Some(m.as_str()) || (m == &default && s.model.is_none())
+                })
+                .cloned()
+                .collect();
+            let list = if written.is_empty() {
+                // A model with no scenarios of its own gets the seed's (those written for no model).
+                scenarios
+                    .iter()
+                    .filter(|s| s.model.is_none())
+                    .cloned()
+                    .collect()
+            } else {
+                written
+            };
+            (Some(m.clone()), list)
+        })
+        .collect()
 }
 
 /// `--parallel`'s default: on 2 cores the default run's aggregate decode speed is best about there
@@ -127,20 +196,34 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         repetition,
         runs: args.runs,
     };
+    let explicit = !args.only.is_empty() || !args.scenario.is_empty();
+    let plan = if args.endpoint.is_some() {
+        vec![(args.model.first().cloned(), scenarios.clone())]
+    } else {
+        // A list without --model shows every shipped scenario, each with its model.
+        plan(scenarios.clone(), &args.model, explicit || args.list)
+    };
     if args.list {
-        for s in &scenarios {
-            say!(
-                "{:<40} {:>2} runs  {}  ({})",
-                s.name,
-                s.run_count(&opts),
-                s.title,
-                s.file
-            );
+        for (model, list) in &plan {
+            let model = model.as_deref().unwrap_or("the default model");
+            for s in list {
+                say!(
+                    "{:<40} {:>2} runs  {}  ({}; {model})",
+                    s.name,
+                    s.run_count(&opts),
+                    s.title,
+                    s.file
+                );
+            }
         }
         return Ok(());
     }
 
-    let total: usize = scenarios.iter().map(|s| s.run_count(&opts)).sum();
+    let total: usize = plan
+        .iter()
+        .flat_map(|(_, l)| l)
+        .map(|s| s.run_count(&opts))
+        .sum();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} runs  {elapsed_precise}  {msg}")
@@ -148,24 +231,26 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     );
     let start = Instant::now();
     let mut reports = Vec::new();
-    let model_label;
+    let mut labels = Vec::new();
     if let Some(url) = &args.endpoint {
         let client = Client::new(ClientOptions {
             url: url.clone(),
             api_key: args.api_key.clone(),
-            model: args.model.model.clone(),
+            model: args.model.first().cloned(),
             timeout: Duration::from_secs(300),
             retries: 3,
         })
         .map_err(|e| Failure::usage(format!("--endpoint: {e}")))?;
-        model_label = format!(
+        labels.push(format!(
             "{} at {}",
-            args.model.model.as_deref().unwrap_or("the served model"),
+            args.model
+                .first()
+                .map_or("the served model", String::as_str),
             client.base()
-        );
+        ));
         for s in &scenarios {
             bar.set_message(s.name.clone());
-            let report = experiment::remote::run_scenario_remote(
+            let mut report = experiment::remote::run_scenario_remote(
                 &client,
                 s,
                 &opts,
@@ -173,23 +258,42 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
                 &|_| bar.inc(1),
             )
             .map_err(|e| Failure::from(e).with_context(&s.file))?;
+            report.model = args.model.first().cloned().unwrap_or_default();
             reports.push(report);
         }
     } else {
-        let mut engine = Engine::load(&args.model.options(false))?;
-        for s in &scenarios {
-            s.check(engine.vocab.len()).map_err(bad_scenario)?;
-        }
-        model_label = format!("`{}`", engine.path.display());
-        bar.set_message(format!("{} at once", args.parallel));
-        let results =
-            experiment::run_scenarios(&mut engine, &scenarios, &opts, args.parallel, &mut |_, _| {
-                bar.inc(1)
-            });
-        for (s, report) in scenarios.iter().zip(results) {
-            reports.push(report.map_err(|e| Failure::from(e).with_context(&s.file))?);
+        for (model, list) in &plan {
+            if list.is_empty() {
+                continue;
+            }
+            let replay_only = false;
+            let mut engine = Engine::load(&EngineOptions {
+                model: model.clone(),
+                tokenizer: args.tokenizer.clone(),
+                adapter: args.adapter.clone(),
+                tokenizer_only: replay_only,
+                progress: true,
+            })?;
+            for s in list {
+                s.check(engine.vocab.len()).map_err(bad_scenario)?;
+            }
+            let name = model
+                .clone()
+                .unwrap_or_else(|| stoplab::fetch::Manifest::builtin().default);
+            labels.push(format!("`{name}` ({})", engine.path.display()));
+            bar.set_message(format!("{name}: {} at once", args.parallel));
+            let results =
+                experiment::run_scenarios(&mut engine, list, &opts, args.parallel, &mut |_, _| {
+                    bar.inc(1)
+                });
+            for (s, report) in list.iter().zip(results) {
+                let mut report = report.map_err(|e| Failure::from(e).with_context(&s.file))?;
+                report.model = name.clone();
+                reports.push(report);
+            }
         }
     }
+    let model_label = labels.join(", ");
     bar.finish_and_clear();
     let wall_s = start.elapsed().as_secs_f64();
     let json = experiment::to_json(&reports, &opts, wall_s);
@@ -202,7 +306,8 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
             format!("{}, {} runs decoded together", stoplab::model::threads(), args.parallel)
         };
         let header = format!(
-            "Model {model_label}; {} runs of {} scenarios in {wall_s:.1} s wall time{}; threads: {threads}.",
+            "{} {model_label}; {} runs of {} scenarios in {wall_s:.1} s wall time{}; threads: {threads}.",
+            if labels.len() > 1 { "Models" } else { "Model" },
             total,
             reports.len(),
             if opts.quick { " (--quick)" } else { "" },

@@ -91,6 +91,23 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "scenarios/7b-function-call-stop.toml",
         include_str!("../../../scenarios/7b-function-call-stop.toml"),
     ),
+    // Other families: each scenario names its model.
+    (
+        "scenarios/families/gemma-1-transcript-nostop.toml",
+        include_str!("../../../scenarios/families/gemma-1-transcript-nostop.toml"),
+    ),
+    (
+        "scenarios/families/gemma-2-transcript-stop.toml",
+        include_str!("../../../scenarios/families/gemma-2-transcript-stop.toml"),
+    ),
+    (
+        "scenarios/families/qwen-1-tool-call.toml",
+        include_str!("../../../scenarios/families/qwen-1-tool-call.toml"),
+    ),
+    (
+        "scenarios/families/qwen-2-tool-call-prefilled.toml",
+        include_str!("../../../scenarios/families/qwen-2-tool-call-prefilled.toml"),
+    ),
 ];
 
 /// All shipped scenarios, parsed.

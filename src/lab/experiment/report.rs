@@ -72,8 +72,13 @@ pub fn table(reports: &[ScenarioReport]) -> String {
     };
     let mut out = line(&COLUMNS.map(String::from));
     out.push('\n');
-    for r in &rows {
-        out.push_str(&line(r));
+    // Several models: each model's rows under its name, in one table so that the columns line up.
+    let several = reports.iter().any(|r| r.model != reports[0].model);
+    for (i, (r, cells)) in reports.iter().zip(&rows).enumerate() {
+        if several && (i == 0 || reports[i - 1].model != r.model) {
+            out.push_str(&format!("[{}]\n", r.model));
+        }
+        out.push_str(&line(cells));
         out.push('\n');
     }
     out
@@ -104,8 +109,12 @@ pub fn markdown(reports: &[ScenarioReport], scenarios: &[Scenario], header: &str
     out.push_str("![wasted tokens per scenario](wasted.svg)\n\n");
     out.push_str(&format!("| {} |\n", COLUMNS.join(" | ")));
     out.push_str(&format!("|{}\n", "---|".repeat(COLUMNS.len())));
+    let several = reports.iter().any(|r| r.model != reports[0].model);
     for r in reports {
-        let c = cells(r).map(|c| md_escape(&c));
+        let mut c = cells(r).map(|c| md_escape(&c));
+        if several {
+            c[0] = format!("{} ({})", c[0], md_escape(&r.model));
+        }
         out.push_str(&format!("| {} |\n", c.join(" | ")));
     }
     for r in reports {

@@ -45,6 +45,8 @@ pub struct RunResult {
 /// A scenario's runs, summarised.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioReport {
+    /// The model it ran on, as the user named it (a manifest name, a path, or the server's model).
+    pub model: String,
     pub name: String,
     pub title: String,
     pub file: String,
@@ -291,6 +293,7 @@ pub fn summarise(sc: &Scenario, results: Vec<RunResult>) -> ScenarioReport {
     let decode_ms: f64 = results.iter().map(|r| r.decode_ms).sum();
     let decode_tokens: usize = results.iter().map(|r| r.tokens.saturating_sub(1)).sum();
     ScenarioReport {
+        model: sc.model.clone().unwrap_or_default(),
         name: sc.name.clone(),
         title: sc.title.clone(),
         file: sc.file.clone(),

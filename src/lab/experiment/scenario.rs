@@ -31,6 +31,9 @@ struct File {
     title: String,
     #[serde(default)]
     about: String,
+    /// The model the scenario is written for (a manifest name); none: the default model.
+    #[serde(default)]
+    model: Option<String>,
     prompt: PromptSpec,
     #[serde(default)]
     sampling: SamplingParams,
@@ -120,6 +123,8 @@ pub struct Scenario {
     pub name: String,
     pub title: String,
     pub about: String,
+    /// The model the scenario is written for (None: the default model).
+    pub model: Option<String>,
     pub format: PromptFormat,
     pub messages: Vec<Message>,
     /// The settings as the file wrote them (checked against a vocabulary by [`Scenario::check`]).
@@ -316,6 +321,13 @@ impl Scenario {
         let Settings { format, params } = settings
             .validate(None)
             .map_err(|e| settings_error(file, src, &settings, e))?;
+        if raw.model.as_deref() == Some("") {
+            return Err(bad(
+                "model",
+                "is empty; name a model from `stoplab fetch --list`, or remove the key for the default model"
+                    .into(),
+            ));
+        }
         if raw.runs.runs == 0 {
             return Err(bad("runs.runs", "must be at least 1".into()));
         }
@@ -355,6 +367,7 @@ impl Scenario {
             name: raw.name,
             title: raw.title,
             about: raw.about.trim().to_string(),
+            model: raw.model,
             format,
             messages: raw.prompt.messages,
             settings,

@@ -281,7 +281,14 @@ impl GgufLlama {
             path: file.path.clone(),
             message: e.to_string(),
         })?;
-        Self::load_file(&file.path, &file.content, Some(&file.vocab), f, None, backend)
+        Self::load_file(
+            &file.path,
+            &file.content,
+            Some(&file.vocab),
+            f,
+            None,
+            backend,
+        )
     }
 
     /// Loads a model file's weights without building its vocabulary (for callers that feed token ids,
@@ -382,9 +389,13 @@ impl GgufLlama {
             // `from_gguf` consumes the header; re-read it rather than clone a 49k-entry metadata table.
             let content = Content::read(&mut reader).map_err(|e| bad(candle_message(&e)))?;
             let loaded = match arch {
-                Arch::Qwen2 => quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device)
-                    .map(CandleWeights::Qwen2),
-                _ => ModelWeights::from_gguf(content, &mut reader, &device).map(CandleWeights::Llama),
+                Arch::Qwen2 => {
+                    quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device)
+                        .map(CandleWeights::Qwen2)
+                }
+                _ => {
+                    ModelWeights::from_gguf(content, &mut reader, &device).map(CandleWeights::Llama)
+                }
             };
             let weights = loaded
                 .map_err(|e| bad(format!("cannot load the weights: {}", candle_message(&e))))?;

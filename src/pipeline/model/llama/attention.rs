@@ -195,8 +195,8 @@ fn by_groups<const G: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::Arch;
+    use super::*;
     use half::f16;
 
     fn config(n_head: usize, n_kv_head: usize, head_dim: usize) -> Config {
@@ -217,7 +217,9 @@ mod tests {
     }
 
     fn random_cache(rnd: &mut dyn FnMut() -> f32, n: usize) -> Vec<u16> {
-        (0..n).map(|_| f16::from_f32(rnd() * 2.0).to_bits()).collect()
+        (0..n)
+            .map(|_| f16::from_f32(rnd() * 2.0).to_bits())
+            .collect()
     }
 
     /// Decode attention split by phase (used with several threads) gives bit for bit what the one-pass
@@ -301,7 +303,17 @@ mod tests {
         for kernels in Kernels::available() {
             let mut out = vec![0f32; rows * cfg.q_dim()];
             let mut scores = Vec::new();
-            attention(kernels, &cfg, &q, &kc, &vc, pos, Some(window), &mut out, &mut scores);
+            attention(
+                kernels,
+                &cfg,
+                &q,
+                &kc,
+                &vc,
+                pos,
+                Some(window),
+                &mut out,
+                &mut scores,
+            );
             let at = |c: &[u16], t: usize, d: usize| f16::from_bits(c[t * kv + d]).to_f32() as f64;
             for i in 0..rows {
                 let p = pos + i;
@@ -320,8 +332,11 @@ mod tests {
                     let e: Vec<f64> = sc.iter().map(|s| (s - max).exp()).collect();
                     let sum: f64 = e.iter().sum();
                     for d in 0..hd {
-                        let want: f64 =
-                            seen.iter().zip(&e).map(|(&t, w)| w / sum * at(&vc, t, d)).sum();
+                        let want: f64 = seen
+                            .iter()
+                            .zip(&e)
+                            .map(|(&t, w)| w / sum * at(&vc, t, d))
+                            .sum();
                         let got = out[i * cfg.q_dim() + h * hd + d] as f64;
                         assert!(
                             (got - want).abs() < 1e-4,

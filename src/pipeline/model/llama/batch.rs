@@ -8,7 +8,7 @@
 //! same operations in the same order as alone, so a sequence's logits do not depend on its companions
 //! (`tests/batch_model.rs` holds the batched ids to `generate`'s).
 
-use super::kernels::Kernels;
+use super::kernels::{BATCHED_ROWS, Kernels};
 use super::kv::KvCache;
 use super::quant::WType;
 use super::{Llama, Logits};
@@ -22,11 +22,11 @@ pub struct Seg {
     pub rows: usize,
 }
 
-/// Activation rows a Q6_K product may take and still round as one row does. The kernels of the `kernels`
-/// branch switch Q6_K products of 8 rows or more to llama.cpp's tiled form (`kernels::BATCHED_ROWS`), which
-/// rounds differently from the one-row form a sequence decoded alone gets; a decode step of a model with
-/// Q6_K matrices is therefore split into passes of at most this many sequences.
-const Q6_K_SAME_AS_ONE_ROW: usize = 7;
+/// Activation rows a Q6_K product may take and still round as one row does. The kernels switch Q6_K
+/// products of [`BATCHED_ROWS`] rows or more to llama.cpp's tiled form, which rounds differently from the
+/// one-row form a sequence decoded alone gets; a decode step of a model with Q6_K matrices is therefore
+/// split into passes of at most this many sequences.
+const Q6_K_SAME_AS_ONE_ROW: usize = BATCHED_ROWS - 1;
 
 impl Llama {
     /// Replaces the KV caches by `slots` caches of `context` positions each (at most the model's context):

@@ -311,11 +311,7 @@ impl Llama {
                 rope_table(swa.rope_base, hd, seg.pos, seg.rows, &mut s.rope_swa);
             }
         }
-        let rope_fn: fn(&mut [f32], &[(f32, f32)]) = if cfg.arch.neox() {
-            rope_neox
-        } else {
-            rope
-        };
+        let rope_fn: fn(&mut [f32], &[(f32, f32)]) = if cfg.arch.neox() { rope_neox } else { rope };
 
         for (l, layer) in w.layers.iter().enumerate() {
             let window = cfg.window(l);

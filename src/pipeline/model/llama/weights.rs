@@ -8,8 +8,8 @@ use std::fs::File;
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::Content;
 
-use super::{Arch, Config, Swa};
 use super::quant::{QK, WType, dequant_q4_1, dequant_q8_0};
+use super::{Arch, Config, Swa};
 
 /// A quantized matrix of `rows` × `cols` (row-major, rows are output features) inside the mapped file.
 #[derive(Debug, Clone, Copy)]
@@ -210,7 +210,11 @@ pub(super) fn config(content: &Content) -> Result<Config, String> {
             if md("attention.key_length").is_ok() {
                 key("attention.key_length")
             } else {
-                format!("{} / {}", key("embedding_length"), key("attention.head_count"))
+                format!(
+                    "{} / {}",
+                    key("embedding_length"),
+                    key("attention.head_count")
+                )
             }
         ));
     }
@@ -221,9 +225,12 @@ pub(super) fn config(content: &Content) -> Result<Config, String> {
             key("attention.head_count_kv")
         ));
     }
-    let q_dim = n_head
-        .checked_mul(head_dim)
-        .ok_or_else(|| format!("metadata {}: the query width overflows", key("attention.head_count")))?;
+    let q_dim = n_head.checked_mul(head_dim).ok_or_else(|| {
+        format!(
+            "metadata {}: the query width overflows",
+            key("attention.head_count")
+        )
+    })?;
     let ffn = positive("feed_forward_length", "feed-forward unit")?;
     let n_layer = positive("block_count", "block")?;
     // The blocks the file holds tensors for must be the ones the header counts.
@@ -387,10 +394,9 @@ pub(super) fn load(file: &File, content: &Content, cfg: &Config) -> Result<Weigh
                 _ => None,
             },
             qk_norm: match cfg.arch {
-                Arch::Gemma3 => Some([
-                    vec_of(p("attn_q_norm"), hd)?,
-                    vec_of(p("attn_k_norm"), hd)?,
-                ]),
+                Arch::Gemma3 => {
+                    Some([vec_of(p("attn_q_norm"), hd)?, vec_of(p("attn_k_norm"), hd)?])
+                }
                 _ => None,
             },
             post_norm: match cfg.arch {
@@ -408,7 +414,9 @@ pub(super) fn load(file: &File, content: &Content, cfg: &Config) -> Result<Weigh
         // Matrices multiplied in one section share one quantized input, so they must take the same
         // activation format (Q5_0 and Q8_0 weights both take Q8_0 activations).
         let act = l.wq.wtype.act();
-        if l.wk.wtype.act() != act || l.wv.wtype.act() != act || l.up.wtype.act() != l.gate.wtype.act()
+        if l.wk.wtype.act() != act
+            || l.wv.wtype.act() != act
+            || l.up.wtype.act() != l.gate.wtype.act()
         {
             return Err(format!(
                 "block {i} mixes weight types that take different activation formats within q/k/v \

@@ -48,7 +48,10 @@ pub(super) unsafe fn dot_rows(
             WType::Q8_0 => super::dispatch_tile!(q8_0[, false], w, rb, act, r, t, cn, out),
             WType::Q5_0 => super::dispatch_tile!(q5_0[, false], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
-            WType::Q6_K => super::dispatch_tile!(q6_k[], w, rb, act, r, t, cn, out),
+            WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
+                super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
+            }
+            WType::Q6_K => super::dispatch_tile!(q6_k[, false], w, rb, act, r, t, cn, out),
         }
     };
     super::tiles(tile, w, rb, rows, wtile, prefetch, emit)
@@ -80,7 +83,10 @@ pub(super) unsafe fn dot_tile(
             WType::Q8_0 => super::dispatch_tile!(q8_0[, false], w, rb, act, r, t, cn, out),
             WType::Q5_0 => super::dispatch_tile!(q5_0[, false], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
-            WType::Q6_K => super::dispatch_tile!(q6_k[], w, rb, act, r, t, cn, out),
+            WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
+                super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
+            }
+            WType::Q6_K => super::dispatch_tile!(q6_k[, false], w, rb, act, r, t, cn, out),
         }
     }
 }
@@ -287,13 +293,13 @@ pub(super) unsafe fn q8_0<const R: usize, const C: usize, const VNNI: bool>(
     }
 }
 
-/// The 32 values of a Q5_0 block at `p` as signed bytes (-16..16), in the block's order (ggml's
-/// `bytes_from_nibbles_32` and `bytes_from_bits_32`: 0xF0 or'ed into a value whose fifth bit is clear).
+/// The 32 values of a Q5_0 block at `p` as unsigned bytes, 16 above the block's values (0..32: the
+/// nibble, and 16 where the fifth bit is set; ggml's `bytes_from_nibbles_32` and `bytes_from_bits_32`).
 ///
 /// # Safety
 /// The CPU supports AVX2; 22 bytes at `p` are readable.
 #[inline(always)]
-unsafe fn q5_0_values(p: *const u8) -> __m256i {
+unsafe fn q5_0_codes(p: *const u8) -> __m256i {
     // SAFETY: the caller's contract.
     unsafe {
         let q = _mm_loadu_si128(p.add(6) as *const __m128i);
@@ -311,15 +317,31 @@ unsafe fn q5_0_values(p: *const u8) -> __m256i {
         let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), shuf);
         let bits = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
         let set = _mm256_cmpeq_epi8(bits, _mm256_set1_epi64x(-1));
-        _mm256_or_si256(
-            nib,
-            _mm256_andnot_si256(set, _mm256_set1_epi8(0xF0u8 as i8)),
-        )
+        _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(0x10)))
     }
 }
 
-/// Q5_0 weights · Q8_0 activations, as `q8_0` (`ggml_vec_dot_q5_0_q8_0`: the block's values unpacked to
-/// signed bytes, then the same signed product in 8 lanes).
+/// Sums of u8 × i8 products in 8 lanes of i32 (lane l: bytes 4l..4l + 4), as [`mul_sum_us8`] but left
+/// as integers.
+///
+/// # Safety
+/// As [`mul_sum_us8`].
+#[inline(always)]
+unsafe fn dot_us8<const VNNI: bool>(a: __m256i, b: __m256i) -> __m256i {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if VNNI {
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b)
+        } else {
+            _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
+        }
+    }
+}
+
+/// Q5_0 weights · Q8_0 activations, with the lanes and float steps of `ggml_vec_dot_q5_0_q8_0`: lane l of
+/// a block is the integer Σ (q - 16)·x over its values 4l..4l + 4, computed here as Σ (q + 16·bit)·x less
+/// 16·Σx (the activations' part computed once per block for all C weight rows, and no sign flips), the
+/// same integer, so the same sums as the sign trick of ggml and `scalar::dot`.
 ///
 /// # Safety
 /// As [`q4_1`].
@@ -337,23 +359,25 @@ pub(super) unsafe fn q5_0<const R: usize, const C: usize, const VNNI: bool>(
         let nb = act.nb;
         let mut acc = [[_mm256_setzero_ps(); R]; C];
         let (qs, d) = (act.qs.as_ptr(), act.d.as_ptr());
+        let sixteen = _mm256_set1_epi8(16);
         for b in 0..nb {
             let mut xq = [_mm256_setzero_si256(); R];
+            let mut x16 = [_mm256_setzero_si256(); R];
             let mut xd = [0f32; R];
             for i in 0..R {
                 let at = (r + i) * nb + b;
                 xq[i] = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
+                x16[i] = dot_us8::<VNNI>(sixteen, xq[i]);
                 xd[i] = *d.add(at);
             }
             for k in 0..C {
                 let p = w.as_ptr().add(k * rb + b * Q5_0_BYTES);
                 let dw = f16x1(p);
-                let qw = q5_0_values(p);
-                let aw = _mm256_sign_epi8(qw, qw);
+                let qw = q5_0_codes(p);
                 for i in 0..R {
-                    let sx = _mm256_sign_epi8(xq[i], qw);
+                    let lane = _mm256_sub_epi32(dot_us8::<VNNI>(qw, xq[i]), x16[i]);
                     let dd = _mm256_set1_ps(dw * xd[i]);
-                    acc[k][i] = _mm256_fmadd_ps(dd, mul_sum_us8::<VNNI>(aw, sx), acc[k][i]);
+                    acc[k][i] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lane), acc[k][i]);
                 }
             }
         }
@@ -503,13 +527,14 @@ pub(super) unsafe fn q4_k<const R: usize, const C: usize>(
 }
 
 /// Q6_K weights · Q8_K activations, as ggml's AVX2 `ggml_vec_dot_q6_K_q8_K` (which `scalar::q6_k` spells
-/// out): the same 8 integer lanes per super-block, one fused multiply-add by d_x × d_w, then [`hsum`].
+/// out): the same 8 integer lanes per super-block, one fused multiply-add by d_x × d_w, then [`hsum`];
+/// `BATCHED`, as `scalar::q6_k_batched`: the lanes' sum × d_w, one scalar fused multiply-add by d_x.
 ///
 /// # Safety
 /// As [`q4_1`].
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // k and i index weight rows and activation rows alike
-pub(super) unsafe fn q6_k<const R: usize, const C: usize>(
+pub(super) unsafe fn q6_k<const R: usize, const C: usize, const BATCHED: bool>(
     w: &[u8],
     rb: usize,
     act: &Act,
@@ -522,6 +547,7 @@ pub(super) unsafe fn q6_k<const R: usize, const C: usize>(
         let m3 = _mm256_set1_epi8(3);
         let m15 = _mm256_set1_epi8(15);
         let mut acc = [[_mm256_setzero_ps(); R]; C];
+        let mut accb = [[0f32; R]; C];
         let (qs, d, bs) = (act.qs.as_ptr(), act.d.as_ptr(), act.bsums.as_ptr());
         for b in 0..nb {
             for k in 0..C {
@@ -591,14 +617,20 @@ pub(super) unsafe fn q6_k<const R: usize, const C: usize>(
                     }
                 }
                 for i in 0..R {
-                    let dd = _mm256_set1_ps(*d.add((r + i) * nb + b) * dw);
-                    acc[k][i] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi[i]), acc[k][i]);
+                    let dx = *d.add((r + i) * nb + b);
+                    if BATCHED {
+                        let isum = hsum_i32(sumi[i]);
+                        accb[k][i] = (dw * isum as f32).mul_add(dx, accb[k][i]);
+                    } else {
+                        let dd = _mm256_set1_ps(dx * dw);
+                        acc[k][i] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi[i]), acc[k][i]);
+                    }
                 }
             }
         }
         for k in 0..C {
             for i in 0..R {
-                out[k][i] = hsum(acc[k][i]);
+                out[k][i] = if BATCHED { accb[k][i] } else { hsum(acc[k][i]) };
             }
         }
     }

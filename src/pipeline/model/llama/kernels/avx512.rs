@@ -35,7 +35,10 @@ pub(super) unsafe fn dot_rows(
             WType::Q8_0 => super::dispatch_tile!(q8_0[, true], w, rb, act, r, t, cn, out),
             WType::Q5_0 => super::dispatch_tile!(q5_0[, true], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
-            WType::Q6_K => super::dispatch_tile!(q6_k[], w, rb, act, r, t, cn, out),
+            WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
+                super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
+            }
+            WType::Q6_K => super::dispatch_tile!(q6_k[, false], w, rb, act, r, t, cn, out),
         }
     };
     super::tiles(tile, w, rb, rows, wtile, prefetch, emit)
@@ -66,7 +69,10 @@ pub(super) unsafe fn dot_tile(
             WType::Q8_0 => super::dispatch_tile!(q8_0[, true], w, rb, act, r, t, cn, out),
             WType::Q5_0 => super::dispatch_tile!(q5_0[, true], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
-            WType::Q6_K => super::dispatch_tile!(q6_k[], w, rb, act, r, t, cn, out),
+            WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
+                super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
+            }
+            WType::Q6_K => super::dispatch_tile!(q6_k[, false], w, rb, act, r, t, cn, out),
         }
     }
 }

@@ -25,6 +25,11 @@ use std::ops::Range;
 
 use super::quant::{Act, WType};
 
+/// From this many activation rows on, llama.cpp multiplies Q6_K (not repacked on x86) with its tiled
+/// K-quant matmul, which rounds differently from the vec_dot it uses below (`ggml_tiled_min_batch`);
+/// the kernels follow it by the rows of the activations they are given (`scalar::q6_k_batched`).
+pub(super) const BATCHED_ROWS: usize = 8;
+
 /// Activation rows sharing one load of a weight block in prefill.
 pub(super) const TILE: usize = 4;
 /// The most weight rows per kernel call.

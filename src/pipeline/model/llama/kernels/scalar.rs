@@ -28,12 +28,14 @@ pub(super) fn q5_0_value(blk: &[u8], j: usize) -> i32 {
 /// One weight row · one activation row. For the 32-value formats (see `avx2::q4_1`, `avx2::q8_0`,
 /// `avx2::q5_0`), lane l of a block takes the integer sum of its values 4l..4l + 4, where Q4_1 and Q5_0
 /// lay out a block's low nibbles (values 0..16) and then its high ones (16..32). Q4_K and Q6_K: see
-/// [`q4_k`] and [`q6_k`].
-pub(super) fn dot(wt: WType, w: &[u8], x: ActRow) -> f32 {
+/// [`q4_k`] and [`q6_k`]; `batched` (the product has at least [`super::BATCHED_ROWS`] activation rows)
+/// picks Q6_K's batched form.
+pub(super) fn dot(wt: WType, w: &[u8], x: ActRow, batched: bool) -> f32 {
     let mut acc = [0f32; 8];
     let mut summ = 0f32;
     match wt {
         WType::Q4_K => return q4_k(w, x),
+        WType::Q6_K if batched => return q6_k_batched(w, x),
         WType::Q6_K => return q6_k(w, x),
         WType::Q5_0 => {
             for (b, (wb, xq)) in w
@@ -171,6 +173,24 @@ pub(super) fn q6_k(w: &[u8], x: ActRow) -> f32 {
     hsum(acc)
 }
 
+/// Q6_K weights · Q8_K activations as llama.cpp computes a product of at least 8 activation rows on an
+/// AVX2 CPU (ggml's tiled K-quant matmul, `tiled_run_microtile_avx2`, which takes over from the vec_dot
+/// at 8 rows): per super-block the exact integer Σ scale × (q - 32) × x (the sum of [`q6_k_lanes`]),
+/// times d_w, then one fused multiply-add by d_x into a single float chain.
+#[inline(always)]
+pub(super) fn q6_k_batched(w: &[u8], x: ActRow) -> f32 {
+    let mut acc = 0f32;
+    for (b, (wb, xq)) in w
+        .chunks_exact(Q6_K_BYTES)
+        .zip(x.qs.chunks_exact(QK_K))
+        .enumerate()
+    {
+        let isum: i32 = q6_k_lanes(wb, xq, &x.bsums[16 * b..][..16]).iter().sum();
+        acc = (f16_at(wb, 208) * isum as f32).mul_add(x.d[b], acc);
+    }
+    acc
+}
+
 /// See `Kernels::dot_tile`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn dot_tile(
@@ -185,7 +205,12 @@ pub(super) fn dot_tile(
 ) {
     for (k, out) in out[..cn].iter_mut().enumerate() {
         for (i, o) in out[..t].iter_mut().enumerate() {
-            *o = dot(wt, &w[k * rb..(k + 1) * rb], act.row(r + i));
+            *o = dot(
+                wt,
+                &w[k * rb..(k + 1) * rb],
+                act.row(r + i),
+                act.rows() >= super::BATCHED_ROWS,
+            );
         }
     }
 }

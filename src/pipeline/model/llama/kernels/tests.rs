@@ -68,16 +68,21 @@ fn every_kernel_set_gives_the_scalar_sums_bit_for_bit() {
     let sets = sets();
     let scalar = Kernels::new(Isa::Scalar).unwrap();
     let mut g = SplitMix::new(777);
-    for wt in ALL {
+    // Products of TILE and of BATCHED_ROWS activation rows: Q6_K rounds as llama.cpp's vec_dot in the
+    // first and as its tiled matmul in the second.
+    for (wt, rows) in ALL
+        .into_iter()
+        .flat_map(|wt| [(wt, TILE), (wt, BATCHED_ROWS)])
+    {
         for &cols in col_sizes(wt) {
-            let x: Vec<f32> = (0..cols * TILE).map(|_| g.uniform() as f32 * 3.0).collect();
+            let x: Vec<f32> = (0..cols * rows).map(|_| g.uniform() as f32 * 3.0).collect();
             let rb = wt.row_bytes(cols);
             let w = random_weights(wt, WTILE_MAX, cols, &mut g);
             let mut act = Act::default();
             quantize(&x, cols, wt.act(), &mut act);
             for t in 1..=TILE {
                 for cn in 1..=WTILE_MAX {
-                    for r in [0, TILE - t] {
+                    for r in [0, rows - t] {
                         let mut want = [[0f32; TILE]; WTILE_MAX];
                         scalar.dot_tile(wt, &w[..cn * rb], rb, &act, r, t, cn, &mut want);
                         for set in &sets {
@@ -88,7 +93,7 @@ fn every_kernel_set_gives_the_scalar_sums_bit_for_bit() {
                                     assert_eq!(
                                         got[k][i].to_bits(),
                                         want[k][i].to_bits(),
-                                        "{} {wt:?} {cols} cols, tile {t}x{cn} at {r}, ({k}, {i}): {} vs {}",
+                                        "{} {wt:?} {cols} cols, {rows} rows, tile {t}x{cn} at {r}, ({k}, {i}): {} vs {}",
                                         set.isa(),
                                         got[k][i],
                                         want[k][i]
@@ -248,7 +253,7 @@ fn dot_rows_covers_every_pair_with_the_scalar_sums() {
         let cols = 3 * wt.block_len();
         let rb = wt.row_bytes(cols);
         let w = random_weights(wt, 7, cols, &mut g);
-        for rows in 1..=5 {
+        for rows in [1, 2, 3, 4, 5, BATCHED_ROWS, BATCHED_ROWS + 1] {
             let x: Vec<f32> = (0..cols * rows).map(|_| g.uniform() as f32).collect();
             let mut act = Act::default();
             quantize(&x, cols, wt.act(), &mut act);
@@ -267,7 +272,12 @@ fn dot_rows_covers_every_pair_with_the_scalar_sums() {
                     assert!(seen.iter().all(|&n| n == 1), "{} {rows}x{wtile}", set.isa());
                     for i in 0..rows {
                         for k in 0..7 {
-                            let want = scalar::dot(wt, &w[k * rb..(k + 1) * rb], act.row(i));
+                            let want = scalar::dot(
+                                wt,
+                                &w[k * rb..(k + 1) * rb],
+                                act.row(i),
+                                rows >= BATCHED_ROWS,
+                            );
                             assert_eq!(
                                 got[i * 7 + k].to_bits(),
                                 want.to_bits(),
@@ -300,20 +310,26 @@ fn magnitude(wt: WType, w: &[u8], wf: &[f32], xf: &[f64]) -> f64 {
     mag
 }
 
-/// Every format's dot product against the plain sum Σ w_i x_i in f64 of the dequantized weights
+/// The dot products against the plain sum Σ w_i x_i in f64 of the dequantized weights
 /// (`dequant_row`) and activations (d × q): equal to within 1e-5 of Σ |w_i x_i|. The kernels add at most
 /// 8 lanes × (4864 / 256 or 896 / 32) terms, each an exact integer sum converted to f32 (2^-24 relative)
 /// times a once-rounded scale product, in f32 chains of at most 28 steps: their error is below
 /// 30 × 2^-24 ≈ 2e-6 of the magnitude, and `dequant_row` adds 2^-23 per value; a single value decoded
 /// wrongly (a swapped nibble, a wrong scale or fifth bit) moves the sum by about 1/cols of the magnitude
-/// (≥ 2e-4 here), twenty times the tolerance.
+/// (≥ 2e-4 here), twenty times the tolerance. Q4_1 is held to ggml's generic loop instead
+/// (`scalar_kernels_match_ggmls_reference_to_rounding`): its Q8_1 activations carry each block's sum as
+/// an f16, a rounding the dequantized values do not have.
 #[test]
 fn every_format_matches_a_dequantized_f64_dot_product() {
     let scalar = Kernels::new(Isa::Scalar).unwrap();
     let mut g = SplitMix::new(2026);
-    for wt in ALL {
+    let formats = [WType::Q5_0, WType::Q8_0, WType::Q4_K, WType::Q6_K];
+    for (wt, rows) in formats
+        .into_iter()
+        .flat_map(|wt| [(wt, TILE), (wt, BATCHED_ROWS)])
+    {
         for &cols in col_sizes(wt) {
-            let x: Vec<f32> = (0..cols * TILE)
+            let x: Vec<f32> = (0..cols * rows)
                 .map(|_| (g.uniform() as f32 - 0.5) * 4.0)
                 .collect();
             let rb = wt.row_bytes(cols);
@@ -339,7 +355,7 @@ fn every_format_matches_a_dequantized_f64_dot_product() {
                     let err = (got[k][i] as f64 - want).abs();
                     assert!(
                         err <= 1e-5 * mag,
-                        "{wt:?} {cols} cols ({k}, {i}): {} vs {want} (error {:.2e} of {mag:.3e})",
+                        "{wt:?} {cols} cols, {rows} rows ({k}, {i}): {} vs {want} (error {:.2e} of {mag:.3e})",
                         got[k][i],
                         err / mag
                     );
