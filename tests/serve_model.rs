@@ -393,3 +393,47 @@ fn n_choices_are_seeded_as_vllm_seeds_them() {
     assert_eq!(streamed, texts);
     h.shutdown().unwrap();
 }
+
+/// Qwen2.5-Coder answers the reference's weather question with a bare JSON call (measured with llama.cpp):
+/// the server returns it as tool_calls, streamed and not.
+#[test]
+fn qwen_calls_the_function_it_is_offered() {
+    let h = stoplab::serve::start(stoplab::serve::Config {
+        engine: stoplab::EngineOptions {
+            model: Some("qwen2.5-coder-0.5b-instruct".into()),
+            ..Default::default()
+        },
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        api_key: None,
+        model_name: None,
+        limits: Limits::default(),
+    })
+    .expect(
+        "qwen2.5-coder-0.5b-instruct is in the cache (`stoplab fetch qwen2.5-coder-0.5b-instruct`)",
+    );
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "description": "Get the current weather in a given city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string",
+            "description": "The city name, e.g. Paris"}}, "required": ["city"]}}}]);
+    let body = json!({"messages": [{"role": "user", "content": "What's the weather like in Paris today?"}],
+                      "tools": tools, "temperature": 0, "max_tokens": 64});
+    let r = post(&h, "/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let c = &r.body["choices"][0];
+    assert_eq!(c["finish_reason"], "tool_calls", "{c}");
+    let call = &c["message"]["tool_calls"][0]["function"];
+    assert_eq!(call["name"], "get_weather");
+    let args: serde_json::Value =
+        serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"city": "Paris"}));
+    let mut s = body.clone();
+    s["stream"] = true.into();
+    let events = stream(&h, "/v1/chat/completions", &s);
+    let streamed = events
+        .iter()
+        .find_map(|e| e["choices"][0]["delta"]["tool_calls"].get(0).cloned())
+        .expect("a tool_calls delta");
+    assert_eq!(streamed["function"], *call);
+    assert_eq!(stream_finish(&events).0, "tool_calls");
+    h.shutdown().unwrap();
+}

@@ -66,12 +66,35 @@ r = client.chat.completions.create(**args)
 assert r.choices[0].finish_reason == "stop", r.choices[0]
 assert streamed_chat(**args)[:2] == (r.choices[0].message.content, finish(r.choices[0]))
 
+# n choices, echo and logprobs in the shapes the client parses.
+r = client.completions.create(model=model, prompt="AI:", n=2, echo=True, max_tokens=8,
+                              extra_body={"replay": " Hi."})
+assert [c.index for c in r.choices] == [0, 1] and all(c.text == "AI: Hi." for c in r.choices), r
+r = client.completions.create(model=model, prompt="AI:", logprobs=2, max_tokens=8, extra_body={"replay": " Hi."})
+lp = r.choices[0].logprobs
+assert "".join(lp.tokens).startswith(" Hi.") and len(lp.token_logprobs) == r.usage.completion_tokens, lp
+args = dict(model=model, messages=[{"role": "user", "content": "Say hello."}], temperature=0, max_tokens=8,
+            logprobs=True, top_logprobs=3)
+r = client.chat.completions.create(**args)
+content = r.choices[0].logprobs.content
+assert len(content) == r.usage.completion_tokens and all(len(t.top_logprobs) == 3 for t in content), content
+assert all(t.logprob <= 0 and bytes(t.bytes).decode("utf-8", "replace") == t.token for t in content), content
+streamed = [t for chunk in client.chat.completions.create(stream=True, **args) for c in chunk.choices
+            if c.logprobs and c.logprobs.content for t in c.logprobs.content]
+assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in content]
+
 # Errors come back as the client's own exceptions.
 try:
-    client.completions.create(model=model, prompt="Hi", n=2)
-    raise AssertionError("n=2 accepted")
+    client.completions.create(model=model, prompt="Hi", suffix="!")
+    raise AssertionError("suffix accepted")
 except openai.BadRequestError as e:
-    assert e.body["param"] == "n", e.body
+    assert e.body["param"] == "suffix", e.body
+try:
+    client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}],
+                                   tools=[{"type": "function", "function": {"name": "f"}}])
+    raise AssertionError("tools accepted by a template without a tools branch")
+except openai.BadRequestError as e:
+    assert e.body["param"] == "tools", e.body
 try:
     client.completions.create(model="gpt-4", prompt="Hi")
     raise AssertionError("unknown model accepted")

@@ -690,6 +690,114 @@ mod tests {
     }
 
     #[test]
+    fn tojson_writes_what_pythons_json_dumps_writes() {
+        let t =
+            ChatTemplate::new("{{ tools[0] | tojson }}|{{ tools[0] | tojson(indent=2) }}").unwrap();
+        let tool =
+            serde_json::json!({"b": [1, 2.5, null], "a": {"é": "x\"y\n"}, "e": {}, "t": true});
+        let out = t.render(
+            &[],
+            &ChatOptions {
+                tools: std::slice::from_ref(&tool),
+                add_generation_prompt: false,
+                ..ChatOptions::default()
+            },
+        );
+        // A template that reads `tools` takes them; keys keep their order, nothing is ASCII-escaped.
+        assert_eq!(
+            out.unwrap(),
+            "{\"b\": [1, 2.5, null], \"a\": {\"é\": \"x\\\"y\\n\"}, \"e\": {}, \"t\": true}|{\n  \"b\": [\n    1,\n    2.5,\n    null\n  ],\n  \"a\": {\n    \"é\": \"x\\\"y\\n\"\n  },\n  \"e\": {},\n  \"t\": true\n}"
+        );
+    }
+
+    #[test]
+    fn a_template_without_a_tools_branch_refuses_tools_and_tool_turns() {
+        let t =
+            ChatTemplate::new("{% for m in messages %}{{ m.role }}:{{ m.content }}\n{% endfor %}")
+                .unwrap();
+        assert!(!t.has_tools());
+        let tools = [serde_json::json!({"type": "function", "function": {"name": "f"}})];
+        let opts = ChatOptions {
+            tools: &tools,
+            ..ChatOptions::default()
+        };
+        let err = t.render(&[Message::new("user", "Hi")], &opts).unwrap_err();
+        assert!(err.to_string().starts_with("tools: "), "{err}");
+        let mut result = Message::new("tool", "42");
+        result.tool_call_id = Some("c".into());
+        assert!(t.render(&[result], &ChatOptions::default()).is_err());
+        assert_eq!(
+            t.render(&[Message::new("user", "Hi")], &ChatOptions::default())
+                .unwrap(),
+            "user:Hi\n"
+        );
+    }
+
+    #[test]
+    fn replies_are_read_for_calls_the_way_the_model_wrote_them() {
+        let tools = [serde_json::json!({"type": "function", "function": {"name": "get_weather"}})];
+        let call = |text: &str| parse_tool_calls(text, &tools, "x");
+        let one = call(r#"{"name": "get_weather", "arguments": {"city": "Paris"}}"#).unwrap();
+        assert_eq!(one.content, None);
+        assert_eq!(
+            one.calls,
+            [ToolCall {
+                id: "call_x_0".into(),
+                name: "get_weather".into(),
+                arguments: serde_json::json!({"city": "Paris"}),
+            }]
+        );
+        // Tags, text before them, two calls, the last closing tag cut off.
+        let two = call(
+            "Checking.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"A\"}}\n</tool_call>\n\
+             <tool_call>\n{\"name\": \"get_weather\", \"arguments\": \"{\\\"city\\\": \\\"B\\\"}\"}",
+        )
+        .unwrap();
+        assert_eq!(two.content.as_deref(), Some("Checking.\n"));
+        assert_eq!(two.calls[1].arguments, serde_json::json!({"city": "B"}));
+        assert_eq!(two.calls[1].id, "call_x_1");
+        // A fence, an array, several objects.
+        assert!(call("```json\n{\"name\": \"get_weather\", \"arguments\": {}}\n```").is_some());
+        assert_eq!(
+            call(r#"[{"name": "get_weather", "arguments": {}}, {"name": "get_weather", "arguments": {}}]"#)
+                .unwrap()
+                .calls
+                .len(),
+            2
+        );
+        // Not calls: prose, unknown names, cut-off JSON, arguments that are not an object.
+        for text in [
+            "It is sunny.",
+            r#"{"name": "get_time", "arguments": {}}"#,
+            r#"{"name": "get_weather", "arguments": {"ci"#,
+            r#"{"name": "get_weather", "arguments": 5}"#,
+            r#"{"temp": 21}"#,
+            "<tool_call>not json</tool_call>",
+        ] {
+            assert_eq!(call(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn tool_calls_read_and_write_openais_shape() {
+        let m: Message =
+            serde_json::from_value(serde_json::json!({"role": "assistant", "content": null,
+            "tool_calls": [{"id": "c1", "type": "function",
+                            "function": {"name": "f", "arguments": "{\"a\": 1}"}}]}))
+            .unwrap();
+        assert_eq!(m.content, "");
+        assert_eq!(m.tool_calls[0].arguments, serde_json::json!({"a": 1}));
+        let back = serde_json::to_value(&m.tool_calls[0]).unwrap();
+        assert_eq!(back["function"]["arguments"], "{\"a\":1}");
+        assert!(
+            serde_json::from_value::<ToolCall>(
+                serde_json::json!({"function": {"name": "f", "arguments": "{a"}})
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn malformed_messages_name_the_source() {
         let err = parse_messages("[{\"role\": 1}]", "msgs.json").unwrap_err();
         assert!(err.to_string().contains("msgs.json"), "{err}");

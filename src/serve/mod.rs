@@ -19,13 +19,42 @@
 //!
 //! * Request fields: OpenAI's (`model`, `prompt` / `messages`, `max_tokens` / `max_completion_tokens`,
 //!   `temperature`, `top_p`, `seed`, `stop`, `logit_bias` with -100 banning, `frequency_penalty`,
-//!   `presence_penalty`, `stream`, `stream_options.include_usage`, `n` = 1), vLLM's and llama.cpp's
-//!   (`top_k`, `min_p`, `repetition_penalty`, `stop_token_ids`, `include_stop_str_in_output`, `ignore_eos`,
-//!   `min_tokens`), and stoplab's `replay`: text or token ids the replay model writes instead of sampling,
-//!   so any stop scenario can be staged over HTTP. Unknown fields are ignored; a known one of the wrong
-//!   type is a 400.
+//!   `presence_penalty`, `stream`, `stream_options.include_usage` (only with `stream`), `n`, completions'
+//!   `echo` and `logprobs` (0..20 alternatives), chat's `logprobs` / `top_logprobs` (0..20), `tools`,
+//!   `tool_choice` (`auto` / `none`), `parallel_tool_calls`), vLLM's and llama.cpp's (`top_k`, `min_p`,
+//!   `repetition_penalty`, `stop_token_ids`, `include_stop_str_in_output`, `ignore_eos`, `min_tokens`, chat's
+//!   `add_generation_prompt` and `continue_final_message`), and stoplab's `replay`: text or token ids the
+//!   replay model writes instead of sampling, so any stop scenario can be staged over HTTP. A known field of
+//!   the wrong type is a 400.
+//! * A field the server does not implement is a 400 naming it (`code: "unsupported_parameter"`), never
+//!   silently ignored: `suffix`, `best_of` > 1, `functions`, `response_format` other than text, `audio`,
+//!   `prediction`, `tool_choice` `required` or a named function, grammars and guided decoding, ... (see
+//!   [`request`]). Fields that change nothing here are ignored: `user`, `metadata`, `store`, `service_tier`,
+//!   `add_special_tokens`, other unknown fields.
+//! * `n` choices run one after another; choice `i` is seeded `seed + i`, as vLLM seeds the copies of a request
+//!   (choice 0 is what `n` = 1 gives). Streamed, each chunk names its choice by `index`.
+//! * `logprobs` are the model's raw-logit softmax (before temperature, penalties and bias: the distribution
+//!   `stoplab trace` shows as `p` and `p_end`), one entry per generated token as `usage` counts them, the end
+//!   token included; a replayed token has log probability 0 (the replay writes it with certainty). Streamed,
+//!   a token's entry goes with the chunk that releases its text (or the last chunk, for a cut stop).
+//! * Function calls: with `tools`, the model's own template renders them (a template without a tools branch,
+//!   SmolLM2's, is a 400 naming `tools`), and a reply that is a call (Qwen2.5 writes a bare JSON object; the
+//!   template asks for `<tool_call>` tags; both are read) is returned as `message.tool_calls` with
+//!   finish_reason `tool_calls`. Streamed, text that may be a call is held until the end, then sent as one
+//!   `tool_calls` delta per reply (or as text).
+//! * A prompt (or prompt plus `max_tokens`) beyond the context is a 400 with `code: "context_length_exceeded"`.
+//! * Messages: a role must be `system`, `user`, `assistant` or `tool` (`developer` is read as `system`), so no
+//!   role string reaches the template as text; user and system messages need content. Otherwise a 400 naming
+//!   `messages[i].role` or `messages[i].content`.
 //! * Other routes: `GET /v1/models`, `GET /health` (no key needed; queue and cancellation counters),
-//!   `POST /tokenize` (`prompt` or `messages`), `POST /detokenize` (`tokens`).
+//!   `POST /tokenize` (vLLM's `prompt` / `messages` with `return_token_strs`, `add_generation_prompt`,
+//!   `continue_final_message`; llama.cpp's `content` with `with_pieces` and `parse_special`, each answered in
+//!   its server's shape), `POST /detokenize` (`tokens`).
+//! * Connections: at most `--max-connections` open at once (more wait to be accepted); a request's header
+//!   (and the wait between kept-alive requests) must arrive within `--read-timeout`, and then its body, so a
+//!   flood of slow clients cannot stop the server answering others. A `Content-Length` beyond
+//!   `--max-body-bytes` is a 413 before any of the body is read. Parsing, chat templates (compiled once) and
+//!   tokenizing run off the async runtime's threads.
 //!
 //! ```text
 //! $ stoplab serve &

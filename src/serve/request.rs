@@ -405,7 +405,6 @@ fn completion_prompt(
 }
 
 /// Renders and tokenizes a prompt for either route (also used by `/tokenize`): the ids and the text.
-/// `prompt_field` names llama.cpp's `content` where `/tokenize` was given it.
 pub fn prompt_ids(
     f: &Fields,
     endpoint: Endpoint,
