@@ -17,7 +17,9 @@ use stoplab::{Outcome, generate};
 
 fn load(name: Option<&str>) -> (GgufFile, GgufLlama) {
     let path = stoplab::fetch::resolve(name, stoplab::fetch::Progress::Hide).unwrap_or_else(|e| {
-        panic!("model {name:?} is not available: {e}; `stoplab fetch NAME` downloads it into the cache")
+        panic!(
+            "model {name:?} is not available: {e}; `stoplab fetch NAME` downloads it into the cache"
+        )
     });
     let file = GgufFile::open(&path, None).unwrap();
     let model = GgufLlama::load_with(&file, Backend::Native).unwrap();
@@ -129,7 +131,11 @@ fn batched_sequences_give_the_logits_they_give_alone_on_gemma3() {
     let steps = 6;
     let prompts: Vec<Vec<u32>> = (0..slots as u32)
         .map(|i| {
-            let len = if i < 2 { 515 + i as usize * 40 } else { 3 + i as usize * 5 };
+            let len = if i < 2 {
+                515 + i as usize * 40
+            } else {
+                3 + i as usize * 5
+            };
             std::iter::once(2)
                 .chain((0..len as u32).map(|j| 200 + (i * 977 + j * 31) % 20_000))
                 .collect()
@@ -151,7 +157,12 @@ fn batched_sequences_give_the_logits_they_give_alone_on_gemma3() {
         .map(|p| {
             let mut out = vec![bits(model.forward(p, 0).unwrap())];
             for k in 0..steps {
-                let id = argmax(&out[k].iter().map(|&b| f32::from_bits(b)).collect::<Vec<_>>());
+                let id = argmax(
+                    &out[k]
+                        .iter()
+                        .map(|&b| f32::from_bits(b))
+                        .collect::<Vec<_>>(),
+                );
                 out.push(bits(model.forward(&[id], p.len() + k).unwrap()));
             }
             out
@@ -172,7 +183,12 @@ fn batched_sequences_give_the_logits_they_give_alone_on_gemma3() {
         let feed: Vec<(usize, u32, usize)> = running
             .iter()
             .map(|&i| {
-                let last: Vec<f32> = got[i].last().unwrap().iter().map(|&b| f32::from_bits(b)).collect();
+                let last: Vec<f32> = got[i]
+                    .last()
+                    .unwrap()
+                    .iter()
+                    .map(|&b| f32::from_bits(b))
+                    .collect();
                 (i, argmax(&last), prompts[i].len() + got[i].len() - 1)
             })
             .collect();
@@ -183,7 +199,11 @@ fn batched_sequences_give_the_logits_they_give_alone_on_gemma3() {
     }
     for (i, (a, b)) in alone.iter().zip(&got).enumerate() {
         for (k, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(x == y, "sequence {i} (prompt of {}), step {k}: logits differ", prompts[i].len());
+            assert!(
+                x == y,
+                "sequence {i} (prompt of {}), step {k}: logits differ",
+                prompts[i].len()
+            );
         }
     }
 }
@@ -229,7 +249,14 @@ fn a_sequence_that_leaves_frees_its_slot_for_one_that_joins() {
     );
     assert!(
         batch
-            .join(&mut model, None, vocab, &short.0, &short.1, Count("short", 0))
+            .join(
+                &mut model,
+                None,
+                vocab,
+                &short.0,
+                &short.1,
+                Count("short", 0)
+            )
             .is_none()
     );
     assert!(!batch.has_room());
@@ -239,7 +266,10 @@ fn a_sequence_that_leaves_frees_its_slot_for_one_that_joins() {
         done = batch.step(&mut model, vocab);
         steps += 1;
     }
-    assert_eq!(steps, 2, "the short one's 3 tokens: one from its prefill, two steps");
+    assert_eq!(
+        steps, 2,
+        "the short one's 3 tokens: one from its prefill, two steps"
+    );
     let (sink, short_out) = done.pop().unwrap();
     assert_eq!(sink.0, "short");
     same(&alone[1], &short_out.unwrap(), "short");
@@ -247,7 +277,14 @@ fn a_sequence_that_leaves_frees_its_slot_for_one_that_joins() {
     assert!(batch.has_room());
     assert!(
         batch
-            .join(&mut model, None, vocab, &joiner.0, &joiner.1, Count("joiner", 0))
+            .join(
+                &mut model,
+                None,
+                vocab,
+                &joiner.0,
+                &joiner.1,
+                Count("joiner", 0)
+            )
             .is_none()
     );
     let mut finished = Vec::new();
@@ -255,7 +292,11 @@ fn a_sequence_that_leaves_frees_its_slot_for_one_that_joins() {
         finished.extend(batch.step(&mut model, vocab));
     }
     for (sink, out) in finished {
-        let want = if sink.0 == "long" { &alone[0] } else { &alone[2] };
+        let want = if sink.0 == "long" {
+            &alone[0]
+        } else {
+            &alone[2]
+        };
         let out = out.unwrap();
         assert_eq!(sink.1, out.tokens.len());
         same(want, &out, sink.0);
@@ -287,7 +328,14 @@ fn a_prompt_longer_than_a_slot_is_refused_at_join() {
     let prompt: Vec<u32> = file.vocab.encode(&"word ".repeat(40), true).unwrap();
     let mut batch: Batch<Discard> = Batch::new(model.slots());
     let (_, r) = batch
-        .join(&mut model, None, &file.vocab, &prompt, &params(0.0, 0, 4, &[]), Discard)
+        .join(
+            &mut model,
+            None,
+            &file.vocab,
+            &prompt,
+            &params(0.0, 0, 4, &[]),
+            Discard,
+        )
         .expect("refused at once");
     assert!(
         matches!(r, Err(stoplab::Error::PromptTooLong { context: 16, .. })),

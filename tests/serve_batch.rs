@@ -124,6 +124,10 @@ fn concurrent_requests_answer_what_they_answer_alone() {
     for (i, streamed, got) in together {
         assert_eq!(got, alone[i], "request {i} (streamed: {streamed})");
     }
-    assert!(alone[4][0] != alone[4][1], "n choices differ: {:?}", alone[4]);
+    assert!(
+        alone[4][0] != alone[4][1],
+        "n choices differ: {:?}",
+        alone[4]
+    );
     h.shutdown().unwrap();
 }

@@ -303,7 +303,11 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         let threads = if args.endpoint.is_some() {
             "the server's".to_string()
         } else {
-            format!("{}, {} runs decoded together", stoplab::model::threads(), args.parallel)
+            format!(
+                "{}, {} runs decoded together",
+                stoplab::model::threads(),
+                args.parallel
+            )
         };
         let header = format!(
             "{} {model_label}; {} runs of {} scenarios in {wall_s:.1} s wall time{}; threads: {threads}.",

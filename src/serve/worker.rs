@@ -342,7 +342,9 @@ impl<'a> Scheduler<'a> {
                 let done = batch.step(model, self.vocab);
                 self.finished(done);
             }
-            self.stats.running.store(!batch.is_empty(), Ordering::SeqCst);
+            self.stats
+                .running
+                .store(!batch.is_empty(), Ordering::SeqCst);
         }
     }
 

@@ -245,13 +245,19 @@ pub fn run_scenarios(
     let mut results: Vec<Vec<RunResult>> = scenarios.iter().map(|_| Vec::new()).collect();
     if !jobs.is_empty() {
         if let Err(e) = engine.set_slots(parallel.max(1), need) {
-            return scenarios.iter().map(|_| Err(Error::Backend(e.to_string()))).collect();
+            return scenarios
+                .iter()
+                .map(|_| Err(Error::Backend(e.to_string())))
+                .collect();
         }
         let (model, vocab) = engine.batch_parts();
         let done = generate_all_with(model, vocab, jobs, &mut |i, watch, result| {
             if let Ok(o) = result {
                 let (k, seed) = whose[i];
-                on_run(k, &result_of(&scenarios[k], seed, watch.answered_at, o.clone()));
+                on_run(
+                    k,
+                    &result_of(&scenarios[k], seed, watch.answered_at, o.clone()),
+                );
             }
         });
         for (i, (watch, result)) in done.into_iter().enumerate() {

@@ -476,10 +476,11 @@ impl GgufLlama {
     pub fn set_slots(&mut self, slots: usize, context: usize) -> Result<usize, Error> {
         match &mut self.weights {
             Weights::Native(m) => {
-                m.set_slots(slots, context).map_err(|message| Error::Model {
-                    path: self.path.clone(),
-                    message,
-                })?;
+                m.set_slots(slots, context)
+                    .map_err(|message| Error::Model {
+                        path: self.path.clone(),
+                        message,
+                    })?;
                 self.context = m.slot_context();
                 Ok(m.slots())
             }

@@ -49,7 +49,7 @@ use std::fs::File;
 
 use candle_core::quantized::gguf_file::Content;
 
-use attention::attention;
+use attention::{attention, attention_each};
 use kv::KvCache;
 use matmul::matmul_many;
 use quant::{Act, quantize};
@@ -228,7 +228,12 @@ impl Llama {
 
     /// Feeds `tokens` at positions `pos..` of the sequence in KV slot `slot` and returns the logits after
     /// the last one. The slot's cache beyond `pos` is overwritten.
-    pub fn forward_in(&mut self, slot: usize, tokens: &[u32], pos: usize) -> Result<&[f32], String> {
+    pub fn forward_in(
+        &mut self,
+        slot: usize,
+        tokens: &[u32],
+        pos: usize,
+    ) -> Result<&[f32], String> {
         let end = pos
             .checked_add(tokens.len())
             .filter(|&e| e <= self.slot_context);
@@ -357,24 +362,52 @@ impl Llama {
                     rope_fn(h, r);
                 }
             }
-            let mut r0 = 0;
-            for seg in segs {
-                let (pos, r) = (seg.pos, r0..r0 + seg.rows);
-                let cache = &mut self.kv[seg.slot];
-                cache.write(l, pos, &s.k[r.start * kv..r.end * kv], &s.v[r.start * kv..r.end * kv]);
-                let (kc, vc) = cache.rows(l, pos + seg.rows);
-                attention(
+            if segs.len() > 1 && segs.iter().all(|g| g.rows == 1) {
+                // A batched decode step: every sequence's one row in one parallel section.
+                for (r, seg) in segs.iter().enumerate() {
+                    let (k, v) = (&s.k[r * kv..(r + 1) * kv], &s.v[r * kv..(r + 1) * kv]);
+                    self.kv[seg.slot].write(l, seg.pos, k, v);
+                }
+                let caches: Vec<(&[u16], &[u16], usize)> = segs
+                    .iter()
+                    .map(|seg| {
+                        let (kc, vc) = self.kv[seg.slot].rows(l, seg.pos + 1);
+                        (kc, vc, seg.pos)
+                    })
+                    .collect();
+                attention_each(
                     kernels,
                     &cfg,
-                    &s.q[r.start * qd..r.end * qd],
-                    kc,
-                    vc,
-                    pos,
+                    &s.q[..b * qd],
+                    &caches,
                     window,
-                    &mut s.att[r.start * qd..r.end * qd],
-                    &mut s.scores,
+                    &mut s.att[..b * qd],
                 );
-                r0 = r.end;
+            } else {
+                let mut r0 = 0;
+                for seg in segs {
+                    let (pos, r) = (seg.pos, r0..r0 + seg.rows);
+                    let cache = &mut self.kv[seg.slot];
+                    cache.write(
+                        l,
+                        pos,
+                        &s.k[r.start * kv..r.end * kv],
+                        &s.v[r.start * kv..r.end * kv],
+                    );
+                    let (kc, vc) = cache.rows(l, pos + seg.rows);
+                    attention(
+                        kernels,
+                        &cfg,
+                        &s.q[r.start * qd..r.end * qd],
+                        kc,
+                        vc,
+                        pos,
+                        window,
+                        &mut s.att[r.start * qd..r.end * qd],
+                        &mut s.scores,
+                    );
+                    r0 = r.end;
+                }
             }
             quantize(&s.att[..b * qd], qd, layer.wo.wtype.act(), &mut s.act);
             matmul_many(
