@@ -7,6 +7,7 @@
 #
 #   benches/peer/serve_batch.sh                         # 2 rounds, 16 slots, 2 threads
 #   ROUNDS=3 SLOTS=8 CLIENTS="1 8" benches/peer/serve_batch.sh
+#   BEFORE=/path/to/old/stoplab benches/peer/serve_batch.sh    # also an older stoplab (one generation at a time)
 #
 # Each client sends REQUESTS streaming completions one after another, each writing exactly MAX_TOKENS tokens
 # (ignore_eos); benches/serve_load.py prints one JSON line per (server, clients): aggregate generated
@@ -59,11 +60,14 @@ wait_up() {
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; slots $SLOTS, threads $THREADS," \
      "$REQUESTS requests x $MAX_TOKENS tokens per client; model $(basename "$MODEL")"
 for r in $(seq "$ROUNDS"); do
-    for server in llama stoplab; do
+    for server in llama stoplab ${BEFORE:+before}; do
         if [[ $server == llama ]]; then
             "$SERVER" -m "$MODEL" -t "$THREADS" -tb "$THREADS" -np "$SLOTS" -c $((SLOTS * CTX_PER_SLOT)) \
                 --cont-batching --host 127.0.0.1 --port "$PORT_LLAMA" >/dev/null 2>&1 &
             pid=$!; port=$PORT_LLAMA
+        elif [[ $server == before ]]; then
+            "$BEFORE" --threads "$THREADS" serve --model "$MODEL" --queue 64 --port "$PORT_STOPLAB" >/dev/null 2>&1 &
+            pid=$!; port=$PORT_STOPLAB
         else
             "$STOPLAB" --threads "$THREADS" serve --model "$MODEL" --parallel "$SLOTS" \
                 --kv-budget $((SLOTS * CTX_PER_SLOT)) --port "$PORT_STOPLAB" >/dev/null 2>&1 &
