@@ -329,13 +329,12 @@ impl ChatTemplate {
         self.tools
     }
 
-    /// Renders a conversation. Tools, or messages with tool calls or the `tool` role, need a template with a
-    /// tools branch: without one they are an error naming `tools` rather than a prompt that drops them.
+    /// Renders a conversation. Tools need a template with a tools branch: without one they are an error
+    /// naming `tools` rather than a prompt that drops them.
     pub fn render(&self, messages: &[Message], opts: &ChatOptions<'_>) -> Result<String, Error> {
-        let uses_tools = messages
-            .iter()
-            .any(|m| !m.tool_calls.is_empty() || m.role == "tool");
-        if !self.tools && (!opts.tools.is_empty() || uses_tools) {
+        // Tool turns without a tools branch are rendered as the template renders any role (fine-tuning data
+        // does this); a front end that takes OpenAI's tool messages refuses them with [`Self::has_tools`].
+        if !self.tools && !opts.tools.is_empty() {
             return Err(Error::Invalid {
                 field: "tools".into(),
                 message: "the model's chat template has no tools branch, so it cannot show the model \
@@ -723,9 +722,6 @@ mod tests {
         };
         let err = t.render(&[Message::new("user", "Hi")], &opts).unwrap_err();
         assert!(err.to_string().starts_with("tools: "), "{err}");
-        let mut result = Message::new("tool", "42");
-        result.tool_call_id = Some("c".into());
-        assert!(t.render(&[result], &ChatOptions::default()).is_err());
         assert_eq!(
             t.render(&[Message::new("user", "Hi")], &ChatOptions::default())
                 .unwrap(),

@@ -342,6 +342,17 @@ pub fn render_chat(f: &Fields, served: &Served, tools: &[Value]) -> Result<Strin
         .template
         .as_ref()
         .map_err(|e| ApiError::invalid("messages", e))?;
+    if !template.has_tools()
+        && msgs
+            .iter()
+            .any(|m| !m.tool_calls.is_empty() || m.role == "tool")
+    {
+        return Err(ApiError::invalid(
+            "tools",
+            "the model's chat template has no tools branch, so it cannot show the model tool calls or their \
+             results; use a model whose template takes tools (qwen2.5-coder-0.5b-instruct)",
+        ));
+    }
     template
         .render(
             &msgs,
@@ -521,10 +532,18 @@ fn unsupported(f: &Fields, endpoint: Endpoint) -> Result<(), ApiError> {
         ("typical_p", "typical sampling is not implemented"),
         ("mirostat", "mirostat sampling is not implemented"),
     ] {
-        if set(name)
-            && f.raw(name) != Some(&Value::Bool(false))
-            && f.raw(name) != Some(&serde_json::json!(0))
-        {
+        // A value that asks for nothing (false, 0, an empty object; typical_p 1) is the default: accepted.
+        let inert = |v: &Value| match v {
+            Value::Bool(b) => !b,
+            Value::Number(n) => {
+                n.as_f64() == Some(0.0) || (name == "typical_p" && n.as_f64() == Some(1.0))
+            }
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            Value::Null => true,
+        };
+        if f.raw(name).is_some_and(|v| !inert(v)) {
             return refuse(name, why);
         }
     }

@@ -268,6 +268,8 @@ struct ToolGate {
     /// Undecided (only whitespace so far), streaming content, or holding everything.
     state: GateState,
     held: String,
+    /// The content streamed so far.
+    sent: String,
 }
 
 #[derive(Debug, Default, PartialEq)]
@@ -283,6 +285,12 @@ const TOOL_OPEN: &str = "<tool_call>";
 impl ToolGate {
     /// Takes released text; returns what may be streamed as content now.
     fn push(&mut self, text: &str) -> String {
+        let out = self.release(text);
+        self.sent.push_str(&out);
+        out
+    }
+
+    fn release(&mut self, text: &str) -> String {
         self.held.push_str(text);
         if self.state == GateState::Undecided {
             let t = self.held.trim_start();
@@ -658,7 +666,17 @@ impl SseState {
             Reply::finish_reason(&o.finish, calls.is_some()),
             o.finish.stop_reason(),
         ));
-        let held = c.gate.map(|g| g.held).unwrap_or_default();
+        let (held, sent) = c.gate.map(|g| (g.held, g.sent)).unwrap_or_default();
+        // Content before the calls that was held (a reply that began like a call) goes out first.
+        if let Some(rest) = calls
+            .as_ref()
+            .and_then(|c| c.content.as_deref())
+            .and_then(|content| content.strip_prefix(sent.as_str()))
+            .filter(|rest| !rest.is_empty())
+        {
+            let chunk = self.reply.chunk(index, Delta::Text(rest), None, None);
+            self.frames.push_back(sse(&chunk));
+        }
         let chunk = match (&calls, held.is_empty()) {
             (Some(calls), _) => self.reply.chunk(index, Delta::Calls(calls), lp, finish),
             (None, false) => self.reply.chunk(index, Delta::Text(&held), lp, finish),
