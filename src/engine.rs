@@ -43,6 +43,33 @@ pub struct Engine {
     adapter: bool,
     /// The backend asked for (`STOPLAB_BACKEND`).
     asked: Backend,
+    /// Sequences generated at once ([`Engine::set_slots`]).
+    slots: usize,
+    no_weights: NoWeights,
+}
+
+/// The model of a tokenizer-only engine: every call says that no weights were loaded.
+struct NoWeights(PathBuf, usize);
+
+impl Model for NoWeights {
+    fn vocab_size(&self) -> usize {
+        0
+    }
+
+    fn context_length(&self) -> usize {
+        self.1
+    }
+
+    fn forward(&mut self, _: &[u32], _: usize) -> Result<crate::model::Next, Error> {
+        Err(Error::Model {
+            path: self.0.clone(),
+            message: "weights were not loaded (tokenizer-only engine)".into(),
+        })
+    }
+
+    fn name(&self) -> &str {
+        "no weights"
+    }
 }
 
 impl Engine {
@@ -64,14 +91,17 @@ impl Engine {
                     ),
                 });
             }
+            let vocab = Vocab::from_tiktoken(&files)?;
             return Ok(Self {
+                no_weights: NoWeights(files.vocab.clone(), VOCAB_ONLY_CONTEXT),
                 path: files.vocab.clone(),
-                vocab: Vocab::from_tiktoken(&files)?,
+                vocab,
                 file: None,
                 vocab_only: Some(files.name),
                 weights: None,
                 adapter: false,
                 asked: Backend::Native,
+                slots: 1,
             });
         }
         let path = fetch::resolve(opts.model.as_deref(), progress)?;
@@ -90,6 +120,7 @@ impl Engine {
                 Some(GgufLlama::load_from(&file, &bytes, asked)?)
             }
         };
+        let no_weights = NoWeights(path.clone(), crate::model::context_for(&file.content));
         let engine = Self {
             path,
             vocab: file.vocab.clone(),
@@ -98,6 +129,8 @@ impl Engine {
             weights,
             adapter: opts.adapter.is_some(),
             asked,
+            slots: 1,
+            no_weights,
         };
         if opts.progress
             && let Some(note) = engine.backend_note()
@@ -201,6 +234,39 @@ impl Engine {
     /// The loaded GGUF model, if weights were loaded.
     pub fn model_mut(&mut self) -> Option<&mut GgufLlama> {
         self.weights.as_mut()
+    }
+
+    /// Lets `slots` sequences generate at once, each with a KV cache of `context` positions (capped at the
+    /// model's): the model's weights are then read once per step for all of them. Returns how many can:
+    /// `slots`, or 1 where the backend keeps one sequence (candle's). Replays need no KV cache: a
+    /// tokenizer-only engine runs `slots` replays at once. [`Engine::context_length`] is then a slot's.
+    pub fn set_slots(&mut self, slots: usize, context: usize) -> Result<usize, Error> {
+        if slots == 0 {
+            return Err(Error::Invalid {
+                field: "slots".into(),
+                message: "at least one sequence must be able to run".into(),
+            });
+        }
+        self.slots = match self.weights.as_mut() {
+            Some(w) => w.set_slots(slots, context)?,
+            None => slots,
+        };
+        Ok(self.slots)
+    }
+
+    /// Sequences that generate at once (1 unless [`Engine::set_slots`] said more).
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// The model to batch sequences on (one that fails every call when no weights were loaded: only
+    /// replays, which bring their own, can run then), and the vocabulary.
+    pub fn batch_parts(&mut self) -> (&mut dyn Model, &Vocab) {
+        if self.weights.is_none() {
+            return (&mut self.no_weights, &self.vocab);
+        }
+        let w = self.weights.as_mut().expect("checked above");
+        (w, &self.vocab)
     }
 
     /// Generates with the real model, or with `replay` when given.

@@ -43,7 +43,7 @@ pub mod rng;
 pub mod serve;
 
 pub use lab::{bench, experiment, inspect, trace};
-pub use pipeline::{format, generate, model, sampling, stop, tokenizer};
+pub use pipeline::{batch, format, generate, model, sampling, stop, tokenizer};
 
 mod engine;
 

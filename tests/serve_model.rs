@@ -129,6 +129,7 @@ fn a_full_queue_answers_429_with_retry_after() {
         None,
         Limits {
             queue: 1,
+            parallel: 1,
             ..Limits::default()
         },
     );

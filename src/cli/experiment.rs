@@ -69,6 +69,12 @@ pub struct ExperimentArgs {
     /// With --endpoint: runs in flight at once.
     #[arg(long, default_value_t = 4, requires = "endpoint")]
     concurrency: usize,
+    /// On the local model: runs decoded together (continuous batching: one pass over the weights per step
+    /// for all of them, runs of every scenario side by side; each run's text is what it would be alone).
+    /// 1 runs them one after another.
+    #[arg(long, value_name = "N", default_value_t = PARALLEL, conflicts_with = "endpoint",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    parallel: usize,
     /// The models to run on, side by side (repeatable, or comma-separated): GGUF files, names from
     /// `stoplab fetch --list`, or hf:OWNER/REPO/FILE.gguf. Each runs the scenarios written for it (their
     /// `model` key), or the seed's scenarios when none are. Without --model: the default model, or, with
@@ -141,6 +147,10 @@ fn plan(
         })
         .collect()
 }
+
+/// `--parallel`'s default: on 2 cores the default run's aggregate decode speed is best about there
+/// (BENCHMARKS.md, "Continuous batching").
+const PARALLEL: usize = 16;
 
 pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     let bad_scenario = |e: experiment::ScenarioError| Failure::usage(e.to_string());
@@ -272,11 +282,13 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
                 .clone()
                 .unwrap_or_else(|| stoplab::fetch::Manifest::builtin().default);
             labels.push(format!("`{name}` ({})", engine.path.display()));
-            for s in list {
-                bar.set_message(format!("{name}: {}", s.name));
-                let mut report =
-                    experiment::run_scenario(&mut engine, s, &opts, &mut |_| bar.inc(1))
-                        .map_err(|e| Failure::from(e).with_context(&s.file))?;
+            bar.set_message(format!("{name}: {} at once", args.parallel));
+            let results =
+                experiment::run_scenarios(&mut engine, list, &opts, args.parallel, &mut |_, _| {
+                    bar.inc(1)
+                });
+            for (s, report) in list.iter().zip(results) {
+                let mut report = report.map_err(|e| Failure::from(e).with_context(&s.file))?;
                 report.model = name.clone();
                 reports.push(report);
             }
@@ -292,7 +304,11 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         let threads = if args.endpoint.is_some() {
             "the server's".to_string()
         } else {
-            stoplab::model::threads().to_string()
+            format!(
+                "{}, {} runs decoded together",
+                stoplab::model::threads(),
+                args.parallel
+            )
         };
         let header = format!(
             "{} {model_label}; {} runs of {} scenarios in {wall_s:.1} s wall time{}; threads: {threads}.",

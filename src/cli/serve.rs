@@ -36,9 +36,23 @@ pub struct ServeArgs {
     /// "writes"), so stop behaviour can be staged over HTTP.
     #[arg(long)]
     replay_only: bool,
-    /// Requests that may wait while one generates; beyond that the answer is 429 with Retry-After.
+    /// Requests that may wait while --parallel generate; beyond that the answer is 429 with Retry-After.
     #[arg(long, default_value_t = Limits::default().queue)]
     queue: usize,
+    /// Sequences generated at once (continuous batching): each step decodes one token of every running
+    /// sequence in a single pass over the weights; a new request joins between steps after its prompt is
+    /// read, a finished or cancelled one leaves at once. Each has its own KV cache slot (see
+    /// --kv-budget); the choices of a request with `n` run side by side too. Candle's backend
+    /// (STOPLAB_BACKEND=candle) runs one at a time.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().parallel,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    parallel: usize,
+    /// Positions of KV cache in all, shared evenly by the --parallel slots (each gets at most the model's
+    /// context; a prompt plus its completion must fit in one slot). Default: every slot gets the model's
+    /// whole context; memory is reserved, and becomes resident only as positions fill (the default model:
+    /// 23 KB per position).
+    #[arg(long, value_name = "POSITIONS")]
+    kv_budget: Option<usize>,
     /// Most stop strings in one request.
     #[arg(long, default_value_t = Limits::default().max_stops)]
     max_stops: usize,
@@ -87,6 +101,8 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             max_stop_bytes: args.max_stop_bytes,
             max_body_bytes: args.max_body_bytes,
             queue: args.queue,
+            parallel: args.parallel,
+            kv_budget: args.kv_budget,
             max_n: args.max_n,
             max_connections: args.max_connections,
             read_timeout: std::time::Duration::from_secs_f64(args.read_timeout),

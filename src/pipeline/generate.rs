@@ -6,14 +6,12 @@
 //! order. The concatenated event texts always equal [`Outcome::text`].
 
 use std::ops::ControlFlow;
-use std::time::Instant;
 
 use crate::Error;
-use crate::model::{Model, Next};
-use crate::sampling::Sampler;
-use crate::stop::{Finish, HeldFor, StopCut, StopEngine, StopSet};
+use crate::model::Model;
+use crate::stop::{HeldFor, StopCut, StopSet};
 
-use super::settings::{Field, SettingsError};
+use super::batch::Sequence;
 pub use super::settings::{GenerateParams, RepetitionStop};
 pub use super::stop::FinishReason;
 use crate::tokenizer::Vocab;
@@ -84,7 +82,7 @@ pub struct TokenEvent<'a> {
     /// The model's probabilities at this step, when the sink asked for them ([`Sink::wants_probs`]) and a
     /// model (not a replay) chose the token.
     pub probs: Option<&'a StepProbs>,
-    stops: &'a StopSet,
+    pub(super) stops: &'a StopSet,
 }
 
 /// What the model thought at one step: the softmax of its raw logits (before penalties, bias and
@@ -189,104 +187,12 @@ pub fn generate(
     params: &GenerateParams,
     sink: &mut dyn Sink,
 ) -> Result<Outcome, Error> {
-    params.validate(vocab.len())?;
-    if prompt.is_empty() {
-        return Err(SettingsError::new(Field::Prompt, "is empty; give at least one token").into());
-    }
-    let context = model.context_length();
-    if prompt.len() >= context {
-        return Err(Error::PromptTooLong {
-            prompt: prompt.len(),
-            context,
-        });
-    }
-    if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab.len()) {
-        return Err(Error::UnknownToken {
-            id,
-            vocab: vocab.len(),
-        });
-    }
-
-    // The user's choice (replace, add, remove) applied to the model's set; `ignore_eos` is the engine's.
-    let end_tokens = params.end_set(vocab.end_tokens());
-    let mut engine = StopEngine::new(params, &end_tokens, prompt.len(), context);
-    let mut sampler = Sampler::new(params.sampling.clone(), prompt);
-    let mut timings = Timings {
-        prompt_tokens: prompt.len(),
-        ..Default::default()
-    };
-
-    let t0 = Instant::now();
+    let mut seq = Sequence::new(vocab, prompt, params, model.context_length())?;
     let mut next = model.forward(prompt, 0)?;
-    timings.prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let decode_start = Instant::now();
-
-    let wants_probs = sink.wants_probs();
-    let top_probs = sink.top_probs();
-    let mut raw = Vec::new();
-    let finish = loop {
-        let mut probs = None;
-        let id = match next {
-            Next::Forced(id) => id,
-            Next::Logits(mut logits) => {
-                if wants_probs {
-                    raw.clone_from(&logits);
-                }
-                let id = sampler.sample(&mut logits, engine.banned())?;
-                if wants_probs {
-                    probs = Some(StepProbs::with_top(&raw, id, &end_tokens, top_probs));
-                }
-                id
-            }
-        };
-        let bytes = vocab.token_bytes(id).ok_or(Error::UnknownToken {
-            id,
-            vocab: vocab.len(),
-        })?;
-        sampler.accept(id);
-        let step = engine.push(id, bytes);
-        let event = TokenEvent {
-            index: step.index,
-            id,
-            bytes,
-            end_token: step.end_token,
-            text: &step.released,
-            held: step.held,
-            finish: step.finish.as_ref().map(|f| &f.reason),
-            cut: step.finish.as_ref().and_then(|f| f.cut.as_ref()),
-            probs: probs.as_ref(),
-            stops: &params.stops,
-        };
-        let flow = sink.token(&event)?;
-        let (index, finish) = (step.index, step.finish);
-        if let Some(f) = finish {
-            break f;
-        }
-        if flow.is_break() {
-            break engine.cancel();
-        }
-        next = model.forward(&[id], prompt.len() + index)?;
-    };
-    let Finish { reason, cut } = finish;
-    let tokens = engine.tokens().to_vec();
-
-    let decode_tokens = tokens.len().saturating_sub(1);
-    timings.decode_tokens = decode_tokens;
-    timings.decode_ms = decode_start.elapsed().as_secs_f64() * 1e3;
-    timings.prefill_tokens_per_s = per_second(prompt.len(), timings.prefill_ms);
-    timings.decode_tokens_per_s = per_second(decode_tokens, timings.decode_ms);
-    Ok(Outcome {
-        text: engine.text().to_owned(),
-        finish: reason,
-        cut,
-        tokens,
-        prompt_tokens: prompt.len(),
-        timings,
-    })
-}
-
-fn per_second(n: usize, ms: f64) -> f64 {
-    if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 }
+    while let Some((id, pos)) = seq.accept(next, vocab, sink)? {
+        next = model.forward(&[id], pos)?;
+    }
+    Ok(seq.outcome())
 }
 
 #[cfg(test)]

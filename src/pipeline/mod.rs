@@ -1,6 +1,7 @@
 //! The stages a generation goes through, in order: [`format`](mod@format) → [`tokenizer`] → [`model`] → [`sampling`] →
 //! [`stop`], tied together by [`generate`].
 
+pub mod batch;
 pub mod format;
 pub mod generate;
 pub mod model;

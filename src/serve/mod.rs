@@ -11,8 +11,9 @@
 //!   request and seed.
 //! * Every request is checked before it queues ([`request::generation`]); a bad one is a 400 naming the field
 //!   in OpenAI's error body, never a 500.
-//! * One generation runs at a time; others wait in a bounded FIFO queue, 429 with `Retry-After` when it is
-//!   full. A client that goes away ends its generation within one token.
+//! * Up to `--parallel` generations run at once, decoded together (continuous batching, [`worker`]); others
+//!   wait in a bounded FIFO queue, 429 with `Retry-After` when it is full. A client that goes away ends its
+//!   generation within one token. A generation's text does not depend on what runs beside it.
 //! * Defaults follow OpenAI's API (temperature 1, 16 tokens for completions, chat until the model stops)
 //!   except the seed, 0 unless given, so a repeated request gives the same text.
 //!
@@ -90,8 +91,15 @@ pub struct Limits {
     pub max_stops: usize,
     pub max_stop_bytes: usize,
     pub max_body_bytes: usize,
-    /// Requests that may wait while one generates; more are answered 429.
+    /// Requests that may wait while `parallel` generate; more are answered 429.
     pub queue: usize,
+    /// Sequences generated at once (continuous batching: one pass of the weights per step decodes a token
+    /// of each); each has a KV slot of its own. Candle's backend runs one at a time whatever this says.
+    pub parallel: usize,
+    /// Positions of KV cache shared out among the `parallel` slots (each gets `kv_budget / parallel`, at
+    /// most the model's context); None: each slot gets the model's whole context. A slot's memory is
+    /// reserved, and becomes resident only as its positions fill.
+    pub kv_budget: Option<usize>,
     /// The most choices one request may ask for (`n`).
     pub max_n: usize,
     /// Connections open at once; more wait to be accepted until one closes.
@@ -108,6 +116,8 @@ impl Default for Limits {
             max_stop_bytes: 1024,
             max_body_bytes: 1 << 20,
             queue: 32,
+            parallel: 4,
+            kv_budget: None,
             max_n: 16,
             max_connections: 64,
             read_timeout: std::time::Duration::from_secs(10),
@@ -260,7 +270,24 @@ async fn accept(
 
 /// Loads the model, binds `config.addr` and serves on background threads until [`Handle::shutdown`].
 pub fn start(config: Config) -> Result<Handle, StartError> {
-    let engine = Engine::load(&config.engine)?;
+    let mut engine = Engine::load(&config.engine)?;
+    let parallel = config.limits.parallel.max(1);
+    let per_slot = match config.limits.kv_budget {
+        Some(budget) => budget / parallel,
+        None => engine.context_length(),
+    };
+    if per_slot < 2 {
+        return Err(StartError::Engine(Error::Invalid {
+            field: "--kv-budget".into(),
+            message: format!(
+                "{} positions shared by {parallel} slots leave {per_slot} each; give at least {} (2 per \
+                 slot) or lower --parallel",
+                config.limits.kv_budget.unwrap_or(0),
+                2 * parallel
+            ),
+        }));
+    }
+    engine.set_slots(parallel, per_slot)?;
     let model = config
         .model_name
         .clone()

@@ -109,7 +109,7 @@ impl ApiError {
         )
     }
 
-    pub fn queue_full(capacity: usize) -> Self {
+    pub fn queue_full(running: usize, capacity: usize) -> Self {
         Self {
             code: Some("queue_full"),
             retry_after: Some(1),
@@ -117,7 +117,9 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
                 format!(
-                    "the server is busy: one generation runs and {capacity} wait (stoplab serve --queue); retry later"
+                    "the server is busy: {running} generation{} run and {capacity} wait (stoplab serve \
+                     --parallel, --queue); retry later",
+                    if running == 1 { "" } else { "s" }
                 ),
             )
         }

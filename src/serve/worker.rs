@@ -1,4 +1,8 @@
-//! One model, one generation at a time: a bounded FIFO queue in front of a thread that owns the [`Engine`].
+//! One model, several generations at once: a bounded FIFO queue in front of a thread that owns the
+//! [`Engine`] and schedules a [`Batch`]. A request's choices join the batch, oldest request first, as KV
+//! slots free up (its prompt is read on its own, between steps); each step then decodes one token of every
+//! running sequence in one pass over the weights; a finished or cancelled sequence leaves at once. Each
+//! sequence keeps its own sampler, seed and stop engine, so its text is what it would be alone.
 //!
 //! A request takes a *place* when it is queued. The place belongs to the client's side (the handler, then
 //! the streaming body), so a client that goes away gives it back at once, whether it was waiting or
@@ -10,10 +14,13 @@
 //! engine released and held back, the finish and its cut on the last one, and the model's probabilities when
 //! the request asked for them), so a route can show as much of it as its API has room for: OpenAI's text
 //! deltas and logprobs, or a trace row per token ([`Step::trace_row`]). A request with `n` choices runs them
-//! one after another; every event names its choice.
+//! side by side, but its handler hears them in order, one choice after another ([`Delivery`]); every event
+//! names its choice.
 
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::ControlFlow;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -22,6 +29,7 @@ use std::thread::JoinHandle;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::generate::{FinishReason, Outcome, Sink, StepProbs, TokenEvent};
+use crate::pipeline::batch::{Batch, Done};
 use crate::stop::{HeldFor, StopCut};
 use crate::tokenizer::Vocab;
 use crate::trace::{TraceEnd, TraceRow};
@@ -146,8 +154,10 @@ impl Drop for Place {
 pub struct Queue {
     jobs: mpsc::Sender<Job>,
     taken: Arc<AtomicUsize>,
-    /// Requests that may wait while one runs.
+    /// Requests that may wait while `parallel` run.
     waiting: usize,
+    /// Sequences generated at once.
+    parallel: usize,
     pub stats: Arc<Stats>,
     stopping: Arc<AtomicBool>,
 }
@@ -162,12 +172,12 @@ impl Queue {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(ApiError::shutting_down());
         }
-        let capacity = self.waiting + 1;
+        let capacity = self.waiting + self.parallel;
         self.taken
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < capacity).then_some(n + 1)
             })
-            .map_err(|_| ApiError::queue_full(self.waiting))?;
+            .map_err(|_| ApiError::queue_full(self.parallel, self.waiting))?;
         let place = Place(self.taken.clone());
         let (events, rx) = unbounded_channel();
         self.jobs
@@ -184,9 +194,16 @@ impl Queue {
     pub fn waiting_capacity(&self) -> usize {
         self.waiting
     }
+
+    /// Sequences generated at once.
+    pub fn parallel(&self) -> usize {
+        self.parallel
+    }
 }
 
-/// Starts the worker thread (`vocab` is the engine's own, shared). `stopping` set: the running generation is cancelled, queued ones are refused.
+/// Starts the worker thread (`vocab` is the engine's own, shared); it generates up to `engine.slots()`
+/// sequences at once ([`Engine::set_slots`]). `stopping` set: running generations are cancelled, queued
+/// ones are refused.
 pub fn spawn(
     mut engine: Engine,
     vocab: Arc<Vocab>,
@@ -195,58 +212,246 @@ pub fn spawn(
 ) -> std::io::Result<(Queue, JoinHandle<()>)> {
     let (jobs, rx) = mpsc::channel::<Job>();
     let stats = Arc::new(Stats::default());
+    let parallel = engine.slots().max(1);
     let queue = Queue {
         jobs,
         taken: Arc::new(AtomicUsize::new(0)),
         waiting,
+        parallel,
         stats: stats.clone(),
         stopping: stopping.clone(),
     };
     let thread = std::thread::Builder::new()
         .name("stoplab-model".into())
         .spawn(move || {
-            // Ends when every sender is gone: the server has stopped.
-            for job in rx {
-                run(&mut engine, &vocab, job, &stats, &stopping);
+            Scheduler {
+                engine: &mut engine,
+                vocab: &vocab,
+                stats: &stats,
+                stopping: &stopping,
+                parallel,
+                requests: VecDeque::new(),
             }
+            .run(rx)
         })?;
     Ok((queue, thread))
 }
 
-fn run(engine: &mut Engine, vocab: &Vocab, job: Job, stats: &Stats, stopping: &AtomicBool) {
-    let Job { request, events } = job;
-    if stopping.load(Ordering::SeqCst) {
-        let _ = events.send(Event::ShuttingDown);
-        return;
-    }
-    if events.is_closed() {
-        stats.cancelled.fetch_add(1, Ordering::SeqCst);
-        return;
-    }
-    stats.running.store(true, Ordering::SeqCst);
-    for choice in 0..request.n.max(1) {
-        let mut params = request.params.clone();
-        params.sampling.seed = request.choice_seed(choice);
-        let result = run_choice(engine, &request, &params, choice, vocab, &events, stopping);
-        let counter = match &result {
-            Ok(o) if o.finish == FinishReason::Cancelled => &stats.cancelled,
-            Ok(_) => &stats.completed,
-            Err(_) => &stats.failed,
-        };
-        counter.fetch_add(1, Ordering::SeqCst);
-        let go_on = matches!(&result, Ok(o) if o.finish != FinishReason::Cancelled);
-        let _ = events.send(Event::Done { choice, result });
-        if !go_on {
-            break;
-        }
-    }
-    stats.running.store(false, Ordering::SeqCst);
+/// A request's choices on their way to its handler. Choices run side by side, but the handler hears
+/// them in order, as if they ran one after another: the steps of a choice after the one being delivered
+/// wait here until its turn. Once a choice ends in an error or a cancellation, no further choice is
+/// delivered (or started).
+struct Delivery {
+    events: UnboundedSender<Event>,
+    /// The choice whose events go straight to the handler.
+    current: usize,
+    /// Events of later choices, in order, per choice.
+    later: BTreeMap<usize, Vec<Event>>,
+    /// A choice ended in an error or was cancelled: the request is over.
+    stopped: bool,
 }
 
-/// Sends each step to the handler; ends the generation when the handler or the server goes away.
+impl Delivery {
+    fn send(&mut self, choice: usize, event: Event) {
+        if self.stopped {
+            return;
+        }
+        if choice != self.current {
+            self.later.entry(choice).or_default().push(event);
+            return;
+        }
+        let mut event = Some(event);
+        while let Some(ev) = event.take() {
+            let ends = match &ev {
+                Event::Done { result, .. } => {
+                    Some(matches!(result, Ok(o) if o.finish != FinishReason::Cancelled))
+                }
+                _ => None,
+            };
+            let _ = self.events.send(ev);
+            match ends {
+                None => {}
+                Some(false) => {
+                    self.stopped = true;
+                    self.later.clear();
+                    return;
+                }
+                Some(true) => {
+                    // The next choice's turn: what it said so far, and on, up to its end if it ended.
+                    self.current += 1;
+                    let Some(evs) = self.later.remove(&self.current) else {
+                        return;
+                    };
+                    let mut evs = evs.into_iter();
+                    for ev in evs.by_ref() {
+                        if matches!(ev, Event::Done { .. }) {
+                            event = Some(ev);
+                            break;
+                        }
+                        let _ = self.events.send(ev);
+                    }
+                }
+            }
+        }
+    }
+}
+
+type Shared = Rc<RefCell<Delivery>>;
+
+/// A request in the scheduler: its choices not yet started, and where their events go.
+struct Admitted {
+    request: Rc<GenRequest>,
+    next_choice: usize,
+    delivery: Shared,
+}
+
+/// The worker's loop: requests join the running batch between steps (after their prefill), every step
+/// decodes one token of each running sequence, finished and cancelled ones leave at once.
+struct Scheduler<'a> {
+    engine: &'a mut Engine,
+    vocab: &'a Vocab,
+    stats: &'a Stats,
+    stopping: &'a AtomicBool,
+    /// Sequences that may run at once.
+    parallel: usize,
+    /// Requests taken from the queue with choices still to start, oldest first.
+    requests: VecDeque<Admitted>,
+}
+
+impl<'a> Scheduler<'a> {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        let slots = self.engine.slots();
+        let mut batch: Batch<StepSink<'a>> = Batch::new(slots);
+        loop {
+            // Idle: wait for work; otherwise take what has arrived.
+            if batch.is_empty() && self.requests.is_empty() {
+                match rx.recv() {
+                    Ok(job) => self.admit(job),
+                    // Every sender is gone: the server has stopped.
+                    Err(_) => return,
+                }
+            }
+            while let Ok(job) = rx.try_recv() {
+                self.admit(job);
+            }
+            self.start(&mut batch);
+            let gone = batch.cancel_where(|s| s.gone());
+            self.finished(gone);
+            if !batch.is_empty() {
+                let (model, _) = self.engine.batch_parts();
+                let done = batch.step(model, self.vocab);
+                self.finished(done);
+            }
+            self.stats
+                .running
+                .store(!batch.is_empty(), Ordering::SeqCst);
+        }
+    }
+
+    fn admit(&mut self, job: Job) {
+        let Job { request, events } = job;
+        if self.stopping.load(Ordering::SeqCst) {
+            let _ = events.send(Event::ShuttingDown);
+            return;
+        }
+        if events.is_closed() {
+            self.stats.cancelled.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        self.requests.push_back(Admitted {
+            request: Rc::new(request),
+            next_choice: 0,
+            delivery: Rc::new(RefCell::new(Delivery {
+                events,
+                current: 0,
+                later: BTreeMap::new(),
+                stopped: false,
+            })),
+        });
+    }
+
+    /// Starts choices, oldest request first, while there is room.
+    fn start(&mut self, batch: &mut Batch<StepSink<'a>>) {
+        while let Some(head) = self.requests.front_mut() {
+            let n = head.request.n.max(1);
+            let over = head.next_choice >= n || head.delivery.borrow().stopped;
+            if over {
+                self.requests.pop_front();
+                continue;
+            }
+            let replay = head.request.replay.is_some();
+            if batch.len() >= self.parallel || (!replay && !batch.has_room()) {
+                return;
+            }
+            let stopping = self.stopping.load(Ordering::SeqCst);
+            let closed = head.delivery.borrow().events.is_closed();
+            if head.next_choice == 0 && stopping {
+                let _ = head.delivery.borrow().events.send(Event::ShuttingDown);
+                self.requests.pop_front();
+                continue;
+            }
+            if head.next_choice == 0 && closed {
+                // Its client left while it waited: it never starts.
+                self.stats.cancelled.fetch_add(1, Ordering::SeqCst);
+                self.requests.pop_front();
+                continue;
+            }
+            if stopping || closed {
+                // Its choices in the batch leave at the next step; the rest never start.
+                head.next_choice = n;
+                continue;
+            }
+            let choice = head.next_choice;
+            head.next_choice += 1;
+            let request = head.request.clone();
+            let sink = StepSink {
+                choice,
+                delivery: head.delivery.clone(),
+                stopping: self.stopping,
+                vocab: self.vocab,
+                top: request.top_probs,
+            };
+            let mut params = request.params.clone();
+            params.sampling.seed = request.choice_seed(choice);
+            let own = match &request.replay {
+                Some(script) => match self.engine.replay(script.clone()) {
+                    Ok(m) => Some(Box::new(m) as Box<dyn crate::model::Model + Send>),
+                    Err(e) => {
+                        self.finished(vec![(sink, Err(e))]);
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            self.stats.running.store(true, Ordering::SeqCst);
+            let (model, _) = self.engine.batch_parts();
+            if let Some(done) = batch.join(model, own, self.vocab, &request.prompt, &params, sink) {
+                self.finished(vec![done]);
+            }
+        }
+    }
+
+    fn finished(&self, done: Vec<Done<StepSink<'a>>>) {
+        for (sink, result) in done {
+            let counter = match &result {
+                Ok(o) if o.finish == FinishReason::Cancelled => &self.stats.cancelled,
+                Ok(_) => &self.stats.completed,
+                Err(_) => &self.stats.failed,
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let choice = sink.choice;
+            sink.delivery
+                .borrow_mut()
+                .send(choice, Event::Done { choice, result });
+        }
+    }
+}
+
+/// Sends each step of a choice toward its handler; ends the generation when the handler or the server
+/// goes away, or another choice of the request ended it.
 struct StepSink<'a> {
     choice: usize,
-    events: &'a UnboundedSender<Event>,
+    delivery: Shared,
     stopping: &'a AtomicBool,
     /// The engine's vocabulary (shared: the engine is borrowed mutably while the sink runs).
     vocab: &'a Vocab,
@@ -254,15 +459,22 @@ struct StepSink<'a> {
     top: Option<usize>,
 }
 
+impl StepSink<'_> {
+    fn gone(&self) -> bool {
+        let d = self.delivery.borrow();
+        d.stopped || d.events.is_closed() || self.stopping.load(Ordering::SeqCst)
+    }
+}
+
 impl Sink for StepSink<'_> {
     fn token(&mut self, ev: &TokenEvent<'_>) -> Result<ControlFlow<()>, Error> {
-        if self.events.is_closed() || self.stopping.load(Ordering::SeqCst) {
+        if self.gone() {
             return Ok(ControlFlow::Break(()));
         }
         let step = Step::of(self.choice, ev, self.vocab.is_special(ev.id));
-        if self.events.send(Event::Step(Box::new(step))).is_err() {
-            return Ok(ControlFlow::Break(()));
-        }
+        self.delivery
+            .borrow_mut()
+            .send(self.choice, Event::Step(Box::new(step)));
         Ok(ControlFlow::Continue(()))
     }
 
@@ -273,34 +485,4 @@ impl Sink for StepSink<'_> {
     fn top_probs(&self) -> usize {
         self.top.unwrap_or(0)
     }
-}
-
-fn run_choice(
-    engine: &mut Engine,
-    request: &GenRequest,
-    params: &crate::generate::GenerateParams,
-    choice: usize,
-    vocab: &Vocab,
-    events: &UnboundedSender<Event>,
-    stopping: &AtomicBool,
-) -> Result<Outcome, Error> {
-    let mut sink = StepSink {
-        choice,
-        events,
-        stopping,
-        vocab,
-        top: request.top_probs,
-    };
-    // A panic in the model backend must not take the server down with it.
-    catch_unwind(AssertUnwindSafe(|| {
-        engine.generate(&request.prompt, request.replay.clone(), params, &mut sink)
-    }))
-    .unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        Err(Error::Backend(format!("the model panicked: {what}")))
-    })
 }

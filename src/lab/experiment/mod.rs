@@ -44,7 +44,8 @@ pub mod scenario;
 
 pub use report::{markdown, svg_chart, table, to_json, write_report};
 pub use run::{
-    RunOptions, RunResult, ScenarioReport, count_markers, repeated_ngrams, run_scenario, summarise,
+    RunOptions, RunResult, ScenarioReport, count_markers, repeated_ngrams, run_scenario,
+    run_scenarios, summarise,
 };
 pub use scenario::{Scenario, ScenarioError};
 

@@ -5,8 +5,9 @@ use std::ops::ControlFlow;
 
 use serde::Serialize;
 
-use crate::generate::{RepetitionStop, TokenEvent};
-use crate::{Engine, Error};
+use crate::batch::generate_all_with;
+use crate::generate::{Outcome, RepetitionStop, TokenEvent};
+use crate::{Engine, Error, Sink};
 
 use super::scenario::Scenario;
 
@@ -145,6 +146,149 @@ pub fn run_scenario(
     let mut report = summarise(sc, results);
     report.end_tokens = crate::trace::end_set_line(&engine.vocab, &sc.params);
     Ok(report)
+}
+
+/// Watches a run's output for the scenario's "done" texts: where the answer was complete.
+struct Watch<'a> {
+    done: &'a [String],
+    longest: usize,
+    written: Vec<u8>,
+    answered_at: Option<usize>,
+}
+
+impl<'a> Watch<'a> {
+    fn new(sc: &'a Scenario) -> Self {
+        Self {
+            done: &sc.done,
+            longest: sc.done.iter().map(String::len).max().unwrap_or(0),
+            written: Vec::new(),
+            answered_at: None,
+        }
+    }
+}
+
+impl Sink for Watch<'_> {
+    fn token(&mut self, ev: &TokenEvent<'_>) -> Result<ControlFlow<()>, Error> {
+        let from = self
+            .written
+            .len()
+            .saturating_sub(self.longest.saturating_sub(1));
+        self.written.extend_from_slice(ev.bytes);
+        if self.answered_at.is_none()
+            && self
+                .done
+                .iter()
+                .any(|d| contains(&self.written[from..], d.as_bytes()))
+        {
+            self.answered_at = Some(ev.index);
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+}
+
+fn result_of(sc: &Scenario, seed: u64, answered_at: Option<usize>, outcome: Outcome) -> RunResult {
+    RunResult {
+        seed,
+        finish: outcome.finish.kind().into(),
+        finish_detail: outcome.finish.describe(),
+        finish_reason: outcome.finish.openai().into(),
+        tokens: outcome.tokens.len(),
+        answered_at,
+        wasted: answered_at.map(|a| outcome.tokens.len() - a - 1),
+        run_on_turns: count_markers(&outcome.text, &sc.turn_markers),
+        repeated_ngrams: repeated_ngrams(&outcome.tokens, sc.ngram),
+        decode_ms: outcome.timings.decode_ms,
+        prefill_ms: outcome.timings.prefill_ms,
+        text: outcome.text,
+    }
+}
+
+/// Runs every run of every scenario through one batch of up to `parallel` sequences decoded together
+/// (continuous batching: runs of a scenario and of different scenarios share each pass over the weights;
+/// a finished run's slot goes to the next run at once). Each run's text is the one
+/// [`run_scenario`] gives it alone. `on_run` sees each result as it comes (scenario index, result);
+/// the reports are in the order of `scenarios`, each its scenario's result or its first error.
+/// `decode_ms` of a run is its wall time in the batch, shared with the runs beside it.
+pub fn run_scenarios(
+    engine: &mut Engine,
+    scenarios: &[Scenario],
+    opts: &RunOptions,
+    parallel: usize,
+    on_run: &mut dyn FnMut(usize, &RunResult),
+) -> Vec<Result<ScenarioReport, Error>> {
+    let mut jobs = Vec::new();
+    // Per job: (scenario, seed).
+    let mut whose = Vec::new();
+    let mut failed: Vec<Option<Error>> = scenarios.iter().map(|_| None).collect();
+    for (k, sc) in scenarios.iter().enumerate() {
+        let prompt = sc
+            .check(engine.vocab.len())
+            .map_err(|e| Error::Invalid {
+                field: format!("{}:{}: {}", e.file, e.line, e.field),
+                message: e.message,
+            })
+            .and_then(|_| engine.prompt(&sc.format, &sc.messages));
+        let prompt = match prompt {
+            Ok((_, p)) => p,
+            Err(e) => {
+                failed[k] = Some(e);
+                continue;
+            }
+        };
+        for i in 0..sc.run_count(opts) {
+            let params = sc.run_params(i, opts);
+            whose.push((k, params.sampling.seed));
+            jobs.push((prompt.clone(), params, Watch::new(sc)));
+        }
+    }
+    // Each slot holds what the longest run can need, not the whole context.
+    let context = engine.context_length();
+    let need = jobs
+        .iter()
+        .map(|(p, params, _)| match params.max_tokens {
+            0 => context,
+            m => p.len() + m + 1,
+        })
+        .max()
+        .unwrap_or(2)
+        .min(context);
+    let mut results: Vec<Vec<RunResult>> = scenarios.iter().map(|_| Vec::new()).collect();
+    if !jobs.is_empty() {
+        if let Err(e) = engine.set_slots(parallel.max(1), need) {
+            return scenarios
+                .iter()
+                .map(|_| Err(Error::Backend(e.to_string())))
+                .collect();
+        }
+        let (model, vocab) = engine.batch_parts();
+        let done = generate_all_with(model, vocab, jobs, &mut |i, watch, result| {
+            if let Ok(o) = result {
+                let (k, seed) = whose[i];
+                on_run(
+                    k,
+                    &result_of(&scenarios[k], seed, watch.answered_at, o.clone()),
+                );
+            }
+        });
+        for (i, (watch, result)) in done.into_iter().enumerate() {
+            let (k, seed) = whose[i];
+            match result {
+                Ok(o) => results[k].push(result_of(&scenarios[k], seed, watch.answered_at, o)),
+                Err(e) => {
+                    failed[k].get_or_insert(e);
+                }
+            }
+        }
+    }
+    scenarios
+        .iter()
+        .zip(results)
+        .zip(failed)
+        .map(|((sc, r), f)| match f {
+            Some(e) => Err(e),
+            None => Ok(summarise(sc, r)),
+        })
+        .collect()
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

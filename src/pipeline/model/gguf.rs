@@ -468,6 +468,43 @@ impl GgufLlama {
     }
 }
 
+impl GgufLlama {
+    /// Gives the model `slots` KV slots of `context` positions each (capped at the file's context), so
+    /// that many sequences can be decoded together ([`Model::decode`]); returns the slots it has. Candle's
+    /// backend keeps one sequence: it stays at one slot (its sequences run one at a time).
+    /// [`Model::context_length`] is then a slot's context.
+    pub fn set_slots(&mut self, slots: usize, context: usize) -> Result<usize, Error> {
+        match &mut self.weights {
+            Weights::Native(m) => {
+                m.set_slots(slots, context)
+                    .map_err(|message| Error::Model {
+                        path: self.path.clone(),
+                        message,
+                    })?;
+                self.context = m.slot_context();
+                Ok(m.slots())
+            }
+            Weights::Candle { .. } => Ok(1),
+        }
+    }
+
+    /// Fails on a logit that is not finite: a corrupt weight (a NaN or infinite scale) spreads to the
+    /// logits, and the sampler would read them as banned tokens.
+    fn check_logits(&self, logits: &[f32], pos: usize) -> Result<(), Error> {
+        if let Some((id, v)) = logits.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::Model {
+                path: self.path.clone(),
+                message: format!(
+                    "the model computed a logit of {v} (token {id}) at position {pos}: its weights are \
+                     corrupt, or the {:?} backend cannot run them",
+                    self.backend()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Model for GgufLlama {
     fn vocab_size(&self) -> usize {
         self.vocab_size
@@ -478,6 +515,21 @@ impl Model for GgufLlama {
     }
 
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Next, Error> {
+        self.forward_in(0, tokens, pos)
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn slots(&self) -> usize {
+        match &self.weights {
+            Weights::Native(m) => m.slots(),
+            Weights::Candle { .. } => 1,
+        }
+    }
+
+    fn forward_in(&mut self, slot: usize, tokens: &[u32], pos: usize) -> Result<Next, Error> {
         if tokens.is_empty() {
             return Err(Error::Invalid {
                 field: "prompt".into(),
@@ -492,13 +544,18 @@ impl Model for GgufLlama {
         }
         let logits = match &mut self.weights {
             Weights::Native(m) => m
-                .forward(tokens, pos)
+                .forward_in(slot, tokens, pos)
                 .map_err(|message| Error::Model {
                     path: self.path.clone(),
                     message,
                 })?
                 .to_vec(),
             Weights::Candle { weights, device } => {
+                if slot != 0 {
+                    return Err(Error::Backend(format!(
+                        "candle's backend holds one sequence (slot 0), not slot {slot}"
+                    )));
+                }
                 let mut run = || -> candle_core::Result<Vec<f32>> {
                     let input = Tensor::new(tokens, device)?.unsqueeze(0)?;
                     let logits = match weights {
@@ -513,23 +570,33 @@ impl Model for GgufLlama {
                 run().map_err(|e| Error::Backend(candle_message(&e)))?
             }
         };
-        // A corrupt weight (a NaN or infinite scale) spreads to the logits; the sampler would read them
-        // as banned tokens.
-        if let Some((id, v)) = logits.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::Model {
-                path: self.path.clone(),
-                message: format!(
-                    "the model computed a logit of {v} (token {id}) at position {}: its weights are \
-                     corrupt, or the {:?} backend cannot run them",
-                    pos + tokens.len() - 1,
-                    self.backend()
-                ),
-            });
-        }
+        self.check_logits(&logits, pos + tokens.len() - 1)?;
         Ok(Next::Logits(logits))
     }
 
-    fn name(&self) -> &str {
-        &self.name
+    fn decode(&mut self, steps: &[(usize, u32, usize)]) -> Result<Vec<Next>, Error> {
+        let Weights::Native(m) = &mut self.weights else {
+            return steps
+                .iter()
+                .map(|&(slot, t, pos)| self.forward_in(slot, &[t], pos))
+                .collect();
+        };
+        if let Some(&(_, _, pos)) = steps.iter().find(|s| s.2 >= self.context) {
+            return Err(Error::ContextFull {
+                needed: pos + 1,
+                context: self.context,
+            });
+        }
+        let vocab = m.config().vocab;
+        let all = m.decode(steps).map_err(|message| Error::Model {
+            path: self.path.clone(),
+            message,
+        })?;
+        let mut out = Vec::with_capacity(steps.len());
+        for (logits, &(_, _, pos)) in all.chunks_exact(vocab).zip(steps) {
+            self.check_logits(logits, pos)?;
+            out.push(Next::Logits(logits.to_vec()));
+        }
+        Ok(out)
     }
 }

@@ -35,4 +35,31 @@ pub trait Model {
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Next, Error>;
     /// A short name for reports.
     fn name(&self) -> &str;
+
+    /// Sequences the model can hold at once, each in its own KV slot ([`Model::forward_in`]). A model of
+    /// one slot (the replay, candle's backend) runs sequences one at a time.
+    fn slots(&self) -> usize {
+        1
+    }
+
+    /// [`Model::forward`] for the sequence held in `slot` (`0..slots()`).
+    fn forward_in(&mut self, slot: usize, tokens: &[u32], pos: usize) -> Result<Next, Error> {
+        if slot != 0 {
+            return Err(Error::Backend(format!(
+                "{} holds one sequence (slot 0), not slot {slot}",
+                self.name()
+            )));
+        }
+        self.forward(tokens, pos)
+    }
+
+    /// One decode step of several sequences: `steps[i] = (slot, token, pos)` feeds one token to the
+    /// sequence in `slot` (each slot at most once) and proposes its next, in the order of `steps`. A model
+    /// that batches reads its weights once for all of them; by default the steps run one after another.
+    fn decode(&mut self, steps: &[(usize, u32, usize)]) -> Result<Vec<Next>, Error> {
+        steps
+            .iter()
+            .map(|&(slot, t, pos)| self.forward_in(slot, &[t], pos))
+            .collect()
+    }
 }

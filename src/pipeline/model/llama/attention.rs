@@ -61,6 +61,68 @@ pub(super) fn attention(
     }
 }
 
+/// Attention of several sequences of one row each (a batched decode step), each against its own cache, in
+/// one parallel section: row i of `q` is at position `caches[i].2` over the cache rows `caches[i].0` (K)
+/// and `.1` (V) of positions `..=caches[i].2`. Work items are (row, group of heads) as in `by_groups`, so
+/// each row's numbers are those `attention` gives it alone (the split schedule is bit-identical too).
+pub(super) fn attention_each(
+    kernels: Kernels,
+    cfg: &Config,
+    q: &[f32],
+    caches: &[(&[u16], &[u16], usize)],
+    window: Option<usize>,
+    out: &mut [f32],
+) {
+    let group = cfg.n_head / cfg.n_kv_head;
+    let window = window.unwrap_or(usize::MAX);
+    match group {
+        1 => each_by_groups::<1>(kernels, cfg, q, caches, window, out),
+        2 => each_by_groups::<2>(kernels, cfg, q, caches, window, out),
+        3 => each_by_groups::<3>(kernels, cfg, q, caches, window, out),
+        4 => each_by_groups::<4>(kernels, cfg, q, caches, window, out),
+        _ => each_by_groups::<1>(kernels, cfg, q, caches, window, out),
+    }
+}
+
+/// `attention_each` with the query heads taken G at a time: `by_groups` with a cache per row.
+fn each_by_groups<const G: usize>(
+    kernels: Kernels,
+    cfg: &Config,
+    q: &[f32],
+    caches: &[(&[u16], &[u16], usize)],
+    window: usize,
+    out: &mut [f32],
+) {
+    let (dim, hd) = (cfg.q_dim(), cfg.head_dim);
+    let kv = cfg.n_kv_head * hd;
+    let group = cfg.n_head / cfg.n_kv_head;
+    let scale = 1.0 / (hd as f32).sqrt();
+    for_each_block(&mut [Blocks::new(out, dim, 1, G * hd)], |_, mut b| {
+        let (i, h0) = (b.rows().start, b.cols().start / hd);
+        let (kc, vc, pos) = caches[i];
+        let start = (pos + 1).saturating_sub(window);
+        let n = pos + 1 - start;
+        let (kc, vc) = (&kc[start * kv..], &vc[start * kv..]);
+        let qh = &q[i * dim + h0 * hd..][..G * hd];
+        let koff = (h0 / group) * hd;
+        let o = b.row(0);
+        with_scores(G * n, |sc| {
+            kernels.score_rows::<G>(qh, kc, kv, koff, 0..n, |t, d| {
+                for (j, &v) in d.iter().enumerate() {
+                    sc[j * n + t] = v * scale;
+                }
+            });
+            let mut inv = [0f32; G];
+            for (j, sc) in sc.chunks_exact_mut(n).enumerate() {
+                inv[j] = softmax_weights(sc);
+            }
+            o.fill(0.0);
+            let weight = |t: usize| -> [f32; G] { std::array::from_fn(|j| sc[j * n + t] * inv[j]) };
+            kernels.weigh_rows::<G>(vc, kv, koff, n, weight, o);
+        });
+    });
+}
+
 /// A per-thread buffer of attention scores.
 fn with_scores<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     thread_local! {

@@ -37,6 +37,7 @@
 //! with llama.cpp's; `tests/llama_logits.rs` holds the logits to candle's reference implementation.
 
 mod attention;
+mod batch;
 mod kernels;
 mod kv;
 mod matmul;
@@ -48,12 +49,13 @@ use std::fs::File;
 
 use candle_core::quantized::gguf_file::Content;
 
-use attention::attention;
+use attention::{attention, attention_each};
 use kv::KvCache;
 use matmul::matmul_many;
 use quant::{Act, quantize};
 use weights::Weights;
 
+pub use batch::Seg;
 pub use kernels::{Isa, Kernels};
 pub use weights::unsupported;
 
@@ -148,6 +150,16 @@ impl Config {
     }
 }
 
+/// Which rows of a forward chunk get logits.
+#[derive(Clone, Copy)]
+enum Logits {
+    None,
+    /// The last row's (a prompt chunk).
+    Last,
+    /// Every row's (a batched decode step: one row per sequence).
+    All,
+}
+
 /// Growable scratch buffers, reused across calls.
 #[derive(Default)]
 struct Scratch {
@@ -168,11 +180,14 @@ struct Scratch {
     scores: Vec<f32>,
 }
 
-/// The loaded model and its KV cache.
+/// The loaded model and its KV caches: one per slot ([`Llama::set_slots`]; one slot of the whole context
+/// after loading).
 pub struct Llama {
     cfg: Config,
     weights: Weights,
-    kv: KvCache,
+    kv: Vec<KvCache>,
+    /// Positions each slot's cache holds (the model's context unless [`Llama::set_slots`] said less).
+    slot_context: usize,
     kernels: Kernels,
     scratch: Scratch,
 }
@@ -190,7 +205,8 @@ impl Llama {
         Ok(Self {
             cfg,
             weights,
-            kv,
+            kv: vec![kv],
+            slot_context: cfg.context,
             kernels: Kernels::detect(),
             scratch: Scratch::default(),
         })
@@ -210,17 +226,28 @@ impl Llama {
         self.kernels = kernels;
     }
 
-    /// Feeds `tokens` at positions `pos..` and returns the logits after the last one. The cache beyond
-    /// `pos` is overwritten.
-    pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<&[f32], String> {
+    /// Feeds `tokens` at positions `pos..` of the sequence in KV slot `slot` and returns the logits after
+    /// the last one. The slot's cache beyond `pos` is overwritten.
+    pub fn forward_in(
+        &mut self,
+        slot: usize,
+        tokens: &[u32],
+        pos: usize,
+    ) -> Result<&[f32], String> {
         let end = pos
             .checked_add(tokens.len())
-            .filter(|&e| e <= self.cfg.context);
+            .filter(|&e| e <= self.slot_context);
         if tokens.is_empty() || end.is_none() {
             return Err(format!(
                 "positions {pos}..{pos}+{} are not inside the context of {}",
                 tokens.len(),
-                self.cfg.context
+                self.slot_context
+            ));
+        }
+        if slot >= self.kv.len() {
+            return Err(format!(
+                "KV slot {slot} does not exist: the model holds {} sequences",
+                self.kv.len()
             ));
         }
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab) {
@@ -232,18 +259,27 @@ impl Llama {
         let mut at = pos;
         for chunk in tokens.chunks(CHUNK) {
             let last = at + chunk.len() == pos + tokens.len();
+            let seg = Seg {
+                slot,
+                pos: at,
+                rows: chunk.len(),
+            };
+            let logits = if last { Logits::Last } else { Logits::None };
             let kernels = self.kernels;
             kernels.run(
                 #[inline(always)]
-                || self.forward_chunk(chunk, at, last),
+                || self.forward_chunk(chunk, &[seg], logits),
             );
             at += chunk.len();
         }
         Ok(&self.scratch.logits)
     }
 
+    /// The rows of `tokens`, in order, are the segments `segs` (each the next `rows` tokens of the sequence
+    /// in its slot, from its `pos`): every matrix product takes all of them at once, attention runs per
+    /// segment against its own slot's cache. Each row's numbers are those it would have alone.
     #[inline(always)]
-    fn forward_chunk(&mut self, tokens: &[u32], pos: usize, want_logits: bool) {
+    fn forward_chunk(&mut self, tokens: &[u32], segs: &[Seg], want_logits: Logits) {
         let cfg = self.cfg;
         let kernels = self.kernels;
         let b = tokens.len();
@@ -272,9 +308,13 @@ impl Llama {
                 *v *= scale;
             }
         }
-        rope_table(cfg.rope_base, hd, pos, b, &mut s.rope);
-        if let Some(swa) = cfg.swa {
-            rope_table(swa.rope_base, hd, pos, b, &mut s.rope_swa);
+        s.rope.clear();
+        s.rope_swa.clear();
+        for seg in segs {
+            rope_table(cfg.rope_base, hd, seg.pos, seg.rows, &mut s.rope);
+            if let Some(swa) = cfg.swa {
+                rope_table(swa.rope_base, hd, seg.pos, seg.rows, &mut s.rope_swa);
+            }
         }
         let rope_fn: fn(&mut [f32], &[(f32, f32)]) = if cfg.arch.neox() { rope_neox } else { rope };
 
@@ -322,19 +362,53 @@ impl Llama {
                     rope_fn(h, r);
                 }
             }
-            self.kv.write(l, pos, &s.k[..b * kv], &s.v[..b * kv]);
-            let (kc, vc) = self.kv.rows(l, pos + b);
-            attention(
-                kernels,
-                &cfg,
-                &s.q[..b * qd],
-                kc,
-                vc,
-                pos,
-                window,
-                &mut s.att[..b * qd],
-                &mut s.scores,
-            );
+            if segs.len() > 1 && segs.iter().all(|g| g.rows == 1) {
+                // A batched decode step: every sequence's one row in one parallel section.
+                for (r, seg) in segs.iter().enumerate() {
+                    let (k, v) = (&s.k[r * kv..(r + 1) * kv], &s.v[r * kv..(r + 1) * kv]);
+                    self.kv[seg.slot].write(l, seg.pos, k, v);
+                }
+                let caches: Vec<(&[u16], &[u16], usize)> = segs
+                    .iter()
+                    .map(|seg| {
+                        let (kc, vc) = self.kv[seg.slot].rows(l, seg.pos + 1);
+                        (kc, vc, seg.pos)
+                    })
+                    .collect();
+                attention_each(
+                    kernels,
+                    &cfg,
+                    &s.q[..b * qd],
+                    &caches,
+                    window,
+                    &mut s.att[..b * qd],
+                );
+            } else {
+                let mut r0 = 0;
+                for seg in segs {
+                    let (pos, r) = (seg.pos, r0..r0 + seg.rows);
+                    let cache = &mut self.kv[seg.slot];
+                    cache.write(
+                        l,
+                        pos,
+                        &s.k[r.start * kv..r.end * kv],
+                        &s.v[r.start * kv..r.end * kv],
+                    );
+                    let (kc, vc) = cache.rows(l, pos + seg.rows);
+                    attention(
+                        kernels,
+                        &cfg,
+                        &s.q[r.start * qd..r.end * qd],
+                        kc,
+                        vc,
+                        pos,
+                        window,
+                        &mut s.att[r.start * qd..r.end * qd],
+                        &mut s.scores,
+                    );
+                    r0 = r.end;
+                }
+            }
             quantize(&s.att[..b * qd], qd, layer.wo.wtype.act(), &mut s.act);
             matmul_many(
                 kernels,
@@ -387,19 +461,27 @@ impl Llama {
             add(&mut s.x[..b * dim], &s.xn[..b * dim]);
         }
 
-        if want_logits {
-            let last = &s.x[(b - 1) * dim..b * dim];
-            rms_norm(last, &w.norm, cfg.eps, &mut s.xn[..dim]);
-            quantize(&s.xn[..dim], dim, w.output.wtype.act(), &mut s.act);
-            s.logits.resize(cfg.vocab, 0.0);
-            matmul_many(
-                kernels,
-                map,
-                &mut [(&w.output, &mut s.logits[..])],
-                &s.act,
-                1,
-            );
-        }
+        let rows = match want_logits {
+            Logits::None => return,
+            Logits::Last => (b - 1)..b,
+            Logits::All => 0..b,
+        };
+        let n = rows.len();
+        rms_norm(
+            &s.x[rows.start * dim..rows.end * dim],
+            &w.norm,
+            cfg.eps,
+            &mut s.xn[..n * dim],
+        );
+        quantize(&s.xn[..n * dim], dim, w.output.wtype.act(), &mut s.act);
+        s.logits.resize(n * cfg.vocab, 0.0);
+        matmul_many(
+            kernels,
+            map,
+            &mut [(&w.output, &mut s.logits[..n * cfg.vocab])],
+            &s.act,
+            n,
+        );
     }
 }
 
@@ -435,11 +517,11 @@ fn rms_scale(row: &[f32], eps: f32) -> f32 {
     1.0 / ((sum / row.len() as f64) as f32 + eps).sqrt()
 }
 
-/// cos/sin per position and rotated pair, computed as ggml does (theta scaled step by step, in f32).
+/// Appends cos/sin per position and rotated pair for positions `pos..pos + b`, computed as ggml does
+/// (theta scaled step by step, in f32).
 #[inline(always)]
 fn rope_table(base: f32, head_dim: usize, pos: usize, b: usize, out: &mut Vec<(f32, f32)>) {
     let half = head_dim / 2;
-    out.clear();
     let scale = base.powf(-2.0 / head_dim as f32);
     for i in 0..b {
         let mut theta = (pos + i) as f32;

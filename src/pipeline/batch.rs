@@ -1,0 +1,485 @@
+//! Generation a step at a time, and many generations at once.
+//!
+//! A [`Sequence`] is one generation's state: its own sampler (seed included), stop engine and timings. It
+//! takes the model's proposal for its next token ([`Sequence::accept`]) and answers which token to feed
+//! next, so the caller decides when the model runs: [`generate`](super::generate::generate) feeds it one
+//! sequence's tokens, a [`Batch`] feeds the tokens of all its running sequences through one
+//! [`Model::decode`] per step. Whatever runs beside it, a sequence sees the same logits (the model computes
+//! each row as it would alone) and makes the same choices, so its text is exactly what it would be alone.
+//!
+//! A [`Batch`] holds up to [`Model::slots`] sequences in the model's KV slots: a sequence joins between
+//! steps (its prompt prefilled on its own, [`Batch::join`]), every step decodes one token of each running
+//! sequence in one pass ([`Batch::step`]), and a finished or cancelled one leaves at once, freeing its
+//! slot. A sequence may instead bring its own model (a replay script): it takes no slot and steps beside
+//! the others.
+
+use std::ops::ControlFlow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+use crate::Error;
+use crate::model::{Model, Next};
+use crate::sampling::Sampler;
+use crate::stop::{Finish, StopEngine, StopSet};
+use crate::tokenizer::Vocab;
+
+use super::generate::{Outcome, Sink, StepProbs, Timings, TokenEvent};
+use super::settings::{Field, GenerateParams, SettingsError};
+
+/// One generation, driven a step at a time by its caller.
+pub struct Sequence {
+    engine: StopEngine,
+    sampler: Sampler,
+    stops: StopSet,
+    prompt_len: usize,
+    timings: Timings,
+    started: Instant,
+    decode_start: Option<Instant>,
+    finish: Option<Finish>,
+    /// The raw logits of the last step, kept when the sink wants probabilities.
+    raw: Vec<f32>,
+    /// The end tokens in force: the model's set with the user's choice (replace, add, remove) applied.
+    end_tokens: std::collections::BTreeSet<u32>,
+}
+
+impl Sequence {
+    /// Checks the settings and the prompt (as [`generate`](super::generate::generate) does) and starts a
+    /// generation that may fill `context` positions. The prefill's time counts from here.
+    pub fn new(
+        vocab: &Vocab,
+        prompt: &[u32],
+        params: &GenerateParams,
+        context: usize,
+    ) -> Result<Self, Error> {
+        params.validate(vocab.len())?;
+        if prompt.is_empty() {
+            return Err(
+                SettingsError::new(Field::Prompt, "is empty; give at least one token").into(),
+            );
+        }
+        if prompt.len() >= context {
+            return Err(Error::PromptTooLong {
+                prompt: prompt.len(),
+                context,
+            });
+        }
+        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab.len()) {
+            return Err(Error::UnknownToken {
+                id,
+                vocab: vocab.len(),
+            });
+        }
+        let end_tokens = params.end_set(vocab.end_tokens());
+        Ok(Self {
+            engine: StopEngine::new(params, &end_tokens, prompt.len(), context),
+            end_tokens,
+            sampler: Sampler::new(params.sampling.clone(), prompt),
+            stops: params.stops.clone(),
+            prompt_len: prompt.len(),
+            timings: Timings {
+                prompt_tokens: prompt.len(),
+                ..Default::default()
+            },
+            started: Instant::now(),
+            decode_start: None,
+            finish: None,
+            raw: Vec::new(),
+        })
+    }
+
+    /// Takes the model's proposal after the last fed token: samples (unless forced), runs the stop engine,
+    /// hands the event to `sink`. Returns the token to feed next and its position, or None once the
+    /// generation has finished (a stop, the sink's break: [`Sequence::outcome`] says which).
+    pub fn accept(
+        &mut self,
+        next: Next,
+        vocab: &Vocab,
+        sink: &mut dyn Sink,
+    ) -> Result<Option<(u32, usize)>, Error> {
+        if self.finish.is_some() {
+            return Ok(None);
+        }
+        if self.decode_start.is_none() {
+            self.timings.prefill_ms = self.started.elapsed().as_secs_f64() * 1e3;
+            self.decode_start = Some(Instant::now());
+        }
+        let wants_probs = sink.wants_probs();
+        let mut probs = None;
+        let id = match next {
+            Next::Forced(id) => id,
+            Next::Logits(mut logits) => {
+                if wants_probs {
+                    self.raw.clone_from(&logits);
+                }
+                let id = self.sampler.sample(&mut logits, self.engine.banned())?;
+                if wants_probs {
+                    probs = Some(StepProbs::with_top(
+                        &self.raw,
+                        id,
+                        &self.end_tokens,
+                        sink.top_probs(),
+                    ));
+                }
+                id
+            }
+        };
+        let bytes = vocab.token_bytes(id).ok_or(Error::UnknownToken {
+            id,
+            vocab: vocab.len(),
+        })?;
+        self.sampler.accept(id);
+        let step = self.engine.push(id, bytes);
+        let event = TokenEvent {
+            index: step.index,
+            id,
+            bytes,
+            end_token: step.end_token,
+            text: &step.released,
+            held: step.held,
+            finish: step.finish.as_ref().map(|f| &f.reason),
+            cut: step.finish.as_ref().and_then(|f| f.cut.as_ref()),
+            probs: probs.as_ref(),
+            stops: &self.stops,
+        };
+        let flow = sink.token(&event)?;
+        let (index, finish) = (step.index, step.finish);
+        if let Some(f) = finish {
+            self.finish = Some(f);
+            return Ok(None);
+        }
+        if flow == ControlFlow::Break(()) {
+            self.finish = Some(self.engine.cancel());
+            return Ok(None);
+        }
+        Ok(Some((id, self.prompt_len + index)))
+    }
+
+    /// Ends the generation as abandoned by its consumer (`Cancelled`), unless it has finished already.
+    pub fn cancel(&mut self) {
+        if self.finish.is_none() {
+            self.finish = Some(self.engine.cancel());
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finish.is_some()
+    }
+
+    /// The result; a sequence that has not finished counts as cancelled.
+    pub fn outcome(mut self) -> Outcome {
+        self.cancel();
+        let Finish { reason, cut } = self.finish.take().expect("set by cancel");
+        let tokens = self.engine.tokens().to_vec();
+        let mut timings = self.timings;
+        let decode_tokens = tokens.len().saturating_sub(1);
+        timings.decode_tokens = decode_tokens;
+        timings.decode_ms = self
+            .decode_start
+            .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
+        timings.prefill_tokens_per_s = per_second(self.prompt_len, timings.prefill_ms);
+        timings.decode_tokens_per_s = per_second(decode_tokens, timings.decode_ms);
+        Outcome {
+            text: self.engine.text().to_owned(),
+            finish: reason,
+            cut,
+            tokens,
+            prompt_tokens: self.prompt_len,
+            timings,
+        }
+    }
+}
+
+pub(super) fn per_second(n: usize, ms: f64) -> f64 {
+    if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 }
+}
+
+/// Where a running sequence's tokens are computed.
+enum Place {
+    /// In the batch's model, in this KV slot.
+    Slot(usize),
+    /// In a model of its own (a replay), stepped beside the batch.
+    Own(Box<dyn Model + Send>),
+}
+
+struct Running<S> {
+    seq: Sequence,
+    place: Place,
+    /// The token to feed next and its position.
+    feed: (u32, usize),
+    sink: S,
+}
+
+/// Up to [`Model::slots`] sequences decoded together; `S` is each sequence's sink (and whatever its
+/// caller keeps beside it).
+pub struct Batch<S> {
+    running: Vec<Running<S>>,
+    free: Vec<usize>,
+}
+
+/// A sequence that left the batch: its sink, and how it ended.
+pub type Done<S> = (S, Result<Outcome, Error>);
+
+impl<S: Sink> Batch<S> {
+    /// A batch over `slots` KV slots (the model's [`Model::slots`]).
+    pub fn new(slots: usize) -> Self {
+        Self {
+            running: Vec::new(),
+            free: (0..slots.max(1)).rev().collect(),
+        }
+    }
+
+    /// Sequences running.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Whether a sequence that needs a slot can join now.
+    pub fn has_room(&self) -> bool {
+        !self.free.is_empty()
+    }
+
+    /// The running sequences' sinks.
+    pub fn sinks(&self) -> impl Iterator<Item = &S> {
+        self.running.iter().map(|r| &r.sink)
+    }
+
+    /// Starts a generation: checks it, prefills its prompt (alone, between steps) in a free slot of
+    /// `model`, or in `own` model when given, and takes its first token. Returns it as done when it
+    /// finished at once or failed; otherwise it runs from the next [`Batch::step`]. Without a free slot
+    /// (see [`Batch::has_room`]) it fails.
+    #[allow(clippy::too_many_arguments)]
+    pub fn join(
+        &mut self,
+        model: &mut dyn Model,
+        own: Option<Box<dyn Model + Send>>,
+        vocab: &Vocab,
+        prompt: &[u32],
+        params: &GenerateParams,
+        mut sink: S,
+    ) -> Option<Done<S>> {
+        let mut place = match own {
+            Some(m) => Place::Own(m),
+            None => match self.free.pop() {
+                Some(slot) => Place::Slot(slot),
+                None => {
+                    let e = Error::Backend("no free KV slot for another sequence".into());
+                    return Some((sink, Err(e)));
+                }
+            },
+        };
+        let context = match &place {
+            Place::Own(m) => m.context_length(),
+            Place::Slot(_) => model.context_length(),
+        };
+        let result = Sequence::new(vocab, prompt, params, context).and_then(|mut seq| {
+            let next = guarded(|| match &mut place {
+                Place::Own(m) => m.forward(prompt, 0),
+                Place::Slot(slot) => model.forward_in(*slot, prompt, 0),
+            })?;
+            let feed = seq.accept(next, vocab, &mut sink)?;
+            Ok((seq, feed))
+        });
+        match result {
+            Ok((seq, Some(feed))) => {
+                self.running.push(Running {
+                    seq,
+                    place,
+                    feed,
+                    sink,
+                });
+                None
+            }
+            Ok((seq, None)) => {
+                self.release(&place);
+                Some((sink, Ok(seq.outcome())))
+            }
+            Err(e) => {
+                self.release(&place);
+                Some((sink, Err(e)))
+            }
+        }
+    }
+
+    fn release(&mut self, place: &Place) {
+        if let Place::Slot(s) = place {
+            self.free.push(*s);
+        }
+    }
+
+    /// Ends the running sequences whose sink `gone` says nobody reads any more (`Cancelled`), at once.
+    pub fn cancel_where(&mut self, gone: impl Fn(&S) -> bool) -> Vec<Done<S>> {
+        let mut done = Vec::new();
+        let mut i = 0;
+        while i < self.running.len() {
+            if gone(&self.running[i].sink) {
+                let r = self.running.swap_remove(i);
+                self.release(&r.place);
+                done.push((r.sink, Ok(r.seq.outcome())));
+            } else {
+                i += 1;
+            }
+        }
+        done
+    }
+
+    /// One decode step of every running sequence: the ones in slots in one [`Model::decode`] pass, the
+    /// ones with their own model beside it. Returns those that finished (or failed: a failure of the
+    /// shared pass fails every sequence in it).
+    pub fn step(&mut self, model: &mut dyn Model, vocab: &Vocab) -> Vec<Done<S>> {
+        let batched: Vec<usize> = (0..self.running.len())
+            .filter(|&i| matches!(self.running[i].place, Place::Slot(_)))
+            .collect();
+        let steps: Vec<(usize, u32, usize)> = batched
+            .iter()
+            .map(|&i| {
+                let r = &self.running[i];
+                let Place::Slot(slot) = r.place else {
+                    unreachable!("filtered above")
+                };
+                (slot, r.feed.0, r.feed.1)
+            })
+            .collect();
+        let mut nexts: Vec<Option<Result<Next, Error>>> =
+            (0..self.running.len()).map(|_| None).collect();
+        if !steps.is_empty() {
+            match guarded(|| model.decode(&steps)) {
+                Ok(out) if out.len() == steps.len() => {
+                    for (&i, next) in batched.iter().zip(out) {
+                        nexts[i] = Some(Ok(next));
+                    }
+                }
+                Ok(out) => {
+                    let msg = format!(
+                        "the model answered {} of {} sequences in a step",
+                        out.len(),
+                        steps.len()
+                    );
+                    for &i in &batched {
+                        nexts[i] = Some(Err(Error::Backend(msg.clone())));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    let mut first = Some(e);
+                    for &i in &batched {
+                        let e = first.take().unwrap_or_else(|| Error::Backend(msg.clone()));
+                        nexts[i] = Some(Err(e));
+                    }
+                }
+            }
+        }
+        for (i, r) in self.running.iter_mut().enumerate() {
+            if let Place::Own(m) = &mut r.place {
+                let (t, pos) = r.feed;
+                nexts[i] = Some(guarded(|| m.forward(&[t], pos)));
+            }
+        }
+        // Take each proposal; walk backwards so swap_remove keeps the unvisited indices.
+        let mut done = Vec::new();
+        for i in (0..self.running.len()).rev() {
+            let next = nexts[i].take().expect("every running sequence was stepped");
+            let r = &mut self.running[i];
+            let result = next.and_then(|next| r.seq.accept(next, vocab, &mut r.sink));
+            match result {
+                Ok(Some(feed)) => r.feed = feed,
+                Ok(None) => {
+                    let r = self.running.swap_remove(i);
+                    self.release(&r.place);
+                    done.push((r.sink, Ok(r.seq.outcome())));
+                }
+                Err(e) => {
+                    let r = self.running.swap_remove(i);
+                    self.release(&r.place);
+                    done.push((r.sink, Err(e)));
+                }
+            }
+        }
+        done
+    }
+}
+
+/// Runs a model call, turning a panic in the backend into an error.
+fn guarded<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(Error::Backend(format!("the model panicked: {what}")))
+    })
+}
+
+/// Runs every job to its end through one [`Batch`] over `model`'s slots: jobs join in order as slots free
+/// up. Returns each job's sink and result, in the order of `jobs`. Each result is the one
+/// [`generate`](super::generate::generate) gives for the job alone.
+pub fn generate_all<S: Sink>(
+    model: &mut dyn Model,
+    vocab: &Vocab,
+    jobs: Vec<(Vec<u32>, GenerateParams, S)>,
+) -> Vec<Done<S>> {
+    generate_all_with(model, vocab, jobs, &mut |_, _, _| {})
+}
+
+/// [`generate_all`], telling `on_done` of each job as it ends (its index, sink and result).
+#[allow(clippy::type_complexity)]
+pub fn generate_all_with<S: Sink>(
+    model: &mut dyn Model,
+    vocab: &Vocab,
+    jobs: Vec<(Vec<u32>, GenerateParams, S)>,
+    on_done: &mut dyn FnMut(usize, &S, &Result<Outcome, Error>),
+) -> Vec<Done<S>> {
+    let n = jobs.len();
+    let mut batch: Batch<Tagged<usize, S>> = Batch::new(model.slots());
+    let mut out: Vec<Option<Done<S>>> = (0..n).map(|_| None).collect();
+    let mut put = |done: Vec<Done<Tagged<usize, S>>>, out: &mut Vec<Option<Done<S>>>| {
+        for (t, r) in done {
+            on_done(t.tag, &t.sink, &r);
+            out[t.tag] = Some((t.sink, r));
+        }
+    };
+    let mut pending = jobs.into_iter().enumerate();
+    loop {
+        while batch.has_room() {
+            let Some((i, (prompt, params, sink))) = pending.next() else {
+                break;
+            };
+            let sink = Tagged { tag: i, sink };
+            if let Some(d) = batch.join(model, None, vocab, &prompt, &params, sink) {
+                put(vec![d], &mut out);
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let done = batch.step(model, vocab);
+        put(done, &mut out);
+    }
+    out.into_iter()
+        .map(|d| d.expect("every job ends"))
+        .collect()
+}
+
+/// A sink with a tag riding along (which job, which choice).
+pub struct Tagged<T, S> {
+    pub tag: T,
+    pub sink: S,
+}
+
+impl<T, S: Sink> Sink for Tagged<T, S> {
+    fn token(&mut self, event: &TokenEvent<'_>) -> Result<ControlFlow<()>, Error> {
+        self.sink.token(event)
+    }
+
+    fn wants_probs(&self) -> bool {
+        self.sink.wants_probs()
+    }
+
+    fn top_probs(&self) -> usize {
+        self.sink.top_probs()
+    }
+}

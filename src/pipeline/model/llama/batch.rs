@@ -1,0 +1,121 @@
+//! Several sequences at once: one KV cache per *slot*, and a decode step that feeds one token of each
+//! running sequence through a single pass.
+//!
+//! Decoding one sequence is memory-bound: every token reads all the weights (about 96 MB for the default
+//! model) to multiply them by one activation row. A step of N sequences multiplies the same weights by N
+//! rows (the products already take several rows for prefill), so the weights are read once for all of them;
+//! attention runs per sequence against its own slot's cache and position. Every row is computed with the
+//! same operations in the same order as alone, so a sequence's logits do not depend on its companions
+//! (`tests/batch_model.rs` holds the batched ids to `generate`'s).
+
+use super::kernels::{BATCHED_ROWS, Kernels};
+use super::kv::KvCache;
+use super::quant::WType;
+use super::{Llama, Logits};
+
+/// The rows of one sequence in a forward chunk: `rows` tokens at positions `pos..` of the sequence in KV
+/// slot `slot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seg {
+    pub slot: usize,
+    pub pos: usize,
+    pub rows: usize,
+}
+
+/// Activation rows a Q6_K product may take and still round as one row does. The kernels switch Q6_K
+/// products of [`BATCHED_ROWS`] rows or more to llama.cpp's tiled form, which rounds differently from the
+/// one-row form a sequence decoded alone gets; a decode step of a model with Q6_K matrices is therefore
+/// split into passes of at most this many sequences.
+const Q6_K_SAME_AS_ONE_ROW: usize = BATCHED_ROWS - 1;
+
+impl Llama {
+    /// Replaces the KV caches by `slots` caches of `context` positions each (at most the model's context):
+    /// `slots` sequences can then be kept at once. Memory is reserved, not used: a cache's pages become
+    /// resident only as its positions are written. Sequences held before are forgotten.
+    pub fn set_slots(&mut self, slots: usize, context: usize) -> Result<(), String> {
+        if slots == 0 {
+            return Err("at least one KV slot is needed".into());
+        }
+        let context = context.min(self.cfg.context);
+        if context < 2 {
+            return Err(format!(
+                "a KV slot of {context} positions leaves no room to generate; give each slot at least 2"
+            ));
+        }
+        let row = self.cfg.n_kv_head * self.cfg.head_dim;
+        self.kv = (0..slots)
+            .map(|_| KvCache::new(self.cfg.n_layer, context, row))
+            .collect::<Result<_, _>>()?;
+        self.slot_context = context;
+        Ok(())
+    }
+
+    /// KV slots (sequences the model can hold at once).
+    pub fn slots(&self) -> usize {
+        self.kv.len()
+    }
+
+    /// Positions each slot holds.
+    pub fn slot_context(&self) -> usize {
+        self.slot_context
+    }
+
+    /// One decode step of several sequences: `steps[i] = (slot, token, pos)` feeds `token` at `pos` of the
+    /// sequence in `slot` (each slot at most once). Returns the logits of every step, `vocab` values each,
+    /// in the order of `steps`.
+    pub fn decode(&mut self, steps: &[(usize, u32, usize)]) -> Result<Vec<f32>, String> {
+        let vocab = self.cfg.vocab;
+        for (i, &(slot, t, pos)) in steps.iter().enumerate() {
+            if slot >= self.kv.len() {
+                return Err(format!(
+                    "KV slot {slot} does not exist: the model holds {} sequences",
+                    self.kv.len()
+                ));
+            }
+            if steps[..i].iter().any(|s| s.0 == slot) {
+                return Err(format!("KV slot {slot} is fed twice in one step"));
+            }
+            if pos >= self.slot_context {
+                return Err(format!(
+                    "position {pos} is not inside the context of {}",
+                    self.slot_context
+                ));
+            }
+            if t as usize >= vocab {
+                return Err(format!(
+                    "token id {t} is outside the model's vocabulary of {vocab}"
+                ));
+            }
+        }
+        let per_pass = if self.has_q6_k() {
+            Q6_K_SAME_AS_ONE_ROW
+        } else {
+            usize::MAX
+        };
+        let mut out = Vec::with_capacity(steps.len() * vocab);
+        for group in steps.chunks(per_pass.max(1)) {
+            let tokens: Vec<u32> = group.iter().map(|s| s.1).collect();
+            let segs: Vec<Seg> = group
+                .iter()
+                .map(|&(slot, _, pos)| Seg { slot, pos, rows: 1 })
+                .collect();
+            let kernels: Kernels = self.kernels;
+            kernels.run(
+                #[inline(always)]
+                || self.forward_chunk(&tokens, &segs, Logits::All),
+            );
+            out.extend_from_slice(&self.scratch.logits[..group.len() * vocab]);
+        }
+        Ok(out)
+    }
+
+    fn has_q6_k(&self) -> bool {
+        let w = &self.weights;
+        w.output.wtype == WType::Q6_K
+            || w.layers.iter().any(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]
+                    .iter()
+                    .any(|m| m.wtype == WType::Q6_K)
+            })
+    }
+}
