@@ -220,7 +220,14 @@ pub fn run_scenarios(
     // Per job: (scenario, seed).
     let mut whose = Vec::new();
     let mut failed: Vec<Option<Error>> = scenarios.iter().map(|_| None).collect();
+    // A replay needs no weights and no slot: it runs on its own, beside the batch.
+    let mut replayed: Vec<Option<Result<ScenarioReport, Error>>> =
+        scenarios.iter().map(|_| None).collect();
     for (k, sc) in scenarios.iter().enumerate() {
+        if sc.replay.is_some() {
+            replayed[k] = Some(run_scenario(engine, sc, opts, &mut |r| on_run(k, r)));
+            continue;
+        }
         let prompt = sc
             .check(engine.vocab.len())
             .map_err(|e| Error::Invalid {
@@ -280,13 +287,20 @@ pub fn run_scenarios(
             }
         }
     }
+    let vocab = &engine.vocab;
     scenarios
         .iter()
         .zip(results)
         .zip(failed)
-        .map(|((sc, r), f)| match f {
-            Some(e) => Err(e),
-            None => Ok(summarise(sc, r)),
+        .zip(replayed)
+        .map(|(((sc, r), f), replay)| match (replay, f) {
+            (Some(report), _) => report,
+            (None, Some(e)) => Err(e),
+            (None, None) => {
+                let mut report = summarise(sc, r);
+                report.end_tokens = crate::trace::end_set_line(vocab, &sc.params);
+                Ok(report)
+            }
         })
         .collect()
 }
