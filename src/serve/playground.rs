@@ -487,14 +487,7 @@ async fn trace(
         let frame = st.next_frame().await?;
         Some((Ok::<_, std::convert::Infallible>(frame), st))
     });
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response())
+    Ok(super::routes::event_stream(Body::from_stream(body)))
 }
 
 /// Reads and checks a trace request: the generation to queue, and the stream's first event.
@@ -579,12 +572,7 @@ fn traced_request(body: &[u8], served: &Served) -> Result<(GenRequest, Value), A
     Ok((request, start))
 }
 
-fn sse(value: &Value) -> Bytes {
-    let mut out = b"data: ".to_vec();
-    serde_json::to_writer(&mut out, value).expect("JSON values serialise");
-    out.extend_from_slice(b"\n\n");
-    out.into()
-}
+use super::routes::sse;
 
 /// A trace stream in progress. It owns the receiver and the queue place: a page that hangs up drops both,
 /// and the worker ends the generation at the next token.

@@ -570,17 +570,23 @@ async fn generate(
         let frame = st.next_frame().await?;
         Some((Ok::<_, std::convert::Infallible>(frame), st))
     });
-    Ok((
+    Ok(event_stream(Body::from_stream(body)))
+}
+
+/// A server-sent-events response with this body (the OpenAI streams and the playground's trace stream).
+pub(super) fn event_stream(body: Body) -> Response {
+    (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        Body::from_stream(body),
+        body,
     )
-        .into_response())
+        .into_response()
 }
 
-fn sse(value: &Value) -> Bytes {
+/// One server-sent event carrying `value` as JSON.
+pub(super) fn sse(value: &Value) -> Bytes {
     let mut out = b"data: ".to_vec();
     serde_json::to_writer(&mut out, value).expect("JSON values serialise");
     out.extend_from_slice(b"\n\n");
