@@ -1,18 +1,13 @@
 //! Matrix products over the pool: `out[r][n] = w[n] · act[r]` for quantized weights in the mapped file,
 //! split into runs of weight rows, several matrices that take the same input in one parallel section.
 
-use super::kernels::{Kernels, WTILE_MAX};
+use super::kernels::Kernels;
 use super::parallel::{Blocks, for_each_block};
 use super::quant::Act;
 use super::weights::QMat;
 
-/// Weight rows per kernel call in prefill and in decode.
-const WTILE: usize = 2;
-const WTILE_DECODE: usize = 4;
 /// Weight rows per unit of parallel work.
 const ROWS_PER_ITEM: usize = 16;
-
-const _: () = assert!(WTILE <= WTILE_MAX && WTILE_DECODE <= WTILE_MAX);
 
 /// `out[r][n] = w[n] · act[r]` for each (weight, output) pair, `rows` activation rows, all pairs in one
 /// parallel section. All weights take the same activation format and have the same number of columns.
@@ -39,9 +34,6 @@ pub(super) fn matmul_many(
         .iter_mut()
         .map(|(w, o)| Blocks::new(&mut o[..rows * w.rows], w.rows, rows, ROWS_PER_ITEM))
         .collect();
-    // Decode (one activation row) reads each weight once: several weight rows per call keep more loads in
-    // flight. Prefill shares each weight block between TILE activation rows.
-    let wtile = if rows == 1 { WTILE_DECODE } else { WTILE };
     for_each_block(&mut outs, |j, mut out| {
         let w = mats[j];
         let rb = w.wtype.row_bytes(w.cols);
@@ -51,7 +43,7 @@ pub(super) fn matmul_many(
         // for the bytes ahead keeps the memory bus busy (+80% decode speed measured here; see
         // BENCHMARKS.md).
         let ahead = rows == 1;
-        kernels.dot_rows(w.wtype, wrows, rb, act, wtile, ahead, |r, c, t, cn, d| {
+        kernels.dot_rows(w.wtype, wrows, rb, act, ahead, |r, c, t, cn, d| {
             for i in 0..t {
                 for (k, o) in out.row(r + i)[c..][..cn].iter_mut().enumerate() {
                     *o = d[k][i];

@@ -103,13 +103,16 @@ impl ActType {
 /// Quantized activation rows in the kernels' layout: the 8-bit values of a row contiguous (`nb` blocks of
 /// `qk`), and per block the scale d (for Q8_0/Q8_1 the f16 value ggml stores, widened to f32 once here
 /// rather than in every dot product that reads it; for Q8_K ggml's f32), for Q8_1 d × Σq (f16, widened),
-/// and for Q8_K the sums of each 16 values (`bsums`, 16 per block; empty otherwise).
+/// and for Q8_K the sums of each 16 values (`bsums`, 16 per block; empty otherwise). For Q8_0, `x16`
+/// holds per block 8 lanes of 16 × the sum of values 4l..4l + 4: the part of a Q5_0 product that the
+/// values' offset of 16 contributes, computed once per activation block rather than once per weight row.
 #[derive(Default)]
 pub(super) struct Act {
     pub(super) qs: Vec<i8>,
     pub(super) d: Vec<f32>,
     pub(super) s: Vec<f32>,
     pub(super) bsums: Vec<i16>,
+    pub(super) x16: Vec<i32>,
     /// Blocks per row.
     pub(super) nb: usize,
     /// Values per block: 32, or 256 for Q8_K.
@@ -129,6 +132,7 @@ impl Act {
             && self.qs.len() == blocks * self.qk
             && self.s.len() == blocks
             && (self.bsums.len() == blocks * QK_K / 16 || self.qk == QK && self.bsums.is_empty())
+            && (self.x16.len() == blocks * 8 || self.x16.is_empty())
     }
 
     pub(super) fn row(&self, r: usize) -> ActRow<'_> {
@@ -176,6 +180,10 @@ pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
     out.s.clear();
     out.s.resize(rows * nb, 0.0);
     out.bsums.clear();
+    out.x16.clear();
+    if t == ActType::Q8_0 {
+        out.x16.resize(rows * nb * 8, 0);
+    }
     if t == ActType::Q8_K {
         out.bsums.resize(rows * nb * QK_K / 16, 0);
         for (i, xb) in x[..rows * cols].chunks_exact(QK_K).enumerate() {
@@ -217,6 +225,11 @@ pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
                 let r = (v * id).round_ties_even() as i32;
                 sum += r;
                 *q = r as i8;
+            }
+            if t == ActType::Q8_0 {
+                for (l, x16) in out.x16[(r * nb + b) * 8..][..8].iter_mut().enumerate() {
+                    *x16 = 16 * qs[4 * l..4 * l + 4].iter().map(|&q| q as i32).sum::<i32>();
+                }
             }
             let d16 = f16::from_f32(d);
             out.d[r * nb + b] = d16.to_f32();

@@ -29,7 +29,7 @@ pub(super) unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
 ///
 /// # Safety
 /// The CPU supports AVX2, FMA and F16C, and the arguments satisfy the bounds `Kernels::dot_rows` asserts:
-/// `1 <= wtile <= WTILE_MAX`, `rb == act.nb * wt.block_bytes()` and `w` whole rows of `rb` bytes.
+/// `rb == act.nb * wt.block_bytes()`, `w` whole rows of `rb` bytes, and Q5_0's `x16` filled.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn dot_rows(
@@ -37,18 +37,17 @@ pub(super) unsafe fn dot_rows(
     w: &[u8],
     rb: usize,
     act: &Act,
-    wtile: usize,
     prefetch: bool,
     emit: impl FnMut(usize, usize, usize, usize, &Tile),
 ) {
     let rows = act.rows();
-    // SAFETY: the caller's contract, and `tiles` hands each tile whole weight rows (`cn <= wtile`) and
-    // activation rows inside `act` (`r + t <= rows`).
+    // SAFETY: the caller's contract, and `tiles` hands each tile whole weight rows and
+    // activation rows inside `act` (`r + t <= rows`) of the shapes `shape` gives.
     let tile = |w: &[u8], r: usize, t: usize, cn: usize, out: &mut Tile| unsafe {
         match wt {
-            WType::Q4_1 => super::dispatch_tile!(q4_1[, false], w, rb, act, r, t, cn, out),
-            WType::Q8_0 => super::dispatch_tile!(q8_0[, false], w, rb, act, r, t, cn, out),
-            WType::Q5_0 => super::dispatch_tile!(q5_0[, false], w, rb, act, r, t, cn, out),
+            WType::Q4_1 => super::dispatch_rows!(q4_1[, false], w, rb, act, r, t, cn, out),
+            WType::Q8_0 => super::dispatch_rows!(q8_0[, false], w, rb, act, r, t, cn, out),
+            WType::Q5_0 => super::dispatch_rows!(q5_0[, false], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
             WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
@@ -56,7 +55,7 @@ pub(super) unsafe fn dot_rows(
             WType::Q6_K => super::dispatch_tile!(q6_k[, false], w, rb, act, r, t, cn, out),
         }
     };
-    super::tiles(tile, w, rb, rows, wtile, prefetch, emit)
+    super::tiles(tile, wt, w, rb, rows, prefetch, emit)
 }
 
 /// See [`super::Kernels::dot_tile`].
@@ -81,9 +80,9 @@ pub(super) unsafe fn dot_tile(
     // SAFETY: the caller's contract is each kernel's, and the features are enabled on this function.
     unsafe {
         match wt {
-            WType::Q4_1 => super::dispatch_tile!(q4_1[, false], w, rb, act, r, t, cn, out),
-            WType::Q8_0 => super::dispatch_tile!(q8_0[, false], w, rb, act, r, t, cn, out),
-            WType::Q5_0 => super::dispatch_tile!(q5_0[, false], w, rb, act, r, t, cn, out),
+            WType::Q4_1 => super::dispatch_rows!(q4_1[, false], w, rb, act, r, t, cn, out),
+            WType::Q8_0 => super::dispatch_rows!(q8_0[, false], w, rb, act, r, t, cn, out),
+            WType::Q5_0 => super::dispatch_rows!(q5_0[, false], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
             WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
@@ -218,14 +217,6 @@ pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
         let mut summ = [[0f32; R]; C];
         let (qs, d, s) = (act.qs.as_ptr(), act.d.as_ptr(), act.s.as_ptr());
         for b in 0..nb {
-            let mut xq = [_mm256_setzero_si256(); R];
-            let (mut xd, mut xs) = ([0f32; R], [0f32; R]);
-            for i in 0..R {
-                let at = (r + i) * nb + b;
-                xq[i] = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
-                xd[i] = *d.add(at);
-                xs[i] = *s.add(at);
-            }
             for k in 0..C {
                 let p = w.as_ptr().add(k * rb + b * Q4_1_BYTES);
                 let (dw, mw) = f16x2(p);
@@ -233,10 +224,14 @@ pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
                 let lo = _mm_and_si128(q, m4);
                 let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
                 let qw = _mm256_set_m128i(hi, lo);
+                // Each activation block is read where it is used (one load folded into the product): a
+                // tile of 8 rows kept in registers would not leave room for the accumulators.
                 for i in 0..R {
-                    let dd = _mm256_set1_ps(dw * xd[i]);
-                    acc[k][i] = _mm256_fmadd_ps(dd, mul_sum_us8::<VNNI>(qw, xq[i]), acc[k][i]);
-                    summ[k][i] += mw * xs[i];
+                    let at = (r + i) * nb + b;
+                    let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
+                    let dd = _mm256_set1_ps(dw * *d.add(at));
+                    acc[k][i] = _mm256_fmadd_ps(dd, mul_sum_us8::<VNNI>(qw, xq), acc[k][i]);
+                    summ[k][i] += mw * *s.add(at);
                 }
             }
         }
@@ -268,21 +263,16 @@ pub(super) unsafe fn q8_0<const R: usize, const C: usize, const VNNI: bool>(
         let mut acc = [[_mm256_setzero_ps(); R]; C];
         let (qs, d) = (act.qs.as_ptr(), act.d.as_ptr());
         for b in 0..nb {
-            let mut xq = [_mm256_setzero_si256(); R];
-            let mut xd = [0f32; R];
-            for i in 0..R {
-                let at = (r + i) * nb + b;
-                xq[i] = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
-                xd[i] = *d.add(at);
-            }
             for k in 0..C {
                 let p = w.as_ptr().add(k * rb + b * Q8_0_BYTES);
                 let dw = f16x1(p);
                 let qw = _mm256_loadu_si256(p.add(2) as *const __m256i);
                 let aw = _mm256_sign_epi8(qw, qw);
                 for i in 0..R {
-                    let sx = _mm256_sign_epi8(xq[i], qw);
-                    let dd = _mm256_set1_ps(dw * xd[i]);
+                    let at = (r + i) * nb + b;
+                    let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
+                    let sx = _mm256_sign_epi8(xq, qw);
+                    let dd = _mm256_set1_ps(dw * *d.add(at));
                     acc[k][i] = _mm256_fmadd_ps(dd, mul_sum_us8::<VNNI>(aw, sx), acc[k][i]);
                 }
             }
@@ -342,8 +332,8 @@ unsafe fn dot_us8<const VNNI: bool>(a: __m256i, b: __m256i) -> __m256i {
 
 /// Q5_0 weights · Q8_0 activations, with the lanes and float steps of `ggml_vec_dot_q5_0_q8_0`: lane l of
 /// a block is the integer Σ (q - 16)·x over its values 4l..4l + 4, computed here as Σ (q + 16·bit)·x less
-/// 16·Σx (the activations' part computed once per block for all C weight rows, and no sign flips), the
-/// same integer, so the same sums as the sign trick of ggml and `scalar::dot`.
+/// 16·Σx (the activations' part computed once per activation block, [`Act`]'s `x16`, and no sign flips),
+/// the same integer, so the same sums as the sign trick of ggml and `scalar::dot`.
 ///
 /// # Safety
 /// As [`q4_1`].
@@ -356,29 +346,22 @@ pub(super) unsafe fn q5_0<const R: usize, const C: usize, const VNNI: bool>(
     r: usize,
     out: &mut Tile,
 ) {
-    // SAFETY: as in q4_1.
+    // SAFETY: as in q4_1; `x16` has 8 lanes per activation block (the caller's contract for Q5_0).
     unsafe {
         let nb = act.nb;
         let mut acc = [[_mm256_setzero_ps(); R]; C];
-        let (qs, d) = (act.qs.as_ptr(), act.d.as_ptr());
-        let sixteen = _mm256_set1_epi8(16);
+        let (qs, d, x16) = (act.qs.as_ptr(), act.d.as_ptr(), act.x16.as_ptr());
         for b in 0..nb {
-            let mut xq = [_mm256_setzero_si256(); R];
-            let mut x16 = [_mm256_setzero_si256(); R];
-            let mut xd = [0f32; R];
-            for i in 0..R {
-                let at = (r + i) * nb + b;
-                xq[i] = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
-                x16[i] = dot_us8::<VNNI>(sixteen, xq[i]);
-                xd[i] = *d.add(at);
-            }
             for k in 0..C {
                 let p = w.as_ptr().add(k * rb + b * Q5_0_BYTES);
                 let dw = f16x1(p);
                 let qw = q5_0_codes(p);
                 for i in 0..R {
-                    let lane = _mm256_sub_epi32(dot_us8::<VNNI>(qw, xq[i]), x16[i]);
-                    let dd = _mm256_set1_ps(dw * xd[i]);
+                    let at = (r + i) * nb + b;
+                    let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
+                    let off = _mm256_loadu_si256(x16.add(at * 8) as *const __m256i);
+                    let lane = _mm256_sub_epi32(dot_us8::<VNNI>(qw, xq), off);
+                    let dd = _mm256_set1_ps(dw * *d.add(at));
                     acc[k][i] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lane), acc[k][i]);
                 }
             }

@@ -23,18 +23,17 @@ pub(super) unsafe fn dot_rows(
     w: &[u8],
     rb: usize,
     act: &Act,
-    wtile: usize,
     prefetch: bool,
     emit: impl FnMut(usize, usize, usize, usize, &Tile),
 ) {
     let rows = act.rows();
-    // SAFETY: the caller's contract, and `tiles` hands each tile whole weight rows (`cn <= wtile`) and
-    // activation rows inside `act` (`r + t <= rows`).
+    // SAFETY: the caller's contract, and `tiles` hands each tile whole weight rows and
+    // activation rows inside `act` (`r + t <= rows`) of the shapes `shape` gives.
     let tile = |w: &[u8], r: usize, t: usize, cn: usize, out: &mut Tile| unsafe {
         match wt {
-            WType::Q4_1 => super::dispatch_tile!(q4_1_x2[], w, rb, act, r, t, cn, out),
-            WType::Q8_0 => super::dispatch_tile!(q8_0[, true], w, rb, act, r, t, cn, out),
-            WType::Q5_0 => super::dispatch_tile!(q5_0[, true], w, rb, act, r, t, cn, out),
+            WType::Q4_1 => super::dispatch_rows!(q4_1_x2[], w, rb, act, r, t, cn, out),
+            WType::Q8_0 => super::dispatch_rows!(q8_0[, true], w, rb, act, r, t, cn, out),
+            WType::Q5_0 => super::dispatch_rows!(q5_0[, true], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
             WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
@@ -42,7 +41,7 @@ pub(super) unsafe fn dot_rows(
             WType::Q6_K => super::dispatch_tile!(q6_k[, false], w, rb, act, r, t, cn, out),
         }
     };
-    super::tiles(tile, w, rb, rows, wtile, prefetch, emit)
+    super::tiles(tile, wt, w, rb, rows, prefetch, emit)
 }
 
 /// See [`super::Kernels::dot_tile`].
@@ -66,9 +65,9 @@ pub(super) unsafe fn dot_tile(
     // SAFETY: the caller's contract is each kernel's, and the features are enabled on this function.
     unsafe {
         match wt {
-            WType::Q4_1 => super::dispatch_tile!(q4_1_x2[], w, rb, act, r, t, cn, out),
-            WType::Q8_0 => super::dispatch_tile!(q8_0[, true], w, rb, act, r, t, cn, out),
-            WType::Q5_0 => super::dispatch_tile!(q5_0[, true], w, rb, act, r, t, cn, out),
+            WType::Q4_1 => super::dispatch_rows!(q4_1_x2[], w, rb, act, r, t, cn, out),
+            WType::Q8_0 => super::dispatch_rows!(q8_0[, true], w, rb, act, r, t, cn, out),
+            WType::Q5_0 => super::dispatch_rows!(q5_0[, true], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
             WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)

@@ -30,9 +30,14 @@ use super::quant::{Act, WType};
 /// the kernels follow it by the rows of the activations they are given (`scalar::q6_k_batched`).
 pub(super) const BATCHED_ROWS: usize = 8;
 
-/// Activation rows sharing one load of a weight block in prefill.
-pub(super) const TILE: usize = 4;
-/// The most weight rows per kernel call.
+/// The most activation rows per kernel call: in prefill and batched decode, one unpacked block of a
+/// 32-value format (Q4_1, Q5_0, Q8_0) serves 8 activation rows, whose blocks are read where they are
+/// used; the K formats (Q4_K, Q6_K), whose unpacking keeps more registers busy, take 4 activation rows
+/// × 2 weight rows (see [`shape`]).
+pub(super) const TILE: usize = 8;
+/// Activation rows per kernel call for the K formats.
+const TILE_K: usize = 4;
+/// The most weight rows per kernel call (decode: 4 rows, to keep more loads in flight).
 pub(super) const WTILE_MAX: usize = 4;
 /// A kernel call's results: `out[k][i] = w[k] · act[r + i]`.
 pub(super) type Tile = [[f32; TILE]; WTILE_MAX];
@@ -171,50 +176,47 @@ impl Kernels {
     }
 
     /// The products of a run of weight rows (`w`, `rb` bytes each) with every activation row of `act`, a
-    /// tile (up to TILE activation rows × `wtile` weight rows) at a time: `emit(r, c, t, cn, tile)` gets
+    /// tile ([`shape`]: activation rows × weight rows) at a time: `emit(r, c, t, cn, tile)` gets
     /// `tile[k][i] = w[c + k] · act[r + i]`. With `prefetch`, each tile first asks for the weights
     /// [`PREFETCH`] bytes ahead (decode streams every weight once; the hardware prefetcher stops at each
     /// page). One dispatch per run, so the tiles run inside the set's `#[target_feature]` code.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn dot_rows(
         self,
         wt: WType,
         w: &[u8],
         rb: usize,
         act: &Act,
-        wtile: usize,
         prefetch: bool,
         emit: impl FnMut(usize, usize, usize, usize, &Tile),
     ) {
         assert!(
-            (1..=WTILE_MAX).contains(&wtile)
-                && rb > 0
+            rb > 0
                 && rb == act.nb * wt.block_bytes()
                 && act.qk == wt.block_len()
                 && w.len().is_multiple_of(rb)
-                && act.consistent(),
+                && act.consistent()
+                && (wt != WType::Q5_0 || act.x16.len() == act.d.len() * 8),
             "dot_rows: weights of {} bytes in rows of {rb}, activations of {} blocks",
             w.len(),
             act.nb
         );
-        let rows = act.rows();
         match self.0 {
             Isa::Scalar => tiles(
                 |w, r, t, cn, out| scalar::dot_tile(wt, w, rb, act, r, t, cn, out),
+                wt,
                 w,
                 rb,
-                rows,
-                wtile,
+                act.rows(),
                 prefetch,
                 emit,
             ),
             // SAFETY: `self` proves the CPU supports the set; the bounds are asserted above, and `tiles`
             // keeps every tile inside them.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { avx2::dot_rows(wt, w, rb, act, wtile, prefetch, emit) },
+            Isa::Avx2 => unsafe { avx2::dot_rows(wt, w, rb, act, prefetch, emit) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { avx512::dot_rows(wt, w, rb, act, wtile, prefetch, emit) },
+            Isa::Avx512 => unsafe { avx512::dot_rows(wt, w, rb, act, prefetch, emit) },
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("Kernels::new admits only supported sets"),
         }
@@ -287,22 +289,36 @@ impl Kernels {
 /// 1, 2, 4, 8, 16 and 32 KiB on the default model: 8 and 16 KiB).
 pub(super) const PREFETCH: usize = 8192;
 
+/// A product's tile: (activation rows, weight rows) per kernel call. Decode (one activation row) reads
+/// each weight once: 4 weight rows per call keep more loads in flight. With more activation rows, a
+/// 32-value format's unpacked weight block serves 8 of them (measured against 4 × 2 on Qwen2.5's prefill:
+/// the 4 × 2 tile kept 16 vectors live and spilled them); a K format's tile stays 4 × 2.
+#[inline(always)]
+pub(super) fn shape(wt: WType, rows: usize) -> (usize, usize) {
+    match wt {
+        _ if rows == 1 => (1, WTILE_MAX),
+        WType::Q4_1 | WType::Q5_0 | WType::Q8_0 => (TILE, 1),
+        WType::Q4_K | WType::Q6_K => (TILE_K, 2),
+    }
+}
+
 /// The loop of [`Kernels::dot_rows`] around one set's tile kernel `tile(w, r, t, cn, out)`, inlined into
 /// that set's entry point.
 #[inline(always)]
 fn tiles(
     mut tile: impl FnMut(&[u8], usize, usize, usize, &mut Tile),
+    wt: WType,
     w: &[u8],
     rb: usize,
     rows: usize,
-    wtile: usize,
     ahead: bool,
     mut emit: impl FnMut(usize, usize, usize, usize, &Tile),
 ) {
     let n = w.len() / rb;
+    let (tr, wtile) = shape(wt, rows);
     let mut r = 0;
     while r < rows {
-        let t = TILE.min(rows - r);
+        let t = tr.min(rows - r);
         let mut c = 0;
         while c < n {
             let cn = wtile.min(n - c);
@@ -382,9 +398,9 @@ pub(super) fn prefetch(p: *const u8, len: usize) {
     let _ = (p, len);
 }
 
-/// Instantiates a kernel `$k::<R, C $extra>` for a tile's shape (`t` activation rows, `cn` weight rows):
-/// the shapes the matrix products use, and tails one weight row at a time. Used inside the sets' `unsafe`
-/// entry points, whose contract it relies on.
+/// Instantiates a K-format kernel `$k::<R, C $extra>` for a tile's shape (`t` activation rows, `cn`
+/// weight rows): the shapes [`shape`] gives, and otherwise one weight row and up to 4 activation rows at a
+/// time. Used inside the sets' `unsafe` entry points, whose contract it relies on.
 macro_rules! dispatch_tile {
     ($k:ident [$($extra:tt)*], $w:ident, $rb:ident, $act:ident, $r:ident, $t:ident, $cn:ident, $out:ident) => {
         match ($t, $cn) {
@@ -394,13 +410,45 @@ macro_rules! dispatch_tile {
             (1, 4) => $k::<1, 4 $($extra)*>($w, $rb, $act, $r, $out),
             _ => {
                 for k in 0..$cn {
-                    let mut o = [[0f32; TILE]; WTILE_MAX];
                     let wk = &$w[k * $rb..(k + 1) * $rb];
+                    let mut i0 = 0;
+                    while i0 < $t {
+                        let n = ($t - i0).min(4);
+                        let mut o = [[0f32; TILE]; WTILE_MAX];
+                        let r = $r + i0;
+                        match n {
+                            1 => $k::<1, 1 $($extra)*>(wk, $rb, $act, r, &mut o),
+                            2 => $k::<2, 1 $($extra)*>(wk, $rb, $act, r, &mut o),
+                            3 => $k::<3, 1 $($extra)*>(wk, $rb, $act, r, &mut o),
+                            _ => $k::<4, 1 $($extra)*>(wk, $rb, $act, r, &mut o),
+                        }
+                        $out[k][i0..i0 + n].copy_from_slice(&o[0][..n]);
+                        i0 += n;
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// As [`dispatch_tile`] for a 32-value format's kernel: one weight row × 1 to 8 activation rows, or 1 × 4.
+macro_rules! dispatch_rows {
+    ($k:ident [$($extra:tt)*], $w:ident, $rb:ident, $act:ident, $r:ident, $t:ident, $cn:ident, $out:ident) => {
+        match ($t, $cn) {
+            (1, 4) => $k::<1, 4 $($extra)*>($w, $rb, $act, $r, $out),
+            _ => {
+                for k in 0..$cn {
+                    let wk = &$w[k * $rb..(k + 1) * $rb];
+                    let mut o = [[0f32; TILE]; WTILE_MAX];
                     match $t {
                         1 => $k::<1, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
                         2 => $k::<2, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
                         3 => $k::<3, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
-                        _ => $k::<4, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
+                        4 => $k::<4, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
+                        5 => $k::<5, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
+                        6 => $k::<6, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
+                        7 => $k::<7, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
+                        _ => $k::<8, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
                     }
                     $out[k] = o[0];
                 }
@@ -409,7 +457,7 @@ macro_rules! dispatch_tile {
     };
 }
 #[cfg(target_arch = "x86_64")]
-use dispatch_tile;
+use {dispatch_rows, dispatch_tile};
 
 #[cfg(test)]
 mod tests;

@@ -253,38 +253,36 @@ fn dot_rows_covers_every_pair_with_the_scalar_sums() {
         let cols = 3 * wt.block_len();
         let rb = wt.row_bytes(cols);
         let w = random_weights(wt, 7, cols, &mut g);
-        for rows in [1, 2, 3, 4, 5, BATCHED_ROWS, BATCHED_ROWS + 1] {
+        for rows in [1, 2, 3, 4, 5, BATCHED_ROWS, BATCHED_ROWS + 1, 2 * TILE + 3] {
             let x: Vec<f32> = (0..cols * rows).map(|_| g.uniform() as f32).collect();
             let mut act = Act::default();
             quantize(&x, cols, wt.act(), &mut act);
-            for wtile in [2, 4] {
-                for set in &sets {
-                    let mut got = vec![f32::NAN; rows * 7];
-                    let mut seen = vec![0; rows * 7];
-                    set.dot_rows(wt, &w, rb, &act, wtile, rows == 1, |r, c, t, cn, d| {
-                        for i in 0..t {
-                            for k in 0..cn {
-                                got[(r + i) * 7 + c + k] = d[k][i];
-                                seen[(r + i) * 7 + c + k] += 1;
-                            }
+            for set in &sets {
+                let mut got = vec![f32::NAN; rows * 7];
+                let mut seen = vec![0; rows * 7];
+                set.dot_rows(wt, &w, rb, &act, rows == 1, |r, c, t, cn, d| {
+                    for i in 0..t {
+                        for k in 0..cn {
+                            got[(r + i) * 7 + c + k] = d[k][i];
+                            seen[(r + i) * 7 + c + k] += 1;
                         }
-                    });
-                    assert!(seen.iter().all(|&n| n == 1), "{} {rows}x{wtile}", set.isa());
-                    for i in 0..rows {
-                        for k in 0..7 {
-                            let want = scalar::dot(
-                                wt,
-                                &w[k * rb..(k + 1) * rb],
-                                act.row(i),
-                                rows >= BATCHED_ROWS,
-                            );
-                            assert_eq!(
-                                got[i * 7 + k].to_bits(),
-                                want.to_bits(),
-                                "{} {wt:?} {rows} rows, tile width {wtile}: ({i}, {k})",
-                                set.isa()
-                            );
-                        }
+                    }
+                });
+                assert!(seen.iter().all(|&n| n == 1), "{} {rows} rows", set.isa());
+                for i in 0..rows {
+                    for k in 0..7 {
+                        let want = scalar::dot(
+                            wt,
+                            &w[k * rb..(k + 1) * rb],
+                            act.row(i),
+                            rows >= BATCHED_ROWS,
+                        );
+                        assert_eq!(
+                            got[i * 7 + k].to_bits(),
+                            want.to_bits(),
+                            "{} {wt:?} {rows} rows: ({i}, {k})",
+                            set.isa()
+                        );
                     }
                 }
             }
