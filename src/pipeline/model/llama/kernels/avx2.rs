@@ -220,6 +220,7 @@ pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
             for k in 0..C {
                 let p = w.as_ptr().add(k * rb + b * Q4_1_BYTES);
                 let (dw, mw) = f16x2(p);
+                let dwv = _mm256_set1_ps(dw);
                 let q = _mm_loadu_si128(p.add(4) as *const __m128i);
                 let lo = _mm_and_si128(q, m4);
                 let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
@@ -229,7 +230,7 @@ pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
                 for i in 0..R {
                     let at = (r + i) * nb + b;
                     let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
-                    let dd = _mm256_set1_ps(dw * *d.add(at));
+                    let dd = _mm256_mul_ps(dwv, _mm256_broadcast_ss(&*d.add(at)));
                     acc[k][i] = _mm256_fmadd_ps(dd, mul_sum_us8::<VNNI>(qw, xq), acc[k][i]);
                     summ[k][i] += mw * *s.add(at);
                 }
@@ -265,14 +266,14 @@ pub(super) unsafe fn q8_0<const R: usize, const C: usize, const VNNI: bool>(
         for b in 0..nb {
             for k in 0..C {
                 let p = w.as_ptr().add(k * rb + b * Q8_0_BYTES);
-                let dw = f16x1(p);
+                let dwv = _mm256_set1_ps(f16x1(p));
                 let qw = _mm256_loadu_si256(p.add(2) as *const __m256i);
                 let aw = _mm256_sign_epi8(qw, qw);
                 for i in 0..R {
                     let at = (r + i) * nb + b;
                     let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
                     let sx = _mm256_sign_epi8(xq, qw);
-                    let dd = _mm256_set1_ps(dw * *d.add(at));
+                    let dd = _mm256_mul_ps(dwv, _mm256_broadcast_ss(&*d.add(at)));
                     acc[k][i] = _mm256_fmadd_ps(dd, mul_sum_us8::<VNNI>(aw, sx), acc[k][i]);
                 }
             }
@@ -354,14 +355,14 @@ pub(super) unsafe fn q5_0<const R: usize, const C: usize, const VNNI: bool>(
         for b in 0..nb {
             for k in 0..C {
                 let p = w.as_ptr().add(k * rb + b * Q5_0_BYTES);
-                let dw = f16x1(p);
+                let dwv = _mm256_set1_ps(f16x1(p));
                 let qw = q5_0_codes(p);
                 for i in 0..R {
                     let at = (r + i) * nb + b;
                     let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
                     let off = _mm256_loadu_si256(x16.add(at * 8) as *const __m256i);
                     let lane = _mm256_sub_epi32(dot_us8::<VNNI>(qw, xq), off);
-                    let dd = _mm256_set1_ps(dw * *d.add(at));
+                    let dd = _mm256_mul_ps(dwv, _mm256_broadcast_ss(&*d.add(at)));
                     acc[k][i] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lane), acc[k][i]);
                 }
             }
