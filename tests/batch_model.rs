@@ -351,3 +351,120 @@ fn a_prompt_longer_than_a_slot_is_refused_at_join() {
     same(&alone, &b, "context full");
     assert_eq!(short.len() + b.tokens.len(), 16);
 }
+
+/// Runs `jobs` through one batch of `model`'s slots; returns each job's outcome, in order, and the prompt
+/// positions the batch took from the cache.
+fn through_batch(
+    model: &mut GgufLlama,
+    vocab: &stoplab::tokenizer::Vocab,
+    jobs: &[(Vec<u32>, GenerateParams)],
+) -> (Vec<Outcome>, usize) {
+    struct Tag(usize);
+    impl stoplab::Sink for Tag {
+        fn token(&mut self, _: &TokenEvent<'_>) -> Result<ControlFlow<()>, stoplab::Error> {
+            Ok(ControlFlow::Continue(()))
+        }
+    }
+    let mut batch: Batch<Tag> = Batch::new(model.slots());
+    let mut out: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
+    let mut pending = jobs.iter().enumerate();
+    loop {
+        while batch.has_room() {
+            let Some((i, (prompt, p))) = pending.next() else {
+                break;
+            };
+            if let Some((tag, r)) = batch.join(model, None, vocab, prompt, p, Tag(i)) {
+                out[tag.0] = Some(r.unwrap());
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        for (tag, r) in batch.step(model, vocab) {
+            out[tag.0] = Some(r.unwrap());
+        }
+    }
+    let reused = batch.reused_positions();
+    (out.into_iter().map(Option::unwrap).collect(), reused)
+}
+
+/// Prompt caching: a sequence whose prompt begins as a cached one's (the same prompt with another seed,
+/// the same system turn with another question) starts from a copy of those KV positions, in a free slot
+/// or from a running sequence's, and still gets exactly the ids it gets alone.
+#[test]
+fn prompts_that_begin_alike_start_from_the_cached_positions_with_the_ids_they_give_alone() {
+    let (file, mut model) = load(None);
+    model.set_slots(2, 256).unwrap();
+    let vocab = &file.vocab;
+    let system = "system: You answer in one short sentence.\nuser: ";
+    let enc = |s: &str| vocab.encode(s, true).unwrap();
+    let jobs = vec![
+        (
+            enc(&format!("{system}What is the capital of France?\nAI:")),
+            params(0.8, 1, 12, &[]),
+        ),
+        (
+            enc(&format!("{system}What is the capital of France?\nAI:")),
+            params(0.8, 2, 12, &[]),
+        ),
+        (
+            enc(&format!("{system}Name a colour.\nAI:")),
+            params(0.0, 0, 8, &["\n"]),
+        ),
+        (enc("Once upon a time"), params(0.7, 3, 6, &[])),
+        (
+            enc(&format!("{system}What is the capital of France?\nAI:")),
+            params(0.0, 0, 10, &[]),
+        ),
+    ];
+    let alone: Vec<Outcome> = jobs
+        .iter()
+        .map(|(prompt, p)| generate(&mut model, vocab, prompt, p, &mut Discard).unwrap())
+        .collect();
+    let (batched, reused) = through_batch(&mut model, vocab, &jobs);
+    for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
+        same(a, b, &format!("job {i}"));
+    }
+    // Job 1 repeats job 0's prompt (all but its last token copied), job 2 shares the system turn, job 4
+    // repeats job 0's prompt again, after job 3 (another prompt) ran in between.
+    let full = jobs[0].0.len() - 1;
+    let system_len = jobs[0]
+        .0
+        .iter()
+        .zip(&jobs[2].0)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(system_len > 10, "{system_len}");
+    assert!(
+        reused >= 2 * full + system_len,
+        "{reused} positions reused, {full} per repeat and {system_len} of the system turn expected"
+    );
+}
+
+/// A model with Q6_K matrices rounds a prompt's rows by how many it takes at once, so its cached positions
+/// are never copied (the numbers would change): the repeated prompt is computed again, with the same ids.
+#[test]
+fn a_model_whose_numbers_depend_on_the_rows_at_once_copies_no_positions() {
+    let (file, mut model) = load(Some("qwen2.5-coder-0.5b-instruct"));
+    model.set_slots(2, 128).unwrap();
+    let vocab = &file.vocab;
+    let prompt = vocab
+        .encode(
+            "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n",
+            true,
+        )
+        .unwrap();
+    let jobs = vec![
+        (prompt.clone(), params(0.0, 0, 4, &[])),
+        (prompt, params(0.8, 5, 4, &[])),
+    ];
+    let alone: Vec<Outcome> = jobs
+        .iter()
+        .map(|(prompt, p)| generate(&mut model, vocab, prompt, p, &mut Discard).unwrap())
+        .collect();
+    let (batched, reused) = through_batch(&mut model, vocab, &jobs);
+    assert_eq!(reused, 0);
+    for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
+        same(a, b, &format!("job {i}"));
+    }
+}

@@ -214,6 +214,12 @@ struct Running<S> {
 pub struct Batch<S> {
     running: Vec<Running<S>>,
     free: Vec<usize>,
+    /// Per KV slot, the prompt whose positions it holds (empty: unknown). A joining prompt that begins
+    /// with the same tokens as one of them starts from a copy of those positions (prompt caching), where
+    /// the model can copy them without changing a number ([`Model::copy_prefix`]).
+    cached: Vec<Vec<u32>>,
+    /// Prompt positions taken from the cache instead of computed, in all.
+    reused: usize,
 }
 
 /// A sequence that left the batch: its sink, and how it ended.
@@ -225,7 +231,33 @@ impl<S: Sink> Batch<S> {
         Self {
             running: Vec::new(),
             free: (0..slots.max(1)).rev().collect(),
+            cached: vec![Vec::new(); slots.max(1)],
+            reused: 0,
         }
+    }
+
+    /// Prompt positions taken from another sequence's KV slot rather than computed, since the batch began.
+    pub fn reused_positions(&self) -> usize {
+        self.reused
+    }
+
+    /// The free slot whose cached prompt shares the longest beginning with `prompt` (the most recently
+    /// freed among equals), taken out of the free list.
+    fn take_slot(&mut self, prompt: &[u32]) -> Option<usize> {
+        let best = (0..self.free.len())
+            .rev()
+            .max_by_key(|&i| common_prefix(&self.cached[self.free[i]], prompt))?;
+        Some(self.free.remove(best))
+    }
+
+    /// The slot holding the longest beginning of `prompt`, and its length, at most all but the prompt's
+    /// last token (whose logits are needed).
+    fn prefix_source(&self, prompt: &[u32]) -> Option<(usize, usize)> {
+        let limit = prompt.len().saturating_sub(1);
+        (0..self.cached.len())
+            .map(|s| (s, common_prefix(&self.cached[s], prompt).min(limit)))
+            .filter(|&(_, n)| n > 0)
+            .max_by_key(|&(_, n)| n)
     }
 
     /// Sequences running.
@@ -263,7 +295,7 @@ impl<S: Sink> Batch<S> {
     ) -> Option<Done<S>> {
         let mut place = match own {
             Some(m) => Place::Own(m),
-            None => match self.free.pop() {
+            None => match self.take_slot(prompt) {
                 Some(slot) => Place::Slot(slot),
                 None => {
                     let e = Error::Backend("no free KV slot for another sequence".into());
@@ -275,10 +307,29 @@ impl<S: Sink> Batch<S> {
             Place::Own(m) => m.context_length(),
             Place::Slot(_) => model.context_length(),
         };
+        let source = match place {
+            Place::Slot(slot) => {
+                let source = self.prefix_source(prompt);
+                self.cached[slot].clear();
+                source
+            }
+            Place::Own(_) => None,
+        };
+        let cached = &mut self.cached;
+        let reused = &mut self.reused;
         let result = Sequence::new(vocab, prompt, params, context).and_then(|mut seq| {
             let next = guarded(|| match &mut place {
                 Place::Own(m) => m.forward(prompt, 0),
-                Place::Slot(slot) => model.forward_in(*slot, prompt, 0),
+                Place::Slot(slot) => {
+                    let n = match source {
+                        Some((from, n)) if model.copy_prefix(from, *slot, n)? => n,
+                        _ => 0,
+                    };
+                    let next = model.forward_in(*slot, &prompt[n..], n)?;
+                    *reused += n;
+                    cached[*slot] = prompt.to_vec();
+                    Ok(next)
+                }
             })?;
             let feed = seq.accept(next, vocab, &mut sink)?;
             Ok((seq, feed))
@@ -400,6 +451,11 @@ impl<S: Sink> Batch<S> {
         }
         done
     }
+}
+
+/// How many tokens `a` and `b` begin with alike.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// Runs a model call, turning a panic in the backend into an error.

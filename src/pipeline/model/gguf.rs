@@ -574,6 +574,16 @@ impl Model for GgufLlama {
         Ok(Next::Logits(logits))
     }
 
+    fn copy_prefix(&mut self, from: usize, to: usize, n: usize) -> Result<bool, Error> {
+        match &mut self.weights {
+            Weights::Native(m) => m.copy_prefix(from, to, n).map_err(|message| Error::Model {
+                path: self.path.clone(),
+                message,
+            }),
+            Weights::Candle { .. } => Ok(false),
+        }
+    }
+
     fn decode(&mut self, steps: &[(usize, u32, usize)]) -> Result<Vec<Next>, Error> {
         let Weights::Native(m) = &mut self.weights else {
             return steps

@@ -53,6 +53,15 @@ pub trait Model {
         self.forward(tokens, pos)
     }
 
+    /// Copies the cached positions `..n` of the sequence in slot `from` into slot `to` (the same slot:
+    /// keeps them), when the model can do so without changing any number: feeding the rest of a prompt
+    /// after them then gives the logits that a prefill of the whole prompt gives. Returns whether it did;
+    /// a model that cannot (the default) answers false, and the caller feeds the whole prompt.
+    fn copy_prefix(&mut self, from: usize, to: usize, n: usize) -> Result<bool, Error> {
+        let _ = (from, to, n);
+        Ok(false)
+    }
+
     /// One decode step of several sequences: `steps[i] = (slot, token, pos)` feeds one token to the
     /// sequence in `slot` (each slot at most once) and proposes its next, in the order of `steps`. A model
     /// that batches reads its weights once for all of them; by default the steps run one after another.

@@ -109,6 +109,41 @@ impl Llama {
         Ok(out)
     }
 
+    /// Copies positions `..n` of the sequence in slot `from` into slot `to`, so that a sequence whose
+    /// tokens begin with the same `n` needs only the rest fed (prompt caching, as llama-server's). Done only
+    /// where it changes no number: every row of a forward pass is then computed as in a whole prefill. A
+    /// model with Q6_K matrices rounds a prompt's rows by how many it takes at once (see
+    /// [`Q6_K_SAME_AS_ONE_ROW`]), so feeding the rest alone could change its numbers: it answers false and
+    /// copies nothing.
+    pub fn copy_prefix(&mut self, from: usize, to: usize, n: usize) -> Result<bool, String> {
+        let slots = self.kv.len();
+        if from >= slots || to >= slots {
+            return Err(format!(
+                "KV slots {from} and {to}: the model holds {slots} sequences"
+            ));
+        }
+        if n > self.slot_context {
+            return Err(format!(
+                "{n} positions are more than a slot's context of {}",
+                self.slot_context
+            ));
+        }
+        if self.has_q6_k() {
+            return Ok(false);
+        }
+        if from != to {
+            let (src, dst) = if from < to {
+                let (a, b) = self.kv.split_at_mut(to);
+                (&a[from], &mut b[0])
+            } else {
+                let (a, b) = self.kv.split_at_mut(from);
+                (&b[0], &mut a[to])
+            };
+            dst.copy_prefix_from(src, n);
+        }
+        Ok(true)
+    }
+
     fn has_q6_k(&self) -> bool {
         let w = &self.weights;
         w.output.wtype == WType::Q6_K

@@ -33,6 +33,17 @@ impl KvCache {
         to_f16(v, &mut self.v[layer][span]);
     }
 
+    /// Copies the K and V rows of positions `..n` of every layer from `other` (a cache of the same shape).
+    pub(super) fn copy_prefix_from(&mut self, other: &KvCache, n: usize) {
+        let len = n * self.row;
+        for (dst, src) in self.k.iter_mut().zip(&other.k) {
+            dst[..len].copy_from_slice(&src[..len]);
+        }
+        for (dst, src) in self.v.iter_mut().zip(&other.v) {
+            dst[..len].copy_from_slice(&src[..len]);
+        }
+    }
+
     /// The K and V rows of `layer` for positions `..end`.
     pub(super) fn rows(&self, layer: usize, end: usize) -> (&[u16], &[u16]) {
         let n = end * self.row;

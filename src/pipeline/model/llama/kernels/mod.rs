@@ -480,4 +480,3 @@ use {dispatch_rows, dispatch_tile};
 
 #[cfg(test)]
 mod tests;
-
