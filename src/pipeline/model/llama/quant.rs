@@ -113,6 +113,10 @@ pub(super) struct Act {
     pub(super) s: Vec<f32>,
     pub(super) bsums: Vec<i16>,
     pub(super) x16: Vec<i32>,
+    /// For Q8_1, `s` again with the rows taken 8 at a time and transposed: `st[((r / 8) * nb + b) * 8 +
+    /// r % 8]` (the last group padded with zeros), so that a tile of 8 rows reads one block's 8 values
+    /// with one load.
+    pub(super) st: Vec<f32>,
     /// Blocks per row.
     pub(super) nb: usize,
     /// Values per block: 32, or 256 for Q8_K.
@@ -133,6 +137,7 @@ impl Act {
             && self.s.len() == blocks
             && (self.bsums.len() == blocks * QK_K / 16 || self.qk == QK && self.bsums.is_empty())
             && (self.x16.len() == blocks * 8 || self.x16.is_empty())
+            && (self.st.is_empty() || self.st.len() == self.rows().div_ceil(8) * self.nb * 8)
     }
 
     pub(super) fn row(&self, r: usize) -> ActRow<'_> {
@@ -181,6 +186,7 @@ pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
     out.s.resize(rows * nb, 0.0);
     out.bsums.clear();
     out.x16.clear();
+    out.st.clear();
     if t == ActType::Q8_0 {
         out.x16.resize(rows * nb * 8, 0);
     }
@@ -235,6 +241,14 @@ pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
             out.d[r * nb + b] = d16.to_f32();
             if t == ActType::Q8_1 {
                 out.s[r * nb + b] = f16::from_f32(d * sum as f32).to_f32();
+            }
+        }
+    }
+    if t == ActType::Q8_1 {
+        out.st.resize(rows.div_ceil(8) * nb * 8, 0.0);
+        for r in 0..rows {
+            for b in 0..nb {
+                out.st[((r / 8) * nb + b) * 8 + r % 8] = out.s[r * nb + b];
             }
         }
     }

@@ -208,6 +208,13 @@ pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
     r: usize,
     out: &mut Tile,
 ) {
+    // A tile of several rows within one group of 8 (those `tiles` hands out): the min terms of all its rows
+    // in one vector (the same products and sums, lane by lane).
+    if C == 1 && R > 1 && r % 8 + R <= 8 && !act.st.is_empty() {
+        // SAFETY: as below; `st` holds 8 values per block for the group of row r.
+        unsafe { q4_1_rows::<R, VNNI>(w, act, r, out) };
+        return;
+    }
     // SAFETY: every pointer below stays inside `w` (C rows of nb blocks) and the activation rows r..r + R
     // (the caller's contract).
     unsafe {
@@ -240,6 +247,53 @@ pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
             for i in 0..R {
                 out[k][i] = hsum(acc[k][i]) + summ[k][i];
             }
+        }
+    }
+}
+
+/// [`q4_1`] for one weight row and R activation rows inside one group of 8: each dot product as there,
+/// the min terms `summ += m_w × s_x` of the R rows in the lanes of one vector (read from `st`).
+///
+/// # Safety
+/// As [`q4_1`], with `r % 8 + R <= 8` and `act.st` filled.
+#[inline(always)]
+unsafe fn q4_1_rows<const R: usize, const VNNI: bool>(
+    w: &[u8],
+    act: &Act,
+    r: usize,
+    out: &mut Tile,
+) {
+    // SAFETY: the caller's contract: blocks b < nb of one weight row, activation rows r..r + R, and the
+    // 8 values of `st` for (group of r, b).
+    unsafe {
+        let nb = act.nb;
+        let m4 = _mm_set1_epi8(0x0F);
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut summ = _mm256_setzero_ps();
+        let (qs, d, st) = (act.qs.as_ptr(), act.d.as_ptr(), act.st.as_ptr());
+        let g = (r / 8) * nb;
+        for b in 0..nb {
+            let p = w.as_ptr().add(b * Q4_1_BYTES);
+            let (dw, mw) = f16x2(p);
+            let dwv = _mm256_set1_ps(dw);
+            let q = _mm_loadu_si128(p.add(4) as *const __m128i);
+            let lo = _mm_and_si128(q, m4);
+            let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+            let qw = _mm256_set_m128i(hi, lo);
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let at = (r + i) * nb + b;
+                let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
+                let dd = _mm256_mul_ps(dwv, _mm256_broadcast_ss(&*d.add(at)));
+                *acc = _mm256_fmadd_ps(dd, mul_sum_us8::<VNNI>(qw, xq), *acc);
+            }
+            // Rust does not fuse: a multiply, then an add, as the scalar `summ += mw * s`.
+            let sv = _mm256_loadu_ps(st.add((g + b) * 8));
+            summ = _mm256_add_ps(summ, _mm256_mul_ps(_mm256_set1_ps(mw), sv));
+        }
+        let mut sm = [0f32; 8];
+        _mm256_storeu_ps(sm.as_mut_ptr(), summ);
+        for (i, acc) in acc.iter().enumerate() {
+            out[0][i] = hsum(*acc) + sm[r % 8 + i];
         }
     }
 }
