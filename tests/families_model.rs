@@ -13,7 +13,10 @@
 //! The models are found by their manifest names through stoplab's fetch resolution, as a user's
 //! `--model NAME` finds them (fetched into the cache on first use).
 
-use std::path::{Path, PathBuf};
+#[path = "common/reference.rs"]
+mod reference;
+
+use std::path::PathBuf;
 
 use serde_json::Value;
 use stoplab::model::{Backend, GgufLlama, Model, Next};
@@ -21,24 +24,11 @@ use stoplab::model::{Backend, GgufLlama, Model, Next};
 const QWEN: &str = "qwen2.5-coder-0.5b-instruct";
 const GEMMA: &str = "gemma3-270m";
 
-/// A reference file from `../shared/reference` beside the repository (as `tests/real_model.rs` reads
-/// SmolLM2's), or from the folder `STOPLAB_REFERENCE` names.
+/// A reference file (see `common/reference.rs`), which holds a JSON array.
 fn reference(file: &str) -> Vec<Value> {
-    let dir = std::env::var_os("STOPLAB_REFERENCE").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference"),
-        PathBuf::from,
-    );
-    let path = dir.join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "the reference file {} cannot be read: {e} (set STOPLAB_REFERENCE to its folder)",
-            path.display()
-        )
-    });
-    serde_json::from_str::<Value>(&text)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    reference::json(file)
         .as_array()
-        .unwrap_or_else(|| panic!("{}: not a JSON array", path.display()))
+        .unwrap_or_else(|| panic!("{file}: not a JSON array"))
         .clone()
 }
 

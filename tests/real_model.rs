@@ -1,7 +1,9 @@
 //! The default model (SmolLM2-135M-Instruct Q4_1), checked against facts measured with llama.cpp
 //! (`../shared/reference/`). The model is fetched on first use like any user's would be.
 
-use std::path::PathBuf;
+#[path = "common/reference.rs"]
+mod reference;
+
 use std::sync::{Mutex, OnceLock};
 
 use stoplab::format::{Message, PromptFormat};
@@ -20,11 +22,7 @@ fn engine() -> std::sync::MutexGuard<'static, Engine> {
 }
 
 fn reference(name: &str) -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
+    reference::json(name)
 }
 
 #[test]

@@ -4,8 +4,11 @@
 //! spelled as plain text is caught by a stop string in both forms, the harmony tool call stops at
 //! `<|call|>` unless only `<|return|>` counts, and Llama 3's `<|eot_id|>` against `<|end_of_text|>`.
 
+#[path = "common/reference.rs"]
+mod reference;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use stoplab::generate::{Discard, FinishReason, GenerateParams, Outcome};
 use stoplab::pipeline::settings::{EndTokenChoice, UserSettings};
@@ -13,14 +16,7 @@ use stoplab::stop::StopSet;
 use stoplab::{Engine, EngineOptions};
 
 fn reference() -> serde_json::Value {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference");
-    let dir = if dir.exists() {
-        dir
-    } else {
-        PathBuf::from("/work/shared/reference")
-    };
-    let path = dir.join("replay-families.json");
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    reference::json("replay-families.json")
 }
 
 /// The families as the reference names them, and the model names stoplab knows them by.
