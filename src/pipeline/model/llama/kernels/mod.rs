@@ -213,7 +213,8 @@ impl Kernels {
             // SAFETY: `self` proves the CPU supports the set; the bounds are asserted above, and `tiles`
             // keeps every tile inside them.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { avx2::dot_rows(wt, w, rb, act, prefetch, emit) },
+            // The AVX2 kernels prefetch decode's weights block by block themselves.
+            Isa::Avx2 => unsafe { avx2::dot_rows(wt, w, rb, act, emit) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => unsafe { avx512::dot_rows(wt, w, rb, act, prefetch, emit) },
