@@ -139,17 +139,10 @@ pub(super) unsafe fn weigh_rows<const G: usize>(
 #[inline(always)]
 fn prefetch_block(p: *const u8, len: usize) {
     let at = p.wrapping_add(super::PREFETCH);
-    // SAFETY: a prefetch of any address is allowed and has no architectural effect (SSE, part of x86_64).
-    unsafe {
-        let mut off = 0;
-        while off < len {
-            _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(off) as *const i8);
-            off += 64;
-        }
-        if len > 64 {
-            // The line of the block's last byte (a block need not start a line).
-            _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(len - 1) as *const i8);
-        }
+    super::prefetch_l2(at, len);
+    if len > 64 {
+        // The line of the block's last byte (a block need not start a line).
+        super::prefetch_l2(at.wrapping_add(len - 1), 1);
     }
 }
 
@@ -240,7 +233,6 @@ pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
     // (the caller's contract).
     unsafe {
         let nb = act.nb;
-        let m4 = _mm_set1_epi8(0x0F);
         let mut acc = [[_mm256_setzero_ps(); R]; C];
         let mut summ = [[0f32; R]; C];
         let (qs, d, s) = (act.qs.as_ptr(), act.d.as_ptr(), act.s.as_ptr());
@@ -253,10 +245,7 @@ pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
                 }
                 let (dw, mw) = f16x2(p);
                 let dwv = _mm256_set1_ps(dw);
-                let q = _mm_loadu_si128(p.add(4) as *const __m128i);
-                let lo = _mm_and_si128(q, m4);
-                let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-                let qw = _mm256_set_m128i(hi, lo);
+                let qw = q4_1_codes(p);
                 // Each activation block is read where it is used (one load folded into the product): a
                 // tile of 8 rows kept in registers would not leave room for the accumulators.
                 for i in 0..R {
@@ -292,7 +281,6 @@ unsafe fn q4_1_rows<const R: usize, const VNNI: bool>(
     // 8 values of `st` for (group of r, b).
     unsafe {
         let nb = act.nb;
-        let m4 = _mm_set1_epi8(0x0F);
         let mut acc = [_mm256_setzero_ps(); R];
         let mut summ = _mm256_setzero_ps();
         let (qs, d, st) = (act.qs.as_ptr(), act.d.as_ptr(), act.st.as_ptr());
@@ -301,10 +289,7 @@ unsafe fn q4_1_rows<const R: usize, const VNNI: bool>(
             let p = w.as_ptr().add(b * Q4_1_BYTES);
             let (dw, mw) = f16x2(p);
             let dwv = _mm256_set1_ps(dw);
-            let q = _mm_loadu_si128(p.add(4) as *const __m128i);
-            let lo = _mm_and_si128(q, m4);
-            let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-            let qw = _mm256_set_m128i(hi, lo);
+            let qw = q4_1_codes(p);
             for (i, acc) in acc.iter_mut().enumerate() {
                 let at = (r + i) * nb + b;
                 let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
@@ -366,6 +351,23 @@ pub(super) unsafe fn q8_0<const R: usize, const C: usize, const VNNI: bool>(
                 out[k][i] = hsum(acc[k][i]);
             }
         }
+    }
+}
+
+/// The 32 values of a Q4_1 block at `p` as unsigned bytes: its low nibbles (values 0..16), then its high
+/// ones (16..32).
+///
+/// # Safety
+/// The CPU supports AVX2; 20 bytes at `p` are readable.
+#[inline(always)]
+unsafe fn q4_1_codes(p: *const u8) -> __m256i {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let m4 = _mm_set1_epi8(0x0F);
+        let q = _mm_loadu_si128(p.add(4) as *const __m128i);
+        let lo = _mm_and_si128(q, m4);
+        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+        _mm256_set_m128i(hi, lo)
     }
 }
 
