@@ -6,8 +6,21 @@ use super::parallel::{Blocks, for_each_block};
 use super::quant::Act;
 use super::weights::QMat;
 
-/// Weight rows per unit of parallel work.
+/// Weight rows per unit of parallel work with several activation rows (prefill, batched decode).
 const ROWS_PER_ITEM: usize = 16;
+/// The fewest weight rows per unit of parallel work in single-row decode, whose units are split as the
+/// pool splits sections: about 8 per thread ([`decode_item_rows`]).
+const DECODE_ROWS_MIN: usize = 16;
+
+/// Weight rows per unit of parallel work for a matrix of `n` rows in single-row decode: the pool hands
+/// each thread about 8 ranges of units, so units of about `n / (8 × threads)` rows cost one dispatch per
+/// range instead of one per 16 rows (the output matrix of Qwen2.5 has 151,936 rows) and balance the
+/// threads as well.
+fn decode_item_rows(n: usize) -> usize {
+    n.div_ceil(8 * super::parallel::threads())
+        .next_multiple_of(DECODE_ROWS_MIN)
+        .max(DECODE_ROWS_MIN)
+}
 
 /// `out[r][n] = w[n] · act[r]` for each (weight, output) pair, `rows` activation rows, all pairs in one
 /// parallel section. All weights take the same activation format and have the same number of columns.
@@ -32,7 +45,14 @@ pub(super) fn matmul_many(
     // activation row.
     let mut outs: Vec<Blocks<'_>> = jobs
         .iter_mut()
-        .map(|(w, o)| Blocks::new(&mut o[..rows * w.rows], w.rows, rows, ROWS_PER_ITEM))
+        .map(|(w, o)| {
+            let per_item = if rows == 1 {
+                decode_item_rows(w.rows)
+            } else {
+                ROWS_PER_ITEM
+            };
+            Blocks::new(&mut o[..rows * w.rows], w.rows, rows, per_item)
+        })
         .collect();
     for_each_block(&mut outs, |j, mut out| {
         let w = mats[j];

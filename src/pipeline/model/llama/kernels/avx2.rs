@@ -54,9 +54,9 @@ pub(super) unsafe fn dot_rows(
             WType::Q6_K => super::dispatch_tile!(q6_k[, false], w, rb, act, r, t, cn, out),
         }
     };
-    // Decode's weights are asked for block by block inside the kernels (`prefetch_block`), spread among the
-    // arithmetic: a burst of prefetches per tile, as the other sets do, waited on free fill buffers (Qwen2.5
-    // decode 20.5 against 23.0 tok/s, SmolLM2 85 against 91; see BENCHMARKS.md).
+    // Decode's weights are asked for inside the kernels (`prefetch_tile`), spread among the arithmetic: a
+    // burst of prefetches per tile, as the other sets do, waited on free fill buffers (Qwen2.5 decode 20.5
+    // against 23.0 tok/s, SmolLM2 85 against 91; see BENCHMARKS.md).
     super::tiles(tile, wt, w, rb, rows, false, emit)
 }
 
@@ -134,16 +134,17 @@ pub(super) unsafe fn weigh_rows<const G: usize>(
     super::weigh_rows(axpys, vc, stride, koff, n, weights, o)
 }
 
-/// Asks for the weight block of `len` bytes [`super::PREFETCH`] bytes after `p` into L2 (`prefetcht1`),
-/// every cache line it touches: decode's prefetches go out block by block beside the arithmetic.
+/// Decode's prefetch, beside the arithmetic of block `b` of a tile of C consecutive weight rows of
+/// `bytes`-byte blocks: asks for the tile's next C × `bytes` bytes in memory order, [`super::PREFETCH`]
+/// bytes ahead, so the tile's rows are asked for as one stream, each line once or twice. Asking for each
+/// row's block where it is read sent 4 hints per step, most of them for a line already asked for, and
+/// was slower: Qwen2.5 decode 21.4 against 25.4 tok/s, SmolLM2 95 against 111 (see BENCHMARKS.md).
 #[inline(always)]
-fn prefetch_block(p: *const u8, len: usize) {
-    let at = p.wrapping_add(super::PREFETCH);
+fn prefetch_tile<const C: usize>(w: *const u8, b: usize, bytes: usize) {
+    let (at, len) = (w.wrapping_add(b * C * bytes + super::PREFETCH), C * bytes);
     super::prefetch_l2(at, len);
-    if len > 64 {
-        // The line of the block's last byte (a block need not start a line).
-        super::prefetch_l2(at.wrapping_add(len - 1), 1);
-    }
+    // The line of the last byte, which the 64-byte steps from `at` can miss (`at` need not start a line).
+    super::prefetch_l2(at.wrapping_add(len - 1), 1);
 }
 
 /// The sum of the 8 lanes, in the order `scalar::hsum` spells out.
@@ -237,12 +238,11 @@ pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
         let mut summ = [[0f32; R]; C];
         let (qs, d, s) = (act.qs.as_ptr(), act.d.as_ptr(), act.s.as_ptr());
         for b in 0..nb {
+            if R == 1 {
+                prefetch_tile::<C>(w.as_ptr(), b, Q4_1_BYTES);
+            }
             for k in 0..C {
                 let p = w.as_ptr().add(k * rb + b * Q4_1_BYTES);
-                if R == 1 {
-                    // Blocks of at most 64 bytes: every cache line of a row holds a block's start.
-                    prefetch_block(p, 1);
-                }
                 let (dw, mw) = f16x2(p);
                 let dwv = _mm256_set1_ps(dw);
                 let qw = q4_1_codes(p);
@@ -328,12 +328,11 @@ pub(super) unsafe fn q8_0<const R: usize, const C: usize, const VNNI: bool>(
         let mut acc = [[_mm256_setzero_ps(); R]; C];
         let (qs, d) = (act.qs.as_ptr(), act.d.as_ptr());
         for b in 0..nb {
+            if R == 1 {
+                prefetch_tile::<C>(w.as_ptr(), b, Q8_0_BYTES);
+            }
             for k in 0..C {
                 let p = w.as_ptr().add(k * rb + b * Q8_0_BYTES);
-                if R == 1 {
-                    // Blocks of at most 64 bytes: every cache line of a row holds a block's start.
-                    prefetch_block(p, 1);
-                }
                 let dwv = _mm256_set1_ps(f16x1(p));
                 let qw = _mm256_loadu_si256(p.add(2) as *const __m256i);
                 let aw = _mm256_sign_epi8(qw, qw);
@@ -438,12 +437,11 @@ pub(super) unsafe fn q5_0<const R: usize, const C: usize, const VNNI: bool>(
         let mut acc = [[_mm256_setzero_ps(); R]; C];
         let (qs, d, x16) = (act.qs.as_ptr(), act.d.as_ptr(), act.x16.as_ptr());
         for b in 0..nb {
+            if R == 1 {
+                prefetch_tile::<C>(w.as_ptr(), b, Q5_0_BYTES);
+            }
             for k in 0..C {
                 let p = w.as_ptr().add(k * rb + b * Q5_0_BYTES);
-                if R == 1 {
-                    // Blocks of at most 64 bytes: every cache line of a row holds a block's start.
-                    prefetch_block(p, 1);
-                }
                 let dwv = _mm256_set1_ps(f16x1(p));
                 let qw = q5_0_codes(p);
                 for i in 0..R {
@@ -549,11 +547,11 @@ pub(super) unsafe fn q4_k<const R: usize, const C: usize>(
                 );
                 xd[i] = *d.add(at);
             }
+            if R == 1 {
+                prefetch_tile::<C>(w.as_ptr(), b, Q4_K_BYTES);
+            }
             for k in 0..C {
                 let p = w.as_ptr().add(k * rb + b * Q4_K_BYTES);
-                if R == 1 {
-                    prefetch_block(p, Q4_K_BYTES);
-                }
                 let (dw, dmin) = f16x2(p);
                 let u = q4_k_scales(p.add(4));
                 let ms = _mm256_cvtepu8_epi16(_mm_set_epi32(
@@ -628,11 +626,11 @@ pub(super) unsafe fn q6_k<const R: usize, const C: usize, const BATCHED: bool>(
         let mut accb = [[0f32; R]; C];
         let (qs, d, bs) = (act.qs.as_ptr(), act.d.as_ptr(), act.bsums.as_ptr());
         for b in 0..nb {
+            if R == 1 {
+                prefetch_tile::<C>(w.as_ptr(), b, Q6_K_BYTES);
+            }
             for k in 0..C {
                 let p = w.as_ptr().add(k * rb + b * Q6_K_BYTES);
-                if R == 1 {
-                    prefetch_block(p, Q6_K_BYTES);
-                }
                 let dw = f16x1(p.add(208));
                 let scales = _mm_loadu_si128(p.add(192) as *const __m128i);
                 let scales16 = _mm256_cvtepi8_epi16(scales);

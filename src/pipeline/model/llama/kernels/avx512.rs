@@ -41,7 +41,9 @@ pub(super) unsafe fn dot_rows(
             WType::Q6_K => super::dispatch_tile!(q6_k[, false], w, rb, act, r, t, cn, out),
         }
     };
-    super::tiles(tile, wt, w, rb, rows, prefetch, emit)
+    // The kernels borrowed from the AVX2 set ask for decode's weights themselves (`avx2::prefetch_tile`);
+    // only Q4_1's own kernel takes the burst per tile.
+    super::tiles(tile, wt, w, rb, rows, prefetch && wt == WType::Q4_1, emit)
 }
 
 /// See [`super::Kernels::dot_tile`].

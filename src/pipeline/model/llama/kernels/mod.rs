@@ -213,7 +213,7 @@ impl Kernels {
             // SAFETY: `self` proves the CPU supports the set; the bounds are asserted above, and `tiles`
             // keeps every tile inside them.
             #[cfg(target_arch = "x86_64")]
-            // The AVX2 kernels prefetch decode's weights block by block themselves.
+            // The AVX2 kernels prefetch decode's weights themselves, beside their arithmetic.
             Isa::Avx2 => unsafe { avx2::dot_rows(wt, w, rb, act, emit) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
