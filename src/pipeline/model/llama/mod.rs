@@ -443,8 +443,11 @@ impl Llama {
             if cfg.arch == Arch::Gemma3 {
                 geglu(&mut s.gate[..b * ffn], &s.up[..b * ffn]);
             } else {
-                for (g, u) in s.gate[..b * ffn].iter_mut().zip(&s.up[..b * ffn]) {
-                    *g = *g / (1.0 + (-*g).exp()) * u;
+                for (g, u) in s.gate[..b * ffn]
+                    .chunks_exact_mut(ffn)
+                    .zip(s.up[..b * ffn].chunks_exact(ffn))
+                {
+                    kernels.swiglu(g, u);
                 }
             }
             quantize(&s.gate[..b * ffn], ffn, layer.down.wtype.act(), &mut s.act);

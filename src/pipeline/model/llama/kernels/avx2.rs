@@ -147,6 +147,78 @@ fn prefetch_tile<const C: usize>(w: *const u8, b: usize, bytes: usize) {
     super::prefetch_l2(at.wrapping_add(len - 1), 1);
 }
 
+/// ggml's `ggml_v_expf` for AVX2 (see `scalar::v_expf`, which spells out each lane).
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[inline(always)]
+unsafe fn v_expf(x: __m256) -> __m256 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let f = |b: u32| _mm256_set1_ps(f32::from_bits(b));
+        let r = f(0x4b40_0000);
+        let z = _mm256_fmadd_ps(x, f(0x3fb8_aa3b), r);
+        let n = _mm256_sub_ps(z, r);
+        let b = _mm256_fnmadd_ps(n, f(0x35bf_be8e), _mm256_fnmadd_ps(n, f(0x3f31_7200), x));
+        let e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+        let k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1.0))));
+        let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+        let c = _mm256_cmp_ps(abs_n, _mm256_set1_ps(126.0), _CMP_GT_OQ);
+        let u = _mm256_mul_ps(b, b);
+        let j = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(
+                _mm256_fmadd_ps(f(0x3c07_2010), b, f(0x3d2b_9f17)),
+                u,
+                _mm256_fmadd_ps(f(0x3e2a_af33), b, f(0x3eff_fedb)),
+            ),
+            u,
+            _mm256_mul_ps(f(0x3f7f_fff6), b),
+        );
+        if _mm256_movemask_ps(c) == 0 {
+            return _mm256_fmadd_ps(j, k, k);
+        }
+        let g = _mm256_and_si256(
+            _mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+            _mm256_set1_epi32(0x8200_0000u32 as i32),
+        );
+        let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+        let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+        let d = _mm256_cmp_ps(abs_n, _mm256_set1_ps(192.0), _CMP_GT_OQ);
+        _mm256_or_ps(
+            _mm256_and_ps(d, _mm256_mul_ps(s1, s1)),
+            _mm256_andnot_ps(
+                d,
+                _mm256_or_ps(
+                    _mm256_and_ps(c, _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                    _mm256_andnot_ps(c, _mm256_fmadd_ps(k, j, k)),
+                ),
+            ),
+        )
+    }
+}
+
+/// See `scalar::swiglu`.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA; `up` is at least as long as `gate`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+    let whole = gate.len() / 8 * 8;
+    // SAFETY: the caller's contract; every load and store lies in the first `whole` values of both.
+    unsafe {
+        for i in (0..whole).step_by(8) {
+            let x = _mm256_loadu_ps(gate.as_ptr().add(i));
+            let e = v_expf(_mm256_sub_ps(_mm256_setzero_ps(), x));
+            let silu = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e));
+            let y = _mm256_mul_ps(silu, _mm256_loadu_ps(up.as_ptr().add(i)));
+            _mm256_storeu_ps(gate.as_mut_ptr().add(i), y);
+        }
+    }
+    for (g, &u) in gate[whole..].iter_mut().zip(&up[whole..]) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
 /// The sum of the 8 lanes, in the order `scalar::hsum` spells out.
 ///
 /// # Safety

@@ -223,6 +223,20 @@ impl Kernels {
         }
     }
 
+    /// `gate[i] = silu(gate[i]) × up[i]` for one row, as llama.cpp's CPU `swiglu` (`ggml_vec_swiglu_f32`
+    /// on AVX2): ggml's polynomial e^x in groups of 8 values, libm's `expf` for the rest.
+    pub(super) fn swiglu(self, gate: &mut [f32], up: &[f32]) {
+        assert_eq!(gate.len(), up.len(), "swiglu: gate and up of different lengths");
+        match self.0 {
+            Isa::Scalar => scalar::swiglu(gate, up),
+            // SAFETY: `self` proves the CPU supports the set; the lengths are asserted above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => unsafe { avx2::swiglu(gate, up) },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("Kernels::new admits only supported sets"),
+        }
+    }
+
     /// Attention scores of the G query heads in `q` (each `hd = q.len() / G` long, a multiple of 8)
     /// against the cached K rows of the positions `ts`: `emit(t, [q_j · K_t for each head j])`, where
     /// `K_t = kc[t * stride + koff..][..hd]`. Each dot product adds in the same order whatever G, so

@@ -525,3 +525,78 @@ fn q8_k_activations_are_quantized_as_ggml_does() {
     quantize(&[0.0; 256], 256, WType::Q4_K.act(), &mut act);
     assert_eq!((act.d[0], act.qs.iter().all(|&q| q == 0)), (0.0, true));
 }
+
+/// Gate values for `swiglu`: ordinary ones, both zeros, and each range `v_expf` treats apart (|n| > 126:
+/// scaled in two steps; > 192: flushed), around where e^-x leaves f32.
+fn swiglu_inputs(g: &mut SplitMix, n: usize) -> Vec<f32> {
+    let edges = [
+        0.0, -0.0, 1e-30, -1e-30, 87.0, -87.0, 88.5, -88.5, 95.0, -95.0, 104.5, -104.5, 150.0,
+        -150.0, 3e4, -3e4,
+    ];
+    (0..n)
+        .map(|i| match i % 4 {
+            0 if i / 4 < edges.len() => edges[i / 4],
+            0 | 1 => (g.uniform() as f32 - 0.5) * 16.0,
+            2 => (g.uniform() as f32 - 0.5) * 240.0,
+            _ => (g.uniform() as f32 - 0.5) * 0.02,
+        })
+        .collect()
+}
+
+#[test]
+fn every_kernel_set_gives_the_scalar_swiglu_bit_for_bit() {
+    let mut g = SplitMix::new(11);
+    for len in [8, 13, 64, 896, 4864] {
+        let gate = swiglu_inputs(&mut g, len);
+        let up: Vec<f32> = (0..len).map(|_| g.uniform() as f32 * 4.0 - 2.0).collect();
+        let mut want = gate.clone();
+        scalar::swiglu(&mut want, &up);
+        for k in sets() {
+            let mut got = gate.clone();
+            k.swiglu(&mut got, &up);
+            for i in 0..len {
+                assert_eq!(
+                    got[i].to_bits(),
+                    want[i].to_bits(),
+                    "{}: swiglu of {} (× {}) at {i} of {len}",
+                    k.isa(),
+                    gate[i],
+                    up[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn swiglu_is_silu_times_up_to_rounding() {
+    let mut g = SplitMix::new(12);
+    let len = 4096 + 5;
+    let gate = swiglu_inputs(&mut g, len);
+    let up: Vec<f32> = (0..len).map(|_| g.uniform() as f32 * 4.0 - 2.0).collect();
+    let mut got = gate.clone();
+    scalar::swiglu(&mut got, &up);
+    for i in 0..len {
+        let x = gate[i] as f64;
+        let exact = x / (1.0 + (-x).exp()) * up[i] as f64;
+        let err = (got[i] as f64 - exact).abs();
+        assert!(
+            err <= 1e-6 * exact.abs() + 1e-35,
+            "swiglu({}) × {} = {} against {exact}",
+            gate[i],
+            up[i],
+            got[i]
+        );
+    }
+    // e^x itself, within ggml's stated 1.45 ulp + 0.5, over the range where it is a normal float.
+    for i in 0..20_000 {
+        let x = -87.0 + 175.0 * i as f32 / 20_000.0;
+        let exact = (x as f64).exp();
+        let ulp = f32::EPSILON as f64 * exact;
+        assert!(
+            (scalar::v_expf(x) as f64 - exact).abs() <= 2.0 * ulp,
+            "v_expf({x}) = {} against {exact}",
+            scalar::v_expf(x)
+        );
+    }
+}
