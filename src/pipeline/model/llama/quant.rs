@@ -117,6 +117,9 @@ pub(super) struct Act {
     /// r % 8]` (the last group padded with zeros), so that a tile of 8 rows reads one block's 8 values
     /// with one load.
     pub(super) st: Vec<f32>,
+    /// For Q8_0 and Q8_1 with more than one row, `d` transposed as `st` is: `dt[((r / 8) * nb + b) * 8 +
+    /// r % 8]`, so that a tile of 8 rows forms one weight block's 8 scale products with one multiply.
+    pub(super) dt: Vec<f32>,
     /// Blocks per row.
     pub(super) nb: usize,
     /// Values per block: 32, or 256 for Q8_K.
@@ -138,6 +141,7 @@ impl Act {
             && (self.bsums.len() == blocks * QK_K / 16 || self.qk == QK && self.bsums.is_empty())
             && (self.x16.len() == blocks * 8 || self.x16.is_empty())
             && (self.st.is_empty() || self.st.len() == self.rows().div_ceil(8) * self.nb * 8)
+            && (self.dt.is_empty() || self.dt.len() == self.rows().div_ceil(8) * self.nb * 8)
     }
 
     pub(super) fn row(&self, r: usize) -> ActRow<'_> {
@@ -187,6 +191,7 @@ pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
     out.bsums.clear();
     out.x16.clear();
     out.st.clear();
+    out.dt.clear();
     if t == ActType::Q8_0 {
         out.x16.resize(rows * nb * 8, 0);
     }
@@ -245,11 +250,20 @@ pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
         }
     }
     if t == ActType::Q8_1 {
-        out.st.resize(rows.div_ceil(8) * nb * 8, 0.0);
-        for r in 0..rows {
-            for b in 0..nb {
-                out.st[((r / 8) * nb + b) * 8 + r % 8] = out.s[r * nb + b];
-            }
+        transpose8(&out.s, nb, &mut out.st);
+    }
+    if t != ActType::Q8_K && rows > 1 {
+        transpose8(&out.d, nb, &mut out.dt);
+    }
+}
+
+/// `src` (rows of `nb` values) with the rows taken 8 at a time and transposed (see [`Act`]'s `st`).
+fn transpose8(src: &[f32], nb: usize, out: &mut Vec<f32>) {
+    let rows = src.len() / nb;
+    out.resize(rows.div_ceil(8) * nb * 8, 0.0);
+    for r in 0..rows {
+        for b in 0..nb {
+            out[((r / 8) * nb + b) * 8 + r % 8] = src[r * nb + b];
         }
     }
 }

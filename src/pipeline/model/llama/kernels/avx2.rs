@@ -297,8 +297,8 @@ pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
 ) {
     // A tile of several rows within one group of 8 (those `tiles` hands out): the min terms of all its rows
     // in one vector (the same products and sums, lane by lane).
-    if C == 1 && R > 1 && r % 8 + R <= 8 && !act.st.is_empty() {
-        // SAFETY: as below; `st` holds 8 values per block for the group of row r.
+    if group8::<R, C>(act, r) && !act.st.is_empty() {
+        // SAFETY: as below; `st` and `dt` hold 8 values per block for the group of row r.
         unsafe { q4_1_rows::<R, VNNI>(w, act, r, out) };
         return;
     }
@@ -338,10 +338,11 @@ pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
 }
 
 /// [`q4_1`] for one weight row and R activation rows inside one group of 8: each dot product as there,
-/// the min terms `summ += m_w × s_x` of the R rows in the lanes of one vector (read from `st`).
+/// the min terms `summ += m_w × s_x` of the R rows in the lanes of one vector (read from `st`), the scale
+/// products 8 at a time ([`scales8`]).
 ///
 /// # Safety
-/// As [`q4_1`], with `r % 8 + R <= 8` and `act.st` filled.
+/// As [`q4_1`], with [`group8`] and `act.st` filled.
 #[inline(always)]
 unsafe fn q4_1_rows<const R: usize, const VNNI: bool>(
     w: &[u8],
@@ -355,17 +356,19 @@ unsafe fn q4_1_rows<const R: usize, const VNNI: bool>(
         let nb = act.nb;
         let mut acc = [_mm256_setzero_ps(); R];
         let mut summ = _mm256_setzero_ps();
-        let (qs, d, st) = (act.qs.as_ptr(), act.d.as_ptr(), act.st.as_ptr());
+        let (qs, st) = (act.qs.as_ptr(), act.st.as_ptr());
         let g = (r / 8) * nb;
         for b in 0..nb {
             let p = w.as_ptr().add(b * Q4_1_BYTES);
             let (dw, mw) = f16x2(p);
             let dwv = _mm256_set1_ps(dw);
             let qw = q4_1_codes(p);
+            let dd8 = scales8::<true>(dwv, act, r, b);
+            let dd8 = std::hint::black_box(&dd8);
             for (i, acc) in acc.iter_mut().enumerate() {
                 let at = (r + i) * nb + b;
                 let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
-                let dd = _mm256_mul_ps(dwv, _mm256_broadcast_ss(&*d.add(at)));
+                let dd = row_scale::<true>(dwv, dd8, act, at, r % 8 + i);
                 *acc = _mm256_fmadd_ps(dd, mul_sum_us8::<VNNI>(qw, xq), *acc);
             }
             // Rust does not fuse: a multiply, then an add, as the scalar `summ += mw * s`.
@@ -394,11 +397,34 @@ pub(super) unsafe fn q8_0<const R: usize, const C: usize, const VNNI: bool>(
     r: usize,
     out: &mut Tile,
 ) {
+    // SAFETY: the caller's contract, and `group8` checks what `T8` needs.
+    unsafe {
+        if group8::<R, C>(act, r) {
+            q8_0_tile::<R, C, VNNI, true>(w, rb, act, r, out)
+        } else {
+            q8_0_tile::<R, C, VNNI, false>(w, rb, act, r, out)
+        }
+    }
+}
+
+/// [`q8_0`], with the scale products 8 at a time when `T8` ([`group8`]).
+///
+/// # Safety
+/// As [`q8_0`], and [`group8`] when `T8`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // k and i index weight rows and activation rows alike
+unsafe fn q8_0_tile<const R: usize, const C: usize, const VNNI: bool, const T8: bool>(
+    w: &[u8],
+    rb: usize,
+    act: &Act,
+    r: usize,
+    out: &mut Tile,
+) {
     // SAFETY: as in q4_1.
     unsafe {
         let nb = act.nb;
         let mut acc = [[_mm256_setzero_ps(); R]; C];
-        let (qs, d) = (act.qs.as_ptr(), act.d.as_ptr());
+        let qs = act.qs.as_ptr();
         for b in 0..nb {
             if R == 1 {
                 prefetch_tile::<C>(w.as_ptr(), b, Q8_0_BYTES);
@@ -408,11 +434,13 @@ pub(super) unsafe fn q8_0<const R: usize, const C: usize, const VNNI: bool>(
                 let dwv = _mm256_set1_ps(f16x1(p));
                 let qw = _mm256_loadu_si256(p.add(2) as *const __m256i);
                 let aw = _mm256_sign_epi8(qw, qw);
+                let dd8 = scales8::<T8>(dwv, act, r, b);
+                let dd8 = if T8 { std::hint::black_box(&dd8) } else { &dd8 };
                 for i in 0..R {
                     let at = (r + i) * nb + b;
                     let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
                     let sx = _mm256_sign_epi8(xq, qw);
-                    let dd = _mm256_mul_ps(dwv, _mm256_broadcast_ss(&*d.add(at)));
+                    let dd = row_scale::<T8>(dwv, dd8, act, at, r % 8 + i);
                     acc[k][i] = _mm256_fmadd_ps(dd, mul_sum_us8::<VNNI>(aw, sx), acc[k][i]);
                 }
             }
@@ -503,11 +531,80 @@ pub(super) unsafe fn q5_0<const R: usize, const C: usize, const VNNI: bool>(
     r: usize,
     out: &mut Tile,
 ) {
+    // SAFETY: the caller's contract, and `group8` checks what `T8` needs.
+    unsafe {
+        if group8::<R, C>(act, r) {
+            q5_0_tile::<R, C, VNNI, true>(w, rb, act, r, out)
+        } else {
+            q5_0_tile::<R, C, VNNI, false>(w, rb, act, r, out)
+        }
+    }
+}
+
+/// Whether a tile of R activation rows from `r` × C weight rows takes its scale products 8 at a time
+/// ([`scales8`]): one weight row, several activation rows inside one group of 8 (those `tiles` hands out),
+/// and `act.dt` filled.
+#[inline(always)]
+fn group8<const R: usize, const C: usize>(act: &Act, r: usize) -> bool {
+    C == 1 && R > 1 && r % 8 + R <= 8 && !act.dt.is_empty()
+}
+
+/// The products `dw × d_x` of a weight block's scale with the scales of block `b` of the 8 activation rows
+/// in the group of row `r` (`act.dt`), formed with one multiply, when `T8` (zeros otherwise). The caller
+/// reads them back through memory ([`row_scale`]).
+///
+/// # Safety
+/// The CPU supports AVX; when `T8`, `act.dt` holds the 8 values of (group of `r`, `b`).
+#[inline(always)]
+unsafe fn scales8<const T8: bool>(dwv: __m256, act: &Act, r: usize, b: usize) -> [f32; 8] {
+    let mut dd = [0f32; 8];
+    if T8 {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let dt = act.dt.as_ptr().add(((r / 8) * act.nb + b) * 8);
+            _mm256_storeu_ps(dd.as_mut_ptr(), _mm256_mul_ps(dwv, _mm256_loadu_ps(dt)));
+        }
+    }
+    dd
+}
+
+/// The scale product of a weight block (`dwv`, its scale in every lane) with activation block `at`, row
+/// `i` of its group of 8: when `T8`, a broadcast load from `dd8` ([`scales8`], passed through
+/// `black_box` so that it stays in memory: a broadcast load takes no arithmetic slot, where the compiler
+/// would otherwise extract each lane with one or two shuffles), else a multiply. The same product either way.
+///
+/// # Safety
+/// The CPU supports AVX; `act.d` holds block `at`.
+#[inline(always)]
+unsafe fn row_scale<const T8: bool>(dwv: __m256, dd8: &[f32; 8], act: &Act, at: usize, i: usize) -> __m256 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if T8 {
+            _mm256_broadcast_ss(&dd8[i])
+        } else {
+            _mm256_mul_ps(dwv, _mm256_broadcast_ss(&*act.d.as_ptr().add(at)))
+        }
+    }
+}
+
+/// [`q5_0`], with the scale products 8 at a time when `T8` ([`group8`]).
+///
+/// # Safety
+/// As [`q5_0`], and [`group8`] when `T8`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // k and i index weight rows and activation rows alike
+unsafe fn q5_0_tile<const R: usize, const C: usize, const VNNI: bool, const T8: bool>(
+    w: &[u8],
+    rb: usize,
+    act: &Act,
+    r: usize,
+    out: &mut Tile,
+) {
     // SAFETY: as in q4_1; `x16` has 8 lanes per activation block (the caller's contract for Q5_0).
     unsafe {
         let nb = act.nb;
         let mut acc = [[_mm256_setzero_ps(); R]; C];
-        let (qs, d, x16) = (act.qs.as_ptr(), act.d.as_ptr(), act.x16.as_ptr());
+        let (qs, x16) = (act.qs.as_ptr(), act.x16.as_ptr());
         for b in 0..nb {
             if R == 1 {
                 prefetch_tile::<C>(w.as_ptr(), b, Q5_0_BYTES);
@@ -516,12 +613,22 @@ pub(super) unsafe fn q5_0<const R: usize, const C: usize, const VNNI: bool>(
                 let p = w.as_ptr().add(k * rb + b * Q5_0_BYTES);
                 let dwv = _mm256_set1_ps(f16x1(p));
                 let qw = q5_0_codes(p);
+                // With 8 activation rows, the values' signs move onto the activations (ggml's sign trick:
+                // |w| · (x · sign w), the same integers) once per weight block, sparing each row a load.
+                let sw = _mm256_sub_epi8(qw, _mm256_set1_epi8(16));
+                let aw = _mm256_sign_epi8(sw, sw);
+                let dd8 = scales8::<T8>(dwv, act, r, b);
+                let dd8 = if T8 { std::hint::black_box(&dd8) } else { &dd8 };
                 for i in 0..R {
                     let at = (r + i) * nb + b;
                     let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
-                    let off = _mm256_loadu_si256(x16.add(at * 8) as *const __m256i);
-                    let lane = _mm256_sub_epi32(dot_us8::<VNNI>(qw, xq), off);
-                    let dd = _mm256_mul_ps(dwv, _mm256_broadcast_ss(&*d.add(at)));
+                    let lane = if T8 {
+                        dot_us8::<VNNI>(aw, _mm256_sign_epi8(xq, sw))
+                    } else {
+                        let off = _mm256_loadu_si256(x16.add(at * 8) as *const __m256i);
+                        _mm256_sub_epi32(dot_us8::<VNNI>(qw, xq), off)
+                    };
+                    let dd = row_scale::<T8>(dwv, dd8, act, at, r % 8 + i);
                     acc[k][i] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lane), acc[k][i]);
                 }
             }

@@ -75,7 +75,7 @@ fn every_kernel_set_gives_the_scalar_sums_bit_for_bit() {
         .flat_map(|wt| [(wt, TILE), (wt, BATCHED_ROWS)])
     {
         for &cols in col_sizes(wt) {
-            let x: Vec<f32> = (0..cols * rows).map(|_| g.uniform() as f32 * 3.0).collect();
+            let x: Vec<f32> = (0..cols * rows).map(|_| (g.uniform() as f32 - 0.5) * 6.0).collect();
             let rb = wt.row_bytes(cols);
             let w = random_weights(wt, WTILE_MAX, cols, &mut g);
             let mut act = Act::default();
@@ -254,7 +254,7 @@ fn dot_rows_covers_every_pair_with_the_scalar_sums() {
         let rb = wt.row_bytes(cols);
         let w = random_weights(wt, 7, cols, &mut g);
         for rows in [1, 2, 3, 4, 5, BATCHED_ROWS, BATCHED_ROWS + 1, 2 * TILE + 3] {
-            let x: Vec<f32> = (0..cols * rows).map(|_| g.uniform() as f32).collect();
+            let x: Vec<f32> = (0..cols * rows).map(|_| g.uniform() as f32 - 0.5).collect();
             let mut act = Act::default();
             quantize(&x, cols, wt.act(), &mut act);
             for set in &sets {
