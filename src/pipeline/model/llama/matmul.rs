@@ -64,11 +64,7 @@ pub(super) fn matmul_many(
         // BENCHMARKS.md).
         let ahead = rows == 1;
         kernels.dot_rows(w.wtype, wrows, rb, act, ahead, |r, c, t, cn, d| {
-            for i in 0..t {
-                for (k, o) in out.row(r + i)[c..][..cn].iter_mut().enumerate() {
-                    *o = d[k][i];
-                }
-            }
+            out.write_tile(r, c, t, cn, d)
         });
     });
 }

@@ -96,6 +96,32 @@ impl Block<'_> {
         self.cols.clone()
     }
 
+    /// Writes `tile[k][i]` to the block's row `r + i`, column `c + k`, for `i < t` and `k < cn`: one
+    /// kernel tile of products (the tile's bounds checked once, not per row).
+    pub(super) fn write_tile<const T: usize, const K: usize>(
+        &mut self,
+        r: usize,
+        c: usize,
+        t: usize,
+        cn: usize,
+        tile: &[[f32; T]; K],
+    ) {
+        assert!(
+            t <= T && cn <= K && r + t <= self.rows.len() && c + cn <= self.cols.len(),
+            "a tile of {t}x{cn} at ({r}, {c}) outside a block of {:?} x {:?}",
+            self.rows,
+            self.cols
+        );
+        for i in 0..t {
+            let at = (self.rows.start + r + i) * self.stride + self.cols.start + c;
+            for (k, col) in tile.iter().enumerate().take(cn) {
+                // SAFETY: row r + i and columns c..c + cn lie inside this block (asserted above), which
+                // lies inside the borrowed matrix and belongs to this block alone.
+                unsafe { *self.ptr.add(at + k) = col[i] };
+            }
+        }
+    }
+
     /// The block's part of its `j`-th row (matrix row `rows().start + j`, columns `cols()`).
     pub(super) fn row(&mut self, j: usize) -> &mut [f32] {
         assert!(j < self.rows.len(), "row {j} of a block of {:?}", self.rows);
