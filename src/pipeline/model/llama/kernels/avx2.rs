@@ -161,7 +161,10 @@ unsafe fn v_expf(x: __m256) -> __m256 {
         let n = _mm256_sub_ps(z, r);
         let b = _mm256_fnmadd_ps(n, f(0x35bf_be8e), _mm256_fnmadd_ps(n, f(0x3f31_7200), x));
         let e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
-        let k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1.0))));
+        let k = _mm256_castsi256_ps(_mm256_add_epi32(
+            e,
+            _mm256_castps_si256(_mm256_set1_ps(1.0)),
+        ));
         let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
         let c = _mm256_cmp_ps(abs_n, _mm256_set1_ps(126.0), _CMP_GT_OQ);
         let u = _mm256_mul_ps(b, b);
@@ -576,7 +579,13 @@ unsafe fn scales8<const T8: bool>(dwv: __m256, act: &Act, r: usize, b: usize) ->
 /// # Safety
 /// The CPU supports AVX; `act.d` holds block `at`.
 #[inline(always)]
-unsafe fn row_scale<const T8: bool>(dwv: __m256, dd8: &[f32; 8], act: &Act, at: usize, i: usize) -> __m256 {
+unsafe fn row_scale<const T8: bool>(
+    dwv: __m256,
+    dd8: &[f32; 8],
+    act: &Act,
+    at: usize,
+    i: usize,
+) -> __m256 {
     // SAFETY: the caller's contract.
     unsafe {
         if T8 {

@@ -226,7 +226,11 @@ impl Kernels {
     /// `gate[i] = silu(gate[i]) × up[i]` for one row, as llama.cpp's CPU `swiglu` (`ggml_vec_swiglu_f32`
     /// on AVX2): ggml's polynomial e^x in groups of 8 values, libm's `expf` for the rest.
     pub(super) fn swiglu(self, gate: &mut [f32], up: &[f32]) {
-        assert_eq!(gate.len(), up.len(), "swiglu: gate and up of different lengths");
+        assert_eq!(
+            gate.len(),
+            up.len(),
+            "swiglu: gate and up of different lengths"
+        );
         match self.0 {
             Isa::Scalar => scalar::swiglu(gate, up),
             // SAFETY: `self` proves the CPU supports the set; the lengths are asserted above.

@@ -75,7 +75,9 @@ fn every_kernel_set_gives_the_scalar_sums_bit_for_bit() {
         .flat_map(|wt| [(wt, TILE), (wt, BATCHED_ROWS)])
     {
         for &cols in col_sizes(wt) {
-            let x: Vec<f32> = (0..cols * rows).map(|_| (g.uniform() as f32 - 0.5) * 6.0).collect();
+            let x: Vec<f32> = (0..cols * rows)
+                .map(|_| (g.uniform() as f32 - 0.5) * 6.0)
+                .collect();
             let rb = wt.row_bytes(cols);
             let w = random_weights(wt, WTILE_MAX, cols, &mut g);
             let mut act = Act::default();
