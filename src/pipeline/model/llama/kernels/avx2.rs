@@ -217,9 +217,8 @@ pub(super) unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
             _mm256_storeu_ps(gate.as_mut_ptr().add(i), y);
         }
     }
-    for (g, &u) in gate[whole..].iter_mut().zip(&up[whole..]) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
-    }
+    // Fewer than 8 left: the scalar set's libm part.
+    super::scalar::swiglu(&mut gate[whole..], &up[whole..]);
 }
 
 /// The sum of the 8 lanes, in the order `scalar::hsum` spells out.
@@ -392,7 +391,6 @@ unsafe fn q4_1_rows<const R: usize, const VNNI: bool>(
 /// # Safety
 /// As [`q4_1`].
 #[inline(always)]
-#[allow(clippy::needless_range_loop)] // k and i index weight rows and activation rows alike
 pub(super) unsafe fn q8_0<const R: usize, const C: usize, const VNNI: bool>(
     w: &[u8],
     rb: usize,
@@ -526,7 +524,6 @@ unsafe fn dot_us8<const VNNI: bool>(a: __m256i, b: __m256i) -> __m256i {
 /// # Safety
 /// As [`q4_1`].
 #[inline(always)]
-#[allow(clippy::needless_range_loop)] // k and i index weight rows and activation rows alike
 pub(super) unsafe fn q5_0<const R: usize, const C: usize, const VNNI: bool>(
     w: &[u8],
     rb: usize,
