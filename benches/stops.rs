@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-use stoplab::bench::{Strategy, Workload, feed_all};
-use stoplab::{Engine, EngineOptions};
+use stoplab::lab::bench::{Strategy, Workload, feed_all};
+use stoplab::{LoadOptions, LoadedModel};
 
 const STOPS: [usize; 6] = [1, 4, 16, 64, 256, 1024];
 const LENGTHS: [usize; 3] = [64, 1024, 8192];
@@ -22,7 +22,7 @@ const LENGTHS: [usize; 3] = [64, 1024, 8192];
 const FULL_RESCAN_LIMIT: usize = 64 * 1024;
 
 fn workload() -> Workload {
-    let engine = Engine::load(&EngineOptions {
+    let engine = LoadedModel::load(&LoadOptions {
         tokenizer_only: true,
         ..Default::default()
     })

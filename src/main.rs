@@ -28,7 +28,7 @@ fn main() -> ExitCode {
 /// Gives the model `n` threads: the one place where the thread count is set, before any thread starts.
 ///
 /// candle 0.11.1 takes no thread count as a value: its barrier pool (which runs both forward passes, see
-/// `stoplab::model::threads`) sizes itself from `CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`, and its rayon
+/// `stoplab::pipeline::model::threads`) sizes itself from `CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`, and its rayon
 /// pool (and rayon's global one) from `RAYON_NUM_THREADS`, each on first use
 /// (`candle_core::utils::{barrier_pool, get_num_threads}`). So the count has to go through those two
 /// variables, and only here; the library never writes them.

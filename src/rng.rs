@@ -1,6 +1,6 @@
 //! A tiny deterministic generator (SplitMix64): the same seed gives the same numbers on every platform and
 //! every version of the `rand` crate, so benchmark stop sets and fine-tuning initialisations are reproducible.
-//! Sampling uses `rand` (see [`crate::sampling`]); this is only for fixtures and initial weights.
+//! Sampling uses `rand` (see [`crate::pipeline::sampling`]); this is only for fixtures and initial weights.
 
 #[derive(Debug, Clone)]
 pub struct SplitMix(u64);

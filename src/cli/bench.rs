@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use stoplab::bench::svg::{Series, line_chart};
-use stoplab::bench::{CORPUS, Strategy, Stream, Workload, measure, never_matching_stops};
-use stoplab::format::{Message, PromptFormat};
-use stoplab::stop::StopSet;
-use stoplab::{Engine, EngineOptions, GenerateParams, TokenEvent};
+use stoplab::lab::bench::svg::{Series, line_chart};
+use stoplab::lab::bench::{CORPUS, Strategy, Stream, Workload, measure, never_matching_stops};
+use stoplab::pipeline::format::{Message, PromptFormat};
+use stoplab::pipeline::settings::GenerateParams;
+use stoplab::pipeline::sink::TokenEvent;
+use stoplab::pipeline::stop::StopSet;
+use stoplab::{LoadOptions, LoadedModel};
 
 use super::{Failure, unescape};
 
@@ -224,7 +226,7 @@ fn sweep(
 
 /// Whether one pass over the stream takes less than `limit` (given up as soon as it has taken longer).
 fn finishes_within(
-    strategy: &mut dyn stoplab::bench::StopStrategy,
+    strategy: &mut dyn stoplab::lab::bench::StopStrategy,
     stream: &Stream,
     limit: Duration,
 ) -> bool {
@@ -242,8 +244,8 @@ fn finishes_within(
 fn check(
     strategy: Strategy,
     n: usize,
-    found: &[(usize, stoplab::stop::StopMatch)],
-    expected: &[(usize, stoplab::stop::StopMatch)],
+    found: &[(usize, stoplab::pipeline::stop::StopMatch)],
+    expected: &[(usize, stoplab::pipeline::stop::StopMatch)],
 ) -> Result<(), Failure> {
     if found == expected {
         return Ok(());
@@ -272,7 +274,7 @@ fn stops(args: StopsArgs) -> Result<(), Failure> {
         return Err(Failure::usage("--length-stops: must be at least 1"));
     }
     let started = Instant::now();
-    let engine = Engine::load(&EngineOptions {
+    let engine = LoadedModel::load(&LoadOptions {
         model: args.model.clone(),
         tokenizer_only: true,
         progress: true,
@@ -475,7 +477,7 @@ fn overhead(args: OverheadArgs) -> Result<(), Failure> {
     if let Some(url) = &args.endpoint {
         return endpoint_overhead(url, &args);
     }
-    let mut engine = Engine::load(&EngineOptions {
+    let mut engine = LoadedModel::load(&LoadOptions {
         model: args.model.clone(),
         progress: true,
         ..Default::default()
@@ -495,7 +497,7 @@ fn overhead(args: OverheadArgs) -> Result<(), Failure> {
         &prompt,
         None,
         &params(none(), 16),
-        &mut stoplab::generate::Discard,
+        &mut stoplab::pipeline::sink::Discard,
     )?;
 
     // Greedy decoding writes the same text every time, so stops drawn to miss the first run's text miss it
@@ -600,10 +602,10 @@ fn overhead(args: OverheadArgs) -> Result<(), Failure> {
 /// token's bytes inside the generation right after the model's step (cold caches and all), with a clock read
 /// on either side. The loop's own scanner does the same work on the same bytes.
 fn timed_generation(
-    engine: &mut Engine,
+    engine: &mut LoadedModel,
     prompt: &[u32],
     params: &GenerateParams,
-) -> Result<(stoplab::Outcome, Vec<Duration>), Failure> {
+) -> Result<(stoplab::pipeline::sink::Outcome, Vec<Duration>), Failure> {
     let mut shadow = params.stops.scanner();
     let mut per_token: Vec<Duration> = Vec::with_capacity(params.max_tokens);
     let mut sink = |ev: &TokenEvent<'_>| {
@@ -619,7 +621,7 @@ fn timed_generation(
 
 /// `bench overhead --endpoint URL`: the same request with 0..N never-matching stops on a server.
 fn endpoint_overhead(url: &str, args: &OverheadArgs) -> Result<(), Failure> {
-    use stoplab::probe::client::{Client, ClientOptions};
+    use stoplab::client::{Client, ClientOptions};
     if args.rounds == 0 {
         return Err(Failure::usage("--rounds: must be at least 1"));
     }

@@ -11,8 +11,8 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::json;
 
-use stoplab::EngineOptions;
-use stoplab::model::{Isa, Model, Next};
+use stoplab::LoadOptions;
+use stoplab::pipeline::model::{Isa, Model, Next};
 
 use super::Failure;
 
@@ -64,7 +64,7 @@ pub fn run(args: BenchDecodeArgs) -> Result<(), Failure> {
     }
     let load_avg_start = load_avg();
     let t0 = Instant::now();
-    let mut engine = stoplab::Engine::load(&EngineOptions {
+    let mut engine = stoplab::LoadedModel::load(&LoadOptions {
         model: args.model.clone(),
         progress: true,
         ..Default::default()
@@ -104,7 +104,7 @@ pub fn run(args: BenchDecodeArgs) -> Result<(), Failure> {
     let prefill = Stats::of(runs.iter().map(|r| r.prefill_tok_s).collect());
     let decode = Stats::of(runs.iter().map(|r| r.decode_tok_s).collect());
     let peak_rss_mb = peak_rss_kb().map(|kb| kb as f64 / 1024.0);
-    let threads = stoplab::model::threads();
+    let threads = stoplab::pipeline::model::threads();
 
     if args.json {
         let value = json!({

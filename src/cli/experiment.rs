@@ -8,10 +8,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use std::time::Duration;
 
-use stoplab::experiment::{self, RunOptions, Scenario};
+use stoplab::client::{Client, ClientOptions};
+use stoplab::lab::experiment::{self, RunOptions, Scenario};
+use stoplab::pipeline::settings::RepetitionStop;
 use stoplab::pipeline::settings::UserSettings;
-use stoplab::probe::client::{Client, ClientOptions};
-use stoplab::{Engine, EngineOptions, RepetitionStop};
+use stoplab::{LoadOptions, LoadedModel};
 
 use super::Failure;
 
@@ -210,7 +211,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
                 say!(
                     "{:<40} {:>2} runs  {}  ({}; {model})",
                     s.name,
-                    s.run_count(&opts),
+                    opts.runs_of(s),
                     s.title,
                     s.file
                 );
@@ -222,7 +223,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     let total: usize = plan
         .iter()
         .flat_map(|(_, l)| l)
-        .map(|s| s.run_count(&opts))
+        .map(|s| opts.runs_of(s))
         .sum();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
@@ -268,7 +269,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
             }
             // Replay scenarios need no weights (a weight-free vocabulary has none).
             let replay_only = list.iter().all(|s| s.replay.is_some());
-            let mut engine = Engine::load(&EngineOptions {
+            let mut engine = LoadedModel::load(&LoadOptions {
                 model: model.clone(),
                 tokenizer: args.tokenizer.clone(),
                 adapter: args.adapter.clone(),
@@ -306,7 +307,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         } else {
             format!(
                 "{}, {} runs decoded together",
-                stoplab::model::threads(),
+                stoplab::pipeline::model::threads(),
                 args.parallel
             )
         };

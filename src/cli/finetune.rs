@@ -12,8 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use stoplab::fetch::{self, Progress};
 use stoplab::finetune::eval::{self, Report};
 use stoplab::finetune::{LoraConfig, RenderOptions, TrainOptions, Trainer};
-use stoplab::pipeline::settings::{Field, UserSettings};
-use stoplab::{Engine, EngineOptions};
+use stoplab::pipeline::field::Field;
+use stoplab::pipeline::settings::UserSettings;
+use stoplab::{LoadOptions, LoadedModel};
 
 use super::{Failure, unescape};
 
@@ -250,7 +251,7 @@ fn evaluate(args: &FinetuneArgs) -> Result<(), Failure> {
     for spec in &specs {
         let (label, adapter, stops) = parse_spec(spec)?;
         let started = Instant::now();
-        let mut engine = Engine::load(&EngineOptions {
+        let mut engine = LoadedModel::load(&LoadOptions {
             model: args.model.clone(),
             tokenizer: None,
             tokenizer_only: false,

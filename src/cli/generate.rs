@@ -3,8 +3,8 @@
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 
-use stoplab::format::Message;
-use stoplab::{Sink, TokenEvent};
+use stoplab::pipeline::format::Message;
+use stoplab::pipeline::sink::{Sink, TokenEvent};
 
 use super::{Failure, GenArgs};
 
@@ -17,7 +17,12 @@ pub fn run(messages: Vec<Message>, default_format: &str, opts: GenArgs) -> Resul
     let replay = opts.replay_script(&engine)?;
 
     let outcome = if opts.json {
-        engine.generate(&prompt, replay, &params, &mut stoplab::generate::Discard)?
+        engine.generate(
+            &prompt,
+            replay,
+            &params,
+            &mut stoplab::pipeline::sink::Discard,
+        )?
     } else {
         let mut sink = TextOut(std::io::stdout().lock());
         let outcome = engine.generate(&prompt, replay, &params, &mut sink)?;
@@ -37,7 +42,7 @@ pub fn run(messages: Vec<Message>, default_format: &str, opts: GenArgs) -> Resul
         let speed = if replaying {
             "replayed".to_string()
         } else {
-            let threads = stoplab::model::threads();
+            let threads = stoplab::pipeline::model::threads();
             format!(
                 "prefill {:.0} tok/s, decode {:.1} tok/s, {threads} thread{}",
                 t.prefill_tokens_per_s,

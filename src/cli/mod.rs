@@ -28,11 +28,13 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use stoplab::Error;
-use stoplab::format::{Message, PromptFormat, parse_messages};
-use stoplab::pipeline::settings::{EndList, EndTokenChoice, Field, SettingsError, UserSettings};
-use stoplab::sampling::SamplingParams;
-use stoplab::tokenizer::Vocab;
-use stoplab::{Engine, EngineOptions, GenerateParams, RepetitionStop};
+use stoplab::pipeline::field::{EndList, Field, SettingsError};
+use stoplab::pipeline::format::{Message, PromptFormat, parse_messages};
+use stoplab::pipeline::sampling::SamplingParams;
+use stoplab::pipeline::settings::{EndTokenChoice, UserSettings};
+use stoplab::pipeline::settings::{GenerateParams, RepetitionStop};
+use stoplab::pipeline::tokenizer::Vocab;
+use stoplab::{LoadOptions, LoadedModel};
 const ABOUT: &str = "Run a small chat model locally and watch what makes it stop.
 
 A model does not know when it is done: it writes the next \"user:\" turn of a transcript, or never emits its \
@@ -170,9 +172,9 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// Engine options for these flags; `tokenizer_only` skips the weights.
-    pub fn options(&self, tokenizer_only: bool) -> EngineOptions {
-        EngineOptions {
+    /// LoadedModel options for these flags; `tokenizer_only` skips the weights.
+    pub fn options(&self, tokenizer_only: bool) -> LoadOptions {
+        LoadOptions {
             model: self.model.clone(),
             tokenizer: self.tokenizer.clone(),
             adapter: self.adapter.clone(),
@@ -428,8 +430,8 @@ impl GenArgs {
     }
 
     /// Resolves and loads the model (tokenizer only when replaying), with warnings shown.
-    pub fn load_engine(&self) -> Result<Engine, Failure> {
-        let engine = Engine::load(&self.model.options(self.replaying()))?;
+    pub fn load_engine(&self) -> Result<LoadedModel, Failure> {
+        let engine = LoadedModel::load(&self.model.options(self.replaying()))?;
         for note in engine.vocab.notes() {
             eprintln!("stoplab: warning: {note}");
         }
@@ -437,7 +439,7 @@ impl GenArgs {
     }
 
     /// The ids the replay model writes, if replaying.
-    pub fn replay_script(&self, engine: &Engine) -> Result<Option<Vec<u32>>, Failure> {
+    pub fn replay_script(&self, engine: &LoadedModel) -> Result<Option<Vec<u32>>, Failure> {
         Ok(match (&self.replay, &self.replay_ids) {
             (Some(text), _) => Some(engine.vocab.encode(&unescape(text), true)?),
             (None, Some(ids)) => {

@@ -63,7 +63,7 @@ pub fn run(args: PlayArgs) -> Result<(), Failure> {
         Signals::install().map_err(|e| failure(format!("installing signal handlers: {e}")))?
     };
     let handle = serve::start(config).map_err(|e| match e {
-        StartError::Engine(e) => Failure::from(e),
+        StartError::LoadedModel(e) => Failure::from(e),
         other => failure(other.to_string()),
     })?;
     let url = format!("http://{}/", handle.addr());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use stoplab::probe::client::{Client, ClientOptions};
+use stoplab::client::{Client, ClientOptions};
 use stoplab::probe::report::{self, Tally};
 use stoplab::probe::{self, Api, ProbeOptions, ProbeResult};
 

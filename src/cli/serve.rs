@@ -114,7 +114,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         message: format!("installing signal handlers: {e}"),
     })?;
     let handle = serve::start(config).map_err(|e| match e {
-        StartError::Engine(e) => Failure::from(e),
+        StartError::LoadedModel(e) => Failure::from(e),
         other => Failure {
             usage: false,
             message: other.to_string(),

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
-use stoplab::inspect::{Carrier, find_single, pieces, stop_carriers};
-use stoplab::trace::escape;
-use stoplab::{Engine, EngineOptions};
+use stoplab::lab::inspect::{Carrier, find_single, pieces, stop_carriers};
+use stoplab::lab::trace::escape;
+use stoplab::{LoadOptions, LoadedModel};
 
 use super::{Failure, unescape};
 
@@ -76,7 +76,7 @@ pub fn run(args: TokenizeArgs) -> Result<(), Failure> {
             "tokenize: give a TEXT, --stop S, --find-single CHARS or --end-tokens",
         ));
     }
-    let engine = Engine::load(&EngineOptions {
+    let engine = LoadedModel::load(&LoadOptions {
         model: args.model.clone(),
         tokenizer: args.tokenizer.clone(),
         adapter: None,
@@ -236,7 +236,7 @@ pub fn run(args: TokenizeArgs) -> Result<(), Failure> {
         let piece = |id: u32| {
             String::from_utf8_lossy(vocab.token_bytes(id).unwrap_or_default()).into_owned()
         };
-        let extra_json = |list: &[stoplab::tokenizer::Extra]| {
+        let extra_json = |list: &[stoplab::pipeline::tokenizer::Extra]| {
             list.iter()
                 .map(|e| json!({"id": e.id, "text": e.text, "why": e.why}))
                 .collect::<Vec<_>>()

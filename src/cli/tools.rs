@@ -3,7 +3,9 @@
 //! OpenAI's `tool_calls`, one JSON object per line, with finish_reason `tool_calls`.
 
 use serde_json::{Value, json};
-use stoplab::format::{ChatOptions, ChatTemplate, Message, PromptFormat, parse_tool_calls};
+use stoplab::pipeline::format::{
+    ChatOptions, ChatTemplate, Message, PromptFormat, parse_tool_calls,
+};
 
 use super::{Failure, GenArgs};
 
@@ -83,7 +85,12 @@ pub fn run(
     let prompt = engine.vocab.encode(&text, true)?;
     let replay = opts.replay_script(&engine)?;
     let mut engine = engine;
-    let outcome = engine.generate(&prompt, replay, &params, &mut stoplab::generate::Discard)?;
+    let outcome = engine.generate(
+        &prompt,
+        replay,
+        &params,
+        &mut stoplab::pipeline::sink::Discard,
+    )?;
     let reply = parse_tool_calls(&outcome.text, &tools, "0");
     let finish = if reply.is_some() {
         "tool_calls"

@@ -3,8 +3,9 @@
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 
-use stoplab::format::Message;
-use stoplab::trace::{Style, TraceRow, Tracer, explain, header, render_row};
+use stoplab::lab::trace::{Style, Tracer, explain, header, render_row, row_json};
+use stoplab::pipeline::format::Message;
+use stoplab::pipeline::sink::Token;
 
 use super::generate::written;
 use super::{Failure, GenArgs};
@@ -43,9 +44,9 @@ pub fn run(
     let vocab = engine.vocab.clone();
     let mut closed = false;
     let mut failed = None;
-    let on_row = |row: &TraceRow| {
+    let on_row = |row: &Token| {
         let line = if jsonl {
-            row.to_json().to_string()
+            row_json(row).to_string()
         } else {
             render_row(row, style)
         };
@@ -86,7 +87,7 @@ pub fn run(
     let _ = writeln!(
         out,
         "{}",
-        stoplab::trace::end_set_line(&engine.vocab, &params)
+        stoplab::lab::trace::end_set_line(&engine.vocab, &params)
     );
     Ok(())
 }

@@ -17,8 +17,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::Error;
-use crate::format::{Message, render_chat};
-use crate::tokenizer::Vocab;
+use crate::pipeline::format::{Message, render_chat};
+use crate::pipeline::tokenizer::Vocab;
 
 /// How conversations become training examples.
 #[derive(Debug, Clone, Default)]

@@ -17,9 +17,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::data::{ChatMessage, Conversation};
-use crate::format::{Message, PromptFormat};
-use crate::generate::{Discard, FinishReason, GenerateParams};
-use crate::{Engine, Error};
+use crate::pipeline::format::{Message, PromptFormat};
+use crate::pipeline::settings::GenerateParams;
+use crate::pipeline::sink::Discard;
+use crate::pipeline::stop::FinishReason;
+use crate::{Error, LoadedModel};
 
 /// One held-out prompt.
 #[derive(Debug, Clone)]
@@ -134,7 +136,7 @@ pub fn contains_word(text: &str, word: &str) -> bool {
 
 /// Generates an answer for every item with `params` and judges it; `marker` is the custom stop sequence.
 pub fn run_items(
-    engine: &mut Engine,
+    engine: &mut LoadedModel,
     items: &[EvalItem],
     params: &GenerateParams,
     marker: &str,

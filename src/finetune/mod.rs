@@ -9,7 +9,8 @@
 //!   tokens only, with `append_stop` and `mask_end_token`;
 //! * [`model`]: a differentiable llama forward (frozen f32 base, LoRA `Var`s) built from primitive ops;
 //! * [`train`]: seeded batches and AdamW;
-//! * [`adapter`]: safetensors adapters that know their base model, applied on top of the quantized model;
+//! * [`adapter`]: writing a trained LoRA as an adapter file (the file format and applying one live in
+//!   [`pipeline::model::adapter`](crate::pipeline::model::adapter));
 //! * [`eval`]: how a model ends its answers to held-out questions and function-call prompts.
 //!
 //! ```no_run
@@ -36,15 +37,15 @@ use std::io::BufReader;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-pub use adapter::{Adapter, AdapterInfo, adapted_gguf};
 pub use data::{Conversation, Example, RenderOptions};
 pub use model::{Base, Lora, LoraConfig};
 pub use train::{StepReport, TrainOptions, TrainSummary};
 
 use crate::Error;
 use crate::fetch::{Progress, sha256_file};
-use crate::model::GgufFile;
-use crate::tokenizer::Vocab;
+use crate::pipeline::model::GgufFile;
+use crate::pipeline::model::adapter::AdapterInfo;
+use crate::pipeline::tokenizer::Vocab;
 
 /// A base model opened for training: its vocabulary, its identity and its weights in f32.
 pub struct Trainer {
@@ -123,20 +124,4 @@ impl Trainer {
         };
         adapter::save(path, lora, &info)
     }
-}
-
-/// Loads an adapter for the model file at `model_path` (whose sha256 is `sha256`), refusing one made for
-/// another model, and returns the adapted GGUF in memory.
-pub fn adapted_model(file: &GgufFile, sha256: &str, adapter_path: &Path) -> Result<Vec<u8>, Error> {
-    let adapter = Adapter::load(adapter_path)?;
-    let name = file
-        .path
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    adapter.check_base(sha256, &name)?;
-    let mut reader = BufReader::new(File::open(&file.path).map_err(|e| Error::Model {
-        path: file.path.clone(),
-        message: e.to_string(),
-    })?);
-    adapted_gguf(&file.content, &mut reader, &adapter)
 }

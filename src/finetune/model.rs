@@ -339,7 +339,10 @@ impl Base {
                 .tensor(reader, name, &dev)
                 .and_then(|q| q.dequantize(&dev))
                 .map_err(|e| {
-                    Error::Backend(format!("{name}: {}", crate::model::candle_message(&e)))
+                    Error::Backend(format!(
+                        "{name}: {}",
+                        crate::pipeline::model::candle_message(&e)
+                    ))
                 })
         };
         let embed = get("token_embd.weight")?;

@@ -2,12 +2,12 @@
 //!
 //! A stop string is a byte sequence. The model writes tokens, and a token may carry the first bytes of a stop
 //! after some other text (`".\n"` carries the `"\n"` of `"\nuser:"`), or its last bytes followed by more
-//! (`":)"`), so the tokens of a stop seldom appear as the ids [`crate::tokenizer::Vocab::encode`] gives for it.
+//! (`":)"`), so the tokens of a stop seldom appear as the ids [`crate::pipeline::tokenizer::Vocab::encode`] gives for it.
 //! [`stop_carriers`] lists those vocabulary entries; [`find_single`] finds long single-token strings, the
 //! seed's suggestion for a custom stop that costs one token to write.
 
 use crate::Error;
-use crate::tokenizer::Vocab;
+use crate::pipeline::tokenizer::Vocab;
 
 /// One token of an encoded text.
 #[derive(Debug, Clone, PartialEq, Eq)]

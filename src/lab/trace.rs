@@ -6,13 +6,13 @@
 //! the bytes that were generated but never released (a matched stop string, cut).
 //!
 //! ```
-//! use stoplab::stop::StopSet;
-//! use stoplab::trace::escape;
+//! use stoplab::pipeline::stop::StopSet;
+//! use stoplab::lab::trace::escape;
 //!
 //! assert_eq!(escape(b"\nuser:"), r"\nuser:");
 //! assert_eq!(escape(&[0xE2, 0x82]), r"\xe2\x82"); // half a character
 //! let stops = StopSet::new(["\nuser:"]).unwrap();
-//! let held = stoplab::trace::held_for(b"\nuser", stops.stops()).unwrap();
+//! let held = stoplab::lab::trace::held_for(b"\nuser", stops.stops()).unwrap();
 //! assert_eq!((held.bytes, held.of), (5, 6));
 //! ```
 
@@ -21,9 +21,11 @@ use std::ops::ControlFlow;
 use serde_json::{Value, json};
 
 use crate::Error;
-use crate::generate::{FinishReason, GenerateParams, Sink, StepProbs, TokenEvent};
-pub use crate::stop::{HeldFor, held_for};
-use crate::tokenizer::Vocab;
+use crate::pipeline::settings::GenerateParams;
+use crate::pipeline::sink::{Sink, Token, TokenEvent};
+use crate::pipeline::stop::FinishReason;
+pub use crate::pipeline::stop::{HeldFor, held_for};
+use crate::pipeline::tokenizer::Vocab;
 
 /// Bytes as a reader can see them: printable text as is, `\n` `\t` `\r` `\\` `\"` escaped, other control
 /// characters as `\u{..}`, and bytes that are not (yet) valid UTF-8 as `\xNN`.
@@ -97,96 +99,65 @@ pub fn end_set_line(vocab: &Vocab, params: &GenerateParams) -> String {
     }
 }
 
-/// How the generation ended, on the last row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceEnd {
-    pub finish: FinishReason,
-    /// Bytes the model generated that never reached the output (a stop string cut from the text).
-    pub cut: Vec<u8>,
-    /// For a stop string: the index of the token that wrote its first byte.
-    pub stop_began_at: Option<usize>,
-}
-
-/// One generated token.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TraceRow {
-    pub index: usize,
-    pub id: u32,
-    pub bytes: Vec<u8>,
-    /// A special (control) token: `bytes` is its name, not text the model spelled.
-    pub special: bool,
-    pub end_token: bool,
-    /// Bytes held back after this token.
-    pub held: Vec<u8>,
-    pub held_for: Option<HeldFor>,
-    /// Text released by this token.
-    pub emitted: String,
-    pub end: Option<TraceEnd>,
-    /// The model's probabilities at this step (none for a replayed token).
-    pub probs: Option<StepProbs>,
-}
-
-impl TraceRow {
-    /// The token as shown: quoted escaped text, or a special token's name unquoted.
-    pub fn token_label(&self) -> String {
-        if self.special {
-            String::from_utf8_lossy(&self.bytes).into_owned()
-        } else {
-            format!("\"{}\"", escape(&self.bytes))
-        }
-    }
-
-    /// One JSON line of `stoplab trace --jsonl`.
-    pub fn to_json(&self) -> Value {
-        let mut row = json!({
-            "index": self.index,
-            "id": self.id,
-            "token": String::from_utf8_lossy(&self.bytes),
-            "special": self.special,
-            "end_token": self.end_token,
-            "held": String::from_utf8_lossy(&self.held),
-            "held_for": self.held_for.as_ref().map(|h| json!({
-                "stop": h.stop, "index": h.index, "bytes": h.bytes, "of": h.of,
-            })),
-            "emitted": self.emitted,
-            "p_end": self.probs.as_ref().map(|p| p.end),
-            "p": self.probs.as_ref().map(|p| p.chosen),
-            "top": self.probs.as_ref().map(|p| p.top.iter().map(|&(id, p)| json!({"id": id, "p": p})).collect::<Vec<_>>()),
-            "finish": self.end.as_ref().map(|e| json!({
-                "finish_reason": e.finish.openai(),
-                "stop_reason": e.finish.stop_reason(),
-                "kind": e.finish.kind(),
-                "describe": e.finish.describe(),
-                "cut": String::from_utf8_lossy(&e.cut),
-                "stop_began_at": e.stop_began_at,
-            })),
-        });
-        if std::str::from_utf8(&self.bytes).is_err() {
-            row["token_hex"] = self
-                .bytes
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-                .into();
-        }
-        row
+/// The token as shown: quoted escaped text, or a special token's name unquoted.
+pub fn label(row: &Token) -> String {
+    if row.special {
+        String::from_utf8_lossy(&row.bytes).into_owned()
+    } else {
+        format!("\"{}\"", escape(&row.bytes))
     }
 }
 
-type OnRow<'a> = Box<dyn FnMut(&TraceRow) -> ControlFlow<()> + 'a>;
+/// One JSON line of `stoplab trace --jsonl` (the released text's key is `emitted`, as it always was).
+pub fn row_json(row: &Token) -> Value {
+    let mut json = json!({
+        "index": row.index,
+        "id": row.id,
+        "token": String::from_utf8_lossy(&row.bytes),
+        "special": row.special,
+        "end_token": row.end_token,
+        "held": String::from_utf8_lossy(&row.held),
+        "held_for": row.held_for.as_ref().map(|h| json!({
+            "stop": h.stop, "index": h.index, "bytes": h.bytes, "of": h.of,
+        })),
+        "emitted": row.text,
+        "p_end": row.probs.as_ref().map(|p| p.end),
+        "p": row.probs.as_ref().map(|p| p.chosen),
+        "top": row.probs.as_ref().map(|p| p.top.iter().map(|&(id, p)| json!({"id": id, "p": p})).collect::<Vec<_>>()),
+        "finish": row.finish.as_ref().map(|f| json!({
+            "finish_reason": f.openai(),
+            "stop_reason": f.stop_reason(),
+            "kind": f.kind(),
+            "describe": f.describe(),
+            "cut": String::from_utf8_lossy(row.cut_bytes()),
+            "stop_began_at": row.cut.as_ref().map(|c| c.began_at),
+        })),
+    });
+    if std::str::from_utf8(&row.bytes).is_err() {
+        json["token_hex"] = row
+            .bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into();
+    }
+    json
+}
 
-/// A sink that records a [`TraceRow`] per token and hands each to `on_row` as soon as it is complete.
+type OnRow<'a> = Box<dyn FnMut(&Token) -> ControlFlow<()> + 'a>;
+
+/// A sink that records a [`Token`] per token and hands each to `on_row` as soon as it is complete.
 pub struct Tracer<'a> {
     special: Box<dyn Fn(u32) -> bool + 'a>,
     on_row: OnRow<'a>,
-    pub rows: Vec<TraceRow>,
+    pub rows: Vec<Token>,
 }
 
 impl<'a> Tracer<'a> {
     /// `is_special` tells special tokens apart (`|id| vocab.is_special(id)`); `on_row` sees each row.
     pub fn new(
         is_special: impl Fn(u32) -> bool + 'a,
-        on_row: impl FnMut(&TraceRow) -> ControlFlow<()> + 'a,
+        on_row: impl FnMut(&Token) -> ControlFlow<()> + 'a,
     ) -> Self {
         Self {
             special: Box::new(is_special),
@@ -198,22 +169,7 @@ impl<'a> Tracer<'a> {
 
 impl Sink for Tracer<'_> {
     fn token(&mut self, ev: &TokenEvent<'_>) -> Result<ControlFlow<()>, Error> {
-        let row = TraceRow {
-            index: ev.index,
-            id: ev.id,
-            bytes: ev.bytes.to_vec(),
-            special: (self.special)(ev.id),
-            end_token: ev.end_token,
-            held: ev.held.to_vec(),
-            held_for: ev.held_for(),
-            emitted: ev.text.to_string(),
-            end: ev.finish.map(|f| TraceEnd {
-                finish: f.clone(),
-                cut: ev.cut.map(|c| c.bytes.clone()).unwrap_or_default(),
-                stop_began_at: ev.cut.map(|c| c.began_at),
-            }),
-            probs: ev.probs.cloned(),
-        };
+        let row = ev.to_token((self.special)(ev.id));
         let flow = (self.on_row)(&row);
         self.rows.push(row);
         Ok(flow)
@@ -264,8 +220,8 @@ pub fn header(style: Style) -> String {
 }
 
 /// One row of the trace table: padding first, colour after, so columns line up either way.
-pub fn render_row(row: &TraceRow, style: Style) -> String {
-    let token = pad(&row.token_label(), 16);
+pub fn render_row(row: &Token, style: Style) -> String {
+    let token = pad(&label(row), 16);
     let token = if row.special {
         style.paint("36", &token)
     } else {
@@ -286,24 +242,20 @@ pub fn render_row(row: &TraceRow, style: Style) -> String {
         format!("\"{}\" {what}", escape(&row.held))
     };
     let held = style.paint("33", &pad(&held, 32));
-    let emitted = if row.emitted.is_empty() {
+    let emitted = if row.text.is_empty() {
         pad("", 16)
     } else {
         style.paint(
             "32",
-            &pad(&format!("\"{}\"", escape(row.emitted.as_bytes())), 16),
+            &pad(&format!("\"{}\"", escape(row.text.as_bytes())), 16),
         )
     };
-    let event = match &row.end {
+    let event = match &row.finish {
         None => String::new(),
-        Some(e) => {
-            let mut s = format!(
-                "{} → finish_reason {}",
-                e.finish.describe(),
-                e.finish.openai()
-            );
-            if !e.cut.is_empty() {
-                s.push_str(&format!("; cut \"{}\"", escape(&e.cut)));
+        Some(f) => {
+            let mut s = format!("{} → finish_reason {}", f.describe(), f.openai());
+            if !row.cut_bytes().is_empty() {
+                s.push_str(&format!("; cut \"{}\"", escape(row.cut_bytes())));
             }
             style.paint("35;1", &s)
         }
@@ -335,25 +287,25 @@ pub fn percent(p: f32) -> String {
 }
 
 /// A few sentences that say what the table shows, for someone seeing a trace for the first time.
-pub fn explain(rows: &[TraceRow]) -> Vec<String> {
+pub fn explain(rows: &[Token]) -> Vec<String> {
     let Some(last) = rows.last() else {
         return Vec::new();
     };
-    let output: String = rows.iter().map(|r| r.emitted.as_str()).collect();
-    let reached = rows.iter().filter(|r| !r.emitted.is_empty()).count();
+    let output: String = rows.iter().map(|r| r.text.as_str()).collect();
+    let reached = rows.iter().filter(|r| !r.text.is_empty()).count();
     let mut lines = vec![format!(
         "output: \"{}\" ({} tokens generated; {reached} of them released text)",
         escape(output.as_bytes()),
         rows.len()
     )];
-    let Some(end) = &last.end else {
+    let Some(finish) = &last.finish else {
         return lines;
     };
-    match &end.finish {
+    match finish {
         FinishReason::StopString { stop, .. } => {
-            let began = end.stop_began_at.unwrap_or(last.index);
+            let began = last.cut.as_ref().map_or(last.index, |c| c.began_at);
             let span = last.index - began + 1;
-            let label = |i: usize| rows.get(i).map_or(String::new(), TraceRow::token_label);
+            let label = |i: usize| rows.get(i).map_or(String::new(), label);
             lines.push(format!(
                 "stop \"{}\" began in token {began} ({}) and was complete in token {} ({}), {span} token{} \
                  to write it: a stop is matched on bytes, so it is found the moment its last byte is generated, \
@@ -367,7 +319,7 @@ pub fn explain(rows: &[TraceRow]) -> Vec<String> {
             lines.push(format!(
                 "from token {began} on, the bytes that could begin the stop were held back instead of emitted; \
                  the match cut them (\"{}\"), so none of the stop reached the output.",
-                escape(&end.cut)
+                escape(last.cut_bytes())
             ));
         }
         FinishReason::EndToken { id } => lines.push(format!(

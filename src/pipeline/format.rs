@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::pipeline::settings::{Field, SettingsError};
+use crate::pipeline::field::{Field, SettingsError};
 
 /// One message of a conversation, as OpenAI's API writes it: a role (one of [`ROLES`]), its text, and for
 /// function calling an assistant's `tool_calls` or a `tool` message's `tool_call_id`.

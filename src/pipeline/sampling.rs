@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::Error;
-use crate::pipeline::settings::{Field, SettingsError};
+use crate::pipeline::field::{Field, SettingsError};
 
 /// Sampling settings. The defaults are greedy decoding.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -8,14 +8,13 @@
 //! always use the greedy output, since a grammar decides where a text ends. The stops are then drawn from that text so that each probe tests one
 //! thing (a stop inside one token, one spanning several, a token running past a stop's end, ...), the same
 //! request is sent again with the stops, streamed and not, and the answer is judged against
-//! [`crate::stop::naive_first_match`] on the greedy text: the earliest-ending stop wins whatever the list
+//! [`crate::pipeline::stop::naive_first_match`] on the greedy text: the earliest-ending stop wins whatever the list
 //! order, nothing of an excluded stop is shown, nothing held back is lost at the end.
 //!
 //! What the server does not support (a field it refuses, or ignores so that the answer is the one without
 //! it) is reported as unsupported, never as a pass; a probe whose precondition the model's output does not
 //! meet (no multi-byte character, no end token within the limit) is "n/a", and says why.
 
-pub mod client;
 pub mod overhead;
 mod probes;
 pub mod report;
@@ -26,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use client::{Client, Reply};
+use crate::client::{self, Client, Reply};
 
 pub use probes::PROBES;
 

@@ -11,8 +11,8 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::client::{Client, Reply, clip};
 use crate::Error;
+use crate::client::{Client, Reply, clip};
 use crate::lab::bench::{CORPUS, never_matching_stops};
 
 /// The request every round sends, with its stops.

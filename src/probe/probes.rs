@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use super::{Answer, Api, Baseline, Ctx, Gen, ProbeResult, Verdict};
-use crate::stop::naive_first_match;
-use crate::trace::escape;
+use crate::lab::trace::escape;
+use crate::pipeline::stop::naive_first_match;
 
 /// A probe: its name (for `--only`), what it checks, its most requests per endpoint, and how it runs.
 pub struct Probe {
@@ -54,7 +54,7 @@ impl Outcome {
     fn refused(sent: Value, status: u16, body: &str) -> Self {
         Self::unsupported(
             sent,
-            format!("refused ({status}): {}", super::client::clip(body)),
+            format!("refused ({status}): {}", crate::client::clip(body)),
         )
     }
 
@@ -261,7 +261,7 @@ fn judge(ctx: &Ctx<'_>, extra: Value, want: &str, finish: &str, what: &str) -> O
                     extra,
                     format!(
                         "{label}: the server refused the request ({status}): {}",
-                        super::client::clip(&body)
+                        crate::client::clip(&body)
                     ),
                 );
             }
@@ -578,7 +578,7 @@ fn tokenize(ctx: &Ctx<'_>, text: &str) -> Option<Vec<u64>> {
         json!({"prompt": text}),
     ] {
         let body = ctx.client.with_model(body);
-        if let Ok(super::client::Reply::Ok(v)) = ctx.client.post("/tokenize", &body)
+        if let Ok(crate::client::Reply::Ok(v)) = ctx.client.post("/tokenize", &body)
             && let Some(ids) = v
                 .first()
                 .and_then(|v| v.get("tokens"))
@@ -768,7 +768,7 @@ fn empty_stop(ctx: &Ctx<'_>) -> Outcome {
         Ok(Answer::Refused { status, body }) if (400..500).contains(&status) => Outcome {
             verdict: Verdict::Pass,
             sent: extra,
-            got: format!("refused ({status}): {}", super::client::clip(&body)),
+            got: format!("refused ({status}): {}", crate::client::clip(&body)),
             expected: "a 4xx naming the empty stop, or the text of no stop".into(),
             note: "an empty stop was refused".into(),
         },
@@ -790,7 +790,7 @@ fn empty_stop(ctx: &Ctx<'_>) -> Outcome {
         Ok(Answer::Refused { status, body }) => Outcome {
             verdict: Verdict::Fail,
             sent: extra,
-            got: format!("{status}: {}", super::client::clip(&body)),
+            got: format!("{status}: {}", crate::client::clip(&body)),
             expected: "a 4xx, or the text of no stop".into(),
             note: "a server error on user input".into(),
         },

@@ -78,7 +78,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
-use crate::{Engine, EngineOptions, Error};
+use crate::{Error, LoadOptions, LoadedModel};
 
 use request::Served;
 
@@ -129,7 +129,7 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The model to load; with `tokenizer_only`, every request must carry `replay`.
-    pub engine: EngineOptions,
+    pub engine: LoadOptions,
     pub addr: SocketAddr,
     /// When set, every route but `/health` requires `Authorization: Bearer KEY`.
     pub api_key: Option<String>,
@@ -141,7 +141,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            engine: EngineOptions::default(),
+            engine: LoadOptions::default(),
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             api_key: None,
             model_name: None,
@@ -154,7 +154,7 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Engine(#[from] Error),
+    LoadedModel(#[from] Error),
     #[error("cannot listen on {addr}: {source} (is another server on that port? try --port)")]
     Bind {
         addr: SocketAddr,
@@ -270,14 +270,14 @@ async fn accept(
 
 /// Loads the model, binds `config.addr` and serves on background threads until [`Handle::shutdown`].
 pub fn start(config: Config) -> Result<Handle, StartError> {
-    let mut engine = Engine::load(&config.engine)?;
+    let mut engine = LoadedModel::load(&config.engine)?;
     let parallel = config.limits.parallel.max(1);
     let per_slot = match config.limits.kv_budget {
         Some(budget) => budget / parallel,
         None => engine.context_length(),
     };
     if per_slot < 2 {
-        return Err(StartError::Engine(Error::Invalid {
+        return Err(StartError::LoadedModel(Error::Invalid {
             field: "--kv-budget".into(),
             message: format!(
                 "{} positions shared by {parallel} slots leave {per_slot} each; give at least {} (2 per \

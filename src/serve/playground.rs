@@ -6,7 +6,7 @@
 //!
 //! * `POST /v1/stoplab/trace`: one generation as server-sent events, one per engine step, the rows of
 //!   `stoplab trace`: `{"type": "start", "prompt", "prompt_tokens", ...}`, then per token
-//!   `{"type": "token", ...}` ([`TraceRow::to_json`] plus the escaped and hex forms of its bytes and the top
+//!   `{"type": "token", ...}` ([`trace::row_json`] plus the escaped and hex forms of its bytes and the top
 //!   alternatives' text), then `{"type": "finish", ...}` with the explanation `trace` prints
 //!   ([`trace::explain`]), then `data: [DONE]`. The body names the prompt format and every stop setting;
 //!   they go through the one validation ([`UserSettings::validate`]) and a bad one is a 400 naming its
@@ -38,12 +38,15 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::format::{Message, PromptFormat};
-use crate::generate::{FinishReason, Outcome, StepProbs};
-use crate::pipeline::settings::{Field, UserSettings};
-use crate::sampling::SamplingParams;
-use crate::tokenizer::Vocab;
-use crate::trace::{self, TraceRow, escape};
+use crate::lab::trace::{self, escape};
+use crate::pipeline::field::Field;
+use crate::pipeline::format::{Message, PromptFormat};
+use crate::pipeline::sampling::SamplingParams;
+use crate::pipeline::settings::UserSettings;
+use crate::pipeline::sink::Token;
+use crate::pipeline::sink::{Outcome, StepProbs};
+use crate::pipeline::stop::FinishReason;
+use crate::pipeline::tokenizer::Vocab;
 
 use super::openai::ApiError;
 use super::request::{self, Endpoint, Fields, GenRequest, Served};
@@ -170,7 +173,7 @@ fn bias_json(bias: f32) -> Value {
 }
 
 async fn scenarios() -> Result<Response, ApiError> {
-    let all = crate::experiment::shipped()
+    let all = crate::lab::experiment::shipped()
         .map_err(|e| ApiError::internal(format!("a shipped scenario does not parse: {e}")))?;
     let list: Vec<Value> = all
         .iter()
@@ -407,7 +410,7 @@ fn json_path(field: Field, user: &UserSettings) -> String {
 struct Prepared {
     text: String,
     prompt: Vec<u32>,
-    params: crate::generate::GenerateParams,
+    params: crate::pipeline::settings::GenerateParams,
 }
 
 fn prepare(asked: &Asked, vocab: &Vocab) -> Result<Prepared, ApiError> {
@@ -582,7 +585,7 @@ struct TraceStream {
     first: Option<Event>,
     frames: VecDeque<Bytes>,
     /// The rows so far, for the explanation at the end.
-    rows: Vec<TraceRow>,
+    rows: Vec<Token>,
     done: bool,
     _place: Place,
 }
@@ -601,8 +604,8 @@ impl TraceStream {
                 None => self.rx.recv().await,
             };
             match event {
-                Some(Event::Step(step)) => {
-                    let row = step.trace_row();
+                Some(Event::Token { token, .. }) => {
+                    let row = *token;
                     self.frames.push_back(sse(&token_event(&row, &self.vocab)));
                     self.rows.push(row);
                 }
@@ -630,8 +633,8 @@ impl TraceStream {
 
 /// A step as the page reads it: the trace row's JSON line, plus its bytes escaped as `trace` prints them
 /// and in hex, and the top alternatives' text.
-fn token_event(row: &TraceRow, vocab: &Vocab) -> Value {
-    let mut ev = row.to_json();
+fn token_event(row: &Token, vocab: &Vocab) -> Value {
+    let mut ev = trace::row_json(row);
     ev["type"] = "token".into();
     ev["token_esc"] = escape(&row.bytes).into();
     ev["hex"] = row
@@ -641,7 +644,7 @@ fn token_event(row: &TraceRow, vocab: &Vocab) -> Value {
         .collect::<String>()
         .into();
     ev["held_esc"] = escape(&row.held).into();
-    ev["emitted_esc"] = escape(row.emitted.as_bytes()).into();
+    ev["emitted_esc"] = escape(row.text.as_bytes()).into();
     if let Some(p) = &row.probs {
         ev["top"] = p
             .top
@@ -658,7 +661,7 @@ fn token_event(row: &TraceRow, vocab: &Vocab) -> Value {
 }
 
 /// The end of the generation, explained as `stoplab trace` explains it.
-fn finish_event(o: &Outcome, rows: &[TraceRow]) -> Value {
+fn finish_event(o: &Outcome, rows: &[Token]) -> Value {
     let cut = o
         .cut
         .as_ref()

@@ -12,11 +12,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::Error;
-use crate::format::{ChatOptions, ChatTemplate, Message, PromptFormat, ROLES, ToolCall};
-use crate::generate::GenerateParams;
-use crate::pipeline::settings::{Field, SettingsError, UserSettings};
-use crate::sampling::SamplingParams;
-use crate::tokenizer::Vocab;
+use crate::pipeline::field::{Field, SettingsError};
+use crate::pipeline::format::{ChatOptions, ChatTemplate, Message, PromptFormat, ROLES, ToolCall};
+use crate::pipeline::sampling::SamplingParams;
+use crate::pipeline::settings::GenerateParams;
+use crate::pipeline::settings::UserSettings;
+use crate::pipeline::tokenizer::Vocab;
 
 use super::Limits;
 use super::openai::ApiError;

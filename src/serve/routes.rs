@@ -17,13 +17,15 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use futures_util::StreamExt;
 
-use crate::format::{ToolReply, parse_tool_calls};
-use crate::generate::{FinishReason, Outcome};
-use crate::tokenizer::Vocab;
+use crate::pipeline::format::{ToolReply, parse_tool_calls};
+use crate::pipeline::sink::Outcome;
+use crate::pipeline::stop::FinishReason;
+use crate::pipeline::tokenizer::Vocab;
 
 use super::openai::ApiError;
 use super::request::{self, Endpoint, Fields, GenRequest, Served};
-use super::worker::{Event, Place, Queue, Step};
+use super::worker::{Event, Place, Queue};
+use crate::pipeline::sink::Token;
 
 pub struct AppState {
     pub served: Served,
@@ -201,7 +203,7 @@ struct Logprobs {
 }
 
 impl Logprobs {
-    fn push(&mut self, step: &Step, top: usize) {
+    fn push(&mut self, step: &Token, top: usize) {
         let (logprob, alternatives) = match &step.probs {
             Some(p) => (
                 ln(p.chosen),
@@ -524,9 +526,9 @@ async fn generate(
         let mut lp = Logprobs::default();
         loop {
             match rx.recv().await {
-                Some(Event::Step(s)) => {
+                Some(Event::Token { token, .. }) => {
                     if reply.top_probs.is_some() {
-                        lp.push(&s, top);
+                        lp.push(&token, top);
                     }
                 }
                 Some(Event::Done { result: Ok(o), .. }) if o.finish == FinishReason::Cancelled => {
@@ -641,9 +643,9 @@ impl SseState {
         self.current.as_mut().expect("set above")
     }
 
-    fn step(&mut self, s: &Step) {
+    fn token(&mut self, choice: usize, s: &Token) {
         let top = self.reply.top_probs;
-        let mut c = std::mem::take(self.choice(s.choice));
+        let mut c = std::mem::take(self.choice(choice));
         if let Some(top) = top {
             c.logprobs.push(s, top);
         }
@@ -656,7 +658,7 @@ impl SseState {
                 c.logprobs
                     .take(self.reply.endpoint, &self.reply.vocab, None)
             });
-            let chunk = self.reply.chunk(s.choice, Delta::Text(&text), lp, None);
+            let chunk = self.reply.chunk(choice, Delta::Text(&text), lp, None);
             self.frames.push_back(sse(&chunk));
         }
         self.current = Some(c);
@@ -720,7 +722,7 @@ impl SseState {
                 None => self.rx.recv().await,
             };
             match event {
-                Some(Event::Step(s)) => self.step(&s),
+                Some(Event::Token { choice, token }) => self.token(choice, &token),
                 Some(Event::Done { result: Ok(o), .. }) if o.finish == FinishReason::Cancelled => {
                     self.end_with_error(ApiError::shutting_down());
                 }

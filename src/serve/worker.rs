@@ -1,5 +1,5 @@
 //! One model, several generations at once: a bounded FIFO queue in front of a thread that owns the
-//! [`Engine`] and schedules a [`Batch`]. A request's choices join the batch, oldest request first, as KV
+//! [`LoadedModel`] and schedules a [`Batch`]. A request's choices join the batch, oldest request first, as KV
 //! slots free up (its prompt is read on its own, between steps); each step then decodes one token of every
 //! running sequence in one pass over the weights; a finished or cancelled sequence leaves at once. Each
 //! sequence keeps its own sampler, seed and stop engine, so its text is what it would be alone.
@@ -10,10 +10,10 @@
 //! whether the request's receiver still exists: a client that went away ends the generation within one
 //! token (`FinishReason::Cancelled`), and a request whose client left while it waited never starts.
 //!
-//! Each generated token reaches the handler as one [`Step`]: the whole engine step (the token, what the stop
+//! Each generated token reaches the handler as one [`Event::Token`]: the owned [`Token`] (the id, what the stop
 //! engine released and held back, the finish and its cut on the last one, and the model's probabilities when
 //! the request asked for them), so a route can show as much of it as its API has room for: OpenAI's text
-//! deltas and logprobs, or a trace row per token ([`Step::trace_row`]). A request with `n` choices runs them
+//! deltas and logprobs, or a trace row per token. A request with `n` choices runs them
 //! side by side, but its handler hears them in order, one choice after another ([`Delivery`]); every event
 //! names its choice.
 
@@ -28,12 +28,12 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use crate::generate::{FinishReason, Outcome, Sink, StepProbs, TokenEvent};
+use crate::pipeline::stop::FinishReason;
+
 use crate::pipeline::batch::{Batch, Done};
-use crate::stop::{HeldFor, StopCut};
-use crate::tokenizer::Vocab;
-use crate::trace::{TraceEnd, TraceRow};
-use crate::{Engine, Error};
+use crate::pipeline::sink::{Outcome, Sink, Token, TokenEvent};
+use crate::pipeline::tokenizer::Vocab;
+use crate::{Error, LoadedModel};
 
 use super::openai::ApiError;
 use super::request::GenRequest;
@@ -42,7 +42,7 @@ use super::request::GenRequest;
 #[derive(Debug)]
 pub enum Event {
     /// One generated token of a choice, as the engine stepped it.
-    Step(Box<Step>),
+    Token { choice: usize, token: Box<Token> },
     /// A choice's generation ended (an outcome, or an error of the model or the request). After an error no
     /// further choice runs.
     Done {
@@ -51,79 +51,6 @@ pub enum Event {
     },
     /// The server is shutting down: the request was not run.
     ShuttingDown,
-}
-
-/// One step of the generation loop for one token: everything [`TokenEvent`] says, owned, so it can cross to
-/// the handler's task.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Step {
-    /// Which of the request's `n` choices (0-based).
-    pub choice: usize,
-    /// 0-based index among the choice's generated tokens.
-    pub index: usize,
-    pub id: u32,
-    /// The bytes the token stands for (a special token's name).
-    pub bytes: Vec<u8>,
-    /// A special (control) token: `bytes` is its name, not text the model spelled.
-    pub special: bool,
-    /// The id is in the model's end-of-generation set.
-    pub end_token: bool,
-    /// Text released to the output by this token (possibly empty; possibly text held back earlier).
-    pub text: String,
-    /// Bytes held back after this token: the beginning of a stop, or an unfinished character.
-    pub held: Vec<u8>,
-    /// Which stop the held bytes may begin.
-    pub held_for: Option<HeldFor>,
-    /// On the last token of the choice: how it ended.
-    pub finish: Option<FinishReason>,
-    /// On the last token, for a stop string: the bytes the match cut and the tokens that wrote them.
-    pub cut: Option<StopCut>,
-    /// The model's probabilities at this step (raw-logit softmax), when the request asked for them and a
-    /// model, not a replay, chose the token.
-    pub probs: Option<StepProbs>,
-}
-
-impl Step {
-    fn of(choice: usize, ev: &TokenEvent<'_>, special: bool) -> Self {
-        Self {
-            choice,
-            index: ev.index,
-            id: ev.id,
-            bytes: ev.bytes.to_vec(),
-            special,
-            end_token: ev.end_token,
-            text: ev.text.to_owned(),
-            held: ev.held.to_vec(),
-            held_for: ev.held_for(),
-            finish: ev.finish.cloned(),
-            cut: ev.cut.cloned(),
-            probs: ev.probs.cloned(),
-        }
-    }
-
-    /// The step as `stoplab trace` records it ([`TraceRow::to_json`] gives its JSON line).
-    pub fn trace_row(&self) -> TraceRow {
-        TraceRow {
-            index: self.index,
-            id: self.id,
-            bytes: self.bytes.clone(),
-            special: self.special,
-            end_token: self.end_token,
-            held: self.held.clone(),
-            held_for: self.held_for.clone(),
-            emitted: self.text.clone(),
-            end: self.finish.as_ref().map(|f| TraceEnd {
-                finish: f.clone(),
-                cut: self
-                    .cut
-                    .as_ref()
-                    .map(|c| c.bytes.clone())
-                    .unwrap_or_default(),
-                stop_began_at: self.cut.as_ref().map(|c| c.began_at),
-            }),
-            probs: self.probs.clone(),
-        }
-    }
 }
 
 /// Counters for `/health`.
@@ -202,10 +129,10 @@ impl Queue {
 }
 
 /// Starts the worker thread (`vocab` is the engine's own, shared); it generates up to `engine.slots()`
-/// sequences at once ([`Engine::set_slots`]). `stopping` set: running generations are cancelled, queued
+/// sequences at once ([`LoadedModel::set_slots`]). `stopping` set: running generations are cancelled, queued
 /// ones are refused.
 pub fn spawn(
-    mut engine: Engine,
+    mut engine: LoadedModel,
     vocab: Arc<Vocab>,
     waiting: usize,
     stopping: Arc<AtomicBool>,
@@ -308,7 +235,7 @@ struct Admitted {
 /// The worker's loop: requests join the running batch between steps (after their prefill), every step
 /// decodes one token of each running sequence, finished and cancelled ones leave at once.
 struct Scheduler<'a> {
-    engine: &'a mut Engine,
+    engine: &'a mut LoadedModel,
     vocab: &'a Vocab,
     stats: &'a Stats,
     stopping: &'a AtomicBool,
@@ -321,7 +248,7 @@ struct Scheduler<'a> {
 impl<'a> Scheduler<'a> {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         let slots = self.engine.slots();
-        let mut batch: Batch<StepSink<'a>> = Batch::new(slots);
+        let mut batch: Batch<TokenSink<'a>> = Batch::new(slots);
         loop {
             // Idle: wait for work; otherwise take what has arrived.
             if batch.is_empty() && self.requests.is_empty() {
@@ -371,7 +298,7 @@ impl<'a> Scheduler<'a> {
     }
 
     /// Starts choices, oldest request first, while there is room.
-    fn start(&mut self, batch: &mut Batch<StepSink<'a>>) {
+    fn start(&mut self, batch: &mut Batch<TokenSink<'a>>) {
         while let Some(head) = self.requests.front_mut() {
             let n = head.request.n.max(1);
             let over = head.next_choice >= n || head.delivery.borrow().stopped;
@@ -404,7 +331,7 @@ impl<'a> Scheduler<'a> {
             let choice = head.next_choice;
             head.next_choice += 1;
             let request = head.request.clone();
-            let sink = StepSink {
+            let sink = TokenSink {
                 choice,
                 delivery: head.delivery.clone(),
                 stopping: self.stopping,
@@ -415,7 +342,7 @@ impl<'a> Scheduler<'a> {
             params.sampling.seed = request.choice_seed(choice);
             let own = match &request.replay {
                 Some(script) => match self.engine.replay(script.clone()) {
-                    Ok(m) => Some(Box::new(m) as Box<dyn crate::model::Model + Send>),
+                    Ok(m) => Some(Box::new(m) as Box<dyn crate::pipeline::model::Model + Send>),
                     Err(e) => {
                         self.finished(vec![(sink, Err(e))]);
                         continue;
@@ -431,7 +358,7 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    fn finished(&self, done: Vec<Done<StepSink<'a>>>) {
+    fn finished(&self, done: Vec<Done<TokenSink<'a>>>) {
         for (sink, result) in done {
             let counter = match &result {
                 Ok(o) if o.finish == FinishReason::Cancelled => &self.stats.cancelled,
@@ -449,7 +376,7 @@ impl<'a> Scheduler<'a> {
 
 /// Sends each step of a choice toward its handler; ends the generation when the handler or the server
 /// goes away, or another choice of the request ended it.
-struct StepSink<'a> {
+struct TokenSink<'a> {
     choice: usize,
     delivery: Shared,
     stopping: &'a AtomicBool,
@@ -459,22 +386,26 @@ struct StepSink<'a> {
     top: Option<usize>,
 }
 
-impl StepSink<'_> {
+impl TokenSink<'_> {
     fn gone(&self) -> bool {
         let d = self.delivery.borrow();
         d.stopped || d.events.is_closed() || self.stopping.load(Ordering::SeqCst)
     }
 }
 
-impl Sink for StepSink<'_> {
+impl Sink for TokenSink<'_> {
     fn token(&mut self, ev: &TokenEvent<'_>) -> Result<ControlFlow<()>, Error> {
         if self.gone() {
             return Ok(ControlFlow::Break(()));
         }
-        let step = Step::of(self.choice, ev, self.vocab.is_special(ev.id));
-        self.delivery
-            .borrow_mut()
-            .send(self.choice, Event::Step(Box::new(step)));
+        let token = Box::new(ev.to_token(self.vocab.is_special(ev.id)));
+        self.delivery.borrow_mut().send(
+            self.choice,
+            Event::Token {
+                choice: self.choice,
+                token,
+            },
+        );
         Ok(ControlFlow::Continue(()))
     }
 

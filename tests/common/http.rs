@@ -5,13 +5,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use serde_json::Value;
-use stoplab::EngineOptions;
+use stoplab::LoadOptions;
 use stoplab::serve::{self, Config, Handle, Limits};
 
 /// A server on 127.0.0.1:0. `weights: false` loads only the tokenizer (every request carries `replay`).
 pub fn start(weights: bool, api_key: Option<&str>, limits: Limits) -> Handle {
     serve::start(Config {
-        engine: EngineOptions {
+        engine: LoadOptions {
             tokenizer_only: !weights,
             ..Default::default()
         },

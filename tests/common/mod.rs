@@ -2,19 +2,35 @@
 //! `http` starts servers and talks to them.
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod gguf;
 mod http;
+pub mod reference;
 #[allow(unused_imports)]
 pub use http::*;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{self, Value};
-use stoplab::generate::{Discard, GenerateParams, Outcome, TokenEvent, generate};
-use stoplab::model::{GgufFile, Replay};
-use stoplab::stop::StopSet;
-use stoplab::tokenizer::Vocab;
+use stoplab::pipeline::generate::generate;
+use stoplab::pipeline::model::{GgufFile, Replay};
+use stoplab::pipeline::settings::GenerateParams;
+use stoplab::pipeline::sink::{Discard, Outcome, TokenEvent};
+use stoplab::pipeline::stop::StopSet;
+use stoplab::pipeline::tokenizer::Vocab;
 
 pub const END: u32 = 2;
+
+/// The cached file of model `name` (the manifest's default when `None`); panics saying how to fetch it.
+pub fn model_path(name: Option<&str>) -> PathBuf {
+    stoplab::fetch::resolve(name, stoplab::fetch::Progress::Hide).unwrap_or_else(|e| {
+        panic!(
+            "model {} is not available: {e}. `stoplab fetch {}` (or tests/run.sh) downloads it into the cache",
+            name.unwrap_or("(the default)"),
+            name.unwrap_or("")
+        )
+    })
+}
 
 /// Control tokens first (0 and 2 end a turn, 1 and 3 do not), then one token per byte, then `words`.
 pub const SPECIALS: [&str; 4] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool>"];

@@ -26,3 +26,11 @@ pub fn json(name: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// Reference file `name`, a JSON array.
+pub fn array(name: &str) -> Vec<serde_json::Value> {
+    json(name)
+        .as_array()
+        .unwrap_or_else(|| panic!("{name}: not a JSON array"))
+        .clone()
+}

@@ -1,10 +1,10 @@
 //! Stop matching measured: stoplab's matcher and the peers' strategies behind one trait, the workload they
 //! are measured on, and the timing loop that `stoplab bench stops` and the criterion benches share.
 //!
-//! The contract every [`StopStrategy`] keeps is [`crate::stop`]'s: fed one token's bytes at a time, it
+//! The contract every [`StopStrategy`] keeps is [`crate::pipeline::stop`]'s: fed one token's bytes at a time, it
 //! returns the earliest stop those bytes complete (of two ending on the same byte the longer, then the lower
 //! index) and how many trailing bytes must be held back. Every strategy is held to
-//! [`crate::stop::naive_first_match`] and [`crate::stop::naive_hold`] by the property test in
+//! [`crate::pipeline::stop::naive_first_match`] and [`crate::pipeline::stop::naive_hold`] by the property test in
 //! `tests/strategies.rs`; a figure counts only for a strategy that agrees with them. A strategy need not be
 //! fed after its first match (a generation ends there).
 //!
@@ -14,8 +14,8 @@
 //! for [`END_STOP`], which the last token completes.
 //!
 //! ```
-//! use stoplab::bench::{Strategy, StopStrategy};
-//! use stoplab::stop::{naive_first_match, StopSet};
+//! use stoplab::lab::bench::{Strategy, StopStrategy};
+//! use stoplab::pipeline::stop::{naive_first_match, StopSet};
 //!
 //! let set = StopSet::new(["\nuser:", "###"]).unwrap();
 //! let vocab: Vec<&[u8]> = vec![b" Berlin.", b"\n", b"user", b":"];
@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 pub use strategies::{FullRescan, Stoplab, TailSearch, TokenTables};
 
 use crate::Error;
-use crate::stop::{Scan, StopMatch, StopSet};
-use crate::tokenizer::Vocab;
+use crate::pipeline::stop::{Scan, StopMatch, StopSet};
+use crate::pipeline::tokenizer::Vocab;
 
 /// A way of matching stop strings on a stream of tokens.
 pub trait StopStrategy {
@@ -50,7 +50,7 @@ pub trait StopStrategy {
 /// The strategies compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Strategy {
-    /// stoplab's Aho-Corasick DFA ([`crate::stop::StopScanner`]).
+    /// stoplab's Aho-Corasick DFA ([`crate::pipeline::stop::StopScanner`]).
     Stoplab,
     /// Every stop searched in the whole text after every token (mistral.rs).
     FullRescan,

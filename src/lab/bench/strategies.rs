@@ -7,7 +7,7 @@
 
 use memchr::memmem;
 
-use crate::stop::{Scan, StopMatch, StopScanner, StopSet};
+use crate::pipeline::stop::{Scan, StopMatch, StopScanner, StopSet};
 
 use super::StopStrategy;
 
@@ -21,7 +21,7 @@ fn earlier(a: Option<StopMatch>, b: StopMatch) -> Option<StopMatch> {
 }
 
 /// llama.cpp server's `find_partial_stop_string`, for every stop: the longest prefix of a stop that the
-/// text ends with (the whole stop included, as [`crate::stop::naive_hold`] counts it). Cost O(stops × stop
+/// text ends with (the whole stop included, as [`crate::pipeline::stop::naive_hold`] counts it). Cost O(stops × stop
 /// length) per token, whatever the length of the text.
 fn partial_hold(text: &[u8], stops: &[Vec<u8>]) -> usize {
     let Some(&last) = text.last() else {
@@ -39,7 +39,7 @@ fn partial_hold(text: &[u8], stops: &[Vec<u8>]) -> usize {
     hold
 }
 
-/// stoplab's own matcher: the Aho-Corasick DFA of [`crate::stop`], one table lookup per byte.
+/// stoplab's own matcher: the Aho-Corasick DFA of [`crate::pipeline::stop`], one table lookup per byte.
 pub struct Stoplab<'s> {
     set: &'s StopSet,
     scanner: StopScanner<'s>,

@@ -21,9 +21,9 @@ use super::run::{
 };
 use super::scenario::Scenario;
 use crate::Error;
-use crate::format::PromptFormat;
-use crate::generate::GenerateParams;
-use crate::probe::client::{Client, Reply, clip};
+use crate::client::{Client, Reply, clip};
+use crate::pipeline::format::PromptFormat;
+use crate::pipeline::settings::GenerateParams;
 
 /// The request for run `params` of `sc`: its endpoint path and body. Only the fields a scenario sets are
 /// sent, so a server that refuses unknown fields sees nothing it did not need.
@@ -181,7 +181,7 @@ pub fn run_scenario_remote(
     concurrency: usize,
     on_run: &(dyn Fn(&RunResult) + Sync),
 ) -> Result<ScenarioReport, Error> {
-    let n = sc.run_count(opts);
+    let n = opts.runs_of(sc);
     let slots: Mutex<Vec<Option<Result<RunResult, Error>>>> =
         Mutex::new((0..n).map(|_| None).collect());
     let next = AtomicUsize::new(0);
@@ -193,7 +193,7 @@ pub fn run_scenario_remote(
                     if i >= n {
                         return;
                     }
-                    let r = run_once(client, sc, &sc.run_params(i, opts));
+                    let r = run_once(client, sc, &opts.params(sc, i));
                     if let Ok(r) = &r {
                         on_run(r);
                     }

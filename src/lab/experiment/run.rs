@@ -5,9 +5,11 @@ use std::ops::ControlFlow;
 
 use serde::Serialize;
 
-use crate::batch::generate_all_with;
-use crate::generate::{Outcome, RepetitionStop, TokenEvent};
-use crate::{Engine, Error, Sink};
+use crate::pipeline::batch::generate_all_with;
+use crate::pipeline::settings::{GenerateParams, RepetitionStop};
+use crate::pipeline::sink::Sink;
+use crate::pipeline::sink::{Outcome, TokenEvent};
+use crate::{Error, LoadedModel};
 
 use super::scenario::Scenario;
 
@@ -20,6 +22,32 @@ pub struct RunOptions {
     pub repetition: Option<RepetitionStop>,
     /// Runs per scenario instead of each scenario's own count (`--runs`).
     pub runs: Option<usize>,
+}
+
+impl RunOptions {
+    /// The settings of `sc`'s run `i` (its seed; in quick mode, fewer tokens).
+    pub fn params(&self, sc: &Scenario, i: usize) -> GenerateParams {
+        let mut p = sc.params.clone();
+        p.sampling.seed = sc.seed + i as u64;
+        if self.quick {
+            p.max_tokens = p.max_tokens.min(sc.quick_max_tokens);
+        }
+        if let Some(r) = self.repetition {
+            p.repetition = Some(r);
+        }
+        p
+    }
+
+    /// How many runs `sc` makes.
+    pub fn runs_of(&self, sc: &Scenario) -> usize {
+        if let Some(n) = self.runs {
+            n
+        } else if self.quick {
+            sc.quick_runs.min(sc.runs)
+        } else {
+            sc.runs
+        }
+    }
 }
 
 /// One run of a scenario.
@@ -68,7 +96,7 @@ pub struct ScenarioReport {
     pub ngram: usize,
     pub decode_ms: f64,
     pub decode_tokens_per_s: f64,
-    /// The end tokens in force, as [`crate::trace::end_set_line`] writes them (empty on a server).
+    /// The end tokens in force, as [`crate::lab::trace::end_set_line`] writes them (empty on a server).
     pub end_tokens: String,
     pub results: Vec<RunResult>,
 }
@@ -92,7 +120,7 @@ pub fn repeated_ngrams(tokens: &[u32], n: usize) -> usize {
 
 /// Runs one scenario `run_count` times; `on_run` sees each result as it comes.
 pub fn run_scenario(
-    engine: &mut Engine,
+    engine: &mut LoadedModel,
     sc: &Scenario,
     opts: &RunOptions,
     on_run: &mut dyn FnMut(&RunResult),
@@ -108,8 +136,8 @@ pub fn run_scenario(
     };
     let longest = sc.done.iter().map(String::len).max().unwrap_or(0);
     let mut results = Vec::new();
-    for i in 0..sc.run_count(opts) {
-        let params = sc.run_params(i, opts);
+    for i in 0..opts.runs_of(sc) {
+        let params = opts.params(sc, i);
         let mut written: Vec<u8> = Vec::new();
         let mut answered_at = None;
         let mut sink = |ev: &TokenEvent<'_>| {
@@ -144,7 +172,7 @@ pub fn run_scenario(
         results.push(result);
     }
     let mut report = summarise(sc, results);
-    report.end_tokens = crate::trace::end_set_line(&engine.vocab, &sc.params);
+    report.end_tokens = crate::lab::trace::end_set_line(&engine.vocab, &sc.params);
     Ok(report)
 }
 
@@ -210,7 +238,7 @@ fn result_of(sc: &Scenario, seed: u64, answered_at: Option<usize>, outcome: Outc
 /// the reports are in the order of `scenarios`, each its scenario's result or its first error.
 /// `decode_ms` of a run is its wall time in the batch, shared with the runs beside it.
 pub fn run_scenarios(
-    engine: &mut Engine,
+    engine: &mut LoadedModel,
     scenarios: &[Scenario],
     opts: &RunOptions,
     parallel: usize,
@@ -242,8 +270,8 @@ pub fn run_scenarios(
                 continue;
             }
         };
-        for i in 0..sc.run_count(opts) {
-            let params = sc.run_params(i, opts);
+        for i in 0..opts.runs_of(sc) {
+            let params = opts.params(sc, i);
             whose.push((k, params.sampling.seed));
             jobs.push((prompt.clone(), params, Watch::new(sc)));
         }
@@ -298,7 +326,7 @@ pub fn run_scenarios(
             (None, Some(e)) => Err(e),
             (None, None) => {
                 let mut report = summarise(sc, r);
-                report.end_tokens = crate::trace::end_set_line(vocab, &sc.params);
+                report.end_tokens = crate::lab::trace::end_set_line(vocab, &sc.params);
                 Ok(report)
             }
         })

@@ -6,12 +6,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::format::{Message, PromptFormat};
-use crate::generate::{GenerateParams, RepetitionStop};
-use crate::pipeline::settings::{EndTokenChoice, Field, Settings, SettingsError, UserSettings};
-use crate::sampling::SamplingParams;
-
-use super::run::RunOptions;
+use crate::pipeline::field::{Field, SettingsError};
+use crate::pipeline::format::{Message, PromptFormat};
+use crate::pipeline::sampling::SamplingParams;
+use crate::pipeline::settings::{EndTokenChoice, Settings, UserSettings};
+use crate::pipeline::settings::{GenerateParams, RepetitionStop};
 
 /// A scenario file that could not be used: the file, the line and the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -426,30 +425,6 @@ impl Scenario {
             message: e.to_string(),
         })?;
         Self::parse(&path.display().to_string(), &src)
-    }
-
-    /// The settings of run `i` (its seed; in quick mode, fewer tokens).
-    pub fn run_params(&self, i: usize, opts: &RunOptions) -> GenerateParams {
-        let mut p = self.params.clone();
-        p.sampling.seed = self.seed + i as u64;
-        if opts.quick {
-            p.max_tokens = p.max_tokens.min(self.quick_max_tokens);
-        }
-        if let Some(r) = opts.repetition {
-            p.repetition = Some(r);
-        }
-        p
-    }
-
-    /// How many runs this scenario makes.
-    pub fn run_count(&self, opts: &RunOptions) -> usize {
-        if let Some(n) = opts.runs {
-            n
-        } else if opts.quick {
-            self.quick_runs.min(self.runs)
-        } else {
-            self.runs
-        }
     }
 }
 

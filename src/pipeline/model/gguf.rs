@@ -14,7 +14,7 @@ use candle_transformers::models::quantized_qwen2;
 use super::llama::{self, Arch, Isa, Kernels, Llama};
 use super::{Model, Next};
 use crate::Error;
-use crate::tokenizer::Vocab;
+use crate::pipeline::tokenizer::Vocab;
 
 /// A GGUF file opened and its header read: metadata, tensor index and vocabulary, no weights yet.
 pub struct GgufFile {

@@ -3,6 +3,7 @@
 //! A real model returns logits for the sampler; the replay model returns the token its script says,
 //! so every stop scenario can be staged with no weights and no randomness.
 
+pub mod adapter;
 mod gguf;
 mod layout;
 mod llama;

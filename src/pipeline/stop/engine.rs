@@ -24,15 +24,15 @@
 //!
 //! ```
 //! use std::collections::BTreeSet;
-//! use stoplab::stop::{StopEngine, StopSet};
-//! use stoplab::GenerateParams;
+//! use stoplab::pipeline::stop::{StopEngine, StopSet};
+//! use stoplab::pipeline::settings::GenerateParams;
 //!
 //! let params = GenerateParams { stops: StopSet::new(["\nuser:"]).unwrap(), ..Default::default() };
 //! let end_ids = BTreeSet::from([2]);
 //! let mut engine = StopEngine::new(&params, &end_ids, 5, 2048);
-//! assert_eq!(engine.push(10, b" Paris.").released, " Paris.");
+//! assert_eq!(engine.push(10, b" Paris.").text, " Paris.");
 //! let step = engine.push(11, b"\n");
-//! assert_eq!((step.released.as_str(), step.held), ("", &b"\n"[..]));
+//! assert_eq!((step.text.as_str(), step.held), ("", &b"\n"[..]));
 //! assert_eq!(step.held_for().unwrap().stop, "\nuser:");
 //! let step = engine.push(12, b"user:");
 //! let finish = step.finish.unwrap();
@@ -104,7 +104,7 @@ pub struct Step<'e> {
     /// The id is in the model's end-of-generation set.
     pub end_token: bool,
     /// Text released by this token (possibly empty; possibly text held back earlier).
-    pub released: String,
+    pub text: String,
     /// Bytes held back after this token because they may begin a stop string (or complete a character).
     pub held: &'e [u8],
     /// Set when this token ends the generation.
@@ -303,7 +303,7 @@ impl StopEngine {
         Step {
             index,
             end_token,
-            released,
+            text: released,
             held: &self.bytes[self.sent..],
             finish,
             stops: &self.params.stops,
@@ -374,7 +374,7 @@ mod tests {
         let mut out = Vec::new();
         for (i, t) in tokens.iter().enumerate() {
             let step = e.push(10 + i as u32, t);
-            out.push(step.released.clone());
+            out.push(step.text.clone());
             if step.finish.is_some() {
                 let f = step.finish;
                 assert_eq!(out.concat(), e.text());

@@ -20,7 +20,7 @@
 //! * [`naive_first_match`] and [`naive_hold`]: the reference the fast paths are held to.
 //!
 //! ```
-//! use stoplab::stop::StopSet;
+//! use stoplab::pipeline::stop::StopSet;
 //!
 //! let stops = StopSet::new(["\nuser:", "###"]).unwrap();
 //! let mut scan = stops.scanner();

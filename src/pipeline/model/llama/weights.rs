@@ -343,6 +343,19 @@ pub(super) fn config(content: &Content) -> Result<Config, String> {
         }),
         _ => None,
     };
+    // Rope rotates the whole head in both backends (candle's tables are `rope.dimension_count / 2` wide and
+    // must match the head's pairs), so a declared rope width must be the head dimension. Checked after the
+    // tensors' shapes, where a wrong head count shows first.
+    if md("rope.dimension_count").is_ok() {
+        let rope_dim = u("rope.dimension_count")?;
+        if rope_dim != head_dim {
+            return Err(format!(
+                "metadata {} is {rope_dim} but the head dimension is {head_dim}: rope must rotate the \
+                 whole head (the file is corrupt, or uses partial rope, which stoplab does not run)",
+                key("rope.dimension_count")
+            ));
+        }
+    }
     Ok(Config {
         arch,
         n_layer,

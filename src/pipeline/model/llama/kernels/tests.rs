@@ -342,7 +342,7 @@ fn every_format_matches_a_dequantized_f64_dot_product() {
                 let wk = &w[k * rb..(k + 1) * rb];
                 let mut wf = vec![0f32; cols];
                 dequant_row(wt, wk, &mut wf);
-                for i in 0..TILE {
+                for (i, &g) in got[k].iter().enumerate() {
                     let row = act.row(i);
                     let xf: Vec<f64> = row
                         .qs
@@ -352,11 +352,11 @@ fn every_format_matches_a_dequantized_f64_dot_product() {
                         .collect();
                     let want: f64 = wf.iter().zip(&xf).map(|(&w, &x)| w as f64 * x).sum();
                     let mag = magnitude(wt, wk, &wf, &xf);
-                    let err = (got[k][i] as f64 - want).abs();
+                    let err = (g as f64 - want).abs();
                     assert!(
                         err <= 1e-5 * mag,
                         "{wt:?} {cols} cols, {rows} rows ({k}, {i}): {} vs {want} (error {:.2e} of {mag:.3e})",
-                        got[k][i],
+                        g,
                         err / mag
                     );
                 }

@@ -2,7 +2,7 @@
 //! echo, logprobs, n, /tokenize in vLLM's and llama.cpp's shapes, context_length_exceeded, stream_options,
 //! refused fields, hostile messages and clients; and function calls through Qwen2.5's template.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use stoplab::EngineOptions;
+use stoplab::LoadOptions;
 use stoplab::serve::{self, Config, Handle, Limits};
 
 /// The error's status and `param` (and `code`).
@@ -32,7 +32,7 @@ fn ok(h: &Handle, path: &str, body: &Value) -> Value {
 /// A server without weights for a model named as `stoplab --model` takes it.
 fn replay_model(model: &str) -> Handle {
     serve::start(Config {
-        engine: EngineOptions {
+        engine: LoadOptions {
             model: Some(model.into()),
             tokenizer_only: true,
             ..Default::default()

@@ -1,11 +1,12 @@
 //! The generation loop driven by the replay model over a synthetic vocabulary: every stop condition,
 //! hold-back and release, and the stream always equal to the final text.
 
-mod common;
+use crate::common;
 
 use common::{END, TestVocab, stops};
-use stoplab::generate::{FinishReason, GenerateParams};
-use stoplab::sampling::SamplingParams;
+use stoplab::pipeline::sampling::SamplingParams;
+use stoplab::pipeline::settings::GenerateParams;
+use stoplab::pipeline::stop::FinishReason;
 
 fn vocab() -> TestVocab {
     TestVocab::new(&[
@@ -276,25 +277,26 @@ fn invalid_utf8_is_replaced_identically_in_stream_and_text() {
 #[test]
 fn context_full_is_reported_and_prompt_too_long_is_an_error() {
     let v = vocab();
-    let mut model = stoplab::model::Replay::new(v.ids(&["done"; 10]), END, v.vocab.len(), 4);
+    let mut model =
+        stoplab::pipeline::model::Replay::new(v.ids(&["done"; 10]), END, v.vocab.len(), 4);
     let prompt = [v.byte(b'a'), v.byte(b'b')];
-    let out = stoplab::generate(
+    let out = stoplab::pipeline::generate::generate(
         &mut model,
         &v.vocab,
         &prompt,
         &GenerateParams::default(),
-        &mut stoplab::generate::Discard,
+        &mut stoplab::pipeline::sink::Discard,
     )
     .unwrap();
     assert_eq!(out.finish, FinishReason::ContextFull);
     assert_eq!(out.tokens.len(), 2);
     let long = [v.byte(b'a'); 4];
-    let err = stoplab::generate(
+    let err = stoplab::pipeline::generate::generate(
         &mut model,
         &v.vocab,
         &long,
         &GenerateParams::default(),
-        &mut stoplab::generate::Discard,
+        &mut stoplab::pipeline::sink::Discard,
     )
     .unwrap_err();
     assert!(
@@ -307,14 +309,14 @@ fn context_full_is_reported_and_prompt_too_long_is_an_error() {
 #[test]
 fn bad_settings_are_errors_naming_the_field() {
     let v = vocab();
-    let mut model = stoplab::model::Replay::new(vec![], END, v.vocab.len(), 64);
-    let run = |params: GenerateParams, model: &mut stoplab::model::Replay| {
-        stoplab::generate(
+    let mut model = stoplab::pipeline::model::Replay::new(vec![], END, v.vocab.len(), 64);
+    let run = |params: GenerateParams, model: &mut stoplab::pipeline::model::Replay| {
+        stoplab::pipeline::generate::generate(
             model,
             &v.vocab,
             &[5],
             &params,
-            &mut stoplab::generate::Discard,
+            &mut stoplab::pipeline::sink::Discard,
         )
         .unwrap_err()
         .to_string()
@@ -350,12 +352,12 @@ fn bad_settings_are_errors_naming_the_field() {
         &mut model,
     );
     assert!(err.starts_with("stop_token_ids"), "{err}");
-    let err = stoplab::generate(
+    let err = stoplab::pipeline::generate::generate(
         &mut model,
         &v.vocab,
         &[999_999],
         &GenerateParams::default(),
-        &mut stoplab::generate::Discard,
+        &mut stoplab::pipeline::sink::Discard,
     )
     .unwrap_err()
     .to_string();
@@ -365,9 +367,10 @@ fn bad_settings_are_errors_naming_the_field() {
 #[test]
 fn a_sink_can_cancel() {
     let v = vocab();
-    let mut model = stoplab::model::Replay::new(v.ids(&["done"; 10]), END, v.vocab.len(), 64);
+    let mut model =
+        stoplab::pipeline::model::Replay::new(v.ids(&["done"; 10]), END, v.vocab.len(), 64);
     let mut n = 0;
-    let mut sink = |_: &stoplab::TokenEvent<'_>| {
+    let mut sink = |_: &stoplab::pipeline::sink::TokenEvent<'_>| {
         n += 1;
         if n == 3 {
             std::ops::ControlFlow::Break(())
@@ -375,7 +378,7 @@ fn a_sink_can_cancel() {
             std::ops::ControlFlow::Continue(())
         }
     };
-    let out = stoplab::generate(
+    let out = stoplab::pipeline::generate::generate(
         &mut model,
         &v.vocab,
         &[5],

@@ -8,12 +8,13 @@ use candle_core::quantized::gguf_file::{self, Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use stoplab::finetune::adapter::{self, Adapter, AdapterInfo};
+use stoplab::finetune::adapter;
 use stoplab::finetune::data::{self, Conversation};
 use stoplab::finetune::model::{Base, Batch, LlamaConfig, Lora, LoraConfig};
 use stoplab::finetune::train::{TrainOptions, train};
-use stoplab::finetune::{Example, RenderOptions, adapted_gguf};
-use stoplab::{Engine, EngineOptions};
+use stoplab::finetune::{Example, RenderOptions};
+use stoplab::pipeline::model::adapter::{Adapter, AdapterInfo, adapted_gguf};
+use stoplab::{LoadOptions, LoadedModel};
 
 fn tiny() -> LlamaConfig {
     LlamaConfig {
@@ -323,7 +324,7 @@ fn adapter_saves_loads_and_gives_the_same_logits_on_the_quantized_loader() {
         .unwrap();
 
     // The same logits from the trainable forward with the adapter read back ...
-    let relora = loaded.to_lora(2).unwrap();
+    let relora = adapter::to_lora(&loaded, 2).unwrap();
     let again: Vec<f32> = base
         .all_logits(&input, Some(&relora))
         .unwrap()
@@ -478,7 +479,7 @@ fn function_calls_are_written_as_json_and_get_the_stop_appended() {
 
 #[test]
 fn labels_cover_assistant_tokens_and_the_end_token_unless_masked() {
-    let engine = Engine::load(&EngineOptions {
+    let engine = LoadedModel::load(&LoadOptions {
         tokenizer_only: true,
         ..Default::default()
     })

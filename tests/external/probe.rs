@@ -3,7 +3,7 @@
 //! `xllamacpp` wheel on the default model (its known failures reported as failures, its correct behaviour as
 //! passes).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stoplab::probe::client::{Client, ClientOptions};
+use stoplab::client::{Client, ClientOptions};
+use stoplab::pipeline::stop::{naive_first_match, naive_hold};
 use stoplab::probe::{self, Api, ProbeOptions, ProbeResult, Verdict};
 use stoplab::serve::Limits;
-use stoplab::stop::{naive_first_match, naive_hold};
 
 fn client(url: &str) -> Client {
     Client::new(ClientOptions {
@@ -367,7 +367,7 @@ fn llama_cpp_server_fails_where_it_is_known_to_and_passes_the_rest() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     let scenarios = report["scenarios"].as_array().unwrap();
-    assert_eq!(scenarios.len(), stoplab::experiment::SHIPPED.len());
+    assert_eq!(scenarios.len(), stoplab::lab::experiment::SHIPPED.len());
     // The transcript with "\nuser:" as a stop ends on it; without, it runs to the limit.
     let finish = |name: &str| {
         scenarios.iter().find(|s| s["name"] == name).unwrap()["results"][0]["finish_reason"].clone()

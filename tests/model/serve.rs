@@ -1,7 +1,7 @@
 //! The server with the replay model (no weights): every field, the error table, streaming against
 //! non-streaming, holdback, the routes. Each test starts its own server on a free port and stops it.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

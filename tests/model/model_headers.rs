@@ -5,146 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Where each part of a GGUF header lies, for patching.
-struct Header {
-    /// Byte offset of each metadata value, and its type.
-    values: Vec<(String, usize, u32)>,
-    /// Per tensor: name, offset of its dims, number of dims, offset of its type field, of its offset field.
-    tensors: Vec<(String, usize, usize, usize, usize)>,
-    /// Where tensor data starts.
-    data: usize,
-}
-
-fn parse(b: &[u8]) -> Header {
-    let mut at = 0usize;
-    let u32_at = |at: &mut usize| {
-        let v = u32::from_le_bytes(b[*at..*at + 4].try_into().unwrap());
-        *at += 4;
-        v
-    };
-    let u64_at = |at: &mut usize| {
-        let v = u64::from_le_bytes(b[*at..*at + 8].try_into().unwrap());
-        *at += 8;
-        v
-    };
-    let string = |at: &mut usize| {
-        let n = u64_at(at) as usize;
-        let s = String::from_utf8_lossy(&b[*at..*at + n]).into_owned();
-        *at += n;
-        s
-    };
-    fn skip(t: u32, at: &mut usize, b: &[u8]) {
-        let u64_at = |at: &mut usize| {
-            let v = u64::from_le_bytes(b[*at..*at + 8].try_into().unwrap());
-            *at += 8;
-            v
-        };
-        match t {
-            0 | 1 | 7 => *at += 1,
-            2 | 3 => *at += 2,
-            4..=6 => *at += 4,
-            10..=12 => *at += 8,
-            8 => {
-                let n = u64_at(at) as usize;
-                *at += n;
-            }
-            9 => {
-                let it = u32::from_le_bytes(b[*at..*at + 4].try_into().unwrap());
-                *at += 4;
-                let n = u64_at(at);
-                for _ in 0..n {
-                    skip(it, at, b);
-                }
-            }
-            _ => panic!("unknown GGUF value type {t}"),
-        }
-    }
-    assert_eq!(&b[..4], b"GGUF");
-    at += 4;
-    assert_eq!(u32_at(&mut at), 3, "GGUF version");
-    let n_tensors = u64_at(&mut at);
-    let n_kv = u64_at(&mut at);
-    let mut values = Vec::new();
-    let mut alignment = 32;
-    for _ in 0..n_kv {
-        let key = string(&mut at);
-        let t = u32_at(&mut at);
-        if key == "general.alignment" {
-            alignment = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
-        }
-        values.push((key, at, t));
-        skip(t, &mut at, b);
-    }
-    let mut tensors = Vec::new();
-    for _ in 0..n_tensors {
-        let name = string(&mut at);
-        let nd = u32_at(&mut at) as usize;
-        let dims = at;
-        at += 8 * nd;
-        let ty = at;
-        at += 4;
-        let off = at;
-        at += 8;
-        tensors.push((name, dims, nd, ty, off));
-    }
-    Header {
-        values,
-        tensors,
-        data: at.div_ceil(alignment) * alignment,
-    }
-}
-
-impl Header {
-    fn value(&self, key: &str) -> (usize, u32) {
-        let (_, at, t) = self
-            .values
-            .iter()
-            .find(|v| v.0 == key)
-            .unwrap_or_else(|| panic!("the default model has no {key}"));
-        (*at, *t)
-    }
-
-    fn tensor(&self, name: &str) -> (usize, usize, usize, usize) {
-        let t = self.tensors.iter().find(|t| t.0 == name).unwrap();
-        (t.1, t.2, t.3, t.4)
-    }
-
-    fn tensor_offset(&self, b: &[u8], name: &str) -> u64 {
-        let (_, _, _, off) = self.tensor(name);
-        u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
-    }
-}
-
-fn set_u32(b: &mut [u8], h: &Header, key: &str, v: u32) {
-    let (at, t) = h.value(key);
-    assert_eq!(t, 4, "{key} is a u32");
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-fn set_f32(b: &mut [u8], h: &Header, key: &str, v: f32) {
-    let (at, t) = h.value(key);
-    assert_eq!(t, 6, "{key} is an f32");
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-fn set_type(b: &mut [u8], h: &Header, tensor: &str, ggml_type: u32) {
-    let (_, _, ty, _) = h.tensor(tensor);
-    b[ty..ty + 4].copy_from_slice(&ggml_type.to_le_bytes());
-}
-
-fn set_offset(b: &mut [u8], h: &Header, tensor: &str, offset: u64) {
-    let (_, _, _, off) = h.tensor(tensor);
-    b[off..off + 8].copy_from_slice(&offset.to_le_bytes());
-}
-
-fn set_dim(b: &mut [u8], h: &Header, tensor: &str, i: usize, v: u64) {
-    let (dims, nd, _, _) = h.tensor(tensor);
-    assert!(i < nd);
-    b[dims + 8 * i..dims + 8 * i + 8].copy_from_slice(&v.to_le_bytes());
-}
+use crate::common::gguf::{Header, parse, set_dim, set_f32, set_offset, set_type, set_u32};
 
 fn default_model() -> PathBuf {
-    stoplab::fetch::resolve(None, stoplab::fetch::Progress::Hide).unwrap()
+    crate::common::model_path(None)
 }
 
 /// Runs `stoplab complete` on `model` and returns (exit code, stderr, stdout).
@@ -203,6 +67,16 @@ fn broken_headers_are_errors_naming_the_file_and_the_field() {
                 "tensor blk.0.attn_k.weight has shape",
                 "llama.attention.head_count 3",
             ],
+        ),
+        (
+            "a rope over no dimensions",
+            Box::new(|b, h| set_u32(b, h, "llama.rope.dimension_count", 0)),
+            &["llama.rope.dimension_count is 0", "head dimension is 64"],
+        ),
+        (
+            "a rope over part of the head",
+            Box::new(|b, h| set_u32(b, h, "llama.rope.dimension_count", 32)),
+            &["llama.rope.dimension_count is 32", "head dimension is 64"],
         ),
         (
             "an empty context",
@@ -313,7 +187,8 @@ fn broken_headers_are_errors_naming_the_file_and_the_field() {
             "a NaN weight scale (the data, not the header)",
             Box::new(|b, h| {
                 // The first Q8_0 block of the tied embedding/output matrix: its f16 scale.
-                let (_, _, ty, off) = h.tensor("token_embd.weight");
+                let t = h.tensor("token_embd.weight");
+                let (ty, off) = (t.ty, t.offset);
                 assert_eq!(u32::from_le_bytes(b[ty..ty + 4].try_into().unwrap()), 8);
                 let at = h.data + u64::from_le_bytes(b[off..off + 8].try_into().unwrap()) as usize;
                 b[at..at + 2].copy_from_slice(&0x7E00u16.to_le_bytes());

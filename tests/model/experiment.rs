@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use stoplab::experiment::{self, Scenario, ScenarioError};
+use stoplab::lab::experiment::{self, Scenario, ScenarioError};
 
 #[test]
 fn every_shipped_scenario_parses() {
@@ -268,9 +268,7 @@ fn the_svg_chart_escapes_names() {
 /// finish_reason (the server samples with the same seeds).
 #[test]
 fn experiment_on_an_endpoint_matches_the_local_run() {
-    #[path = "common/http.rs"]
-    mod http;
-    let server = http::start(true, None, stoplab::serve::Limits::default());
+    let server = crate::common::start(true, None, stoplab::serve::Limits::default());
     let url = format!("http://{}", server.addr());
     let run = |extra: &[&str]| {
         let mut args = vec![

@@ -1,9 +1,9 @@
 //! The benchmark's own machinery: the stops it draws never match, its streams end with the stop the
 //! "completing" case expects, and its chart is one line per series.
 
-use stoplab::bench::svg::{Series, line_chart};
-use stoplab::bench::{END_STOP, Strategy, Stream, feed_all, never_matching_stops};
-use stoplab::stop::{StopSet, naive_first_match};
+use stoplab::lab::bench::svg::{Series, line_chart};
+use stoplab::lab::bench::{END_STOP, Strategy, Stream, feed_all, never_matching_stops};
+use stoplab::pipeline::stop::{StopSet, naive_first_match};
 
 /// A toy vocabulary: one token per word of the text, the stream built the way the benches build theirs.
 fn toy_stream(n: usize) -> (Vec<Vec<u8>>, Stream) {

@@ -4,33 +4,20 @@
 //! `--model NAME` finds them (fetched on first use). Also: the end sets with their reasons against
 //! llama.cpp's, `</s>`, and Gemma's BOS.
 
+use crate::common::reference;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
-use stoplab::fetch::{self, Progress};
-use stoplab::model::GgufFile;
-use stoplab::tokenizer::Vocab;
+use stoplab::pipeline::model::GgufFile;
+use stoplab::pipeline::tokenizer::Vocab;
 
 const SMOLLM2: &str = "smollm2-135m-instruct";
 const QWEN: &str = "qwen2.5-coder-0.5b-instruct";
 const GEMMA: &str = "gemma3-270m";
 
-fn reference(file: &str) -> serde_json::Value {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference");
-    let dir = if dir.exists() {
-        dir
-    } else {
-        PathBuf::from("/work/shared/reference")
-    };
-    let path = dir.join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
 fn vocab(name: &str) -> Vocab {
     // The default model is the manifest's unnamed default.
     let model = (name != SMOLLM2).then_some(name);
-    let path = fetch::resolve(model, Progress::Hide).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let path = crate::common::model_path(model);
     GgufFile::open(&path, None)
         .unwrap_or_else(|e| panic!("{name}: {e}"))
         .vocab
@@ -49,7 +36,7 @@ type Mismatch = (String, Vec<u32>, Vec<u32>);
 
 /// Every string of a tokenize file, and those where the ids differ.
 fn mismatches(vocab: &Vocab, file: &str) -> (usize, Vec<Mismatch>) {
-    let cases = reference(file);
+    let cases = reference::json(file);
     let cases = cases.as_array().unwrap();
     let mut bad = Vec::new();
     for c in cases {
@@ -166,7 +153,7 @@ fn gemma_prompts_get_one_bos_as_llama_cpp_evaluates_them() {
     let g = vocab(GEMMA);
     assert!(g.add_bos());
     assert_eq!(g.bos(), Some(2));
-    let cases = reference("gemma3-270m-greedy.json");
+    let cases = reference::json("gemma3-270m-greedy.json");
     for c in cases.as_array().unwrap() {
         let prompt = c["prompt"].as_str().unwrap();
         let want = ids(&c["prompt_ids"]);

@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use serde_json::json;
-use stoplab::generate::FinishReason;
+use stoplab::lab::trace;
+use stoplab::pipeline::sink::Token;
+use stoplab::pipeline::stop::FinishReason;
 use stoplab::serve::Limits;
 use stoplab::serve::request::{Endpoint, Served, generation};
-use stoplab::serve::worker::{self, Event, Step};
-use stoplab::{Engine, EngineOptions};
+use stoplab::serve::worker::{self, Event};
+use stoplab::{LoadOptions, LoadedModel};
 
-fn engine() -> Engine {
-    Engine::load(&EngineOptions {
+fn engine() -> LoadedModel {
+    LoadedModel::load(&LoadOptions {
         tokenizer_only: true,
         ..Default::default()
     })
@@ -20,7 +22,7 @@ fn engine() -> Engine {
 }
 
 /// Runs one request through a worker and collects its events.
-fn run(body: serde_json::Value) -> (Vec<Step>, Vec<(usize, stoplab::Outcome)>) {
+fn run(body: serde_json::Value) -> (Vec<Token>, Vec<(usize, stoplab::pipeline::sink::Outcome)>) {
     let engine = engine();
     let vocab = Arc::new(engine.vocab.clone());
     let served = Served::new(
@@ -37,7 +39,10 @@ fn run(body: serde_json::Value) -> (Vec<Step>, Vec<(usize, stoplab::Outcome)>) {
     let (mut steps, mut done) = (Vec::new(), Vec::new());
     while let Some(ev) = rx.blocking_recv() {
         match ev {
-            Event::Step(s) => steps.push(*s),
+            Event::Token { choice, token } => {
+                assert_eq!(choice, 0, "one choice");
+                steps.push(*token)
+            }
             Event::Done { choice, result } => {
                 done.push((choice, result.unwrap()));
                 break;
@@ -63,12 +68,7 @@ fn each_event_carries_the_engine_step_held_bytes_and_the_cut() {
         steps.iter().map(|s| s.text.as_str()).collect::<String>(),
         " Berlin."
     );
-    assert!(
-        steps
-            .iter()
-            .enumerate()
-            .all(|(i, s)| s.index == i && s.choice == 0)
-    );
+    assert!(steps.iter().enumerate().all(|(i, s)| s.index == i));
     assert_eq!(steps.iter().filter(|s| s.finish.is_some()).count(), 1);
     let last = steps.last().unwrap();
     assert_eq!(
@@ -93,8 +93,7 @@ fn each_event_carries_the_engine_step_held_bytes_and_the_cut() {
     let hf = held.held_for.as_ref().expect("held for a stop");
     assert_eq!((hf.stop.as_str(), hf.bytes, hf.of), ("\nuser:", 1, 6));
     // The trace row of a step is the one `stoplab trace` records.
-    let row = last.trace_row();
-    assert_eq!(row.to_json()["finish"]["stop_reason"], "\nuser:");
+    assert_eq!(trace::row_json(last)["finish"]["stop_reason"], "\nuser:");
     // A replay chose every token: no probabilities, even when asked.
     assert!(steps.iter().all(|s| s.probs.is_none()));
 }

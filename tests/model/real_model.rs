@@ -1,34 +1,31 @@
 //! The default model (SmolLM2-135M-Instruct Q4_1), checked against facts measured with llama.cpp
 //! (`../shared/reference/`). The model is fetched on first use like any user's would be.
 
-#[path = "common/reference.rs"]
-mod reference;
+use crate::common::reference;
 
 use std::sync::{Mutex, OnceLock};
 
-use stoplab::format::{Message, PromptFormat};
-use stoplab::generate::{Discard, FinishReason, GenerateParams};
-use stoplab::stop::StopSet;
-use stoplab::{Engine, EngineOptions};
+use stoplab::pipeline::format::{Message, PromptFormat};
+use stoplab::pipeline::settings::GenerateParams;
+use stoplab::pipeline::sink::Discard;
+use stoplab::pipeline::stop::FinishReason;
+use stoplab::pipeline::stop::StopSet;
+use stoplab::{LoadOptions, LoadedModel};
 
-fn engine() -> std::sync::MutexGuard<'static, Engine> {
-    static ENGINE: OnceLock<Mutex<Engine>> = OnceLock::new();
+fn engine() -> std::sync::MutexGuard<'static, LoadedModel> {
+    static ENGINE: OnceLock<Mutex<LoadedModel>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            Mutex::new(Engine::load(&EngineOptions::default()).expect("the default model loads"))
+            Mutex::new(LoadedModel::load(&LoadOptions::default()).expect("the default model loads"))
         })
         .lock()
         .unwrap_or_else(|e| e.into_inner())
 }
 
-fn reference(name: &str) -> serde_json::Value {
-    reference::json(name)
-}
-
 #[test]
 fn tokenizer_gives_llama_cpp_ids_and_decodes_back() {
     let e = engine();
-    let cases = reference("smollm2-tokenize.json");
+    let cases = reference::json("smollm2-tokenize.json");
     let cases = cases.as_array().unwrap();
     assert!(cases.len() >= 170);
     let mut wrong = Vec::new();
@@ -68,7 +65,7 @@ fn digits_are_split_one_by_one_and_special_tokens_parse_as_one_id() {
 #[test]
 fn greedy_ids_match_llama_cpp_up_to_the_first_near_tie() {
     let mut e = engine();
-    for case in reference("smollm2-greedy.json").as_array().unwrap() {
+    for case in reference::json("smollm2-greedy.json").as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let prompt = e
             .vocab
@@ -166,7 +163,7 @@ fn chatml_hi_ends_on_its_own_end_token() {
     let (text, prompt) = e
         .prompt(&PromptFormat::Chat, &[Message::new("user", "Hi!")])
         .unwrap();
-    let greedy = reference("smollm2-greedy.json");
+    let greedy = reference::json("smollm2-greedy.json");
     assert_eq!(
         text,
         greedy[0]["prompt"].as_str().unwrap(),

@@ -1,13 +1,11 @@
 //! The streaming matcher and the stop engine against the naive reference, for every way of cutting a text into
 //! tokens.
 
-mod common;
-
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 
-use stoplab::GenerateParams;
-use stoplab::stop::{FinishReason, StopEngine, StopSet, naive_first_match, naive_hold};
+use stoplab::pipeline::settings::GenerateParams;
+use stoplab::pipeline::stop::{FinishReason, StopEngine, StopSet, naive_first_match, naive_hold};
 
 /// A small alphabet makes overlaps and partial matches common; 'ü' and '€' bring multi-byte characters.
 fn text() -> impl Strategy<Value = String> {
@@ -106,7 +104,7 @@ proptest! {
         let mut finish = None;
         for (i, r) in parts.iter().enumerate() {
             let step = engine.push(i as u32, &bytes[r.clone()]);
-            shown.push_str(&step.released);
+            shown.push_str(&step.text);
             if step.finish.is_none() {
                 // Everything not shown is held, and is no more than the stop prefix plus an unfinished character.
                 prop_assert_eq!(shown.len() + step.held.len(), r.end);

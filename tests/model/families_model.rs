@@ -13,34 +13,18 @@
 //! The models are found by their manifest names through stoplab's fetch resolution, as a user's
 //! `--model NAME` finds them (fetched into the cache on first use).
 
-#[path = "common/reference.rs"]
-mod reference;
+use crate::common::gguf::{Header, parse, rename, set_dim, set_f32, set_string, set_u32};
+use crate::common::reference;
 
 use std::path::PathBuf;
 
 use serde_json::Value;
-use stoplab::model::{Backend, GgufLlama, Model, Next};
+use stoplab::pipeline::model::{Backend, GgufLlama, Model, Next};
 
 const QWEN: &str = "qwen2.5-coder-0.5b-instruct";
 const GEMMA: &str = "gemma3-270m";
 
 /// A reference file (see `common/reference.rs`), which holds a JSON array.
-fn reference(file: &str) -> Vec<Value> {
-    reference::json(file)
-        .as_array()
-        .unwrap_or_else(|| panic!("{file}: not a JSON array"))
-        .clone()
-}
-
-fn model_path(name: &str) -> PathBuf {
-    stoplab::fetch::resolve(Some(name), stoplab::fetch::Progress::Hide).unwrap_or_else(|e| {
-        panic!(
-            "model {name} is not available: {e}. It must be in models/manifest.toml; `stoplab fetch {name}` \
-             downloads it into the cache"
-        )
-    })
-}
-
 fn ids(v: &Value, key: &str) -> Vec<u32> {
     v[key]
         .as_array()
@@ -69,7 +53,7 @@ fn argmax(next: Next) -> u32 {
 /// Runs every prompt of `file` on `name` and returns one line per prompt; fails on any prompt whose ids
 /// leave llama.cpp's before its first near-tie.
 fn greedy_agrees_with_llama_cpp(name: &str, file: &str) {
-    let path = model_path(name);
+    let path = crate::common::model_path(Some(name));
     let mut model = GgufLlama::open(&path, Backend::Native).unwrap();
     assert_eq!(
         model.backend(),
@@ -78,7 +62,7 @@ fn greedy_agrees_with_llama_cpp(name: &str, file: &str) {
     );
     let mut report = Vec::new();
     let mut failures = Vec::new();
-    for case in reference(file) {
+    for case in reference::array(file) {
         let prompt = ids(&case, "prompt_ids");
         let want = ids(&case, "tokens");
         let cap = case["first_small_margin_index"]
@@ -131,130 +115,11 @@ fn gemma3_greedy_ids_equal_llama_cpps_up_to_the_first_near_tie() {
 /// why rather than generate from it.
 #[test]
 fn candles_backend_refuses_gemma3() {
-    let Err(e) = GgufLlama::open(&model_path(GEMMA), Backend::Candle) else {
+    let Err(e) = GgufLlama::open(&crate::common::model_path(Some(GEMMA)), Backend::Candle) else {
         panic!("candle's backend loaded gemma3");
     };
     let e = e.to_string();
     assert!(e.contains("gemma3") && e.contains("GELU"), "{e}");
-}
-
-/// Where each part of a GGUF header lies, for patching.
-struct Header {
-    /// Metadata: key, byte offset of the value, type.
-    values: Vec<(String, usize, u32)>,
-    /// Tensors: name, offset of the name's bytes, offset of its dims.
-    tensors: Vec<(String, usize, usize)>,
-    /// Where tensor data starts.
-    data: usize,
-}
-
-fn parse(b: &[u8]) -> Header {
-    fn u32_at(b: &[u8], at: &mut usize) -> u32 {
-        let v = u32::from_le_bytes(b[*at..*at + 4].try_into().unwrap());
-        *at += 4;
-        v
-    }
-    fn u64_at(b: &[u8], at: &mut usize) -> u64 {
-        let v = u64::from_le_bytes(b[*at..*at + 8].try_into().unwrap());
-        *at += 8;
-        v
-    }
-    fn skip(t: u32, at: &mut usize, b: &[u8]) {
-        match t {
-            0 | 1 | 7 => *at += 1,
-            2 | 3 => *at += 2,
-            4..=6 => *at += 4,
-            10..=12 => *at += 8,
-            8 => *at += u64_at(b, at) as usize,
-            9 => {
-                let it = u32_at(b, at);
-                for _ in 0..u64_at(b, at) {
-                    skip(it, at, b);
-                }
-            }
-            _ => panic!("unknown GGUF value type {t}"),
-        }
-    }
-    assert_eq!(&b[..4], b"GGUF");
-    let mut at = 4;
-    assert_eq!(u32_at(b, &mut at), 3, "GGUF version");
-    let n_tensors = u64_at(b, &mut at);
-    let n_kv = u64_at(b, &mut at);
-    let mut values = Vec::new();
-    let mut alignment = 32;
-    for _ in 0..n_kv {
-        let n = u64_at(b, &mut at) as usize;
-        let key = String::from_utf8_lossy(&b[at..at + n]).into_owned();
-        at += n;
-        let t = u32_at(b, &mut at);
-        if key == "general.alignment" {
-            alignment = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
-        }
-        values.push((key, at, t));
-        skip(t, &mut at, b);
-    }
-    let mut tensors = Vec::new();
-    for _ in 0..n_tensors {
-        let n = u64_at(b, &mut at) as usize;
-        let name_at = at;
-        let name = String::from_utf8_lossy(&b[at..at + n]).into_owned();
-        at += n;
-        let nd = u32_at(b, &mut at) as usize;
-        tensors.push((name, name_at, at));
-        at += 8 * nd + 4 + 8;
-    }
-    Header {
-        values,
-        tensors,
-        data: at.div_ceil(alignment) * alignment,
-    }
-}
-
-impl Header {
-    fn value(&self, key: &str) -> (usize, u32) {
-        let v = self.values.iter().find(|v| v.0 == key);
-        let (_, at, t) = v.unwrap_or_else(|| panic!("the file has no {key}"));
-        (*at, *t)
-    }
-
-    fn tensor(&self, name: &str) -> (usize, usize) {
-        let t = self.tensors.iter().find(|t| t.0 == name);
-        let (_, name_at, dims) = t.unwrap_or_else(|| panic!("the file has no tensor {name}"));
-        (*name_at, *dims)
-    }
-}
-
-fn set_u32(b: &mut [u8], h: &Header, key: &str, v: u32) {
-    let (at, t) = h.value(key);
-    assert_eq!(t, 4, "{key} is a u32");
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-fn set_f32(b: &mut [u8], h: &Header, key: &str, v: f32) {
-    let (at, t) = h.value(key);
-    assert_eq!(t, 6, "{key} is an f32");
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-/// Sets the first dimension of a tensor (the length of a vector).
-fn set_dim0(b: &mut [u8], h: &Header, tensor: &str, v: u64) {
-    let (_, dims) = h.tensor(tensor);
-    b[dims..dims + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-/// Renames a tensor to a name of the same length.
-fn rename(b: &mut [u8], h: &Header, tensor: &str, to: &str) {
-    assert_eq!(tensor.len(), to.len());
-    let (at, _) = h.tensor(tensor);
-    b[at..at + to.len()].copy_from_slice(to.as_bytes());
-}
-
-fn set_string(b: &mut [u8], h: &Header, key: &str, to: &str) {
-    let (at, t) = h.value(key);
-    assert_eq!(t, 8, "{key} is a string");
-    let n = u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize;
-    assert_eq!(n, to.len());
-    b[at + 8..at + 8 + n].copy_from_slice(to.as_bytes());
 }
 
 type Patch = Box<dyn Fn(&mut Vec<u8>, &Header)>;
@@ -263,7 +128,7 @@ type Patch = Box<dyn Fn(&mut Vec<u8>, &Header)>;
 /// file and containing every string of its case. The copies hold the header and a sparse stretch of zeros
 /// as long as the tensors (the checks run before any weight is read; the unpatched copy loads).
 fn crafted_headers(name: &str, cases: Vec<(&str, Patch, &[&str])>) {
-    let original = model_path(name);
+    let original = crate::common::model_path(Some(name));
     let len = std::fs::metadata(&original).unwrap().len();
     let bytes = std::fs::read(&original).unwrap();
     let h = parse(&bytes);
@@ -364,7 +229,7 @@ fn crafted_gemma3_headers_are_errors_naming_the_field() {
         ),
         (
             "a q norm of the wrong width",
-            Box::new(|b, h| set_dim0(b, h, "blk.2.attn_q_norm.weight", 128)),
+            Box::new(|b, h| set_dim(b, h, "blk.2.attn_q_norm.weight", 0, 128)),
             &["tensor blk.2.attn_q_norm.weight has shape [128]", "[256]"],
         ),
         (
@@ -386,7 +251,7 @@ fn crafted_gemma3_headers_are_errors_naming_the_field() {
         ),
         (
             "a post-feed-forward norm of the wrong width",
-            Box::new(|b, h| set_dim0(b, h, "blk.17.post_ffw_norm.weight", 320)),
+            Box::new(|b, h| set_dim(b, h, "blk.17.post_ffw_norm.weight", 0, 320)),
             &[
                 "tensor blk.17.post_ffw_norm.weight has shape [320]",
                 "[640]",
@@ -421,7 +286,7 @@ fn crafted_qwen2_headers_are_errors_naming_the_field() {
         ),
         (
             "a k bias of the wrong width",
-            Box::new(|b, h| set_dim0(b, h, "blk.5.attn_k.bias", 64)),
+            Box::new(|b, h| set_dim(b, h, "blk.5.attn_k.bias", 0, 64)),
             &["tensor blk.5.attn_k.bias has shape [64]", "[128]"],
         ),
         (

@@ -4,7 +4,7 @@
 //! reuse it) and runs a script that makes completions and chat calls with `stop`, streamed and not. It is
 //! skipped, with a message, only when python3 or its venv/pip are missing.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -6,9 +6,8 @@
 //! Needs `chromium` and `chromedriver` (`apt-get install -y chromium chromium-driver`); without them the
 //! browser tests fail and say so. The HTTP tests of the routes the page uses need no browser.
 
-#[path = "common/browser.rs"]
-mod browser;
-mod common;
+use crate::common;
+use crate::common::browser;
 
 use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
@@ -18,13 +17,15 @@ use std::sync::Mutex;
 use browser::{Browser, ENTER, ESCAPE, TAB, Window};
 use common::*;
 use serde_json::{Value, json};
-use stoplab::format::{Message, PromptFormat};
-use stoplab::generate::Outcome;
+use stoplab::lab::trace::{self, Tracer, escape, explain};
+use stoplab::pipeline::format::{Message, PromptFormat};
+use stoplab::pipeline::sampling::SamplingParams;
 use stoplab::pipeline::settings::UserSettings;
-use stoplab::sampling::SamplingParams;
+use stoplab::pipeline::sink::Outcome;
+use stoplab::pipeline::sink::Token;
+use stoplab::pipeline::stop::FinishReason;
 use stoplab::serve::{Handle, Limits};
-use stoplab::trace::{TraceRow, Tracer, escape, explain};
-use stoplab::{Engine, EngineOptions, FinishReason};
+use stoplab::{LoadOptions, LoadedModel};
 
 /// One browser at a time: each is a few hundred MB and two cores are shared with the model.
 static ONE_BROWSER: Mutex<()> = Mutex::new(());
@@ -39,7 +40,7 @@ const REPLAY: &str = " Berlin.\nuser: And France?";
 /// What `stoplab trace` records for the same input, run in-process.
 struct Expected {
     prompt: String,
-    rows: Vec<TraceRow>,
+    rows: Vec<Token>,
     outcome: Outcome,
 }
 
@@ -50,7 +51,7 @@ fn expected(
     user: UserSettings,
     replay: Option<&str>,
 ) -> Expected {
-    let mut engine = Engine::load(&EngineOptions {
+    let mut engine = LoadedModel::load(&LoadOptions {
         tokenizer_only: !weights,
         ..Default::default()
     })
@@ -66,7 +67,7 @@ fn expected(
     let vocab = engine.vocab.clone();
     let mut tracer = Tracer::new(
         |id| vocab.is_special(id),
-        |_: &TraceRow| ControlFlow::Continue(()),
+        |_: &Token| ControlFlow::Continue(()),
     );
     let outcome = engine
         .generate(&ids, script, &settings.params, &mut tracer)
@@ -150,10 +151,10 @@ fn assert_chips_match(b: &Browser, run: usize, e: &Expected) {
     // Chips from the one that began the stop are marked cut when the match cut bytes (with include_stop
     // the stop stays in the output).
     let cut_from = last
-        .end
+        .cut
         .as_ref()
-        .filter(|end| !end.cut.is_empty())
-        .and_then(|end| end.stop_began_at);
+        .filter(|cut| !cut.bytes.is_empty())
+        .map(|cut| cut.began_at);
     for (chip, row) in chips.iter().zip(&e.rows) {
         let at = format!("chip {} ({:?})", row.index, chip.text);
         if row.special {
@@ -163,7 +164,7 @@ fn assert_chips_match(b: &Browser, run: usize, e: &Expected) {
         }
         assert_eq!(
             chip.has("emit"),
-            !row.emitted.is_empty(),
+            !row.text.is_empty(),
             "{at}: released text"
         );
         assert_eq!(chip.has("holding"), !row.held.is_empty(), "{at}: held back");
@@ -187,8 +188,11 @@ fn assert_chips_match(b: &Browser, run: usize, e: &Expected) {
         }
     }
     let (head, lines) = finish(b, run);
-    let end = last.end.as_ref().expect("the last row ends the generation");
-    assert_eq!(head, headline(&end.finish));
+    let finish = last
+        .finish
+        .as_ref()
+        .expect("the last row ends the generation");
+    assert_eq!(head, headline(finish));
     assert_eq!(
         lines,
         explain(&e.rows)[1..],
@@ -433,11 +437,11 @@ fn scenarios_load_with_one_click_and_experiment_reports_open() {
     b.wait_for("#scenarios button[data-name='2-transcript-stop']");
     assert_eq!(
         b.all("#scenarios button").len(),
-        stoplab::experiment::SHIPPED.len()
+        stoplab::lab::experiment::SHIPPED.len()
     );
     b.css("#scenarios button[data-name='2-transcript-stop']")
         .click();
-    let sc = stoplab::experiment::shipped()
+    let sc = stoplab::lab::experiment::shipped()
         .unwrap()
         .into_iter()
         .find(|s| s.name == "2-transcript-stop")
@@ -514,8 +518,8 @@ fn scenarios_load_with_one_click_and_experiment_reports_open() {
 }
 
 /// A report as `stoplab experiment --report` writes it, from two made-up runs of a scenario.
-fn report_json(sc: &stoplab::experiment::Scenario) -> Value {
-    use stoplab::experiment::{RunOptions, RunResult, summarise, to_json};
+fn report_json(sc: &stoplab::lab::experiment::Scenario) -> Value {
+    use stoplab::lab::experiment::{RunOptions, RunResult, summarise, to_json};
     let run = |seed, answered: Option<usize>, tokens| RunResult {
         seed,
         finish: "length".into(),
@@ -633,7 +637,7 @@ fn the_trace_stream_carries_the_rows_of_trace_and_its_explanation() {
     let tokens: Vec<&Value> = events.iter().filter(|ev| ev["type"] == "token").collect();
     assert_eq!(tokens.len(), e.rows.len());
     for (ev, row) in tokens.iter().zip(&e.rows) {
-        let want = row.to_json();
+        let want = trace::row_json(row);
         for (k, v) in want.as_object().unwrap() {
             assert_eq!(&ev[k], v, "token {}: {k}", row.index);
         }
@@ -791,7 +795,7 @@ fn info_and_scenarios_describe_the_server_and_the_shipped_files() {
     );
     let list = get(&h, "/v1/stoplab/scenarios").body;
     let list = list["scenarios"].as_array().unwrap();
-    let shipped = stoplab::experiment::shipped().unwrap();
+    let shipped = stoplab::lab::experiment::shipped().unwrap();
     assert_eq!(list.len(), shipped.len());
     for (json, sc) in list.iter().zip(&shipped) {
         assert_eq!(json["name"], sc.name);

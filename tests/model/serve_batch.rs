@@ -1,11 +1,14 @@
 //! The server's continuous batching with the real model (SmolLM2-135M from the cache): requests run side by
 //! side, each answers what it answers alone, and the queue bound counts the running ones.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;
 use stoplab::serve::Limits;
+
+/// Each choice's text and its whole choice object.
+type Texts = Vec<(String, serde_json::Value)>;
 
 /// Two endless streams both produce text at once (with one slot the second would wait for the first's
 /// 3,000 tokens); with `--queue 0` a third request is refused, and hanging up frees a slot at once.
@@ -97,7 +100,7 @@ fn concurrent_requests_answer_what_they_answer_alone() {
         })
         .collect();
     // Twice the requests at once, half of them streamed.
-    let together: Vec<(usize, bool, Vec<(String, serde_json::Value)>)> = std::thread::scope(|s| {
+    let together: Vec<(usize, bool, Texts)> = std::thread::scope(|s| {
         let handles: Vec<_> = bodies
             .iter()
             .enumerate()

@@ -4,20 +4,19 @@
 //! spelled as plain text is caught by a stop string in both forms, the harmony tool call stops at
 //! `<|call|>` unless only `<|return|>` counts, and Llama 3's `<|eot_id|>` against `<|end_of_text|>`.
 
-#[path = "common/reference.rs"]
-mod reference;
+use crate::common::reference;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use stoplab::generate::{Discard, FinishReason, GenerateParams, Outcome};
-use stoplab::pipeline::settings::{EndTokenChoice, UserSettings};
-use stoplab::stop::StopSet;
-use stoplab::{Engine, EngineOptions};
+use stoplab::pipeline::sink::{Discard, Outcome};
 
-fn reference() -> serde_json::Value {
-    reference::json("replay-families.json")
-}
+use stoplab::pipeline::stop::FinishReason;
+
+use stoplab::pipeline::settings::GenerateParams;
+use stoplab::pipeline::settings::{EndTokenChoice, UserSettings};
+use stoplab::pipeline::stop::StopSet;
+use stoplab::{LoadOptions, LoadedModel};
 
 /// The families as the reference names them, and the model names stoplab knows them by.
 const FAMILIES: [(&str, &str); 3] = [
@@ -26,11 +25,11 @@ const FAMILIES: [(&str, &str); 3] = [
     ("qwen3", "qwen3-vocab"),
 ];
 
-fn engine(name: &str) -> Engine {
-    Engine::load(&EngineOptions {
+fn engine(name: &str) -> LoadedModel {
+    LoadedModel::load(&LoadOptions {
         model: Some(name.into()),
         tokenizer_only: true,
-        ..EngineOptions::default()
+        ..LoadOptions::default()
     })
     .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
@@ -43,7 +42,7 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
-fn run(e: &mut Engine, script: &[u32], params: &GenerateParams) -> Outcome {
+fn run(e: &mut LoadedModel, script: &[u32], params: &GenerateParams) -> Outcome {
     let prompt = e.vocab.encode("x", true).unwrap();
     e.generate(&prompt, Some(script.to_vec()), params, &mut Discard)
         .unwrap()
@@ -60,7 +59,7 @@ fn params(stops: &[&str], end_tokens: EndTokenChoice) -> GenerateParams {
 
 #[test]
 fn every_sequence_tokenizes_to_its_ids_and_decodes_to_its_pieces() {
-    let r = reference();
+    let r = reference::json("replay-families.json");
     for (family, name) in FAMILIES {
         let e = engine(name);
         let v = &e.vocab;
@@ -110,7 +109,7 @@ fn every_sequence_tokenizes_to_its_ids_and_decodes_to_its_pieces() {
 
 #[test]
 fn each_family_ends_on_its_own_set_with_reasons() {
-    let r = reference();
+    let r = reference::json("replay-families.json");
     let cases: [(&str, &[u32], &[u32]); 3] = [
         // gpt-oss: <|endoftext|>, <|return|>, <|call|>; not <|end|> (one message, the turn goes on).
         (
@@ -159,7 +158,7 @@ fn each_family_ends_on_its_own_set_with_reasons() {
 /// `>`): the end token catches only the first; a stop string catches both, with the same text out.
 #[test]
 fn a_stop_string_catches_a_special_in_both_forms() {
-    let r = reference();
+    let r = reference::json("replay-families.json");
     let cases = [
         (
             "gpt-oss",
@@ -218,7 +217,7 @@ fn a_stop_string_catches_a_special_in_both_forms() {
 /// `<|return|>`, ends it).
 #[test]
 fn harmony_tool_call_stops_at_call_unless_only_return_counts() {
-    let r = reference();
+    let r = reference::json("replay-families.json");
     let mut e = engine("gpt-oss-vocab");
     let s = &r["families"]["gpt-oss"]["sequences"][1];
     assert_eq!(s["name"], "harmony_tool_call");
@@ -267,7 +266,7 @@ fn harmony_tool_call_stops_at_call_unless_only_return_counts() {
 /// `<|end_of_text|>` runs into the next header and writes the user's turn.
 #[test]
 fn llama3_eot_ends_the_turn_end_of_text_alone_runs_on() {
-    let r = reference();
+    let r = reference::json("replay-families.json");
     let mut e = engine("llama3-vocab");
     let s = r["families"]["llama3"]["sequences"]
         .as_array()
@@ -298,9 +297,9 @@ fn llama3_eot_ends_the_turn_end_of_text_alone_runs_on() {
 /// A vocabulary has no weights: a command that needs the model says so.
 #[test]
 fn a_vocabulary_without_weights_asks_for_a_replay() {
-    let err = Engine::load(&EngineOptions {
+    let err = LoadedModel::load(&LoadOptions {
         model: Some("gpt-oss-vocab".into()),
-        ..EngineOptions::default()
+        ..LoadOptions::default()
     })
     .err()
     .unwrap()
@@ -315,7 +314,7 @@ fn a_vocabulary_without_weights_asks_for_a_replay() {
 /// runs them: the end set in force decides where each run ends and how many tokens it wastes.
 #[test]
 fn family_scenarios_end_where_their_end_set_says() {
-    use stoplab::experiment::{RunOptions, Scenario, run_scenario};
+    use stoplab::lab::experiment::{RunOptions, Scenario, run_scenario};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/families");
     // (file, model, finish, wasted tokens (the end token counts as one), run-on turns: invented tool
     // answers for harmony, further headers for Llama 3)

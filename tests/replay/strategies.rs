@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 
-use stoplab::bench::{StopStrategy, Strategy as Matcher};
-use stoplab::stop::{StopMatch, StopSet, naive_first_match, naive_hold};
+use stoplab::lab::bench::{StopStrategy, Strategy as Matcher};
+use stoplab::pipeline::stop::{StopMatch, StopSet, naive_first_match, naive_hold};
 
 /// A small alphabet so that stops overlap the text and each other often; "ü" and "€" are 2 and 3 bytes,
 /// so cuts fall inside characters.

@@ -8,14 +8,16 @@ use std::path::PathBuf;
 
 use crate::Error;
 use crate::fetch::{self, Progress};
-use crate::format::{Message, PromptFormat};
-use crate::generate::{GenerateParams, Outcome, Sink, generate};
-use crate::model::{Backend, GgufFile, GgufLlama, Model, Replay};
-use crate::tokenizer::Vocab;
+use crate::pipeline::format::{Message, PromptFormat};
+use crate::pipeline::generate::generate;
+use crate::pipeline::model::{Backend, GgufFile, GgufLlama, Model, Replay};
+use crate::pipeline::settings::GenerateParams;
+use crate::pipeline::sink::{Outcome, Sink};
+use crate::pipeline::tokenizer::Vocab;
 
 /// How to find and load the model.
 #[derive(Debug, Clone, Default)]
-pub struct EngineOptions {
+pub struct LoadOptions {
     /// `--model`: a path, a manifest name, `hf:OWNER/REPO/FILE.gguf`, or None for the default model.
     pub model: Option<String>,
     /// A `tokenizer.json` to use instead of the GGUF's tokenizer.
@@ -31,7 +33,7 @@ pub struct EngineOptions {
 const VOCAB_ONLY_CONTEXT: usize = 32768;
 
 /// A loaded model and its vocabulary.
-pub struct Engine {
+pub struct LoadedModel {
     pub path: PathBuf,
     pub vocab: Vocab,
     /// The GGUF file (None for a weight-free vocabulary).
@@ -43,7 +45,7 @@ pub struct Engine {
     adapter: bool,
     /// The backend asked for (`STOPLAB_BACKEND`).
     asked: Backend,
-    /// Sequences generated at once ([`Engine::set_slots`]).
+    /// Sequences generated at once ([`LoadedModel::set_slots`]).
     slots: usize,
     no_weights: NoWeights,
 }
@@ -60,7 +62,7 @@ impl Model for NoWeights {
         self.1
     }
 
-    fn forward(&mut self, _: &[u32], _: usize) -> Result<crate::model::Next, Error> {
+    fn forward(&mut self, _: &[u32], _: usize) -> Result<crate::pipeline::model::Next, Error> {
         Err(Error::Model {
             path: self.0.clone(),
             message: "weights were not loaded (tokenizer-only engine)".into(),
@@ -72,8 +74,8 @@ impl Model for NoWeights {
     }
 }
 
-impl Engine {
-    pub fn load(opts: &EngineOptions) -> Result<Self, Error> {
+impl LoadedModel {
+    pub fn load(opts: &LoadOptions) -> Result<Self, Error> {
         let progress = if opts.progress {
             Progress::Show
         } else {
@@ -116,11 +118,15 @@ impl Engine {
             (None, false) => Some(GgufLlama::load_with(&file, asked)?),
             (Some(adapter), false) => {
                 let sha256 = fetch::sha256_file(&path, Progress::Hide)?;
-                let bytes = crate::finetune::adapted_model(&file, &sha256, adapter)?;
+                let bytes =
+                    crate::pipeline::model::adapter::adapted_model(&file, &sha256, adapter)?;
                 Some(GgufLlama::load_from(&file, &bytes, asked)?)
             }
         };
-        let no_weights = NoWeights(path.clone(), crate::model::context_for(&file.content));
+        let no_weights = NoWeights(
+            path.clone(),
+            crate::pipeline::model::context_for(&file.content),
+        );
         let engine = Self {
             path,
             vocab: file.vocab.clone(),
@@ -179,7 +185,7 @@ impl Engine {
         match &self.weights {
             Some(w) => w.context_length(),
             None => match &self.file {
-                Some(f) => crate::model::context_for(&f.content),
+                Some(f) => crate::pipeline::model::context_for(&f.content),
                 None => VOCAB_ONLY_CONTEXT,
             },
         }
@@ -239,7 +245,7 @@ impl Engine {
     /// Lets `slots` sequences generate at once, each with a KV cache of `context` positions (capped at the
     /// model's): the model's weights are then read once per step for all of them. Returns how many can:
     /// `slots`, or 1 where the backend keeps one sequence (candle's). Replays need no KV cache: a
-    /// tokenizer-only engine runs `slots` replays at once. [`Engine::context_length`] is then a slot's.
+    /// tokenizer-only engine runs `slots` replays at once. [`LoadedModel::context_length`] is then a slot's.
     pub fn set_slots(&mut self, slots: usize, context: usize) -> Result<usize, Error> {
         if slots == 0 {
             return Err(Error::Invalid {
@@ -254,7 +260,7 @@ impl Engine {
         Ok(self.slots)
     }
 
-    /// Sequences that generate at once (1 unless [`Engine::set_slots`] said more).
+    /// Sequences that generate at once (1 unless [`LoadedModel::set_slots`] said more).
     pub fn slots(&self) -> usize {
         self.slots
     }

@@ -9,7 +9,7 @@
 //! test against llama.cpp). Measured on these prompts when written: max 1.01, mean at most 0.17, common shift
 //! up to 0.68, on logits spanning about 30.
 
-use stoplab::model::{Backend, GgufFile, GgufLlama, Model, Next};
+use stoplab::pipeline::model::{Backend, GgufFile, GgufLlama, Model, Next};
 
 const MAX_ABS: f32 = 1.5;
 const MEAN_ABS: f32 = 0.25;
@@ -32,7 +32,7 @@ fn argmax(v: &[f32]) -> usize {
 
 #[test]
 fn own_forward_pass_keeps_logits_within_tolerance_of_candles() {
-    let path = stoplab::fetch::resolve(None, stoplab::fetch::Progress::Hide).unwrap();
+    let path = crate::common::model_path(None);
     let file = GgufFile::open(&path, None).unwrap();
     let mut own = GgufLlama::load_with(&file, Backend::Native).unwrap();
     let mut reference = GgufLlama::load_with(&file, Backend::Candle).unwrap();
@@ -85,7 +85,7 @@ fn own_forward_pass_keeps_logits_within_tolerance_of_candles() {
 
 #[test]
 fn own_forward_pass_supports_the_files_whole_context() {
-    let path = stoplab::fetch::resolve(None, stoplab::fetch::Progress::Hide).unwrap();
+    let path = crate::common::model_path(None);
     let file = GgufFile::open(&path, None).unwrap();
     let mut own = GgufLlama::load(&file).unwrap();
     assert_eq!(own.context_length(), 8192);
@@ -99,8 +99,8 @@ fn own_forward_pass_supports_the_files_whole_context() {
 /// model, in prefill and decode: greedy ids do not depend on the CPU or the build's target.
 #[test]
 fn every_kernel_set_gives_bit_identical_logits() {
-    use stoplab::model::Isa;
-    let path = stoplab::fetch::resolve(None, stoplab::fetch::Progress::Hide).unwrap();
+    use stoplab::pipeline::model::Isa;
+    let path = crate::common::model_path(None);
     let file = GgufFile::open(&path, None).unwrap();
     let mut model = GgufLlama::load_with(&file, Backend::Native).unwrap();
     let best = model.kernels().unwrap();

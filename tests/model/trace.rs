@@ -3,25 +3,28 @@
 
 use std::process::Command;
 
-use stoplab::stop::StopSet;
-use stoplab::trace::{Style, TraceRow, Tracer, explain, render_row};
-use stoplab::{Engine, EngineOptions, FinishReason, GenerateParams, RepetitionStop};
+use stoplab::lab::trace::{Style, Tracer, explain, render_row};
+use stoplab::pipeline::settings::{GenerateParams, RepetitionStop};
+use stoplab::pipeline::sink::Token;
+use stoplab::pipeline::stop::FinishReason;
+use stoplab::pipeline::stop::StopSet;
+use stoplab::{LoadOptions, LoadedModel};
 
-fn tokenizer() -> Engine {
-    Engine::load(&EngineOptions {
+fn tokenizer() -> LoadedModel {
+    LoadedModel::load(&LoadOptions {
         tokenizer_only: true,
         ..Default::default()
     })
     .expect("the default model is in the cache (stoplab fetch)")
 }
 
-fn trace(engine: &mut Engine, replay: &str, params: &GenerateParams) -> Vec<TraceRow> {
+fn trace(engine: &mut LoadedModel, replay: &str, params: &GenerateParams) -> Vec<Token> {
     let script = engine.vocab.encode(replay, true).unwrap();
     let prompt = engine.vocab.encode("AI:", true).unwrap();
     let vocab = engine.vocab.clone();
     let mut tracer = Tracer::new(
         |id| vocab.is_special(id),
-        |_: &TraceRow| std::ops::ControlFlow::Continue(()),
+        |_: &Token| std::ops::ControlFlow::Continue(()),
     );
     engine
         .generate(&prompt, Some(script), params, &mut tracer)
@@ -39,7 +42,7 @@ type Expected = (
     Option<&'static str>,
 );
 
-fn check(name: &str, rows: &[TraceRow], expected: &[Expected]) {
+fn check(name: &str, rows: &[Token], expected: &[Expected]) {
     let got: Vec<_> = rows
         .iter()
         .map(|r| {
@@ -48,8 +51,8 @@ fn check(name: &str, rows: &[TraceRow], expected: &[Expected]) {
                 String::from_utf8_lossy(&r.bytes).into_owned(),
                 String::from_utf8_lossy(&r.held).into_owned(),
                 r.held_for.as_ref().map(|h| (h.bytes, h.of)),
-                r.emitted.clone(),
-                r.end.as_ref().map(|e| e.finish.kind()),
+                r.text.clone(),
+                r.finish.as_ref().map(|f| f.kind()),
             )
         })
         .collect();
@@ -140,11 +143,12 @@ fn the_last_row_explains_what_was_cut_and_where_the_stop_began() {
         " Berlin.\nuser: What",
         &with_stops(&["\nuser:"]),
     );
-    let end = rows.last().unwrap().end.as_ref().unwrap();
-    assert_eq!(end.cut, b"\nuser:");
-    assert_eq!(end.stop_began_at, Some(2));
+    let last = rows.last().unwrap();
+    let cut = last.cut.as_ref().unwrap();
+    assert_eq!(cut.bytes, b"\nuser:");
+    assert_eq!(cut.began_at, 2);
     assert!(matches!(
-        end.finish,
+        last.finish.as_ref().unwrap(),
         FinishReason::StopString { offset: 8, .. }
     ));
     let text = explain(&rows).join("\n");
@@ -227,12 +231,12 @@ fn piped_trace_has_no_colour_and_jsonl_has_one_row_per_token() {
 #[test]
 fn tokenize_shows_why_stops_are_matched_on_bytes() {
     let engine = tokenizer();
-    let c = stoplab::inspect::stop_carriers(&engine.vocab, "\nuser:").unwrap();
+    let c = stoplab::lab::inspect::stop_carriers(&engine.vocab, "\nuser:").unwrap();
     assert_eq!(c.ids, vec![198, 4093, 42], "llama.cpp's ids for the stop");
     assert!(c.heads.iter().any(|h| h.bytes == b"\n\n" && h.carries == 1));
     assert!(c.tails.iter().any(|t| t.bytes == b"://" && t.carries == 1));
 
-    let hashes = stoplab::inspect::find_single(&engine.vocab, "#");
+    let hashes = stoplab::lab::inspect::find_single(&engine.vocab, "#");
     assert!(
         hashes.windows(2).all(|w| w[0].1.len() >= w[1].1.len()),
         "longest first"
@@ -242,11 +246,14 @@ fn tokenize_shows_why_stops_are_matched_on_bytes() {
 
 #[test]
 fn a_model_trace_shows_how_close_the_model_came_to_its_end_token() {
-    let mut engine = Engine::load(&EngineOptions::default()).expect("the default model loads");
+    let mut engine = LoadedModel::load(&LoadOptions::default()).expect("the default model loads");
     let (_, prompt) = engine
         .prompt(
-            &stoplab::format::PromptFormat::Chat,
-            &[stoplab::format::Message::new("user", "Name a colour.")],
+            &stoplab::pipeline::format::PromptFormat::Chat,
+            &[stoplab::pipeline::format::Message::new(
+                "user",
+                "Name a colour.",
+            )],
         )
         .unwrap();
     let vocab = engine.vocab.clone();
@@ -256,7 +263,7 @@ fn a_model_trace_shows_how_close_the_model_came_to_its_end_token() {
     };
     let mut tracer = Tracer::new(
         |id| vocab.is_special(id),
-        |_: &TraceRow| std::ops::ControlFlow::Continue(()),
+        |_: &Token| std::ops::ControlFlow::Continue(()),
     );
     let out = engine
         .generate(&prompt, None, &params, &mut tracer)

@@ -8,19 +8,17 @@
 
 use std::ops::ControlFlow;
 
-use stoplab::batch::{Batch, generate_all};
-use stoplab::generate::{Discard, GenerateParams, TokenEvent};
-use stoplab::model::{Backend, GgufFile, GgufLlama, Model};
-use stoplab::sampling::SamplingParams;
-use stoplab::stop::StopSet;
-use stoplab::{Outcome, generate};
+use stoplab::pipeline::batch::{Batch, generate_all};
+use stoplab::pipeline::generate::generate;
+use stoplab::pipeline::model::{Backend, GgufFile, GgufLlama, Model};
+use stoplab::pipeline::sampling::SamplingParams;
+use stoplab::pipeline::settings::GenerateParams;
+use stoplab::pipeline::sink::Outcome;
+use stoplab::pipeline::sink::{Discard, TokenEvent};
+use stoplab::pipeline::stop::StopSet;
 
 fn load(name: Option<&str>) -> (GgufFile, GgufLlama) {
-    let path = stoplab::fetch::resolve(name, stoplab::fetch::Progress::Hide).unwrap_or_else(|e| {
-        panic!(
-            "model {name:?} is not available: {e}; `stoplab fetch NAME` downloads it into the cache"
-        )
-    });
+    let path = crate::common::model_path(name);
     let file = GgufFile::open(&path, None).unwrap();
     let model = GgufLlama::load_with(&file, Backend::Native).unwrap();
     (file, model)
@@ -123,8 +121,7 @@ fn batched_sequences_give_the_ids_they_give_alone_on_qwen2() {
 /// is split into passes (the kernels' 8-row form, llama.cpp's tiled one, must not reach a batched decode).
 #[test]
 fn batched_sequences_give_the_logits_they_give_alone_on_gemma3() {
-    let path = stoplab::fetch::resolve(Some("gemma3-270m"), stoplab::fetch::Progress::Hide)
-        .unwrap_or_else(|e| panic!("gemma3-270m is not available: {e}"));
+    let path = crate::common::model_path(Some("gemma3-270m"));
     let mut model = GgufLlama::open(&path, Backend::Native).unwrap();
     let slots = 9;
     model.set_slots(slots, 700).unwrap();
@@ -147,9 +144,11 @@ fn batched_sequences_give_the_logits_they_give_alone_on_gemma3() {
             .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
             .0 as u32
     };
-    let bits = |n: stoplab::model::Next| match n {
-        stoplab::model::Next::Logits(l) => l.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(),
-        stoplab::model::Next::Forced(_) => panic!("a real model's logits"),
+    let bits = |n: stoplab::pipeline::model::Next| match n {
+        stoplab::pipeline::model::Next::Logits(l) => {
+            l.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+        }
+        stoplab::pipeline::model::Next::Forced(_) => panic!("a real model's logits"),
     };
     // Alone: each sequence in slot 0, greedy, its logits at every step.
     let alone: Vec<Vec<Vec<u32>>> = prompts
@@ -235,7 +234,7 @@ fn a_sequence_that_leaves_frees_its_slot_for_one_that_joins() {
 
     // Sinks count their tokens; the tag says which job.
     struct Count(&'static str, usize);
-    impl stoplab::Sink for Count {
+    impl stoplab::pipeline::sink::Sink for Count {
         fn token(&mut self, _: &TokenEvent<'_>) -> Result<ControlFlow<()>, stoplab::Error> {
             self.1 += 1;
             Ok(ControlFlow::Continue(()))
@@ -313,7 +312,7 @@ fn a_sequence_that_leaves_frees_its_slot_for_one_that_joins() {
     let gone = batch.cancel_where(|s| s.0 == "long");
     assert_eq!(gone.len(), 1);
     let out = gone.into_iter().next().unwrap().1.unwrap();
-    assert_eq!(out.finish, stoplab::FinishReason::Cancelled);
+    assert_eq!(out.finish, stoplab::pipeline::stop::FinishReason::Cancelled);
     assert_eq!(out.tokens, alone[0].tokens[..2]);
     assert!(batch.is_empty() && batch.has_room());
 }
@@ -356,11 +355,11 @@ fn a_prompt_longer_than_a_slot_is_refused_at_join() {
 /// positions the batch took from the cache.
 fn through_batch(
     model: &mut GgufLlama,
-    vocab: &stoplab::tokenizer::Vocab,
+    vocab: &stoplab::pipeline::tokenizer::Vocab,
     jobs: &[(Vec<u32>, GenerateParams)],
 ) -> (Vec<Outcome>, usize) {
     struct Tag(usize);
-    impl stoplab::Sink for Tag {
+    impl stoplab::pipeline::sink::Sink for Tag {
         fn token(&mut self, _: &TokenEvent<'_>) -> Result<ControlFlow<()>, stoplab::Error> {
             Ok(ControlFlow::Continue(()))
         }

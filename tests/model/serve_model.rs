@@ -1,7 +1,7 @@
 //! The server with the real model (SmolLM2-135M from the cache): generation, streaming against
 //! non-streaming, cancellation on disconnect, the queue bound; and the load run (ignored: run it by hand).
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;
@@ -399,7 +399,7 @@ fn n_choices_are_seeded_as_vllm_seeds_them() {
 #[test]
 fn qwen_calls_the_function_it_is_offered() {
     let h = stoplab::serve::start(stoplab::serve::Config {
-        engine: stoplab::EngineOptions {
+        engine: stoplab::LoadOptions {
             model: Some("qwen2.5-coder-0.5b-instruct".into()),
             ..Default::default()
         },

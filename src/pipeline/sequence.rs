@@ -1,0 +1,185 @@
+//! One generation, driven a step at a time by its caller: its own sampler (seed included), stop engine and
+//! timings. It takes the model's proposal for its next token ([`Sequence::accept`]) and answers which token to
+//! feed next, so the caller decides when the model runs: [`generate`](super::generate::generate) feeds it one
+//! sequence's tokens, a [`Batch`](super::batch::Batch) feeds the tokens of all its running sequences through
+//! one [`Model::decode`](crate::pipeline::model::Model::decode) per step.
+
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use crate::Error;
+use crate::pipeline::field::{Field, SettingsError};
+use crate::pipeline::model::Next;
+use crate::pipeline::sampling::Sampler;
+use crate::pipeline::settings::GenerateParams;
+use crate::pipeline::stop::{Finish, StopEngine, StopSet};
+use crate::pipeline::tokenizer::Vocab;
+
+use super::sink::{Outcome, Sink, StepProbs, Timings, TokenEvent};
+
+/// One generation, driven a step at a time by its caller.
+pub struct Sequence {
+    engine: StopEngine,
+    sampler: Sampler,
+    stops: StopSet,
+    prompt_len: usize,
+    timings: Timings,
+    started: Instant,
+    decode_start: Option<Instant>,
+    finish: Option<Finish>,
+    /// The raw logits of the last step, kept when the sink wants probabilities.
+    raw: Vec<f32>,
+    /// The end tokens in force: the model's set with the user's choice (replace, add, remove) applied.
+    end_tokens: std::collections::BTreeSet<u32>,
+}
+
+impl Sequence {
+    /// Checks the settings and the prompt (as [`generate`](super::generate::generate) does) and starts a
+    /// generation that may fill `context` positions. The prefill's time counts from here.
+    pub fn new(
+        vocab: &Vocab,
+        prompt: &[u32],
+        params: &GenerateParams,
+        context: usize,
+    ) -> Result<Self, Error> {
+        params.validate(vocab.len())?;
+        if prompt.is_empty() {
+            return Err(
+                SettingsError::new(Field::Prompt, "is empty; give at least one token").into(),
+            );
+        }
+        if prompt.len() >= context {
+            return Err(Error::PromptTooLong {
+                prompt: prompt.len(),
+                context,
+            });
+        }
+        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab.len()) {
+            return Err(Error::UnknownToken {
+                id,
+                vocab: vocab.len(),
+            });
+        }
+        let end_tokens = params.end_set(vocab.end_tokens());
+        Ok(Self {
+            engine: StopEngine::new(params, &end_tokens, prompt.len(), context),
+            end_tokens,
+            sampler: Sampler::new(params.sampling.clone(), prompt),
+            stops: params.stops.clone(),
+            prompt_len: prompt.len(),
+            timings: Timings {
+                prompt_tokens: prompt.len(),
+                ..Default::default()
+            },
+            started: Instant::now(),
+            decode_start: None,
+            finish: None,
+            raw: Vec::new(),
+        })
+    }
+
+    /// Takes the model's proposal after the last fed token: samples (unless forced), runs the stop engine,
+    /// hands the event to `sink`. Returns the token to feed next and its position, or None once the
+    /// generation has finished (a stop, the sink's break: [`Sequence::outcome`] says which).
+    pub fn accept(
+        &mut self,
+        next: Next,
+        vocab: &Vocab,
+        sink: &mut dyn Sink,
+    ) -> Result<Option<(u32, usize)>, Error> {
+        if self.finish.is_some() {
+            return Ok(None);
+        }
+        if self.decode_start.is_none() {
+            self.timings.prefill_ms = self.started.elapsed().as_secs_f64() * 1e3;
+            self.decode_start = Some(Instant::now());
+        }
+        let wants_probs = sink.wants_probs();
+        let mut probs = None;
+        let id = match next {
+            Next::Forced(id) => id,
+            Next::Logits(mut logits) => {
+                if wants_probs {
+                    self.raw.clone_from(&logits);
+                }
+                let id = self.sampler.sample(&mut logits, self.engine.banned())?;
+                if wants_probs {
+                    probs = Some(StepProbs::with_top(
+                        &self.raw,
+                        id,
+                        &self.end_tokens,
+                        sink.top_probs(),
+                    ));
+                }
+                id
+            }
+        };
+        let bytes = vocab.token_bytes(id).ok_or(Error::UnknownToken {
+            id,
+            vocab: vocab.len(),
+        })?;
+        self.sampler.accept(id);
+        let step = self.engine.push(id, bytes);
+        let event = TokenEvent {
+            index: step.index,
+            id,
+            bytes,
+            end_token: step.end_token,
+            text: &step.text,
+            held: step.held,
+            finish: step.finish.as_ref().map(|f| &f.reason),
+            cut: step.finish.as_ref().and_then(|f| f.cut.as_ref()),
+            probs: probs.as_ref(),
+            stops: &self.stops,
+        };
+        let flow = sink.token(&event)?;
+        let (index, finish) = (step.index, step.finish);
+        if let Some(f) = finish {
+            self.finish = Some(f);
+            return Ok(None);
+        }
+        if flow == ControlFlow::Break(()) {
+            self.finish = Some(self.engine.cancel());
+            return Ok(None);
+        }
+        Ok(Some((id, self.prompt_len + index)))
+    }
+
+    /// Ends the generation as abandoned by its consumer (`Cancelled`), unless it has finished already.
+    pub fn cancel(&mut self) {
+        if self.finish.is_none() {
+            self.finish = Some(self.engine.cancel());
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finish.is_some()
+    }
+
+    /// The result; a sequence that has not finished counts as cancelled.
+    pub fn outcome(mut self) -> Outcome {
+        self.cancel();
+        let Finish { reason, cut } = self.finish.take().expect("set by cancel");
+        let tokens = self.engine.tokens().to_vec();
+        let mut timings = self.timings;
+        let decode_tokens = tokens.len().saturating_sub(1);
+        timings.decode_tokens = decode_tokens;
+        timings.decode_ms = self
+            .decode_start
+            .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
+        timings.prefill_tokens_per_s = per_second(self.prompt_len, timings.prefill_ms);
+        timings.decode_tokens_per_s = per_second(decode_tokens, timings.decode_ms);
+        Outcome {
+            text: self.engine.text().to_owned(),
+            finish: reason,
+            cut,
+            tokens,
+            prompt_tokens: self.prompt_len,
+            timings,
+        }
+    }
+}
+
+pub(super) fn per_second(n: usize, ms: f64) -> f64 {
+    if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 }
+}
