@@ -16,9 +16,11 @@
 //! | vocabulary from the GGUF's own metadata or a weight-free tiktoken vocabulary; end sets with reasons | [`tokenizer`](pipeline::tokenizer) | `src/pipeline/tokenizer/` |
 //! | the [`Model`](pipeline::model::Model) trait, GGUF files, the own forward pass, replay | [`model`](pipeline::model) | `src/pipeline/model/` |
 //! | greedy, temperature, top-k/p, min-p, penalties, logit bias, seed | [`sampling`](pipeline::sampling) | `src/pipeline/sampling.rs` |
-//! | generation settings, validated once | [`pipeline::settings`] | `src/pipeline/settings.rs` |
+//! | generation settings, validated once; the typed names of the settings and their errors | [`settings`](pipeline::settings), [`field`](pipeline::field) | `src/pipeline/settings.rs`, `field.rs` |
 //! | stop strings (DFA), the stop engine, finish reasons, the naive reference | [`stop`](pipeline::stop) | `src/pipeline/stop/` |
-//! | the loop: model → sampler → stop engine → sink | [`generate`](mod@pipeline::generate) | `src/pipeline/generate.rs` |
+//! | what the loop hands its caller: per-token events, the owned [`Token`](pipeline::sink::Token), the outcome, the [`Sink`](pipeline::sink::Sink) trait | [`sink`](pipeline::sink) | `src/pipeline/sink.rs` |
+//! | one generation a step at a time | [`sequence`](pipeline::sequence) | `src/pipeline/sequence.rs` |
+//! | the loop: model → sampler → stop engine → sink; several sequences at once | [`generate`](mod@pipeline::generate), [`batch`](pipeline::batch) | `src/pipeline/generate.rs`, `batch.rs` |
 //!
 //! Around the pipeline:
 //! * [`fetch`] (`src/fetch.rs`): where model files come from (the manifest, PyPI wheels, the cache);
@@ -27,6 +29,8 @@
 //!   token, as the stop engine saw it), [`inspect`](lab::inspect) (how stops fall across tokens), [`experiment`](lab::experiment) (the seed's
 //!   techniques as scenarios), [`bench`](mod@lab::bench) (stop matching against the peers' strategies);
 //! * [`serve`] (`src/serve/`): the same semantics over an OpenAI-compatible HTTP API;
+//! * [`client`] (`src/client.rs`): the client for OpenAI-compatible servers that `probe`, `experiment
+//!   --endpoint` and `bench overhead --endpoint` share;
 //! * [`probe`] (`src/probe/`): any OpenAI-compatible server's stop handling judged against the reference;
 //! * [`finetune`] (`src/finetune/`): LoRA fine-tunes that teach a custom stop sequence (or break the end
 //!   token), and adapters;

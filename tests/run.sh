@@ -2,7 +2,7 @@
 # stoplab's test command: installs what the tests need, the way a new user would, then runs them.
 #
 #   tests/run.sh            every tier: replay, model, external (and the unit tests and doc examples)
-#   tests/run.sh replay     no weights, nothing downloaded: the stop engine, the loop, the matchers
+#   tests/run.sh replay     no weights, nothing downloaded: the stop engine, the loop, the matchers, the server
 #   tests/run.sh model      the cached models (fetched first)
 #   tests/run.sh external   real peers: Chromium, the Python clients, llama.cpp's server
 #

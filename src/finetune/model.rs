@@ -3,7 +3,7 @@
 //!
 //! Built from primitive ops only. candle 0.11.1's fused `rms_norm`, `softmax_last_dim`, `rope_i`/`rope`,
 //! `layer_norm` and `sdpa` have no backward and drop the gradient silently; the finite-difference test in
-//! `tests/finetune.rs` guards against one creeping back in. The rope is the interleaved one (pairs of
+//! `tests/model/finetune.rs` guards against one creeping back in. The rope is the interleaved one (pairs of
 //! neighbouring dimensions), which is what GGUF's permuted q/k weights expect.
 //!
 //! Frozen matmuls go through `FrozenLinear`, a custom op whose backward returns only the input's gradient:

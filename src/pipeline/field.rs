@@ -65,7 +65,7 @@ impl EndList {
 }
 
 impl std::fmt::Display for Field {
-    /// The library's own name (the path of the field in [`UserSettings`]); front ends use their own.
+    /// The library's own name (the path of the field in [`UserSettings`](crate::pipeline::settings::UserSettings)); front ends use their own.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Prompt => f.write_str("prompt"),

@@ -1,8 +1,8 @@
 //! The generation loop: model → sampler → token → stop engine → sink, and nothing else.
 //!
 //! The loop knows nothing of stdout, HTTP or JSON; the caller brings a [`Sink`] that receives one
-//! [`TokenEvent`] per generated token and may end the generation early (or fail it: a write error). Every
-//! stop decision, and which text each token releases, is the [`StopEngine`]'s: see its documentation for the
+//! [`TokenEvent`](super::sink::TokenEvent) per generated token and may end the generation early (or fail it: a write error). Every
+//! stop decision, and which text each token releases, is the [`StopEngine`](super::stop::StopEngine)'s: see its documentation for the
 //! order. The concatenated event texts always equal [`Outcome::text`].
 
 use crate::Error;

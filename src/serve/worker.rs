@@ -14,7 +14,7 @@
 //! engine released and held back, the finish and its cut on the last one, and the model's probabilities when
 //! the request asked for them), so a route can show as much of it as its API has room for: OpenAI's text
 //! deltas and logprobs, or a trace row per token. A request with `n` choices runs them
-//! side by side, but its handler hears them in order, one choice after another ([`Delivery`]); every event
+//! side by side, but its handler hears them in order, one choice after another (`Delivery`); every event
 //! names its choice.
 
 use std::cell::RefCell;

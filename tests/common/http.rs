@@ -8,30 +8,55 @@ use serde_json::Value;
 use stoplab::LoadOptions;
 use stoplab::serve::{self, Config, Handle, Limits};
 
-/// A server on 127.0.0.1:0. `weights: false` loads only the tokenizer (every request carries `replay`).
-pub fn start(weights: bool, api_key: Option<&str>, limits: Limits) -> Handle {
-    serve::start(Config {
-        engine: LoadOptions {
-            tokenizer_only: !weights,
-            ..Default::default()
-        },
+fn config(engine: LoadOptions, api_key: Option<&str>, limits: Limits) -> Config {
+    Config {
+        engine,
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         api_key: api_key.map(String::from),
         model_name: None,
         limits,
-    })
-    .expect("the server starts (the default model is in the cache: `stoplab fetch`)")
+    }
 }
 
+/// A server on 127.0.0.1:0 for the default model. `weights: false` loads only the tokenizer (every request
+/// carries `replay`).
+pub fn start(weights: bool, api_key: Option<&str>, limits: Limits) -> Handle {
+    let engine = LoadOptions {
+        tokenizer_only: !weights,
+        ..Default::default()
+    };
+    serve::start(config(engine, api_key, limits))
+        .expect("the server starts (the default model is in the cache: `stoplab fetch`)")
+}
+
+/// The replay tier's server tests' body limit.
+fn replay_limits() -> Limits {
+    Limits {
+        max_body_bytes: 64 * 1024,
+        ..Limits::default()
+    }
+}
+
+/// A server of the default model's tokenizer (no weights; every request carries `replay`).
 pub fn replay_server() -> Handle {
-    start(
-        false,
-        None,
-        Limits {
-            max_body_bytes: 64 * 1024,
-            ..Limits::default()
-        },
-    )
+    start(false, None, replay_limits())
+}
+
+/// A server on 127.0.0.1:0 without weights on the generated chat vocabulary ([`super::chatml_vocab`]):
+/// every request carries `replay`, and nothing is read from the model cache.
+pub fn start_chatml(api_key: Option<&str>, limits: Limits) -> Handle {
+    let engine = LoadOptions {
+        model: Some(super::chatml_vocab().to_string_lossy().into_owned()),
+        tokenizer_only: true,
+        ..Default::default()
+    };
+    serve::start(config(engine, api_key, limits))
+        .expect("the server starts on the generated vocabulary")
+}
+
+/// [`start_chatml`] with the body limit of [`replay_server`].
+pub fn chatml_server() -> Handle {
+    start_chatml(None, replay_limits())
 }
 
 pub fn url(h: &Handle, path: &str) -> String {

@@ -1,11 +1,14 @@
 //! Test helpers: a small synthetic GGUF vocabulary (no weights) and ways to run the loop on replays;
-//! `http` starts servers and talks to them.
+//! `chatml` writes a chat vocabulary (no weights) a server can load; `http` starts servers and talks to them.
 #![allow(dead_code)]
 
 pub mod browser;
+mod chatml;
 pub mod gguf;
 mod http;
 pub mod reference;
+#[allow(unused_imports)]
+pub use chatml::*;
 #[allow(unused_imports)]
 pub use http::*;
 

@@ -1,7 +1,7 @@
 //! The reference every fast matcher is held to: so simple it is unlikely to be wrong.
 //!
 //! [`naive_first_match`] searches the whole text for every stop; [`naive_hold`] tries every suffix. The
-//! property tests (`tests/stop_props.rs`) hold the DFA scanner and the stop engine to both, and the peers'
+//! property tests (`tests/replay/stop_props.rs`) hold the DFA scanner and the stop engine to both, and the peers'
 //! strategies (`lab::bench::strategies`) are held to them too.
 
 use super::set::StopMatch;

@@ -1,27 +1,31 @@
-//! stoplab's own forward pass for the CPU: one sequence, weights memory-mapped and used in place.
+//! stoplab's own forward pass for the CPU: weights memory-mapped and used in place, one sequence or several
+//! side by side (one KV slot each, [`slots`]).
 //!
 //! Three architectures share the pass ([`Arch`]): `llama` (SmolLM2), `qwen2` (Qwen2.5: q/k/v biases, NEOX
 //! rope) and `gemma3` (Gemma 3: embeddings scaled by √dim, per-head q/k RMS norms before rope, RMS norms
 //! after attention and after the feed-forward, GELU(tanh)-gated feed-forward through ggml's f16 table,
 //! keys 256 wide over an embedding of 640, and sliding-window layers with their own rope base). Each
 //! follows llama.cpp's graph for that architecture (`src/models/{llama,qwen2,gemma3}.cpp`) and ggml's CPU
-//! numerics, so the greedy ids agree with llama.cpp's (`tests/families_model.rs`, `tests/real_model.rs`).
+//! numerics, so the greedy ids agree with llama.cpp's (`tests/model/families_model.rs`, `tests/model/real_model.rs`).
 //!
 //! Why not candle's `quantized_llama`: it concatenates the whole KV cache at every step (a per-token cost
 //! that grows with the context), dequantizes the token embedding to a 113 MB f32 table, allocates every
 //! intermediate tensor, and candle 0.11's Q4_1 dot product is the scalar reference loop. Here, by file:
 //!
-//! * [`weights`]: the file stays memory-mapped; the tied output/embedding matrix stays Q8_0 (embedding rows
-//!   are dequantized one token at a time). Every header field the pass relies on is checked against the
+//! * [`weights`]: the file stays memory-mapped; the tied output/embedding matrix stays quantized (embedding
+//!   rows are dequantized one token at a time). Every header field the pass relies on is checked against the
 //!   tensors it describes before anything is read.
 //! * [`kv`]: the KV cache is preallocated for the whole context as f16 (as llama.cpp keeps it) and written
 //!   in place; pages are touched only as positions fill, so peak RSS follows the context used.
-//! * [`quant`]: matrix products quantize the activations once per row (Q8_1 for Q4_1 weights, Q8_0 for
-//!   Q8_0 weights, as ggml does).
-//! * [`matmul`]: products run over tiles of activation rows × weight rows (in prefill each unpacked weight
-//!   block serves 4 prompt rows, and each activation block 2 weight rows); decode reads about 96 MB of
-//!   weights per token, a memory-streaming problem, so it asks for the weights 8 KiB ahead of those it
-//!   reads, since the hardware prefetcher stops at every 4 KiB page.
+//! * [`quant`]: the weight formats (Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, as ggml lays them out); matrix products
+//!   quantize the activations once per row into the format the weights pair with (Q8_1, Q8_0, Q8_K).
+//! * [`matmul`]: products split the weight rows into units of parallel work and hand each to a kernel tile
+//!   ([`kernels`] `shape`): in decode 4 weight rows per call against the one activation row, each weight read
+//!   once, with the next weights asked for 8 KiB ahead inside the kernels, spread among the arithmetic (the
+//!   hardware prefetcher stops at every 4 KiB page); in prefill and batched decode an unpacked block of a
+//!   32-value format serves 8 activation rows, a K format's tile is 4 activation rows × 2 weight rows.
+//! * [`slots`]: several sequences in one step, each in its own KV slot: the weights are read once for all
+//!   of them, and every row is computed as it would be alone.
 //! * [`attention`]: the query heads that share a KV head are taken together, so each cached row is read and
 //!   widened from f16 once for all of them.
 //! * [`kernels`]: the integer dot products and f16 attention loops, in scalar, AVX2 and AVX-512 sets chosen
@@ -34,15 +38,15 @@
 //!
 //! Norm, rope, attention and SwiGLU work on preallocated scratch buffers: no allocation per token.
 //! Numerics follow ggml's CPU path (the same quantization of activations, f16 K/V), so the greedy ids agree
-//! with llama.cpp's; `tests/llama_logits.rs` holds the logits to candle's reference implementation.
+//! with llama.cpp's; `tests/model/llama_logits.rs` holds the logits to candle's reference implementation.
 
 mod attention;
-mod batch;
 mod kernels;
 mod kv;
 mod matmul;
 mod parallel;
 mod quant;
+mod slots;
 mod weights;
 
 use std::fs::File;
@@ -55,8 +59,8 @@ use matmul::matmul_many;
 use quant::{Act, quantize};
 use weights::Weights;
 
-pub use batch::Seg;
 pub use kernels::{Isa, Kernels};
+pub use slots::Seg;
 pub use weights::unsupported;
 
 /// Threads that run the forward pass (candle's barrier pool, started on the first call).

@@ -1,17 +1,17 @@
-//! The OpenAI API as the peers' own test suites expect it (issue 14), on the replay model (no weights):
-//! echo, logprobs, n, /tokenize in vLLM's and llama.cpp's shapes, context_length_exceeded, stream_options,
-//! refused fields, hostile messages and clients; and function calls through Qwen2.5's template.
+//! The OpenAI API as the peers' own test suites expect it (issue 14), on the replay model (no weights) over
+//! the generated chat vocabulary (`common::chatml`): echo, logprobs, n, /tokenize in vLLM's and llama.cpp's
+//! shapes, context_length_exceeded, stream_options, refused fields, hostile messages and clients. Function
+//! calls through Qwen2.5's template are in the model tier (`serve_tools`).
 
 use crate::common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use stoplab::LoadOptions;
-use stoplab::serve::{self, Config, Handle, Limits};
+use stoplab::serve::{Handle, Limits};
 
 /// The error's status and `param` (and `code`).
 fn refused(h: &Handle, path: &str, body: Value) -> (u16, Value, Value) {
@@ -27,22 +27,6 @@ fn ok(h: &Handle, path: &str, body: &Value) -> Value {
     let r = post(h, path, body);
     assert_eq!(r.status, 200, "{body} -> {:?}", r.body);
     r.body
-}
-
-/// A server without weights for a model named as `stoplab --model` takes it.
-fn replay_model(model: &str) -> Handle {
-    serve::start(Config {
-        engine: LoadOptions {
-            model: Some(model.into()),
-            tokenizer_only: true,
-            ..Default::default()
-        },
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        api_key: None,
-        model_name: None,
-        limits: Limits::default(),
-    })
-    .unwrap_or_else(|e| panic!("{model} is in the cache (`stoplab fetch {model}`): {e}"))
 }
 
 /// The text of each choice of a stream, by index, and the finish of each.
@@ -71,7 +55,7 @@ fn stream_choices(events: &[Value]) -> (Vec<String>, Vec<Value>) {
 
 #[test]
 fn echo_puts_the_prompt_before_the_text_streamed_and_not() {
-    let h = replay_server();
+    let h = chatml_server();
     let body = json!({"prompt": "AI:", "replay": " Berlin.\nuser:", "stop": "\nuser:", "echo": true,
                       "max_tokens": 20});
     let r = ok(&h, "/v1/completions", &body);
@@ -114,7 +98,7 @@ fn echo_puts_the_prompt_before_the_text_streamed_and_not() {
 
 #[test]
 fn logprobs_come_in_openais_shapes_streamed_and_not() {
-    let h = replay_server();
+    let h = chatml_server();
     // Completions: logprobs is the number of alternatives.
     let body = json!({"prompt": "AI:", "replay": " Berlin.\nuser: x", "stop": "\nuser:", "logprobs": 2,
                       "max_tokens": 20});
@@ -249,7 +233,7 @@ fn logprobs_come_in_openais_shapes_streamed_and_not() {
 
 #[test]
 fn n_choices_streamed_and_not() {
-    let h = replay_server();
+    let h = chatml_server();
     let body = json!({"prompt": "AI:", "replay": " one two", "n": 3, "max_tokens": 10});
     let r = ok(&h, "/v1/completions", &body);
     let choices = r["choices"].as_array().unwrap();
@@ -281,7 +265,7 @@ fn n_choices_streamed_and_not() {
 
 #[test]
 fn tokenize_answers_in_vllms_and_llama_cpps_shapes() {
-    let h = replay_server();
+    let h = chatml_server();
     // llama.cpp: content → {"tokens": [ids]}; with_pieces → [{id, piece}], bytes where not UTF-8.
     let r = ok(&h, "/tokenize", &json!({"content": "Hi there"}));
     assert_eq!(
@@ -400,7 +384,7 @@ fn tokenize_answers_in_vllms_and_llama_cpps_shapes() {
 
 #[test]
 fn a_prompt_beyond_the_context_is_context_length_exceeded() {
-    let h = replay_server();
+    let h = chatml_server();
     let context = get(&h, "/v1/models").body["data"][0]["max_model_len"]
         .as_u64()
         .unwrap() as usize;
@@ -431,7 +415,7 @@ fn a_prompt_beyond_the_context_is_context_length_exceeded() {
 
 #[test]
 fn unimplemented_fields_are_refused_by_name_and_inert_ones_ignored() {
-    let h = replay_server();
+    let h = chatml_server();
     let base = json!({"prompt": "A", "replay": "b"});
     let chat = json!({"messages": [{"role": "user", "content": "A"}], "replay": "b"});
     let with = |b: &Value, k: &str, v: Value| {
@@ -523,7 +507,7 @@ fn unimplemented_fields_are_refused_by_name_and_inert_ones_ignored() {
 
 #[test]
 fn hostile_messages_are_400s_naming_the_field() {
-    let h = replay_server();
+    let h = chatml_server();
     let send = |messages: Value| {
         refused(
             &h,
@@ -595,8 +579,7 @@ fn hostile_messages_are_400s_naming_the_field() {
 
 /// A server whose connections and read timeout are small, for the slow-client tests.
 fn small_server(max_connections: usize) -> Handle {
-    start(
-        false,
+    start_chatml(
         None,
         Limits {
             max_connections,
@@ -670,134 +653,5 @@ fn a_huge_content_length_is_413_before_the_body_and_a_slow_body_is_408() {
         &head, b"HTTP/1.1 408",
         "a body that does not arrive in time"
     );
-    h.shutdown().unwrap();
-}
-
-const WEATHER: &str = r#"[{"type": "function", "function": {"name": "get_weather", "description": "Get the current weather in a given city.", "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "The city name, e.g. Paris"}}, "required": ["city"]}}}]"#;
-
-/// The tools prompt llama.cpp's /apply-template rendered for Qwen2.5-Coder (the reference's
-/// `tool_call_weather`), then an assistant call and a tool result as jinja2 renders them.
-const QWEN_TOOLS_PROMPT: &str = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Get the current weather in a given city.\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\", \"description\": \"The city name, e.g. Paris\"}}, \"required\": [\"city\"]}}}\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n<|im_start|>user\nWhat's the weather like in Paris today?<|im_end|>\n<|im_start|>assistant\n";
-const QWEN_AFTER_CALL: &str = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"°C\"}}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n{\"temp\": 21}\n</tool_response><|im_end|>\n<|im_start|>assistant\n";
-
-#[test]
-fn qwen_renders_tools_and_tool_turns_as_llama_cpp_and_jinja2_do() {
-    let h = replay_model("qwen2.5-coder-0.5b-instruct");
-    let tools: Value = serde_json::from_str(WEATHER).unwrap();
-    let question = json!({"role": "user", "content": "What's the weather like in Paris today?"});
-    let detok = |r: &Value| {
-        ok(&h, "/detokenize", &json!({"tokens": r["tokens"]}))["prompt"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let text = detok(&ok(
-        &h,
-        "/tokenize",
-        &json!({"messages": [question], "tools": tools}),
-    ));
-    assert_eq!(text, QWEN_TOOLS_PROMPT);
-    let turns = json!([question,
-        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
-            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"°C\"}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 21}"}]);
-    let text = detok(&ok(
-        &h,
-        "/tokenize",
-        &json!({"messages": turns, "tools": tools}),
-    ));
-    assert_eq!(text, format!("{QWEN_TOOLS_PROMPT}{QWEN_AFTER_CALL}"));
-    // Arguments that are not JSON text are refused by their path.
-    let (status, param, _) = refused(
-        &h,
-        "/tokenize",
-        json!({"messages": [question,
-        {"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
-            "function": {"name": "get_weather", "arguments": "{city: Paris"}}]}], "tools": tools}),
-    );
-    assert_eq!(
-        (status, param.as_str()),
-        (400, Some("messages[1].tool_calls[0]"))
-    );
-    h.shutdown().unwrap();
-}
-
-#[test]
-fn a_reply_that_calls_a_function_is_returned_as_tool_calls_streamed_and_not() {
-    let h = replay_model("qwen2.5-coder-0.5b-instruct");
-    let tools: Value = serde_json::from_str(WEATHER).unwrap();
-    let question = json!([{"role": "user", "content": "What's the weather like in Paris today?"}]);
-    // As Qwen2.5 answers (a bare object), in its template's tags, and in a fence.
-    for reply in [
-        r#"{"name": "get_weather", "arguments": {"city": "Paris"}}"#,
-        "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
-        "```json\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n```",
-    ] {
-        let body = json!({"messages": question, "tools": tools, "replay": reply, "max_tokens": 60});
-        let r = ok(&h, "/v1/chat/completions", &body);
-        let c = &r["choices"][0];
-        assert_eq!(c["finish_reason"], "tool_calls", "{reply}");
-        assert!(c["message"]["content"].is_null());
-        let call = &c["message"]["tool_calls"][0];
-        assert_eq!(call["type"], "function");
-        assert_eq!(call["function"]["name"], "get_weather");
-        let args: Value =
-            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
-        assert_eq!(args, json!({"city": "Paris"}));
-        assert!(call["id"].as_str().unwrap().starts_with("call_"));
-        let mut s = body.clone();
-        s["stream"] = true.into();
-        let events = stream(&h, "/v1/chat/completions", &s);
-        assert_eq!(
-            deltas(&events).concat(),
-            "",
-            "no call text leaks as content"
-        );
-        let calls: Vec<&Value> = events
-            .iter()
-            .filter_map(|e| e["choices"][0]["delta"]["tool_calls"].get(0))
-            .collect();
-        assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0]["index"], 0);
-        assert_eq!(calls[0]["function"], call["function"]);
-        assert_eq!(stream_finish(&events).0, "tool_calls");
-    }
-    // Prose, a call of an unknown function, or tool_choice none: text, as usual; streamed the same.
-    for (reply, choice) in [
-        ("It is sunny in Paris. {\"a\": 1}", "auto"),
-        (r#"{"name": "get_time", "arguments": {}}"#, "auto"),
-        (
-            r#"{"name": "get_weather", "arguments": {"city": "Paris"}}"#,
-            "none",
-        ),
-        (
-            "Let me check. <tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}",
-            "auto",
-        ),
-        (
-            "{Let me check.} <tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}",
-            "auto",
-        ),
-    ] {
-        let body =
-            json!({"messages": question, "tools": tools, "tool_choice": choice, "replay": reply});
-        let r = ok(&h, "/v1/chat/completions", &body);
-        let c = &r["choices"][0];
-        let mut s = body.clone();
-        s["stream"] = true.into();
-        let events = stream(&h, "/v1/chat/completions", &s);
-        if c["finish_reason"] == "tool_calls" {
-            // Text before the tag is the content (streamed the same, even when it began like a call); the
-            // call, its closing tag cut off by the end, is read.
-            let before = &reply[..reply.find("<tool_call>").unwrap()];
-            assert_eq!(c["message"]["content"], before);
-            assert_eq!(deltas(&events).concat(), before);
-        } else {
-            assert_eq!(c["message"]["content"], reply);
-            assert!(c["message"]["tool_calls"].is_null());
-            assert_eq!(deltas(&events).concat(), reply);
-        }
-        assert_eq!(stream_finish(&events).0, c["finish_reason"]);
-    }
     h.shutdown().unwrap();
 }

@@ -1,5 +1,6 @@
-//! The server with the replay model (no weights): every field, the error table, streaming against
-//! non-streaming, holdback, the routes. Each test starts its own server on a free port and stops it.
+//! The server with the replay model (no weights) on the generated chat vocabulary (`common::chatml`, laid
+//! out like SmolLM2's): every field, the error table, streaming against non-streaming, holdback, the routes.
+//! Each test starts its own server on a free port and stops it.
 
 use crate::common;
 
@@ -15,7 +16,7 @@ fn completion(h: &stoplab::serve::Handle, body: Value) -> Value {
 
 #[test]
 fn a_stop_string_cuts_the_text_and_is_reported() {
-    let h = replay_server();
+    let h = chatml_server();
     let r = completion(
         &h,
         json!({"prompt": "user: Capital of Germany?\nAI:", "replay": " Berlin.\nuser: and France?",
@@ -50,7 +51,7 @@ fn a_stop_string_cuts_the_text_and_is_reported() {
 
 #[test]
 fn length_end_token_and_stop_token_ids_finish_as_openai_says() {
-    let h = replay_server();
+    let h = chatml_server();
     let r = completion(
         &h,
         json!({"prompt": "AI:", "replay": " one two three four five", "max_tokens": 2}),
@@ -108,7 +109,7 @@ fn length_end_token_and_stop_token_ids_finish_as_openai_says() {
 
 #[test]
 fn chat_completions_render_the_template_and_answer_with_a_message() {
-    let h = replay_server();
+    let h = chatml_server();
     let body = json!({"model": h.model(), "messages": [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": [{"type": "text", "text": "Hi!"}]}],
@@ -165,7 +166,7 @@ fn both(h: &stoplab::serve::Handle, path: &str, body: Value) -> (Vec<String>, Va
 
 #[test]
 fn streaming_equals_non_streaming_and_holds_back_exactly() {
-    let h = replay_server();
+    let h = chatml_server();
     let p = "/v1/completions";
 
     // A stop split over several tokens: nothing of it is sent, the text before it is.
@@ -180,6 +181,11 @@ fn streaming_equals_non_streaming_and_holds_back_exactly() {
     assert!(parts.iter().all(|d| !d.contains('\n')), "{parts:?}");
 
     // A token running past a stop: the stop ends inside " Berlin"; the rest of the token is cut too.
+    assert_eq!(
+        tokenize(&h, " Berlin").len(),
+        1,
+        "the stop ends inside one token"
+    );
     let (parts, plain, _) = both(
         &h,
         p,
@@ -229,7 +235,7 @@ fn streaming_equals_non_streaming_and_holds_back_exactly() {
 
 #[test]
 fn every_request_field_is_accepted_and_unknown_fields_are_ignored() {
-    let h = replay_server();
+    let h = chatml_server();
     let r = completion(
         &h,
         json!({"model": h.model(), "prompt": "AI:", "replay": " ok", "max_tokens": 5, "temperature": 0.7,
@@ -244,17 +250,18 @@ fn every_request_field_is_accepted_and_unknown_fields_are_ignored() {
     let ids = tokenize(&h, "AI:");
     let r = completion(
         &h,
-        json!({"model": "SmolLM2-135M-Instruct.Q4_1", "prompt": ids, "replay": " ok"}),
+        json!({"model": CHATML_NAME, "prompt": ids, "replay": " ok"}),
     );
     assert_eq!(r["usage"]["prompt_tokens"], ids.len());
     h.shutdown().unwrap();
 }
 
 /// stoplab's `end_tokens`: which end tokens count, per request, as `--end-token` / `--add-end-token` /
-/// `--no-end-token` on the command line. SmolLM2's set is {0 <|endoftext|>, 2 <|im_end|>}.
+/// `--no-end-token` on the command line. The generated vocabulary's set is SmolLM2's: {0 <|endoftext|>,
+/// 2 <|im_end|>}.
 #[test]
 fn end_tokens_choose_which_end_tokens_count_per_request() {
-    let h = replay_server();
+    let h = chatml_server();
     let replay = " Hi.<|im_end|> more<|endoftext|> rest";
     // The model's set: <|im_end|> ends it.
     let r = completion(
@@ -309,7 +316,7 @@ fn end_tokens_choose_which_end_tokens_count_per_request() {
 
 #[test]
 fn the_error_table() {
-    let h = replay_server();
+    let h = chatml_server();
     let ok = json!({"prompt": "AI:", "replay": " x", "max_tokens": 4});
     let with = |k: &str, v: Value| {
         let mut b = ok.clone();
@@ -534,8 +541,7 @@ fn the_error_table() {
     let r = get(&h, "/v1/completions");
     assert_eq!(r.status, 405);
     // A body small enough to sit whole in the socket buffers, so the early 413 cannot break the client's pipe.
-    let small = start(
-        false,
+    let small = start_chatml(
         None,
         Limits {
             max_body_bytes: 1024,
@@ -556,7 +562,7 @@ fn the_error_table() {
 
 #[test]
 fn a_bad_streamed_request_gets_its_status_not_a_200() {
-    let h = replay_server();
+    let h = chatml_server();
     let body =
         json!({"prompt": "AI:", "replay": "x", "stop_token_ids": [99999999], "stream": true});
     let r = post(&h, "/v1/completions", &body);
@@ -567,7 +573,7 @@ fn a_bad_streamed_request_gets_its_status_not_a_200() {
 
 #[test]
 fn an_api_key_is_required_when_set() {
-    let h = start(false, Some("sekret"), Limits::default());
+    let h = start_chatml(Some("sekret"), Limits::default());
     let body = json!({"prompt": "AI:", "replay": " x"}).to_string();
     let r = post_bytes(&h, "/v1/completions", body.as_bytes(), &[]);
     assert_eq!(r.status, 401);
@@ -608,7 +614,7 @@ fn reply_models(h: &stoplab::serve::Handle, auth: Option<&str>) -> u16 {
 
 #[test]
 fn models_health_tokenize_detokenize() {
-    let h = replay_server();
+    let h = chatml_server();
     let m = get(&h, "/v1/models");
     assert_eq!(m.status, 200);
     assert_eq!(m.body["object"], "list");
@@ -639,7 +645,7 @@ fn models_health_tokenize_detokenize() {
 
 #[test]
 fn shutdown_stops_listening() {
-    let h = replay_server();
+    let h = chatml_server();
     let addr = h.addr();
     assert_eq!(get(&h, "/health").status, 200);
     h.shutdown().unwrap();
@@ -651,7 +657,7 @@ fn shutdown_stops_listening() {
 
 #[test]
 fn a_raw_request_without_content_type_works_like_curl() {
-    let h = replay_server();
+    let h = chatml_server();
     let body = r#"{"prompt": "AI:", "replay": " hi", "stop": "i"}"#;
     let out = raw(
         &h,
@@ -690,8 +696,10 @@ fn serve_until(signal: &str) {
     }
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_stoplab"))
-            .args(["serve", "--replay-only", "--port", "0"])
+            .args(["serve", "--replay-only", "--port", "0", "--model"])
+            .arg(chatml_vocab())
             .env_remove("STOPLAB_API_KEY")
+            .env_remove("STOPLAB_MODEL")
             .stderr(Stdio::piped())
             .spawn()
             .expect("the binary runs"),

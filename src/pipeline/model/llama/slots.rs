@@ -6,7 +6,7 @@
 //! rows (the products already take several rows for prefill), so the weights are read once for all of them;
 //! attention runs per sequence against its own slot's cache and position. Every row is computed with the
 //! same operations in the same order as alone, so a sequence's logits do not depend on its companions
-//! (`tests/batch_model.rs` holds the batched ids to `generate`'s).
+//! (`tests/model/batch_model.rs` holds the batched ids to `generate`'s).
 
 use super::kernels::{BATCHED_ROWS, Kernels};
 use super::kv::KvCache;
