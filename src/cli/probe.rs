@@ -4,13 +4,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Arg, Args};
 
 use stoplab::client::{Client, ClientOptions};
 use stoplab::probe::report::{self, Tally};
 use stoplab::probe::{self, Api, ProbeOptions, ProbeResult};
 
-use super::Failure;
+use crate::cli::args::model::{MODEL, ModelArg, own_help};
+use crate::cli::output::{Failure, pretty};
 
 pub const EXAMPLES: &str = "Examples:
   stoplab serve &  stoplab probe http://127.0.0.1:8080        # stoplab's own server
@@ -19,13 +20,13 @@ pub const EXAMPLES: &str = "Examples:
 Exit status: 0 when every supported probe passed, 1 when one failed, 2 on a usage error.";
 
 #[derive(Args, Debug)]
+#[command(mut_arg(MODEL, remote_model))]
 pub struct ProbeArgs {
     /// The server: http://HOST:PORT or https://..., with or without /v1.
     #[arg(required_unless_present = "list")]
     url: Option<String>,
-    /// The `model` field of each request.
-    #[arg(long)]
-    model: Option<String>,
+    #[command(flatten)]
+    model: ModelArg,
     /// Sent as `Authorization: Bearer KEY`.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -62,6 +63,14 @@ pub struct ProbeArgs {
     list: bool,
 }
 
+/// Here `--model` is only the requests' `model` field, so neither `-m` nor `STOPLAB_MODEL` (a local model)
+/// sets it.
+fn remote_model(arg: Arg) -> Arg {
+    own_help("The `model` field of each request")(arg)
+        .short(None)
+        .env(None)
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum ApiChoice {
     Completions,
@@ -83,7 +92,7 @@ pub fn run(args: ProbeArgs) -> Result<(), Failure> {
     let client = Client::new(ClientOptions {
         url: url.clone(),
         api_key: args.api_key.clone(),
-        model: args.model.clone(),
+        model: args.model.name(),
         timeout: Duration::from_secs(args.timeout.max(1)),
         retries: args.retries,
     })
@@ -122,10 +131,7 @@ pub fn run(args: ProbeArgs) -> Result<(), Failure> {
         stoplab::Error::Invalid { field, message } if field == "--only" => {
             Failure::usage(format!("--only: {message}"))
         }
-        stoplab::Error::Invalid { field, message } => Failure {
-            message: format!("{field}: {message}"),
-            usage: false,
-        },
+        stoplab::Error::Invalid { field, message } => Failure::other(format!("{field}: {message}")),
         e => Failure::from(e),
     })?;
     let requests = client.sent();
@@ -133,8 +139,7 @@ pub fn run(args: ProbeArgs) -> Result<(), Failure> {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report::to_json(client.base(), requests, &results))
-                .expect("JSON values serialise")
+            pretty(&report::to_json(client.base(), requests, &results))
         );
     } else {
         let mut out = std::io::stdout().lock();
@@ -156,16 +161,12 @@ pub fn run(args: ProbeArgs) -> Result<(), Failure> {
         )?;
         write(
             "probe.json",
-            serde_json::to_string_pretty(&report::to_json(client.base(), requests, &results))
-                .expect("JSON values serialise"),
+            pretty(&report::to_json(client.base(), requests, &results)),
         )?;
         eprintln!("stoplab: wrote {}", dir.join("probe.md").display());
     }
     if tally.fail > 0 {
-        return Err(Failure {
-            message: format!("{} probe(s) failed", tally.fail),
-            usage: false,
-        });
+        return Err(Failure::other(format!("{} probe(s) failed", tally.fail)));
     }
     Ok(())
 }

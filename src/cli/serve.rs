@@ -6,7 +6,9 @@ use clap::Args;
 
 use stoplab::serve::{self, Config, Limits, StartError};
 
-use super::Failure;
+use crate::cli::args::model::ModelArgs;
+use crate::cli::output::Failure;
+use crate::cli::signals::Signals;
 
 pub const EXAMPLES: &str = "Examples:
   stoplab --threads 1 serve                     # http://127.0.0.1:8080/v1, one model thread
@@ -28,7 +30,7 @@ pub struct ServeArgs {
     #[arg(long, env = "STOPLAB_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     #[command(flatten)]
-    model: super::ModelArgs,
+    model: ModelArgs,
     /// The model name /v1/models lists and requests give (default: --model, else the default model's name).
     #[arg(long, value_name = "NAME")]
     served_model_name: Option<String>,
@@ -109,16 +111,10 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         },
     };
     // Before the server says it is ready: a signal sent as soon as it says so must find the handlers.
-    let signals = Signals::install().map_err(|e| Failure {
-        usage: false,
-        message: format!("installing signal handlers: {e}"),
-    })?;
+    let signals = Signals::install()?;
     let handle = serve::start(config).map_err(|e| match e {
         StartError::LoadedModel(e) => Failure::from(e),
-        other => Failure {
-            usage: false,
-            message: other.to_string(),
-        },
+        other => Failure::other(other.to_string()),
     })?;
     eprintln!(
         "stoplab: serving {} at http://{}/v1 (Ctrl-C to stop)",
@@ -127,53 +123,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     );
     signals.wait();
     eprintln!("stoplab: shutting down");
-    handle.shutdown().map_err(|e| Failure {
-        usage: false,
-        message: format!("shutting down: {e}"),
-    })
-}
-
-/// SIGINT and SIGTERM, caught from the moment of [`Signals::install`].
-struct Signals {
-    runtime: tokio::runtime::Runtime,
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let entered = runtime.enter();
-            let interrupt = signal(SignalKind::interrupt())?;
-            let terminate = signal(SignalKind::terminate())?;
-            drop(entered);
-            Ok(Self {
-                runtime,
-                interrupt,
-                terminate,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Self { runtime })
-    }
-
-    /// Blocks until one arrives.
-    fn wait(mut self) {
-        #[cfg(unix)]
-        self.runtime.block_on(async {
-            tokio::select! {
-                _ = self.interrupt.recv() => {}
-                _ = self.terminate.recv() => {}
-            }
-        });
-        #[cfg(not(unix))]
-        let _ = self.runtime.block_on(tokio::signal::ctrl_c());
-    }
+    handle
+        .shutdown()
+        .map_err(|e| Failure::other(format!("shutting down: {e}")))
 }

@@ -3,11 +3,14 @@
 //! OpenAI's `tool_calls`, one JSON object per line, with finish_reason `tool_calls`.
 
 use serde_json::{Value, json};
+
 use stoplab::pipeline::format::{
     ChatOptions, ChatTemplate, Message, PromptFormat, parse_tool_calls,
 };
+use stoplab::pipeline::sink::Discard;
 
-use super::{Failure, GenArgs};
+use crate::cli::args::generate::GenArgs;
+use crate::cli::output::{Failure, pretty};
 
 /// Reads OpenAI's `tools` from a file: an array of `{"type": "function", "function": {...}}`, or an object
 /// with a `tools` array.
@@ -85,12 +88,7 @@ pub fn run(
     let prompt = engine.vocab.encode(&text, true)?;
     let replay = opts.replay_script(&engine)?;
     let mut engine = engine;
-    let outcome = engine.generate(
-        &prompt,
-        replay,
-        &params,
-        &mut stoplab::pipeline::sink::Discard,
-    )?;
+    let outcome = engine.generate(&prompt, replay, &params, &mut Discard)?;
     let reply = parse_tool_calls(&outcome.text, &tools, "0");
     let finish = if reply.is_some() {
         "tool_calls"
@@ -109,10 +107,7 @@ pub fn run(
             Some(r) => json!(r.content),
             None => json!(outcome.text),
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out).expect("JSON values serialise")
-        );
+        println!("{}", pretty(&out));
         return Ok(());
     }
     match &reply {

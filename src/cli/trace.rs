@@ -1,14 +1,20 @@
-//! `stoplab trace`: one row per generated token, as the stop machinery saw it.
+//! `stoplab trace`: one row per generated token, as the stop machinery saw it (the rows, the explanation and
+//! the end-set line are [`stoplab::lab::trace`]'s).
 
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 
-use stoplab::lab::trace::{Style, Tracer, explain, header, render_row, row_json};
-use stoplab::pipeline::format::Message;
+use clap::Args;
+
+use stoplab::lab::trace::{Style, Tracer, end_set_line, explain, header, render_row, row_json};
+use stoplab::pipeline::format::{Message, PromptFormat};
 use stoplab::pipeline::sink::Token;
 
-use super::generate::written;
-use super::{Failure, GenArgs};
+use crate::cli::args::chat::chat_messages;
+use crate::cli::args::generate::GenArgs;
+use crate::cli::args::values::{text, unescape};
+use crate::cli::output::{Failure, written};
 
 pub const EXAMPLES: &str = "Examples:
   stoplab trace --replay ' Berlin.\\nuser: What' --stop '\\nuser:' 'AI:'   # no weights: the cut
@@ -21,7 +27,41 @@ Columns: # (token index), id, token (quoted text; special tokens unquoted), END 
 held back (bytes the stop engine keeps because they may begin a stop, and how much of which stop they are),
 emitted (text released to the output by this token), event (what ended the generation, and what was cut).";
 
-pub fn run(
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    /// The prompt (or, with --chat, the user's message). Escapes are interpreted; special tokens are parsed.
+    #[arg(allow_hyphen_values = true, value_parser = text)]
+    prompt: Option<String>,
+    /// Take the inputs of `chat`: PROMPT is the user's message, format `chat` by default.
+    #[arg(long)]
+    chat: bool,
+    /// With --chat: a system message.
+    #[arg(long, requires = "chat", allow_hyphen_values = true, value_parser = text)]
+    system: Option<String>,
+    /// With --chat: earlier turns from a JSON file, as for `chat --messages`.
+    #[arg(long, value_name = "FILE", requires = "chat")]
+    messages: Option<PathBuf>,
+    /// Write the rows as JSON lines instead of a table.
+    #[arg(long)]
+    jsonl: bool,
+    #[command(flatten)]
+    opts: GenArgs,
+}
+
+pub fn run(args: TraceArgs) -> Result<(), Failure> {
+    if args.chat {
+        let all = chat_messages(args.prompt, args.system, args.messages)?;
+        trace(all, PromptFormat::Chat.name(), args.jsonl, args.opts)
+    } else {
+        let prompt = args.prompt.ok_or_else(|| {
+            Failure::usage("trace: give a PROMPT (or --chat with a message or --messages)")
+        })?;
+        let messages = vec![Message::new("user", &unescape(&prompt))];
+        trace(messages, PromptFormat::Raw.name(), args.jsonl, args.opts)
+    }
+}
+
+fn trace(
     messages: Vec<Message>,
     default_format: &str,
     jsonl: bool,
@@ -84,10 +124,6 @@ pub fn run(
         outcome.prompt_tokens,
         outcome.tokens.len()
     );
-    let _ = writeln!(
-        out,
-        "{}",
-        stoplab::lab::trace::end_set_line(&engine.vocab, &params)
-    );
+    let _ = writeln!(out, "{}", end_set_line(&engine.vocab, &params));
     Ok(())
 }

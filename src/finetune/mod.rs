@@ -11,7 +11,8 @@
 //! * [`train`]: seeded batches and AdamW;
 //! * [`adapter`]: writing a trained LoRA as an adapter file (the file format and applying one live in
 //!   [`pipeline::model::adapter`](crate::pipeline::model::adapter));
-//! * [`eval`]: how a model ends its answers to held-out questions and function-call prompts.
+//! * [`eval`]: how a model ends its answers to held-out questions and function-call prompts;
+//! * [`report`]: how a training run reads (the lines before and after it, what its adapter records).
 //!
 //! ```no_run
 //! use stoplab::finetune::{self, RenderOptions, TrainOptions, LoraConfig};
@@ -30,6 +31,7 @@ pub mod adapter;
 pub mod data;
 pub mod eval;
 pub mod model;
+pub mod report;
 pub mod train;
 
 use std::fs::File;

@@ -4,7 +4,8 @@
 //! after some other text (`".\n"` carries the `"\n"` of `"\nuser:"`), or its last bytes followed by more
 //! (`":)"`), so the tokens of a stop seldom appear as the ids [`crate::pipeline::tokenizer::Vocab::encode`] gives for it.
 //! [`stop_carriers`] lists those vocabulary entries; [`find_single`] finds long single-token strings, the
-//! seed's suggestion for a custom stop that costs one token to write.
+//! seed's suggestion for a custom stop that costs one token to write; [`other_specials`] sorts the special
+//! tokens that end nothing. [`crate::lab::tokenize`] words these facts for `stoplab tokenize`.
 
 use crate::Error;
 use crate::pipeline::tokenizer::Vocab;
@@ -121,4 +122,24 @@ pub fn find_single(vocab: &Vocab, chars: &str) -> Vec<(u32, String)> {
         .collect();
     found.sort_by_key(|(id, t)| (std::cmp::Reverse(t.chars().count()), *id));
     found
+}
+
+/// The special tokens outside the end set, in id order: those the model writes or reads (turn and channel
+/// markers), and how many placeholders there are besides (reserved, unused, padding), only counted.
+pub fn other_specials(vocab: &Vocab) -> (Vec<(u32, String)>, usize) {
+    let end_ids = vocab.end_tokens();
+    let placeholder = |t: &str| {
+        let t = t.to_ascii_lowercase();
+        t.contains("reserved") || t.contains("unused") || t.starts_with("[pad")
+    };
+    let (mut structure, mut placeholders) = (Vec::new(), 0usize);
+    for id in (0..vocab.len() as u32).filter(|&i| vocab.is_special(i) && !end_ids.contains(&i)) {
+        let text = String::from_utf8_lossy(vocab.token_bytes(id).unwrap_or_default()).into_owned();
+        if placeholder(&text) {
+            placeholders += 1;
+        } else {
+            structure.push((id, text));
+        }
+    }
+    (structure, placeholders)
 }

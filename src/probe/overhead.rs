@@ -5,6 +5,7 @@
 //! first); every request must then write the same number of tokens, which is checked. The time per token is
 //! the server's own decode timing where it reports one (llama.cpp's `timings`), else the request's wall time
 //! over its tokens (prefill and HTTP included: the same for every stop count, so the ratios still compare).
+//! [`table`] and [`to_json`] are how `stoplab bench overhead --endpoint` shows the rows.
 
 use std::time::Instant;
 
@@ -154,6 +155,53 @@ pub fn measure(
         row.ratio = row.median_ms / base;
     }
     Ok(rows)
+}
+
+/// The run as one JSON document: where, what was asked, and every row.
+pub fn to_json(client: &Client, tokens: usize, rounds: usize, rows: &[OverheadRow]) -> Value {
+    json!({
+        "endpoint": client.base(),
+        "prompt": PROMPT,
+        "tokens": tokens,
+        "rounds": rounds,
+        "requests": client.sent(),
+        "rows": rows,
+    })
+}
+
+/// The terminal table: per stop count the median time per token, its ratio to no stops, and every round.
+pub fn table(rows: &[OverheadRow], tokens: usize, rounds: usize) -> String {
+    let mut table = format!(
+        "{tokens} tokens per request (greedy, end tokens ignored), {rounds} rounds, stops that never match; {}\n{:>6}{:>14}{:>10}  {}\n",
+        if rows.iter().any(|r| r.server_timing) {
+            "the server's own decode timings"
+        } else {
+            "wall time per token"
+        },
+        "stops",
+        "ms/token",
+        "ratio",
+        "per round"
+    );
+    for r in rows {
+        match &r.refused {
+            Some(why) if r.ms_per_token.is_empty() => {
+                table.push_str(&format!("{:>6}  refused: {why}\n", r.stops));
+            }
+            _ => table.push_str(&format!(
+                "{:>6}{:>14.3}{:>10.3}  {}\n",
+                r.stops,
+                r.median_ms,
+                r.ratio,
+                r.ms_per_token
+                    .iter()
+                    .map(|x| format!("{x:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
+        }
+    }
+    table
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 //! Stop matching measured: stoplab's matcher and the peers' strategies behind one trait, the workload they
 //! are measured on, and the timing loop that `stoplab bench stops` and the criterion benches share.
 //!
+//! What each `stoplab bench` subcommand measures, and how its figures read, has a file of its own on top of
+//! this one: [`stops`] (the strategies compared), [`overhead`] (the matcher's share of real decoding) and
+//! [`decode`] (the model's own speed); [`svg`] draws the chart.
+//!
 //! The contract every [`StopStrategy`] keeps is [`crate::pipeline::stop`]'s: fed one token's bytes at a time, it
 //! returns the earliest stop those bytes complete (of two ending on the same byte the longer, then the lower
 //! index) and how many trailing bytes must be held back. Every strategy is held to
@@ -27,6 +31,9 @@
 //! }
 //! ```
 
+pub mod decode;
+pub mod overhead;
+pub mod stops;
 mod strategies;
 pub mod svg;
 
@@ -37,6 +44,28 @@ pub use strategies::{FullRescan, Stoplab, TailSearch, TokenTables};
 use crate::Error;
 use crate::pipeline::stop::{Scan, StopMatch, StopSet};
 use crate::pipeline::tokenizer::Vocab;
+
+/// Why a measurement gave no figures.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A strategy reported other matches than the reference: its figures would not count.
+    #[error(
+        "{strategy} with {stops} stops found {found:?} where {expected:?} was expected; its figures do not count"
+    )]
+    WrongMatches {
+        strategy: &'static str,
+        stops: usize,
+        found: Vec<(usize, StopMatch)>,
+        expected: Vec<(usize, StopMatch)>,
+    },
+    /// Greedy decoding wrote other tokens with stops than without: the runs do not compare.
+    #[error(
+        "with {stops} stops the model wrote different tokens ({finish}); greedy decoding should repeat itself"
+    )]
+    NotRepeated { stops: usize, finish: String },
+    #[error(transparent)]
+    Stoplab(#[from] Error),
+}
 
 /// A way of matching stop strings on a stream of tokens.
 pub trait StopStrategy {

@@ -35,8 +35,10 @@
 //!
 //! The parts: [`scenario`] (a file becomes a checked [`Scenario`]: the settings through the one validation,
 //! every error at its file, line and key), [`run`] (runs and measures: wasted tokens, run-on turns,
-//! repeats), [`report`] (the terminal table, JSON, Markdown and the SVG chart).
+//! repeats), [`remote`] (the same runs on an OpenAI-compatible server), [`plan`] (which scenarios run on
+//! which model, and running them all), [`report`] (the terminal table, JSON, Markdown and the SVG chart).
 
+pub mod plan;
 pub mod remote;
 pub mod report;
 pub mod run;

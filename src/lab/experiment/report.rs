@@ -1,4 +1,5 @@
-//! Reports of an experiment: the terminal table, the JSON, the Markdown report and its SVG chart.
+//! Reports of an experiment: the terminal table and the line under it, the JSON, the Markdown report (its
+//! header line) and its SVG chart.
 
 use std::path::Path;
 
@@ -217,6 +218,41 @@ pub fn svg_chart(reports: &[ScenarioReport]) -> String {
         height - 12.0
     ));
     out
+}
+
+/// The line under the terminal table.
+pub fn summary_line(runs: usize, reports: usize, wall_s: f64, quick: bool) -> String {
+    format!(
+        "{runs} runs of {reports} scenarios in {wall_s:.1} s{}; wasted = tokens generated after the answer was \
+         complete",
+        if quick { " (quick)" } else { "" }
+    )
+}
+
+/// The Markdown report's first line: the models (or server) as [`crate::lab::experiment::plan::Ran`]
+/// labels them, what ran, how long it took, and the threads: this process's with `parallel` runs decoded
+/// together, or (None) a server's.
+pub fn header(
+    labels: &[String],
+    runs: usize,
+    reports: usize,
+    wall_s: f64,
+    quick: bool,
+    parallel: Option<usize>,
+) -> String {
+    let threads = match parallel {
+        Some(n) => format!(
+            "{}, {n} runs decoded together",
+            crate::pipeline::model::threads()
+        ),
+        None => "the server's".to_string(),
+    };
+    format!(
+        "{} {}; {runs} runs of {reports} scenarios in {wall_s:.1} s wall time{}; threads: {threads}.",
+        if labels.len() > 1 { "Models" } else { "Model" },
+        labels.join(", "),
+        if quick { " (--quick)" } else { "" },
+    )
 }
 
 /// Writes `report.md`, `wasted.svg` and `report.json` into `dir`.

@@ -1,0 +1,18 @@
+//! The flags more than one subcommand takes, each declared once, and how their raw values become the
+//! settings the library checks.
+//!
+//! * [`values`]: text values (a leading hyphen, escapes);
+//! * [`model`]: `--model`, `--tokenizer`, `--adapter`;
+//! * [`stopping`], [`sampling`]: the generation flags by help heading;
+//! * [`generate`]: [`GenArgs`](generate::GenArgs), everything `complete`, `chat` and `trace` take, checked
+//!   into a prompt format and generation settings;
+//! * [`chat`]: the conversation of `chat` and `trace --chat`;
+//! * [`endpoint`]: the server of `--endpoint`.
+
+pub mod chat;
+pub mod endpoint;
+pub mod generate;
+pub mod model;
+pub mod sampling;
+pub mod stopping;
+pub mod values;

@@ -1,0 +1,32 @@
+//! `stoplab bench`: one file per measurement, each reading its flags, calling [`stoplab::lab::bench`] and
+//! printing what it returns.
+
+pub mod decode;
+pub mod overhead;
+pub mod stops;
+
+use clap::Subcommand;
+
+use crate::cli::output::Failure;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Stop matching per token: stoplab's matcher against the peers' strategies (full rescan as in
+    /// mistral.rs, tail search as in llama.cpp's server and vLLM, token tables as in HF transformers), on
+    /// real token streams with stops that never match. Needs only the tokenizer.
+    Stops(stops::StopsArgs),
+    /// The real model generating with 0, 4, 64 and 1024 never-matching stops: decode tokens/s and the
+    /// matcher's share of the time per token.
+    Overhead(overhead::OverheadArgs),
+    /// Prompt processing and decode speed, peak RSS and load time of the model itself (compare with
+    /// llama-bench: benches/peer/llama_cpp.sh).
+    Decode(decode::DecodeArgs),
+}
+
+pub fn run(command: BenchCommand) -> Result<(), Failure> {
+    match command {
+        BenchCommand::Stops(args) => stops::run(args),
+        BenchCommand::Overhead(args) => overhead::run(args),
+        BenchCommand::Decode(args) => decode::run(args),
+    }
+}
