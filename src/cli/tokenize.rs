@@ -9,10 +9,12 @@ use stoplab::lab::inspect::{find_single, pieces};
 use stoplab::lab::tokenize::{
     EndTokens, StopReport, pieces_json, pieces_lines, single_json, single_lines,
 };
+use stoplab::pipeline::field::Field;
+use stoplab::pipeline::stop::{StopError, StopSet};
 
 use crate::cli::args::model::{FILE_OR_NAME, MODEL, ModelArg, TOKENIZER, TokenizerArg, own_help};
 use crate::cli::args::values::{text, unescape};
-use crate::cli::output::{Failure, pretty};
+use crate::cli::output::{Failure, flag, pretty};
 
 pub const EXAMPLES: &str = "Examples:
   stoplab tokenize 'What is the capital of Germany?<|im_end|>'   # <|im_end|> is one token
@@ -67,6 +69,15 @@ pub fn run(args: TokenizeArgs) -> Result<(), Failure> {
             "tokenize: give a TEXT, --stop S, --find-single CHARS or --end-tokens",
         ));
     }
+    let texts: Vec<String> = args.stop.iter().map(|s| unescape(s)).collect();
+    // The one rule for stop strings (an empty one is refused), named as every command names it.
+    if let Err(StopError::Empty { index }) = StopSet::new(texts.iter().cloned()) {
+        return Err(Failure::usage(format!(
+            "{}: {}",
+            flag(Field::Stop { index }),
+            StopError::EMPTY
+        )));
+    }
     let engine = LoadedModel::load(&stoplab::LoadOptions {
         tokenizer: args.tokenizer.tokenizer.clone(),
         ..args.model.options(true)
@@ -85,11 +96,7 @@ pub fn run(args: TokenizeArgs) -> Result<(), Failure> {
         }
     }
     let mut stops = Vec::new();
-    for s in &args.stop {
-        let stop = unescape(s);
-        if stop.is_empty() {
-            return Err(Failure::usage("--stop: an empty stop string"));
-        }
+    for stop in texts {
         let report = StopReport::new(vocab, &stop)?;
         if args.json {
             stops.push(report.to_json(args.limit));

@@ -185,12 +185,6 @@ impl UserSettings {
             }
             PromptFormat::Raw | PromptFormat::Chat => {}
         }
-        if let Some(index) = self.stops.iter().position(String::is_empty) {
-            return Err(SettingsError::new(
-                Field::Stop { index },
-                "is empty; an empty stop would match at once, before the first byte: remove it",
-            ));
-        }
         let mut stops = self.stops.clone();
         if self.natural_stop {
             match format.natural_stop() {
@@ -208,7 +202,9 @@ impl UserSettings {
             }
         }
         let stops = StopSet::new(stops).map_err(|e| match e {
-            StopError::Empty { index } => SettingsError::new(Field::Stop { index }, e.to_string()),
+            StopError::Empty { index } => {
+                SettingsError::new(Field::Stop { index }, StopError::EMPTY)
+            }
             StopError::Build(_) => SettingsError::new(Field::Stops, e.to_string()),
         })?;
         let params = GenerateParams {

@@ -13,12 +13,16 @@ use aho_corasick::{Anchored, MatchKind, StartKind};
 /// Why a set of stop strings was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StopError {
-    #[error(
-        "stop string #{index} is empty: an empty stop would match before the first byte; remove it"
-    )]
+    #[error("stop string #{index} {}", StopError::EMPTY)]
     Empty { index: usize },
     #[error("stop strings could not be compiled: {0}")]
     Build(String),
+}
+
+impl StopError {
+    /// Why an empty stop string is refused, for a front end that names the stop its own way.
+    pub const EMPTY: &str =
+        "is empty; an empty stop would match at once, before the first byte: remove it";
 }
 
 /// A compiled set of stop strings, shared by every generation that uses it (a clone is a reference count).
