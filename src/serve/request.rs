@@ -19,8 +19,8 @@ use crate::pipeline::settings::GenerateParams;
 use crate::pipeline::settings::UserSettings;
 use crate::pipeline::tokenizer::Vocab;
 
-use super::Limits;
 use super::openai::ApiError;
+use crate::serve::config::Limits;
 
 /// What the server knows about its model, for checking requests before they queue.
 #[derive(Debug, Clone)]
