@@ -68,7 +68,8 @@
 //! [`start`] runs the server in-process (tests use it with port 0); [`Handle::shutdown`] stops it.
 
 mod config;
-pub mod openai;
+pub mod error;
+mod names;
 pub mod playground;
 pub mod request;
 mod routes;

@@ -39,7 +39,6 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::lab::trace::{self, escape};
-use crate::pipeline::field::Field;
 use crate::pipeline::format::{Message, PromptFormat};
 use crate::pipeline::sampling::SamplingParams;
 use crate::pipeline::settings::UserSettings;
@@ -48,10 +47,11 @@ use crate::pipeline::sink::{Outcome, StepProbs};
 use crate::pipeline::stop::FinishReason;
 use crate::pipeline::tokenizer::Vocab;
 
-use super::openai::ApiError;
 use super::request::{self, Endpoint, Fields, GenRequest, Served};
 use super::routes::AppState;
 use super::worker::{Event, Place};
+use crate::serve::error::ApiError;
+use crate::serve::names::Names;
 
 const INDEX_HTML: &str = include_str!("playground/index.html");
 const APP_JS: &str = include_str!("playground/app.js");
@@ -372,40 +372,6 @@ fn logit_bias(f: &Fields) -> Result<Vec<(u32, f32)>, ApiError> {
         .collect()
 }
 
-/// How this route names a setting: its JSON path in the request body.
-fn json_path(field: Field, user: &UserSettings) -> String {
-    match field {
-        Field::Prompt => "messages".into(),
-        Field::Format => "format".into(),
-        Field::UserPrefix => "user_prefix".into(),
-        Field::AiPrefix => "ai_prefix".into(),
-        Field::Separator => "separator".into(),
-        // The format's natural stop comes after the request's own.
-        Field::NaturalStop => "natural_stop".into(),
-        Field::Stop { index } if index >= user.stops.len() => "natural_stop".into(),
-        Field::Stop { index } => format!("stop[{index}]"),
-        Field::Stops => "stop".into(),
-        Field::StopTokenIds { index } => format!("stop_token_ids[{index}]"),
-        Field::MaxTokens => "max_tokens".into(),
-        Field::MinTokens => "min_tokens".into(),
-        Field::RepetitionNgram => "repetition_stop.ngram".into(),
-        Field::RepetitionCount => "repetition_stop.count".into(),
-        Field::Temperature => "temperature".into(),
-        Field::TopK => "top_k".into(),
-        Field::TopP => "top_p".into(),
-        Field::MinP => "min_p".into(),
-        Field::RepetitionPenalty => "repetition_penalty".into(),
-        Field::FrequencyPenalty => "frequency_penalty".into(),
-        Field::PresencePenalty => "presence_penalty".into(),
-        Field::LogitBias { id } => match user.sampling.logit_bias.iter().position(|b| b.0 == id) {
-            Some(i) => format!("logit_bias[{i}]"),
-            None => "logit_bias".into(),
-        },
-        Field::Seed => "seed".into(),
-        Field::EndTokens { list, index } => format!("end_tokens.{}[{index}]", list.name()),
-    }
-}
-
 /// The settings checked by the one validation, and the prompt rendered and tokenized.
 struct Prepared {
     text: String,
@@ -414,17 +380,16 @@ struct Prepared {
 }
 
 fn prepare(asked: &Asked, vocab: &Vocab) -> Result<Prepared, ApiError> {
+    let names = Names::playground(&asked.user, false);
     let settings = asked
         .user
         .validate(Some(vocab.len()))
-        .map_err(|e| ApiError::invalid(&json_path(e.field, &asked.user), &e.message))?;
+        .map_err(|e| ApiError::setting(&e, &names))?;
     let text = settings
         .format
         .render(&asked.messages, vocab.chat_template())
         .map_err(|e| match e {
-            crate::Error::Settings(e) => {
-                ApiError::invalid(&json_path(e.field, &asked.user), &e.message)
-            }
+            crate::Error::Settings(e) => ApiError::setting(&e, &names),
             crate::Error::Invalid { message, .. } => ApiError::invalid("messages", message),
             other => other.into(),
         })?;

@@ -12,15 +12,16 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::Error;
-use crate::pipeline::field::{Field, SettingsError};
+use crate::pipeline::field::SettingsError;
 use crate::pipeline::format::{ChatOptions, ChatTemplate, Message, PromptFormat, ROLES, ToolCall};
 use crate::pipeline::sampling::SamplingParams;
 use crate::pipeline::settings::GenerateParams;
 use crate::pipeline::settings::UserSettings;
 use crate::pipeline::tokenizer::Vocab;
 
-use super::openai::ApiError;
 use crate::serve::config::Limits;
+use crate::serve::error::ApiError;
+use crate::serve::names::Names;
 
 /// What the server knows about its model, for checking requests before they queue.
 #[derive(Debug, Clone)]
@@ -648,59 +649,6 @@ fn logit_bias(f: &Fields) -> Result<Vec<(u32, f32)>, ApiError> {
     Ok(out)
 }
 
-/// How this API names a setting: its JSON path in the request body.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Names {
-    /// `max_tokens`, or chat's `max_completion_tokens` when the request used it.
-    max_field: &'static str,
-    /// `stop` was one string rather than an array.
-    single_stop: bool,
-    /// `prompt` or chat's `messages`.
-    prompt_field: &'static str,
-}
-
-impl Default for Names {
-    fn default() -> Self {
-        Self {
-            max_field: "max_tokens",
-            single_stop: false,
-            prompt_field: "prompt",
-        }
-    }
-}
-
-impl Names {
-    pub(super) fn json_path(&self, field: Field) -> String {
-        match field {
-            // The API has no format options: a request's prompt is rendered by its route.
-            Field::Prompt
-            | Field::Format
-            | Field::UserPrefix
-            | Field::AiPrefix
-            | Field::Separator
-            | Field::NaturalStop => self.prompt_field.into(),
-            Field::Stop { .. } | Field::Stops if self.single_stop => "stop".into(),
-            Field::Stop { index } => format!("stop[{index}]"),
-            Field::Stops => "stop".into(),
-            Field::StopTokenIds { index } => format!("stop_token_ids[{index}]"),
-            Field::MaxTokens => self.max_field.into(),
-            Field::MinTokens => "min_tokens".into(),
-            Field::RepetitionNgram => "repetition_stop.ngram".into(),
-            Field::RepetitionCount => "repetition_stop.count".into(),
-            Field::Temperature => "temperature".into(),
-            Field::TopK => "top_k".into(),
-            Field::TopP => "top_p".into(),
-            Field::MinP => "min_p".into(),
-            Field::RepetitionPenalty => "repetition_penalty".into(),
-            Field::FrequencyPenalty => "frequency_penalty".into(),
-            Field::PresencePenalty => "presence_penalty".into(),
-            Field::LogitBias { id } => format!("logit_bias.{id}"),
-            Field::Seed => "seed".into(),
-            Field::EndTokens { list, index } => format!("end_tokens.{}[{index}]", list.name()),
-        }
-    }
-}
-
 /// `replay`: text (special tokens parsed) or token ids that the replay model writes instead of sampling.
 fn replay(f: &Fields, vocab: &Vocab) -> Result<Option<Vec<u32>>, ApiError> {
     Ok(match f.raw("replay") {
@@ -923,14 +871,10 @@ pub fn generation(
         },
         ..UserSettings::default()
     };
-    let names = Names {
-        max_field,
-        single_stop,
-        prompt_field,
-    };
+    let names = Names::openai(prompt_field, max_field, single_stop);
     let params = user
         .validate(Some(vocab.len()))
-        .map_err(|e| ApiError::invalid(&names.json_path(e.field), &e.message))?
+        .map_err(|e| ApiError::setting(&e, &names))?
         .params;
 
     let replay = replay(&f, vocab)?;

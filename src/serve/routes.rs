@@ -22,10 +22,10 @@ use crate::pipeline::sink::Outcome;
 use crate::pipeline::stop::FinishReason;
 use crate::pipeline::tokenizer::Vocab;
 
-use super::openai::ApiError;
 use super::request::{self, Endpoint, Fields, GenRequest, Served};
 use super::worker::{Event, Place, Queue};
 use crate::pipeline::sink::Token;
+use crate::serve::error::ApiError;
 
 pub struct AppState {
     pub served: Served,
