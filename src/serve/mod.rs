@@ -69,10 +69,12 @@
 
 mod config;
 pub mod error;
+mod http;
 mod names;
 pub mod playground;
 pub mod request;
 mod routes;
+mod state;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -84,7 +86,8 @@ use crate::{Error, LoadedModel};
 
 pub use config::{Config, Limits, StartError};
 
-use request::Served;
+use crate::serve::request::Served;
+use crate::serve::state::AppState;
 
 /// How long open connections may take to finish once the server is stopping.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -253,16 +256,15 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
         stopping.clone(),
     )
     .map_err(StartError::Runtime)?;
-    let state = Arc::new(routes::AppState {
+    let state = Arc::new(AppState {
         served,
         queue,
-        api_key: config.api_key.clone(),
         started: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         next_id: AtomicU64::new(0),
     });
-    let app = routes::router(state);
+    let app = routes::router(state, config.api_key.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("stoplab-http")

@@ -30,8 +30,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -47,11 +46,12 @@ use crate::pipeline::sink::{Outcome, StepProbs};
 use crate::pipeline::stop::FinishReason;
 use crate::pipeline::tokenizer::Vocab;
 
-use super::request::{self, Endpoint, Fields, GenRequest, Served};
-use super::routes::AppState;
-use super::worker::{Event, Place};
 use crate::serve::error::ApiError;
+use crate::serve::http::{DONE, blocking, event_stream, json_response, read_body, sse};
 use crate::serve::names::Names;
+use crate::serve::request::{self, Endpoint, Fields, GenRequest, Served};
+use crate::serve::state::AppState;
+use crate::serve::worker::{Event, Place};
 
 const INDEX_HTML: &str = include_str!("playground/index.html");
 const APP_JS: &str = include_str!("playground/app.js");
@@ -66,7 +66,7 @@ pub fn is_public(path: &str) -> bool {
 }
 
 /// The playground's routes, to merge into the server's router (inside its key check and body limit).
-pub(super) fn router() -> Router<Arc<AppState>> {
+pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route(
             "/",
@@ -105,27 +105,6 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-fn json_response(value: &Value) -> Response {
-    let body = serde_json::to_vec(value).expect("JSON values serialise");
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from(body),
-    )
-        .into_response()
-}
-
-/// The body, or 413 past the server's limit.
-fn read_body(served: &Served, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(served.limits.max_body_bytes)
-        } else {
-            ApiError::bad_body(format!("the request body could not be read: {r}"))
-        }
-    })
-}
-
 /// A token's bytes as the page shows them.
 fn token_text(vocab: &Vocab, id: u32) -> Value {
     let bytes = vocab.token_bytes(id).unwrap_or_default();
@@ -145,15 +124,18 @@ async fn info(State(state): State<Arc<AppState>>) -> Response {
         .iter()
         .map(|&id| token_text(&s.vocab, id))
         .collect();
-    json_response(&json!({
-        "model": s.model_ids[0],
-        "context": s.context,
-        "weights": s.weights,
-        "end_tokens": end_tokens,
-        "formats": PromptFormat::NAMES,
-        "chat_template": s.vocab.chat_template().is_some(),
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "model": s.model_ids[0],
+            "context": s.context,
+            "weights": s.weights,
+            "end_tokens": end_tokens,
+            "formats": PromptFormat::NAMES,
+            "chat_template": s.vocab.chat_template().is_some(),
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
+    )
 }
 
 /// An `f32` setting as the file wrote it (0.3, not the 0.30000001192092896 its widening to f64 prints).
@@ -211,7 +193,7 @@ async fn scenarios() -> Result<Response, ApiError> {
             })
         })
         .collect();
-    Ok(json_response(&json!({ "scenarios": list })))
+    Ok(json_response(StatusCode::OK, &json!({ "scenarios": list })))
 }
 
 /// The fields a playground request may carry; any other is refused by name (a typo must not be ignored).
@@ -401,21 +383,9 @@ fn prepare(asked: &Asked, vocab: &Vocab) -> Result<Prepared, ApiError> {
     })
 }
 
-/// Runs CPU work (templates, tokenizing) off the async runtime's threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::internal(format!("the request's worker failed: {e}")))?
-}
-
 /// `{format, messages, user_prefix?, ai_prefix?, separator?}` → `{text, tokens}`.
-async fn render(
-    State(state): State<Arc<AppState>>,
-    b: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let b = read_body(&state.served, b)?;
+async fn render(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+    let b = read_body(&state.served.limits, req).await?;
     let served = state.served.clone();
     let (text, tokens) = blocking(move || {
         let asked = read(&b, &served, true)?;
@@ -423,15 +393,15 @@ async fn render(
         Ok((p.text, p.prompt.len()))
     })
     .await?;
-    Ok(json_response(&json!({"text": text, "tokens": tokens})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"text": text, "tokens": tokens}),
+    ))
 }
 
 /// `POST /v1/stoplab/trace`: one generation as server-sent events, one per engine step.
-async fn trace(
-    State(state): State<Arc<AppState>>,
-    b: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let b = read_body(&state.served, b)?;
+async fn trace(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+    let b = read_body(&state.served.limits, req).await?;
     let served = state.served.clone();
     let (request, start) = blocking(move || traced_request(&b, &served)).await?;
     let (mut rx, place) = state.queue.submit(request)?;
@@ -455,7 +425,7 @@ async fn trace(
         let frame = st.next_frame().await?;
         Some((Ok::<_, std::convert::Infallible>(frame), st))
     });
-    Ok(super::routes::event_stream(Body::from_stream(body)))
+    Ok(event_stream(Body::from_stream(body)))
 }
 
 /// Reads and checks a trace request: the generation to queue, and the stream's first event.
@@ -540,8 +510,6 @@ fn traced_request(body: &[u8], served: &Served) -> Result<(GenRequest, Value), A
     Ok((request, start))
 }
 
-use super::routes::sse;
-
 /// A trace stream in progress. It owns the receiver and the queue place: a page that hangs up drops both,
 /// and the worker ends the generation at the next token.
 struct TraceStream {
@@ -590,8 +558,7 @@ impl TraceStream {
 
     fn end(&mut self, event: Value) {
         self.frames.push_back(sse(&event));
-        self.frames
-            .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+        self.frames.push_back(DONE);
         self.done = true;
     }
 }

@@ -945,7 +945,7 @@ fn count_at_least_one(f: &Fields, name: &str) -> Result<Option<usize>, ApiError>
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::serve::request::Fields;
     use axum::http::StatusCode;
 
     #[test]

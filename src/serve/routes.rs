@@ -2,41 +2,42 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{Next, from_fn_with_state};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
-
-use futures_util::StreamExt;
 
 use crate::pipeline::format::{ToolReply, parse_tool_calls};
 use crate::pipeline::sink::Outcome;
 use crate::pipeline::stop::FinishReason;
 use crate::pipeline::tokenizer::Vocab;
 
-use super::request::{self, Endpoint, Fields, GenRequest, Served};
-use super::worker::{Event, Place, Queue};
 use crate::pipeline::sink::Token;
 use crate::serve::error::ApiError;
+use crate::serve::http::{
+    Auth, DONE, authorize, blocking, event_stream, json_response, read_body, refuse_large, sse,
+};
+use crate::serve::playground;
+use crate::serve::request::{self, Endpoint, Fields, GenRequest, Served};
+use crate::serve::state::AppState;
+use crate::serve::worker::{Event, Place};
 
-pub struct AppState {
-    pub served: Served,
-    pub queue: Queue,
-    pub api_key: Option<String>,
-    pub started: u64,
-    pub next_id: AtomicU64,
-}
-
-pub fn router(state: Arc<AppState>) -> Router {
+/// Every route, behind the two layers: a declared body too large is refused, and with `api_key` every
+/// route but `/health` and the playground's page needs the key.
+pub fn router(state: Arc<AppState>, api_key: Option<String>) -> Router {
     let limit = state.served.limits.max_body_bytes;
+    let auth = Auth {
+        key: api_key.map(Into::into),
+        public: |path| path == "/health" || playground::is_public(path),
+    };
     Router::new()
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
@@ -45,7 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         // The playground: its page at `/`, its trace stream and helpers under /v1/stoplab/.
-        .merge(super::playground::router())
+        .merge(playground::router())
         .fallback(|| async {
             ApiError::not_found(
                 "no such route; stoplab serves /v1/completions, /v1/chat/completions, /v1/models, /health, \
@@ -54,108 +55,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
         })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(from_fn_with_state(state.clone(), authorize))
-        .layer(from_fn_with_state(state.clone(), refuse_large))
+        .layer(from_fn_with_state(auth, authorize))
+        .layer(from_fn_with_state(limit, refuse_large))
         .with_state(state)
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut res = json_response(self.status, &self.body());
-        if let Some(s) = self.retry_after {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s));
-        }
-        res
-    }
-}
-
-fn json_response(status: StatusCode, value: &Value) -> Response {
-    let body = serde_json::to_vec(value).expect("JSON values serialise");
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// A declared `Content-Length` beyond the limit is answered 413 from the header, before any of the body is
-/// read (the connection is then closed rather than drained).
-async fn refuse_large(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let limit = state.served.limits.max_body_bytes;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u128>().ok());
-    if declared.is_some_and(|n| n > limit as u128) {
-        let mut res = ApiError::too_large(limit).into_response();
-        res.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return res;
-    }
-    next.run(req).await
-}
-
-/// `Authorization: Bearer KEY` on every route but `/health`, when the server has a key.
-async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if let Some(key) = &state.api_key
-        && req.uri().path() != "/health"
-        && !super::playground::is_public(req.uri().path())
-    {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            None => {
-                return ApiError::unauthorized(
-                    "missing API key: send `Authorization: Bearer KEY` (the server was started with --api-key)",
-                )
-                .into_response();
-            }
-            Some(k) if !constant_time_eq(k.trim().as_bytes(), key.as_bytes()) => {
-                return ApiError::unauthorized("incorrect API key").into_response();
-            }
-            Some(_) => {}
-        }
-    }
-    next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Reads a request's body: 413 past the limit, 408 when it does not arrive within the read timeout.
-async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError> {
-    let limits = &state.served.limits;
-    let limit = limits.max_body_bytes;
-    let read = async {
-        let mut stream = req.into_body().into_data_stream();
-        let mut buf = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                ApiError::bad_body(format!("the request body could not be read: {e}"))
-            })?;
-            if buf.len() + chunk.len() > limit {
-                return Err(ApiError::too_large(limit));
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        Ok(Bytes::from(buf))
-    };
-    tokio::time::timeout(limits.read_timeout, read)
-        .await
-        .map_err(|_| ApiError::timeout(limits.read_timeout))?
-}
-
-/// Runs CPU work (JSON, chat templates, tokenizing) off the runtime's threads, so a large body cannot
-/// stall the other connections.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|_| Err(ApiError::internal("reading the request panicked")))
 }
 
 async fn completions(
@@ -494,7 +396,7 @@ async fn generate(
     req: Request,
     endpoint: Endpoint,
 ) -> Result<Response, ApiError> {
-    let b = read_body(&state, req).await?;
+    let b = read_body(&state.served.limits, req).await?;
     let st = state.clone();
     let request: GenRequest =
         blocking(move || request::generation(&b, endpoint, &st.served)).await?;
@@ -573,26 +475,6 @@ async fn generate(
         Some((Ok::<_, std::convert::Infallible>(frame), st))
     });
     Ok(event_stream(Body::from_stream(body)))
-}
-
-/// A server-sent-events response with this body (the OpenAI streams and the playground's trace stream).
-pub(super) fn event_stream(body: Body) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-/// One server-sent event carrying `value` as JSON.
-pub(super) fn sse(value: &Value) -> Bytes {
-    let mut out = b"data: ".to_vec();
-    serde_json::to_writer(&mut out, value).expect("JSON values serialise");
-    out.extend_from_slice(b"\n\n");
-    out.into()
 }
 
 /// The choice being streamed (choices run one after another).
@@ -703,8 +585,7 @@ impl SseState {
                 usage["usage"] = self.reply.usage(self.completion_tokens);
                 self.frames.push_back(sse(&usage));
             }
-            self.frames
-                .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+            self.frames.push_back(DONE);
             self.done = true;
         }
     }
@@ -740,8 +621,7 @@ impl SseState {
     /// An error after the response began: an error event (as vLLM sends), then the end of the stream.
     fn end_with_error(&mut self, e: ApiError) {
         self.frames.push_back(sse(&e.body()));
-        self.frames
-            .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+        self.frames.push_back(DONE);
         self.done = true;
     }
 }
@@ -791,7 +671,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 /// `add_special` / `add_special_tokens` change nothing: the ids are the text's, with no BOS (a generation
 /// from a text prompt adds the BOS where the model asks for one).
 async fn tokenize(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
-    let b = read_body(&state, req).await?;
+    let b = read_body(&state.served.limits, req).await?;
     let st = state.clone();
     let body = blocking(move || tokenize_body(&b, &st.served)).await?;
     Ok(json_response(StatusCode::OK, &body))
@@ -851,7 +731,7 @@ async fn detokenize(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let b = read_body(&state, req).await?;
+    let b = read_body(&state.served.limits, req).await?;
     let f = Fields::parse(&b)?;
     f.check_model(&state.served)?;
     let ids: Vec<u32> = f
