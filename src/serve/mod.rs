@@ -69,8 +69,11 @@
 
 mod config;
 pub mod error;
+pub mod fields;
 mod http;
+mod messages;
 mod names;
+pub mod openai;
 pub mod playground;
 pub mod request;
 mod routes;
@@ -86,7 +89,7 @@ use crate::{Error, LoadedModel};
 
 pub use config::{Config, Limits, StartError};
 
-use crate::serve::request::Served;
+use crate::serve::fields::Served;
 use crate::serve::state::AppState;
 
 /// How long open connections may take to finish once the server is stopping.

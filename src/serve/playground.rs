@@ -47,9 +47,11 @@ use crate::pipeline::stop::FinishReason;
 use crate::pipeline::tokenizer::Vocab;
 
 use crate::serve::error::ApiError;
+use crate::serve::fields::{Fields, Served};
 use crate::serve::http::{DONE, blocking, event_stream, json_response, read_body, sse};
+use crate::serve::messages;
 use crate::serve::names::Names;
-use crate::serve::request::{self, Endpoint, Fields, GenRequest, Served};
+use crate::serve::request::{Endpoint, GenRequest};
 use crate::serve::state::AppState;
 use crate::serve::worker::{Event, Place};
 
@@ -252,7 +254,7 @@ fn read(body: &[u8], served: &Served, prompt_only: bool) -> Result<Asked, ApiErr
     }
     let f = Fields::parse(body)?;
     f.check_model(served)?;
-    let messages = request::messages(&f)?;
+    let messages = messages::messages(&f)?;
     let format = f
         .get::<String>("format")?
         .unwrap_or_else(|| PromptFormat::Raw.name().into());

@@ -22,11 +22,13 @@ use crate::pipeline::tokenizer::Vocab;
 
 use crate::pipeline::sink::Token;
 use crate::serve::error::ApiError;
+use crate::serve::fields::{Fields, Served};
 use crate::serve::http::{
     Auth, DONE, authorize, blocking, event_stream, json_response, read_body, refuse_large, sse,
 };
+use crate::serve::openai::{self, chat, completions};
 use crate::serve::playground;
-use crate::serve::request::{self, Endpoint, Fields, GenRequest, Served};
+use crate::serve::request::{Endpoint, GenRequest};
 use crate::serve::state::AppState;
 use crate::serve::worker::{Event, Place};
 
@@ -399,7 +401,7 @@ async fn generate(
     let b = read_body(&state.served.limits, req).await?;
     let st = state.clone();
     let request: GenRequest =
-        blocking(move || request::generation(&b, endpoint, &st.served)).await?;
+        blocking(move || openai::generation(&b, endpoint, &st.served)).await?;
     let n = state.next_id.fetch_add(1, Ordering::Relaxed);
     let reply = Reply {
         endpoint,
@@ -705,11 +707,10 @@ fn tokenize_body(b: &[u8], served: &Served) -> Result<Value, ApiError> {
     } else {
         Endpoint::Completions
     };
-    let tools = match endpoint {
-        Endpoint::Chat => request::tools(&f)?,
-        Endpoint::Completions => Vec::new(),
+    let (ids, _) = match endpoint {
+        Endpoint::Chat => chat::prompt(&f, served, &chat::tools(&f)?, parse_special, false)?,
+        Endpoint::Completions => completions::prompt(&f, vocab, parse_special, false)?,
     };
-    let (ids, _) = request::prompt_ids(&f, endpoint, served, &tools, parse_special, false)?;
     let token_strs = f
         .get::<bool>("return_token_strs")?
         .unwrap_or(false)

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::AtomicU64;
 
-use crate::serve::request::Served;
+use crate::serve::fields::Served;
 use crate::serve::worker::Queue;
 
 pub struct AppState {

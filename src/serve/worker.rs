@@ -35,8 +35,8 @@ use crate::pipeline::sink::{Outcome, Sink, Token, TokenEvent};
 use crate::pipeline::tokenizer::Vocab;
 use crate::{Error, LoadedModel};
 
-use super::request::GenRequest;
 use crate::serve::error::ApiError;
+use crate::serve::request::GenRequest;
 
 /// What the worker tells a request's handler.
 #[derive(Debug)]
