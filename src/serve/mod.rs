@@ -76,8 +76,9 @@ mod names;
 pub mod openai;
 pub mod playground;
 pub mod request;
-mod routes;
+mod router;
 mod state;
+mod tokenize;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -267,7 +268,7 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
             .map_or(0, |d| d.as_secs()),
         next_id: AtomicU64::new(0),
     });
-    let app = routes::router(state, config.api_key.clone());
+    let app = router::router(state, config.api_key.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("stoplab-http")

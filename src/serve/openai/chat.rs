@@ -6,15 +6,17 @@
 //! no default length (the model runs until it stops or the context is full); the rest it reads as
 //! completions does ([`shared`]).
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::Error;
 use crate::pipeline::field::SettingsError;
-use crate::pipeline::format::ChatOptions;
+use crate::pipeline::format::{ChatOptions, ToolReply};
+use crate::pipeline::tokenizer::Vocab;
 use crate::serve::error::ApiError;
 use crate::serve::fields::{Fields, Served};
 use crate::serve::messages;
 use crate::serve::names::Names;
+use crate::serve::openai::logprobs::TokenLogprob;
 use crate::serve::openai::shared::{self, Head};
 use crate::serve::openai::unsupported;
 use crate::serve::request::{Endpoint, Fitted, GenRequest};
@@ -179,4 +181,53 @@ pub fn prompt(
         vocab.encode(&text, parse_special)?
     };
     Ok((ids, text))
+}
+
+/// Log probabilities in chat's shape: per token its text, log probability, bytes and alternatives.
+pub fn logprobs_json(entries: &[TokenLogprob], vocab: &Vocab) -> Value {
+    let entry = |bytes: &[u8], lp: f32| json!({"token": String::from_utf8_lossy(bytes), "logprob": lp, "bytes": bytes});
+    json!({"content": entries.iter().map(|e| {
+        let mut v = entry(&e.bytes, e.logprob);
+        v["top_logprobs"] = e.top.iter().map(|&(id, lp)| {
+            entry(vocab.token_bytes(id).unwrap_or_default(), lp)
+        }).collect::<Vec<_>>().into();
+        v
+    }).collect::<Vec<_>>()})
+}
+
+/// What a streamed chunk's choice carries besides its index (completions' chunks take only the text).
+pub enum Delta<'a> {
+    /// Chat's first chunk of a choice: the role.
+    Role,
+    Text(&'a str),
+    Calls(&'a ToolReply),
+    Nothing,
+}
+
+/// A reply as chat's `message`: its content, and the calls read from it when it made some.
+pub fn message(text: &str, calls: Option<&ToolReply>) -> Value {
+    match calls {
+        Some(c) => json!({
+            "role": "assistant",
+            "content": c.content,
+            "tool_calls": c.calls.iter().map(|c| c.to_openai()).collect::<Vec<_>>(),
+        }),
+        None => json!({"role": "assistant", "content": text}),
+    }
+}
+
+/// A streamed chunk's `delta`; each call carries its index.
+pub fn delta(delta: &Delta<'_>) -> Value {
+    match delta {
+        Delta::Role => json!({"role": "assistant", "content": ""}),
+        Delta::Text(t) => json!({"content": t}),
+        Delta::Calls(c) => {
+            json!({"tool_calls": c.calls.iter().enumerate().map(|(i, call)| {
+                let mut v = call.to_openai();
+                v["index"] = i.into();
+                v
+            }).collect::<Vec<_>>()})
+        }
+        Delta::Nothing => json!({}),
+    }
 }

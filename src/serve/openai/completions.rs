@@ -1,14 +1,16 @@
 //! `POST /v1/completions`: a `prompt` (text or token ids) continued as it is, OpenAI's legacy API.
 //!
 //! Its own fields: `prompt`, `echo`, `logprobs` (an integer: alternatives per token), and a default of 16
-//! tokens; the rest it reads as chat does ([`shared`]).
+//! tokens; the rest it reads as chat does ([`shared`]). Its choices carry `text`, and log probabilities
+//! in its shape ([`logprobs_json`]).
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::pipeline::tokenizer::Vocab;
 use crate::serve::error::ApiError;
 use crate::serve::fields::{Fields, Served, kind, typed};
 use crate::serve::names::Names;
+use crate::serve::openai::logprobs::TokenLogprob;
 use crate::serve::openai::shared::{self, Head};
 use crate::serve::openai::unsupported;
 use crate::serve::request::{Endpoint, Fitted, GenRequest};
@@ -109,4 +111,25 @@ pub fn prompt(
         }
     };
     Ok(ids)
+}
+
+/// Log probabilities in completions' shape: parallel lists of the tokens, their log probabilities, their
+/// alternatives and their text offsets (capped at the choice's final length, when known).
+pub fn logprobs_json(entries: &[TokenLogprob], vocab: &Vocab, cap: Option<usize>) -> Value {
+    let text = |id: u32, bytes: Option<&[u8]>| {
+        let b = bytes.or_else(|| vocab.token_bytes(id)).unwrap_or_default();
+        String::from_utf8_lossy(b).into_owned()
+    };
+    json!({
+        "tokens": entries.iter().map(|e| text(e.id, Some(&e.bytes))).collect::<Vec<_>>(),
+        "token_logprobs": entries.iter().map(|e| e.logprob).collect::<Vec<_>>(),
+        "top_logprobs": entries.iter().map(|e| {
+            let mut m = serde_json::Map::new();
+            for &(id, lp) in &e.top {
+                m.entry(text(id, None)).or_insert(lp.into());
+            }
+            Value::Object(m)
+        }).collect::<Vec<_>>(),
+        "text_offset": entries.iter().map(|e| cap.map_or(e.offset, |c| e.offset.min(c))).collect::<Vec<_>>(),
+    })
 }
