@@ -78,6 +78,11 @@ impl Fields {
         }
     }
 
+    /// The names of the fields given.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
     /// A field as given; absent and `null` are `None`.
     pub fn raw(&self, name: &str) -> Option<&Value> {
         self.0.get(name).filter(|v| !v.is_null())
@@ -167,34 +172,78 @@ pub fn stops(f: &Fields, limits: &Limits) -> Result<(Vec<String>, bool), ApiErro
     Ok((list, single))
 }
 
-/// `logit_bias`: `{"token id": bias}`, bias from -100 to 100; -100 bans the token (the ids are checked
-/// against the vocabulary with the other settings).
-pub fn logit_bias(f: &Fields) -> Result<Vec<(u32, f32)>, ApiError> {
-    let Some(map) = f.get::<Map<String, Value>>("logit_bias")? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::with_capacity(map.len());
-    for (key, value) in &map {
-        let at = format!("logit_bias.{key}");
-        let id: u32 = key
-            .trim()
-            .parse()
-            .map_err(|_| ApiError::invalid(&at, format!("key {key:?} is not a token id")))?;
-        let bias: f64 = typed(value, &at)?;
-        if !(-100.0..=100.0).contains(&bias) {
-            return Err(ApiError::invalid(
-                &at,
-                format!("bias {bias} for token {id} is outside -100..100"),
-            ));
+/// The two ways a route may write `logit_bias`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BiasForm {
+    /// OpenAI's `{"token id": bias}`, bias from -100 to 100; -100 bans the token. An error names the entry
+    /// `logit_bias.ID`.
+    Map,
+    /// A scenario file's `[[id, bias], ...]` (the playground's), bias a number or "-inf" (a ban). An error
+    /// names the pair `logit_bias[i]`.
+    Pairs,
+}
+
+/// `logit_bias` as `(id, bias)` in the order given, a ban as `-inf` (the ids are checked against the
+/// vocabulary with the other settings).
+pub fn logit_bias(f: &Fields, form: BiasForm) -> Result<Vec<(u32, f32)>, ApiError> {
+    match form {
+        BiasForm::Map => {
+            let Some(map) = f.get::<Map<String, Value>>("logit_bias")? else {
+                return Ok(Vec::new());
+            };
+            map.iter()
+                .map(|(key, value)| {
+                    let at = format!("logit_bias.{key}");
+                    let id: u32 = key.trim().parse().map_err(|_| {
+                        ApiError::invalid(&at, format!("key {key:?} is not a token id"))
+                    })?;
+                    let bias: f64 = typed(value, &at)?;
+                    if !(-100.0..=100.0).contains(&bias) {
+                        return Err(ApiError::invalid(
+                            &at,
+                            format!("bias {bias} for token {id} is outside -100..100"),
+                        ));
+                    }
+                    let bias = if bias <= -100.0 {
+                        f32::NEG_INFINITY
+                    } else {
+                        bias as f32
+                    };
+                    Ok((id, bias))
+                })
+                .collect()
         }
-        let bias = if bias <= -100.0 {
-            f32::NEG_INFINITY
-        } else {
-            bias as f32
-        };
-        out.push((id, bias));
+        BiasForm::Pairs => {
+            let Some(list) = f.get::<Vec<Value>>("logit_bias")? else {
+                return Ok(Vec::new());
+            };
+            list.iter()
+                .enumerate()
+                .map(|(i, pair)| {
+                    let at = format!("logit_bias[{i}]");
+                    let bad = || {
+                        ApiError::invalid(
+                            &at,
+                            "expected [token id, bias], bias a number or \"-inf\"",
+                        )
+                    };
+                    let [id, bias] = pair.as_array().map(Vec::as_slice).ok_or_else(bad)? else {
+                        return Err(bad());
+                    };
+                    let id = id
+                        .as_u64()
+                        .and_then(|id| u32::try_from(id).ok())
+                        .ok_or_else(bad)?;
+                    let bias = match bias {
+                        Value::String(s) if s == "-inf" => f32::NEG_INFINITY,
+                        Value::Number(n) => n.as_f64().ok_or_else(bad)? as f32,
+                        _ => return Err(bad()),
+                    };
+                    Ok((id, bias))
+                })
+                .collect()
+        }
     }
-    Ok(out)
 }
 
 /// `replay`: text (special tokens parsed) or token ids that the replay model writes instead of sampling.

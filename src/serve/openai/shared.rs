@@ -10,7 +10,7 @@ use crate::pipeline::sampling::SamplingParams;
 use crate::pipeline::settings::UserSettings;
 use crate::serve::config::Limits;
 use crate::serve::error::ApiError;
-use crate::serve::fields::{self, Fields, count, count_at_least_one, kind, typed};
+use crate::serve::fields::{self, BiasForm, Fields, count, count_at_least_one, kind, typed};
 use crate::serve::request::Endpoint;
 
 /// The most alternatives per token `logprobs` / `top_logprobs` may ask for (OpenAI's bound; vLLM's default
@@ -187,7 +187,7 @@ pub fn settings(
             repetition_penalty: f.get("repetition_penalty")?.unwrap_or(1.0),
             frequency_penalty: penalty("frequency_penalty")?,
             presence_penalty: penalty("presence_penalty")?,
-            logit_bias: fields::logit_bias(f)?,
+            logit_bias: fields::logit_bias(f, BiasForm::Map)?,
             seed,
         },
         ..UserSettings::default()
