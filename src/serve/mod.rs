@@ -9,8 +9,8 @@
 //!   chunk carries exactly the text the generation loop released: no byte of a stop string that ends the
 //!   output, no half of a UTF-8 character. The concatenated deltas equal the non-streamed text for the same
 //!   request and seed.
-//! * Every request is checked before it queues ([`request::generation`]); a bad one is a 400 naming the field
-//!   in OpenAI's error body, never a 500.
+//! * Every request is checked before it queues ([`openai::generation`], ending with [`request::Fitted`]); a
+//!   bad one is a 400 naming the field in OpenAI's error body, never a 500.
 //! * Up to `--parallel` generations run at once, decoded together (continuous batching, [`worker`]); others
 //!   wait in a bounded FIFO queue, 429 with `Retry-After` when it is full. A client that goes away ends its
 //!   generation within one token. A generation's text does not depend on what runs beside it.
@@ -31,8 +31,8 @@
 //! * A field the server does not implement is a 400 naming it (`code: "unsupported_parameter"`), never
 //!   silently ignored: `suffix`, `best_of` > 1, `functions`, `response_format` other than text, `audio`,
 //!   `prediction`, `tool_choice` `required` or a named function, grammars and guided decoding, ... (see
-//!   [`request`]). Fields that change nothing here are ignored: `user`, `metadata`, `store`, `service_tier`,
-//!   `add_special_tokens`, other unknown fields.
+//!   [`openai::unsupported`]). Fields that change nothing here are ignored: `user`, `metadata`, `store`,
+//!   `service_tier`, `add_special_tokens`, other unknown fields.
 //! * `n` choices run one after another; choice `i` is seeded `seed + i`, as vLLM seeds the copies of a request
 //!   (choice 0 is what `n` = 1 gives). Streamed, each chunk names its choice by `index`.
 //! * `logprobs` are the model's raw-logit softmax (before temperature, penalties and bias: the distribution
@@ -44,7 +44,8 @@
 //!   template asks for `<tool_call>` tags; both are read) is returned as `message.tool_calls` with
 //!   finish_reason `tool_calls`. Streamed, text that may be a call is held until the end, then sent as one
 //!   `tool_calls` delta per reply (or as text).
-//! * A prompt (or prompt plus `max_tokens`) beyond the context is a 400 with `code: "context_length_exceeded"`.
+//! * A prompt (or prompt plus `max_tokens`) beyond the context is a 400 with `code: "context_length_exceeded"`
+//!   (the playground's trace route makes the same check and gives the same answer).
 //! * Messages: a role must be `system`, `user`, `assistant` or `tool` (`developer` is read as `system`), so no
 //!   role string reaches the template as text; user and system messages need content. Otherwise a 400 naming
 //!   `messages[i].role` or `messages[i].content`.
@@ -66,6 +67,22 @@
 //! ```
 //!
 //! [`start`] runs the server in-process (tests use it with port 0); [`Handle::shutdown`] stops it.
+//!
+//! The files, bottom-up (each imports only files above it in this list; no two import each other):
+//!
+//! * `config.rs`: [`Config`], [`Limits`], [`StartError`].
+//! * `names.rs`: how a route names a setting (its JSON path), for the one validation's errors; `error.rs`:
+//!   [`error::ApiError`], OpenAI's error body and the one place where an error gets its status.
+//! * `http.rs`: the plumbing every route shares: a body read within the limits, CPU work off the runtime,
+//!   JSON and server-sent-event responses, the body-size and API-key layers.
+//! * `fields.rs`: a body's fields, the readers more than one route uses (`stop`, `logit_bias`, `replay`,
+//!   counts) and [`fields::Served`], what a request is checked against; `messages.rs`: a conversation.
+//! * `request.rs`: [`request::GenRequest`], and [`request::Fitted`], the one check of a prompt against the
+//!   context, then of the settings and `replay`, for every route that queues a generation.
+//! * `worker.rs`: the queue and the model's thread.
+//! * `state.rs`: what the handlers share; [`openai`]: OpenAI's routes, a file per endpoint; `tokenize.rs`:
+//!   `/tokenize` and `/detokenize`; [`playground`]: the page and its routes.
+//! * `router.rs`: every route behind the layers; this file: [`start`], [`Handle`], the accept loop.
 
 mod config;
 pub mod error;

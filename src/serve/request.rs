@@ -79,7 +79,8 @@ impl<'a> Fitted<'a> {
             return Err(ApiError::context_length(
                 field,
                 format!(
-                    "the prompt has {} tokens; the model's context is {context} tokens and at least one must be left to generate",
+                    "the prompt has {} tokens; the model's context is {context} tokens and at least one must be \
+                     left to generate",
                     prompt.len()
                 ),
             ));

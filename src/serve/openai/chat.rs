@@ -1,10 +1,11 @@
 //! `POST /v1/chat/completions`: `messages` rendered with the model's own chat template, and a reply read
 //! for tool calls when `tools` are offered.
 //!
-//! Its own fields: `messages` ([`messages`]), `tools`, `parallel_tool_calls`, vLLM's `add_generation_prompt`
-//! and `continue_final_message`, `logprobs` (a boolean) with `top_logprobs`, `max_completion_tokens`, and
-//! no default length (the model runs until it stops or the context is full); the rest it reads as
-//! completions does ([`shared`]).
+//! Its own fields: `messages` (read by `messages.rs`), `tools`, `parallel_tool_calls`, vLLM's
+//! `add_generation_prompt` and `continue_final_message`, `logprobs` (a boolean) with `top_logprobs`,
+//! `max_completion_tokens`, and no default length (the model runs until it stops or the context is full);
+//! the rest it reads as completions does ([`shared`]). Its choices carry a `message` ([`message`]),
+//! streamed as deltas ([`delta`]), and log probabilities in its shape ([`logprobs_json`]).
 
 use serde_json::{Value, json};
 
