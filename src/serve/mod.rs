@@ -79,12 +79,14 @@
 //!   counts) and [`fields::Served`], what a request is checked against; `messages.rs`: a conversation.
 //! * `request.rs`: [`request::GenRequest`], and [`request::Fitted`], the one check of a prompt against the
 //!   context, then of the settings and `replay`, for every route that queues a generation.
-//! * `worker.rs`: the queue and the model's thread.
+//! * `delivery.rs`: the worker's [`worker::Event`]s, a request's choices delivered in order; `worker.rs`: the
+//!   queue and the model's thread.
 //! * `state.rs`: what the handlers share; [`openai`]: OpenAI's routes, a file per endpoint; `tokenize.rs`:
 //!   `/tokenize` and `/detokenize`; [`playground`]: the page and its routes.
 //! * `router.rs`: every route behind the layers; this file: [`start`], [`Handle`], the accept loop.
 
 mod config;
+mod delivery;
 pub mod error;
 pub mod fields;
 mod http;

@@ -27,6 +27,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::pipeline::sink::Outcome;
 use crate::pipeline::stop::FinishReason;
+use crate::serve::delivery::Event;
 use crate::serve::error::ApiError;
 use crate::serve::fields::{Fields, Served};
 use crate::serve::http::{blocking, json_response, read_body};
@@ -34,7 +35,7 @@ use crate::serve::openai::logprobs::Logprobs;
 use crate::serve::openai::reply::{Reply, now};
 use crate::serve::request::{Endpoint, GenRequest};
 use crate::serve::state::AppState;
-use crate::serve::worker::{Event, Place};
+use crate::serve::worker::Place;
 
 /// OpenAI's routes, to merge into the server's router.
 pub fn router() -> Router<Arc<AppState>> {

@@ -11,6 +11,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::pipeline::sink::{Outcome, Token};
 use crate::pipeline::stop::FinishReason;
+use crate::serve::delivery::Event;
 use crate::serve::error::ApiError;
 use crate::serve::http::{DONE, event_stream, sse};
 use crate::serve::openai::chat::Delta;
@@ -18,7 +19,7 @@ use crate::serve::openai::logprobs::Logprobs;
 use crate::serve::openai::reply::Reply;
 use crate::serve::openai::tool_gate::ToolGate;
 use crate::serve::request::Endpoint;
-use crate::serve::worker::{Event, Place};
+use crate::serve::worker::Place;
 
 /// Streams a queued request's events as `reply`'s chunks. Waits for the first event before answering, so
 /// errors found when the generation starts (a ban on every token, say) still get their status rather than

@@ -14,12 +14,13 @@ use crate::lab::trace::{self, escape};
 use crate::pipeline::sink::{Outcome, Token};
 use crate::pipeline::stop::FinishReason;
 use crate::pipeline::tokenizer::Vocab;
+use crate::serve::delivery::Event;
 use crate::serve::error::ApiError;
 use crate::serve::http::{DONE, blocking, event_stream, read_body, sse};
 use crate::serve::playground::info::token_text;
 use crate::serve::playground::request::traced;
 use crate::serve::state::AppState;
-use crate::serve::worker::{Event, Place};
+use crate::serve::worker::Place;
 
 /// `POST /v1/stoplab/trace`: one generation as server-sent events, one per engine step.
 pub async fn trace(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
