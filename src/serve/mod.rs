@@ -9,8 +9,8 @@
 //!   chunk carries exactly the text the generation loop released: no byte of a stop string that ends the
 //!   output, no half of a UTF-8 character. The concatenated deltas equal the non-streamed text for the same
 //!   request and seed.
-//! * Every request is checked before it queues ([`request::generation`]); a bad one is a 400 naming the field
-//!   in OpenAI's error body, never a 500.
+//! * Every request is checked before it queues ([`openai::generation`], ending with [`request::Fitted`]); a
+//!   bad one is a 400 naming the field in OpenAI's error body, never a 500.
 //! * Up to `--parallel` generations run at once, decoded together (continuous batching, [`worker`]); others
 //!   wait in a bounded FIFO queue, 429 with `Retry-After` when it is full. A client that goes away ends its
 //!   generation within one token. A generation's text does not depend on what runs beside it.
@@ -31,8 +31,8 @@
 //! * A field the server does not implement is a 400 naming it (`code: "unsupported_parameter"`), never
 //!   silently ignored: `suffix`, `best_of` > 1, `functions`, `response_format` other than text, `audio`,
 //!   `prediction`, `tool_choice` `required` or a named function, grammars and guided decoding, ... (see
-//!   [`request`]). Fields that change nothing here are ignored: `user`, `metadata`, `store`, `service_tier`,
-//!   `add_special_tokens`, other unknown fields.
+//!   [`openai::unsupported`]). Fields that change nothing here are ignored: `user`, `metadata`, `store`,
+//!   `service_tier`, `add_special_tokens`, other unknown fields.
 //! * `n` choices run one after another; choice `i` is seeded `seed + i`, as vLLM seeds the copies of a request
 //!   (choice 0 is what `n` = 1 gives). Streamed, each chunk names its choice by `index`.
 //! * `logprobs` are the model's raw-logit softmax (before temperature, penalties and bias: the distribution
@@ -44,7 +44,8 @@
 //!   template asks for `<tool_call>` tags; both are read) is returned as `message.tool_calls` with
 //!   finish_reason `tool_calls`. Streamed, text that may be a call is held until the end, then sent as one
 //!   `tool_calls` delta per reply (or as text).
-//! * A prompt (or prompt plus `max_tokens`) beyond the context is a 400 with `code: "context_length_exceeded"`.
+//! * A prompt (or prompt plus `max_tokens`) beyond the context is a 400 with `code: "context_length_exceeded"`
+//!   (the playground's trace route makes the same check and gives the same answer).
 //! * Messages: a role must be `system`, `user`, `assistant` or `tool` (`developer` is read as `system`), so no
 //!   role string reaches the template as text; user and system messages need content. Otherwise a 400 naming
 //!   `messages[i].role` or `messages[i].content`.
@@ -66,11 +67,37 @@
 //! ```
 //!
 //! [`start`] runs the server in-process (tests use it with port 0); [`Handle::shutdown`] stops it.
+//!
+//! The files, bottom-up (each imports only files above it in this list; no two import each other):
+//!
+//! * `config.rs`: [`Config`], [`Limits`], [`StartError`].
+//! * `names.rs`: how a route names a setting (its JSON path), for the one validation's errors; `error.rs`:
+//!   [`error::ApiError`], OpenAI's error body and the one place where an error gets its status.
+//! * `http.rs`: the plumbing every route shares: a body read within the limits, CPU work off the runtime,
+//!   JSON and server-sent-event responses, the body-size and API-key layers.
+//! * `fields.rs`: a body's fields, the readers more than one route uses (`stop`, `logit_bias`, `replay`,
+//!   counts) and [`fields::Served`], what a request is checked against; `messages.rs`: a conversation.
+//! * `request.rs`: [`request::GenRequest`], and [`request::Fitted`], the one check of a prompt against the
+//!   context, then of the settings and `replay`, for every route that queues a generation.
+//! * `delivery.rs`: the worker's [`worker::Event`]s, a request's choices delivered in order; `worker.rs`: the
+//!   queue and the model's thread.
+//! * `state.rs`: what the handlers share; [`openai`]: OpenAI's routes, a file per endpoint; `tokenize.rs`:
+//!   `/tokenize` and `/detokenize`; [`playground`]: the page and its routes.
+//! * `router.rs`: every route behind the layers; this file: [`start`], [`Handle`], the accept loop.
 
+mod config;
+mod delivery;
+pub mod error;
+pub mod fields;
+mod http;
+mod messages;
+mod names;
 pub mod openai;
 pub mod playground;
 pub mod request;
-mod routes;
+mod router;
+mod state;
+mod tokenize;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -78,91 +105,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
-use crate::{Error, LoadOptions, LoadedModel};
+use crate::{Error, LoadedModel};
 
-use request::Served;
+pub use config::{Config, Limits, StartError};
+
+use crate::serve::fields::Served;
+use crate::serve::state::AppState;
 
 /// How long open connections may take to finish once the server is stopping.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Bounds on what one request may ask and how many may wait.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    pub max_stops: usize,
-    pub max_stop_bytes: usize,
-    pub max_body_bytes: usize,
-    /// Requests that may wait while `parallel` generate; more are answered 429.
-    pub queue: usize,
-    /// Sequences generated at once (continuous batching: one pass of the weights per step decodes a token
-    /// of each); each has a KV slot of its own. Candle's backend runs one at a time whatever this says.
-    pub parallel: usize,
-    /// Positions of KV cache shared out among the `parallel` slots (each gets `kv_budget / parallel`, at
-    /// most the model's context); None: each slot gets the model's whole context. A slot's memory is
-    /// reserved, and becomes resident only as its positions fill.
-    pub kv_budget: Option<usize>,
-    /// The most choices one request may ask for (`n`).
-    pub max_n: usize,
-    /// Connections open at once; more wait to be accepted until one closes.
-    pub max_connections: usize,
-    /// How long a client may take to send a request's header (an idle kept-alive connection too), and then
-    /// its body; a slower one is disconnected (header) or answered 408 (body).
-    pub read_timeout: std::time::Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_stops: 64,
-            max_stop_bytes: 1024,
-            max_body_bytes: 1 << 20,
-            queue: 32,
-            parallel: 4,
-            kv_budget: None,
-            max_n: 16,
-            max_connections: 64,
-            read_timeout: std::time::Duration::from_secs(10),
-        }
-    }
-}
-
-/// How to run the server.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The model to load; with `tokenizer_only`, every request must carry `replay`.
-    pub engine: LoadOptions,
-    pub addr: SocketAddr,
-    /// When set, every route but `/health` requires `Authorization: Bearer KEY`.
-    pub api_key: Option<String>,
-    /// The name `/v1/models` lists (default: the `--model` given, else the manifest's default name).
-    pub model_name: Option<String>,
-    pub limits: Limits,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            engine: LoadOptions::default(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            api_key: None,
-            model_name: None,
-            limits: Limits::default(),
-        }
-    }
-}
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    LoadedModel(#[from] Error),
-    #[error("cannot listen on {addr}: {source} (is another server on that port? try --port)")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("starting the server's threads: {0}")]
-    Runtime(std::io::Error),
-}
 
 /// A running server. Dropping it shuts the server down too.
 pub struct Handle {
@@ -328,16 +279,15 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
         stopping.clone(),
     )
     .map_err(StartError::Runtime)?;
-    let state = Arc::new(routes::AppState {
+    let state = Arc::new(AppState {
         served,
         queue,
-        api_key: config.api_key.clone(),
         started: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         next_id: AtomicU64::new(0),
     });
-    let app = routes::router(state);
+    let app = router::router(state, config.api_key.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("stoplab-http")

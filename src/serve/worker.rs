@@ -10,15 +10,15 @@
 //! whether the request's receiver still exists: a client that went away ends the generation within one
 //! token (`FinishReason::Cancelled`), and a request whose client left while it waited never starts.
 //!
-//! Each generated token reaches the handler as one [`Event::Token`]: the owned [`Token`] (the id, what the stop
-//! engine released and held back, the finish and its cut on the last one, and the model's probabilities when
-//! the request asked for them), so a route can show as much of it as its API has room for: OpenAI's text
-//! deltas and logprobs, or a trace row per token. A request with `n` choices runs them
-//! side by side, but its handler hears them in order, one choice after another (`Delivery`); every event
-//! names its choice.
+//! Each generated token reaches the handler as one [`Event::Token`]: the owned
+//! [`Token`](crate::pipeline::sink::Token) (the id, what the stop engine released and held back, the finish
+//! and its cut on the last one, and the model's probabilities when the request asked for them), so a route
+//! can show as much of it as its API has room for: OpenAI's text deltas and logprobs, or a trace row per
+//! token. A request with `n` choices runs them side by side, but its handler hears them in order, one
+//! choice after another (`delivery.rs`); every event names its choice.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -28,30 +28,17 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use crate::pipeline::stop::FinishReason;
-
 use crate::pipeline::batch::{Batch, Done};
-use crate::pipeline::sink::{Outcome, Sink, Token, TokenEvent};
+use crate::pipeline::sink::{Sink, TokenEvent};
+use crate::pipeline::stop::FinishReason;
 use crate::pipeline::tokenizer::Vocab;
+use crate::serve::delivery::Delivery;
+use crate::serve::error::ApiError;
+use crate::serve::request::GenRequest;
 use crate::{Error, LoadedModel};
 
-use super::openai::ApiError;
-use super::request::GenRequest;
-
-/// What the worker tells a request's handler.
-#[derive(Debug)]
-pub enum Event {
-    /// One generated token of a choice, as the engine stepped it.
-    Token { choice: usize, token: Box<Token> },
-    /// A choice's generation ended (an outcome, or an error of the model or the request). After an error no
-    /// further choice runs.
-    Done {
-        choice: usize,
-        result: Result<Outcome, Error>,
-    },
-    /// The server is shutting down: the request was not run.
-    ShuttingDown,
-}
+/// What the worker tells a request's handler; it lives in `delivery.rs`, with the order it is told in.
+pub use crate::serve::delivery::Event;
 
 /// Counters for `/health`.
 #[derive(Debug, Default)]
@@ -164,65 +151,6 @@ pub fn spawn(
     Ok((queue, thread))
 }
 
-/// A request's choices on their way to its handler. Choices run side by side, but the handler hears
-/// them in order, as if they ran one after another: the steps of a choice after the one being delivered
-/// wait here until its turn. Once a choice ends in an error or a cancellation, no further choice is
-/// delivered (or started).
-struct Delivery {
-    events: UnboundedSender<Event>,
-    /// The choice whose events go straight to the handler.
-    current: usize,
-    /// Events of later choices, in order, per choice.
-    later: BTreeMap<usize, Vec<Event>>,
-    /// A choice ended in an error or was cancelled: the request is over.
-    stopped: bool,
-}
-
-impl Delivery {
-    fn send(&mut self, choice: usize, event: Event) {
-        if self.stopped {
-            return;
-        }
-        if choice != self.current {
-            self.later.entry(choice).or_default().push(event);
-            return;
-        }
-        let mut event = Some(event);
-        while let Some(ev) = event.take() {
-            let ends = match &ev {
-                Event::Done { result, .. } => {
-                    Some(matches!(result, Ok(o) if o.finish != FinishReason::Cancelled))
-                }
-                _ => None,
-            };
-            let _ = self.events.send(ev);
-            match ends {
-                None => {}
-                Some(false) => {
-                    self.stopped = true;
-                    self.later.clear();
-                    return;
-                }
-                Some(true) => {
-                    // The next choice's turn: what it said so far, and on, up to its end if it ended.
-                    self.current += 1;
-                    let Some(evs) = self.later.remove(&self.current) else {
-                        return;
-                    };
-                    let mut evs = evs.into_iter();
-                    for ev in evs.by_ref() {
-                        if matches!(ev, Event::Done { .. }) {
-                            event = Some(ev);
-                            break;
-                        }
-                        let _ = self.events.send(ev);
-                    }
-                }
-            }
-        }
-    }
-}
-
 type Shared = Rc<RefCell<Delivery>>;
 
 /// A request in the scheduler: its choices not yet started, and where their events go.
@@ -288,12 +216,7 @@ impl<'a> Scheduler<'a> {
         self.requests.push_back(Admitted {
             request: Rc::new(request),
             next_choice: 0,
-            delivery: Rc::new(RefCell::new(Delivery {
-                events,
-                current: 0,
-                later: BTreeMap::new(),
-                stopped: false,
-            })),
+            delivery: Rc::new(RefCell::new(Delivery::new(events))),
         });
     }
 

@@ -694,6 +694,38 @@ fn trace_settings_errors_name_their_json_path() {
     h.shutdown().unwrap();
 }
 
+/// The trace route checks its prompt against the context with the API's own check, so it answers as the
+/// API does: a 400 with `context_length_exceeded`, naming `messages` or `max_tokens`.
+#[test]
+fn trace_beyond_the_context_is_context_length_exceeded_as_in_the_api() {
+    let h = replay_server();
+    let context = get(&h, "/v1/stoplab/info").body["context"]
+        .as_u64()
+        .unwrap() as usize;
+    let cases = [
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": context}),
+            "max_tokens",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x ".repeat(context)}]}),
+            "messages",
+        ),
+    ];
+    for (mut body, param) in cases {
+        body["replay"] = json!(" x");
+        let r = post(&h, "/v1/stoplab/trace", &body);
+        assert_eq!(r.status, 400, "{param}: {:?}", r.body);
+        assert_eq!(
+            r.body["error"]["code"], "context_length_exceeded",
+            "{param}: {:?}",
+            r.body
+        );
+        assert_eq!(r.body["error"]["param"], param, "{:?}", r.body);
+    }
+    h.shutdown().unwrap();
+}
+
 #[test]
 fn render_shows_what_each_format_makes_of_the_messages() {
     let h = replay_server();

@@ -9,7 +9,9 @@ use stoplab::lab::trace;
 use stoplab::pipeline::sink::Token;
 use stoplab::pipeline::stop::FinishReason;
 use stoplab::serve::Limits;
-use stoplab::serve::request::{Endpoint, Served, generation};
+use stoplab::serve::fields::Served;
+use stoplab::serve::openai::generation;
+use stoplab::serve::request::Endpoint;
 use stoplab::serve::worker::{self, Event};
 use stoplab::{LoadOptions, LoadedModel};
 

@@ -1,12 +1,13 @@
-//! OpenAI's shapes that every route shares: the error body `{"error": {"message", "type", "param", "code"}}`
-//! and the one place where an error becomes an HTTP status.
+//! The error every route answers with, in OpenAI's shape: the body `{"error": {"message", "type", "param",
+//! "code"}}` and the one place where an error becomes an HTTP status. (The response itself is built by
+//! `http.rs`.)
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::Error;
-
-use super::request::Names;
+use crate::pipeline::field::SettingsError;
+use crate::serve::names::Names;
 
 /// An error as OpenAI's API writes it: `{"error": {"message", "type", "param", "code"}}` and a status.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +59,11 @@ impl ApiError {
             code: Some("context_length_exceeded"),
             ..Self::invalid(param, message)
         }
+    }
+
+    /// 400 for a setting the one validation refused, named as the request wrote it.
+    pub fn setting(e: &SettingsError, names: &Names) -> Self {
+        Self::invalid(&names.json_path(e.field), &e.message)
     }
 
     /// 400 for the body as a whole (malformed JSON, not an object).
@@ -153,7 +159,7 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match &e {
             Error::Invalid { field, message } => Self::invalid(field, message),
-            Error::Settings(e) => Self::invalid(&Names::default().json_path(e.field), &e.message),
+            Error::Settings(e) => Self::setting(e, &Names::default()),
             Error::PromptTooLong { .. } => Self::context_length("prompt", &e),
             Error::UnknownToken { .. } | Error::Tokenizer(_) => Self::invalid("prompt", &e),
             Error::Stop(s) => Self::invalid("stop", s),

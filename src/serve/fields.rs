@@ -1,0 +1,332 @@
+//! A request body's fields, and what the server knows to check them against: the ground floor of every
+//! route that reads a body.
+//!
+//! [`Fields`] reads a field at a time, with the field's JSON path in every error; the readers below are the
+//! fields more than one route takes, each read one way: `stop` within the server's limits, `logit_bias`,
+//! `replay`, and counts.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::pipeline::format::ChatTemplate;
+use crate::pipeline::tokenizer::Vocab;
+use crate::serve::config::Limits;
+use crate::serve::error::ApiError;
+
+/// What the server knows about its model, for checking requests before they queue.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub vocab: Arc<Vocab>,
+    /// The model's context length in tokens (prompt plus generated).
+    pub context: usize,
+    /// The names a request's `model` may use; the first is the one `/v1/models` lists.
+    pub model_ids: Vec<String>,
+    /// False when started without weights: every generation request must carry `replay`.
+    pub weights: bool,
+    pub limits: Limits,
+    /// The model's chat template, compiled once; `Err` says why there is none (no template, or one that
+    /// does not compile), for the chat route's 400.
+    pub template: Result<Arc<ChatTemplate>, String>,
+}
+
+impl Served {
+    /// What a server knows of its model; compiles the chat template.
+    pub fn new(
+        vocab: Arc<Vocab>,
+        context: usize,
+        model_ids: Vec<String>,
+        weights: bool,
+        limits: Limits,
+    ) -> Self {
+        let template = match vocab.chat_template() {
+            None => Err(
+                "the model has no tokenizer.chat_template; use /v1/completions with a prompt"
+                    .into(),
+            ),
+            Some(t) => ChatTemplate::new(t)
+                .map(Arc::new)
+                .map_err(|e| format!("{e} (use /v1/completions with a prompt)")),
+        };
+        Self {
+            vocab,
+            context,
+            model_ids,
+            weights,
+            limits,
+            template,
+        }
+    }
+}
+
+/// A request body's fields, read one at a time with the field's name in every error.
+#[derive(Debug)]
+pub struct Fields(Map<String, Value>);
+
+impl Fields {
+    /// Parses a body that must be a JSON object.
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_body(format!("malformed JSON in the request body: {e}")))?;
+        match value {
+            Value::Object(map) => Ok(Self(map)),
+            other => Err(ApiError::bad_body(format!(
+                "the request body must be a JSON object, not {}",
+                kind(&other)
+            ))),
+        }
+    }
+
+    /// The names of the fields given.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// A field as given; absent and `null` are `None`.
+    pub fn raw(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).filter(|v| !v.is_null())
+    }
+
+    /// A field of type `T`; absent and `null` are `None`; any other type is an error naming the field.
+    pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ApiError> {
+        self.raw(name).map(|v| typed(v, name)).transpose()
+    }
+
+    /// Checks `model` against the served names: an unknown model is 404, as OpenAI answers.
+    pub fn check_model(&self, served: &Served) -> Result<(), ApiError> {
+        match self.get::<String>("model")? {
+            Some(m) if !served.model_ids.contains(&m) => Err(ApiError::not_found(
+                format!(
+                    "model: `{m}` does not exist; this server serves `{}`",
+                    served.model_ids[0]
+                ),
+                "model_not_found",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `v` as a `T`; another type is an error naming the field `name`.
+pub fn typed<T: DeserializeOwned>(v: &Value, name: &str) -> Result<T, ApiError> {
+    serde_json::from_value(v.clone()).map_err(|e| ApiError::invalid(name, e))
+}
+
+/// What a JSON value is, for an error message ("a string").
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `stop`: a string or an array of strings, within the server's limits (their contents are checked with
+/// the other settings). Also says whether it was a single string, which is how its errors are named.
+pub fn stops(f: &Fields, limits: &Limits) -> Result<(Vec<String>, bool), ApiError> {
+    let (list, single): (Vec<String>, bool) = match f.raw("stop") {
+        None => (Vec::new(), false),
+        Some(Value::String(s)) => (vec![s.clone()], true),
+        Some(v @ Value::Array(_)) => (typed(v, "stop")?, false),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "stop",
+                format!(
+                    "expected a string or an array of strings, got {}",
+                    kind(other)
+                ),
+            ));
+        }
+    };
+    if list.len() > limits.max_stops {
+        return Err(ApiError::invalid(
+            "stop",
+            format!(
+                "{} stop strings given; at most {} are allowed (stoplab serve --max-stops)",
+                list.len(),
+                limits.max_stops
+            ),
+        ));
+    }
+    for (i, s) in list.iter().enumerate() {
+        if s.len() > limits.max_stop_bytes {
+            let at = if single {
+                "stop".into()
+            } else {
+                format!("stop[{i}]")
+            };
+            return Err(ApiError::invalid(
+                &at,
+                format!(
+                    "{} bytes; at most {} are allowed (stoplab serve --max-stop-bytes)",
+                    s.len(),
+                    limits.max_stop_bytes
+                ),
+            ));
+        }
+    }
+    Ok((list, single))
+}
+
+/// The two ways a route may write `logit_bias`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BiasForm {
+    /// OpenAI's `{"token id": bias}`, bias from -100 to 100; -100 bans the token. An error names the entry
+    /// `logit_bias.ID`.
+    Map,
+    /// A scenario file's `[[id, bias], ...]` (the playground's), bias a number or "-inf" (a ban). An error
+    /// names the pair `logit_bias[i]`.
+    Pairs,
+}
+
+/// `logit_bias` as `(id, bias)` in the order given, a ban as `-inf` (the ids are checked against the
+/// vocabulary with the other settings).
+pub fn logit_bias(f: &Fields, form: BiasForm) -> Result<Vec<(u32, f32)>, ApiError> {
+    match form {
+        BiasForm::Map => {
+            let Some(map) = f.get::<Map<String, Value>>("logit_bias")? else {
+                return Ok(Vec::new());
+            };
+            map.iter()
+                .map(|(key, value)| {
+                    let at = format!("logit_bias.{key}");
+                    let id: u32 = key.trim().parse().map_err(|_| {
+                        ApiError::invalid(&at, format!("key {key:?} is not a token id"))
+                    })?;
+                    let bias: f64 = typed(value, &at)?;
+                    if !(-100.0..=100.0).contains(&bias) {
+                        return Err(ApiError::invalid(
+                            &at,
+                            format!("bias {bias} for token {id} is outside -100..100"),
+                        ));
+                    }
+                    let bias = if bias <= -100.0 {
+                        f32::NEG_INFINITY
+                    } else {
+                        bias as f32
+                    };
+                    Ok((id, bias))
+                })
+                .collect()
+        }
+        BiasForm::Pairs => {
+            let Some(list) = f.get::<Vec<Value>>("logit_bias")? else {
+                return Ok(Vec::new());
+            };
+            list.iter()
+                .enumerate()
+                .map(|(i, pair)| {
+                    let at = format!("logit_bias[{i}]");
+                    let bad = || {
+                        ApiError::invalid(
+                            &at,
+                            "expected [token id, bias], bias a number or \"-inf\"",
+                        )
+                    };
+                    let [id, bias] = pair.as_array().map(Vec::as_slice).ok_or_else(bad)? else {
+                        return Err(bad());
+                    };
+                    let id = id
+                        .as_u64()
+                        .and_then(|id| u32::try_from(id).ok())
+                        .ok_or_else(bad)?;
+                    let bias = match bias {
+                        Value::String(s) if s == "-inf" => f32::NEG_INFINITY,
+                        Value::Number(n) => n.as_f64().ok_or_else(bad)? as f32,
+                        _ => return Err(bad()),
+                    };
+                    Ok((id, bias))
+                })
+                .collect()
+        }
+    }
+}
+
+/// `replay`: text (special tokens parsed) or token ids that the replay model writes instead of sampling.
+pub fn replay(f: &Fields, vocab: &Vocab) -> Result<Option<Vec<u32>>, ApiError> {
+    Ok(match f.raw("replay") {
+        None => None,
+        Some(Value::String(s)) => Some(vocab.encode(s, true)?),
+        Some(v @ Value::Array(_)) => {
+            let ids: Vec<u32> = typed(v, "replay")?;
+            for &id in &ids {
+                vocab.check_id(id, "replay")?;
+            }
+            Some(ids)
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "replay",
+                format!(
+                    "expected a string or an array of token ids, got {}",
+                    kind(other)
+                ),
+            ));
+        }
+    })
+}
+
+/// A count: absent, or an integer of at least 0.
+pub fn count(f: &Fields, name: &str) -> Result<Option<usize>, ApiError> {
+    match f.get::<i64>(name)? {
+        Some(n) if n < 0 => Err(ApiError::invalid(name, format!("{n} is negative"))),
+        Some(n) => Ok(Some(n as usize)),
+        None => Ok(None),
+    }
+}
+
+/// A count of tokens: absent, or an integer of at least 1.
+pub fn count_at_least_one(f: &Fields, name: &str) -> Result<Option<usize>, ApiError> {
+    match f.get::<i64>(name)? {
+        Some(n) if n < 1 => Err(ApiError::invalid(
+            name,
+            format!("{n} is below 1; ask for at least one token"),
+        )),
+        Some(n) => Ok(Some(n as usize)),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::serve::fields::Fields;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let f = Fields::parse(br#"{"temperature": "hot", "stream": 1}"#).unwrap();
+        let e = f.get::<f32>("temperature").unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("temperature"));
+        assert!(e.message.starts_with("temperature: "), "{}", e.message);
+        assert_eq!(
+            f.get::<bool>("stream").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused() {
+        assert!(
+            Fields::parse(b"[1]")
+                .unwrap_err()
+                .message
+                .contains("JSON object")
+        );
+        assert!(
+            Fields::parse(b"{")
+                .unwrap_err()
+                .message
+                .contains("malformed JSON")
+        );
+    }
+
+    #[test]
+    fn null_counts_as_absent() {
+        let f = Fields::parse(br#"{"seed": null}"#).unwrap();
+        assert_eq!(f.get::<u64>("seed").unwrap(), None);
+    }
+}

@@ -1,0 +1,204 @@
+//! A generation streamed as server-sent events: one chunk per release of text (a token's text, with its
+//! log probabilities), the choices one after another, each ending with its `finish_reason`; then the usage
+//! when asked, and `data: [DONE]`. An error after the response began is an error event, then the end.
+
+use std::collections::VecDeque;
+
+use axum::body::{Body, Bytes};
+use axum::response::Response;
+use serde_json::json;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::pipeline::sink::{Outcome, Token};
+use crate::pipeline::stop::FinishReason;
+use crate::serve::delivery::Event;
+use crate::serve::error::ApiError;
+use crate::serve::http::{DONE, event_stream, sse};
+use crate::serve::openai::chat::Delta;
+use crate::serve::openai::logprobs::Logprobs;
+use crate::serve::openai::reply::Reply;
+use crate::serve::openai::tool_gate::ToolGate;
+use crate::serve::request::Endpoint;
+use crate::serve::worker::Place;
+
+/// Streams a queued request's events as `reply`'s chunks. Waits for the first event before answering, so
+/// errors found when the generation starts (a ban on every token, say) still get their status rather than
+/// a 200 and an error event.
+pub async fn respond(
+    reply: Reply,
+    mut rx: UnboundedReceiver<Event>,
+    place: Place,
+    include_usage: bool,
+    choices: usize,
+) -> Result<Response, ApiError> {
+    let first = match rx.recv().await {
+        Some(Event::Done { result: Err(e), .. }) => return Err(e.into()),
+        Some(Event::ShuttingDown) => return Err(ApiError::shutting_down()),
+        None => return Err(ApiError::internal("the model worker stopped")),
+        Some(ev) => ev,
+    };
+    let sse_state = SseState {
+        reply,
+        rx,
+        first: Some(first),
+        frames: VecDeque::new(),
+        done: false,
+        include_usage,
+        choices,
+        finished: 0,
+        completion_tokens: 0,
+        current: None,
+        _place: place,
+    };
+    let body = futures_util::stream::unfold(sse_state, |mut st| async move {
+        let frame = st.next_frame().await?;
+        Some((Ok::<_, std::convert::Infallible>(frame), st))
+    });
+    Ok(event_stream(Body::from_stream(body)))
+}
+
+/// The choice being streamed (choices run one after another).
+#[derive(Debug, Default)]
+struct ChoiceStream {
+    index: usize,
+    logprobs: Logprobs,
+    gate: Option<ToolGate>,
+}
+
+/// A streaming response in progress. It owns the event receiver and the queue place: when the client goes
+/// away the body is dropped, both with it, and the worker stops at the next token.
+struct SseState {
+    reply: Reply,
+    rx: UnboundedReceiver<Event>,
+    first: Option<Event>,
+    frames: VecDeque<Bytes>,
+    done: bool,
+    include_usage: bool,
+    /// Choices asked for, and finished so far.
+    choices: usize,
+    finished: usize,
+    completion_tokens: usize,
+    current: Option<ChoiceStream>,
+    /// The request's place in the queue, given back when the stream ends or its client goes away.
+    _place: Place,
+}
+
+impl SseState {
+    /// The choice `index`'s state, starting it (role and echo chunks) on its first event.
+    fn choice(&mut self, index: usize) -> &mut ChoiceStream {
+        if self.current.as_ref().is_none_or(|c| c.index != index) {
+            let r = &self.reply;
+            if r.endpoint == Endpoint::Chat {
+                self.frames
+                    .push_back(sse(&r.chunk(index, Delta::Role, None, None)));
+            }
+            if let Some(echo) = r.echo.as_deref().filter(|e| !e.is_empty()) {
+                self.frames
+                    .push_back(sse(&r.chunk(index, Delta::Text(echo), None, None)));
+            }
+            self.current = Some(ChoiceStream {
+                index,
+                logprobs: Logprobs::default(),
+                gate: (!r.tools.is_empty()).then(ToolGate::default),
+            });
+        }
+        self.current.as_mut().expect("set above")
+    }
+
+    fn token(&mut self, choice: usize, s: &Token) {
+        let top = self.reply.top_probs;
+        let mut c = std::mem::take(self.choice(choice));
+        if let Some(top) = top {
+            c.logprobs.push(s, top);
+        }
+        let text = match &mut c.gate {
+            Some(g) => g.push(&s.text),
+            None => s.text.clone(),
+        };
+        if !text.is_empty() {
+            let lp = top.map(|_| self.reply.logprobs(&c.logprobs.take(), None));
+            let chunk = self.reply.chunk(choice, Delta::Text(&text), lp, None);
+            self.frames.push_back(sse(&chunk));
+        }
+        self.current = Some(c);
+    }
+
+    fn finish(&mut self, index: usize, o: &Outcome) {
+        let chars = o.text.chars().count();
+        let c = self.choice(index);
+        let mut c = std::mem::take(c);
+        let lp = self
+            .reply
+            .top_probs
+            .map(|_| self.reply.logprobs(&c.logprobs.take(), Some(chars)));
+        let calls = self.reply.calls(index, &o.text);
+        let finish = Some((
+            Reply::finish_reason(&o.finish, calls.is_some()),
+            o.finish.stop_reason(),
+        ));
+        let (held, sent) = c.gate.map(|g| (g.held, g.sent)).unwrap_or_default();
+        // Content before the calls that was held (a reply that began like a call) goes out first.
+        if let Some(rest) = calls
+            .as_ref()
+            .and_then(|c| c.content.as_deref())
+            .and_then(|content| content.strip_prefix(sent.as_str()))
+            .filter(|rest| !rest.is_empty())
+        {
+            let chunk = self.reply.chunk(index, Delta::Text(rest), None, None);
+            self.frames.push_back(sse(&chunk));
+        }
+        let chunk = match (&calls, held.is_empty()) {
+            (Some(calls), _) => self.reply.chunk(index, Delta::Calls(calls), lp, finish),
+            (None, false) => self.reply.chunk(index, Delta::Text(&held), lp, finish),
+            (None, true) => self.reply.chunk(index, Delta::Nothing, lp, finish),
+        };
+        self.frames.push_back(sse(&chunk));
+        self.current = None;
+        self.completion_tokens += o.tokens.len();
+        self.finished += 1;
+        if self.finished == self.choices {
+            if self.include_usage {
+                let mut usage = self.reply.wrap(json!([]));
+                usage["usage"] = self.reply.usage(self.completion_tokens);
+                self.frames.push_back(sse(&usage));
+            }
+            self.frames.push_back(DONE);
+            self.done = true;
+        }
+    }
+
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(f) = self.frames.pop_front() {
+                return Some(f);
+            }
+            if self.done {
+                return None;
+            }
+            let event = match self.first.take() {
+                Some(ev) => Some(ev),
+                None => self.rx.recv().await,
+            };
+            match event {
+                Some(Event::Token { choice, token }) => self.token(choice, &token),
+                Some(Event::Done { result: Ok(o), .. }) if o.finish == FinishReason::Cancelled => {
+                    self.end_with_error(ApiError::shutting_down());
+                }
+                Some(Event::Done {
+                    choice,
+                    result: Ok(o),
+                }) => self.finish(choice, &o),
+                Some(Event::Done { result: Err(e), .. }) => self.end_with_error(e.into()),
+                Some(Event::ShuttingDown) => self.end_with_error(ApiError::shutting_down()),
+                None => self.end_with_error(ApiError::internal("the model worker stopped")),
+            }
+        }
+    }
+
+    /// An error after the response began: an error event (as vLLM sends), then the end of the stream.
+    fn end_with_error(&mut self, e: ApiError) {
+        self.frames.push_back(sse(&e.body()));
+        self.frames.push_back(DONE);
+        self.done = true;
+    }
+}

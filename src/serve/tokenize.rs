@@ -1,0 +1,108 @@
+//! `POST /tokenize` and `POST /detokenize`: text or a conversation to token ids and back, in vLLM's and
+//! llama.cpp's shapes.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use crate::serve::error::ApiError;
+use crate::serve::fields::{Fields, Served};
+use crate::serve::http::{blocking, json_response, read_body};
+use crate::serve::openai::{chat, completions};
+use crate::serve::request::Endpoint;
+use crate::serve::state::AppState;
+
+/// The two routes, to merge into the server's router.
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
+}
+
+/// Text or a conversation to token ids, in two servers' shapes:
+/// * llama.cpp's: `{"content", "parse_special" (default true), "with_pieces"}` → `{"tokens": [ids]}`, or with
+///   `with_pieces` `{"tokens": [{"id", "piece"}]}`, the piece a string, or its bytes where it is not UTF-8;
+/// * vLLM's: `{"prompt"}` or `{"messages", "tools", "add_generation_prompt" (default true),
+///   "continue_final_message"}`, with `return_token_strs` → `{"count", "max_model_len", "tokens",
+///   "token_strs"}` (the vocabulary's pieces, or null).
+///
+/// `add_special` / `add_special_tokens` change nothing: the ids are the text's, with no BOS (a generation
+/// from a text prompt adds the BOS where the model asks for one).
+async fn tokenize(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+    let b = read_body(&state.served.limits, req).await?;
+    let st = state.clone();
+    let body = blocking(move || tokenize_body(&b, &st.served)).await?;
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+fn tokenize_body(b: &[u8], served: &Served) -> Result<Value, ApiError> {
+    let f = Fields::parse(b)?;
+    f.check_model(served)?;
+    let vocab = &served.vocab;
+    let parse_special = f.get::<bool>("parse_special")?.unwrap_or(true);
+    if let Some(content) = f.get::<String>("content")? {
+        let ids = vocab.encode(&content, parse_special)?;
+        if !f.get::<bool>("with_pieces")?.unwrap_or(false) {
+            return Ok(json!({ "tokens": ids }));
+        }
+        let tokens: Vec<Value> = ids
+            .iter()
+            .map(|&id| {
+                let bytes = vocab.token_bytes(id).unwrap_or_default();
+                let piece = match std::str::from_utf8(bytes) {
+                    Ok(s) => json!(s),
+                    Err(_) => json!(bytes),
+                };
+                json!({"id": id, "piece": piece})
+            })
+            .collect();
+        return Ok(json!({ "tokens": tokens }));
+    }
+    let endpoint = if f.get::<Value>("messages")?.is_some() {
+        Endpoint::Chat
+    } else {
+        Endpoint::Completions
+    };
+    let (ids, _) = match endpoint {
+        Endpoint::Chat => chat::prompt(&f, served, &chat::tools(&f)?, parse_special, false)?,
+        Endpoint::Completions => completions::prompt(&f, vocab, parse_special, false)?,
+    };
+    let token_strs = f
+        .get::<bool>("return_token_strs")?
+        .unwrap_or(false)
+        .then(|| {
+            ids.iter()
+                .map(|&id| vocab.piece(id).unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        });
+    Ok(json!({
+        "count": ids.len(),
+        "max_model_len": served.context,
+        "tokens": ids,
+        "token_strs": token_strs,
+    }))
+}
+
+/// `{"tokens": [ids]}` to text.
+async fn detokenize(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let b = read_body(&state.served.limits, req).await?;
+    let f = Fields::parse(&b)?;
+    f.check_model(&state.served)?;
+    let ids: Vec<u32> = f
+        .get("tokens")?
+        .ok_or_else(|| ApiError::invalid("tokens", "is required"))?;
+    let vocab = &state.served.vocab;
+    for &id in &ids {
+        vocab.check_id(id, "tokens")?;
+    }
+    let text = vocab.decode(&ids)?;
+    Ok(json_response(StatusCode::OK, &json!({"prompt": text})))
+}
