@@ -121,6 +121,7 @@ pub fn row_json(row: &Token) -> Value {
             "stop": h.stop, "index": h.index, "bytes": h.bytes, "of": h.of,
         })),
         "emitted": row.text,
+        "carries": row.carried.clone().collect::<Vec<_>>(),
         "p_end": row.probs.as_ref().map(|p| p.end),
         "p": row.probs.as_ref().map(|p| p.chosen),
         "top": row.probs.as_ref().map(|p| p.top.iter().map(|&(id, p)| json!({"id": id, "p": p})).collect::<Vec<_>>()),
@@ -131,6 +132,7 @@ pub fn row_json(row: &Token) -> Value {
             "describe": f.describe(),
             "cut": String::from_utf8_lossy(row.cut_bytes()),
             "stop_began_at": row.cut.as_ref().map(|c| c.began_at),
+            "withheld": row.withheld.clone().collect::<Vec<_>>(),
         })),
     });
     if std::str::from_utf8(&row.bytes).is_err() {

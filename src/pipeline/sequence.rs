@@ -130,6 +130,8 @@ impl Sequence {
             finish: step.finish.as_ref().map(|f| &f.reason),
             cut: step.finish.as_ref().and_then(|f| f.cut.as_ref()),
             probs: probs.as_ref(),
+            carried: step.carried.clone(),
+            withheld: step.withheld.clone(),
             stops: &self.stops,
         };
         let flow = sink.token(&event)?;
@@ -161,6 +163,7 @@ impl Sequence {
         self.cancel();
         let Finish { reason, cut } = self.finish.take().expect("set by cancel");
         let tokens = self.engine.tokens().to_vec();
+        let withheld = self.engine.withheld().len();
         let mut timings = self.timings;
         let decode_tokens = tokens.len().saturating_sub(1);
         timings.decode_tokens = decode_tokens;
@@ -174,6 +177,7 @@ impl Sequence {
             finish: reason,
             cut,
             tokens,
+            withheld,
             prompt_tokens: self.prompt_len,
             timings,
         }

@@ -7,7 +7,7 @@
 //! empty, possibly text held back earlier). The concatenated `text` of a generation's tokens always equals
 //! [`Outcome::text`].
 
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 
 use crate::Error;
 use crate::pipeline::stop::{FinishReason, HeldFor, StopCut, StopSet};
@@ -34,11 +34,24 @@ pub struct Outcome {
     pub cut: Option<StopCut>,
     /// Every generated id, the one that stopped the generation included (as llama.cpp counts them).
     pub tokens: Vec<u32>,
+    /// How many of the last `tokens` were withheld: none of their bytes reached `text` (an end token, a stop
+    /// token id, the tokens of a cut stop string). The others spell `text`.
+    pub withheld: usize,
     pub prompt_tokens: usize,
     pub timings: Timings,
 }
 
 impl Outcome {
+    /// The ids that spell `text` (every token but the withheld ones).
+    pub fn carried_ids(&self) -> &[u32] {
+        &self.tokens[..self.tokens.len() - self.withheld]
+    }
+
+    /// The ids withheld at the finish.
+    pub fn withheld_ids(&self) -> &[u32] {
+        &self.tokens[self.tokens.len() - self.withheld..]
+    }
+
     /// The command line's and the server's JSON shape.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -47,6 +60,7 @@ impl Outcome {
             "stop_reason": self.finish.stop_reason(),
             "finish": self.finish.describe(),
             "tokens": self.tokens,
+            "withheld_tokens": self.withheld_ids(),
             "usage": {
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.tokens.len(),
@@ -58,7 +72,7 @@ impl Outcome {
 }
 
 /// One generated token as the stop machinery saw it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TokenEvent<'a> {
     /// 0-based index among generated tokens.
     pub index: usize,
@@ -78,6 +92,12 @@ pub struct TokenEvent<'a> {
     /// The model's probabilities at this step, when the sink asked for them ([`Sink::wants_probs`]) and a
     /// model (not a replay) chose the token.
     pub probs: Option<&'a StepProbs>,
+    /// The tokens (indices) this event's `text` carries: those whose last kept byte it releases, so they
+    /// spell it (the ledger of [`StopEngine`](crate::pipeline::stop::StopEngine)).
+    pub carried: Range<usize>,
+    /// On the last token: the tokens none of whose bytes reached the output (an end token, a stop token id,
+    /// the tokens of a cut stop string).
+    pub withheld: Range<usize>,
     pub(crate) stops: &'a StopSet,
 }
 
@@ -155,6 +175,8 @@ impl TokenEvent<'_> {
             finish: self.finish.cloned(),
             cut: self.cut.cloned(),
             probs: self.probs.cloned(),
+            carried: self.carried.clone(),
+            withheld: self.withheld.clone(),
         }
     }
 }
@@ -185,6 +207,10 @@ pub struct Token {
     /// The model's probabilities at this step (raw-logit softmax), when asked for and a model, not a replay,
     /// chose the token.
     pub probs: Option<StepProbs>,
+    /// The tokens (indices) whose bytes `text` carries (see [`TokenEvent::carried`]).
+    pub carried: Range<usize>,
+    /// On the last token: the tokens withheld (see [`TokenEvent::withheld`]).
+    pub withheld: Range<usize>,
 }
 
 impl Token {

@@ -39,6 +39,8 @@ pub struct GenRequest {
     pub tools: Vec<Value>,
     /// `parallel_tool_calls`: false keeps only a reply's first call.
     pub parallel_tool_calls: bool,
+    /// `return_token_ids`: the ids each choice or chunk carries, and the ids withheld at the finish.
+    pub return_token_ids: bool,
 }
 
 impl GenRequest {

@@ -56,6 +56,7 @@ pub fn request(f: &Fields, served: &Served) -> Result<GenRequest, ApiError> {
         echo: None,
         tools: if read_calls { tools } else { Vec::new() },
         parallel_tool_calls,
+        return_token_ids: head.return_token_ids,
     })
 }
 

@@ -55,6 +55,7 @@ pub fn request(f: &Fields, served: &Served) -> Result<GenRequest, ApiError> {
         echo: echo.then_some(text),
         tools: Vec::new(),
         parallel_tool_calls: true,
+        return_token_ids: head.return_token_ids,
     })
 }
 

@@ -1,5 +1,6 @@
 //! `logprobs`: each generated token's log probability and its alternatives, gathered per choice as the
-//! tokens arrive, and handed out in the order the choice's text is released. Each endpoint writes them in
+//! tokens arrive, and handed out with the text that carries their tokens (the stop engine's ledger: one entry
+//! per carried id, in order; withheld tokens have none). Each endpoint writes them in
 //! its own shape ([`completions::logprobs_json`], [`chat::logprobs_json`]).
 //!
 //! [`completions::logprobs_json`]: crate::serve::openai::completions::logprobs_json
@@ -29,12 +30,13 @@ fn ln(p: f32) -> f32 {
     }
 }
 
-/// Per choice: the text offsets logprobs need, and the entries not yet sent.
+/// Per choice: the text offsets logprobs need, every token's entry, and how many were handed out.
 #[derive(Debug, Default)]
 pub struct Logprobs {
     released_chars: usize,
     held_chars: usize,
-    pending: Vec<TokenLogprob>,
+    entries: Vec<TokenLogprob>,
+    sent: usize,
 }
 
 impl Logprobs {
@@ -54,7 +56,7 @@ impl Logprobs {
                 },
             ),
         };
-        self.pending.push(TokenLogprob {
+        self.entries.push(TokenLogprob {
             id: step.id,
             bytes: step.bytes.clone(),
             logprob,
@@ -65,8 +67,11 @@ impl Logprobs {
         self.held_chars = String::from_utf8_lossy(&step.held).chars().count();
     }
 
-    /// The entries not yet sent.
-    pub fn take(&mut self) -> Vec<TokenLogprob> {
-        std::mem::take(&mut self.pending)
+    /// The entries of the tokens carried up to token `end` (exclusive) not yet handed out.
+    pub fn take_until(&mut self, end: usize) -> Vec<TokenLogprob> {
+        let end = end.min(self.entries.len()).max(self.sent);
+        let out = self.entries[self.sent..end].to_vec();
+        self.sent = end;
+        out
     }
 }

@@ -89,6 +89,7 @@ async fn generate(
         top_probs: request.top_probs,
         tools: request.tools.clone(),
         parallel_tool_calls: request.parallel_tool_calls,
+        return_token_ids: request.return_token_ids,
         vocab: state.served.vocab.clone(),
     };
     let (streamed, include_usage, choices) = (request.stream, request.include_usage, request.n);

@@ -28,6 +28,8 @@ pub struct Reply {
     pub top_probs: Option<usize>,
     pub tools: Vec<Value>,
     pub parallel_tool_calls: bool,
+    /// `return_token_ids`: choices and chunks list the ids their text carries.
+    pub return_token_ids: bool,
     pub vocab: Arc<Vocab>,
 }
 
@@ -92,10 +94,17 @@ impl Reply {
                         choice["message"] = chat::message(&outcome.text, calls.as_ref())
                     }
                 }
+                let carried = outcome.carried_ids().len();
                 choice["logprobs"] = match self.top_probs {
-                    Some(_) => self.logprobs(&lp.take(), Some(outcome.text.chars().count())),
+                    Some(_) => {
+                        self.logprobs(&lp.take_until(carried), Some(outcome.text.chars().count()))
+                    }
                     None => Value::Null,
                 };
+                if self.return_token_ids {
+                    choice["token_ids"] = outcome.carried_ids().into();
+                    choice["withheld_token_ids"] = outcome.withheld_ids().into();
+                }
                 choice["finish_reason"] =
                     Self::finish_reason(&outcome.finish, calls.is_some()).into();
                 choice["stop_reason"] = outcome.finish.stop_reason();
@@ -112,14 +121,16 @@ impl Reply {
         })
     }
 
-    /// One SSE chunk of choice `index`: a delta, its logprobs, and (at the end) the finish.
+    /// One SSE chunk of choice `index`: a delta, the ids its text carries (with `return_token_ids`) and
+    /// their logprobs, and (at the end) the finish.
     pub fn chunk(
         &self,
         index: usize,
         delta: Delta<'_>,
-        logprobs: Option<Value>,
+        carried: Option<(&[u32], Option<Value>)>,
         finish: Option<(&'static str, Value)>,
     ) -> Value {
+        let (ids, logprobs) = carried.unwrap_or((&[], None));
         let mut choice = json!({"index": index});
         match self.endpoint {
             Endpoint::Completions => {
@@ -132,6 +143,9 @@ impl Reply {
             Endpoint::Chat => choice["delta"] = chat::delta(&delta),
         }
         choice["logprobs"] = logprobs.unwrap_or(Value::Null);
+        if self.return_token_ids {
+            choice["token_ids"] = ids.into();
+        }
         let (reason, stop) =
             finish.unwrap_or((Value::Null.as_str().unwrap_or_default(), Value::Null));
         choice["finish_reason"] = if reason.is_empty() {

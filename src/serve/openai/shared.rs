@@ -25,6 +25,8 @@ pub struct Head {
     pub stream: bool,
     /// `stream_options.include_usage`, which needs `stream`.
     pub include_usage: bool,
+    /// vLLM's `return_token_ids`: each choice (or chunk) lists the ids its text carries, by the ledger.
+    pub return_token_ids: bool,
 }
 
 impl Head {
@@ -70,8 +72,10 @@ impl Head {
                 ));
             }
         };
+        let return_token_ids = f.get::<bool>("return_token_ids")?.unwrap_or(false);
         Ok(Self {
             n,
+            return_token_ids,
             stream,
             include_usage,
         })

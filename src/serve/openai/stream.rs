@@ -63,6 +63,12 @@ struct ChoiceStream {
     index: usize,
     logprobs: Logprobs,
     gate: Option<ToolGate>,
+    /// The choice's ids so far; how many the engine has carried with released text; how many went out.
+    ids: Vec<u32>,
+    carried: usize,
+    sent: usize,
+    /// The text the finishing token released, which goes out with the finish (no tools offered).
+    tail: String,
 }
 
 /// A streaming response in progress. It owns the event receiver and the queue place: when the client goes
@@ -100,24 +106,45 @@ impl SseState {
                 index,
                 logprobs: Logprobs::default(),
                 gate: (!r.tools.is_empty()).then(ToolGate::default),
+                ..ChoiceStream::default()
             });
         }
         self.current.as_mut().expect("set above")
     }
 
+    /// A chunk goes out for each release of text, carrying the ids the stop engine carried with it (and
+    /// their logprobs); ids carried with no text (a token that spells nothing) go out in a chunk of their
+    /// own when asked for. While the tool gate holds text that may be a call, its ids wait with it.
     fn token(&mut self, choice: usize, s: &Token) {
         let top = self.reply.top_probs;
         let mut c = std::mem::take(self.choice(choice));
         if let Some(top) = top {
             c.logprobs.push(s, top);
         }
+        c.ids.push(s.id);
+        c.carried = c.carried.max(s.carried.end);
         let text = match &mut c.gate {
             Some(g) => g.push(&s.text),
             None => s.text.clone(),
         };
-        if !text.is_empty() {
-            let lp = top.map(|_| self.reply.logprobs(&c.logprobs.take(), None));
-            let chunk = self.reply.chunk(choice, Delta::Text(&text), lp, None);
+        if s.finish.is_some() && c.gate.is_none() {
+            // The last release goes out with the finish, in one chunk with its tokens.
+            c.tail = text;
+            self.current = Some(c);
+            return;
+        }
+        let gate_holds = c.gate.as_ref().is_some_and(|g| !g.held.is_empty());
+        let wants_ids = self.reply.return_token_ids || top.is_some();
+        if !text.is_empty() || (wants_ids && c.carried > c.sent && !gate_holds) {
+            let end = if gate_holds { c.sent } else { c.carried };
+            let lp = top.map(|_| self.reply.logprobs(&c.logprobs.take_until(end), None));
+            let chunk = self.reply.chunk(
+                choice,
+                Delta::Text(&text),
+                Some((&c.ids[c.sent..end], lp)),
+                None,
+            );
+            c.sent = end;
             self.frames.push_back(sse(&chunk));
         }
         self.current = Some(c);
@@ -127,10 +154,13 @@ impl SseState {
         let chars = o.text.chars().count();
         let c = self.choice(index);
         let mut c = std::mem::take(c);
-        let lp = self
-            .reply
-            .top_probs
-            .map(|_| self.reply.logprobs(&c.logprobs.take(), Some(chars)));
+        // The last chunk carries every carried id not yet sent; the withheld ones are named apart.
+        let carried = o.carried_ids().len();
+        let lp = self.reply.top_probs.map(|_| {
+            self.reply
+                .logprobs(&c.logprobs.take_until(carried), Some(chars))
+        });
+        let ids = &o.tokens[c.sent.min(carried)..carried];
         let calls = self.reply.calls(index, &o.text);
         let finish = Some((
             Reply::finish_reason(&o.finish, calls.is_some()),
@@ -147,11 +177,20 @@ impl SseState {
             let chunk = self.reply.chunk(index, Delta::Text(rest), None, None);
             self.frames.push_back(sse(&chunk));
         }
-        let chunk = match (&calls, held.is_empty()) {
-            (Some(calls), _) => self.reply.chunk(index, Delta::Calls(calls), lp, finish),
-            (None, false) => self.reply.chunk(index, Delta::Text(&held), lp, finish),
-            (None, true) => self.reply.chunk(index, Delta::Nothing, lp, finish),
+        let held = if c.tail.is_empty() {
+            held
+        } else {
+            c.tail.clone()
         };
+        let delta = match (&calls, held.is_empty()) {
+            (Some(calls), _) => Delta::Calls(calls),
+            (None, false) => Delta::Text(&held),
+            (None, true) => Delta::Nothing,
+        };
+        let mut chunk = self.reply.chunk(index, delta, Some((ids, lp)), finish);
+        if self.reply.return_token_ids {
+            chunk["choices"][0]["withheld_token_ids"] = o.withheld_ids().into();
+        }
         self.frames.push_back(sse(&chunk));
         self.current = None;
         self.completion_tokens += o.tokens.len();

@@ -202,6 +202,7 @@ pub fn traced(body: &[u8], served: &Served) -> Result<(GenRequest, Value), ApiEr
         echo: None,
         tools: Vec::new(),
         parallel_tool_calls: true,
+        return_token_ids: false,
     };
     Ok((request, start))
 }

@@ -1,0 +1,271 @@
+//! The stream ledger over HTTP, on random replays: for any text, stop list, limit, `n` and `include_stop`,
+//! streamed and not, on both endpoints:
+//! (a) the streamed chunks of a choice concatenate to the non-streamed text;
+//! (b) each chunk's `token_ids` spell its text (special tokens spell nothing); the last chunk's may run on
+//!     into the cut stop, for a token the stop cut in the middle;
+//! (c) one log-probability per id, the same token, in the same order;
+//! (d) nothing of a choice after the chunk that ends it;
+//! (e) `usage.completion_tokens` counts every generated token: the ids carried plus the ids withheld.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use serde_json::{Value, json};
+use stoplab::pipeline::model::GgufFile;
+use stoplab::pipeline::tokenizer::Vocab;
+
+use crate::common::{chatml_server, chatml_vocab, post, stream};
+
+/// Pieces that tokenize into several shapes: whole-word tokens of the test vocabulary, bytes, a two-byte
+/// and a three-byte character, and the pieces of "\nuser:".
+const PIECES: &[&str] = &[
+    " Berlin", " one", " two", "a", "b", " ", "\n", "user", ":", "é", "€", ".", "##",
+];
+
+fn ids_of(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("an array of ids, got {v}"))
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// The bytes `ids` spell: a special token's name is not text.
+fn spell(vocab: &Vocab, ids: &[u32]) -> Vec<u8> {
+    ids.iter()
+        .filter(|&&id| !vocab.is_special(id))
+        .flat_map(|&id| vocab.token_bytes(id).unwrap().to_vec())
+        .collect()
+}
+
+fn text_of(choice: &Value) -> String {
+    choice["text"]
+        .as_str()
+        .or_else(|| choice["message"]["content"].as_str())
+        .or_else(|| choice["delta"]["content"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The per-token entries of a choice's or chunk's logprobs, as (token text) in order.
+fn logprob_tokens(lp: &Value) -> Vec<String> {
+    if let Some(tokens) = lp["tokens"].as_array() {
+        assert_eq!(
+            lp["token_logprobs"].as_array().map(Vec::len),
+            Some(tokens.len())
+        );
+        return tokens.iter().map(|t| t.as_str().unwrap().into()).collect();
+    }
+    lp["content"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|e| e["token"].as_str().unwrap().into())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[derive(Debug)]
+struct Case {
+    text: String,
+    stops: Vec<String>,
+    max_tokens: usize,
+    n: usize,
+    include_stop: bool,
+    chat: bool,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        prop::collection::vec(prop::sample::select(PIECES), 1..14),
+        prop::collection::vec(prop::sample::select(PIECES), 0..3),
+        1usize..20,
+        1usize..3,
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(text, stops, max_tokens, n, include_stop, chat, newline_user)| {
+                let mut stops: Vec<String> = stops.into_iter().map(String::from).collect();
+                if newline_user {
+                    stops.push("\nuser:".into());
+                }
+                Case {
+                    text: text.concat(),
+                    stops,
+                    max_tokens,
+                    n,
+                    include_stop,
+                    chat,
+                }
+            },
+        )
+}
+
+fn check(h: &stoplab::serve::Handle, vocab: &Vocab, c: &Case) -> Result<(), TestCaseError> {
+    let (path, mut body) = if c.chat {
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "logprobs": true, "top_logprobs": 1}),
+        )
+    } else {
+        ("/v1/completions", json!({"prompt": "AI:", "logprobs": 1}))
+    };
+    body["replay"] = c.text.clone().into();
+    body["stop"] = c.stops.clone().into();
+    body["max_tokens"] = c.max_tokens.into();
+    body["n"] = c.n.into();
+    body["include_stop_str_in_output"] = c.include_stop.into();
+    body["return_token_ids"] = true.into();
+    let whole = post(h, path, &body);
+    prop_assert_eq!(whole.status, 200, "{:?}", whole.body);
+    let choices = whole.body["choices"].as_array().unwrap().clone();
+    prop_assert_eq!(choices.len(), c.n);
+    let mut generated = 0;
+    for choice in &choices {
+        let ids = ids_of(&choice["token_ids"]);
+        let withheld = ids_of(&choice["withheld_token_ids"]);
+        generated += ids.len() + withheld.len();
+        let text = text_of(choice);
+        // (b) for the whole choice: the carried ids spell the text (then at most the rest of a cut token).
+        // A character cut at the finish is released as U+FFFD, as its lossy spelling reads.
+        let spelled = String::from_utf8_lossy(&spell(vocab, &ids)).into_owned();
+        prop_assert!(
+            spelled.starts_with(&text),
+            "ids {:?} spell {:?}, not the text {:?}",
+            ids,
+            spelled,
+            text
+        );
+        // (c) one entry per carried id, the same tokens.
+        let lp = logprob_tokens(&choice["logprobs"]);
+        let want: Vec<String> = ids
+            .iter()
+            .map(|&id| String::from_utf8_lossy(vocab.token_bytes(id).unwrap()).into_owned())
+            .collect();
+        prop_assert_eq!(&lp, &want, "logprobs and ids disagree");
+    }
+    // (e)
+    prop_assert_eq!(
+        whole.body["usage"]["completion_tokens"].as_u64(),
+        Some(generated as u64)
+    );
+
+    let mut sbody = body.clone();
+    sbody["stream"] = true.into();
+    sbody["stream_options"] = json!({"include_usage": true});
+    let events = stream(h, path, &sbody);
+    let mut texts: BTreeMap<usize, String> = BTreeMap::new();
+    let mut ids: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+    let mut ended: BTreeMap<usize, bool> = BTreeMap::new();
+    let mut streamed_total = 0;
+    for e in &events {
+        let Some(list) = e["choices"].as_array() else {
+            continue;
+        };
+        if list.is_empty() {
+            streamed_total = e["usage"]["completion_tokens"].as_u64().unwrap() as usize;
+            continue;
+        }
+        let chunk = &list[0];
+        let index = chunk["index"].as_u64().unwrap() as usize;
+        // (d)
+        prop_assert!(
+            !ended.get(&index).copied().unwrap_or(false),
+            "choice {} has a chunk after its finish: {}",
+            index,
+            e
+        );
+        let text = text_of(chunk);
+        let chunk_ids = if chunk["token_ids"].is_null() {
+            Vec::new()
+        } else {
+            ids_of(&chunk["token_ids"])
+        };
+        let last = !chunk["finish_reason"].is_null();
+        // (b) per chunk.
+        let spelled = String::from_utf8_lossy(&spell(vocab, &chunk_ids)).into_owned();
+        if last {
+            prop_assert!(spelled.starts_with(&text), "last chunk {}", chunk);
+        } else {
+            prop_assert_eq!(
+                spelled.as_str(),
+                text.as_str(),
+                "chunk {} ids spell another text",
+                chunk
+            );
+        }
+        // (c) per chunk.
+        let lp = logprob_tokens(&chunk["logprobs"]);
+        prop_assert_eq!(lp.len(), chunk_ids.len(), "chunk {}", chunk);
+        texts.entry(index).or_default().push_str(&text);
+        ids.entry(index).or_default().extend(&chunk_ids);
+        if last {
+            ended.insert(index, true);
+            prop_assert_eq!(
+                ids_of(&chunk["withheld_token_ids"]),
+                ids_of(&choices[index]["withheld_token_ids"])
+            );
+        }
+    }
+    for (i, choice) in choices.iter().enumerate() {
+        // (a)
+        prop_assert_eq!(texts.get(&i).cloned().unwrap_or_default(), text_of(choice));
+        prop_assert_eq!(
+            ids.get(&i).cloned().unwrap_or_default(),
+            ids_of(&choice["token_ids"])
+        );
+        prop_assert!(
+            ended.get(&i).copied().unwrap_or(false),
+            "choice {} never ended",
+            i
+        );
+    }
+    prop_assert_eq!(streamed_total, generated);
+    Ok(())
+}
+
+#[test]
+fn every_chunk_carries_the_tokens_that_spell_it() {
+    let h = chatml_server();
+    let vocab = GgufFile::open(chatml_vocab(), None).unwrap().vocab;
+    let mut runner = TestRunner::new(Config {
+        cases: 256,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&case(), |c| check(&h, &vocab, &c))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The README's example: the three tokens of the cut "\nuser:" are withheld, not carried by the last chunk.
+#[test]
+fn the_tokens_of_a_cut_stop_are_withheld_not_streamed() {
+    let h = chatml_server();
+    let body = json!({"prompt": "AI:", "replay": " Berlin.\nuser: next", "stop": ["\nuser:"],
+        "stream": true, "logprobs": 1, "return_token_ids": true});
+    let events = stream(&h, "/v1/completions", &body);
+    let chunks: Vec<&Value> = events.iter().filter_map(|e| e["choices"].get(0)).collect();
+    let last = chunks.last().unwrap();
+    assert_eq!(last["finish_reason"], "stop");
+    assert_eq!(last["stop_reason"], "\nuser:");
+    assert_eq!(last["text"], "");
+    assert_eq!(
+        last["token_ids"],
+        json!([]),
+        "the last chunk releases nothing: it carries nothing"
+    );
+    assert_eq!(last["logprobs"]["tokens"], json!([]));
+    let withheld = ids_of(&last["withheld_token_ids"]);
+    let vocab = GgufFile::open(chatml_vocab(), None).unwrap().vocab;
+    assert_eq!(spell(&vocab, &withheld), b"\nuser:");
+    let carried: Vec<u32> = chunks
+        .iter()
+        .flat_map(|c| ids_of(&c["token_ids"]))
+        .collect();
+    assert_eq!(spell(&vocab, &carried), b" Berlin.");
+}
