@@ -203,7 +203,7 @@ fn shutdown_cancels_a_running_stream() {
 }
 
 /// The load run of BENCHMARKS.md: 8 concurrent streaming clients x 25 requests on loopback.
-/// `cargo test --release --test serve_model -- --ignored --nocapture load_run`
+/// `cargo test --release --test model -- --ignored --nocapture load_run`
 #[test]
 #[ignore = "a load run, not a test: run it by hand and record the figures in BENCHMARKS.md"]
 fn load_run() {
