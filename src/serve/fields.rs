@@ -191,7 +191,9 @@ pub fn logit_bias(f: &Fields, form: BiasForm) -> Result<Vec<(u32, f32)>, ApiErro
             let Some(map) = f.get::<Map<String, Value>>("logit_bias")? else {
                 return Ok(Vec::new());
             };
-            map.iter()
+            // Every bad entry is named, not only the first.
+            let (ok, bad): (Vec<_>, Vec<_>) = map
+                .iter()
                 .map(|(key, value)| {
                     let at = format!("logit_bias.{key}");
                     let id: u32 = key.trim().parse().map_err(|_| {
@@ -211,7 +213,22 @@ pub fn logit_bias(f: &Fields, form: BiasForm) -> Result<Vec<(u32, f32)>, ApiErro
                     };
                     Ok((id, bias))
                 })
-                .collect()
+                .partition(Result::is_ok);
+            let mut bad: Vec<ApiError> = bad.into_iter().filter_map(Result::err).collect();
+            match bad.len() {
+                0 => Ok(ok.into_iter().filter_map(Result::ok).collect()),
+                1 => Err(bad.remove(0)),
+                n => Err(ApiError::invalid(
+                    "logit_bias",
+                    format!(
+                        "{n} entries are wrong: {}",
+                        bad.iter()
+                            .map(|e| e.message.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                )),
+            }
         }
         BiasForm::Pairs => {
             let Some(list) = f.get::<Vec<Value>>("logit_bias")? else {

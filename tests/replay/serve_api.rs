@@ -661,3 +661,41 @@ fn a_huge_content_length_is_413_before_the_body_and_a_slow_body_is_408() {
     );
     h.shutdown().unwrap();
 }
+
+/// Small things the peers' own server tests check: the fingerprint on every response and chunk, a chat
+/// stream's first chunk with the role and a null content, every bad `logit_bias` entry named at once.
+#[test]
+fn fingerprint_role_chunk_and_every_bad_bias_named() {
+    let h = chatml_server();
+    let r = ok(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": "AI:", "replay": " ok"}),
+    );
+    let fp = r["system_fingerprint"].as_str().unwrap();
+    assert!(fp.starts_with("stoplab-"), "{fp}");
+    let events = stream(
+        &h,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Hi"}], "replay": "x", "stream": true}),
+    );
+    assert!(events.iter().all(|e| e["system_fingerprint"] == fp));
+    let first = &events[0]["choices"][0]["delta"];
+    assert_eq!(first["role"], "assistant");
+    assert!(first["content"].is_null(), "{first}");
+    let bad = post(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": "AI:", "replay": " ok", "logit_bias": {"abc": 1, "5": 300, "7": 1}}),
+    );
+    assert_eq!(bad.status, 400);
+    let e = &bad.body["error"];
+    assert_eq!(e["param"], "logit_bias");
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.contains("logit_bias.abc") && message.contains("logit_bias.5"),
+        "{message}"
+    );
+    assert!(!message.contains("logit_bias.7"), "{message}");
+    h.shutdown().unwrap();
+}

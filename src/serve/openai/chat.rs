@@ -221,7 +221,8 @@ pub fn message(text: &str, calls: Option<&ToolReply>) -> Value {
 /// A streamed chunk's `delta`; each call carries its index.
 pub fn delta(delta: &Delta<'_>) -> Value {
     match delta {
-        Delta::Role => json!({"role": "assistant", "content": ""}),
+        // The role's chunk carries no content yet: null, as llama.cpp's server sends it.
+        Delta::Role => json!({"role": "assistant", "content": null}),
         Delta::Text(t) => json!({"content": t}),
         Delta::Calls(c) => {
             json!({"tool_calls": c.calls.iter().enumerate().map(|(i, call)| {

@@ -17,6 +17,10 @@ use crate::serve::openai::completions;
 use crate::serve::openai::logprobs::{Logprobs, TokenLogprob};
 use crate::serve::request::Endpoint;
 
+/// OpenAI's `system_fingerprint`: the program and version that answered (a client may log it to tell
+/// configurations apart).
+pub const FINGERPRINT: &str = concat!("stoplab-", env!("CARGO_PKG_VERSION"));
+
 /// What every response and chunk of one request shares.
 pub struct Reply {
     pub endpoint: Endpoint,
@@ -116,6 +120,7 @@ impl Reply {
             "object": self.object(false),
             "created": self.created,
             "model": self.model,
+            "system_fingerprint": FINGERPRINT,
             "choices": list,
             "usage": self.usage(completion),
         })
@@ -164,6 +169,7 @@ impl Reply {
             "object": self.object(true),
             "created": self.created,
             "model": self.model,
+            "system_fingerprint": FINGERPRINT,
             "choices": choices,
         })
     }
