@@ -35,10 +35,14 @@
 //!   `service_tier`, `add_special_tokens`, other unknown fields.
 //! * `n` choices run one after another; choice `i` is seeded `seed + i`, as vLLM seeds the copies of a request
 //!   (choice 0 is what `n` = 1 gives). Streamed, each chunk names its choice by `index`.
+//! * The ledger (the stop engine's, [`StopEngine`](crate::pipeline::stop::StopEngine)): a chunk carries the
+//!   tokens whose bytes it releases, so its ids spell its text; the tokens none of whose bytes reach the
+//!   output (the end token, a stop token id, the tokens of a cut stop) are withheld: counted in `usage`,
+//!   listed in `withheld_token_ids` with `return_token_ids` (vLLM's field, which also adds `token_ids` to
+//!   every choice and chunk), never in `logprobs`.
 //! * `logprobs` are the model's raw-logit softmax (before temperature, penalties and bias: the distribution
-//!   `stoplab trace` shows as `p` and `p_end`), one entry per generated token as `usage` counts them, the end
-//!   token included; a replayed token has log probability 0 (the replay writes it with certainty). Streamed,
-//!   a token's entry goes with the chunk that releases its text (or the last chunk, for a cut stop).
+//!   `stoplab trace` shows as `p` and `p_end`), one entry per carried token, with the chunk that carries it;
+//!   a replayed token has log probability 0 (the replay writes it with certainty).
 //! * Function calls: with `tools`, the model's own template renders them (a template without a tools branch,
 //!   SmolLM2's, is a 400 naming `tools`), and a reply that is a call (Qwen2.5 writes a bare JSON object; the
 //!   template asks for `<tool_call>` tags; both are read) is returned as `message.tool_calls` with

@@ -104,5 +104,9 @@ async fn detokenize(
         vocab.check_id(id, "tokens")?;
     }
     let text = vocab.decode(&ids)?;
-    Ok(json_response(StatusCode::OK, &json!({"prompt": text})))
+    // Both servers are asked with `{"tokens"}`: the text under vLLM's key and llama.cpp's.
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"prompt": text, "content": text}),
+    ))
 }

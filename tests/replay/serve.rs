@@ -633,6 +633,10 @@ fn models_health_tokenize_detokenize() {
     );
     let d = post(&h, "/detokenize", &json!({"tokens": ids}));
     assert_eq!(d.body["prompt"], "Hello <|im_end|> world");
+    assert_eq!(
+        d.body["content"], d.body["prompt"],
+        "llama.cpp's key beside vLLM's"
+    );
     let d = post(&h, "/detokenize", &json!({"tokens": [99999999]}));
     assert_eq!(
         (d.status, d.body["error"]["param"].clone()),

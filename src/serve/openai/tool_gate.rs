@@ -4,7 +4,7 @@
 /// Where a chat reply's text may go while tools are offered: it streams as content until it could be a
 /// function call. A reply that begins (after whitespace) with `{`, `[` or a ``` fence is held whole, and so
 /// is everything from a `<tool_call>` tag on; at the end the whole reply is read for calls
-/// ([`parse_tool_calls`]) and what was held goes out as calls or as text. The streamed content thus equals
+/// ([`parse_tool_calls`](crate::pipeline::format::parse_tool_calls)) and what was held goes out as calls or as text. The streamed content thus equals
 /// the unstreamed `content`.
 #[derive(Debug, Default)]
 pub struct ToolGate {
