@@ -253,6 +253,16 @@ fn every_request_field_is_accepted_and_unknown_fields_are_ignored() {
         json!({"model": CHATML_NAME, "prompt": ids, "replay": " ok"}),
     );
     assert_eq!(r["usage"]["prompt_tokens"], ids.len());
+    // A batch of one prompt of ids, as lm-evaluation-harness sends it; a batch of two is refused by name.
+    let r = completion(&h, json!({"prompt": [ids.clone()], "replay": " ok"}));
+    assert_eq!(r["usage"]["prompt_tokens"], ids.len());
+    let two = post(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": [ids.clone(), ids], "replay": " ok"}),
+    );
+    assert_eq!(two.status, 400);
+    assert_eq!(two.body["error"]["param"], "prompt");
     h.shutdown().unwrap();
 }
 

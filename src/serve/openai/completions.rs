@@ -66,7 +66,18 @@ fn logprobs(f: &Fields) -> Result<Option<usize>, ApiError> {
         .transpose()
 }
 
-/// Tokenizes the `prompt` (also for `/tokenize`): a string, a one-string array, or an array of token ids.
+/// A prompt given as token ids, each checked against the vocabulary, with its text.
+fn token_ids(v: &Value, vocab: &Vocab, name: &str) -> Result<(Vec<u32>, String), ApiError> {
+    let ids: Vec<u32> = typed(v, name)?;
+    for &id in &ids {
+        vocab.check_id(id, name)?;
+    }
+    let text = vocab.decode(&ids)?;
+    Ok((ids, text))
+}
+
+/// Tokenizes the `prompt` (also for `/tokenize`): a string, a one-string array, an array of token ids, or a
+/// batch of one array of ids.
 /// Also gives the prompt's text (the ids decoded), for `echo`. With `generate`, a text prompt gets the
 /// model's BOS when its file asks for one (special tokens are parsed).
 pub fn prompt(
@@ -93,19 +104,22 @@ pub fn prompt(
             let s = a[0].as_str().unwrap_or_default();
             (text(s)?, s.to_string())
         }
-        Value::Array(a) if a.iter().all(Value::is_number) => {
-            let ids: Vec<u32> = typed(prompt, "prompt")?;
-            for &id in &ids {
-                vocab.check_id(id, "prompt")?;
-            }
-            let text = vocab.decode(&ids)?;
-            (ids, text)
+        Value::Array(a) if a.iter().all(Value::is_number) => token_ids(prompt, vocab, "prompt")?,
+        // A batch of one prompt of ids, as lm-evaluation-harness sends it: `[[17872, 42, ...]]`.
+        Value::Array(a)
+            if a.len() == 1
+                && a[0]
+                    .as_array()
+                    .is_some_and(|i| i.iter().all(Value::is_number)) =>
+        {
+            token_ids(&a[0], vocab, "prompt[0]")?
         }
         other => {
             return Err(ApiError::invalid(
                 "prompt",
                 format!(
-                    "expected a string or an array of token ids, got {} (one prompt per request: n is 1)",
+                    "expected a string or an array of token ids (or a batch of one of either), got {} \
+                     (one prompt per request)",
                     kind(other)
                 ),
             ));
