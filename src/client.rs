@@ -1,11 +1,17 @@
 //! A small, polite client for OpenAI-compatible servers: JSON and server-sent events over HTTP(S), an API key,
 //! timeouts, retries with backoff on 429 and 5xx, and a count of every request sent.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+
+/// The longest line of a server-sent event stream read (a `data:` payload is one line).
+pub const MAX_LINE: usize = 1 << 20;
+/// The most bytes of one answer read, body or stream: a server nobody here controls cannot grow the reader's
+/// memory without bound.
+pub const MAX_ANSWER: usize = 64 << 20;
 
 /// How to reach the server.
 #[derive(Debug, Clone)]
@@ -125,17 +131,50 @@ fn read_reply(resp: ureq::Response, stream: bool, url: &str) -> Result<Reply, Tr
         url: url.to_string(),
         message: format!("{url}: {message}"),
     };
+    let mut reader = BufReader::new(resp.into_reader().take(MAX_ANSWER as u64 + 1));
+    let too_large = || {
+        err(format!(
+            "the answer is larger than {} MiB, the most one answer may be; the server sends too much",
+            MAX_ANSWER >> 20
+        ))
+    };
     if !stream {
-        let text = resp
-            .into_string()
+        let mut bytes = Vec::new();
+        reader
+            .read_to_end(&mut bytes)
             .map_err(|e| err(format!("reading the body: {e}")))?;
+        if bytes.len() > MAX_ANSWER {
+            return Err(too_large());
+        }
+        let text = String::from_utf8_lossy(&bytes);
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| err(format!("the body is not JSON ({e}): {}", clip(&text))))?;
         return Ok(Reply::Ok(vec![v]));
     }
     let mut events = Vec::new();
-    for line in BufReader::new(resp.into_reader()).lines() {
-        let line = line.map_err(|e| err(format!("reading the stream: {e}")))?;
+    let (mut line, mut total) = (Vec::new(), 0usize);
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| err(format!("reading the stream: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        total += n;
+        if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
+            return Err(err(format!(
+                "a stream line is longer than {} MiB, the most one event may be: {}",
+                MAX_LINE >> 20,
+                clip(&String::from_utf8_lossy(&line[..200]))
+            )));
+        }
+        if total > MAX_ANSWER {
+            return Err(too_large());
+        }
+        let line = String::from_utf8_lossy(&line);
+        let line = line.trim_end_matches(['\n', '\r']);
         let Some(data) = line.strip_prefix("data:") else {
             continue;
         };

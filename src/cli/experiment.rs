@@ -75,6 +75,8 @@ pub struct ExperimentArgs {
     /// With --endpoint: runs in flight at once.
     #[arg(long, default_value_t = 4, requires = "endpoint")]
     concurrency: usize,
+    #[command(flatten)]
+    patience: endpoint::Patience,
     /// On the local model: runs decoded together (continuous batching: one pass over the weights per step
     /// for all of them, runs of every scenario side by side; each run's text is what it would be alone).
     /// 1 runs them one after another.
@@ -154,7 +156,12 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     let start = Instant::now();
     let ran = match &args.endpoint {
         Some(url) => {
-            let client = endpoint::client(url, args.api_key.clone(), models.first().cloned())?;
+            let client = endpoint::client(
+                url,
+                args.api_key.clone(),
+                models.first().cloned(),
+                &args.patience,
+            )?;
             let model = models.first().map(String::as_str);
             run_remote(
                 &client,

@@ -2,14 +2,13 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Arg, Args};
 
-use stoplab::client::{Client, ClientOptions};
 use stoplab::probe::report::{self, Tally};
 use stoplab::probe::{self, Api, ProbeOptions, ProbeResult};
 
+use crate::cli::args::endpoint;
 use crate::cli::args::model::{MODEL, ModelArg, own_help};
 use crate::cli::output::{Failure, pretty};
 
@@ -42,12 +41,8 @@ pub struct ProbeArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 2)]
     concurrency: usize,
-    /// Seconds to wait for one answer.
-    #[arg(long, default_value_t = 60)]
-    timeout: u64,
-    /// Tries again after a 429, a 5xx or a lost connection, with backoff from 0.25 s, doubling.
-    #[arg(long, default_value_t = 3)]
-    retries: u32,
+    #[command(flatten)]
+    patience: endpoint::Patience,
     /// Use the server's greedy output even where it takes a grammar (llama.cpp's `grammar`) that could fix
     /// the text.
     #[arg(long)]
@@ -89,14 +84,12 @@ pub fn run(args: ProbeArgs) -> Result<(), Failure> {
     if args.max_tokens == 0 {
         return Err(Failure::usage("--max-tokens: must be at least 1"));
     }
-    let client = Client::new(ClientOptions {
-        url: url.clone(),
-        api_key: args.api_key.clone(),
-        model: args.model.name(),
-        timeout: Duration::from_secs(args.timeout.max(1)),
-        retries: args.retries,
-    })
-    .map_err(|e| Failure::usage(e.to_string()))?;
+    let client = endpoint::client(
+        &url,
+        args.api_key.clone(),
+        args.model.name(),
+        &args.patience,
+    )?;
     let opts = ProbeOptions {
         only: args.only.clone(),
         apis: match args.api {

@@ -7,6 +7,7 @@
 mod common;
 
 mod bench_support;
+mod client;
 mod ledger;
 mod loop_replay;
 mod serve;

@@ -56,6 +56,8 @@ pub struct OverheadArgs {
     /// With --endpoint: rounds over the stop counts.
     #[arg(long, default_value_t = 5, requires = "endpoint")]
     rounds: usize,
+    #[command(flatten)]
+    patience: endpoint::Patience,
 }
 
 pub fn run(args: OverheadArgs) -> Result<(), Failure> {
@@ -89,7 +91,7 @@ fn endpoint(url: &str, args: &OverheadArgs) -> Result<(), Failure> {
     if args.rounds == 0 {
         return Err(Failure::usage("--rounds: must be at least 1"));
     }
-    let client = endpoint::client(url, args.api_key.clone(), args.model.name())?;
+    let client = endpoint::client(url, args.api_key.clone(), args.model.name(), &args.patience)?;
     let rows = stoplab::probe::overhead::measure(
         &client,
         &args.stops,
