@@ -15,8 +15,29 @@ fn fake(answer: impl FnOnce(TcpStream) + Send + 'static) -> (String, std::thread
     let url = format!("http://{}", listener.local_addr().unwrap());
     let thread = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
+        // The whole request (head and body), so closing never resets a connection with unread bytes.
+        let mut request = Vec::new();
         let mut buf = [0u8; 4096];
-        let _ = conn.read(&mut buf);
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request);
+            if let Some(head) = text.find("\r\n\r\n") {
+                let length = text[..head]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if request.len() >= head + 4 + length {
+                    break;
+                }
+            }
+        }
         answer(conn);
     });
     (url, thread)
@@ -71,6 +92,9 @@ fn a_body_beyond_the_answer_limit_is_an_error() {
                 return;
             }
         }
+        // Close gracefully: the client reads what was sent before it sees the end.
+        let _ = c.shutdown(std::net::Shutdown::Write);
+        let _ = c.read_to_end(&mut Vec::new());
     });
     let err = client(&url, Duration::from_secs(30))
         .post("/v1/completions", &json!({}))
