@@ -99,6 +99,23 @@ pub fn post(h: &Handle, path: &str, body: &Value) -> Reply {
     post_bytes(h, path, body.to_string().as_bytes(), &[])
 }
 
+/// A refused request's status, and its error's `param` and `code`.
+pub fn refused(h: &Handle, path: &str, body: Value) -> (u16, Value, Value) {
+    let r = post(h, path, &body);
+    (
+        r.status,
+        r.body["error"]["param"].clone(),
+        r.body["error"]["code"].clone(),
+    )
+}
+
+/// The body of a request that must succeed (200).
+pub fn ok(h: &Handle, path: &str, body: &Value) -> Value {
+    let r = post(h, path, body);
+    assert_eq!(r.status, 200, "{body} -> {:?}", r.body);
+    r.body
+}
+
 pub fn get(h: &Handle, path: &str) -> Reply {
     reply(ureq::get(&url(h, path)).call())
 }

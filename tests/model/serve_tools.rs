@@ -12,22 +12,6 @@ use serde_json::{Value, json};
 use stoplab::LoadOptions;
 use stoplab::serve::{self, Config, Handle, Limits};
 
-/// The error's status and `param` (and `code`).
-fn refused(h: &Handle, path: &str, body: Value) -> (u16, Value, Value) {
-    let r = post(h, path, &body);
-    (
-        r.status,
-        r.body["error"]["param"].clone(),
-        r.body["error"]["code"].clone(),
-    )
-}
-
-fn ok(h: &Handle, path: &str, body: &Value) -> Value {
-    let r = post(h, path, body);
-    assert_eq!(r.status, 200, "{body} -> {:?}", r.body);
-    r.body
-}
-
 /// A server without weights for a model named as `stoplab --model` takes it.
 fn replay_model(model: &str) -> Handle {
     serve::start(Config {

@@ -13,22 +13,6 @@ use common::*;
 use serde_json::{Value, json};
 use stoplab::serve::{Handle, Limits};
 
-/// The error's status and `param` (and `code`).
-fn refused(h: &Handle, path: &str, body: Value) -> (u16, Value, Value) {
-    let r = post(h, path, &body);
-    (
-        r.status,
-        r.body["error"]["param"].clone(),
-        r.body["error"]["code"].clone(),
-    )
-}
-
-fn ok(h: &Handle, path: &str, body: &Value) -> Value {
-    let r = post(h, path, body);
-    assert_eq!(r.status, 200, "{body} -> {:?}", r.body);
-    r.body
-}
-
 /// The text of each choice of a stream, by index, and the finish of each.
 fn stream_choices(events: &[Value]) -> (Vec<String>, Vec<Value>) {
     let mut texts: Vec<String> = Vec::new();

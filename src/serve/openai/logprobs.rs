@@ -30,12 +30,13 @@ fn ln(p: f32) -> f32 {
     }
 }
 
-/// Per choice: the text offsets logprobs need, every token's entry, and how many were handed out.
+/// Per choice: the text offsets logprobs need, and the entries not yet handed out (the first is token
+/// `sent`'s).
 #[derive(Debug, Default)]
 pub struct Logprobs {
     released_chars: usize,
     held_chars: usize,
-    entries: Vec<TokenLogprob>,
+    pending: Vec<TokenLogprob>,
     sent: usize,
 }
 
@@ -56,7 +57,7 @@ impl Logprobs {
                 },
             ),
         };
-        self.entries.push(TokenLogprob {
+        self.pending.push(TokenLogprob {
             id: step.id,
             bytes: step.bytes.clone(),
             logprob,
@@ -69,9 +70,8 @@ impl Logprobs {
 
     /// The entries of the tokens carried up to token `end` (exclusive) not yet handed out.
     pub fn take_until(&mut self, end: usize) -> Vec<TokenLogprob> {
-        let end = end.min(self.entries.len()).max(self.sent);
-        let out = self.entries[self.sent..end].to_vec();
-        self.sent = end;
-        out
+        let n = end.saturating_sub(self.sent).min(self.pending.len());
+        self.sent += n;
+        self.pending.drain(..n).collect()
     }
 }
