@@ -22,7 +22,7 @@ use crate::pipeline::tokenizer::Vocab;
 
 use super::sequence::Sequence;
 use super::settings::GenerateParams;
-use super::sink::{Outcome, Sink, TokenEvent};
+use super::sink::{Outcome, Sink, StepProbs, TokenEvent};
 
 /// Where a running sequence's tokens are computed.
 enum Place {
@@ -149,8 +149,31 @@ impl<S: Sink> Batch<S> {
         let cached = &mut self.cached;
         let reused = &mut self.reused;
         let result = Sequence::new(vocab, prompt, params, context).and_then(|mut seq| {
-            let next = guarded(|| match &mut place {
-                Place::Own(m) => m.forward(prompt, 0),
+            let scoring = sink.wants_prompt_probs();
+            let (next, probs) = guarded(|| match &mut place {
+                Place::Own(_) if scoring => Err(Error::Invalid {
+                    field: "logprobs".into(),
+                    message:
+                        "a replayed generation has no model to give its prompt's probabilities"
+                            .into(),
+                }),
+                Place::Own(m) => Ok((m.forward(prompt, 0)?, Vec::new())),
+                Place::Slot(slot) if scoring => {
+                    // Every prompt position's logits, in the prefill's one pass.
+                    let (k, ends) = (sink.top_probs(), seq.end_tokens());
+                    let mut probs = Vec::with_capacity(prompt.len() - 1);
+                    let mut last = Vec::new();
+                    let mut i = 0;
+                    model.forward_each(*slot, prompt, 0, &mut |logits| {
+                        i += 1;
+                        match prompt.get(i) {
+                            Some(&id) => probs.push(StepProbs::with_top(logits, id, ends, k)),
+                            None => last = logits.to_vec(),
+                        }
+                    })?;
+                    cached[*slot] = prompt.to_vec();
+                    Ok((Next::Logits(last), probs))
+                }
                 Place::Slot(slot) => {
                     let n = match source {
                         Some((from, n)) if model.copy_prefix(from, *slot, n)? => n,
@@ -159,9 +182,13 @@ impl<S: Sink> Batch<S> {
                     let next = model.forward_in(*slot, &prompt[n..], n)?;
                     *reused += n;
                     cached[*slot] = prompt.to_vec();
-                    Ok(next)
+                    Ok((next, Vec::new()))
                 }
             })?;
+            if sink.prompt(probs)?.is_break() {
+                seq.end_at_prompt();
+                return Ok((seq, None));
+            }
             let feed = seq.accept(next, vocab, &mut sink)?;
             Ok((seq, feed))
         });
@@ -368,5 +395,13 @@ impl<T, S: Sink> Sink for Tagged<T, S> {
 
     fn top_probs(&self) -> usize {
         self.sink.top_probs()
+    }
+
+    fn wants_prompt_probs(&self) -> bool {
+        self.sink.wants_prompt_probs()
+    }
+
+    fn prompt(&mut self, probs: Vec<StepProbs>) -> Result<ControlFlow<()>, Error> {
+        self.sink.prompt(probs)
     }
 }

@@ -12,7 +12,7 @@ use crate::pipeline::field::{Field, SettingsError};
 use crate::pipeline::model::Next;
 use crate::pipeline::sampling::Sampler;
 use crate::pipeline::settings::GenerateParams;
-use crate::pipeline::stop::{Finish, StopEngine, StopSet};
+use crate::pipeline::stop::{Finish, FinishReason, StopEngine, StopSet};
 use crate::pipeline::tokenizer::Vocab;
 
 use super::sink::{Outcome, Sink, StepProbs, Timings, TokenEvent};
@@ -145,6 +145,23 @@ impl Sequence {
             return Ok(None);
         }
         Ok(Some((id, self.prompt_len + index)))
+    }
+
+    /// The end-of-generation set in force (the model's, with the user's changes).
+    pub fn end_tokens(&self) -> &std::collections::BTreeSet<u32> {
+        &self.end_tokens
+    }
+
+    /// Ends the generation once its prompt is read, before any token, as `length` (no tokens were asked
+    /// for: a prompt scored, not continued).
+    pub fn end_at_prompt(&mut self) {
+        if self.finish.is_none() {
+            self.timings.prefill_ms = self.started.elapsed().as_secs_f64() * 1e3;
+            self.finish = Some(Finish {
+                reason: FinishReason::Length,
+                cut: None,
+            });
+        }
     }
 
     /// Ends the generation as abandoned by its consumer (`Cancelled`), unless it has finished already.

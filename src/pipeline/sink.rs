@@ -34,15 +34,16 @@ pub struct Outcome {
     pub cut: Option<StopCut>,
     /// Every generated id, the one that stopped the generation included (as llama.cpp counts them).
     pub tokens: Vec<u32>,
-    /// How many of the last `tokens` were withheld: none of their bytes reached `text` (an end token, a stop
-    /// token id, the tokens of a cut stop string). The others spell `text`.
+    /// How many of the last `tokens` were withheld: none of their bytes reached `text` (the tokens of a cut
+    /// stop string; a finish by an id carries its token). The others are carried.
     pub withheld: usize,
     pub prompt_tokens: usize,
     pub timings: Timings,
 }
 
 impl Outcome {
-    /// The ids that spell `text` (every token but the withheld ones).
+    /// The ids carried with `text` (every token but the withheld ones): they spell it, the token that ended
+    /// the generation by its id spelling nothing.
     pub fn carried_ids(&self) -> &[u32] {
         &self.tokens[..self.tokens.len() - self.withheld]
     }
@@ -95,8 +96,8 @@ pub struct TokenEvent<'a> {
     /// The tokens (indices) this event's `text` carries: those whose last kept byte it releases, so they
     /// spell it (the ledger of [`StopEngine`](crate::pipeline::stop::StopEngine)).
     pub carried: Range<usize>,
-    /// On the last token: the tokens none of whose bytes reached the output (an end token, a stop token id,
-    /// the tokens of a cut stop string).
+    /// On the last token: the tokens none of whose bytes reached the output (the tokens of a cut stop
+    /// string); a finish by an id (an end token, a stop token id) carries its token.
     pub withheld: Range<usize>,
     pub(crate) stops: &'a StopSet,
 }
@@ -111,6 +112,8 @@ pub struct StepProbs {
     pub chosen: f32,
     /// The most likely tokens, most likely first.
     pub top: Vec<(u32, f32)>,
+    /// The chosen token's rank: 1 plus the tokens the model found strictly more likely (vLLM's `rank`).
+    pub rank: usize,
 }
 
 impl StepProbs {
@@ -147,9 +150,14 @@ impl StepProbs {
                 }
             }
         }
+        let own = logits
+            .get(chosen as usize)
+            .copied()
+            .unwrap_or(f32::NEG_INFINITY);
         Self {
             end: end_ids.iter().map(|&id| p(id)).sum(),
             chosen: p(chosen),
+            rank: 1 + logits.iter().filter(|&&l| l > own).count(),
             top: top.into_iter().map(|(id, _)| (id, p(id))).collect(),
         }
     }
@@ -231,9 +239,26 @@ pub trait Sink {
         false
     }
 
-    /// How many alternatives [`StepProbs::top`] keeps when [`Sink::wants_probs`].
+    /// How many alternatives [`StepProbs::top`] keeps when [`Sink::wants_probs`] or
+    /// [`Sink::wants_prompt_probs`].
     fn top_probs(&self) -> usize {
         StepProbs::TOP
+    }
+
+    /// Whether [`Sink::prompt`] should get the prompt's probabilities: each prompt token's under the
+    /// model's distribution after the tokens before it (a prompt's log-likelihood, for scoring). They take
+    /// the logits at every prompt position, computed in the prefill's one pass, and no prompt position
+    /// reused from a cache.
+    fn wants_prompt_probs(&self) -> bool {
+        false
+    }
+
+    /// Called once the prompt is read, before the first token: with the probabilities of the prompt's
+    /// tokens after the first (in order) when the sink wants them, else with none. `Break` ends the
+    /// generation there, before any token, as `length` (a request for no tokens: scoring a prompt).
+    fn prompt(&mut self, probs: Vec<StepProbs>) -> Result<ControlFlow<()>, Error> {
+        let _ = probs;
+        Ok(ControlFlow::Continue(()))
     }
 }
 

@@ -6,12 +6,18 @@ use std::collections::BTreeMap;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::Error;
-use crate::pipeline::sink::{Outcome, Token};
+use crate::pipeline::sink::{Outcome, StepProbs, Token};
 use crate::pipeline::stop::FinishReason;
 
 /// What the worker tells a request's handler.
 #[derive(Debug)]
 pub enum Event {
+    /// A choice's prompt was read: the probabilities of its tokens after the first, when the request scores
+    /// the prompt (else none). It comes before the choice's first token.
+    Prompt {
+        choice: usize,
+        probs: Vec<StepProbs>,
+    },
     /// One generated token of a choice, as the engine stepped it.
     Token { choice: usize, token: Box<Token> },
     /// A choice's generation ended (an outcome, or an error of the model or the request). After an error no

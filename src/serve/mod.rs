@@ -20,7 +20,8 @@
 //! * Request fields: OpenAI's (`model`, `prompt` / `messages`, `max_tokens` / `max_completion_tokens`,
 //!   `temperature`, `top_p`, `seed`, `stop`, `logit_bias` with -100 banning, `frequency_penalty`,
 //!   `presence_penalty`, `stream`, `stream_options.include_usage` (only with `stream`), `n`, completions'
-//!   `echo` and `logprobs` (0..20 alternatives), chat's `logprobs` / `top_logprobs` (0..20), `tools`,
+//!   `echo` and `logprobs` (0..20 alternatives; with `echo` the prompt's tokens are scored too, and
+//!   `max_tokens: 0` scores the prompt alone), vLLM's `prompt_logprobs`, chat's `logprobs` / `top_logprobs` (0..20), `tools`,
 //!   `tool_choice` (`auto` / `none`), `parallel_tool_calls`), vLLM's and llama.cpp's (`top_k`, `min_p`,
 //!   `repetition_penalty`, `stop_token_ids`, `include_stop_str_in_output`, `ignore_eos`, `min_tokens`, chat's
 //!   `add_generation_prompt` and `continue_final_message`), and stoplab's `replay`: text or token ids the
@@ -36,8 +37,9 @@
 //! * `n` choices run one after another; choice `i` is seeded `seed + i`, as vLLM seeds the copies of a request
 //!   (choice 0 is what `n` = 1 gives). Streamed, each chunk names its choice by `index`.
 //! * The ledger (the stop engine's, [`StopEngine`](crate::pipeline::stop::StopEngine)): a chunk carries the
-//!   tokens whose bytes it releases, so its ids spell its text; the tokens none of whose bytes reach the
-//!   output (the end token, a stop token id, the tokens of a cut stop) are withheld: counted in `usage`,
+//!   tokens whose bytes it releases, so its ids spell its text, and the last chunk the token that ended the
+//!   generation by its id (the end token, a stop token id), which spells nothing; the tokens that only
+//!   spelled a cut stop are withheld: counted in `usage`,
 //!   listed in `withheld_token_ids` with `return_token_ids` (vLLM's field, which also adds `token_ids` to
 //!   every choice and chunk), never in `logprobs`.
 //! * `logprobs` are the model's raw-logit softmax (before temperature, penalties and bias: the distribution
@@ -56,7 +58,8 @@
 //! * Other routes: `GET /v1/models`, `GET /health` (no key needed; queue and cancellation counters),
 //!   `POST /tokenize` (vLLM's `prompt` / `messages` with `return_token_strs`, `add_generation_prompt`,
 //!   `continue_final_message`; llama.cpp's `content` with `with_pieces` and `parse_special`, each answered in
-//!   its server's shape), `POST /detokenize` (`tokens`).
+//!   its server's shape), `POST /detokenize` (`tokens`), `GET /tokenizer_info` (vLLM's: the special tokens
+//!   and the chat template, for clients that borrow the server's tokenizer).
 //! * Connections: at most `--max-connections` open at once (more wait to be accepted); a request's header
 //!   (and the wait between kept-alive requests) must arrive within `--read-timeout`, and then its body, so a
 //!   flood of slow clients cannot stop the server answering others. A `Content-Length` beyond

@@ -41,6 +41,15 @@ pub struct GenRequest {
     pub parallel_tool_calls: bool,
     /// `return_token_ids`: the ids each choice or chunk carries, and the ids withheld at the finish.
     pub return_token_ids: bool,
+    /// The prompt scored, with this many alternatives per prompt token: each prompt token's log
+    /// probability given the ones before it (completions' `echo` with `logprobs`, vLLM's
+    /// `prompt_logprobs`), computed in the prefill's one pass. None: not scored.
+    pub prompt_top: Option<usize>,
+    /// vLLM's `prompt_logprobs`: each choice lists the prompt's log probabilities in vLLM's shape, with this
+    /// many alternatives per token.
+    pub prompt_logprobs: Option<usize>,
+    /// `max_tokens: 0` with `echo`: the prompt is read (and scored when asked), nothing is generated.
+    pub score_only: bool,
 }
 
 impl GenRequest {

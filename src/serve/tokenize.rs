@@ -1,5 +1,7 @@
 //! `POST /tokenize` and `POST /detokenize`: text or a conversation to token ids and back, in vLLM's and
-//! llama.cpp's shapes.
+//! llama.cpp's shapes; `GET /tokenizer_info`: the tokenizer's special tokens and template in vLLM's shape,
+//! so a client with no copy of the tokenizer (lm-evaluation-harness's `tokenizer_backend=remote`) can
+//! borrow the server's.
 
 use std::sync::Arc;
 
@@ -7,7 +9,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::serve::error::ApiError;
@@ -22,6 +24,33 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
+        .route("/tokenizer_info", get(tokenizer_info))
+}
+
+/// vLLM's `GET /tokenizer_info`: the special tokens as text (`bos_token`, `eos_token`, `pad_token`), whether
+/// a text prompt gets the BOS, the chat template, the context (`model_max_length`); beside them the
+/// vocabulary's size and its end-of-generation ids.
+async fn tokenizer_info(State(state): State<Arc<AppState>>) -> Response {
+    let s = &state.served;
+    let v = &s.vocab;
+    let text = |id: Option<u32>| {
+        id.and_then(|id| v.token_bytes(id))
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "tokenizer_class": v.kind(),
+            "bos_token": text(v.bos()),
+            "eos_token": text(v.eos()),
+            "pad_token": Value::Null,
+            "add_bos_token": v.add_bos(),
+            "chat_template": v.chat_template(),
+            "model_max_length": s.context,
+            "vocab_size": v.len(),
+            "end_token_ids": v.end_tokens(),
+        }),
+    )
 }
 
 /// Text or a conversation to token ids, in two servers' shapes:

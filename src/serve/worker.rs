@@ -29,7 +29,7 @@ use std::thread::JoinHandle;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::pipeline::batch::{Batch, Done};
-use crate::pipeline::sink::{Sink, TokenEvent};
+use crate::pipeline::sink::{Sink, StepProbs, TokenEvent};
 use crate::pipeline::stop::FinishReason;
 use crate::pipeline::tokenizer::Vocab;
 use crate::serve::delivery::Delivery;
@@ -260,6 +260,8 @@ impl<'a> Scheduler<'a> {
                 stopping: self.stopping,
                 vocab: self.vocab,
                 top: request.top_probs,
+                prompt_top: request.prompt_top,
+                score_only: request.score_only,
             };
             let mut params = request.params.clone();
             params.sampling.seed = request.choice_seed(choice);
@@ -307,6 +309,10 @@ struct TokenSink<'a> {
     vocab: &'a Vocab,
     /// Alternatives to compute per step; None: no probabilities.
     top: Option<usize>,
+    /// Alternatives per prompt token when the prompt is scored; None: not scored.
+    prompt_top: Option<usize>,
+    /// Nothing to generate: the choice ends once its prompt is read.
+    score_only: bool,
 }
 
 impl TokenSink<'_> {
@@ -337,6 +343,27 @@ impl Sink for TokenSink<'_> {
     }
 
     fn top_probs(&self) -> usize {
-        self.top.unwrap_or(0)
+        self.top.unwrap_or(0).max(self.prompt_top.unwrap_or(0))
+    }
+
+    fn wants_prompt_probs(&self) -> bool {
+        self.prompt_top.is_some()
+    }
+
+    fn prompt(&mut self, probs: Vec<StepProbs>) -> Result<ControlFlow<()>, Error> {
+        if self.prompt_top.is_some() {
+            self.delivery.borrow_mut().send(
+                self.choice,
+                Event::Prompt {
+                    choice: self.choice,
+                    probs,
+                },
+            );
+        }
+        Ok(if self.score_only {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
     }
 }

@@ -7,10 +7,14 @@ mod chatml;
 pub mod gguf;
 mod http;
 pub mod reference;
+pub mod scoring;
+mod venv;
 #[allow(unused_imports)]
 pub use chatml::*;
 #[allow(unused_imports)]
 pub use http::*;
+#[allow(unused_imports)]
+pub use venv::venv;
 
 use std::path::{Path, PathBuf};
 

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod lm_eval;
 mod playground;
 mod probe;
 mod serve_openai;

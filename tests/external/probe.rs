@@ -8,7 +8,7 @@ use crate::common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -240,43 +240,8 @@ fn the_probes_catch_a_server_that_loses_held_text_and_matches_an_empty_stop() {
     }
 }
 
-/// A virtual environment with llama.cpp's server (`xllamacpp`), made once under the target directory.
-fn xllamacpp_python() -> Option<PathBuf> {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xllamacpp-venv");
-    let python = venv.join("bin").join("python");
-    let ready = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import xllamacpp"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if python.exists() && ready(&python) {
-        return Some(python);
-    }
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .output();
-    if !made.is_ok_and(|o| o.status.success()) {
-        return None;
-    }
-    let pip = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "xllamacpp==2026.10.11549",
-        ])
-        .output()
-        .expect("the venv's python runs");
-    assert!(
-        pip.status.success(),
-        "pip install xllamacpp failed (PyPI must be reachable):\n{}",
-        String::from_utf8_lossy(&pip.stderr)
-    );
-    Some(python)
-}
+/// llama.cpp's server as a Python wheel: the peer the probes are run against.
+const XLLAMACPP: &str = "xllamacpp==2026.10.11549";
 
 struct Peer(Child);
 
@@ -289,13 +254,12 @@ impl Drop for Peer {
 
 #[test]
 fn llama_cpp_server_fails_where_it_is_known_to_and_passes_the_rest() {
-    let Some(python) = xllamacpp_python() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must be able to make a python3 venv for xllamacpp"
-        );
-        eprintln!("SKIPPED llama_cpp_server: python3 cannot make a virtual environment");
-        return;
+    let python = match crate::common::venv("xllamacpp-venv", "xllamacpp", XLLAMACPP) {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("SKIPPED llama_cpp_server: {why}");
+            return;
+        }
     };
     let model = stoplab::fetch::cached_path(stoplab::fetch::Manifest::builtin().default_model());
     let port = TcpListener::bind("127.0.0.1:0")

@@ -71,19 +71,25 @@ r = client.completions.create(model=model, prompt="AI:", n=2, echo=True, max_tok
                               extra_body={"replay": " Hi."})
 assert [c.index for c in r.choices] == [0, 1] and all(c.text == "AI: Hi." for c in r.choices), r
 # The ledger: one entry per token the text carries, ids with return_token_ids; the replay's closing end
-# token is withheld (it spells nothing) but counted in usage.
+# token is carried last (its name is not text), the tokens of a cut stop are withheld; usage counts both.
 r = client.completions.create(model=model, prompt="AI:", logprobs=2, max_tokens=8,
                               extra_body={"replay": " Hi.", "return_token_ids": True})
 lp = r.choices[0].logprobs
 ids, withheld = r.choices[0].model_extra["token_ids"], r.choices[0].model_extra["withheld_token_ids"]
-assert "".join(lp.tokens) == " Hi." and len(lp.token_logprobs) == len(ids), lp
+assert lp.tokens[-1] == "<|im_end|>" and "".join(lp.tokens[:-1]) == " Hi.", lp
+assert len(lp.token_logprobs) == len(ids) and withheld == [], (lp, ids, withheld)
+assert len(ids) + len(withheld) == r.usage.completion_tokens, (ids, withheld, r.usage)
+r = client.completions.create(model=model, prompt="AI:", logprobs=2, max_tokens=8, stop=["\nuser:"],
+                              extra_body={"replay": " Hi.\nuser: x", "return_token_ids": True})
+lp = r.choices[0].logprobs
+ids, withheld = r.choices[0].model_extra["token_ids"], r.choices[0].model_extra["withheld_token_ids"]
+assert "".join(lp.tokens) == " Hi." and len(lp.token_logprobs) == len(ids) and withheld, (lp, withheld)
 assert len(ids) + len(withheld) == r.usage.completion_tokens, (ids, withheld, r.usage)
 args = dict(model=model, messages=[{"role": "user", "content": "Say hello."}], temperature=0, max_tokens=8,
             logprobs=True, top_logprobs=3)
 r = client.chat.completions.create(**args)
 content = r.choices[0].logprobs.content
-withheld = 1 if r.choices[0].finish_reason == "stop" else 0
-assert len(content) == r.usage.completion_tokens - withheld, (content, r.usage)
+assert len(content) == r.usage.completion_tokens, (content, r.usage)
 assert all(len(t.top_logprobs) == 3 for t in content), content
 assert all(t.logprob <= 0 and bytes(t.bytes).decode("utf-8", "replace") == t.token for t in content), content
 streamed = [t for chunk in client.chat.completions.create(stream=True, **args) for c in chunk.choices

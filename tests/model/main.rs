@@ -13,6 +13,7 @@ mod families_model;
 mod finetune;
 mod llama_logits;
 mod model_headers;
+mod prompt_logprobs;
 mod real_model;
 mod replay_families;
 mod serve_batch;

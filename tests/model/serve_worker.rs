@@ -49,6 +49,7 @@ fn run(body: serde_json::Value) -> (Vec<Token>, Vec<(usize, stoplab::pipeline::s
                 done.push((choice, result.unwrap()));
                 break;
             }
+            Event::Prompt { .. } => panic!("the prompt is not scored here"),
             Event::ShuttingDown => panic!("not shutting down"),
         }
     }

@@ -58,16 +58,40 @@ fn echo_puts_the_prompt_before_the_text_streamed_and_not() {
         &json!({"prompt": ids, "replay": " 4", "echo": true}),
     );
     assert_eq!(r["choices"][0]["text"], "Q: 2+2?\nA: 4");
-    // Not with logprobs (the prompt's are not computed), and not on chat: refused by name.
-    assert_eq!(
-        refused(
-            &h,
-            "/v1/completions",
-            json!({"prompt": "A", "replay": "b", "echo": true, "logprobs": 1})
-        )
-        .1,
-        "echo"
+    // A replay has no model to score the prompt with: echo with logprobs (or prompt_logprobs) is refused
+    // naming replay; max_tokens 0 (the prompt alone) is for echo only; chat has no echo.
+    for scored in [
+        json!({"prompt": "A", "replay": "b", "echo": true, "logprobs": 1}),
+        json!({"prompt": "A", "replay": "b", "prompt_logprobs": 0}),
+    ] {
+        let r = post(&h, "/v1/completions", &scored);
+        assert_eq!(
+            (r.status, &r.body["error"]["param"]),
+            (400, &json!("replay"))
+        );
+        let msg = r.body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("no probabilities"), "{msg}");
+    }
+    let r = post(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": "A", "replay": "b", "max_tokens": 0}),
     );
+    assert_eq!(
+        (r.status, &r.body["error"]["param"]),
+        (400, &json!("max_tokens"))
+    );
+    let msg = r.body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("echo"), "{msg}");
+    // Echo with max_tokens 0 answers the prompt alone, as `length`, with no tokens.
+    let r = ok(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": "AI:", "replay": " x", "echo": true, "max_tokens": 0}),
+    );
+    assert_eq!(r["choices"][0]["text"], "AI:");
+    assert_eq!(r["choices"][0]["finish_reason"], "length");
+    assert_eq!(r["usage"]["completion_tokens"], 0);
     assert_eq!(
         refused(
             &h,
@@ -152,13 +176,17 @@ fn logprobs_come_in_openais_shapes_streamed_and_not() {
         .as_array()
         .unwrap()
         .clone();
-    // The end token that closes the replay is withheld: it spells nothing.
+    // The end token that closes the replay is carried last, as vLLM lists it; its name is not text.
     assert_eq!(
         content.len(),
-        r["usage"]["completion_tokens"].as_u64().unwrap() as usize - 1
+        r["usage"]["completion_tokens"].as_u64().unwrap() as usize
     );
+    let all = content.clone();
+    let (end, content) = content.split_last().unwrap();
+    assert_eq!(end["token"], "<|im_end|>");
+    assert_eq!(r["choices"][0]["finish_reason"], "stop");
     let mut bytes = Vec::new();
-    for e in &content {
+    for e in content {
         let b: Vec<u8> = serde_json::from_value(e["bytes"].clone()).unwrap();
         bytes.extend(b);
         assert_eq!(e["logprob"], 0.0);
@@ -177,7 +205,7 @@ fn logprobs_come_in_openais_shapes_streamed_and_not() {
         .filter_map(|e| e["choices"][0]["logprobs"]["content"].as_array().cloned())
         .flatten()
         .collect();
-    assert_eq!(streamed, content);
+    assert_eq!(streamed, all);
     // Without logprobs the field is null, as before.
     let r = ok(
         &h,
@@ -256,6 +284,19 @@ fn n_choices_streamed_and_not() {
 #[test]
 fn tokenize_answers_in_vllms_and_llama_cpps_shapes() {
     let h = chatml_server();
+    // vLLM's /tokenizer_info, which lm-evaluation-harness's remote tokenizer reads: the special tokens as
+    // text, each tokenizing back to its own id.
+    let info = get(&h, "/tokenizer_info");
+    assert_eq!(info.status, 200, "{:?}", info.body);
+    assert_eq!(info.body["eos_token"], "<|im_end|>");
+    assert_eq!(info.body["model_max_length"], CHATML_CONTEXT);
+    assert!(info.body["chat_template"].is_string(), "{}", info.body);
+    let eos = ok(
+        &h,
+        "/tokenize",
+        &json!({"prompt": "<|im_end|>", "add_special_tokens": false}),
+    );
+    assert_eq!(eos["tokens"], json!([END]));
     // llama.cpp: content → {"tokens": [ids]}; with_pieces → [{id, piece}], bytes where not UTF-8.
     let r = ok(&h, "/tokenize", &json!({"content": "Hi there"}));
     assert_eq!(

@@ -491,18 +491,32 @@ impl GgufLlama {
     /// Fails on a logit that is not finite: a corrupt weight (a NaN or infinite scale) spreads to the
     /// logits, and the sampler would read them as banned tokens.
     fn check_logits(&self, logits: &[f32], pos: usize) -> Result<(), Error> {
-        if let Some((id, v)) = logits.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::Model {
-                path: self.path.clone(),
-                message: format!(
-                    "the model computed a logit of {v} (token {id}) at position {pos}: its weights are \
-                     corrupt, or the {:?} backend cannot run them",
-                    self.backend()
-                ),
-            });
+        match non_finite(logits) {
+            Some((id, v)) => Err(self.corrupt(id, v, pos)),
+            None => Ok(()),
         }
-        Ok(())
     }
+
+    /// The error of a logit `v` of token `id` at position `pos` that is not finite.
+    fn corrupt(&self, id: usize, v: f32, pos: usize) -> Error {
+        Error::Model {
+            path: self.path.clone(),
+            message: format!(
+                "the model computed a logit of {v} (token {id}) at position {pos}: its weights are \
+                 corrupt, or the {:?} backend cannot run them",
+                self.backend()
+            ),
+        }
+    }
+}
+
+/// The first logit that is not finite, with its token.
+fn non_finite(logits: &[f32]) -> Option<(usize, f32)> {
+    logits
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+        .map(|(id, &v)| (id, v))
 }
 
 impl Model for GgufLlama {
@@ -572,6 +586,49 @@ impl Model for GgufLlama {
         };
         self.check_logits(&logits, pos + tokens.len() - 1)?;
         Ok(Next::Logits(logits))
+    }
+
+    fn forward_each(
+        &mut self,
+        slot: usize,
+        tokens: &[u32],
+        pos: usize,
+        each: &mut dyn FnMut(&[f32]),
+    ) -> Result<(), Error> {
+        let Weights::Native(m) = &mut self.weights else {
+            // Candle's forward gives the last position's logits only: one token at a time.
+            for (i, &t) in tokens.iter().enumerate() {
+                if let Next::Logits(logits) = self.forward_in(slot, &[t], pos + i)? {
+                    each(&logits);
+                }
+            }
+            return Ok(());
+        };
+        if pos + tokens.len() > self.context {
+            return Err(Error::ContextFull {
+                needed: pos + tokens.len(),
+                context: self.context,
+            });
+        }
+        let mut bad = None;
+        let mut at = pos;
+        m.forward_rows(slot, tokens, pos, &mut |logits| {
+            if bad.is_none() {
+                match non_finite(logits) {
+                    Some((id, v)) => bad = Some((id, v, at)),
+                    None => each(logits),
+                }
+            }
+            at += 1;
+        })
+        .map_err(|message| Error::Model {
+            path: self.path.clone(),
+            message,
+        })?;
+        match bad {
+            Some((id, v, at)) => Err(self.corrupt(id, v, at)),
+            None => Ok(()),
+        }
     }
 
     fn copy_prefix(&mut self, from: usize, to: usize, n: usize) -> Result<bool, Error> {

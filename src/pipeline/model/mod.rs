@@ -54,6 +54,31 @@ pub trait Model {
         self.forward(tokens, pos)
     }
 
+    /// [`Model::forward_in`] that hands the logits after *every* token of `tokens` to `each`, in order: the
+    /// distribution each next token is drawn from (a prompt's log probabilities; the last row is the
+    /// proposal for the token after them). By default one token at a time; a model that can computes the
+    /// rows in one pass, as its prefill does. A model that proposes without logits (the replay) fails.
+    fn forward_each(
+        &mut self,
+        slot: usize,
+        tokens: &[u32],
+        pos: usize,
+        each: &mut dyn FnMut(&[f32]),
+    ) -> Result<(), Error> {
+        for (i, &t) in tokens.iter().enumerate() {
+            match self.forward_in(slot, &[t], pos + i)? {
+                Next::Logits(logits) => each(&logits),
+                Next::Forced(_) => {
+                    return Err(Error::Backend(format!(
+                        "{} writes scripted tokens: it has no probabilities to give",
+                        self.name()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Copies the cached positions `..n` of the sequence in slot `from` into slot `to` (the same slot:
     /// keeps them), when the model can do so without changing any number: feeding the rest of a prompt
     /// after them then gives the logits that a prefill of the whole prompt gives. Returns whether it did;

@@ -21,9 +21,12 @@
 //! whose last kept byte it releases, so the tokens carried with a piece of text spell that text. A token
 //! whose bytes are held (the beginning of a possible stop, half a character) is carried later, with the
 //! release that completes it; a token that a matched stop cuts in the middle is carried with its kept bytes.
+//! The token that ends the generation by its id (an end token, a stop token id) is carried by the finish
+//! with no text of its own: its name is not text, and it is listed as vLLM and OpenAI list the end token.
 //! At the finish, the tokens none of whose bytes reached the output are *withheld* ([`Step::withheld`]): the
-//! end token, a stop token id (without `include_stop`), the tokens that only spelled the cut stop string. They
-//! were generated and count as generated; every generated token is either carried once or withheld once.
+//! tokens that only spelled a cut stop string (and, when the consumer abandons the generation, the tokens not
+//! yet carried). They were generated and count as generated; every generated token is either carried once or
+//! withheld once.
 //!
 //! None of 1–4 counts on the first **`min_tokens`** tokens ([`StopEngine::banned`] also keeps end tokens and
 //! stop token ids out of the sampler's choice until then). Text is released as soon as it can no longer be
@@ -329,7 +332,11 @@ impl StopEngine {
         released: String,
         finish: Option<Finish>,
     ) -> Step<'_> {
-        let (carried, withheld) = self.ledger(finish.is_some());
+        let by_id = matches!(
+            finish.as_ref().map(|f| &f.reason),
+            Some(FinishReason::EndToken { .. } | FinishReason::StopToken { .. })
+        );
+        let (carried, withheld) = self.ledger(finish.is_some(), by_id);
         Step {
             index,
             end_token,
@@ -343,12 +350,12 @@ impl StopEngine {
     }
 
     /// The ledger after a release: the tokens now wholly released (at the finish: every token with a
-    /// released byte, the rest withheld).
-    fn ledger(&mut self, finished: bool) -> (Range<usize>, Range<usize>) {
+    /// released byte, the rest withheld; a finish by an id carries every token, that one included).
+    fn ledger(&mut self, finished: bool, by_id: bool) -> (Range<usize>, Range<usize>) {
         let n = self.tokens.len();
         let from = self.carried;
         if finished {
-            while self.carried < n && self.starts[self.carried] < self.sent {
+            while self.carried < n && (by_id || self.starts[self.carried] < self.sent) {
                 self.carried += 1;
             }
             let carried = from..self.carried;

@@ -57,6 +57,9 @@ pub fn request(f: &Fields, served: &Served) -> Result<GenRequest, ApiError> {
         tools: if read_calls { tools } else { Vec::new() },
         parallel_tool_calls,
         return_token_ids: head.return_token_ids,
+        prompt_top: None,
+        prompt_logprobs: None,
+        score_only: false,
     })
 }
 

@@ -22,7 +22,7 @@ pub struct TokenLogprob {
 }
 
 /// A log probability as JSON can carry it (vLLM's floor for a probability of 0).
-fn ln(p: f32) -> f32 {
+pub fn ln(p: f32) -> f32 {
     if p > 0.0 {
         p.ln().max(-9999.0)
     } else {
@@ -41,6 +41,14 @@ pub struct Logprobs {
 }
 
 impl Logprobs {
+    /// A choice whose text follows `chars` characters (the echoed prompt): the text offsets count them.
+    pub fn after(chars: usize) -> Self {
+        Self {
+            released_chars: chars,
+            ..Self::default()
+        }
+    }
+
     /// A generated step's entry, with its `top` alternatives.
     pub fn push(&mut self, step: &Token, top: usize) {
         let (logprob, alternatives) = match &step.probs {

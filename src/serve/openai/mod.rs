@@ -25,14 +25,12 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::pipeline::sink::Outcome;
 use crate::pipeline::stop::FinishReason;
 use crate::serve::delivery::Event;
 use crate::serve::error::ApiError;
 use crate::serve::fields::{Fields, Served};
 use crate::serve::http::{blocking, json_response, read_body};
-use crate::serve::openai::logprobs::Logprobs;
-use crate::serve::openai::reply::{Reply, now};
+use crate::serve::openai::reply::{Answered, Reply, now};
 use crate::serve::request::{Endpoint, GenRequest};
 use crate::serve::state::AppState;
 use crate::serve::worker::Place;
@@ -90,6 +88,8 @@ async fn generate(
         tools: request.tools.clone(),
         parallel_tool_calls: request.parallel_tool_calls,
         return_token_ids: request.return_token_ids,
+        prompt: request.prompt.clone(),
+        prompt_logprobs: request.prompt_logprobs,
         vocab: state.served.vocab.clone(),
     };
     let (streamed, include_usage, choices) = (request.stream, request.include_usage, request.n);
@@ -109,10 +109,12 @@ async fn whole(
     choices: usize,
 ) -> Result<Response, ApiError> {
     let top = reply.top_probs.unwrap_or(0);
-    let mut done: Vec<(Outcome, Logprobs)> = Vec::with_capacity(choices);
-    let mut lp = Logprobs::default();
+    let mut done: Vec<Answered> = Vec::with_capacity(choices);
+    let mut lp = reply.choice_logprobs();
+    let mut prompt = Vec::new();
     loop {
         match rx.recv().await {
+            Some(Event::Prompt { probs, .. }) => prompt = probs,
             Some(Event::Token { token, .. }) => {
                 if reply.top_probs.is_some() {
                     lp.push(&token, top);
@@ -122,7 +124,11 @@ async fn whole(
                 return Err(ApiError::shutting_down());
             }
             Some(Event::Done { result: Ok(o), .. }) => {
-                done.push((o, std::mem::take(&mut lp)));
+                done.push(Answered {
+                    outcome: o,
+                    logprobs: std::mem::replace(&mut lp, reply.choice_logprobs()),
+                    prompt: std::mem::take(&mut prompt),
+                });
                 if done.len() == choices {
                     return Ok(json_response(StatusCode::OK, &reply.response(done)));
                 }

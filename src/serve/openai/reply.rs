@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use crate::pipeline::format::{ToolReply, parse_tool_calls};
-use crate::pipeline::sink::Outcome;
+use crate::pipeline::sink::{Outcome, StepProbs};
 use crate::pipeline::stop::FinishReason;
 use crate::pipeline::tokenizer::Vocab;
 use crate::serve::openai::chat::{self, Delta};
@@ -34,7 +34,19 @@ pub struct Reply {
     pub parallel_tool_calls: bool,
     /// `return_token_ids`: choices and chunks list the ids their text carries.
     pub return_token_ids: bool,
+    /// The prompt's ids (listed with `return_token_ids` and scored prompts).
+    pub prompt: Vec<u32>,
+    /// vLLM's `prompt_logprobs`: alternatives per prompt token in that shape.
+    pub prompt_logprobs: Option<usize>,
     pub vocab: Arc<Vocab>,
+}
+
+/// A choice that finished, with what was gathered for it on the way.
+pub struct Answered {
+    pub outcome: Outcome,
+    pub logprobs: Logprobs,
+    /// The probabilities of the prompt's tokens after the first, when the prompt was scored.
+    pub prompt: Vec<StepProbs>,
 }
 
 impl Reply {
@@ -52,6 +64,57 @@ impl Reply {
         match self.endpoint {
             Endpoint::Completions => completions::logprobs_json(entries, &self.vocab, cap),
             Endpoint::Chat => chat::logprobs_json(entries, &self.vocab),
+        }
+    }
+
+    /// Characters of the echoed prompt, which a choice's text offsets count from (0 without echo).
+    pub fn echo_chars(&self) -> usize {
+        self.echo.as_deref().map_or(0, |e| e.chars().count())
+    }
+
+    /// Where a choice's log probabilities start: after the echoed prompt.
+    pub fn choice_logprobs(&self) -> Logprobs {
+        Logprobs::after(self.echo_chars())
+    }
+
+    /// Whether the prompt's log probabilities come with each choice (echo with logprobs, or vLLM's
+    /// `prompt_logprobs`): each choice then hears [`Event::Prompt`](crate::serve::delivery::Event) first.
+    pub fn scores_prompt(&self) -> bool {
+        self.echo_logprobs() || self.prompt_logprobs.is_some()
+    }
+
+    fn echo_logprobs(&self) -> bool {
+        self.endpoint == Endpoint::Completions && self.echo.is_some() && self.top_probs.is_some()
+    }
+
+    /// A scored prompt's fields in a choice (or its first chunk): echo's log probabilities before the
+    /// generated ones' (`logprobs`, joined to `generated` when given), and vLLM's `prompt_logprobs`.
+    pub fn prompt_fields(
+        &self,
+        choice: &mut Value,
+        probs: &[StepProbs],
+        generated: Option<&Value>,
+    ) {
+        if self.echo_logprobs() {
+            let top = self.top_probs.unwrap_or(0);
+            let part = completions::prompt_logprobs_json(
+                &self.prompt,
+                probs,
+                top,
+                self.echo_chars(),
+                &self.vocab,
+            );
+            choice["logprobs"] = match generated {
+                Some(g) => completions::join_logprobs(part, g),
+                None => part,
+            };
+        }
+        if let Some(top) = self.prompt_logprobs {
+            choice["prompt_logprobs"] =
+                completions::vllm_prompt_logprobs(&self.prompt, probs, top, &self.vocab);
+        }
+        if self.return_token_ids && self.endpoint == Endpoint::Completions {
+            choice["prompt_token_ids"] = self.prompt.clone().into();
         }
     }
 
@@ -80,12 +143,17 @@ impl Reply {
     }
 
     /// The whole (not streamed) response.
-    pub fn response(&self, choices: Vec<(Outcome, Logprobs)>) -> Value {
+    pub fn response(&self, choices: Vec<Answered>) -> Value {
         let mut completion = 0;
         let list: Vec<Value> = choices
             .into_iter()
             .enumerate()
-            .map(|(i, (outcome, mut lp))| {
+            .map(|(i, a)| {
+                let Answered {
+                    outcome,
+                    logprobs: mut lp,
+                    prompt,
+                } = a;
                 completion += outcome.tokens.len();
                 let mut choice = json!({"index": i});
                 let calls = self.calls(i, &outcome.text);
@@ -99,12 +167,20 @@ impl Reply {
                     }
                 }
                 let carried = outcome.carried_ids().len();
+                let chars = self.echo_chars() + outcome.text.chars().count();
                 choice["logprobs"] = match self.top_probs {
-                    Some(_) => {
-                        self.logprobs(&lp.take_until(carried), Some(outcome.text.chars().count()))
-                    }
+                    Some(_) => self.logprobs(&lp.take_until(carried), Some(chars)),
                     None => Value::Null,
                 };
+                if self.scores_prompt() {
+                    let generated = choice["logprobs"].take();
+                    self.prompt_fields(&mut choice, &prompt, Some(&generated));
+                    if choice["logprobs"].is_null() {
+                        choice["logprobs"] = generated;
+                    }
+                } else if self.return_token_ids && self.endpoint == Endpoint::Completions {
+                    choice["prompt_token_ids"] = self.prompt.clone().into();
+                }
                 if self.return_token_ids {
                     choice["token_ids"] = outcome.carried_ids().into();
                     choice["withheld_token_ids"] = outcome.withheld_ids().into();

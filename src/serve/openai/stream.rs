@@ -9,7 +9,7 @@ use axum::response::Response;
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::pipeline::sink::{Outcome, Token};
+use crate::pipeline::sink::{Outcome, StepProbs, Token};
 use crate::pipeline::stop::FinishReason;
 use crate::serve::delivery::Event;
 use crate::serve::error::ApiError;
@@ -98,18 +98,37 @@ impl SseState {
                 self.frames
                     .push_back(sse(&r.chunk(index, Delta::Role, None, None)));
             }
-            if let Some(echo) = r.echo.as_deref().filter(|e| !e.is_empty()) {
-                self.frames
-                    .push_back(sse(&r.chunk(index, Delta::Text(echo), None, None)));
+            // A scored prompt's echo goes out with its log probabilities ([`SseState::prompt`]).
+            if let Some(echo) = r
+                .echo
+                .as_deref()
+                .filter(|e| !e.is_empty() && !r.scores_prompt())
+            {
+                let mut chunk = r.chunk(index, Delta::Text(echo), None, None);
+                if r.return_token_ids {
+                    chunk["choices"][0]["prompt_token_ids"] = r.prompt.clone().into();
+                }
+                self.frames.push_back(sse(&chunk));
             }
             self.current = Some(ChoiceStream {
                 index,
-                logprobs: Logprobs::default(),
+                logprobs: r.choice_logprobs(),
                 gate: (!r.tools.is_empty()).then(ToolGate::default),
                 ..ChoiceStream::default()
             });
         }
         self.current.as_mut().expect("set above")
+    }
+
+    /// A scored prompt: one chunk with the echoed prompt (if echoed) and its log probabilities, before the
+    /// choice's first token.
+    fn prompt(&mut self, choice: usize, probs: &[StepProbs]) {
+        self.choice(choice);
+        let r = &self.reply;
+        let echo = r.echo.as_deref().unwrap_or("");
+        let mut chunk = r.chunk(choice, Delta::Text(echo), None, None);
+        r.prompt_fields(&mut chunk["choices"][0], probs, None);
+        self.frames.push_back(sse(&chunk));
     }
 
     /// A chunk goes out for each release of text, carrying the ids the stop engine carried with it (and
@@ -151,7 +170,7 @@ impl SseState {
     }
 
     fn finish(&mut self, index: usize, o: &Outcome) {
-        let chars = o.text.chars().count();
+        let chars = self.reply.echo_chars() + o.text.chars().count();
         let c = self.choice(index);
         let mut c = std::mem::take(c);
         // The last chunk carries every carried id not yet sent; the withheld ones are named apart.
@@ -219,6 +238,7 @@ impl SseState {
                 None => self.rx.recv().await,
             };
             match event {
+                Some(Event::Prompt { choice, probs }) => self.prompt(choice, &probs),
                 Some(Event::Token { choice, token }) => self.token(choice, &token),
                 Some(Event::Done { result: Ok(o), .. }) if o.finish == FinishReason::Cancelled => {
                     self.end_with_error(ApiError::shutting_down());

@@ -31,6 +31,12 @@ pub fn check(f: &Fields, endpoint: Endpoint) -> Result<(), ApiError> {
             "is not implemented (it would rank candidates by log probability); use n to get several choices",
         );
     }
+    if endpoint == Endpoint::Chat && f.raw("prompt_logprobs").is_some_and(|v| !v.is_null()) {
+        return refuse(
+            "prompt_logprobs",
+            "is read on /v1/completions only: send the rendered prompt there",
+        );
+    }
     if endpoint == Endpoint::Chat && f.get::<bool>("echo")?.unwrap_or(false) {
         return refuse(
             "echo",
@@ -93,10 +99,6 @@ pub fn check(f: &Fields, endpoint: Endpoint) -> Result<(), ApiError> {
         (
             "chat_template_kwargs",
             "the model's own chat template is rendered without extra variables",
-        ),
-        (
-            "prompt_logprobs",
-            "the prompt's log probabilities are not computed",
         ),
         (
             "truncate_prompt_tokens",

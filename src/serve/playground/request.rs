@@ -203,6 +203,9 @@ pub fn traced(body: &[u8], served: &Served) -> Result<(GenRequest, Value), ApiEr
         tools: Vec::new(),
         parallel_tool_calls: true,
         return_token_ids: false,
+        prompt_top: None,
+        prompt_logprobs: None,
+        score_only: false,
     };
     Ok((request, start))
 }

@@ -78,6 +78,8 @@ impl TraceStream {
                 None => self.rx.recv().await,
             };
             match event {
+                // The playground does not score its prompts.
+                Some(Event::Prompt { .. }) => {}
                 Some(Event::Token { token, .. }) => {
                     let row = *token;
                     self.frames.push_back(sse(&token_event(&row, &self.vocab)));

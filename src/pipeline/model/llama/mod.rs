@@ -160,7 +160,7 @@ enum Logits {
     None,
     /// The last row's (a prompt chunk).
     Last,
-    /// Every row's (a batched decode step: one row per sequence).
+    /// Every row's (a batched decode step: one row per sequence; [`Llama::forward_rows`]).
     All,
 }
 
@@ -238,6 +238,50 @@ impl Llama {
         tokens: &[u32],
         pos: usize,
     ) -> Result<&[f32], String> {
+        self.check_feed(slot, tokens, pos)?;
+        let mut at = pos;
+        for chunk in tokens.chunks(CHUNK) {
+            let last = at + chunk.len() == pos + tokens.len();
+            let logits = if last { Logits::Last } else { Logits::None };
+            self.run_chunk(slot, chunk, at, logits);
+            at += chunk.len();
+        }
+        Ok(&self.scratch.logits)
+    }
+
+    /// [`Llama::forward_in`] that hands the logits after *every* token to `each`, in order (`vocab` values
+    /// each): the distribution each next token was drawn from, for a prompt's log probabilities or to
+    /// verify several tokens in one pass. Each row's numbers are those the decode path gives it, fed one
+    /// token at a time: the rows are computed together, except that a model with Q6_K matrices takes them
+    /// a few at a time (see [`slots::Q6_K_SAME_AS_ONE_ROW`]), where its products round as one row's do.
+    pub fn forward_rows(
+        &mut self,
+        slot: usize,
+        tokens: &[u32],
+        pos: usize,
+        each: &mut dyn FnMut(&[f32]),
+    ) -> Result<(), String> {
+        self.check_feed(slot, tokens, pos)?;
+        let vocab = self.cfg.vocab;
+        let per_pass = if self.has_q6_k() {
+            slots::Q6_K_SAME_AS_ONE_ROW
+        } else {
+            CHUNK
+        };
+        let mut at = pos;
+        for chunk in tokens.chunks(per_pass) {
+            self.run_chunk(slot, chunk, at, Logits::All);
+            for row in self.scratch.logits[..chunk.len() * vocab].chunks_exact(vocab) {
+                each(row);
+            }
+            at += chunk.len();
+        }
+        Ok(())
+    }
+
+    /// Checks a feed of `tokens` at `pos..` of `slot`: inside the slot's context, a slot that exists, ids
+    /// inside the vocabulary.
+    fn check_feed(&self, slot: usize, tokens: &[u32], pos: usize) -> Result<(), String> {
         let end = pos
             .checked_add(tokens.len())
             .filter(|&e| e <= self.slot_context);
@@ -260,23 +304,21 @@ impl Llama {
                 self.cfg.vocab
             ));
         }
-        let mut at = pos;
-        for chunk in tokens.chunks(CHUNK) {
-            let last = at + chunk.len() == pos + tokens.len();
-            let seg = Seg {
-                slot,
-                pos: at,
-                rows: chunk.len(),
-            };
-            let logits = if last { Logits::Last } else { Logits::None };
-            let kernels = self.kernels;
-            kernels.run(
-                #[inline(always)]
-                || self.forward_chunk(chunk, &[seg], logits),
-            );
-            at += chunk.len();
-        }
-        Ok(&self.scratch.logits)
+        Ok(())
+    }
+
+    /// One chunk of one sequence's tokens at `pos..`, on the kernel set in use.
+    fn run_chunk(&mut self, slot: usize, chunk: &[u32], pos: usize, logits: Logits) {
+        let seg = Seg {
+            slot,
+            pos,
+            rows: chunk.len(),
+        };
+        let kernels = self.kernels;
+        kernels.run(
+            #[inline(always)]
+            || self.forward_chunk(chunk, &[seg], logits),
+        );
     }
 
     /// The rows of `tokens`, in order, are the segments `segs` (each the next `rows` tokens of the sequence

@@ -26,7 +26,7 @@ pub struct Seg {
 /// products of [`BATCHED_ROWS`] rows or more to llama.cpp's tiled form, which rounds differently from the
 /// one-row form a sequence decoded alone gets; a decode step of a model with Q6_K matrices is therefore
 /// split into passes of at most this many sequences.
-const Q6_K_SAME_AS_ONE_ROW: usize = BATCHED_ROWS - 1;
+pub(super) const Q6_K_SAME_AS_ONE_ROW: usize = BATCHED_ROWS - 1;
 
 impl Llama {
     /// Replaces the KV caches by `slots` caches of `context` positions each (at most the model's context):
@@ -144,7 +144,8 @@ impl Llama {
         Ok(true)
     }
 
-    fn has_q6_k(&self) -> bool {
+    /// Whether a matrix is Q6_K: its products then round by how many rows they take at once.
+    pub(super) fn has_q6_k(&self) -> bool {
         let w = &self.weights;
         w.output.wtype == WType::Q6_K
             || w.layers.iter().any(|l| {
