@@ -12,9 +12,9 @@ use crate::cli::signals::Signals;
 
 pub const EXAMPLES: &str = "Examples:
   stoplab --threads 1 serve                     # http://127.0.0.1:8080/v1, one model thread
-  curl -s localhost:8080/v1/chat/completions \\
+  curl -s localhost:8080/v1/chat/completions -H 'Content-Type: application/json' \\
     -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi!\"}]}'
-  curl -sN localhost:8080/v1/completions \\
+  curl -sN localhost:8080/v1/completions -H 'Content-Type: application/json' \\
     -d '{\"prompt\": \"user: Capital of Germany?\\nAI:\", \"stop\": \"\\nuser:\", \"stream\": true}'
   stoplab serve --replay-only      # no weights: a request's \"replay\" is what the model writes
   STOPLAB_API_KEY=secret stoplab serve --host 0.0.0.0";
@@ -67,7 +67,8 @@ pub struct ServeArgs {
     /// Most choices one request may ask for (`n`).
     #[arg(long, default_value_t = Limits::default().max_n)]
     max_n: usize,
-    /// Connections open at once; further clients wait to be accepted until one closes.
+    /// Connections open at once. When all are taken, a new client closes the one that has waited longest for
+    /// its first request (a slow or idle client); if every one is serving a request, it waits until one closes.
     #[arg(long, default_value_t = Limits::default().max_connections)]
     max_connections: usize,
     /// Seconds a client may take to send a request's header (or sit idle between requests), and then its

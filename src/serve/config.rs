@@ -22,7 +22,8 @@ pub struct Limits {
     pub kv_budget: Option<usize>,
     /// The most choices one request may ask for (`n`).
     pub max_n: usize,
-    /// Connections open at once; more wait to be accepted until one closes.
+    /// Connections open at once; a new client past them closes the one that has waited longest for its first
+    /// request, or waits when every one is serving a request.
     pub max_connections: usize,
     /// How long a client may take to send a request's header (an idle kept-alive connection too), and then
     /// its body; a slower one is disconnected (header) or answered 408 (body).

@@ -103,6 +103,19 @@ impl ApiError {
         )
     }
 
+    /// 415: the body was declared as something other than JSON.
+    pub fn unsupported_media_type(declared: &str) -> Self {
+        let shown: String = declared.chars().take(80).collect();
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            format!(
+                "the body is declared as {shown:?}; send JSON with Content-Type: application/json (curl: -H \
+                 'Content-Type: application/json')"
+            ),
+        )
+    }
+
     /// 408: the body did not arrive within the read timeout.
     pub fn timeout(limit: std::time::Duration) -> Self {
         Self::new(

@@ -31,8 +31,10 @@ pub fn json_response(status: StatusCode, value: &Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Reads a request's body: 413 past the limit, 408 when it does not arrive within the read timeout.
+/// Reads a request's JSON body: 415 when it is declared as something else, 413 past the limit, 408 when it
+/// does not arrive within the read timeout.
 pub async fn read_body(limits: &Limits, req: Request) -> Result<Bytes, ApiError> {
+    check_json(req.headers())?;
     let limit = limits.max_body_bytes;
     let read = async {
         let mut stream = req.into_body().into_data_stream();
@@ -51,6 +53,26 @@ pub async fn read_body(limits: &Limits, req: Request) -> Result<Bytes, ApiError>
     tokio::time::timeout(limits.read_timeout, read)
         .await
         .map_err(|_| ApiError::timeout(limits.read_timeout))?
+}
+
+/// A body declared as anything but JSON (`application/json`, or a `+json` type) is a 415, as llama.cpp's
+/// server answers: curl's `-d` alone sends a form (`application/x-www-form-urlencoded`). A body with no
+/// declared type is read as JSON.
+fn check_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let declared = value.to_str().unwrap_or("(not text)");
+    let essence = declared
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        return Ok(());
+    }
+    Err(ApiError::unsupported_media_type(declared))
 }
 
 /// Runs CPU work (JSON, chat templates, tokenizing) off the runtime's threads, so a large body cannot

@@ -60,16 +60,19 @@
 //!   `continue_final_message`; llama.cpp's `content` with `with_pieces` and `parse_special`, each answered in
 //!   its server's shape), `POST /detokenize` (`tokens`), `GET /tokenizer_info` (vLLM's: the special tokens
 //!   and the chat template, for clients that borrow the server's tokenizer).
-//! * Connections: at most `--max-connections` open at once (more wait to be accepted); a request's header
-//!   (and the wait between kept-alive requests) must arrive within `--read-timeout`, and then its body, so a
-//!   flood of slow clients cannot stop the server answering others. A `Content-Length` beyond
+//! * Connections: at most `--max-connections` open at once; a request's header (and the wait between
+//!   kept-alive requests) must arrive within `--read-timeout`, and then its body. When every place is taken
+//!   and another client connects, the connection that has waited longest for its first request is closed to
+//!   let it in (`conns.rs`), so a flood of slow clients cannot keep others out. A body declared as anything
+//!   but JSON is a 415. A `Content-Length` beyond
 //!   `--max-body-bytes` is a 413 before any of the body is read. Parsing, chat templates (compiled once) and
 //!   tokenizing run off the async runtime's threads.
 //!
 //! ```text
 //! $ stoplab serve &
-//! $ curl -s localhost:8080/v1/completions -d '{"prompt": "user: Hi\nAI:", "stop": "\nuser:"}'
-//! $ curl -sN localhost:8080/v1/completions \
+//! $ curl -s localhost:8080/v1/completions -H 'Content-Type: application/json' \
+//!     -d '{"prompt": "user: Hi\nAI:", "stop": "\nuser:"}'
+//! $ curl -sN localhost:8080/v1/completions -H 'Content-Type: application/json' \
 //!     -d '{"prompt": "AI:", "replay": " Berlin.######", "stop": "######", "stream": true}'
 //! ```
 //!
@@ -90,9 +93,11 @@
 //!   queue and the model's thread.
 //! * `state.rs`: what the handlers share; [`openai`]: OpenAI's routes, a file per endpoint; `tokenize.rs`:
 //!   `/tokenize` and `/detokenize`; [`playground`]: the page and its routes.
+//! * `conns.rs`: the open connections, and which to close when a full house must make room.
 //! * `router.rs`: every route behind the layers; this file: [`start`], [`Handle`], the accept loop.
 
 mod config;
+mod conns;
 mod delivery;
 pub mod error;
 pub mod fields;
@@ -174,26 +179,24 @@ impl Drop for Handle {
     }
 }
 
-/// Accepts connections until `stopped`: at most `limits.max_connections` open at once (the next client
-/// waits in the listen backlog until one closes), each given `limits.read_timeout` to send a request's
-/// header, so clients that trickle their headers in (or sit idle) are disconnected and cannot hold every
-/// connection. Then lets open responses end, for at most [`SHUTDOWN_GRACE`].
+/// Accepts connections until `stopped`: at most `limits.max_connections` open at once, each given
+/// `limits.read_timeout` to send a request's header. When every place is taken and another client connects,
+/// the connection that has waited longest for its first request is closed to make room ([`conns`]), so
+/// clients that trickle their headers in (or sit idle) cannot keep a good client out; when every open
+/// connection is serving a request, the new client waits for one to close. Then lets open responses end,
+/// for at most [`SHUTDOWN_GRACE`].
 async fn accept(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     limits: &Limits,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
+    use hyper::service::Service;
+
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let open = Arc::new(conns::Open::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = stopped.wait_for(|s| *s) => break,
-        };
         let tcp = tokio::select! {
             r = listener.accept() => match r {
                 Ok((tcp, _)) => tcp,
@@ -205,17 +208,43 @@ async fn accept(
             },
             _ = stopped.wait_for(|s| *s) => break,
         };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => break,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                // A full house: make room by closing the longest-waiting connection, if any is waiting.
+                open.evict_oldest_waiting();
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    _ = stopped.wait_for(|s| *s) => break,
+                }
+            }
+        };
         let _ = tcp.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let entry = Arc::new(open.add());
+        let inner = hyper_util::service::TowerToHyperService::new(app.clone());
+        let arrived = entry.clone();
+        let service = hyper::service::service_fn(move |req| {
+            arrived.arrived();
+            inner.call(req)
+        });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(limits.read_timeout)
             .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
+        let task = tokio::spawn({
+            let entry = entry.clone();
+            async move {
+                let _ = conn.await;
+                drop(permit);
+                drop(entry);
+            }
         });
+        entry.set_abort(task.abort_handle());
     }
     drop(listener);
     // Open responses end quickly once the generation is cancelled; a client that keeps a request half-sent

@@ -24,7 +24,7 @@
 //!
 //! ```text
 //! $ stoplab serve --replay-only &
-//! $ curl -sN localhost:8080/v1/stoplab/trace -d '{"format": "transcript",
+//! $ curl -sN localhost:8080/v1/stoplab/trace -H 'Content-Type: application/json' -d '{"format": "transcript",
 //!     "messages": [{"role": "user", "content": "Capital of Germany?"}],
 //!     "replay": " Berlin.\nuser: And France?", "stop": ["\nuser:"]}'
 //! ```

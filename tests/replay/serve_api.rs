@@ -658,6 +658,96 @@ fn slow_clients_cannot_hold_every_connection() {
     h.shutdown().unwrap();
 }
 
+/// A full house of slow clients makes room for a good one: the connection that has waited longest for its
+/// first request is closed, well before the read timeout (30 s here) would free a place. Connections that
+/// sent a request (slow bodies) are never closed this way.
+#[test]
+fn a_flood_of_slow_headers_does_not_keep_a_good_client_out() {
+    let h = start_chatml(
+        None,
+        Limits {
+            max_connections: 4,
+            read_timeout: Duration::from_secs(30),
+            max_body_bytes: 4096,
+            ..Limits::default()
+        },
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running =
+        |stop: &std::sync::atomic::AtomicBool| !stop.load(std::sync::atomic::Ordering::SeqCst);
+    let mut clients = Vec::new();
+    for i in 0..10 {
+        let (addr, stop) = (h.addr(), stop.clone());
+        clients.push(std::thread::spawn(move || {
+            let Ok(mut c) = TcpStream::connect(addr) else {
+                return;
+            };
+            if i < 2 {
+                // A slow body: the header whole, then a byte of the body now and then.
+                let _ = write!(
+                    c,
+                    "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+                );
+                while running(&stop) && c.write_all(b" ").is_ok() {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                return;
+            }
+            for b in b"GET /health HTTP/1.1\r\nX-Slow: "
+                .iter()
+                .chain(std::iter::repeat(&b'a'))
+            {
+                if !running(&stop) || c.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut c = TcpStream::connect(h.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        c,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    let answered = c.read_exact(&mut head);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in clients {
+        t.join().unwrap();
+    }
+    answered.expect("the good client is answered long before the 30 s read timeout");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    h.shutdown().unwrap();
+}
+
+/// A body declared as anything but JSON is a 415 saying what to send (curl's `-d` alone sends a form).
+#[test]
+fn a_body_that_is_not_json_is_415() {
+    let h = chatml_server();
+    let body = br#"{"prompt": "A", "replay": " b"}"#;
+    let form = post_bytes(
+        &h,
+        "/v1/completions",
+        body,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+    );
+    assert_eq!(form.status, 415, "{:?}", form.body);
+    let msg = form.body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("Content-Type: application/json"), "{msg}");
+    for ok_type in [
+        "application/json; charset=utf-8",
+        "application/vnd.api+json",
+    ] {
+        let r = post_bytes(&h, "/v1/completions", body, &[("Content-Type", ok_type)]);
+        assert_eq!(r.status, 200, "{ok_type}: {:?}", r.body);
+    }
+    h.shutdown().unwrap();
+}
+
 #[test]
 fn a_huge_content_length_is_413_before_the_body_and_a_slow_body_is_408() {
     let h = small_server(8);
