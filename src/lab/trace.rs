@@ -122,6 +122,7 @@ pub fn row_json(row: &Token) -> Value {
         })),
         "emitted": row.text,
         "carries": row.carried.clone().collect::<Vec<_>>(),
+        "spells": row.spelled,
         "p_end": row.probs.as_ref().map(|p| p.end),
         "p": row.probs.as_ref().map(|p| p.chosen),
         "top": row.probs.as_ref().map(|p| p.top.iter().map(|&(id, p)| json!({"id": id, "p": p})).collect::<Vec<_>>()),

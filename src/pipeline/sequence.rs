@@ -126,6 +126,7 @@ impl Sequence {
             bytes,
             end_token: step.end_token,
             text: &step.text,
+            spelled: &step.spelled,
             held: step.held,
             finish: step.finish.as_ref().map(|f| &f.reason),
             cut: step.finish.as_ref().and_then(|f| f.cut.as_ref()),

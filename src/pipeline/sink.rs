@@ -84,6 +84,9 @@ pub struct TokenEvent<'a> {
     pub end_token: bool,
     /// Text released to the output by this token (possibly empty; possibly text held back earlier).
     pub text: &'a str,
+    /// The text the `carried` tokens spell: the same output as `text`, released at whole tokens (what a
+    /// stream that lists ids sends with them).
+    pub spelled: &'a str,
     /// Bytes held back after this token because they may begin a stop string (or complete a character).
     pub held: &'a [u8],
     /// Set on the last token.
@@ -93,8 +96,8 @@ pub struct TokenEvent<'a> {
     /// The model's probabilities at this step, when the sink asked for them ([`Sink::wants_probs`]) and a
     /// model (not a replay) chose the token.
     pub probs: Option<&'a StepProbs>,
-    /// The tokens (indices) this event's `text` carries: those whose last kept byte it releases, so they
-    /// spell it (the ledger of [`StopEngine`](crate::pipeline::stop::StopEngine)).
+    /// The tokens (indices) this event carries: they spell `spelled` (the ledger of
+    /// [`StopEngine`](crate::pipeline::stop::StopEngine)).
     pub carried: Range<usize>,
     /// On the last token: the tokens none of whose bytes reached the output (the tokens of a cut stop
     /// string); a finish by an id (an end token, a stop token id) carries its token.
@@ -178,6 +181,7 @@ impl TokenEvent<'_> {
             special,
             end_token: self.end_token,
             text: self.text.to_owned(),
+            spelled: self.spelled.to_owned(),
             held: self.held.to_vec(),
             held_for: self.held_for(),
             finish: self.finish.cloned(),
@@ -204,6 +208,8 @@ pub struct Token {
     pub end_token: bool,
     /// Text released to the output by this token (possibly empty; possibly text held back earlier).
     pub text: String,
+    /// The text the `carried` tokens spell (see [`TokenEvent::spelled`]).
+    pub spelled: String,
     /// Bytes held back after this token: the beginning of a stop, or an unfinished character.
     pub held: Vec<u8>,
     /// Which stop the held bytes may begin.
@@ -215,7 +221,7 @@ pub struct Token {
     /// The model's probabilities at this step (raw-logit softmax), when asked for and a model, not a replay,
     /// chose the token.
     pub probs: Option<StepProbs>,
-    /// The tokens (indices) whose bytes `text` carries (see [`TokenEvent::carried`]).
+    /// The tokens (indices) that spell `spelled` (see [`TokenEvent::carried`]).
     pub carried: Range<usize>,
     /// On the last token: the tokens withheld (see [`TokenEvent::withheld`]).
     pub withheld: Range<usize>,

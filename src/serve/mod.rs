@@ -37,7 +37,8 @@
 //! * `n` choices run one after another; choice `i` is seeded `seed + i`, as vLLM seeds the copies of a request
 //!   (choice 0 is what `n` = 1 gives). Streamed, each chunk names its choice by `index`.
 //! * The ledger (the stop engine's, [`StopEngine`](crate::pipeline::stop::StopEngine)): a chunk carries the
-//!   tokens whose bytes it releases, so its ids spell its text, and the last chunk the token that ended the
+//!   whole tokens and exactly their text (the engine's `spelled`), so its ids spell its text, and the last
+//!   chunk the token that a stop cut in the middle (with its kept bytes) and the token that ended the
 //!   generation by its id (the end token, a stop token id), which spells nothing; the tokens that only
 //!   spelled a cut stop are withheld: counted in `usage`,
 //!   listed in `withheld_token_ids` with `return_token_ids` (vLLM's field, which also adds `token_ids` to

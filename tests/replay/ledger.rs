@@ -1,8 +1,8 @@
 //! The stream ledger over HTTP, on random replays: for any text, stop list, limit, `n` and `include_stop`,
 //! streamed and not, on both endpoints:
 //! (a) the streamed chunks of a choice concatenate to the non-streamed text;
-//! (b) each chunk's `token_ids` spell its text (special tokens spell nothing); the last chunk's may run on
-//!     into the cut stop, for a token the stop cut in the middle;
+//! (b) each chunk's `token_ids` spell its text exactly (special tokens spell nothing); the last chunk's may
+//!     run on into the cut stop, for a token the stop cut in the middle;
 //! (c) one log-probability per id, the same token, in the same order;
 //! (d) nothing of a choice after the chunk that ends it;
 //! (e) `usage.completion_tokens` counts every generated token: the ids carried plus the ids withheld.
@@ -86,15 +86,24 @@ fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        prop::option::of((any::<prop::sample::Index>(), 1usize..6)),
     )
         .prop_map(
-            |(text, stops, max_tokens, n, include_stop, chat, newline_user)| {
+            |(text, stops, max_tokens, n, include_stop, chat, newline_user, from_text)| {
+                let text = text.concat();
                 let mut stops: Vec<String> = stops.into_iter().map(String::from).collect();
                 if newline_user {
                     stops.push("\nuser:".into());
                 }
+                // A stop taken from the text at any character: it may begin or end inside a token.
+                if let Some((at, len)) = from_text {
+                    let chars: Vec<char> = text.chars().collect();
+                    let start = at.index(chars.len());
+                    let stop: String = chars[start..].iter().take(len).collect();
+                    stops.push(stop);
+                }
                 Case {
-                    text: text.concat(),
+                    text,
                     stops,
                     max_tokens,
                     n,
@@ -268,4 +277,37 @@ fn the_tokens_of_a_cut_stop_are_withheld_not_streamed() {
         .flat_map(|c| ids_of(&c["token_ids"]))
         .collect();
     assert_eq!(spell(&vocab, &carried), b" Berlin.");
+}
+
+/// A stop that begins at a token's last character ("n." in " Berlin."): the part of the token before
+/// it is released early by the stop engine, but a chunk carries whole tokens, so it goes out with the
+/// token, in the last chunk, which runs on by the cut "l".
+#[test]
+fn a_token_cut_by_the_stop_goes_out_whole_with_its_kept_text() {
+    let h = chatml_server();
+    let vocab = GgufFile::open(chatml_vocab(), None).unwrap().vocab;
+    let body = json!({"prompt": "AI:", "replay": " Berlin. It is", "stop": ["n."],
+        "stream": true, "logprobs": 1, "return_token_ids": true});
+    let events = stream(&h, "/v1/completions", &body);
+    let chunks: Vec<&Value> = events.iter().filter_map(|e| e["choices"].get(0)).collect();
+    let mut text = String::new();
+    for c in &chunks {
+        let ids = ids_of(&c["token_ids"]);
+        let spelled = String::from_utf8_lossy(&spell(&vocab, &ids)).into_owned();
+        let t = text_of(c);
+        if c["finish_reason"].is_null() {
+            assert_eq!(spelled, t, "chunk {c}");
+        } else {
+            assert!(
+                spelled.starts_with(&t) && spelled.len() > t.len(),
+                "last chunk {c}"
+            );
+            assert_eq!(
+                t, " Berli",
+                "the cut token's kept text goes out with it: {c}"
+            );
+        }
+        text.push_str(&t);
+    }
+    assert_eq!(text, " Berli");
 }

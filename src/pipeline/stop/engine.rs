@@ -17,10 +17,13 @@
 //!    kept: it was released already);
 //! 5. **`max_tokens`**, then the **context length**, end it last.
 //!
-//! **The ledger**: each step also says which tokens its release *carries* ([`Step::carried`]): the tokens
-//! whose last kept byte it releases, so the tokens carried with a piece of text spell that text. A token
-//! whose bytes are held (the beginning of a possible stop, half a character) is carried later, with the
-//! release that completes it; a token that a matched stop cuts in the middle is carried with its kept bytes.
+//! **The ledger**: each step also says which tokens it *carries* ([`Step::carried`]) and the text they spell
+//! ([`Step::spelled`]): the whole tokens released so far and not carried before, up to the last point where
+//! a token ends and no character is split. A chunk streamed to a client is a step's `spelled` with its
+//! carried tokens, so a chunk's ids spell its text exactly. A token whose bytes are held in part (its tail
+//! may begin a stop, its last character is unfinished) is carried later, with the step that releases the
+//! rest, and the part of it that `text` released early waits for it in `spelled`; at the finish, a token
+//! that a matched stop cuts in the middle is carried with its kept bytes (its id spells a little more).
 //! The token that ends the generation by its id (an end token, a stop token id) is carried by the finish
 //! with no text of its own: its name is not text, and it is listed as vLLM and OpenAI list the end token.
 //! At the finish, the tokens none of whose bytes reached the output are *withheld* ([`Step::withheld`]): the
@@ -115,14 +118,18 @@ pub struct Step<'e> {
     pub index: usize,
     /// The id is in the model's end-of-generation set.
     pub end_token: bool,
-    /// Text released by this token (possibly empty; possibly text held back earlier).
+    /// Text released by this token (possibly empty; possibly text held back earlier): every byte as soon as
+    /// it cannot begin a stop.
     pub text: String,
+    /// The text the tokens in `carried` spell: the ledger's release, at whole tokens (see the [module
+    /// documentation](self)). Over a generation it adds up to the same text as `text`.
+    pub spelled: String,
     /// Bytes held back after this token because they may begin a stop string (or complete a character).
     pub held: &'e [u8],
     /// Set when this token ends the generation.
     pub finish: Option<Finish>,
-    /// The tokens (indices) whose last kept byte this step releases: they spell `text` (see the ledger in
-    /// the [module documentation](self)). Empty while their bytes are held.
+    /// The tokens (indices) this step carries: they spell `spelled` (see the ledger in the [module
+    /// documentation](self)). Empty while their bytes are held.
     pub carried: Range<usize>,
     /// On the last step: the tokens none of whose bytes reached the output (an end token, a stop token id,
     /// the tokens of a cut stop string). Empty on every other step.
@@ -154,6 +161,8 @@ pub struct StopEngine {
     starts: Vec<usize>,
     /// How many tokens the steps so far have carried (the ledger), and from which on they were withheld.
     carried: usize,
+    /// How many bytes of `bytes` the carried tokens spell.
+    spelled: usize,
     withheld_from: Option<usize>,
     /// How many bytes of `bytes` have been released.
     sent: usize,
@@ -186,6 +195,7 @@ impl StopEngine {
             bytes: Vec::new(),
             starts: Vec::new(),
             carried: 0,
+            spelled: 0,
             withheld_from: None,
             sent: 0,
             text: String::new(),
@@ -336,11 +346,12 @@ impl StopEngine {
             finish.as_ref().map(|f| &f.reason),
             Some(FinishReason::EndToken { .. } | FinishReason::StopToken { .. })
         );
-        let (carried, withheld) = self.ledger(finish.is_some(), by_id);
+        let (carried, withheld, spelled) = self.ledger(finish.is_some(), by_id);
         Step {
             index,
             end_token,
             text: released,
+            spelled,
             held: &self.bytes[self.sent..],
             finish,
             carried,
@@ -349,27 +360,38 @@ impl StopEngine {
         }
     }
 
-    /// The ledger after a release: the tokens now wholly released (at the finish: every token with a
-    /// released byte, the rest withheld; a finish by an id carries every token, that one included).
-    fn ledger(&mut self, finished: bool, by_id: bool) -> (Range<usize>, Range<usize>) {
+    /// The ledger after a release: the tokens it now carries, those withheld, and the text they spell.
+    /// Before the finish: the whole tokens released, up to the last token end that splits no character. At
+    /// the finish: every token with a released byte (the rest withheld), all that was released; a finish by
+    /// an id carries every token, that one included.
+    fn ledger(&mut self, finished: bool, by_id: bool) -> (Range<usize>, Range<usize>, String) {
         let n = self.tokens.len();
         let from = self.carried;
-        if finished {
-            while self.carried < n && (by_id || self.starts[self.carried] < self.sent) {
-                self.carried += 1;
+        let (to, point) = if finished {
+            let mut to = from;
+            while to < n && (by_id || self.starts[to] < self.sent) {
+                to += 1;
             }
-            let carried = from..self.carried;
-            self.withheld_from = Some(self.carried);
-            self.carried = n;
-            (carried.clone(), carried.end..n)
+            self.withheld_from = Some(to);
+            (to, self.sent)
         } else {
             // Before the finish nothing is cut: a token ends where the next begins, the last at the end.
             let end = |j: usize| self.starts.get(j + 1).copied().unwrap_or(self.bytes.len());
-            while self.carried < n && end(self.carried) <= self.sent {
-                self.carried += 1;
+            let (mut to, mut point) = (from, self.spelled);
+            let mut j = from;
+            while j < n && end(j) <= self.sent {
+                let e = end(j);
+                j += 1;
+                if utf8_settled(&self.bytes[self.spelled..e]) == e - self.spelled {
+                    (to, point) = (j, e);
+                }
             }
-            (from..self.carried, n..n)
-        }
+            (to, point)
+        };
+        let spelled = String::from_utf8_lossy(&self.bytes[self.spelled..point]).into_owned();
+        self.spelled = point;
+        self.carried = if finished { n } else { to };
+        (from..to, if finished { to..n } else { n..n }, spelled)
     }
 
     /// Releases `bytes[sent..end]`, backing off to the last point where UTF-8 decoding cannot change when
@@ -445,6 +467,41 @@ mod tests {
         }
         assert_eq!(out.concat(), e.text());
         (out, None)
+    }
+
+    /// (text, spelled, carried) of each step until the finish.
+    fn ledger_of(p: &GenerateParams, tokens: &[&[u8]]) -> Vec<(String, String, Range<usize>)> {
+        let mut e = StopEngine::new(p, &BTreeSet::from([2]), 1, 100);
+        let mut out = Vec::new();
+        for (i, t) in tokens.iter().enumerate() {
+            let step = e.push(10 + i as u32, t);
+            out.push((
+                step.text.clone(),
+                step.spelled.clone(),
+                step.carried.clone(),
+            ));
+            if step.finish.is_some() {
+                break;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_ledger_releases_whole_tokens_where_the_text_releases_a_part() {
+        // "n." begins at the last character of " Berlin": the text releases " Berli" at once, the ledger
+        // waits for the token, and carries it with its kept bytes at the finish.
+        let steps = ledger_of(&params(&["n."]), &[b" Berlin", b".", b" It"]);
+        assert_eq!(steps[0], (" Berli".into(), String::new(), 0..0));
+        assert_eq!(steps[1], (String::new(), " Berli".into(), 0..1));
+        // Half a character: "caf" goes out as text, the token waits for the rest of "é".
+        let steps = ledger_of(&params(&[]), &[b"caf\xC3", b"\xA9!", b" x"]);
+        assert_eq!(steps[0], ("caf".into(), String::new(), 0..0));
+        assert_eq!(steps[1], ("é!".into(), "café!".into(), 0..2));
+        // A token that ends inside a character is carried with the one that completes it.
+        let steps = ledger_of(&params(&["!"]), &[b"a\xC3", b"\xA9b", b"!"]);
+        assert_eq!(steps[1], ("éb".into(), "aéb".into(), 0..2));
+        assert_eq!(steps[2], (String::new(), String::new(), 2..2));
     }
 
     #[test]

@@ -131,9 +131,9 @@ impl SseState {
         self.frames.push_back(sse(&chunk));
     }
 
-    /// A chunk goes out for each release of text, carrying the ids the stop engine carried with it (and
-    /// their logprobs); ids carried with no text (a token that spells nothing) go out in a chunk of their
-    /// own when asked for. While the tool gate holds text that may be a call, its ids wait with it.
+    /// A chunk goes out for each release of whole tokens (the engine's `spelled`), carrying their ids (and
+    /// logprobs); ids carried with no text (a token that spells nothing) go out in a chunk of their own
+    /// when asked for. While the tool gate holds text that may be a call, its ids wait with it.
     fn token(&mut self, choice: usize, s: &Token) {
         let top = self.reply.top_probs;
         let mut c = std::mem::take(self.choice(choice));
@@ -143,8 +143,8 @@ impl SseState {
         c.ids.push(s.id);
         c.carried = c.carried.max(s.carried.end);
         let text = match &mut c.gate {
-            Some(g) => g.push(&s.text),
-            None => s.text.clone(),
+            Some(g) => g.push(&s.spelled),
+            None => s.spelled.clone(),
         };
         if s.finish.is_some() && c.gate.is_none() {
             // The last release goes out with the finish, in one chunk with its tokens.
