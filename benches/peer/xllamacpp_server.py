@@ -3,7 +3,7 @@
     python xllamacpp_server.py MODEL.gguf PORT [THREADS]
 
 Serves /v1/completions, /v1/chat/completions and /tokenize until killed; one slot, 2,048 positions. Used by
-`tests/probe.rs` and by hand as the peer `stoplab probe` is measured against.
+`tests/external/probe.rs` and by hand as the peer `stoplab probe` is measured against.
 """
 
 import sys

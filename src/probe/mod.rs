@@ -15,6 +15,7 @@
 //! it) is reported as unsupported, never as a pass; a probe whose precondition the model's output does not
 //! meet (no multi-byte character, no end token within the limit) is "n/a", and says why.
 
+mod ledger;
 pub mod overhead;
 mod probes;
 pub mod report;
@@ -176,6 +177,9 @@ pub struct Ctx<'a> {
     pub base: &'a Baseline,
     pub prompt: &'a Value,
     pub max_tokens: usize,
+    /// The most tokens any request may ask for (`--max-tokens`): a probe that needs the server busy for a
+    /// while (the abort) asks for this many.
+    pub limit: usize,
 }
 
 impl Ctx<'_> {
@@ -200,14 +204,18 @@ impl Ctx<'_> {
 
     /// Sends `extra` (with the prompt) and reads the answer.
     pub fn ask(&self, extra: &Value, stream: bool) -> Result<Answer, String> {
-        ask(self.client, self.api, self.body(extra, stream), stream)
+        match self.send(extra, stream)? {
+            Reply::Refused { status, body } => Ok(Answer::Refused { status, body }),
+            Reply::Ok(values) => parse_gen(self.api, &values, stream).map(Answer::Gen),
+        }
     }
-}
 
-fn ask(client: &Client, api: Api, body: Value, stream: bool) -> Result<Answer, String> {
-    match client.post(api.path(), &body).map_err(|e| e.to_string())? {
-        Reply::Refused { status, body } => Ok(Answer::Refused { status, body }),
-        Reply::Ok(values) => parse_gen(api, &values, stream).map(Answer::Gen),
+    /// Sends `extra` (with the prompt) and returns the server's JSON as it came (the body, or every event of a
+    /// stream), for probes that read more than the first choice's text (the ledger's ids and log-probabilities).
+    pub fn send(&self, extra: &Value, stream: bool) -> Result<Reply, String> {
+        self.client
+            .post(self.api.path(), &self.body(extra, stream))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -329,6 +337,7 @@ fn fetch_baseline(
         base: &empty,
         prompt: &p,
         max_tokens,
+        limit: max_tokens,
     };
     let get = |stream| match ctx.ask(&json!({}), stream)? {
         Answer::Gen(g) => Ok(g),
@@ -445,6 +454,7 @@ pub fn run(
                         base,
                         prompt: &prompts[b],
                         max_tokens: base.tokens.max(1),
+                        limit: opts.max_tokens,
                     };
                     let r = probe.run(&ctx);
                     on_result(&r);

@@ -1,9 +1,14 @@
 //! The probes: one per stop behaviour a user relies on. Each draws its stops from the baseline (the server's
 //! own greedy text and the chunks it streamed it in), sends them, and judges the answer with the reference.
 
+use std::io::{BufRead, BufReader, Read};
+use std::time::{Duration, Instant};
+
 use serde_json::{Value, json};
 
+use super::ledger;
 use super::{Answer, Api, Baseline, Ctx, Gen, ProbeResult, Verdict};
+use crate::client::{MAX_ANSWER, MAX_LINE};
 use crate::lab::trace::escape;
 use crate::pipeline::stop::naive_first_match;
 
@@ -41,17 +46,17 @@ impl Probe {
 }
 
 /// What one probe found.
-struct Outcome {
-    verdict: Verdict,
-    sent: Value,
-    got: String,
-    expected: String,
-    note: String,
+pub(super) struct Outcome {
+    pub(super) verdict: Verdict,
+    pub(super) sent: Value,
+    pub(super) got: String,
+    pub(super) expected: String,
+    pub(super) note: String,
 }
 
 impl Outcome {
     /// The server refused the request: it lacks what the probe tests.
-    fn refused(sent: Value, status: u16, body: &str) -> Self {
+    pub(super) fn refused(sent: Value, status: u16, body: &str) -> Self {
         Self::unsupported(
             sent,
             format!("refused ({status}): {}", crate::client::clip(body)),
@@ -59,7 +64,7 @@ impl Outcome {
     }
 
     /// The request got no answer at all.
-    fn no_answer(sent: Value, e: String) -> Self {
+    pub(super) fn no_answer(sent: Value, e: String) -> Self {
         Self {
             verdict: Verdict::Fail,
             sent,
@@ -69,7 +74,7 @@ impl Outcome {
         }
     }
 
-    fn unsupported(sent: Value, note: impl Into<String>) -> Self {
+    pub(super) fn unsupported(sent: Value, note: impl Into<String>) -> Self {
         Self {
             verdict: Verdict::Unsupported,
             sent,
@@ -187,6 +192,48 @@ pub static PROBES: &[Probe] = &[
         run: empty_stop,
     },
     Probe {
+        name: "ledger-stop",
+        what: "the stream ledger on a stop spanning three tokens from a token's start: all three withheld",
+        requests: 4,
+        greedy_only: false,
+        run: ledger::ledger_stop,
+    },
+    Probe {
+        name: "ledger-stop-cut",
+        what: "the stream ledger on a stop beginning inside a token: that token goes with the last chunk",
+        requests: 4,
+        greedy_only: false,
+        run: ledger::ledger_stop_cut,
+    },
+    Probe {
+        name: "ledger-length",
+        what: "the stream ledger when max_tokens ends the generation",
+        requests: 4,
+        greedy_only: false,
+        run: ledger::ledger_length,
+    },
+    Probe {
+        name: "ledger-end-token",
+        what: "the stream ledger when the model's end token ends the generation",
+        requests: 4,
+        greedy_only: true,
+        run: ledger::ledger_end_token,
+    },
+    Probe {
+        name: "ledger-n2",
+        what: "the stream ledger of each choice with n = 2",
+        requests: 4,
+        greedy_only: false,
+        run: ledger::ledger_n2,
+    },
+    Probe {
+        name: "abort",
+        what: "a client that hangs up mid-stream: the server still answers the next request",
+        requests: 2,
+        greedy_only: true,
+        run: abort,
+    },
+    Probe {
         name: "stop-limits",
         what: "how many stops, and how long a stop, the server accepts",
         requests: 6,
@@ -196,7 +243,7 @@ pub static PROBES: &[Probe] = &[
 ];
 
 /// Char boundaries of `s`, end included.
-fn bounds(s: &str) -> Vec<usize> {
+pub(super) fn bounds(s: &str) -> Vec<usize> {
     s.char_indices()
         .map(|(i, _)| i)
         .chain(std::iter::once(s.len()))
@@ -204,7 +251,7 @@ fn bounds(s: &str) -> Vec<usize> {
 }
 
 /// `stop` first occurs in `text` at `at`, so the probe tests what it says.
-fn first_at(text: &str, stop: &str, at: usize) -> bool {
+pub(super) fn first_at(text: &str, stop: &str, at: usize) -> bool {
     !stop.is_empty() && text.find(stop) == Some(at)
 }
 
@@ -228,7 +275,7 @@ fn reference(text: &str, stops: &[String], include: bool) -> (String, bool) {
     }
 }
 
-fn show(s: &str) -> String {
+pub(super) fn show(s: &str) -> String {
     format!("\"{}\"", escape(s.as_bytes()))
 }
 
@@ -304,7 +351,7 @@ fn judge_stops(ctx: &Ctx<'_>, stops: Vec<String>, what: &str) -> Outcome {
     judge(ctx, json!({ "stop": stops }), &want, finish, what)
 }
 
-fn no_stop(note: &str) -> Outcome {
+pub(super) fn no_stop(note: &str) -> Outcome {
     Outcome {
         verdict: Verdict::NotApplicable,
         sent: json!({}),
@@ -315,7 +362,7 @@ fn no_stop(note: &str) -> Outcome {
 }
 
 /// (piece index, start, end) of every piece, by byte offsets in the baseline text.
-fn spans(b: &Baseline) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+pub(super) fn spans(b: &Baseline) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
     b.pieces
         .iter()
         .enumerate()
@@ -795,6 +842,128 @@ fn empty_stop(ctx: &Ctx<'_>) -> Outcome {
             note: "a server error on user input".into(),
         },
         Err(e) => Outcome::no_answer(extra, e),
+    }
+}
+
+/// How long the abort probe's own connection waits for the first chunks.
+const ABORT_WAIT: Duration = Duration::from_secs(60);
+
+/// What became of a stream opened to be hung up on.
+enum HangUp {
+    /// Hung up after two `data:` events.
+    Done,
+    /// The stream ended first, after this many events: nothing was cut.
+    Ended(usize),
+    Refused(u16, String),
+}
+
+/// Opens `body` as a stream on a connection of its own, reads two `data:` events (lines only: nothing of them
+/// is needed), and hangs up: dropping an unread answer closes its connection (ureq pools only a connection
+/// read to its end). It sends no API key: the probes' client keeps its key to itself.
+fn open_and_hang_up(url: &str, body: &Value) -> Result<HangUp, String> {
+    let agent = ureq::AgentBuilder::new().timeout(ABORT_WAIT).build();
+    let resp = match agent
+        .post(url)
+        .set("Content-Type", "application/json")
+        .send_string(&body.to_string())
+    {
+        Ok(r) => r,
+        Err(ureq::Error::Status(status, r)) => {
+            return Ok(HangUp::Refused(status, r.into_string().unwrap_or_default()));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut reader = BufReader::new(resp.into_reader().take(MAX_ANSWER as u64));
+    let (mut events, mut line) = (0, Vec::new());
+    while events < 2 {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("reading the stream: {e}"))?;
+        let data = line.strip_prefix(b"data:").map(<[u8]>::trim_ascii);
+        if n == 0 || data == Some(b"[DONE]") {
+            return Ok(HangUp::Ended(events));
+        }
+        events += usize::from(data.is_some());
+    }
+    Ok(HangUp::Done)
+}
+
+/// A prompt whose answer runs long, so that the hang-up comes while the server is still writing.
+fn long_prompt(api: Api) -> Value {
+    match api {
+        Api::Completions => {
+            json!({"prompt": "user: Count from 1 to 100, one number per line.\nAI:"})
+        }
+        Api::Chat => json!({"messages": [
+            {"role": "user", "content": "Count from 1 to 100, one number per line."}
+        ]}),
+    }
+}
+
+/// Hangs up on a stream after two chunks, then sends the greedy request again: the server must answer it
+/// (within the client's timeout) with the same text, as if nothing had happened.
+fn abort(ctx: &Ctx<'_>) -> Outcome {
+    let mut extra = long_prompt(ctx.api);
+    extra["max_tokens"] = json!(ctx.limit);
+    let url = format!("{}{}", ctx.client.base(), ctx.api.path());
+    let mut sent = extra.clone();
+    sent["stream"] = json!(true);
+    sent["hang_up_after_events"] = json!(2);
+    match open_and_hang_up(&url, &ctx.body(&extra, true)) {
+        Err(e) => return Outcome::no_answer(sent, e),
+        Ok(HangUp::Refused(status, body)) => {
+            let mut o = Outcome::refused(sent, status, &body);
+            if matches!(status, 401 | 403) {
+                o.note
+                    .push_str(" (the probe's own connection sends no API key)");
+            }
+            return o;
+        }
+        Ok(HangUp::Ended(n)) => {
+            return no_stop(&format!(
+                "the stream ended after {n} event(s), before the probe could hang up"
+            ));
+        }
+        Ok(HangUp::Done) => {}
+    }
+    let t0 = Instant::now();
+    let answer = ctx.ask(&json!({}), false);
+    let ms = t0.elapsed().as_millis();
+    let want = show(&ctx.base.text);
+    match answer {
+        Ok(Answer::Gen(g)) => {
+            let same = g.text == ctx.base.text;
+            Outcome {
+                verdict: if same { Verdict::Pass } else { Verdict::Fail },
+                sent,
+                got: format!("next request: {} in {ms} ms", show_gen(&g)),
+                expected: format!("{want} (the greedy output)"),
+                note: if same {
+                    format!("hung up after two chunks; the next request answered in {ms} ms")
+                } else {
+                    "after the hang-up the same greedy request gave another text".into()
+                },
+            }
+        }
+        Ok(Answer::Refused { status, body }) => Outcome {
+            verdict: Verdict::Fail,
+            sent,
+            got: format!(
+                "next request refused ({status}): {}",
+                crate::client::clip(&body)
+            ),
+            expected: format!("{want} (the greedy output)"),
+            note: "after the hang-up the server refused a plain request".into(),
+        },
+        Err(e) => Outcome {
+            verdict: Verdict::Fail,
+            sent,
+            got: e,
+            expected: format!("{want} (the greedy output)"),
+            note: format!("after the hang-up the next request got no answer ({ms} ms)"),
+        },
     }
 }
 

@@ -78,6 +78,12 @@ fn every_probe_passes_or_is_explained_on_stoplab_serve() {
         "finish-reason",
         "stop-reason",
         "empty-stop",
+        "ledger-stop",
+        "ledger-stop-cut",
+        "ledger-length",
+        "ledger-end-token",
+        "ledger-n2",
+        "abort",
     ] {
         assert_eq!(completions[name], Verdict::Pass, "completions {name}");
     }
@@ -304,11 +310,25 @@ fn llama_cpp_server_fails_where_it_is_known_to_and_passes_the_rest() {
         ] {
             assert_eq!(v[name], Verdict::Pass, "{api:?} {name}");
         }
-        // vLLM's fields it does not have.
-        for name in ["include-stop", "stop-reason", "stop-token-ids"] {
+        // vLLM's fields it does not have, and n > 1.
+        for name in ["include-stop", "stop-reason", "stop-token-ids", "ledger-n2"] {
             assert_eq!(v[name], Verdict::Unsupported, "{api:?} {name}");
         }
+        // The stream ledger: a stop cut inside a token leaves that token out of the log-probabilities (or
+        // pairs it with another token's text); the length limit is kept; a hang-up is survived.
+        assert_eq!(v["ledger-stop-cut"], Verdict::Fail, "{api:?}");
+        for name in ["ledger-length", "abort"] {
+            assert_eq!(v[name], Verdict::Pass, "{api:?} {name}");
+        }
     }
+    // Completions: the stop's tokens are streamed with empty text; chat: the end token's entry is in the
+    // unstreamed log-probabilities and not in the streamed ones.
+    let v = verdicts(&results, Api::Completions);
+    assert_eq!(v["ledger-stop"], Verdict::Fail);
+    assert_eq!(v["ledger-end-token"], Verdict::Pass);
+    let v = verdicts(&results, Api::Chat);
+    assert_eq!(v["ledger-stop"], Verdict::Pass);
+    assert_eq!(v["ledger-end-token"], Verdict::Fail);
     let held = results
         .iter()
         .find(|r| r.probe == "held-at-length")
