@@ -286,6 +286,23 @@ fn replay_run_shows_chips_held_back_bytes_the_cut_stop_and_the_finish() {
     );
     let chart = b.text("#runs .run .chart");
     assert!(chart.contains("No probabilities"), "{chart}");
+    // The wire: the completions chunks as they went out, the last with the finish and the stop's tokens
+    // withheld.
+    let wire = b.js(
+        "return [...document.querySelectorAll('#runs .run .wire-list li')].map((li) => li.textContent)",
+        vec![],
+    );
+    let wire: Vec<String> = serde_json::from_value(wire).unwrap();
+    assert!(wire.len() >= 2, "{wire:?}");
+    assert!(wire[0].starts_with("after token #0: text"), "{wire:?}");
+    let last = wire.last().unwrap();
+    assert!(
+        last.starts_with(
+            "after finish: text \"\", ids [], logprobs [], finish_reason stop, withheld ["
+        ),
+        "{last}"
+    );
+    assert!(last.contains("data: {"), "{last}");
 
     // Hovering a chip shows its details; Escape hides them; Tab (the keyboard) onto a chip shows them too.
     let held = e.rows.iter().find(|r| !r.held.is_empty()).unwrap();
@@ -652,6 +669,21 @@ fn the_trace_stream_carries_the_rows_of_trace_and_its_explanation() {
     assert_eq!(fin["cut"], "\nuser:");
     let lines: Vec<String> = serde_json::from_value(fin["explain"].clone()).unwrap();
     assert_eq!(lines, explain(&e.rows));
+
+    // The wire beside the rows: the chunks /v1/completions streams for the same prompt and tokens.
+    let wire: Vec<Value> = events
+        .iter()
+        .flat_map(|ev| ev["wire"].as_array().cloned().unwrap_or_default())
+        .map(|c| c["choices"].clone())
+        .collect();
+    let api = stream(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": e.prompt, "replay": REPLAY, "stop": ["\nuser:"], "max_tokens": 64,
+            "stream": true, "logprobs": 1, "return_token_ids": true}),
+    );
+    let api: Vec<Value> = api.iter().map(|c| c["choices"].clone()).collect();
+    assert_eq!(wire, api);
     h.shutdown().unwrap();
 }
 

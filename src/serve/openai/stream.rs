@@ -1,12 +1,13 @@
-//! A generation streamed as server-sent events: one chunk per release of text (a token's text, with its
+//! A generation streamed as server-sent events: one chunk per release of whole tokens (their text, ids and
 //! log probabilities), the choices one after another, each ending with its `finish_reason`; then the usage
 //! when asked, and `data: [DONE]`. An error after the response began is an error event, then the end.
+//! [`Chunker`] makes the chunks; the playground's trace uses it too, to show the wire beside its rows.
 
 use std::collections::VecDeque;
 
 use axum::body::{Body, Bytes};
 use axum::response::Response;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::pipeline::sink::{Outcome, StepProbs, Token};
@@ -38,16 +39,11 @@ pub async fn respond(
         Some(ev) => ev,
     };
     let sse_state = SseState {
-        reply,
+        chunks: Chunker::new(reply, include_usage, choices),
         rx,
         first: Some(first),
         frames: VecDeque::new(),
         done: false,
-        include_usage,
-        choices,
-        finished: 0,
-        completion_tokens: 0,
-        current: None,
         _place: place,
     };
     let body = futures_util::stream::unfold(sse_state, |mut st| async move {
@@ -74,29 +70,57 @@ struct ChoiceStream {
 /// A streaming response in progress. It owns the event receiver and the queue place: when the client goes
 /// away the body is dropped, both with it, and the worker stops at the next token.
 struct SseState {
-    reply: Reply,
+    chunks: Chunker,
     rx: UnboundedReceiver<Event>,
     first: Option<Event>,
     frames: VecDeque<Bytes>,
     done: bool,
+    /// The request's place in the queue, given back when the stream ends or its client goes away.
+    _place: Place,
+}
+
+/// The chunks of one streamed response, made from the worker's events in order: what the generation routes
+/// send, and what the playground's wire view shows ([`Chunker::take`] hands out those made so far).
+pub struct Chunker {
+    reply: Reply,
     include_usage: bool,
     /// Choices asked for, and finished so far.
     choices: usize,
     finished: usize,
     completion_tokens: usize,
     current: Option<ChoiceStream>,
-    /// The request's place in the queue, given back when the stream ends or its client goes away.
-    _place: Place,
+    out: VecDeque<Value>,
 }
 
-impl SseState {
+impl Chunker {
+    pub fn new(reply: Reply, include_usage: bool, choices: usize) -> Self {
+        Self {
+            reply,
+            include_usage,
+            choices,
+            finished: 0,
+            completion_tokens: 0,
+            current: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The chunks made since the last call, in order.
+    pub fn take(&mut self) -> impl Iterator<Item = Value> + '_ {
+        self.out.drain(..)
+    }
+
+    /// Whether every choice has finished (its last chunk, and the usage when asked, are made).
+    pub fn is_done(&self) -> bool {
+        self.finished == self.choices
+    }
+
     /// The choice `index`'s state, starting it (role and echo chunks) on its first event.
     fn choice(&mut self, index: usize) -> &mut ChoiceStream {
         if self.current.as_ref().is_none_or(|c| c.index != index) {
             let r = &self.reply;
             if r.endpoint == Endpoint::Chat {
-                self.frames
-                    .push_back(sse(&r.chunk(index, Delta::Role, None, None)));
+                self.out.push_back(r.chunk(index, Delta::Role, None, None));
             }
             // A scored prompt's echo goes out with its log probabilities ([`SseState::prompt`]).
             if let Some(echo) = r
@@ -108,7 +132,7 @@ impl SseState {
                 if r.return_token_ids {
                     chunk["choices"][0]["prompt_token_ids"] = r.prompt.clone().into();
                 }
-                self.frames.push_back(sse(&chunk));
+                self.out.push_back(chunk);
             }
             self.current = Some(ChoiceStream {
                 index,
@@ -122,19 +146,19 @@ impl SseState {
 
     /// A scored prompt: one chunk with the echoed prompt (if echoed) and its log probabilities, before the
     /// choice's first token.
-    fn prompt(&mut self, choice: usize, probs: &[StepProbs]) {
+    pub fn prompt(&mut self, choice: usize, probs: &[StepProbs]) {
         self.choice(choice);
         let r = &self.reply;
         let echo = r.echo.as_deref().unwrap_or("");
         let mut chunk = r.chunk(choice, Delta::Text(echo), None, None);
         r.prompt_fields(&mut chunk["choices"][0], probs, None);
-        self.frames.push_back(sse(&chunk));
+        self.out.push_back(chunk);
     }
 
     /// A chunk goes out for each release of whole tokens (the engine's `spelled`), carrying their ids (and
     /// logprobs); ids carried with no text (a token that spells nothing) go out in a chunk of their own
     /// when asked for. While the tool gate holds text that may be a call, its ids wait with it.
-    fn token(&mut self, choice: usize, s: &Token) {
+    pub fn token(&mut self, choice: usize, s: &Token) {
         let top = self.reply.top_probs;
         let mut c = std::mem::take(self.choice(choice));
         if let Some(top) = top {
@@ -164,12 +188,12 @@ impl SseState {
                 None,
             );
             c.sent = end;
-            self.frames.push_back(sse(&chunk));
+            self.out.push_back(chunk);
         }
         self.current = Some(c);
     }
 
-    fn finish(&mut self, index: usize, o: &Outcome) {
+    pub fn finish(&mut self, index: usize, o: &Outcome) {
         let chars = self.reply.echo_chars() + o.text.chars().count();
         let c = self.choice(index);
         let mut c = std::mem::take(c);
@@ -194,7 +218,7 @@ impl SseState {
             .filter(|rest| !rest.is_empty())
         {
             let chunk = self.reply.chunk(index, Delta::Text(rest), None, None);
-            self.frames.push_back(sse(&chunk));
+            self.out.push_back(chunk);
         }
         let held = if c.tail.is_empty() {
             held
@@ -210,21 +234,19 @@ impl SseState {
         if self.reply.return_token_ids {
             chunk["choices"][0]["withheld_token_ids"] = o.withheld_ids().into();
         }
-        self.frames.push_back(sse(&chunk));
+        self.out.push_back(chunk);
         self.current = None;
         self.completion_tokens += o.tokens.len();
         self.finished += 1;
-        if self.finished == self.choices {
-            if self.include_usage {
-                let mut usage = self.reply.wrap(json!([]));
-                usage["usage"] = self.reply.usage(self.completion_tokens);
-                self.frames.push_back(sse(&usage));
-            }
-            self.frames.push_back(DONE);
-            self.done = true;
+        if self.is_done() && self.include_usage {
+            let mut usage = self.reply.wrap(json!([]));
+            usage["usage"] = self.reply.usage(self.completion_tokens);
+            self.out.push_back(usage);
         }
     }
+}
 
+impl SseState {
     async fn next_frame(&mut self) -> Option<Bytes> {
         loop {
             if let Some(f) = self.frames.pop_front() {
@@ -238,18 +260,26 @@ impl SseState {
                 None => self.rx.recv().await,
             };
             match event {
-                Some(Event::Prompt { choice, probs }) => self.prompt(choice, &probs),
-                Some(Event::Token { choice, token }) => self.token(choice, &token),
+                Some(Event::Prompt { choice, probs }) => self.chunks.prompt(choice, &probs),
+                Some(Event::Token { choice, token }) => self.chunks.token(choice, &token),
                 Some(Event::Done { result: Ok(o), .. }) if o.finish == FinishReason::Cancelled => {
                     self.end_with_error(ApiError::shutting_down());
                 }
                 Some(Event::Done {
                     choice,
                     result: Ok(o),
-                }) => self.finish(choice, &o),
+                }) => self.chunks.finish(choice, &o),
                 Some(Event::Done { result: Err(e), .. }) => self.end_with_error(e.into()),
                 Some(Event::ShuttingDown) => self.end_with_error(ApiError::shutting_down()),
                 None => self.end_with_error(ApiError::internal("the model worker stopped")),
+            }
+            if !self.done {
+                let made: Vec<Bytes> = self.chunks.take().map(|c| sse(&c)).collect();
+                self.frames.extend(made);
+                if self.chunks.is_done() {
+                    self.frames.push_back(DONE);
+                    self.done = true;
+                }
             }
         }
     }

@@ -314,6 +314,7 @@ class Run {
     this.tokens = this.node.querySelector(".tokens");
     this.finishBox = this.node.querySelector(".finish");
     this.chart = this.node.querySelector(".chart");
+    this.wire = this.node.querySelector(".wire-list");
     this.chartPending = false;
     this.drawOutput();
   }
@@ -326,10 +327,12 @@ class Run {
     } else if (ev.type === "token") {
       this.rows.push(ev);
       this.tokens.append(this.chip(ev));
+      this.addWire(ev, "token #" + ev.index);
       this.drawOutput();
       this.scheduleChart();
       setStatus("generating… " + this.rows.length + " tokens");
     } else if (ev.type === "finish") {
+      this.addWire(ev, "finish");
       this.finish = ev;
       this.markFinish();
       this.drawOutput();
@@ -337,6 +340,23 @@ class Run {
     } else if (ev.type === "error") {
       this.error = ev.error ? ev.error.message : "the generation failed";
       this.finishBox.replaceChildren(el("p", { class: "error", text: this.error }));
+    }
+  }
+
+  /** The completions chunks that went out at this step, raw, with what they carry in a line above. */
+  addWire(ev, at) {
+    for (const c of ev.wire || []) {
+      const choice = (c.choices && c.choices[0]) || {};
+      const lp = choice.logprobs || {};
+      const toks = (lp.tokens || []).map((t) => "\"" + escapeText(t) + "\"").join(" ");
+      const head = "after " + at + ": text \"" + escapeText(choice.text || "") + "\", ids [" +
+        (choice.token_ids || []).join(", ") + "], logprobs [" + toks + "]" +
+        (choice.finish_reason ? ", finish_reason " + choice.finish_reason : "") +
+        (choice.withheld_token_ids && choice.withheld_token_ids.length ?
+          ", withheld [" + choice.withheld_token_ids.join(", ") + "]" : "");
+      this.wire.append(el("li", { "data-at": at },
+        el("span", { class: "wire-head", text: head }),
+        el("code", { text: "data: " + JSON.stringify(c) })));
     }
   }
 

@@ -1,8 +1,12 @@
 //! `POST /v1/stoplab/trace`: one generation as server-sent events, one per engine step: the start, a row
-//! per token, the finish with `stoplab trace`'s explanation, then `data: [DONE]`.
+//! per token, the finish with `stoplab trace`'s explanation, then `data: [DONE]`. Each row and the finish
+//! also carry `wire`: the chunks `/v1/completions` streams for the same tokens at that step (with
+//! `logprobs: 1` and `return_token_ids`), made by the same [`Chunker`], so the page shows the wire beside
+//! its token chips.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -17,8 +21,11 @@ use crate::pipeline::tokenizer::Vocab;
 use crate::serve::delivery::Event;
 use crate::serve::error::ApiError;
 use crate::serve::http::{DONE, blocking, event_stream, read_body, sse};
+use crate::serve::openai::reply::{Reply, now};
+use crate::serve::openai::stream::Chunker;
 use crate::serve::playground::info::token_text;
 use crate::serve::playground::request::traced;
+use crate::serve::request::Endpoint;
 use crate::serve::state::AppState;
 use crate::serve::worker::Place;
 
@@ -27,6 +34,22 @@ pub async fn trace(State(state): State<Arc<AppState>>, req: Request) -> Result<R
     let b = read_body(&state.served.limits, req).await?;
     let served = state.served.clone();
     let (request, start) = blocking(move || traced(&b, &served)).await?;
+    let n = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let wire = Reply {
+        endpoint: Endpoint::Completions,
+        id: format!("cmpl-{:x}-{n}", state.started),
+        created: now(),
+        model: state.served.model_ids[0].clone(),
+        prompt_tokens: request.prompt.len(),
+        echo: None,
+        top_probs: Some(1),
+        tools: Vec::new(),
+        parallel_tool_calls: true,
+        return_token_ids: true,
+        prompt: request.prompt.clone(),
+        prompt_logprobs: None,
+        vocab: state.served.vocab.clone(),
+    };
     let (mut rx, place) = state.queue.submit(request)?;
     // The first event before the answer: an error found when the generation starts keeps its status.
     let first = match rx.recv().await {
@@ -41,6 +64,7 @@ pub async fn trace(State(state): State<Arc<AppState>>, req: Request) -> Result<R
         first: Some(first),
         frames: VecDeque::from([sse(&start)]),
         rows: Vec::new(),
+        wire: Chunker::new(wire, false, 1),
         done: false,
         _place: place,
     };
@@ -60,6 +84,8 @@ struct TraceStream {
     frames: VecDeque<Bytes>,
     /// The rows so far, for the explanation at the end.
     rows: Vec<Token>,
+    /// The completions chunks of the same tokens.
+    wire: Chunker,
     done: bool,
     _place: Place,
 }
@@ -82,14 +108,19 @@ impl TraceStream {
                 Some(Event::Prompt { .. }) => {}
                 Some(Event::Token { token, .. }) => {
                     let row = *token;
-                    self.frames.push_back(sse(&token_event(&row, &self.vocab)));
+                    self.wire.token(0, &row);
+                    let mut event = token_event(&row, &self.vocab);
+                    event["wire"] = self.wire.take().collect::<Vec<_>>().into();
+                    self.frames.push_back(sse(&event));
                     self.rows.push(row);
                 }
                 Some(Event::Done { result: Ok(o), .. }) if o.finish == FinishReason::Cancelled => {
                     self.end(error_event(&ApiError::shutting_down()));
                 }
                 Some(Event::Done { result: Ok(o), .. }) => {
-                    let event = finish_event(&o, &self.rows);
+                    let mut event = finish_event(&o, &self.rows);
+                    self.wire.finish(0, &o);
+                    event["wire"] = self.wire.take().collect::<Vec<_>>().into();
                     self.end(event);
                 }
                 Some(Event::Done { result: Err(e), .. }) => self.end(error_event(&e.into())),
