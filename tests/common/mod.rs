@@ -6,6 +6,7 @@ pub mod browser;
 mod chatml;
 pub mod gguf;
 mod http;
+pub mod ledger;
 pub mod reference;
 pub mod scoring;
 mod venv;

@@ -11,6 +11,7 @@ mod cli;
 mod experiment;
 mod families_model;
 mod finetune;
+mod ledger_model;
 mod llama_logits;
 mod model_headers;
 mod prompt_logprobs;

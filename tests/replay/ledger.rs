@@ -1,13 +1,11 @@
 //! The stream ledger over HTTP, on random replays: for any text, stop list, limit, `n` and `include_stop`,
 //! streamed and not, on both endpoints:
 //! (a) the streamed chunks of a choice concatenate to the non-streamed text;
-//! (b) each chunk's `token_ids` spell its text exactly (special tokens spell nothing); the last chunk's may
+//! (b) each chunk's `token_ids` spell its text exactly (a special token by its name); the last chunk's may
 //!     run on into the cut stop, for a token the stop cut in the middle;
 //! (c) one log-probability per id, the same token, in the same order;
 //! (d) nothing of a choice after the chunk that ends it;
 //! (e) `usage.completion_tokens` counts every generated token: the ids carried plus the ids withheld.
-
-use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -15,57 +13,14 @@ use serde_json::{Value, json};
 use stoplab::pipeline::model::GgufFile;
 use stoplab::pipeline::tokenizer::Vocab;
 
-use crate::common::{chatml_server, chatml_vocab, post, stream};
+use crate::common::ledger::{self, ids_of, spell, text_of};
+use crate::common::{chatml_server, chatml_vocab, stream};
 
 /// Pieces that tokenize into several shapes: whole-word tokens of the test vocabulary, bytes, a two-byte
 /// and a three-byte character, and the pieces of "\nuser:".
 const PIECES: &[&str] = &[
     " Berlin", " one", " two", "a", "b", " ", "\n", "user", ":", "é", "€", ".", "##",
 ];
-
-fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("an array of ids, got {v}"))
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-/// The bytes `ids` spell: a special token's name is not text.
-fn spell(vocab: &Vocab, ids: &[u32]) -> Vec<u8> {
-    ids.iter()
-        .filter(|&&id| !vocab.is_special(id))
-        .flat_map(|&id| vocab.token_bytes(id).unwrap().to_vec())
-        .collect()
-}
-
-fn text_of(choice: &Value) -> String {
-    choice["text"]
-        .as_str()
-        .or_else(|| choice["message"]["content"].as_str())
-        .or_else(|| choice["delta"]["content"].as_str())
-        .unwrap_or("")
-        .to_string()
-}
-
-/// The per-token entries of a choice's or chunk's logprobs, as (token text) in order.
-fn logprob_tokens(lp: &Value) -> Vec<String> {
-    if let Some(tokens) = lp["tokens"].as_array() {
-        assert_eq!(
-            lp["token_logprobs"].as_array().map(Vec::len),
-            Some(tokens.len())
-        );
-        return tokens.iter().map(|t| t.as_str().unwrap().into()).collect();
-    }
-    lp["content"]
-        .as_array()
-        .map(|c| {
-            c.iter()
-                .map(|e| e["token"].as_str().unwrap().into())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 #[derive(Debug)]
 struct Case {
@@ -129,112 +84,7 @@ fn check(h: &stoplab::serve::Handle, vocab: &Vocab, c: &Case) -> Result<(), Test
     body["n"] = c.n.into();
     body["include_stop_str_in_output"] = c.include_stop.into();
     body["return_token_ids"] = true.into();
-    let whole = post(h, path, &body);
-    prop_assert_eq!(whole.status, 200, "{:?}", whole.body);
-    let choices = whole.body["choices"].as_array().unwrap().clone();
-    prop_assert_eq!(choices.len(), c.n);
-    let mut generated = 0;
-    for choice in &choices {
-        let ids = ids_of(&choice["token_ids"]);
-        let withheld = ids_of(&choice["withheld_token_ids"]);
-        generated += ids.len() + withheld.len();
-        let text = text_of(choice);
-        // (b) for the whole choice: the carried ids spell the text (then at most the rest of a cut token).
-        // A character cut at the finish is released as U+FFFD, as its lossy spelling reads.
-        let spelled = String::from_utf8_lossy(&spell(vocab, &ids)).into_owned();
-        prop_assert!(
-            spelled.starts_with(&text),
-            "ids {:?} spell {:?}, not the text {:?}",
-            ids,
-            spelled,
-            text
-        );
-        // (c) one entry per carried id, the same tokens.
-        let lp = logprob_tokens(&choice["logprobs"]);
-        let want: Vec<String> = ids
-            .iter()
-            .map(|&id| String::from_utf8_lossy(vocab.token_bytes(id).unwrap()).into_owned())
-            .collect();
-        prop_assert_eq!(&lp, &want, "logprobs and ids disagree");
-    }
-    // (e)
-    prop_assert_eq!(
-        whole.body["usage"]["completion_tokens"].as_u64(),
-        Some(generated as u64)
-    );
-
-    let mut sbody = body.clone();
-    sbody["stream"] = true.into();
-    sbody["stream_options"] = json!({"include_usage": true});
-    let events = stream(h, path, &sbody);
-    let mut texts: BTreeMap<usize, String> = BTreeMap::new();
-    let mut ids: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
-    let mut ended: BTreeMap<usize, bool> = BTreeMap::new();
-    let mut streamed_total = 0;
-    for e in &events {
-        let Some(list) = e["choices"].as_array() else {
-            continue;
-        };
-        if list.is_empty() {
-            streamed_total = e["usage"]["completion_tokens"].as_u64().unwrap() as usize;
-            continue;
-        }
-        let chunk = &list[0];
-        let index = chunk["index"].as_u64().unwrap() as usize;
-        // (d)
-        prop_assert!(
-            !ended.get(&index).copied().unwrap_or(false),
-            "choice {} has a chunk after its finish: {}",
-            index,
-            e
-        );
-        let text = text_of(chunk);
-        let chunk_ids = if chunk["token_ids"].is_null() {
-            Vec::new()
-        } else {
-            ids_of(&chunk["token_ids"])
-        };
-        let last = !chunk["finish_reason"].is_null();
-        // (b) per chunk.
-        let spelled = String::from_utf8_lossy(&spell(vocab, &chunk_ids)).into_owned();
-        if last {
-            prop_assert!(spelled.starts_with(&text), "last chunk {}", chunk);
-        } else {
-            prop_assert_eq!(
-                spelled.as_str(),
-                text.as_str(),
-                "chunk {} ids spell another text",
-                chunk
-            );
-        }
-        // (c) per chunk.
-        let lp = logprob_tokens(&chunk["logprobs"]);
-        prop_assert_eq!(lp.len(), chunk_ids.len(), "chunk {}", chunk);
-        texts.entry(index).or_default().push_str(&text);
-        ids.entry(index).or_default().extend(&chunk_ids);
-        if last {
-            ended.insert(index, true);
-            prop_assert_eq!(
-                ids_of(&chunk["withheld_token_ids"]),
-                ids_of(&choices[index]["withheld_token_ids"])
-            );
-        }
-    }
-    for (i, choice) in choices.iter().enumerate() {
-        // (a)
-        prop_assert_eq!(texts.get(&i).cloned().unwrap_or_default(), text_of(choice));
-        prop_assert_eq!(
-            ids.get(&i).cloned().unwrap_or_default(),
-            ids_of(&choice["token_ids"])
-        );
-        prop_assert!(
-            ended.get(&i).copied().unwrap_or(false),
-            "choice {} never ended",
-            i
-        );
-    }
-    prop_assert_eq!(streamed_total, generated);
-    Ok(())
+    ledger::check(h, vocab, path, &body, c.n).map_err(TestCaseError::fail)
 }
 
 #[test]
