@@ -117,6 +117,9 @@ pub struct UserSettings {
     pub stops: Vec<String>,
     pub stop_token_ids: Vec<u32>,
     pub include_stop: bool,
+    /// With `include_stop`, the end token's name is kept at the end of the output too (vLLM's
+    /// `skip_special_tokens: false`).
+    pub end_token_text: bool,
     pub ignore_eos: bool,
     pub min_tokens: usize,
     pub max_tokens: usize,
@@ -138,6 +141,7 @@ impl Default for UserSettings {
             stops: Vec::new(),
             stop_token_ids: d.stop_token_ids,
             include_stop: d.include_stop,
+            end_token_text: d.end_token_text,
             ignore_eos: d.ignore_eos,
             min_tokens: d.min_tokens,
             max_tokens: d.max_tokens,
@@ -212,6 +216,7 @@ impl UserSettings {
             stops,
             stop_token_ids: self.stop_token_ids.clone(),
             include_stop: self.include_stop,
+            end_token_text: self.end_token_text,
             ignore_eos: self.ignore_eos,
             min_tokens: self.min_tokens,
             max_tokens: self.max_tokens,
@@ -240,6 +245,9 @@ pub struct GenerateParams {
     pub stop_token_ids: Vec<u32>,
     /// Keep the matched stop string (or stop token's text) at the end of the output.
     pub include_stop: bool,
+    /// With `include_stop`, keep the end token's name at the end of the output too, when it ends the
+    /// generation (vLLM's `skip_special_tokens: false` with `include_stop_str_in_output`).
+    pub end_token_text: bool,
     /// Do not end on the model's end tokens; they are generated and shown like any other token.
     pub ignore_eos: bool,
     pub min_tokens: usize,
@@ -292,6 +300,7 @@ impl Default for GenerateParams {
             stops: StopSet::new(Vec::<String>::new()).expect("an empty stop set is valid"),
             stop_token_ids: Vec::new(),
             include_stop: false,
+            end_token_text: false,
             ignore_eos: false,
             min_tokens: 0,
             max_tokens: 256,

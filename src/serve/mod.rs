@@ -23,7 +23,8 @@
 //!   `echo` and `logprobs` (0..20 alternatives; with `echo` the prompt's tokens are scored too, and
 //!   `max_tokens: 0` scores the prompt alone), vLLM's `prompt_logprobs`, chat's `logprobs` / `top_logprobs` (0..20), `tools`,
 //!   `tool_choice` (`auto` / `none`), `parallel_tool_calls`), vLLM's and llama.cpp's (`top_k`, `min_p`,
-//!   `repetition_penalty`, `stop_token_ids`, `include_stop_str_in_output`, `ignore_eos`, `min_tokens`, chat's
+//!   `repetition_penalty`, `stop_token_ids`, `include_stop_str_in_output`, `skip_special_tokens` (`false`
+//!   with `include_stop_str_in_output` keeps the end token's name), `ignore_eos`, `min_tokens`, chat's
 //!   `add_generation_prompt` and `continue_final_message`), and stoplab's `replay`: text or token ids the
 //!   replay model writes instead of sampling, so any stop scenario can be staged over HTTP, `end_tokens`
 //!   (`{"replace": [ids], "add": [ids], "remove": [ids]}`: which end tokens count, as `--end-token`,

@@ -743,3 +743,33 @@ fn serve_until(signal: &str) {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
 }
+
+/// vLLM's `skip_special_tokens: false` with `include_stop_str_in_output`: the end token's name ends the
+/// text, and the last chunk's ids spell it; without either, the name stays out.
+#[test]
+fn skip_special_tokens_false_keeps_the_end_tokens_name_with_include_stop() {
+    let h = chatml_server();
+    let body = |skip: bool, include: bool| {
+        json!({"prompt": "AI:", "replay": " Berlin.<|im_end|> more", "max_tokens": 20,
+               "skip_special_tokens": skip, "include_stop_str_in_output": include})
+    };
+    for (skip, include, want) in [
+        (false, true, " Berlin.<|im_end|>"),
+        (false, false, " Berlin."),
+        (true, true, " Berlin."),
+    ] {
+        let r = completion(&h, body(skip, include));
+        let c = &r["choices"][0];
+        assert_eq!(c["text"], want, "skip {skip} include {include}");
+        assert_eq!(c["finish_reason"], "stop");
+        assert_eq!(c["stop_reason"], Value::Null);
+        let mut s = body(skip, include);
+        s["stream"] = true.into();
+        let streamed: String = stream(&h, "/v1/completions", &s)
+            .iter()
+            .filter_map(|e| e["choices"][0]["text"].as_str().map(String::from))
+            .collect();
+        assert_eq!(streamed, want, "streamed, skip {skip} include {include}");
+    }
+    h.shutdown().unwrap();
+}

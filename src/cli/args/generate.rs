@@ -87,6 +87,8 @@ impl GenArgs {
             stops: stopping.stops(),
             stop_token_ids: stopping.stop_token_id.clone(),
             include_stop: stopping.include_stop,
+            // The API's `skip_special_tokens: false`; the command line shows the end token as its own event.
+            end_token_text: false,
             ignore_eos: stopping.ignore_eos,
             min_tokens: stopping.min_tokens,
             max_tokens: stopping.max_tokens,

@@ -334,6 +334,7 @@ impl Scenario {
             stops: raw.stop.strings.clone(),
             stop_token_ids: raw.stop.token_ids.clone(),
             include_stop: raw.stop.include_stop,
+            end_token_text: false,
             ignore_eos: raw.stop.ignore_eos,
             min_tokens: raw.stop.min_tokens,
             max_tokens: raw.stop.max_tokens,

@@ -260,6 +260,9 @@ impl StopEngine {
 
         let mut cut = None;
         let reason = if may_stop && end_token && !p.ignore_eos {
+            if p.include_stop && p.end_token_text {
+                self.bytes.extend_from_slice(token);
+            }
             Some(FinishReason::EndToken { id })
         } else if may_stop && p.stop_token_ids.contains(&id) {
             if p.include_stop {

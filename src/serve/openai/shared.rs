@@ -176,6 +176,9 @@ pub fn settings(
         stops,
         stop_token_ids: f.get("stop_token_ids")?.unwrap_or_default(),
         include_stop: f.get("include_stop_str_in_output")?.unwrap_or(false),
+        // vLLM's: special tokens other than the end token are always in the text here; `false` also keeps
+        // the end token's name, where `include_stop_str_in_output` keeps what ended the generation.
+        end_token_text: !f.get("skip_special_tokens")?.unwrap_or(true),
         ignore_eos: f.get("ignore_eos")?.unwrap_or(false),
         min_tokens,
         max_tokens,

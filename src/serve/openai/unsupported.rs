@@ -10,7 +10,7 @@ use crate::serve::request::Endpoint;
 /// Request fields of OpenAI's API (and output-changing ones of vLLM's and llama.cpp's) that stoplab does
 /// not implement: each is refused by name when set to anything but its default, never silently ignored.
 /// Fields that change nothing here (`user`, `metadata`, `store`, `service_tier`, `prompt_cache_key`,
-/// `safety_identifier`, `add_special_tokens` / `add_special`, `skip_special_tokens`,
+/// `safety_identifier`, `add_special_tokens` / `add_special`,
 /// `spaces_between_special_tokens`, `stream_options.include_obfuscation`) are accepted and ignored.
 pub fn check(f: &Fields, endpoint: Endpoint) -> Result<(), ApiError> {
     let set = |name: &str| f.raw(name).is_some();
