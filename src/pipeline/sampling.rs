@@ -82,15 +82,35 @@ impl SamplingParams {
                 return bad(field, format!("{v} is not a finite number"));
             }
         }
-        for &(id, bias) in &self.logit_bias {
-            if let Some(vocab_size) = vocab_size
-                && id as usize >= vocab_size
-            {
-                return bad(
-                    Field::LogitBias { id },
-                    format!("token id {id} is outside the vocabulary (0..{vocab_size})"),
-                );
+        // Every id outside the vocabulary is named, not only the first (the field names the first).
+        if let Some(vocab_size) = vocab_size {
+            let outside: Vec<u32> = self
+                .logit_bias
+                .iter()
+                .map(|&(id, _)| id)
+                .filter(|&id| id as usize >= vocab_size)
+                .collect();
+            match outside[..] {
+                [] => {}
+                [id] => {
+                    return bad(
+                        Field::LogitBias { id },
+                        format!("token id {id} is outside the vocabulary (0..{vocab_size})"),
+                    );
+                }
+                [first, ..] => {
+                    let list: Vec<String> = outside.iter().map(u32::to_string).collect();
+                    return bad(
+                        Field::LogitBias { id: first },
+                        format!(
+                            "token ids {} are outside the vocabulary (0..{vocab_size})",
+                            list.join(", ")
+                        ),
+                    );
+                }
             }
+        }
+        for &(id, bias) in &self.logit_bias {
             if bias.is_nan() || bias == f32::INFINITY {
                 return bad(
                     Field::LogitBias { id },
@@ -262,6 +282,20 @@ mod tests {
 
     fn logits() -> Vec<f32> {
         vec![1.0, 3.0, 2.0, 3.0, -1.0]
+    }
+
+    #[test]
+    fn every_bias_id_outside_the_vocabulary_is_named() {
+        let p = SamplingParams {
+            logit_bias: vec![(3, 1.0), (100, 1.0), (7, 2.0), (200, -1.0)],
+            ..SamplingParams::default()
+        };
+        let e = p.validate(Some(10)).unwrap_err();
+        assert_eq!(e.field, Field::LogitBias { id: 100 });
+        assert!(
+            e.message.contains("token ids 100, 200 are outside"),
+            "{e:?}"
+        );
     }
 
     #[test]
