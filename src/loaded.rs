@@ -13,6 +13,7 @@ use crate::pipeline::generate::generate;
 use crate::pipeline::model::{Backend, GgufFile, GgufLlama, Model, Replay};
 use crate::pipeline::settings::GenerateParams;
 use crate::pipeline::sink::{Outcome, Sink};
+use crate::pipeline::speculate::generate_speculative;
 use crate::pipeline::tokenizer::Vocab;
 
 /// How to find and load the model.
@@ -284,7 +285,19 @@ impl LoadedModel {
         sink: &mut dyn Sink,
     ) -> Result<Outcome, Error> {
         if let Some(script) = replay {
-            let mut model = self.replay_ending(script, &params.end_set(self.vocab.end_tokens()))?;
+            let mut model =
+                self.replay_ending(script.clone(), &params.end_set(self.vocab.end_tokens()))?;
+            if let Some(spec) = &params.speculation {
+                return generate_speculative(
+                    &mut model,
+                    &self.vocab,
+                    prompt,
+                    params,
+                    spec,
+                    Some(&script),
+                    sink,
+                );
+            }
             return generate(&mut model, &self.vocab, prompt, params, sink);
         }
         if let Some(name) = &self.vocab_only {

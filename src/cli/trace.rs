@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use stoplab::lab::trace::{Style, Tracer, end_set_line, explain, header, render_row, row_json};
+use stoplab::lab::trace::{
+    Style, Tracer, end_set_line, explain, header, render_row, render_step, row_json, step_json,
+};
 use stoplab::pipeline::format::{Message, PromptFormat};
 use stoplab::pipeline::sink::Token;
 
@@ -84,12 +86,20 @@ fn trace(
     let vocab = engine.vocab.clone();
     let mut closed = false;
     let mut failed = None;
+    // Steps of several tokens (--speculate, --tokens-per-step) are reported after their rows, and printed
+    // before the next step's first row (or at the end).
+    let steps = std::cell::RefCell::new(Vec::<String>::new());
     let on_row = |row: &Token| {
-        let line = if jsonl {
+        let mut line = String::new();
+        for s in steps.borrow_mut().drain(..) {
+            line.push_str(&s);
+            line.push('\n');
+        }
+        line.push_str(&if jsonl {
             row_json(row).to_string()
         } else {
             render_row(row, style)
-        };
+        });
         match written(writeln!(out, "{line}").and_then(|_| out.flush())) {
             Ok(flow) => {
                 closed = flow.is_break();
@@ -101,17 +111,32 @@ fn trace(
             }
         }
     };
-    let mut tracer = Tracer::new(|id| vocab.is_special(id), on_row);
+    let mut tracer = Tracer::new(|id| vocab.is_special(id), on_row).with_steps(|r| {
+        if r.drafted.is_empty() && params.speculation.is_none() {
+            return;
+        }
+        steps.borrow_mut().push(if jsonl {
+            step_json(r).to_string()
+        } else {
+            render_step(r, &vocab)
+        });
+    });
     let outcome = engine.generate(&prompt, replay, &params, &mut tracer)?;
     let rows = std::mem::take(&mut tracer.rows);
     drop(tracer);
     if let Some(e) = failed {
         return Err(e.into());
     }
-    if closed || jsonl {
+    if closed {
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
+    for s in steps.take() {
+        let _ = writeln!(out, "{s}");
+    }
+    if jsonl {
+        return Ok(());
+    }
     let _ = writeln!(out);
     for line in explain(&rows) {
         let _ = writeln!(out, "{line}");

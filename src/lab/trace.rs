@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::Error;
 use crate::pipeline::settings::GenerateParams;
-use crate::pipeline::sink::{Sink, Token, TokenEvent};
+use crate::pipeline::sink::{Sink, StepReport, Token, TokenEvent};
 use crate::pipeline::stop::FinishReason;
 pub use crate::pipeline::stop::{HeldFor, held_for};
 use crate::pipeline::tokenizer::Vocab;
@@ -148,11 +148,13 @@ pub fn row_json(row: &Token) -> Value {
 }
 
 type OnRow<'a> = Box<dyn FnMut(&Token) -> ControlFlow<()> + 'a>;
+type OnStep<'a> = Box<dyn FnMut(&StepReport) + 'a>;
 
 /// A sink that records a [`Token`] per token and hands each to `on_row` as soon as it is complete.
 pub struct Tracer<'a> {
     special: Box<dyn Fn(u32) -> bool + 'a>,
     on_row: OnRow<'a>,
+    on_step: Option<OnStep<'a>>,
     pub rows: Vec<Token>,
 }
 
@@ -165,8 +167,15 @@ impl<'a> Tracer<'a> {
         Self {
             special: Box::new(is_special),
             on_row: Box::new(on_row),
+            on_step: None,
             rows: Vec::new(),
         }
+    }
+
+    /// Also shows each step of speculative decoding, after its rows.
+    pub fn with_steps(mut self, on_step: impl FnMut(&StepReport) + 'a) -> Self {
+        self.on_step = Some(Box::new(on_step));
+        self
     }
 }
 
@@ -180,6 +189,63 @@ impl Sink for Tracer<'_> {
 
     fn wants_probs(&self) -> bool {
         true
+    }
+
+    fn step(&mut self, report: &StepReport) -> Result<(), Error> {
+        if let Some(f) = &mut self.on_step {
+            f(report);
+        }
+        Ok(())
+    }
+}
+
+/// A step of speculative decoding as `trace` prints it under its rows: what was drafted, how much the
+/// model's draws accepted, the rejected rest, and what the finish discarded.
+pub fn render_step(r: &StepReport, vocab: &Vocab) -> String {
+    let list = |ids: &[u32]| {
+        let t: Vec<String> = ids.iter().map(|&id| token_shown(vocab, id)).collect();
+        format!("[{}]", t.join(" "))
+    };
+    if r.drafted.is_empty() {
+        return format!("   step {}: no draft (one token)", r.index);
+    }
+    let mut s = format!(
+        "   step {}: drafted {} {}: {} accepted",
+        r.index,
+        r.drafted.len(),
+        list(&r.drafted),
+        r.accepted
+    );
+    let rejected = r.rejected();
+    if !rejected.is_empty() {
+        s.push_str(&format!(", rejected {}", list(rejected)));
+    }
+    if !r.discarded.is_empty() {
+        s.push_str(&format!(
+            ", discarded after the finish {} (never in the output, the ids or usage)",
+            list(&r.discarded)
+        ));
+    }
+    s
+}
+
+/// A step as `trace --jsonl` writes it (a line of its own after the step's rows).
+pub fn step_json(r: &StepReport) -> Value {
+    json!({
+        "step": r.index,
+        "drafted": r.drafted,
+        "accepted": r.accepted,
+        "rejected": r.rejected(),
+        "discarded": r.discarded,
+    })
+}
+
+fn token_shown(vocab: &Vocab, id: u32) -> String {
+    let bytes = vocab.token_bytes(id).unwrap_or_default();
+    if vocab.is_special(id) {
+        String::from_utf8_lossy(bytes).into_owned()
+    } else {
+        format!("\"{}\"", escape(bytes))
     }
 }
 

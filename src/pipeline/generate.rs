@@ -12,6 +12,7 @@ use crate::pipeline::tokenizer::Vocab;
 
 use super::sequence::Sequence;
 use super::sink::{Outcome, Sink};
+use super::speculate::generate_speculative;
 
 /// Runs one generation of `model` from `prompt`.
 pub fn generate(
@@ -21,6 +22,9 @@ pub fn generate(
     params: &GenerateParams,
     sink: &mut dyn Sink,
 ) -> Result<Outcome, Error> {
+    if let Some(spec) = &params.speculation {
+        return generate_speculative(model, vocab, prompt, params, spec, None, sink);
+    }
     let mut seq = Sequence::new(vocab, prompt, params, model.context_length())?;
     let mut next = model.forward(prompt, 0)?;
     while let Some((id, pos)) = seq.accept(next, vocab, sink)? {

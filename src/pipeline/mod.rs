@@ -10,5 +10,6 @@ pub mod sampling;
 pub mod sequence;
 pub mod settings;
 pub mod sink;
+pub mod speculate;
 pub mod stop;
 pub mod tokenizer;

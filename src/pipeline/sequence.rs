@@ -148,6 +148,11 @@ impl Sequence {
         Ok(Some((id, self.prompt_len + index)))
     }
 
+    /// The last token taken (the one that ended the generation, once it has ended).
+    pub fn last_token(&self) -> Option<u32> {
+        self.engine.tokens().last().copied()
+    }
+
     /// The end-of-generation set in force (the model's, with the user's changes).
     pub fn end_tokens(&self) -> &std::collections::BTreeSet<u32> {
         &self.end_tokens

@@ -222,6 +222,7 @@ impl UserSettings {
             max_tokens: self.max_tokens,
             repetition: self.repetition,
             end_tokens: self.end_tokens.clone(),
+            speculation: None,
         };
         params.check(vocab_size)?;
         if self.min_tokens > self.max_tokens {
@@ -256,6 +257,9 @@ pub struct GenerateParams {
     pub repetition: Option<RepetitionStop>,
     /// Which end tokens count: the model's set, replaced, added to or removed from.
     pub end_tokens: EndTokenChoice,
+    /// Several tokens per step (prompt lookup, or a replay's staged steps); None decodes one at a time.
+    /// It changes how fast the tokens come, never which: see [`speculate`](crate::pipeline::speculate).
+    pub speculation: Option<crate::pipeline::speculate::Speculation>,
 }
 
 /// Stop when the last `ngram` generated tokens have now occurred `count` times in the output (the earlier
@@ -306,6 +310,7 @@ impl Default for GenerateParams {
             max_tokens: 256,
             repetition: None,
             end_tokens: EndTokenChoice::default(),
+            speculation: None,
         }
     }
 }

@@ -266,6 +266,39 @@ pub trait Sink {
         let _ = probs;
         Ok(ControlFlow::Continue(()))
     }
+
+    /// Called after each step of speculative decoding, once its tokens' events are in.
+    fn step(&mut self, report: &StepReport) -> Result<(), Error> {
+        let _ = report;
+        Ok(())
+    }
+}
+
+/// One step of speculative decoding ([`speculate`](crate::pipeline::speculate)), reported after its tokens'
+/// events: what was drafted, how much of it the model's draws accepted, and what was discarded because the
+/// generation ended inside the step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepReport {
+    /// 0-based index among the generation's steps.
+    pub index: usize,
+    /// The drafted tokens fed with the step's first token.
+    pub drafted: Vec<u32>,
+    /// How many of `drafted`, from the first, were drawn as drafted and kept.
+    pub accepted: usize,
+    /// The drafted tokens after the one that ended the generation (empty unless it ended in this step):
+    /// never drawn, not in the output, the ids or `usage`.
+    pub discarded: Vec<u32>,
+}
+
+impl StepReport {
+    /// The drafted tokens the model's draw rejected (the draw after the last accepted one differed).
+    pub fn rejected(&self) -> &[u32] {
+        if self.discarded.is_empty() {
+            &self.drafted[self.accepted..]
+        } else {
+            &[]
+        }
+    }
 }
 
 /// A closure is a sink that cannot fail.

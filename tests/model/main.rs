@@ -21,5 +21,6 @@ mod serve_batch;
 mod serve_model;
 mod serve_tools;
 mod serve_worker;
+mod speculate_model;
 mod tokenize_families;
 mod trace;

@@ -12,5 +12,6 @@ mod ledger;
 mod loop_replay;
 mod serve;
 mod serve_api;
+mod steps;
 mod stop_props;
 mod strategies;

@@ -631,6 +631,14 @@ impl Model for GgufLlama {
         }
     }
 
+    fn forward_all(&mut self, slot: usize, tokens: &[u32], pos: usize) -> Result<Vec<Next>, Error> {
+        let mut rows = Vec::with_capacity(tokens.len());
+        self.forward_each(slot, tokens, pos, &mut |logits| {
+            rows.push(Next::Logits(logits.to_vec()))
+        })?;
+        Ok(rows)
+    }
+
     fn copy_prefix(&mut self, from: usize, to: usize, n: usize) -> Result<bool, Error> {
         match &mut self.weights {
             Weights::Native(m) => m.copy_prefix(from, to, n).map_err(|message| Error::Model {

@@ -79,6 +79,17 @@ pub trait Model {
         Ok(())
     }
 
+    /// Feeds `tokens` at `pos..` of `slot` and returns the proposal after *each* of them, in order (a step
+    /// of speculative decoding verifies a draft so). By default one token at a time; a model with logits
+    /// for every row of a pass gives them in one ([`Model::forward_each`]).
+    fn forward_all(&mut self, slot: usize, tokens: &[u32], pos: usize) -> Result<Vec<Next>, Error> {
+        tokens
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| self.forward_in(slot, &[t], pos + i))
+            .collect()
+    }
+
     /// Copies the cached positions `..n` of the sequence in slot `from` into slot `to` (the same slot:
     /// keeps them), when the model can do so without changing any number: feeding the rest of a prompt
     /// after them then gives the logits that a prefill of the whole prompt gives. Returns whether it did;

@@ -1,0 +1,259 @@
+//! Several tokens per step: prompt-lookup speculation, and the same steps staged on a replay.
+//!
+//! A **drafter** guesses the next tokens: the n-gram drafter finds the last few tokens (the longest of
+//! `ngram_max` down to `ngram_min` that occurred before) earlier in the prompt and the output so far and
+//! proposes the `draft_tokens` that followed them there, as llama.cpp's `llama-lookup` and vLLM's `ngram`
+//! speculation do; a replay's script drafter proposes the script's own next tokens, so `--tokens-per-step K`
+//! stages steps of K tokens with no weights.
+//!
+//! A **step** feeds the last token and its draft in one forward pass over their positions (the prefill
+//! path, [`Model::forward_all`]), which gives the model's proposal after each of them. The proposals are
+//! taken in token order, each through [`Sequence::accept`] exactly as plain decoding takes one: the sampler
+//! draws from it with the same random stream (greedy takes the argmax), and the stop engine judges the token.
+//! While the drawn token equals the drafted one, the next proposal is valid and the walk goes on
+//! (llama.cpp's sample-and-accept); the first token that differs, or the one after a wholly accepted draft,
+//! ends the step and is fed with the next draft. So the tokens are the ones plain decoding draws, for any
+//! seed, sampler settings and penalties, and:
+//! - a stop string, an end token, a stop token id or `max_tokens` met inside the step ends the generation
+//!   at that token, with `min_tokens` respected, because the stop engine sees the step's tokens one at a
+//!   time, in order; the proposals after it are never drawn from, so the rest of the draft is not in the
+//!   text, the ids, the log-probabilities or `usage`, and the sampler has not moved past it;
+//! - the KV cache past the last kept position holds the rejected draft's entries, which the next step's
+//!   feed overwrites (a position's entry depends only on the tokens before it).
+//!
+//! Drafting is adaptive: a draft of which nothing is accepted doubles a pause (up to [`MAX_PAUSE`] plain
+//! steps) before the drafter is asked again, so a text that does not copy its context decodes at plain
+//! speed; an accepted token clears the pause.
+
+use crate::Error;
+use crate::pipeline::model::Model;
+use crate::pipeline::sequence::Sequence;
+use crate::pipeline::settings::GenerateParams;
+use crate::pipeline::tokenizer::Vocab;
+
+use super::sink::{Outcome, Sink, StepReport};
+
+/// The most plain steps the drafter is paused for after drafts that were all rejected.
+pub const MAX_PAUSE: usize = 32;
+
+/// Where drafts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drafter {
+    /// The tokens that followed the last `max`..=`min` tokens where they last occurred before, in the
+    /// prompt or the output (prompt lookup).
+    Ngram { max: usize, min: usize },
+    /// A replay's own next tokens: every step writes `draft_tokens + 1` tokens (`--tokens-per-step`).
+    Script,
+}
+
+/// Speculative decoding's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Speculation {
+    pub drafter: Drafter,
+    /// Tokens drafted per step: a step feeds `draft_tokens + 1` positions.
+    pub draft_tokens: usize,
+}
+
+impl Speculation {
+    /// Prompt lookup's defaults: drafts of 5 tokens (a step of 6 positions: one pass of the kernels that
+    /// round as one row does), looked up by the last 3, 2 or 1 tokens.
+    pub const DRAFT_TOKENS: usize = 5;
+    pub const NGRAM_MAX: usize = 3;
+    pub const NGRAM_MIN: usize = 1;
+
+    pub fn ngram() -> Self {
+        Self {
+            drafter: Drafter::Ngram {
+                max: Self::NGRAM_MAX,
+                min: Self::NGRAM_MIN,
+            },
+            draft_tokens: Self::DRAFT_TOKENS,
+        }
+    }
+
+    /// Steps of `k` tokens on a replay.
+    pub fn tokens_per_step(k: usize) -> Self {
+        Self {
+            drafter: Drafter::Script,
+            draft_tokens: k.saturating_sub(1),
+        }
+    }
+
+    /// The settings' own errors, named by their command-line flags.
+    pub fn check(&self) -> Result<(), Error> {
+        let bad = |field: &str, message: String| {
+            Err(Error::Invalid {
+                field: field.into(),
+                message,
+            })
+        };
+        match self.drafter {
+            Drafter::Ngram { max, min } if min == 0 || max < min => bad(
+                "--ngram",
+                format!(
+                    "{min}..{max}: give the shortest and longest n-gram, at least 1, shortest first"
+                ),
+            ),
+            Drafter::Ngram { .. } if self.draft_tokens == 0 => bad(
+                "--draft-tokens",
+                "must be at least 1 (the tokens drafted per step)".into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The n-gram drafter: the tokens that followed the most recent earlier occurrence of the history's last
+/// `n` tokens, for the longest `n` from `max` down to `min` that has one.
+pub fn ngram_draft(history: &[u32], max: usize, min: usize, k: usize) -> Vec<u32> {
+    let len = history.len();
+    for n in (min.max(1)..=max).rev() {
+        if n >= len {
+            continue;
+        }
+        let key = &history[len - n..];
+        // The most recent occurrence that is followed by at least one token.
+        if let Some(start) = (0..len - n).rev().find(|&i| &history[i..i + n] == key) {
+            let from = start + n;
+            return history[from..(from + k).min(len)].to_vec();
+        }
+    }
+    Vec::new()
+}
+
+/// Runs one generation of `model` from `prompt`, several tokens per step. `script` is the replay's, for
+/// [`Drafter::Script`].
+pub fn generate_speculative(
+    model: &mut dyn Model,
+    vocab: &Vocab,
+    prompt: &[u32],
+    params: &GenerateParams,
+    spec: &Speculation,
+    script: Option<&[u32]>,
+    sink: &mut dyn Sink,
+) -> Result<Outcome, Error> {
+    spec.check()?;
+    if spec.drafter == Drafter::Script && script.is_none() {
+        return Err(Error::Invalid {
+            field: "--tokens-per-step".into(),
+            message: "stages steps of a replay: give --replay (prompt lookup is --speculate ngram)"
+                .into(),
+        });
+    }
+    let mut seq = Sequence::new(vocab, prompt, params, model.context_length())?;
+    let first = model.forward(prompt, 0)?;
+    let Some(mut feed) = seq.accept(first, vocab, sink)? else {
+        return Ok(seq.outcome());
+    };
+    let mut history = prompt.to_vec();
+    let (mut pause, mut misses, mut step) = (0usize, 0u32, 0usize);
+    loop {
+        let (id, pos) = feed;
+        history.push(id);
+        let generated = history.len() - prompt.len();
+        // Room for the draft: the context after the fed token, and the tokens still allowed.
+        let room = (model.context_length() - pos - 1)
+            .min(params.max_tokens.saturating_sub(generated + 1))
+            .min(spec.draft_tokens);
+        let draft = match spec.drafter {
+            _ if room == 0 || pause > 0 => Vec::new(),
+            Drafter::Ngram { max, min } => ngram_draft(&history, max, min, room),
+            Drafter::Script => {
+                let s = script.unwrap_or_default();
+                s[generated.min(s.len())..(generated + room).min(s.len())].to_vec()
+            }
+        };
+        pause = pause.saturating_sub(1);
+        let mut tokens = Vec::with_capacity(draft.len() + 1);
+        tokens.push(id);
+        tokens.extend_from_slice(&draft);
+        let proposals = if draft.is_empty() {
+            vec![model.forward(&[id], pos)?]
+        } else {
+            model.forward_all(0, &tokens, pos)?
+        };
+        let mut report = StepReport {
+            index: step,
+            drafted: draft.clone(),
+            accepted: 0,
+            discarded: Vec::new(),
+        };
+        step += 1;
+        let mut next = None;
+        for (j, proposal) in proposals.into_iter().enumerate() {
+            match seq.accept(proposal, vocab, sink)? {
+                None => {
+                    // The generation ended at this step's token j (drawn as drafted or not): the draft
+                    // after it is discarded.
+                    let kept = j + usize::from(
+                        j < draft.len() && seq.last_token() == draft.get(j).copied(),
+                    );
+                    report.accepted = kept.min(draft.len());
+                    report.discarded = draft[report.accepted..].to_vec();
+                    break;
+                }
+                Some((t, _)) if j < draft.len() && t == draft[j] => {
+                    // Accepted: drawn as drafted, fed already; the next proposal follows it.
+                    history.push(t);
+                }
+                Some(fed) => {
+                    report.accepted = j;
+                    next = Some(fed);
+                    break;
+                }
+            }
+        }
+        if !draft.is_empty() {
+            if report.accepted == 0 && report.discarded.is_empty() {
+                misses = (misses + 1).min(6);
+                pause = (1usize << misses).min(MAX_PAUSE);
+            } else {
+                misses = 0;
+            }
+        }
+        sink.step(&report)?;
+        match next {
+            Some(f) => feed = f,
+            None => return Ok(seq.outcome()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drafter_copies_what_followed_the_longest_recent_match() {
+        // "a b c d" then "a b": the longest match is "a b", followed by "c d".
+        let h = [1, 2, 3, 4, 9, 1, 2];
+        assert_eq!(ngram_draft(&h, 3, 1, 5), vec![3, 4, 9, 1, 2]);
+        assert_eq!(ngram_draft(&h, 3, 1, 2), vec![3, 4]);
+        // The most recent occurrence wins.
+        let h = [7, 1, 5, 7, 1, 6, 7, 1];
+        assert_eq!(ngram_draft(&h, 2, 1, 1), vec![6]);
+        // No earlier occurrence of even one token: nothing.
+        assert!(ngram_draft(&[1, 2, 3], 3, 1, 4).is_empty());
+        assert!(ngram_draft(&[], 3, 1, 4).is_empty());
+        assert!(ngram_draft(&[5], 3, 1, 4).is_empty());
+    }
+
+    #[test]
+    fn bad_settings_name_their_flag() {
+        let s = Speculation {
+            drafter: Drafter::Ngram { max: 1, min: 2 },
+            draft_tokens: 3,
+        };
+        assert!(s.check().unwrap_err().to_string().contains("--ngram"));
+        let s = Speculation {
+            draft_tokens: 0,
+            ..Speculation::ngram()
+        };
+        assert!(
+            s.check()
+                .unwrap_err()
+                .to_string()
+                .contains("--draft-tokens")
+        );
+    }
+}
