@@ -21,9 +21,12 @@
 //! - the KV cache past the last kept position holds the rejected draft's entries, which the next step's
 //!   feed overwrites (a position's entry depends only on the tokens before it).
 //!
-//! Drafting is adaptive: a draft of which nothing is accepted doubles a pause (up to [`MAX_PAUSE`] plain
-//! steps) before the drafter is asked again, so a text that does not copy its context decodes at plain
-//! speed; an accepted token clears the pause.
+//! Drafting is paced by what it buys ([`Pacer`]): the step times the model's passes by how many positions
+//! they feed, keeps a running rate at which drafted tokens are accepted, and drafts the number of tokens
+//! (none included) with the most tokens expected per millisecond: on a machine where a pass of six rows
+//! costs three single-token steps, a draft must be accepted at better than even odds to pay. A text that
+//! does not copy its context stops drafting and decodes at plain speed; every [`PROBE_AFTER`] plain steps
+//! one short draft checks whether the text has begun to copy.
 
 use crate::Error;
 use crate::pipeline::model::Model;
@@ -33,8 +36,105 @@ use crate::pipeline::tokenizer::Vocab;
 
 use super::sink::{Outcome, Sink, StepReport};
 
-/// The most plain steps the drafter is paused for after drafts that were all rejected.
-pub const MAX_PAUSE: usize = 32;
+/// Plain steps after which a short draft is tried even when the pacer expects no gain.
+pub const PROBE_AFTER: usize = 16;
+
+/// The most positions a step feeds (a draft of [`Speculation::DRAFT_TOKENS`] and more are capped here).
+const MAX_ROWS: usize = 16;
+
+/// Decides how many tokens to draft from measured pass times and the running acceptance rate.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    /// Milliseconds of a pass feeding `r` positions (index `r`), a running mean; None until measured.
+    ms: [Option<f64>; MAX_ROWS + 1],
+    /// The chance a drafted token is drawn as drafted, given the ones before it were: (successes, trials)
+    /// with a prior of 2 in 4.
+    hits: f64,
+    trials: f64,
+    /// Plain steps since the last draft.
+    idle: usize,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Self {
+            ms: [None; MAX_ROWS + 1],
+            hits: 2.0,
+            trials: 4.0,
+            idle: 0,
+        }
+    }
+}
+
+impl Pacer {
+    /// The acceptance rate so far.
+    pub fn rate(&self) -> f64 {
+        self.hits / self.trials
+    }
+
+    /// The time of a pass of `rows` positions: measured, else estimated from the nearest measured one (a
+    /// row more costs 40 % of a single-token step until measured).
+    fn time(&self, rows: usize) -> f64 {
+        if let Some(t) = self.ms[rows] {
+            return t;
+        }
+        let one = self.ms[1].unwrap_or(1.0);
+        let below = (1..rows).rev().find_map(|r| self.ms[r].map(|t| (r, t)));
+        match below {
+            Some((r, t)) => t + 0.4 * one * (rows - r) as f64,
+            None => one * (1.0 + 0.4 * (rows - 1) as f64),
+        }
+    }
+
+    /// How many of `available` drafted tokens to feed: the count with the most tokens expected per
+    /// millisecond (0: a plain step), a short probe after [`PROBE_AFTER`] plain steps.
+    pub fn choose(&mut self, available: usize) -> usize {
+        let available = available.min(MAX_ROWS - 1);
+        if available == 0 {
+            return 0;
+        }
+        let p = self.rate();
+        let (mut best, mut best_rate) = (0, 1.0 / self.time(1));
+        let mut expected = 1.0;
+        let mut term = 1.0;
+        for k in 1..=available {
+            term *= p;
+            expected += term;
+            let rate = expected / self.time(k + 1);
+            if rate > best_rate {
+                (best, best_rate) = (k, rate);
+            }
+        }
+        if best == 0 && self.idle >= PROBE_AFTER {
+            best = available.min(2);
+        }
+        if best == 0 {
+            self.idle += 1;
+        } else {
+            self.idle = 0;
+        }
+        best
+    }
+
+    /// Records a pass of `rows` positions that took `ms`.
+    pub fn timed(&mut self, rows: usize, ms: f64) {
+        let slot = &mut self.ms[rows.min(MAX_ROWS)];
+        *slot = Some(match *slot {
+            Some(t) => 0.8 * t + 0.2 * ms,
+            None => ms,
+        });
+    }
+
+    /// Records a draft of `drafted` tokens of which the first `accepted` were drawn as drafted (`ended`:
+    /// the generation ended inside it, so the rest was not judged).
+    pub fn judged(&mut self, drafted: usize, accepted: usize, ended: bool) {
+        let trials = accepted + usize::from(accepted < drafted && !ended);
+        // Forget: the text may change its nature (a copied list ends, prose begins).
+        let keep = 0.7;
+        self.hits = self.hits * keep + accepted as f64;
+        self.trials = self.trials * keep + trials as f64;
+    }
+}
 
 /// Where drafts come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +246,8 @@ pub fn generate_speculative(
         return Ok(seq.outcome());
     };
     let mut history = prompt.to_vec();
-    let (mut pause, mut misses, mut step) = (0usize, 0u32, 0usize);
+    let mut pacer = Pacer::default();
+    let mut step = 0usize;
     loop {
         let (id, pos) = feed;
         history.push(id);
@@ -156,22 +257,28 @@ pub fn generate_speculative(
             .min(params.max_tokens.saturating_sub(generated + 1))
             .min(spec.draft_tokens);
         let draft = match spec.drafter {
-            _ if room == 0 || pause > 0 => Vec::new(),
-            Drafter::Ngram { max, min } => ngram_draft(&history, max, min, room),
+            _ if room == 0 => Vec::new(),
+            Drafter::Ngram { max, min } => {
+                let mut d = ngram_draft(&history, max, min, room);
+                d.truncate(pacer.choose(d.len()));
+                d
+            }
+            // A staged step is written whole: no pacing.
             Drafter::Script => {
                 let s = script.unwrap_or_default();
                 s[generated.min(s.len())..(generated + room).min(s.len())].to_vec()
             }
         };
-        pause = pause.saturating_sub(1);
         let mut tokens = Vec::with_capacity(draft.len() + 1);
         tokens.push(id);
         tokens.extend_from_slice(&draft);
+        let t0 = std::time::Instant::now();
         let proposals = if draft.is_empty() {
             vec![model.forward(&[id], pos)?]
         } else {
             model.forward_all(0, &tokens, pos)?
         };
+        pacer.timed(tokens.len(), t0.elapsed().as_secs_f64() * 1e3);
         let mut report = StepReport {
             index: step,
             drafted: draft.clone(),
@@ -204,12 +311,7 @@ pub fn generate_speculative(
             }
         }
         if !draft.is_empty() {
-            if report.accepted == 0 && report.discarded.is_empty() {
-                misses = (misses + 1).min(6);
-                pause = (1usize << misses).min(MAX_PAUSE);
-            } else {
-                misses = 0;
-            }
+            pacer.judged(draft.len(), report.accepted, next.is_none());
         }
         sink.step(&report)?;
         match next {
@@ -236,6 +338,28 @@ mod tests {
         assert!(ngram_draft(&[1, 2, 3], 3, 1, 4).is_empty());
         assert!(ngram_draft(&[], 3, 1, 4).is_empty());
         assert!(ngram_draft(&[5], 3, 1, 4).is_empty());
+    }
+
+    #[test]
+    fn the_pacer_drafts_when_drafts_are_accepted_and_stops_when_they_are_not() {
+        let mut p = Pacer::default();
+        // Measured: a row more costs half a single-token step.
+        for rows in 1..=6 {
+            p.timed(rows, 10.0 + 5.0 * (rows - 1) as f64);
+        }
+        for _ in 0..10 {
+            p.judged(5, 5, false);
+        }
+        assert!(p.rate() > 0.8);
+        assert_eq!(p.choose(5), 5, "accepted drafts: draft all");
+        for _ in 0..10 {
+            p.judged(5, 0, false);
+        }
+        assert!(p.rate() < 0.3);
+        let plain = (0..PROBE_AFTER).map(|_| p.choose(5)).collect::<Vec<_>>();
+        assert!(plain.iter().all(|&k| k == 0), "{plain:?}");
+        assert_eq!(p.choose(5), 2, "a probe after {PROBE_AFTER} plain steps");
+        assert_eq!(p.choose(0), 0);
     }
 
     #[test]

@@ -167,3 +167,29 @@ fn a_stop_inside_an_accepted_draft_ends_the_text_where_plain_decoding_does() {
     }
     let _ = model.context_length();
 }
+
+#[test]
+#[ignore]
+fn timing_of_a_verification_pass() {
+    for name in [None, Some("qwen2.5-coder-0.5b-instruct")] {
+        let (mut model, vocab) = open(name);
+        let prompt = vocab.encode(COPY, true).unwrap();
+        let _ = model.forward(&prompt, 0).unwrap();
+        let pos = prompt.len();
+        for k in [1usize, 2, 3, 4, 6] {
+            let toks: Vec<u32> = prompt[..k].to_vec();
+            let t0 = std::time::Instant::now();
+            for _ in 0..20 {
+                if k == 1 {
+                    let _ = model.forward(&toks, pos).unwrap();
+                } else {
+                    let _ = model.forward_all(0, &toks, pos).unwrap();
+                }
+            }
+            eprintln!(
+                "{name:?} rows {k}: {:.2} ms per pass",
+                t0.elapsed().as_secs_f64() * 1e3 / 20.0
+            );
+        }
+    }
+}

@@ -3,8 +3,12 @@
 
 use clap::Args;
 
+use stoplab::LoadedModel;
 use stoplab::lab::bench::decode::{self, DecodeOptions};
+use stoplab::lab::bench::speculate;
+use stoplab::pipeline::format::{Message, PromptFormat};
 use stoplab::pipeline::model::Isa;
+use stoplab::pipeline::speculate::{Drafter, Speculation};
 
 use crate::cli::args::model::{FILE_OR_NAME, MODEL, ModelArg, own_help};
 use crate::cli::output::{Failure, pretty};
@@ -34,6 +38,78 @@ pub struct DecodeArgs {
     /// set gives the same results).
     #[arg(long, value_parser = ["scalar", "avx2", "avx512"])]
     kernels: Option<String>,
+    /// Measure prompt-lookup speculation instead: each prompt of the shipped sets (--set) generated
+    /// greedy, --tokens tokens, plain and with `--speculate ngram` in turn, with the same ids required
+    /// (--context is not used: the prompts are the sets').
+    #[arg(long, value_name = "MODE", value_parser = ["ngram"], help_heading = "Speculation")]
+    speculate: Option<String>,
+    /// Tokens drafted per step.
+    #[arg(long, value_name = "K", default_value_t = Speculation::DRAFT_TOKENS, requires = "speculate",
+          help_heading = "Speculation")]
+    draft_tokens: usize,
+    /// The longest n-gram looked up.
+    #[arg(long, value_name = "N", default_value_t = Speculation::NGRAM_MAX, requires = "speculate",
+          help_heading = "Speculation")]
+    ngram_max: usize,
+    /// The shortest n-gram looked up.
+    #[arg(long, value_name = "N", default_value_t = Speculation::NGRAM_MIN, requires = "speculate",
+          help_heading = "Speculation")]
+    ngram_min: usize,
+    /// The prompt sets: copy (answers that copy their context: a transcript, a code edit, a JSON echo, a
+    /// quoted passage), chat (ordinary questions) or both.
+    #[arg(long, value_parser = ["copy", "chat", "both"], default_value = "both", requires = "speculate",
+          help_heading = "Speculation")]
+    set: String,
+}
+
+/// `--speculate`: plain decoding against prompt lookup on the shipped prompt sets.
+fn speculation(args: &DecodeArgs) -> Result<(), Failure> {
+    let spec = Speculation {
+        drafter: Drafter::Ngram {
+            max: args.ngram_max,
+            min: args.ngram_min,
+        },
+        draft_tokens: args.draft_tokens,
+    };
+    spec.check()?;
+    let mut engine = LoadedModel::load(&args.model.options(false))?;
+    let format = if engine.vocab.chat_template().is_some() {
+        PromptFormat::Chat
+    } else {
+        PromptFormat::from_name("transcript").expect("a format")
+    };
+    let sets: Vec<(&'static str, &'static [speculate::Prompt])> = match args.set.as_str() {
+        "copy" => vec![("copy", speculate::COPY)],
+        "chat" => vec![("chat", speculate::CHAT)],
+        _ => vec![("copy", speculate::COPY), ("chat", speculate::CHAT)],
+    };
+    let vocab = engine.vocab.clone();
+    let render = |m: &[Message]| {
+        let text = format.render(m, vocab.chat_template())?;
+        vocab.encode_prompt(&text)
+    };
+    let model = engine
+        .model_mut()
+        .ok_or_else(|| Failure::usage("no weights loaded"))?;
+    let rows = speculate::measure(
+        model,
+        &vocab,
+        &render,
+        &sets,
+        speculate::Plan {
+            spec,
+            tokens: args.tokens,
+            runs: args.runs,
+            warmup: args.warmup,
+        },
+        &mut |line| eprintln!("stoplab: {line}"),
+    )?;
+    if args.json {
+        say!("{}", pretty(&speculate::to_json(&rows)));
+    } else {
+        say!("{}", speculate::text(&rows));
+    }
+    Ok(())
 }
 
 pub fn run(args: DecodeArgs) -> Result<(), Failure> {
@@ -41,6 +117,9 @@ pub fn run(args: DecodeArgs) -> Result<(), Failure> {
         return Err(Failure::usage(
             "--runs, --tokens and --context must be at least 1",
         ));
+    }
+    if args.speculate.is_some() {
+        return speculation(&args);
     }
     let mut loaded = decode::load(&args.model.options(false))?;
     let engine = &mut loaded.engine;

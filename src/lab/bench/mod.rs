@@ -33,6 +33,7 @@
 
 pub mod decode;
 pub mod overhead;
+pub mod speculate;
 pub mod stops;
 mod strategies;
 pub mod svg;
