@@ -22,6 +22,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::Error;
 use crate::pipeline::field::{EndList, Field, SettingsError};
 use crate::pipeline::format::PromptFormat;
 use crate::pipeline::sampling::SamplingParams;
@@ -259,7 +260,7 @@ pub struct GenerateParams {
     pub end_tokens: EndTokenChoice,
     /// Several tokens per step (prompt lookup, or a replay's staged steps); None decodes one at a time.
     /// It changes how fast the tokens come, never which: see [`speculate`](crate::pipeline::speculate).
-    pub speculation: Option<crate::pipeline::speculate::Speculation>,
+    pub speculation: Option<Speculation>,
 }
 
 /// Stop when the last `ngram` generated tokens have now occurred `count` times in the output (the earlier
@@ -360,6 +361,73 @@ impl GenerateParams {
         }
         self.end_tokens.check(vocab_size)?;
         self.sampling.validate(vocab_size)
+    }
+}
+
+/// Where drafts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drafter {
+    /// The tokens that followed the last `max`..=`min` tokens where they last occurred before, in the
+    /// prompt or the output (prompt lookup: [`speculate`](crate::pipeline::speculate)).
+    Ngram { max: usize, min: usize },
+    /// A replay's own next tokens: every step writes `draft_tokens + 1` tokens (`--tokens-per-step`).
+    Script,
+}
+
+/// Speculative decoding's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Speculation {
+    pub drafter: Drafter,
+    /// Tokens drafted per step: a step feeds `draft_tokens + 1` positions.
+    pub draft_tokens: usize,
+}
+
+impl Speculation {
+    /// Prompt lookup's defaults: drafts of 5 tokens (a step of 6 positions: one pass of the kernels that
+    /// round as one row does), looked up by the last 3, 2 or 1 tokens.
+    pub const DRAFT_TOKENS: usize = 5;
+    pub const NGRAM_MAX: usize = 3;
+    pub const NGRAM_MIN: usize = 1;
+
+    pub fn ngram() -> Self {
+        Self {
+            drafter: Drafter::Ngram {
+                max: Self::NGRAM_MAX,
+                min: Self::NGRAM_MIN,
+            },
+            draft_tokens: Self::DRAFT_TOKENS,
+        }
+    }
+
+    /// Steps of `k` tokens on a replay.
+    pub fn tokens_per_step(k: usize) -> Self {
+        Self {
+            drafter: Drafter::Script,
+            draft_tokens: k.saturating_sub(1),
+        }
+    }
+
+    /// The settings' own errors, named by their command-line flags.
+    pub fn check(&self) -> Result<(), Error> {
+        let bad = |field: &str, message: String| {
+            Err(Error::Invalid {
+                field: field.into(),
+                message,
+            })
+        };
+        match self.drafter {
+            Drafter::Ngram { max, min } if min == 0 || max < min => bad(
+                "--ngram",
+                format!(
+                    "{min}..{max}: give the shortest and longest n-gram, at least 1, shortest first"
+                ),
+            ),
+            Drafter::Ngram { .. } if self.draft_tokens == 0 => bad(
+                "--draft-tokens",
+                "must be at least 1 (the tokens drafted per step)".into(),
+            ),
+            _ => Ok(()),
+        }
     }
 }
 

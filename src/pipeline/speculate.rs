@@ -32,6 +32,7 @@ use crate::Error;
 use crate::pipeline::model::Model;
 use crate::pipeline::sequence::Sequence;
 use crate::pipeline::settings::GenerateParams;
+pub use crate::pipeline::settings::{Drafter, Speculation};
 use crate::pipeline::tokenizer::Vocab;
 
 use super::sink::{Outcome, Sink, StepReport};
@@ -133,73 +134,6 @@ impl Pacer {
         let keep = 0.7;
         self.hits = self.hits * keep + accepted as f64;
         self.trials = self.trials * keep + trials as f64;
-    }
-}
-
-/// Where drafts come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drafter {
-    /// The tokens that followed the last `max`..=`min` tokens where they last occurred before, in the
-    /// prompt or the output (prompt lookup).
-    Ngram { max: usize, min: usize },
-    /// A replay's own next tokens: every step writes `draft_tokens + 1` tokens (`--tokens-per-step`).
-    Script,
-}
-
-/// Speculative decoding's settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Speculation {
-    pub drafter: Drafter,
-    /// Tokens drafted per step: a step feeds `draft_tokens + 1` positions.
-    pub draft_tokens: usize,
-}
-
-impl Speculation {
-    /// Prompt lookup's defaults: drafts of 5 tokens (a step of 6 positions: one pass of the kernels that
-    /// round as one row does), looked up by the last 3, 2 or 1 tokens.
-    pub const DRAFT_TOKENS: usize = 5;
-    pub const NGRAM_MAX: usize = 3;
-    pub const NGRAM_MIN: usize = 1;
-
-    pub fn ngram() -> Self {
-        Self {
-            drafter: Drafter::Ngram {
-                max: Self::NGRAM_MAX,
-                min: Self::NGRAM_MIN,
-            },
-            draft_tokens: Self::DRAFT_TOKENS,
-        }
-    }
-
-    /// Steps of `k` tokens on a replay.
-    pub fn tokens_per_step(k: usize) -> Self {
-        Self {
-            drafter: Drafter::Script,
-            draft_tokens: k.saturating_sub(1),
-        }
-    }
-
-    /// The settings' own errors, named by their command-line flags.
-    pub fn check(&self) -> Result<(), Error> {
-        let bad = |field: &str, message: String| {
-            Err(Error::Invalid {
-                field: field.into(),
-                message,
-            })
-        };
-        match self.drafter {
-            Drafter::Ngram { max, min } if min == 0 || max < min => bad(
-                "--ngram",
-                format!(
-                    "{min}..{max}: give the shortest and longest n-gram, at least 1, shortest first"
-                ),
-            ),
-            Drafter::Ngram { .. } if self.draft_tokens == 0 => bad(
-                "--draft-tokens",
-                "must be at least 1 (the tokens drafted per step)".into(),
-            ),
-            _ => Ok(()),
-        }
     }
 }
 

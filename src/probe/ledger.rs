@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::probes::{Outcome, bounds, first_at, no_stop, show, spans};
+use super::outcome::{Outcome, bounds, first_at, no_stop, show, spans};
 use super::{Api, Baseline, Ctx, Verdict};
 use crate::client::{Reply, clip};
 use crate::lab::trace::escape;

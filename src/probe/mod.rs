@@ -14,8 +14,15 @@
 //! What the server does not support (a field it refuses, or ignores so that the answer is the one without
 //! it) is reported as unsupported, never as a pass; a probe whose precondition the model's output does not
 //! meet (no multi-byte character, no end token within the limit) is "n/a", and says why.
+//!
+//! The `ledger-*` probes hold a stream to the ledger's rules (which tokens each chunk carries: README, "The
+//! ledger") wherever the server returns log-probabilities or token ids, and `abort` hangs up mid-stream and
+//! asks again. Files, bottom-up: `outcome.rs` (what a probe finds, the helpers the probes share),
+//! `ledger.rs` (the ledger probes), `probes.rs` (the table of probes and the stop probes), `report.rs` (the
+//! table and the report files), `overhead.rs` (`bench overhead --endpoint`), this file (the run).
 
 mod ledger;
+mod outcome;
 pub mod overhead;
 mod probes;
 pub mod report;

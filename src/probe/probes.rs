@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::ledger;
-use super::{Answer, Api, Baseline, Ctx, Gen, ProbeResult, Verdict};
+use super::outcome::{Outcome, bounds, first_at, no_stop, show, spans};
+use super::{Answer, Api, Ctx, Gen, ProbeResult, Verdict};
 use crate::client::{MAX_ANSWER, MAX_LINE};
-use crate::lab::trace::escape;
 use crate::pipeline::stop::naive_first_match;
 
 /// A probe: its name (for `--only`), what it checks, its most requests per endpoint, and how it runs.
@@ -41,46 +41,6 @@ impl Probe {
             got: o.got,
             expected: o.expected,
             note: o.note,
-        }
-    }
-}
-
-/// What one probe found.
-pub(super) struct Outcome {
-    pub(super) verdict: Verdict,
-    pub(super) sent: Value,
-    pub(super) got: String,
-    pub(super) expected: String,
-    pub(super) note: String,
-}
-
-impl Outcome {
-    /// The server refused the request: it lacks what the probe tests.
-    pub(super) fn refused(sent: Value, status: u16, body: &str) -> Self {
-        Self::unsupported(
-            sent,
-            format!("refused ({status}): {}", crate::client::clip(body)),
-        )
-    }
-
-    /// The request got no answer at all.
-    pub(super) fn no_answer(sent: Value, e: String) -> Self {
-        Self {
-            verdict: Verdict::Fail,
-            sent,
-            got: e,
-            expected: String::new(),
-            note: "no answer".into(),
-        }
-    }
-
-    pub(super) fn unsupported(sent: Value, note: impl Into<String>) -> Self {
-        Self {
-            verdict: Verdict::Unsupported,
-            sent,
-            got: String::new(),
-            expected: String::new(),
-            note: note.into(),
         }
     }
 }
@@ -242,19 +202,6 @@ pub static PROBES: &[Probe] = &[
     },
 ];
 
-/// Char boundaries of `s`, end included.
-pub(super) fn bounds(s: &str) -> Vec<usize> {
-    s.char_indices()
-        .map(|(i, _)| i)
-        .chain(std::iter::once(s.len()))
-        .collect()
-}
-
-/// `stop` first occurs in `text` at `at`, so the probe tests what it says.
-pub(super) fn first_at(text: &str, stop: &str, at: usize) -> bool {
-    !stop.is_empty() && text.find(stop) == Some(at)
-}
-
 /// Whether every char of `s` is a plain visible ASCII letter, digit or punctuation (stops that read well).
 fn plain(s: &str) -> bool {
     s.chars().all(|c| c.is_ascii_graphic() || c == ' ')
@@ -273,10 +220,6 @@ fn reference(text: &str, stops: &[String], include: bool) -> (String, bool) {
         }
         None => (text.to_string(), false),
     }
-}
-
-pub(super) fn show(s: &str) -> String {
-    format!("\"{}\"", escape(s.as_bytes()))
 }
 
 fn show_gen(g: &Gen) -> String {
@@ -349,24 +292,6 @@ fn judge_stops(ctx: &Ctx<'_>, stops: Vec<String>, what: &str) -> Outcome {
         ctx.base.finish_reason.as_deref().unwrap_or("length")
     };
     judge(ctx, json!({ "stop": stops }), &want, finish, what)
-}
-
-pub(super) fn no_stop(note: &str) -> Outcome {
-    Outcome {
-        verdict: Verdict::NotApplicable,
-        sent: json!({}),
-        got: String::new(),
-        expected: String::new(),
-        note: format!("the greedy output gave no place for this probe: {note}"),
-    }
-}
-
-/// (piece index, start, end) of every piece, by byte offsets in the baseline text.
-pub(super) fn spans(b: &Baseline) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
-    b.pieces
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (i, b.starts[i], b.starts[i] + p.len()))
 }
 
 fn stop_inside_token(ctx: &Ctx<'_>) -> Outcome {

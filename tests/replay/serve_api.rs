@@ -505,6 +505,11 @@ fn unimplemented_fields_are_refused_by_name_and_inert_ones_ignored() {
             with(&chat, "tool_choice", json!("required")),
             "tool_choice",
         ),
+        (
+            "/v1/completions",
+            with(&base, "speculate", json!("ngram")),
+            "speculate",
+        ),
     ] {
         let (status, p, _) = refused(&h, path, body.clone());
         assert_eq!((status, p.as_str()), (400, Some(param)), "{body}");

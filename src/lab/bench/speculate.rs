@@ -2,11 +2,12 @@
 //! set of prompts whose answers copy from their context (a transcript that repeats its turns, a code edit,
 //! a JSON echo, a quoted passage) and a set of ordinary chat questions.
 //!
-//! Each prompt is generated greedy, end tokens ignored, `tokens` tokens, plain and speculative in turn
-//! (alternated, so both see the same machine), `runs` times after `warmup` unreported rounds. A run is
-//! timed from the prompt's feed to the last token, prefill included (as `llama-lookup` reports its whole
-//! generation), and both runs must give the same ids: a speculative run that did not would be a bug, and
-//! is an error here.
+//! Each prompt is generated greedy, as a user gets it (to its end token, at most `tokens` tokens: past its
+//! end a small model starts repeating itself, which a drafter copies, so the end is not ignored), plain and
+//! speculative in turn (alternated, so both see the same machine), `runs` times after `warmup` unreported
+//! rounds. A run is timed from the prompt's feed to the last token, prefill included (as `llama-lookup`
+//! reports its whole generation), and both runs must give the same ids: a speculative run that did not would
+//! be a bug, and is an error here.
 
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -83,6 +84,8 @@ pub struct Row {
     pub set: &'static str,
     pub name: &'static str,
     pub prompt_tokens: usize,
+    /// Tokens generated (to the end token or the limit).
+    pub generated: usize,
     pub plain: f64,
     pub speculative: f64,
     pub drafted: usize,
@@ -154,7 +157,6 @@ pub fn measure(
     } = plan;
     let plain = GenerateParams {
         max_tokens: tokens,
-        ignore_eos: true,
         ..Default::default()
     };
     let speculative = GenerateParams {
@@ -167,6 +169,7 @@ pub fn measure(
             let prompt = render(&[Message::new("user", p.message)])?;
             let (mut a, mut b) = (Vec::new(), Vec::new());
             let mut count = Count::default();
+            let mut generated = 0;
             for round in 0..warmup + runs {
                 let t0 = Instant::now();
                 let o1 = generate(model, vocab, &prompt, &plain, &mut Count::default())?;
@@ -186,11 +189,13 @@ pub fn measure(
                     b.push(o2.tokens.len() as f64 / t2);
                 }
                 count = c;
+                generated = o1.tokens.len();
             }
             let row = Row {
                 set,
                 name: p.name,
                 prompt_tokens: prompt.len(),
+                generated,
                 plain: median(a),
                 speculative: median(b),
                 drafted: count.drafted,
@@ -225,14 +230,15 @@ pub fn mean_ratio(rows: &[Row], set: &str) -> Option<f64> {
 /// The rows as a table, then each set's geometric mean ratio.
 pub fn text(rows: &[Row]) -> String {
     let mut s = String::from(
-        "set   prompt        prompt tokens  plain tok/s  speculative tok/s  ratio  accepted/drafted  steps\n",
+        "set   prompt        prompt  tokens  plain tok/s  speculative tok/s  ratio  accepted/drafted  steps\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "{:<5} {:<13} {:>13}  {:>11.1}  {:>17.1}  {:>5.2}  {:>7}/{:<8}  {:>5}\n",
+            "{:<5} {:<13} {:>6}  {:>6}  {:>11.1}  {:>17.1}  {:>5.2}  {:>7}/{:<8}  {:>5}\n",
             r.set,
             r.name,
             r.prompt_tokens,
+            r.generated,
             r.plain,
             r.speculative,
             r.ratio(),
@@ -252,7 +258,7 @@ pub fn text(rows: &[Row]) -> String {
 pub fn to_json(rows: &[Row]) -> Value {
     json!({
         "rows": rows.iter().map(|r| json!({
-            "set": r.set, "prompt": r.name, "prompt_tokens": r.prompt_tokens,
+            "set": r.set, "prompt": r.name, "prompt_tokens": r.prompt_tokens, "generated": r.generated,
             "plain_tokens_per_s": r.plain, "speculative_tokens_per_s": r.speculative,
             "ratio": r.ratio(), "drafted": r.drafted, "accepted": r.accepted, "steps": r.steps,
         })).collect::<Vec<_>>(),

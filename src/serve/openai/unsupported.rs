@@ -74,6 +74,16 @@ pub fn check(f: &Fields, endpoint: Endpoint) -> Result<(), ApiError> {
         ("verbosity", "the served model has no verbosity setting"),
         ("web_search_options", "web search is not implemented"),
         (
+            "speculate",
+            "speculative decoding runs on the command line (chat, complete, trace --speculate ngram), not yet in \
+             the server's batch",
+        ),
+        (
+            "speculative_config",
+            "speculative decoding runs on the command line (chat, complete, trace --speculate ngram), not yet in \
+             the server's batch",
+        ),
+        (
             "grammar",
             "grammars (llama.cpp) are not implemented: stoplab does no constrained decoding",
         ),
