@@ -24,10 +24,14 @@ pub const EXAMPLES: &str = "Examples:
   stoplab trace --chat 'Hi!'                      # ends on the end token <|im_end|>
   stoplab trace --chat --logit-bias 0=-inf --logit-bias 2=-inf --repeat-stop 8 -n 128 'Hi!'
   stoplab trace --jsonl --replay 'a\\nuser:' --stop '\\nuser:' x | jq .   # rows as JSON lines
+  stoplab trace --replay ' Berlin.\\nuser: next' --stop '\\nuser:' --tokens-per-step 3 'AI:'  # 3 tokens a step
+  stoplab trace --speculate ngram --stop 'fig, gr' 'A list: apple, fig, grape.\\nAgain: apple,'  # prompt lookup
 
 Columns: # (token index), id, token (quoted text; special tokens unquoted), END (an end-of-generation id),
 held back (bytes the stop engine keeps because they may begin a stop, and how much of which stop they are),
-emitted (text released to the output by this token), event (what ended the generation, and what was cut).";
+emitted (text released to the output by this token), event (what ended the generation, and what was cut).
+With several tokens per step (--speculate, --tokens-per-step), a line under each step's rows says what was
+drafted, how much was accepted, what was rejected and what the finish discarded.";
 
 #[derive(Args, Debug)]
 pub struct TraceArgs {

@@ -292,3 +292,60 @@ fn a_model_trace_shows_how_close_the_model_came_to_its_end_token() {
     let rows = trace(&mut engine, " Blue.", &GenerateParams::default());
     assert!(rows.iter().all(|r| r.probs.is_none()));
 }
+
+/// `--tokens-per-step K` on a replay: the same rows as one token at a time, a line per step under its rows
+/// (and a JSON line with --jsonl), the drafted token after the stop discarded; without --replay it is a
+/// usage error naming the flag.
+#[test]
+fn trace_shows_the_steps_of_a_replay_staged_k_tokens_at_a_time() {
+    let bin = env!("CARGO_BIN_EXE_stoplab");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "trace",
+            "--replay",
+            r" Berlin.\nuser: next turn",
+            "--stop",
+            r"\nuser:",
+        ];
+        args.extend_from_slice(extra);
+        args.push("AI:");
+        Command::new(bin).args(&args).output().unwrap()
+    };
+    let plain = run(&["--jsonl"]);
+    let steps = run(&["--jsonl", "--tokens-per-step", "3"]);
+    assert!(
+        steps.status.success(),
+        "{}",
+        String::from_utf8_lossy(&steps.stderr)
+    );
+    let lines = |o: &std::process::Output| -> Vec<serde_json::Value> {
+        String::from_utf8(o.stdout.clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (plain, steps) = (lines(&plain), lines(&steps));
+    let rows: Vec<&serde_json::Value> = steps.iter().filter(|l| l.get("step").is_none()).collect();
+    assert_eq!(rows.len(), plain.len());
+    for (a, b) in rows.iter().zip(&plain) {
+        assert_eq!(*a, b, "a row differs with steps of 3");
+    }
+    let reports: Vec<&serde_json::Value> =
+        steps.iter().filter(|l| l.get("step").is_some()).collect();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert_eq!(reports[0]["accepted"], 2);
+    assert_eq!(reports[1]["discarded"].as_array().map(Vec::len), Some(1));
+
+    let table = run(&["--tokens-per-step", "3"]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.contains("   step 1: drafted 2"), "{text}");
+    assert!(text.contains("discarded after the finish"), "{text}");
+
+    let o = Command::new(bin)
+        .args(["trace", "--tokens-per-step", "3", "AI:"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--tokens-per-step"));
+}
