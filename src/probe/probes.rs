@@ -187,6 +187,14 @@ pub static PROBES: &[Probe] = &[
         run: ledger::ledger_n2,
     },
     Probe {
+        name: "stop-in-copied-span",
+        what: "a stop in the middle of a span the answer copies from its prompt (what a speculating server \
+               drafts and accepts several tokens at a time), with the length limit at and just past it",
+        requests: 8,
+        greedy_only: true,
+        run: stop_in_copied_span,
+    },
+    Probe {
         name: "abort",
         what: "a client that hangs up mid-stream: the server still answers the next request",
         requests: 2,
@@ -919,6 +927,95 @@ fn stop_limits(ctx: &Ctx<'_>) -> Outcome {
         got: format!("{}; {}", say(most, "stops"), say(longest, "stop bytes")),
         expected: String::new(),
         note: "sizes tried in turn until one is refused".into(),
+    }
+}
+
+/// A prompt whose answer copies a list from it, so that an n-gram drafter (llama.cpp's `--spec-type
+/// ngram-simple`, vLLM's `ngram`) drafts it and accepts several tokens per step.
+fn copy_prompt(api: Api) -> Value {
+    const LIST: &str = "Here is a list of fruits: apple, banana, cherry, date, elderberry, fig, grape, \
+                        honeydew, kiwi, lemon, mango.";
+    match api {
+        Api::Completions => {
+            json!({"prompt": format!("{LIST}\nRepeat the list exactly: apple, banana,")})
+        }
+        Api::Chat => json!({"messages": [
+            {"role": "user", "content": format!("{LIST}\nRepeat the list exactly.")}
+        ]}),
+    }
+}
+
+/// The answer to the copy prompt is fetched first (greedy, no stop); a stop is drawn from the middle of it,
+/// and the request is sent again with the stop alone, with `max_tokens` at the token that completes the
+/// stop (the stop must win over the length: sglang #31599 finished `length` there), and one past it.
+fn stop_in_copied_span(ctx: &Ctx<'_>) -> Outcome {
+    let mut extra = copy_prompt(ctx.api);
+    extra["max_tokens"] = json!(ctx.limit);
+    let text = match ctx.ask(&extra, false) {
+        Err(e) => return Outcome::no_answer(extra, e),
+        Ok(Answer::Refused { status, body }) => return Outcome::refused(extra, status, &body),
+        Ok(Answer::Gen(g)) => g.text,
+    };
+    // A stop of 5 characters from the middle of the answer, first found there.
+    let b = bounds(&text);
+    let stop = (b.len() / 2..b.len().saturating_sub(6))
+        .map(|i| (b[i], &text[b[i]..b[i + 5]]))
+        .find(|&(at, s)| first_at(&text, s, at) && !s.trim().is_empty());
+    let Some((_, stop)) = stop else {
+        return no_stop("the answer to the copy prompt is too short for a stop in its middle");
+    };
+    let (want, _) = reference(&text, &[stop.to_string()], false);
+    extra["stop"] = json!([stop]);
+    let first = judge(ctx, extra.clone(), &want, "stop", "the stop alone");
+    if first.verdict != Verdict::Pass {
+        return first;
+    }
+    // The tokens up to the one that completes the stop, as the server counts them.
+    let used = match ctx.ask(&extra, false) {
+        Ok(Answer::Gen(g)) => g.completion_tokens,
+        _ => None,
+    };
+    let Some(used) = used.filter(|&n| n > 0) else {
+        return Outcome {
+            note: format!(
+                "{}; the server gave no usage, so the length limit was not placed",
+                first.note
+            ),
+            ..first
+        };
+    };
+    for (limit, what) in [
+        (used, "max_tokens at the token that completes the stop"),
+        (used + 1, "max_tokens one past it"),
+    ] {
+        let mut with_limit = extra.clone();
+        with_limit["max_tokens"] = json!(limit);
+        let o = judge(ctx, with_limit, &want, "stop", what);
+        if o.verdict != Verdict::Pass {
+            return o;
+        }
+    }
+    Outcome {
+        note: format!(
+            "stop {} in the copied answer; alone, with max_tokens {used} and {}{}",
+            show(stop),
+            used + 1,
+            drafts(ctx, &extra)
+        ),
+        ..first
+    }
+}
+
+/// What llama.cpp's server says of its drafts (`timings.draft_n`, `draft_n_accepted`), where it says.
+fn drafts(ctx: &Ctx<'_>, extra: &Value) -> String {
+    let Ok(crate::client::Reply::Ok(values)) = ctx.send(extra, false) else {
+        return String::new();
+    };
+    let t = values.first().and_then(|v| v.get("timings"));
+    let n = |k: &str| t.and_then(|t| t.get(k)).and_then(Value::as_u64);
+    match (n("draft_n"), n("draft_n_accepted")) {
+        (Some(d), Some(a)) => format!("; the server drafted {d} tokens and accepted {a}"),
+        _ => String::new(),
     }
 }
 

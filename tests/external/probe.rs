@@ -84,6 +84,7 @@ fn every_probe_passes_or_is_explained_on_stoplab_serve() {
         "ledger-end-token",
         "ledger-n2",
         "abort",
+        "stop-in-copied-span",
     ] {
         assert_eq!(completions[name], Verdict::Pass, "completions {name}");
     }
@@ -317,7 +318,7 @@ fn llama_cpp_server_fails_where_it_is_known_to_and_passes_the_rest() {
         // The stream ledger: a stop cut inside a token leaves that token out of the log-probabilities (or
         // pairs it with another token's text); the length limit is kept; a hang-up is survived.
         assert_eq!(v["ledger-stop-cut"], Verdict::Fail, "{api:?}");
-        for name in ["ledger-length", "abort"] {
+        for name in ["ledger-length", "abort", "stop-in-copied-span"] {
             assert_eq!(v[name], Verdict::Pass, "{api:?} {name}");
         }
     }
