@@ -417,9 +417,9 @@ impl Speculation {
         };
         match self.drafter {
             Drafter::Ngram { max, min } if min == 0 || max < min => bad(
-                "--ngram",
+                "--ngram-min",
                 format!(
-                    "{min}..{max}: give the shortest and longest n-gram, at least 1, shortest first"
+                    "{min} with --ngram-max {max}: the shortest n-gram is at least 1 and at most the longest"
                 ),
             ),
             Drafter::Ngram { .. } if self.draft_tokens == 0 => bad(

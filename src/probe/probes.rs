@@ -190,7 +190,7 @@ pub static PROBES: &[Probe] = &[
         name: "stop-in-copied-span",
         what: "a stop in the middle of a span the answer copies from its prompt (what a speculating server \
                drafts and accepts several tokens at a time), with the length limit at and just past it",
-        requests: 8,
+        requests: 7,
         greedy_only: true,
         run: stop_in_copied_span,
     },
@@ -970,10 +970,22 @@ fn stop_in_copied_span(ctx: &Ctx<'_>) -> Outcome {
     if first.verdict != Verdict::Pass {
         return first;
     }
-    // The tokens up to the one that completes the stop, as the server counts them.
-    let used = match ctx.ask(&extra, false) {
-        Ok(Answer::Gen(g)) => g.completion_tokens,
+    // The tokens up to the one that completes the stop, as the server counts them, and what llama.cpp's
+    // server says of its drafts (`timings.draft_n`, `draft_n_accepted`), where it says.
+    let answer = match ctx.send(&extra, false) {
+        Ok(crate::client::Reply::Ok(values)) => values.into_iter().next(),
         _ => None,
+    };
+    let n = |path: &str| {
+        answer
+            .as_ref()
+            .and_then(|a| a.pointer(path))
+            .and_then(Value::as_u64)
+    };
+    let used = n("/usage/completion_tokens");
+    let drafts = match (n("/timings/draft_n"), n("/timings/draft_n_accepted")) {
+        (Some(d), Some(a)) => format!("; the server drafted {d} tokens and accepted {a}"),
+        _ => String::new(),
     };
     let Some(used) = used.filter(|&n| n > 0) else {
         return Outcome {
@@ -997,25 +1009,11 @@ fn stop_in_copied_span(ctx: &Ctx<'_>) -> Outcome {
     }
     Outcome {
         note: format!(
-            "stop {} in the copied answer; alone, with max_tokens {used} and {}{}",
+            "stop {} in the copied answer; alone, with max_tokens {used} and {}{drafts}",
             show(stop),
             used + 1,
-            drafts(ctx, &extra)
         ),
         ..first
-    }
-}
-
-/// What llama.cpp's server says of its drafts (`timings.draft_n`, `draft_n_accepted`), where it says.
-fn drafts(ctx: &Ctx<'_>, extra: &Value) -> String {
-    let Ok(crate::client::Reply::Ok(values)) = ctx.send(extra, false) else {
-        return String::new();
-    };
-    let t = values.first().and_then(|v| v.get("timings"));
-    let n = |k: &str| t.and_then(|t| t.get(k)).and_then(Value::as_u64);
-    match (n("draft_n"), n("draft_n_accepted")) {
-        (Some(d), Some(a)) => format!("; the server drafted {d} tokens and accepted {a}"),
-        _ => String::new(),
     }
 }
 

@@ -7,11 +7,12 @@ use clap::Args;
 use stoplab::LoadedModel;
 use stoplab::pipeline::format::PromptFormat;
 use stoplab::pipeline::settings::{EndTokenChoice, GenerateParams, UserSettings};
-use stoplab::pipeline::speculate::{Drafter, Speculation};
+use stoplab::pipeline::speculate::Speculation;
 use stoplab::pipeline::tokenizer::Vocab;
 
 use crate::cli::args::model::ModelArgs;
 use crate::cli::args::sampling::SamplingArgs;
+use crate::cli::args::speculate::NgramArgs;
 use crate::cli::args::stopping::StopArgs;
 use crate::cli::args::values::{text, unescape};
 use crate::cli::output::Failure;
@@ -78,24 +79,8 @@ struct ReplayArgs {
 
 #[derive(Args, Debug)]
 struct SpeculateArgs {
-    /// Several tokens per step: `ngram` drafts the tokens that followed the last few tokens where they
-    /// occurred before (in the prompt or the output: prompt lookup, as llama.cpp's `llama-lookup` and
-    /// vLLM's `ngram`), and one forward pass checks the draft. The tokens are the ones plain decoding
-    /// gives, for any seed and sampler settings; a stop inside an accepted draft ends the text at its token.
-    #[arg(long, value_name = "MODE", value_parser = ["ngram"], help_heading = "Speculation")]
-    speculate: Option<String>,
-    /// Tokens drafted per step (a step feeds this many plus one positions).
-    #[arg(long, value_name = "K", default_value_t = Speculation::DRAFT_TOKENS, requires = "speculate",
-          help_heading = "Speculation")]
-    draft_tokens: usize,
-    /// The longest n-gram looked up (then shorter ones, down to --ngram-min).
-    #[arg(long, value_name = "N", default_value_t = Speculation::NGRAM_MAX, requires = "speculate",
-          help_heading = "Speculation")]
-    ngram_max: usize,
-    /// The shortest n-gram looked up.
-    #[arg(long, value_name = "N", default_value_t = Speculation::NGRAM_MIN, requires = "speculate",
-          help_heading = "Speculation")]
-    ngram_min: usize,
+    #[command(flatten)]
+    ngram: NgramArgs,
     /// With --replay: stage steps of K tokens, through the same machinery as --speculate (what a stop
     /// inside a multi-token step does, with no weights).
     #[arg(
@@ -109,27 +94,14 @@ struct SpeculateArgs {
 
 impl SpeculateArgs {
     fn speculation(&self, replaying: bool) -> Result<Option<Speculation>, Failure> {
-        let spec = match (&self.speculate, self.tokens_per_step) {
-            (Some(_), _) => Speculation {
-                drafter: Drafter::Ngram {
-                    max: self.ngram_max,
-                    min: self.ngram_min,
-                },
-                draft_tokens: self.draft_tokens,
-            },
-            (None, Some(_)) if !replaying => {
-                return Err(Failure::usage(
-                    "--tokens-per-step stages steps of a replay: give --replay TEXT (or use --speculate ngram)",
-                ));
-            }
-            (None, Some(0)) => {
-                return Err(Failure::usage("--tokens-per-step must be at least 1"));
-            }
-            (None, Some(k)) => Speculation::tokens_per_step(k),
-            (None, None) => return Ok(None),
-        };
-        spec.check()?;
-        Ok(Some(spec))
+        match self.tokens_per_step {
+            None => self.ngram.speculation(),
+            Some(_) if !replaying => Err(Failure::usage(
+                "--tokens-per-step stages steps of a replay: give --replay TEXT (or use --speculate ngram)",
+            )),
+            Some(0) => Err(Failure::usage("--tokens-per-step must be at least 1")),
+            Some(k) => Ok(Some(Speculation::tokens_per_step(k))),
+        }
     }
 }
 

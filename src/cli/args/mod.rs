@@ -7,12 +7,14 @@
 //! * [`generate`]: [`GenArgs`](generate::GenArgs), everything `complete`, `chat` and `trace` take, checked
 //!   into a prompt format and generation settings;
 //! * [`chat`]: the conversation of `chat` and `trace --chat`;
-//! * [`endpoint`]: the server of `--endpoint`.
+//! * [`endpoint`]: the server of `--endpoint`;
+//! * [`speculate`]: `--speculate ngram` and its sizes (generating commands, `bench decode`).
 
 pub mod chat;
 pub mod endpoint;
 pub mod generate;
 pub mod model;
 pub mod sampling;
+pub mod speculate;
 pub mod stopping;
 pub mod values;

@@ -8,9 +8,10 @@ use stoplab::lab::bench::decode::{self, DecodeOptions};
 use stoplab::lab::bench::speculate;
 use stoplab::pipeline::format::{Message, PromptFormat};
 use stoplab::pipeline::model::Isa;
-use stoplab::pipeline::speculate::{Drafter, Speculation};
+use stoplab::pipeline::speculate::Speculation;
 
 use crate::cli::args::model::{FILE_OR_NAME, MODEL, ModelArg, own_help};
+use crate::cli::args::speculate::NgramArgs;
 use crate::cli::output::{Failure, pretty};
 
 #[derive(Args, Debug)]
@@ -38,23 +39,11 @@ pub struct DecodeArgs {
     /// set gives the same results).
     #[arg(long, value_parser = ["scalar", "avx2", "avx512"])]
     kernels: Option<String>,
-    /// Measure prompt-lookup speculation instead: each prompt of the shipped sets (--set) generated
-    /// greedy, --tokens tokens, plain and with `--speculate ngram` in turn, with the same ids required
-    /// (--context is not used: the prompts are the sets').
-    #[arg(long, value_name = "MODE", value_parser = ["ngram"], help_heading = "Speculation")]
-    speculate: Option<String>,
-    /// Tokens drafted per step.
-    #[arg(long, value_name = "K", default_value_t = Speculation::DRAFT_TOKENS, requires = "speculate",
-          help_heading = "Speculation")]
-    draft_tokens: usize,
-    /// The longest n-gram looked up.
-    #[arg(long, value_name = "N", default_value_t = Speculation::NGRAM_MAX, requires = "speculate",
-          help_heading = "Speculation")]
-    ngram_max: usize,
-    /// The shortest n-gram looked up.
-    #[arg(long, value_name = "N", default_value_t = Speculation::NGRAM_MIN, requires = "speculate",
-          help_heading = "Speculation")]
-    ngram_min: usize,
+    // With --speculate: prompt-lookup speculation is measured instead, each prompt of the shipped sets
+    // (--set) generated greedy, at most --tokens tokens, plain and speculative in turn, the same ids
+    // required (--context is not used: the prompts are the sets').
+    #[command(flatten)]
+    ngram: NgramArgs,
     /// The prompt sets: copy (answers that copy their context: a transcript, a code edit, a JSON echo, a
     /// quoted passage), chat (ordinary questions) or both.
     #[arg(long, value_parser = ["copy", "chat", "both"], default_value = "both", requires = "speculate",
@@ -63,15 +52,7 @@ pub struct DecodeArgs {
 }
 
 /// `--speculate`: plain decoding against prompt lookup on the shipped prompt sets.
-fn speculation(args: &DecodeArgs) -> Result<(), Failure> {
-    let spec = Speculation {
-        drafter: Drafter::Ngram {
-            max: args.ngram_max,
-            min: args.ngram_min,
-        },
-        draft_tokens: args.draft_tokens,
-    };
-    spec.check()?;
+fn speculation(args: &DecodeArgs, spec: Speculation) -> Result<(), Failure> {
     let mut engine = LoadedModel::load(&args.model.options(false))?;
     let format = if engine.vocab.chat_template().is_some() {
         PromptFormat::Chat
@@ -118,8 +99,8 @@ pub fn run(args: DecodeArgs) -> Result<(), Failure> {
             "--runs, --tokens and --context must be at least 1",
         ));
     }
-    if args.speculate.is_some() {
-        return speculation(&args);
+    if let Some(spec) = args.ngram.speculation()? {
+        return speculation(&args, spec);
     }
     let mut loaded = decode::load(&args.model.options(false))?;
     let engine = &mut loaded.engine;
