@@ -54,6 +54,7 @@ pub fn run(args: PlayArgs) -> Result<(), Failure> {
             queue: args.queue,
             ..Limits::default()
         },
+        speculation: None,
     };
     // Before the URL is printed: a signal sent as soon as it appears must find the handlers.
     let signals = Signals::install()?;

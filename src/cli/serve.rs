@@ -7,6 +7,7 @@ use clap::Args;
 use stoplab::serve::{self, Config, Limits, StartError};
 
 use crate::cli::args::model::ModelArgs;
+use crate::cli::args::speculate::NgramArgs;
 use crate::cli::output::Failure;
 use crate::cli::signals::Signals;
 
@@ -17,6 +18,7 @@ pub const EXAMPLES: &str = "Examples:
   curl -sN localhost:8080/v1/completions -H 'Content-Type: application/json' \\
     -d '{\"prompt\": \"user: Capital of Germany?\\nAI:\", \"stop\": \"\\nuser:\", \"stream\": true}'
   stoplab serve --replay-only      # no weights: a request's \"replay\" is what the model writes
+  stoplab serve --speculate ngram  # prompt lookup for every request that does not say \"speculate\": \"off\"
   STOPLAB_API_KEY=secret stoplab serve --host 0.0.0.0";
 
 #[derive(Args, Debug)]
@@ -75,6 +77,11 @@ pub struct ServeArgs {
     /// body; a slower client is disconnected, so slow clients cannot hold every connection.
     #[arg(long, value_name = "SECS", default_value_t = Limits::default().read_timeout.as_secs_f64())]
     read_timeout: f64,
+    /// The default for requests that do not give `speculate` ("ngram", "off", or {"method": "ngram",
+    /// "draft_tokens": K, "ngram_max": N, "ngram_min": N}). In the batch, each sequence's draft is fed
+    /// with its token in the step's one pass.
+    #[command(flatten)]
+    speculate: NgramArgs,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
@@ -110,6 +117,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             max_connections: args.max_connections,
             read_timeout: std::time::Duration::from_secs_f64(args.read_timeout),
         },
+        speculation: args.speculate.speculation()?,
     };
     // Before the server says it is ready: a signal sent as soon as it says so must find the handlers.
     let signals = Signals::install()?;

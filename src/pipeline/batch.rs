@@ -21,8 +21,9 @@ use crate::pipeline::model::{Model, Next};
 use crate::pipeline::tokenizer::Vocab;
 
 use super::sequence::Sequence;
-use super::settings::GenerateParams;
-use super::sink::{Outcome, Sink, StepProbs, TokenEvent};
+use super::settings::{Drafter, GenerateParams};
+use super::sink::{Outcome, Sink, StepProbs, StepReport, TokenEvent};
+use super::speculate::Speculator;
 
 /// Where a running sequence's tokens are computed.
 enum Place {
@@ -37,6 +38,9 @@ struct Running<S> {
     place: Place,
     /// The token to feed next and its position.
     feed: (u32, usize),
+    /// Its speculation, when it drafts: its draft is fed with its token, in the same pass.
+    spec: Option<Speculator>,
+    max_tokens: usize,
     sink: S,
 }
 
@@ -148,7 +152,15 @@ impl<S: Sink> Batch<S> {
         };
         let cached = &mut self.cached;
         let reused = &mut self.reused;
-        let result = Sequence::new(vocab, prompt, params, context).and_then(|mut seq| {
+        let spec = match params.speculation {
+            Some(s) if s.drafter == Drafter::Script => Some(Err(super::speculate::script_needed())),
+            Some(s) => Some(Speculator::new(s, prompt)),
+            None => None,
+        }
+        .transpose();
+        let result = spec
+            .and_then(|spec| Sequence::new(vocab, prompt, params, context).map(|seq| (seq, spec)));
+        let result = result.and_then(|(mut seq, spec)| {
             let scoring = sink.wants_prompt_probs();
             let (next, probs) = guarded(|| match &mut place {
                 Place::Own(_) if scoring => Err(Error::Invalid {
@@ -187,22 +199,24 @@ impl<S: Sink> Batch<S> {
             })?;
             if sink.prompt(probs)?.is_break() {
                 seq.end_at_prompt();
-                return Ok((seq, None));
+                return Ok((seq, spec, None));
             }
             let feed = seq.accept(next, vocab, &mut sink)?;
-            Ok((seq, feed))
+            Ok((seq, spec, feed))
         });
         match result {
-            Ok((seq, Some(feed))) => {
+            Ok((seq, spec, Some(feed))) => {
                 self.running.push(Running {
                     seq,
                     place,
                     feed,
+                    spec,
+                    max_tokens: params.max_tokens,
                     sink,
                 });
                 None
             }
-            Ok((seq, None)) => {
+            Ok((seq, _, None)) => {
                 self.release(&place);
                 Some((sink, Ok(seq.outcome())))
             }
@@ -235,28 +249,53 @@ impl<S: Sink> Batch<S> {
         done
     }
 
-    /// One decode step of every running sequence: the ones in slots in one [`Model::decode`] pass, the
-    /// ones with their own model beside it. Returns those that finished (or failed: a failure of the
-    /// shared pass fails every sequence in it).
+    /// One decode step of every running sequence: the ones in slots in one pass ([`Model::decode`], or
+    /// [`Model::decode_rows`] when some feed a draft with their token), the ones with their own model
+    /// beside it. Returns those that finished (or failed: a failure of the shared pass fails every
+    /// sequence in it).
     pub fn step(&mut self, model: &mut dyn Model, vocab: &Vocab) -> Vec<Done<S>> {
         let batched: Vec<usize> = (0..self.running.len())
             .filter(|&i| matches!(self.running[i].place, Place::Slot(_)))
             .collect();
-        let steps: Vec<(usize, u32, usize)> = batched
-            .iter()
-            .map(|&i| {
-                let r = &self.running[i];
-                let Place::Slot(slot) = r.place else {
-                    unreachable!("filtered above")
-                };
-                (slot, r.feed.0, r.feed.1)
-            })
-            .collect();
-        let mut nexts: Vec<Option<Result<Next, Error>>> =
+        let drafts = self.drafts(model, &batched);
+        let mut nexts: Vec<Option<Result<Vec<Next>, Error>>> =
             (0..self.running.len()).map(|_| None).collect();
-        if !steps.is_empty() {
-            match guarded(|| model.decode(&steps)) {
-                Ok(out) if out.len() == steps.len() => {
+        if !batched.is_empty() {
+            let t0 = std::time::Instant::now();
+            let result = if drafts.iter().all(Vec::is_empty) {
+                let steps: Vec<(usize, u32, usize)> = batched
+                    .iter()
+                    .map(|&i| {
+                        (
+                            self.slot_of(i),
+                            self.running[i].feed.0,
+                            self.running[i].feed.1,
+                        )
+                    })
+                    .collect();
+                guarded(|| model.decode(&steps))
+                    .map(|out| out.into_iter().map(|next| vec![next]).collect::<Vec<_>>())
+            } else {
+                let rows: Vec<Vec<u32>> = batched
+                    .iter()
+                    .map(|&i| [&[self.running[i].feed.0][..], &drafts[i]].concat())
+                    .collect();
+                let steps: Vec<(usize, &[u32], usize)> = batched
+                    .iter()
+                    .zip(&rows)
+                    .map(|(&i, r)| (self.slot_of(i), &r[..], self.running[i].feed.1))
+                    .collect();
+                guarded(|| model.decode_rows(&steps))
+            };
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            let fed = batched.len() + batched.iter().map(|&i| drafts[i].len()).sum::<usize>();
+            for &i in &batched {
+                if let Some(sp) = &mut self.running[i].spec {
+                    sp.timed(fed, ms);
+                }
+            }
+            match result {
+                Ok(out) if out.len() == batched.len() => {
                     for (&i, next) in batched.iter().zip(out) {
                         nexts[i] = Some(Ok(next));
                     }
@@ -265,7 +304,7 @@ impl<S: Sink> Batch<S> {
                     let msg = format!(
                         "the model answered {} of {} sequences in a step",
                         out.len(),
-                        steps.len()
+                        batched.len()
                     );
                     for &i in &batched {
                         nexts[i] = Some(Err(Error::Backend(msg.clone())));
@@ -284,15 +323,22 @@ impl<S: Sink> Batch<S> {
         for (i, r) in self.running.iter_mut().enumerate() {
             if let Place::Own(m) = &mut r.place {
                 let (t, pos) = r.feed;
-                nexts[i] = Some(guarded(|| m.forward(&[t], pos)));
+                let tokens = [&[t][..], &drafts[i]].concat();
+                nexts[i] = Some(guarded(|| m.forward_all(0, &tokens, pos)));
             }
         }
-        // Take each proposal; walk backwards so swap_remove keeps the unvisited indices.
+        // Take each step's proposals; walk backwards so swap_remove keeps the unvisited indices.
         let mut done = Vec::new();
         for i in (0..self.running.len()).rev() {
             let next = nexts[i].take().expect("every running sequence was stepped");
             let r = &mut self.running[i];
-            let result = next.and_then(|next| r.seq.accept(next, vocab, &mut r.sink));
+            let result = next.and_then(|proposals| match &mut r.spec {
+                Some(sp) => sp.take(&mut r.seq, &drafts[i], proposals, vocab, &mut r.sink),
+                None => match proposals.into_iter().next() {
+                    Some(next) => r.seq.accept(next, vocab, &mut r.sink),
+                    None => Err(Error::Backend("the model gave no proposal".into())),
+                },
+            });
             match result {
                 Ok(Some(feed)) => r.feed = feed,
                 Ok(None) => {
@@ -308,6 +354,48 @@ impl<S: Sink> Batch<S> {
             }
         }
         done
+    }
+
+    /// The KV slot of running sequence `i` (one that has a slot).
+    fn slot_of(&self, i: usize) -> usize {
+        match self.running[i].place {
+            Place::Slot(slot) => slot,
+            Place::Own(_) => {
+                unreachable!("only sequences in slots are fed through the batch's pass")
+            }
+        }
+    }
+
+    /// Each running sequence's draft for this step (empty for one that does not speculate). The ones in
+    /// slots draft in turn, each pacer told the rows the others feed in the same pass.
+    fn drafts(&mut self, model: &dyn Model, batched: &[usize]) -> Vec<Vec<u32>> {
+        let mut drafts = vec![Vec::new(); self.running.len()];
+        let (mut rows, mut kept) = (0usize, 0.0f64);
+        for (n, &i) in batched.iter().enumerate() {
+            let rest = batched.len() - n - 1;
+            let r = &mut self.running[i];
+            if let Some(sp) = &mut r.spec {
+                let d = sp.draft(
+                    r.feed,
+                    model.context_length(),
+                    r.max_tokens,
+                    None,
+                    rows + rest,
+                    kept + rest as f64,
+                );
+                kept += sp.expected(d.len());
+                drafts[i] = d;
+            } else {
+                kept += 1.0;
+            }
+            rows += 1 + drafts[i].len();
+        }
+        for (i, r) in self.running.iter_mut().enumerate() {
+            if let (Place::Own(m), Some(sp)) = (&r.place, &mut r.spec) {
+                drafts[i] = sp.draft(r.feed, m.context_length(), r.max_tokens, None, 0, 0.0);
+            }
+        }
+        drafts
     }
 }
 
@@ -403,5 +491,9 @@ impl<T, S: Sink> Sink for Tagged<T, S> {
 
     fn prompt(&mut self, probs: Vec<StepProbs>) -> Result<ControlFlow<()>, Error> {
         self.sink.prompt(probs)
+    }
+
+    fn step(&mut self, report: &StepReport) -> Result<(), Error> {
+        self.sink.step(report)
     }
 }

@@ -25,11 +25,14 @@
 //! they feed, keeps a running rate at which drafted tokens are accepted, and drafts the number of tokens
 //! (none included) with the most tokens expected per millisecond: on a machine where a pass of six rows
 //! costs three single-token steps, a draft must be accepted at better than even odds to pay. A text that
-//! does not copy its context stops drafting and decodes at plain speed; every [`PROBE_AFTER`] plain steps
-//! one short draft checks whether the text has begun to copy.
+//! does not copy its context stops drafting and decodes at plain speed; the first draft found, and one
+//! after every [`PROBE_AFTER`] plain steps, is tried short to check whether the text has begun to copy.
+//! In a batch ([`Batch`](super::batch::Batch)) every sequence's draft rides in the step's one pass, and
+//! the pacer weighs the whole pass: a draft makes every sequence's step longer, so it pays only where it
+//! is accepted well.
 
 use crate::Error;
-use crate::pipeline::model::Model;
+use crate::pipeline::model::{Model, Next};
 use crate::pipeline::sequence::Sequence;
 use crate::pipeline::settings::GenerateParams;
 pub use crate::pipeline::settings::{Drafter, Speculation};
@@ -40,14 +43,17 @@ use super::sink::{Outcome, Sink, StepReport};
 /// Plain steps after which a short draft is tried even when the pacer expects no gain.
 pub const PROBE_AFTER: usize = 16;
 
-/// The most positions a step feeds (a draft of [`Speculation::DRAFT_TOKENS`] and more are capped here).
+/// The most positions one sequence's step feeds (a longer draft is capped here).
 const MAX_ROWS: usize = 16;
+
+/// The most positions of a pass the pacer keeps times for (a batch's pass feeds every sequence's rows).
+const MAX_PASS: usize = 64;
 
 /// Decides how many tokens to draft from measured pass times and the running acceptance rate.
 #[derive(Debug, Clone)]
 pub struct Pacer {
     /// Milliseconds of a pass feeding `r` positions (index `r`), a running mean; None until measured.
-    ms: [Option<f64>; MAX_ROWS + 1],
+    ms: [Option<f64>; MAX_PASS + 1],
     /// The chance a drafted token is drawn as drafted, given the ones before it were: (successes, trials)
     /// with a prior of 2 in 4.
     hits: f64,
@@ -59,10 +65,11 @@ pub struct Pacer {
 impl Default for Pacer {
     fn default() -> Self {
         Self {
-            ms: [None; MAX_ROWS + 1],
+            ms: [None; MAX_PASS + 1],
             hits: 2.0,
             trials: 4.0,
-            idle: 0,
+            // The first draft found is tried (short), whatever the prior says.
+            idle: PROBE_AFTER,
         }
     }
 }
@@ -76,11 +83,12 @@ impl Pacer {
     /// The time of a pass of `rows` positions: measured, else the nearest measured pass scaled by the
     /// prior (a row more costs 40 % of a single-token step), in the prior's units when none is measured.
     fn time(&self, rows: usize) -> f64 {
+        let rows = rows.clamp(1, MAX_PASS);
         if let Some(t) = self.ms[rows] {
             return t;
         }
         let scale = |r: usize| 1.0 + 0.4 * (r - 1) as f64;
-        let nearest = (1..=MAX_ROWS)
+        let nearest = (1..=MAX_PASS)
             .filter_map(|r| self.ms[r].map(|t| (r, t)))
             .min_by_key(|&(r, _)| r.abs_diff(rows));
         match nearest {
@@ -89,21 +97,24 @@ impl Pacer {
         }
     }
 
-    /// How many of `available` drafted tokens to feed: the count with the most tokens expected per
-    /// millisecond (0: a plain step), a short probe after [`PROBE_AFTER`] plain steps.
-    pub fn choose(&mut self, available: usize) -> usize {
+    /// How many of `available` drafted tokens to feed (0: a plain step), a short probe after
+    /// [`PROBE_AFTER`] plain steps. Alone (`others` 0) it is the count with the most tokens expected per
+    /// millisecond; in a batch's pass, where the other sequences feed `others` rows and are expected to
+    /// keep `others_tokens` tokens, the count with the most tokens of the whole pass per millisecond.
+    pub fn choose(&mut self, available: usize, others: usize, others_tokens: f64) -> usize {
         let available = available.min(MAX_ROWS - 1);
         if available == 0 {
             return 0;
         }
         let p = self.rate();
-        let (mut best, mut best_rate) = (0, 1.0 / self.time(1));
+        let base = others + 1;
+        let (mut best, mut best_rate) = (0, (others_tokens + 1.0) / self.time(base));
         let mut expected = 1.0;
         let mut term = 1.0;
         for k in 1..=available {
             term *= p;
             expected += term;
-            let rate = expected / self.time(k + 1);
+            let rate = (others_tokens + expected) / self.time(base + k);
             if rate > best_rate {
                 (best, best_rate) = (k, rate);
             }
@@ -119,9 +130,15 @@ impl Pacer {
         best
     }
 
+    /// The tokens a draft of `k` is expected to keep (the fed token's and the accepted drafted ones).
+    pub fn expected(&self, k: usize) -> f64 {
+        let p = self.rate();
+        (0..=k).map(|i| p.powi(i as i32)).sum()
+    }
+
     /// Records a pass of `rows` positions that took `ms`.
     pub fn timed(&mut self, rows: usize, ms: f64) {
-        let slot = &mut self.ms[rows.min(MAX_ROWS)];
+        let slot = &mut self.ms[rows.clamp(1, MAX_PASS)];
         *slot = Some(match *slot {
             Some(t) => 0.8 * t + 0.2 * ms,
             None => ms,
@@ -157,71 +174,95 @@ pub fn ngram_draft(history: &[u32], max: usize, min: usize, k: usize) -> Vec<u32
     Vec::new()
 }
 
-/// Runs one generation of `model` from `prompt`, several tokens per step. `script` is the replay's, for
-/// [`Drafter::Script`].
-pub fn generate_speculative(
-    model: &mut dyn Model,
-    vocab: &Vocab,
-    prompt: &[u32],
-    params: &GenerateParams,
-    spec: &Speculation,
-    script: Option<&[u32]>,
-    sink: &mut dyn Sink,
-) -> Result<Outcome, Error> {
-    spec.check()?;
-    if spec.drafter == Drafter::Script && script.is_none() {
-        return Err(Error::Invalid {
-            field: "--tokens-per-step".into(),
-            message: "stages steps of a replay: give --replay (prompt lookup is --speculate ngram)"
-                .into(),
-        });
+/// One generation's speculation: the tokens fed so far (the drafter's source), its [`Pacer`], its steps.
+/// [`generate_speculative`] drives it for one sequence; a [`Batch`](super::batch::Batch) drives one per
+/// sequence, all in the same pass.
+#[derive(Debug, Clone)]
+pub struct Speculator {
+    spec: Speculation,
+    /// The prompt and the tokens generated so far.
+    history: Vec<u32>,
+    prompt_len: usize,
+    pacer: Pacer,
+    steps: usize,
+}
+
+impl Speculator {
+    /// Checks the settings; `prompt` is the drafter's first source.
+    pub fn new(spec: Speculation, prompt: &[u32]) -> Result<Self, Error> {
+        spec.check()?;
+        Ok(Self {
+            spec,
+            history: prompt.to_vec(),
+            prompt_len: prompt.len(),
+            pacer: Pacer::default(),
+            steps: 0,
+        })
     }
-    let mut seq = Sequence::new(vocab, prompt, params, model.context_length())?;
-    let first = model.forward(prompt, 0)?;
-    let Some(mut feed) = seq.accept(first, vocab, sink)? else {
-        return Ok(seq.outcome());
-    };
-    let mut history = prompt.to_vec();
-    let mut pacer = Pacer::default();
-    let mut step = 0usize;
-    loop {
+
+    /// The draft to feed after `feed` (the token just drawn and its position): at most the settings'
+    /// `draft_tokens`, the context's room after it and the tokens `max_tokens` still allows, and as many
+    /// as the pacer finds worth it (`others`, `others_tokens`: see [`Pacer::choose`]). A replay's script
+    /// drafter ([`Drafter::Script`], `script` given) writes the script's next tokens, unpaced.
+    pub fn draft(
+        &mut self,
+        feed: (u32, usize),
+        context: usize,
+        max_tokens: usize,
+        script: Option<&[u32]>,
+        others: usize,
+        others_tokens: f64,
+    ) -> Vec<u32> {
         let (id, pos) = feed;
-        history.push(id);
-        let generated = history.len() - prompt.len();
-        // Room for the draft: the context after the fed token, and the tokens still allowed.
-        let room = (model.context_length() - pos - 1)
-            .min(params.max_tokens.saturating_sub(generated + 1))
-            .min(spec.draft_tokens);
-        let draft = match spec.drafter {
+        self.history.push(id);
+        let generated = self.history.len() - self.prompt_len;
+        let room = context
+            .saturating_sub(pos + 1)
+            .min(max_tokens.saturating_sub(generated + 1))
+            .min(self.spec.draft_tokens);
+        match self.spec.drafter {
             _ if room == 0 => Vec::new(),
             Drafter::Ngram { max, min } => {
-                let mut d = ngram_draft(&history, max, min, room);
-                d.truncate(pacer.choose(d.len()));
+                let mut d = ngram_draft(&self.history, max, min, room);
+                d.truncate(self.pacer.choose(d.len(), others, others_tokens));
                 d
             }
-            // A staged step is written whole: no pacing.
             Drafter::Script => {
                 let s = script.unwrap_or_default();
                 s[generated.min(s.len())..(generated + room).min(s.len())].to_vec()
             }
-        };
-        let mut tokens = Vec::with_capacity(draft.len() + 1);
-        tokens.push(id);
-        tokens.extend_from_slice(&draft);
-        let t0 = std::time::Instant::now();
-        let proposals = if draft.is_empty() {
-            vec![model.forward(&[id], pos)?]
-        } else {
-            model.forward_all(0, &tokens, pos)?
-        };
-        pacer.timed(tokens.len(), t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+
+    /// The tokens a draft of `k` is expected to keep (for the next sequence's [`Speculator::draft`]).
+    pub fn expected(&self, k: usize) -> f64 {
+        self.pacer.expected(k)
+    }
+
+    /// Records the time of the pass that fed this step (`rows` positions in all, this sequence's and its
+    /// companions').
+    pub fn timed(&mut self, rows: usize, ms: f64) {
+        self.pacer.timed(rows, ms);
+    }
+
+    /// Takes a step's proposals (after the fed token and after each drafted one) in token order through
+    /// `seq`, as plain decoding takes one, while the drawn token equals the drafted one; reports the step
+    /// to `sink`. Returns the next feed, or None when the generation ended in this step.
+    pub fn take(
+        &mut self,
+        seq: &mut Sequence,
+        draft: &[u32],
+        proposals: Vec<Next>,
+        vocab: &Vocab,
+        sink: &mut dyn Sink,
+    ) -> Result<Option<(u32, usize)>, Error> {
         let mut report = StepReport {
-            index: step,
-            drafted: draft.clone(),
+            index: self.steps,
+            drafted: draft.to_vec(),
             accepted: 0,
             discarded: Vec::new(),
         };
-        step += 1;
+        self.steps += 1;
         let mut next = None;
         for (j, proposal) in proposals.into_iter().enumerate() {
             match seq.accept(proposal, vocab, sink)? {
@@ -237,7 +278,7 @@ pub fn generate_speculative(
                 }
                 Some((t, _)) if j < draft.len() && t == draft[j] => {
                     // Accepted: drawn as drafted, fed already; the next proposal follows it.
-                    history.push(t);
+                    self.history.push(t);
                 }
                 Some(fed) => {
                     report.accepted = j;
@@ -247,13 +288,67 @@ pub fn generate_speculative(
             }
         }
         if !draft.is_empty() {
-            pacer.judged(draft.len(), report.accepted, next.is_none());
+            self.pacer
+                .judged(draft.len(), report.accepted, next.is_none());
         }
         sink.step(&report)?;
-        match next {
+        Ok(next)
+    }
+}
+
+/// Runs one generation of `model` from `prompt`, several tokens per step. `script` is the replay's, for
+/// [`Drafter::Script`].
+pub fn generate_speculative(
+    model: &mut dyn Model,
+    vocab: &Vocab,
+    prompt: &[u32],
+    params: &GenerateParams,
+    spec: &Speculation,
+    script: Option<&[u32]>,
+    sink: &mut dyn Sink,
+) -> Result<Outcome, Error> {
+    let mut spec_state = Speculator::new(*spec, prompt)?;
+    if spec.drafter == Drafter::Script && script.is_none() {
+        return Err(script_needed());
+    }
+    let mut seq = Sequence::new(vocab, prompt, params, model.context_length())?;
+    let first = model.forward(prompt, 0)?;
+    let Some(mut feed) = seq.accept(first, vocab, sink)? else {
+        return Ok(seq.outcome());
+    };
+    loop {
+        let draft = spec_state.draft(
+            feed,
+            model.context_length(),
+            params.max_tokens,
+            script,
+            0,
+            0.0,
+        );
+        let (id, pos) = feed;
+        let t0 = std::time::Instant::now();
+        let proposals = if draft.is_empty() {
+            vec![model.forward(&[id], pos)?]
+        } else {
+            let mut tokens = Vec::with_capacity(draft.len() + 1);
+            tokens.push(id);
+            tokens.extend_from_slice(&draft);
+            model.forward_all(0, &tokens, pos)?
+        };
+        spec_state.timed(draft.len() + 1, t0.elapsed().as_secs_f64() * 1e3);
+        match spec_state.take(&mut seq, &draft, proposals, vocab, sink)? {
             Some(f) => feed = f,
             None => return Ok(seq.outcome()),
         }
+    }
+}
+
+/// The error of `--tokens-per-step` without a replay to stage.
+pub fn script_needed() -> Error {
+    Error::Invalid {
+        field: "--tokens-per-step".into(),
+        message: "stages steps of a replay: give --replay (prompt lookup is --speculate ngram)"
+            .into(),
     }
 }
 
@@ -287,15 +382,21 @@ mod tests {
             p.judged(5, 5, false);
         }
         assert!(p.rate() > 0.8);
-        assert_eq!(p.choose(5), 5, "accepted drafts: draft all");
+        assert_eq!(p.choose(5, 0, 0.0), 5, "accepted drafts: draft all");
         for _ in 0..10 {
             p.judged(5, 0, false);
         }
         assert!(p.rate() < 0.3);
-        let plain = (0..PROBE_AFTER).map(|_| p.choose(5)).collect::<Vec<_>>();
+        let plain = (0..PROBE_AFTER)
+            .map(|_| p.choose(5, 0, 0.0))
+            .collect::<Vec<_>>();
         assert!(plain.iter().all(|&k| k == 0), "{plain:?}");
-        assert_eq!(p.choose(5), 2, "a probe after {PROBE_AFTER} plain steps");
-        assert_eq!(p.choose(0), 0);
+        assert_eq!(
+            p.choose(5, 0, 0.0),
+            2,
+            "a probe after {PROBE_AFTER} plain steps"
+        );
+        assert_eq!(p.choose(0, 0, 0.0), 0);
     }
 
     #[test]

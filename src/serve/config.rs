@@ -57,6 +57,8 @@ pub struct Config {
     /// The name `/v1/models` lists (default: the `--model` given, else the manifest's default name).
     pub model_name: Option<String>,
     pub limits: Limits,
+    /// Speculative decoding for requests that do not say (`speculate` in a request overrides it).
+    pub speculation: Option<crate::pipeline::speculate::Speculation>,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             api_key: None,
             model_name: None,
             limits: Limits::default(),
+            speculation: None,
         }
     }
 }

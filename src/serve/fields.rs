@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::pipeline::format::ChatTemplate;
+use crate::pipeline::speculate::{Drafter, Speculation};
 use crate::pipeline::tokenizer::Vocab;
 use crate::serve::config::Limits;
 use crate::serve::error::ApiError;
@@ -29,6 +30,8 @@ pub struct Served {
     /// The model's chat template, compiled once; `Err` says why there is none (no template, or one that
     /// does not compile), for the chat route's 400.
     pub template: Result<Arc<ChatTemplate>, String>,
+    /// Speculative decoding for a request that does not give `speculate` (`serve --speculate`).
+    pub speculation: Option<Speculation>,
 }
 
 impl Served {
@@ -56,6 +59,7 @@ impl Served {
             weights,
             limits,
             template,
+            speculation: None,
         }
     }
 }
@@ -285,6 +289,96 @@ pub fn replay(f: &Fields, vocab: &Vocab) -> Result<Option<Vec<u32>>, ApiError> {
             ));
         }
     })
+}
+
+/// `speculate`: `"ngram"` (prompt lookup, the server's sizes when it speculates, else the defaults), an
+/// object `{"method": "ngram", "draft_tokens": K, "ngram_max": N, "ngram_min": N}` (each size optional),
+/// or `"off"` / `false` / `null`; absent: what the server was started with (`serve --speculate`).
+pub fn speculation(f: &Fields, served: &Served) -> Result<Option<Speculation>, ApiError> {
+    let base = served.speculation.unwrap_or_else(Speculation::ngram);
+    let (max0, min0) = match base.drafter {
+        Drafter::Ngram { max, min } => (max, min),
+        Drafter::Script => (Speculation::NGRAM_MAX, Speculation::NGRAM_MIN),
+    };
+    let method = |v: &Value| -> Result<(), ApiError> {
+        match v {
+            Value::String(s) if s == "ngram" => Ok(()),
+            other => Err(ApiError::invalid(
+                "speculate",
+                format!(
+                    "unknown method {other}: stoplab drafts by prompt lookup, \"ngram\" (or \"off\")"
+                ),
+            )),
+        }
+    };
+    let spec = match f.raw("speculate") {
+        None => return Ok(served.speculation),
+        Some(Value::Null | Value::Bool(false)) => return Ok(None),
+        Some(Value::String(s)) if s == "off" => return Ok(None),
+        Some(Value::Bool(true)) => base,
+        Some(v @ Value::String(_)) => {
+            method(v)?;
+            base
+        }
+        Some(Value::Object(o)) => {
+            if let Some(k) = o.keys().find(|k| {
+                !["method", "draft_tokens", "ngram_max", "ngram_min"].contains(&k.as_str())
+            }) {
+                return Err(ApiError::invalid(
+                    &format!("speculate.{k}"),
+                    "unknown; the fields are method, draft_tokens, ngram_max and ngram_min",
+                ));
+            }
+            if let Some(m) = o.get("method") {
+                method(m)?;
+            }
+            let size = |name: &str, default: usize| -> Result<usize, ApiError> {
+                match o.get(name) {
+                    None => Ok(default),
+                    Some(v) => match v.as_u64() {
+                        Some(n) if n >= 1 => Ok(n as usize),
+                        _ => Err(ApiError::invalid(
+                            &format!("speculate.{name}"),
+                            format!("{v} is not a whole number of at least 1"),
+                        )),
+                    },
+                }
+            };
+            Speculation {
+                drafter: Drafter::Ngram {
+                    max: size("ngram_max", max0)?,
+                    min: size("ngram_min", min0)?,
+                },
+                draft_tokens: size("draft_tokens", base.draft_tokens)?,
+            }
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "speculate",
+                format!(
+                    "expected \"ngram\", \"off\", a boolean or an object, got {}",
+                    kind(other)
+                ),
+            ));
+        }
+    };
+    spec.check().map_err(|e| {
+        let field = match &e {
+            crate::Error::Invalid { field, .. } => {
+                format!(
+                    "speculate.{}",
+                    field.trim_start_matches("--").replace('-', "_")
+                )
+            }
+            _ => "speculate".into(),
+        };
+        let message = match e {
+            crate::Error::Invalid { message, .. } => message,
+            other => other.to_string(),
+        };
+        ApiError::invalid(&field, message)
+    })?;
+    Ok(Some(spec))
 }
 
 /// A count: absent, or an integer of at least 0.

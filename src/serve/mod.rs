@@ -292,13 +292,14 @@ pub fn start(config: Config) -> Result<Handle, StartError> {
     {
         model_ids.push(stem);
     }
-    let served = Served::new(
+    let mut served = Served::new(
         Arc::new(engine.vocab.clone()),
         engine.context_length(),
         model_ids,
         !config.engine.tokenizer_only,
         config.limits.clone(),
     );
+    served.speculation = config.speculation;
 
     let listener = std::net::TcpListener::bind(config.addr).map_err(|source| StartError::Bind {
         addr: config.addr,

@@ -137,6 +137,8 @@ impl<'a> Fitted<'a> {
             .map_err(|e| ApiError::setting(&e, names))?
             .params;
         self.check_max(params.max_tokens, names.max)?;
+        let mut params = params;
+        params.speculation = fields::speculation(f, self.served)?;
         let replay = fields::replay(f, vocab)?;
         if replay.is_none() && !self.served.weights {
             return Err(ApiError::invalid(

@@ -57,6 +57,12 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
             "completed": st.completed.load(Ordering::SeqCst),
             "cancelled": st.cancelled.load(Ordering::SeqCst),
             "failed": st.failed.load(Ordering::SeqCst),
+            "speculation": {
+                "default": state.served.speculation.is_some(),
+                "steps": st.spec_steps.load(Ordering::SeqCst),
+                "drafted_tokens": st.drafted.load(Ordering::SeqCst),
+                "accepted_tokens": st.accepted.load(Ordering::SeqCst),
+            },
         }),
     )
 }

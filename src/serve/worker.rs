@@ -29,7 +29,7 @@ use std::thread::JoinHandle;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::pipeline::batch::{Batch, Done};
-use crate::pipeline::sink::{Sink, StepProbs, TokenEvent};
+use crate::pipeline::sink::{Sink, StepProbs, StepReport, TokenEvent};
 use crate::pipeline::stop::FinishReason;
 use crate::pipeline::tokenizer::Vocab;
 use crate::serve::delivery::Delivery;
@@ -47,6 +47,11 @@ pub struct Stats {
     pub completed: AtomicU64,
     pub cancelled: AtomicU64,
     pub failed: AtomicU64,
+    /// Steps of speculative decoding, and the tokens they drafted and accepted (vLLM's
+    /// `spec_decode_num_drafts` / `num_draft_tokens` / `num_accepted_tokens`).
+    pub spec_steps: AtomicU64,
+    pub drafted: AtomicU64,
+    pub accepted: AtomicU64,
 }
 
 struct Job {
@@ -258,6 +263,7 @@ impl<'a> Scheduler<'a> {
                 choice,
                 delivery: head.delivery.clone(),
                 stopping: self.stopping,
+                stats: self.stats,
                 vocab: self.vocab,
                 top: request.top_probs,
                 prompt_top: request.prompt_top,
@@ -305,6 +311,7 @@ struct TokenSink<'a> {
     choice: usize,
     delivery: Shared,
     stopping: &'a AtomicBool,
+    stats: &'a Stats,
     /// The engine's vocabulary (shared: the engine is borrowed mutably while the sink runs).
     vocab: &'a Vocab,
     /// Alternatives to compute per step; None: no probabilities.
@@ -340,6 +347,16 @@ impl Sink for TokenSink<'_> {
 
     fn wants_probs(&self) -> bool {
         self.top.is_some()
+    }
+
+    fn step(&mut self, report: &StepReport) -> Result<(), Error> {
+        let s = self.stats;
+        s.spec_steps.fetch_add(1, Ordering::Relaxed);
+        s.drafted
+            .fetch_add(report.drafted.len() as u64, Ordering::Relaxed);
+        s.accepted
+            .fetch_add(report.accepted as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     fn top_probs(&self) -> usize {

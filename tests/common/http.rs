@@ -15,6 +15,7 @@ fn config(engine: LoadOptions, api_key: Option<&str>, limits: Limits) -> Config 
         api_key: api_key.map(String::from),
         model_name: None,
         limits,
+        speculation: None,
     }
 }
 

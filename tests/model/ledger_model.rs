@@ -27,6 +27,7 @@ fn serve(model: Option<&str>) -> Handle {
         api_key: None,
         model_name: None,
         limits: Limits::default(),
+        speculation: None,
     })
     .unwrap_or_else(|e| panic!("{model:?} serves: {e}"))
 }

@@ -408,6 +408,7 @@ fn qwen_calls_the_function_it_is_offered() {
         api_key: None,
         model_name: None,
         limits: Limits::default(),
+        speculation: None,
     })
     .expect(
         "qwen2.5-coder-0.5b-instruct is in the cache (`stoplab fetch qwen2.5-coder-0.5b-instruct`)",

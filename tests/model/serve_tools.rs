@@ -24,6 +24,7 @@ fn replay_model(model: &str) -> Handle {
         api_key: None,
         model_name: None,
         limits: Limits::default(),
+        speculation: None,
     })
     .unwrap_or_else(|e| panic!("{model} is in the cache (`stoplab fetch {model}`): {e}"))
 }

@@ -169,6 +169,80 @@ fn a_stop_inside_an_accepted_draft_ends_the_text_where_plain_decoding_does() {
 }
 
 #[test]
+fn a_batch_feeds_each_sequence_its_draft_in_one_pass_and_gives_what_each_gives_alone() {
+    for (name, file) in FAMILIES {
+        let (mut model, vocab) = open(name);
+        let copy = vocab.encode(COPY, true).unwrap();
+        let first = reference::array(file)[0].clone();
+        let other = match first.get("prompt_ids") {
+            Some(v) => ids(v),
+            None => vocab
+                .encode(first["prompt"].as_str().unwrap(), true)
+                .unwrap(),
+        };
+        // Long enough for the pacer's probe: in a batch a draft makes every sequence's pass longer, so it
+        // drafts only where drafts have been accepted.
+        let greedy = GenerateParams {
+            max_tokens: 40,
+            ..Default::default()
+        };
+        let sampled = GenerateParams {
+            sampling: SamplingParams {
+                temperature: 0.7,
+                top_k: 40,
+                repetition_penalty: 1.05,
+                seed: 7,
+                ..SamplingParams::default()
+            },
+            ..greedy.clone()
+        };
+        let stopped = GenerateParams {
+            stops: StopSet::new(["date, elder"]).unwrap(),
+            max_tokens: 13,
+            ..Default::default()
+        };
+        // Plain, one at a time.
+        let jobs = [
+            (copy.clone(), greedy.clone()),
+            (other.clone(), greedy),
+            (copy.clone(), sampled),
+            (copy.clone(), stopped),
+            (other, GenerateParams::default()),
+        ];
+        let alone: Vec<Outcome> = jobs
+            .iter()
+            .map(|(p, params)| {
+                generate(&mut model, &vocab, p, params, &mut Steps::default()).unwrap()
+            })
+            .collect();
+        // Speculating, four at a time (a fifth joins when a slot frees).
+        let context = copy.len().max(jobs[1].0.len()) + GenerateParams::default().max_tokens + 8;
+        model.set_slots(4, context).unwrap();
+        let batched = stoplab::pipeline::batch::generate_all(
+            &mut model,
+            &vocab,
+            jobs.iter()
+                .map(|(p, params)| {
+                    let mut params = params.clone();
+                    params.speculation = Some(Speculation::ngram());
+                    (p.clone(), params, Steps::default())
+                })
+                .collect(),
+        );
+        let mut accepted = 0;
+        for (i, ((steps, result), plain)) in batched.into_iter().zip(&alone).enumerate() {
+            let spec = result.unwrap();
+            assert_eq!(spec.tokens, plain.tokens, "{name:?} job {i}");
+            assert_eq!(spec.text, plain.text, "{name:?} job {i}");
+            assert_eq!(spec.finish, plain.finish, "{name:?} job {i}");
+            assert_eq!(spec.withheld, plain.withheld, "{name:?} job {i}");
+            accepted += steps.accepted;
+        }
+        assert!(accepted > 0, "{name:?}: no draft was accepted in the batch");
+    }
+}
+
+#[test]
 #[ignore]
 fn timing_of_a_verification_pass() {
     for name in [None, Some("qwen2.5-coder-0.5b-instruct")] {

@@ -507,8 +507,8 @@ fn unimplemented_fields_are_refused_by_name_and_inert_ones_ignored() {
         ),
         (
             "/v1/completions",
-            with(&base, "speculate", json!("ngram")),
-            "speculate",
+            with(&base, "speculative_config", json!({"method": "ngram"})),
+            "speculative_config",
         ),
     ] {
         let (status, p, _) = refused(&h, path, body.clone());

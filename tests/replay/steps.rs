@@ -132,3 +132,84 @@ fn a_stop_inside_a_step_ends_it_before_the_length_limit() {
     assert_eq!(s.accepted, 2, "b and \\n were taken");
     assert_eq!(s.discarded, v.ids(&[" Berlin"]));
 }
+
+/// A server speculates per request (`speculate`) or by default (`serve --speculate ngram`), each
+/// sequence's draft in the batch's step: on a replay that copies its prompt, with a stop in the middle of
+/// the copied span and the length limit around it, the answers (text, finish, ids, usage, streamed
+/// chunks) are the ones without speculation, and `/health` counts the drafted and accepted tokens.
+#[test]
+fn a_speculating_server_answers_what_a_plain_one_does() {
+    use crate::common::{get, ok, refused, replay_server, stream};
+    use serde_json::{Value, json};
+
+    let h = replay_server();
+    let list = "apple, banana, cherry, date, elderberry, fig, grape, honeydew, kiwi";
+    let prompt = format!("A list: {list}.\nAgain: apple,");
+    let replay =
+        format!(" banana, cherry, date, elderberry, fig, grape, honeydew, kiwi.\nDone. {list}.");
+    let strip = |mut v: Value| {
+        for k in ["id", "created", "system_fingerprint"] {
+            v.as_object_mut().map(|o| o.remove(k));
+        }
+        v
+    };
+    let strip_all = |events: Vec<Value>| events.into_iter().map(strip).collect::<Vec<_>>();
+    for max_tokens in [6, 7, 8, 40] {
+        for stop in [
+            json!("elderberry, fi"),
+            json!(["kiwi.\n", "grape, h"]),
+            json!([]),
+        ] {
+            let base = json!({
+                "prompt": prompt, "replay": replay, "stop": stop, "max_tokens": max_tokens,
+                "return_token_ids": true, "logprobs": 1, "n": 2,
+            });
+            let mut spec = base.clone();
+            spec["speculate"] = json!({"method": "ngram", "draft_tokens": 4});
+            let mut off = base.clone();
+            off["speculate"] = json!("off");
+            let plain = strip(ok(&h, "/v1/completions", &off));
+            assert_eq!(strip(ok(&h, "/v1/completions", &spec)), plain, "{spec}");
+            assert_eq!(
+                strip(ok(&h, "/v1/completions", &base)),
+                plain,
+                "the default is off"
+            );
+            let (mut s_spec, mut s_off) = (spec.clone(), off.clone());
+            s_spec["stream"] = json!(true);
+            s_off["stream"] = json!(true);
+            assert_eq!(
+                strip_all(stream(&h, "/v1/completions", &s_spec)),
+                strip_all(stream(&h, "/v1/completions", &s_off)),
+                "{s_spec}"
+            );
+        }
+    }
+    let health = get(&h, "/health").body;
+    let drafted = health["speculation"]["drafted_tokens"].as_u64().unwrap();
+    let accepted = health["speculation"]["accepted_tokens"].as_u64().unwrap();
+    assert!(accepted > 0 && accepted <= drafted, "{health}");
+    assert_eq!(health["speculation"]["default"], false);
+
+    // Bad settings are refused by name.
+    let base = json!({"prompt": "x", "replay": "y", "max_tokens": 2});
+    for (value, param) in [
+        (json!("eagle"), "speculate"),
+        (json!(3), "speculate"),
+        (json!({"draft_tokens": 0}), "speculate.draft_tokens"),
+        (
+            json!({"ngram_max": 1, "ngram_min": 2}),
+            "speculate.ngram_min",
+        ),
+        (json!({"method": "ngram", "depth": 2}), "speculate.depth"),
+    ] {
+        let mut body = base.clone();
+        body["speculate"] = value.clone();
+        let (status, p, _) = refused(&h, "/v1/completions", body);
+        assert_eq!((status, p.as_str()), (400, Some(param)), "{value}");
+    }
+    let mut body = base.clone();
+    body["speculative_config"] = json!({"method": "ngram"});
+    let (status, p, _) = refused(&h, "/v1/completions", body);
+    assert_eq!((status, p.as_str()), (400, Some("speculative_config")));
+}

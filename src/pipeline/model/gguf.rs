@@ -649,6 +649,40 @@ impl Model for GgufLlama {
         }
     }
 
+    fn decode_rows(&mut self, steps: &[(usize, &[u32], usize)]) -> Result<Vec<Vec<Next>>, Error> {
+        let Weights::Native(m) = &mut self.weights else {
+            return steps
+                .iter()
+                .map(|&(slot, tokens, pos)| self.forward_all(slot, tokens, pos))
+                .collect();
+        };
+        if let Some(&(_, t, pos)) = steps.iter().find(|s| s.2 + s.1.len() > self.context) {
+            return Err(Error::ContextFull {
+                needed: pos + t.len(),
+                context: self.context,
+            });
+        }
+        let vocab = m.config().vocab;
+        let all = m.decode_rows(steps).map_err(|message| Error::Model {
+            path: self.path.clone(),
+            message,
+        })?;
+        let mut rows = all.chunks_exact(vocab);
+        let mut out = Vec::with_capacity(steps.len());
+        for &(_, tokens, pos) in steps {
+            let mut proposals = Vec::with_capacity(tokens.len());
+            for i in 0..tokens.len() {
+                let logits = rows.next().ok_or_else(|| {
+                    Error::Backend("the model gave fewer rows than it was fed".into())
+                })?;
+                self.check_logits(logits, pos + i)?;
+                proposals.push(Next::Logits(logits.to_vec()));
+            }
+            out.push(proposals);
+        }
+        Ok(out)
+    }
+
     fn decode(&mut self, steps: &[(usize, u32, usize)]) -> Result<Vec<Next>, Error> {
         let Weights::Native(m) = &mut self.weights else {
             return steps

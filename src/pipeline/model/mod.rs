@@ -90,6 +90,18 @@ pub trait Model {
             .collect()
     }
 
+    /// One step of several sequences, several positions each: `steps[i] = (slot, tokens, pos)` feeds
+    /// `tokens` at `pos..` of the sequence in `slot` (each slot at most once) and returns, per step, the
+    /// proposal after each of its tokens (a batch's step of speculative decoding: each sequence its token
+    /// and its draft). A model that batches reads its weights once for all the rows; by default each
+    /// step's rows come from [`Model::forward_all`], one step after another.
+    fn decode_rows(&mut self, steps: &[(usize, &[u32], usize)]) -> Result<Vec<Vec<Next>>, Error> {
+        steps
+            .iter()
+            .map(|&(slot, tokens, pos)| self.forward_all(slot, tokens, pos))
+            .collect()
+    }
+
     /// Copies the cached positions `..n` of the sequence in slot `from` into slot `to` (the same slot:
     /// keeps them), when the model can do so without changing any number: feeding the rest of a prompt
     /// after them then gives the logits that a prefill of the whole prompt gives. Returns whether it did;

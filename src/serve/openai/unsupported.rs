@@ -74,14 +74,9 @@ pub fn check(f: &Fields, endpoint: Endpoint) -> Result<(), ApiError> {
         ("verbosity", "the served model has no verbosity setting"),
         ("web_search_options", "web search is not implemented"),
         (
-            "speculate",
-            "speculative decoding runs on the command line (chat, complete, trace --speculate ngram), not yet in \
-             the server's batch",
-        ),
-        (
             "speculative_config",
-            "speculative decoding runs on the command line (chat, complete, trace --speculate ngram), not yet in \
-             the server's batch",
+            "is vLLM's server setting; stoplab takes `speculate` per request (\"ngram\", \"off\" or \
+             {\"method\": \"ngram\", \"draft_tokens\": K}) and `stoplab serve --speculate ngram` for a default",
         ),
         (
             "grammar",

@@ -64,8 +64,24 @@ impl Llama {
     /// sequence in `slot` (each slot at most once). Returns the logits of every step, `vocab` values each,
     /// in the order of `steps`.
     pub fn decode(&mut self, steps: &[(usize, u32, usize)]) -> Result<Vec<f32>, String> {
+        let rows: Vec<[u32; 1]> = steps.iter().map(|s| [s.1]).collect();
+        let segs: Vec<(usize, &[u32], usize)> = steps
+            .iter()
+            .zip(&rows)
+            .map(|(&(slot, _, pos), t)| (slot, &t[..], pos))
+            .collect();
+        self.decode_rows(&segs)
+    }
+
+    /// One step of several sequences, several positions each: `steps[i] = (slot, tokens, pos)` feeds
+    /// `tokens` at `pos..` of the sequence in `slot` (each slot at most once; a step of speculative
+    /// decoding feeds a token and its draft). Returns the logits after every fed token, `vocab` values
+    /// each, the steps' rows in order. The weights are read once per pass for all the rows; a pass takes
+    /// at most [`Q6_K_SAME_AS_ONE_ROW`] rows on a model with Q6_K matrices (a step's rows may then be
+    /// split over passes), so every row's numbers are those it gets alone.
+    pub fn decode_rows(&mut self, steps: &[(usize, &[u32], usize)]) -> Result<Vec<f32>, String> {
         let vocab = self.cfg.vocab;
-        for (i, &(slot, t, pos)) in steps.iter().enumerate() {
+        for (i, &(slot, tokens, pos)) in steps.iter().enumerate() {
             if slot >= self.kv.len() {
                 return Err(format!(
                     "KV slot {slot} does not exist: the model holds {} sequences",
@@ -75,13 +91,15 @@ impl Llama {
             if steps[..i].iter().any(|s| s.0 == slot) {
                 return Err(format!("KV slot {slot} is fed twice in one step"));
             }
-            if pos >= self.slot_context {
+            let end = pos.checked_add(tokens.len());
+            if tokens.is_empty() || end.is_none_or(|e| e > self.slot_context) {
                 return Err(format!(
-                    "position {pos} is not inside the context of {}",
+                    "positions {pos}..{pos}+{} are not inside the context of {}",
+                    tokens.len(),
                     self.slot_context
                 ));
             }
-            if t as usize >= vocab {
+            if let Some(&t) = tokens.iter().find(|&&t| t as usize >= vocab) {
                 return Err(format!(
                     "token id {t} is outside the model's vocabulary of {vocab}"
                 ));
@@ -90,22 +108,43 @@ impl Llama {
         let per_pass = if self.has_q6_k() {
             Q6_K_SAME_AS_ONE_ROW
         } else {
-            usize::MAX
-        };
-        let mut out = Vec::with_capacity(steps.len() * vocab);
-        for group in steps.chunks(per_pass.max(1)) {
-            let tokens: Vec<u32> = group.iter().map(|s| s.1).collect();
-            let segs: Vec<Seg> = group
-                .iter()
-                .map(|&(slot, _, pos)| Seg { slot, pos, rows: 1 })
-                .collect();
-            let kernels: Kernels = self.kernels;
+            super::CHUNK
+        }
+        .max(1);
+        let total: usize = steps.iter().map(|s| s.1.len()).sum();
+        let mut out = Vec::with_capacity(total * vocab);
+        // Fill passes of `per_pass` rows in order, a step's rows split where a pass is full.
+        let (mut tokens, mut segs) = (Vec::new(), Vec::new());
+        let mut flush = |me: &mut Self, tokens: &mut Vec<u32>, segs: &mut Vec<Seg>| {
+            if tokens.is_empty() {
+                return;
+            }
+            let kernels: Kernels = me.kernels;
             kernels.run(
                 #[inline(always)]
-                || self.forward_chunk(&tokens, &segs, Logits::All),
+                || me.forward_chunk(tokens, segs, Logits::All),
             );
-            out.extend_from_slice(&self.scratch.logits[..group.len() * vocab]);
+            out.extend_from_slice(&me.scratch.logits[..tokens.len() * vocab]);
+            tokens.clear();
+            segs.clear();
+        };
+        for &(slot, step, pos) in steps {
+            let mut at = 0;
+            while at < step.len() {
+                let take = (per_pass - tokens.len()).min(step.len() - at);
+                tokens.extend_from_slice(&step[at..at + take]);
+                segs.push(Seg {
+                    slot,
+                    pos: pos + at,
+                    rows: take,
+                });
+                at += take;
+                if tokens.len() == per_pass {
+                    flush(self, &mut tokens, &mut segs);
+                }
+            }
         }
+        flush(self, &mut tokens, &mut segs);
         Ok(out)
     }
 
