@@ -9,13 +9,16 @@ use clap::{Arg, ArgAction, Args};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use stoplab::lab::experiment::plan::{ChooseError, Plan, PlanError, Progress, choose, run_remote};
-use stoplab::lab::experiment::report::{header, summary_line, table, to_json, write_report};
+use stoplab::lab::experiment::report::{
+    contrast_table, header, summary_line, table, to_json, write_report,
+};
 use stoplab::lab::experiment::run::RunOptions;
 use stoplab::lab::experiment::scenario::ScenarioError;
 use stoplab::pipeline::settings::{RepetitionStop, UserSettings};
 
 use crate::cli::args::endpoint;
 use crate::cli::args::model::{ADAPTER, MODEL, ModelArgs};
+use crate::cli::args::speculate::NgramArgs;
 use crate::cli::output::{Failure, pretty};
 
 pub const EXAMPLES: &str = "Examples:
@@ -83,6 +86,10 @@ pub struct ExperimentArgs {
     #[arg(long, value_name = "N", default_value_t = PARALLEL, conflicts_with = "endpoint",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     parallel: usize,
+    /// On the local model: every run drafts by prompt lookup (each run's draft rides in the batch's step;
+    /// the texts are the same as without). A replay scenario's own `[replay] tokens_per_step` stays.
+    #[command(flatten)]
+    speculate: NgramArgs,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -123,10 +130,17 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     if args.runs == Some(0) {
         return Err(Failure::usage("--runs: must be at least 1"));
     }
+    let speculation = args.speculate.speculation()?;
+    if speculation.is_some() && args.endpoint.is_some() {
+        return Err(Failure::usage(
+            "--speculate runs on the local model; a server decides its own (stoplab serve --speculate ngram)",
+        ));
+    }
     let opts = RunOptions {
         quick: args.quick,
         repetition,
         runs: args.runs,
+        speculation,
     };
     let models = args.model.model.names();
     let explicit = !args.only.is_empty() || !args.scenario.is_empty();
@@ -202,6 +216,10 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         say!("{}", pretty(&json));
     } else {
         say!("{}", table(&reports).trim_end_matches('\n'));
+        let contrasts = contrast_table(&reports);
+        if !contrasts.is_empty() {
+            say!("\n{}", contrasts.trim_end_matches('\n'));
+        }
         say!("{}", summary_line(total, reports.len(), wall_s, opts.quick));
         if let Some(dir) = &args.report {
             say!("report written to {}", dir.join("report.md").display());

@@ -336,7 +336,7 @@ fn each_family_runs_its_own_scenarios_side_by_side() {
             "--model",
             "gemma3-270m,qwen2.5-coder-0.5b-instruct",
             "--model",
-            "gpt-oss-vocab,llama3-vocab",
+            "gpt-oss-vocab,llama3-vocab,qwen3-vocab",
         ])
         .output()
         .unwrap();
@@ -412,5 +412,63 @@ fn each_family_runs_its_own_scenarios_side_by_side() {
     assert!(
         text.starts_with("Paris.<|eot_id|><|start_header_id|>user"),
         "{text:?}"
+    );
+}
+
+/// `--speculate ngram` drafts in every run of the batch and changes no text; a scenario's bad
+/// `[replay] tokens_per_step` or `contrast` is named by its key.
+#[test]
+fn experiment_with_speculation_gives_the_same_texts() {
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_stoplab"))
+            .args(["--threads", "1", "experiment", "--quick", "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["scenarios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["name"].clone(), r["results"].clone()))
+            .map(|(n, rs)| {
+                let texts: Vec<_> = rs
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r["text"].clone(), r["finish"].clone(), r["tokens"].clone()))
+                    .collect();
+                (n, texts)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(&["--speculate", "ngram"]), run(&[]));
+
+    let src = |replay: &str| {
+        format!(
+            "name = \"x\"\ntitle = \"x\"\n[prompt]\nformat = \"raw\"\nmessages = [{{ role = \"user\", content = \"a\" }}]\n\
+             [replay]\ntext = \"b\"\n{replay}\n[done]\ncontains = [\"b\"]\n"
+        )
+    };
+    let e = Scenario::parse("x.toml", &src("tokens_per_step = 0")).unwrap_err();
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("replay.tokens_per_step", 8),
+        "{e}"
+    );
+    let e = Scenario::parse("x.toml", &src("contrast = \"one-token-window\"")).unwrap_err();
+    assert_eq!(e.field, "replay.contrast");
+    assert!(e.message.contains("tokens_per_step"), "{e}");
+    let e =
+        Scenario::parse("x.toml", &src("tokens_per_step = 4\ncontrast = \"window\"")).unwrap_err();
+    assert!(
+        e.message
+            .contains("one-token-window, length-before-stop, cut-text-keep-ids"),
+        "{e}"
     );
 }

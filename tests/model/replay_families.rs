@@ -505,3 +505,71 @@ impl ConcatStr for Vec<serde_json::Value> {
         self.iter().filter_map(|v| v.as_str()).collect()
     }
 }
+
+/// The three bugs of multi-token steps, staged on `qwen3-vocab` replays 6 tokens a step: stoplab's answer
+/// is the one a step of one token gives (text, finish, ids), and beside it the buggy rule's shows the bug:
+/// the stop missed and the text run on (sglang PR #23802), `length` with the stop and what follows it
+/// returned (sglang #31599), the text cut but ids after the stop returned (vLLM PR #47616).
+#[test]
+fn the_step_scenarios_show_each_buggy_rule_beside_stoplab() {
+    use stoplab::lab::experiment::{self, run::RunOptions, run::run_scenario};
+
+    let mut e = engine("qwen3-vocab");
+    let opts = RunOptions::default();
+    let steps: Vec<_> = experiment::shipped()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.name.starts_with("steps-"))
+        .collect();
+    assert_eq!(steps.len(), 3);
+    for sc in &steps {
+        let staged = run_scenario(&mut e, sc, &opts, &mut |_| {}).unwrap();
+        let mut one = sc.clone();
+        one.params.speculation = None;
+        one.contrast = None;
+        let plain = run_scenario(&mut e, &one, &opts, &mut |_| {}).unwrap();
+        let (a, b) = (&staged.results[0], &plain.results[0]);
+        assert_eq!(
+            (&a.text, &a.finish, a.tokens),
+            (&b.text, &b.finish, b.tokens),
+            "{}: 6 tokens a step give what 1 does",
+            sc.name
+        );
+        let c = staged.contrast.as_ref().expect("a contrast");
+        assert_eq!(c.tokens_per_step, 6);
+        assert_eq!(c.stoplab.text, a.text);
+        assert_eq!(c.stoplab.finish, "stop");
+        let rule = &c.rule_answer;
+        match sc.name.as_str() {
+            "steps-1-stop-outside-window" => {
+                assert_eq!(a.text, "Berlin.");
+                assert!(
+                    rule.text.contains("\nuser: And what about France?"),
+                    "{rule:?}"
+                );
+                assert!(c.leaked > 10, "{c:?}");
+            }
+            "steps-2-length-before-stop" => {
+                assert_eq!(a.text, "Berlin.");
+                assert_eq!(rule.finish, "length");
+                assert!(rule.text.contains("######"), "{rule:?}");
+                assert_eq!(rule.ids.len(), sc.params.max_tokens);
+                assert!(c.leaked > 0);
+            }
+            "steps-3-text-cut-ids-kept" => {
+                assert_eq!(a.text, "He laughed:");
+                assert_eq!(rule.text, a.text, "the text is cut alike");
+                assert!(c.leaked > 0, "{c:?}");
+                // Stoplab's ids spell its text exactly; the rule's spell more.
+                let spelled = e.vocab.decode(&c.stoplab.ids).unwrap();
+                assert_eq!(spelled, a.text);
+                let theirs = e.vocab.decode(&rule.ids).unwrap();
+                assert!(
+                    theirs.len() > a.text.len() + " ha ha ha".len(),
+                    "{theirs:?}"
+                );
+            }
+            other => panic!("an unexpected scenario {other}"),
+        }
+    }
+}

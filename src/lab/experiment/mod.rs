@@ -41,6 +41,7 @@
 pub mod plan;
 pub mod remote;
 pub mod report;
+pub mod rules;
 pub mod run;
 pub mod scenario;
 
@@ -109,6 +110,18 @@ pub const SHIPPED: &[(&str, &str)] = &[
     (
         "scenarios/families/qwen-2-tool-call-prefilled.toml",
         include_str!("../../../scenarios/families/qwen-2-tool-call-prefilled.toml"),
+    ),
+    (
+        "scenarios/families/steps-1-stop-outside-window.toml",
+        include_str!("../../../scenarios/families/steps-1-stop-outside-window.toml"),
+    ),
+    (
+        "scenarios/families/steps-2-length-before-stop.toml",
+        include_str!("../../../scenarios/families/steps-2-length-before-stop.toml"),
+    ),
+    (
+        "scenarios/families/steps-3-text-cut-ids-kept.toml",
+        include_str!("../../../scenarios/families/steps-3-text-cut-ids-kept.toml"),
     ),
     (
         "scenarios/families/harmony-call-ends.toml",

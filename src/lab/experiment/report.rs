@@ -89,6 +89,80 @@ pub fn table(reports: &[ScenarioReport]) -> String {
     out
 }
 
+/// The scenarios that stage several tokens per step against a buggy rule (`[replay] contrast`): for
+/// each, stoplab's answer and the rule's, two lines; empty when there are none.
+pub fn contrast_table(reports: &[ScenarioReport]) -> String {
+    let rows: Vec<[String; 7]> = reports
+        .iter()
+        .filter_map(|r| r.contrast.as_ref().map(|c| (r, c)))
+        .flat_map(|(r, c)| {
+            let line = |who: String, a: &super::rules::Answer, leaked: String| {
+                [
+                    r.name.clone(),
+                    who,
+                    a.finish.clone(),
+                    a.ids.len().to_string(),
+                    a.completion_tokens.to_string(),
+                    leaked,
+                    format!("{:?}", a.text),
+                ]
+            };
+            [
+                line(
+                    format!("stoplab (K={})", c.tokens_per_step),
+                    &c.stoplab,
+                    "-".into(),
+                ),
+                line(
+                    format!("{} ({})", c.rule.name(), c.source),
+                    &c.rule_answer,
+                    c.leaked.to_string(),
+                ),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    const HEAD: [&str; 7] = [
+        "scenario", "rule", "finish", "ids", "usage", "leaked", "text",
+    ];
+    let mut width = HEAD.map(|c| c.chars().count());
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let last = cells.len() - 1;
+        cells
+            .iter()
+            .zip(&width)
+            .enumerate()
+            .map(|(i, (c, &w))| {
+                let pad = " ".repeat(w - c.chars().count());
+                match i {
+                    _ if i == last => c.clone(),
+                    0..=2 => format!("{c}{pad}"),
+                    _ => format!("{pad}{c}"),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut out = String::from(
+        "Several tokens per step: stoplab's answer beside the rule that broke (ids: the ids a client gets; \
+         usage: completion_tokens; leaked: ids given after the token that ended stoplab's answer)\n",
+    );
+    out.push_str(&line(&HEAD.map(String::from)));
+    out.push('\n');
+    for r in &rows {
+        out.push_str(&line(r));
+        out.push('\n');
+    }
+    out
+}
+
 /// The JSON of `stoplab experiment --json`.
 pub fn to_json(reports: &[ScenarioReport], opts: &RunOptions, wall_s: f64) -> serde_json::Value {
     serde_json::json!({
@@ -121,6 +195,10 @@ pub fn markdown(reports: &[ScenarioReport], scenarios: &[Scenario], header: &str
             c[0] = format!("{} ({})", c[0], md_escape(&r.model));
         }
         out.push_str(&format!("| {} |\n", c.join(" | ")));
+    }
+    let contrasts = contrast_table(reports);
+    if !contrasts.is_empty() {
+        out.push_str(&format!("\n```text\n{contrasts}```\n"));
     }
     for r in reports {
         out.push_str(&format!("\n## {}: {}\n\n", r.name, r.title));

@@ -6,11 +6,12 @@ use std::ops::ControlFlow;
 use serde::Serialize;
 
 use crate::pipeline::batch::generate_all_with;
-use crate::pipeline::settings::{GenerateParams, RepetitionStop};
+use crate::pipeline::settings::{GenerateParams, RepetitionStop, Speculation};
 use crate::pipeline::sink::Sink;
 use crate::pipeline::sink::{Outcome, TokenEvent};
 use crate::{Error, LoadedModel};
 
+use super::rules::{self, Answer, Contrast, StepRule};
 use super::scenario::Scenario;
 
 /// How to run.
@@ -22,6 +23,8 @@ pub struct RunOptions {
     pub repetition: Option<RepetitionStop>,
     /// Runs per scenario instead of each scenario's own count (`--runs`).
     pub runs: Option<usize>,
+    /// Speculative decoding for every run whose scenario does not stage its own steps (`--speculate`).
+    pub speculation: Option<Speculation>,
 }
 
 impl RunOptions {
@@ -34,6 +37,9 @@ impl RunOptions {
         }
         if let Some(r) = self.repetition {
             p.repetition = Some(r);
+        }
+        if p.speculation.is_none() {
+            p.speculation = self.speculation;
         }
         p
     }
@@ -99,6 +105,9 @@ pub struct ScenarioReport {
     /// The end tokens in force, as [`crate::lab::trace::end_set_line`] writes them (empty on a server).
     pub end_tokens: String,
     pub results: Vec<RunResult>,
+    /// `[replay] contrast`: the first run's answer beside the buggy rule's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contrast: Option<Contrast>,
 }
 
 /// Counts non-overlapping occurrences of each marker in `text`.
@@ -136,6 +145,7 @@ pub fn run_scenario(
     };
     let longest = sc.done.iter().map(String::len).max().unwrap_or(0);
     let mut results = Vec::new();
+    let mut contrast = None;
     for i in 0..opts.runs_of(sc) {
         let params = opts.params(sc, i);
         let mut written: Vec<u8> = Vec::new();
@@ -154,6 +164,9 @@ pub fn run_scenario(
             ControlFlow::Continue(())
         };
         let outcome = engine.generate(&prompt, replay.clone(), &params, &mut sink)?;
+        if let (Some(rule), Some(script), 0) = (sc.contrast, &replay, i) {
+            contrast = Some(contrasted(engine, sc, rule, script, &params, &outcome)?);
+        }
         let result = RunResult {
             seed: params.sampling.seed,
             finish: outcome.finish.kind().into(),
@@ -173,7 +186,40 @@ pub fn run_scenario(
     }
     let mut report = summarise(sc, results);
     report.end_tokens = crate::lab::trace::end_set_line(&engine.vocab, &sc.params);
+    report.contrast = contrast;
     Ok(report)
+}
+
+/// Stoplab's answer of a replayed run beside what `rule` gives on the same replay, staged the same way.
+fn contrasted(
+    engine: &LoadedModel,
+    sc: &Scenario,
+    rule: StepRule,
+    script: &[u32],
+    params: &GenerateParams,
+    outcome: &Outcome,
+) -> Result<Contrast, Error> {
+    let ends = params.end_set(engine.vocab.end_tokens());
+    let end = engine.replay_ending(script.to_vec(), &ends)?.end();
+    let stream = [script, &[end]].concat();
+    let k = sc.tokens_per_step.unwrap_or(1);
+    let theirs = rules::apply(
+        rule,
+        &engine.vocab,
+        &stream,
+        &ends,
+        &sc.settings.stops,
+        params.max_tokens,
+        k,
+    )?;
+    let carried = outcome.tokens.len() - outcome.withheld;
+    let ours = Answer {
+        text: outcome.text.clone(),
+        finish: outcome.finish.openai().into(),
+        ids: outcome.tokens[..carried].to_vec(),
+        completion_tokens: outcome.tokens.len(),
+    };
+    Ok(Contrast::new(rule, k, ours, theirs))
 }
 
 /// Watches a run's output for the scenario's "done" texts: where the answer was complete.
@@ -375,6 +421,7 @@ pub fn summarise(sc: &Scenario, results: Vec<RunResult>) -> ScenarioReport {
             0.0
         },
         results,
+        contrast: None,
     }
 }
 

@@ -10,7 +10,9 @@ use crate::pipeline::field::{Field, SettingsError};
 use crate::pipeline::format::{Message, PromptFormat};
 use crate::pipeline::sampling::SamplingParams;
 use crate::pipeline::settings::{EndTokenChoice, Settings, UserSettings};
-use crate::pipeline::settings::{GenerateParams, RepetitionStop};
+use crate::pipeline::settings::{GenerateParams, RepetitionStop, Speculation};
+
+use super::rules::StepRule;
 
 /// A scenario file that could not be used: the file, the line and the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +53,10 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct ReplaySpec {
     text: String,
+    /// Stage steps of this many tokens (`--tokens-per-step`).
+    tokens_per_step: Option<usize>,
+    /// A buggy rule of multi-token steps to show beside stoplab's answer ([`StepRule`]).
+    contrast: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +160,10 @@ pub struct Scenario {
     pub ngram: usize,
     /// Text the replay model writes instead of the model (`[replay] text`).
     pub replay: Option<String>,
+    /// `[replay] tokens_per_step`: the replay is staged in steps of this many tokens.
+    pub tokens_per_step: Option<usize>,
+    /// `[replay] contrast`: the buggy rule whose answer the report shows beside stoplab's.
+    pub contrast: Option<StepRule>,
     /// The file's text, for the lines of errors found later (token ids against a vocabulary).
     source: String,
 }
@@ -342,7 +352,7 @@ impl Scenario {
             sampling: raw.sampling.clone(),
             end_tokens: raw.stop.end_tokens.clone(),
         };
-        let Settings { format, params } = settings
+        let Settings { format, mut params } = settings
             .validate(None)
             .map_err(|e| settings_error(file, src, &settings, e))?;
         if raw.model.as_deref() == Some("") {
@@ -370,6 +380,40 @@ impl Scenario {
         if raw.done.ngram == 0 {
             return Err(bad("done.ngram", "must be at least 1".into()));
         }
+        let replay = raw.replay.as_ref();
+        let tokens_per_step = replay.and_then(|r| r.tokens_per_step);
+        if let Some(k) = tokens_per_step {
+            if !(1..=16).contains(&k) {
+                return Err(bad(
+                    "replay.tokens_per_step",
+                    format!("{k} is outside 1..=16 (a step feeds this many positions)"),
+                ));
+            }
+            params.speculation = Some(Speculation::tokens_per_step(k));
+        }
+        let contrast = match replay.and_then(|r| r.contrast.as_deref()) {
+            None => None,
+            Some(name) => match StepRule::parse(name) {
+                Some(_) if tokens_per_step.unwrap_or(1) < 2 => {
+                    return Err(bad(
+                        "replay.contrast",
+                        "a rule of multi-token steps needs steps of several tokens: set \
+                         replay.tokens_per_step to 2 or more"
+                            .into(),
+                    ));
+                }
+                Some(rule) => Some(rule),
+                None => {
+                    return Err(bad(
+                        "replay.contrast",
+                        format!(
+                            "unknown rule {name:?}; the rules are {}",
+                            StepRule::ALL.map(StepRule::name).join(", ")
+                        ),
+                    ));
+                }
+            },
+        };
         let turn_markers = raw
             .done
             .turn_markers
@@ -404,6 +448,8 @@ impl Scenario {
             turn_markers,
             ngram: raw.done.ngram,
             replay: raw.replay.map(|r| r.text),
+            tokens_per_step,
+            contrast,
             source: src.into(),
         })
     }

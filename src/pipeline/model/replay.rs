@@ -28,6 +28,11 @@ impl Replay {
     pub fn script(&self) -> &[u32] {
         &self.script
     }
+
+    /// The id written after the script.
+    pub fn end(&self) -> u32 {
+        self.end
+    }
 }
 
 impl Model for Replay {
