@@ -152,8 +152,11 @@ impl<S: Sink> Batch<S> {
         };
         let cached = &mut self.cached;
         let reused = &mut self.reused;
+        let scripted = matches!(&place, Place::Own(m) if m.script().is_some());
         let spec = match params.speculation {
-            Some(s) if s.drafter == Drafter::Script => Some(Err(super::speculate::script_needed())),
+            Some(s) if s.drafter == Drafter::Script && !scripted => {
+                Some(Err(super::speculate::script_needed()))
+            }
             Some(s) => Some(Speculator::new(s, prompt)),
             None => None,
         }
@@ -392,7 +395,7 @@ impl<S: Sink> Batch<S> {
         }
         for (i, r) in self.running.iter_mut().enumerate() {
             if let (Place::Own(m), Some(sp)) = (&r.place, &mut r.spec) {
-                drafts[i] = sp.draft(r.feed, m.context_length(), r.max_tokens, None, 0, 0.0);
+                drafts[i] = sp.draft(r.feed, m.context_length(), r.max_tokens, m.script(), 0, 0.0);
             }
         }
         drafts

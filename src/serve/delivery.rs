@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::Error;
-use crate::pipeline::sink::{Outcome, StepProbs, Token};
+use crate::pipeline::sink::{Outcome, StepProbs, StepReport, Token};
 use crate::pipeline::stop::FinishReason;
 
 /// What the worker tells a request's handler.
@@ -20,6 +20,9 @@ pub enum Event {
     },
     /// One generated token of a choice, as the engine stepped it.
     Token { choice: usize, token: Box<Token> },
+    /// A step of several tokens ended (speculative decoding, or a replay's staged steps), after its
+    /// tokens' events: what was drafted, accepted and discarded.
+    Step { choice: usize, report: StepReport },
     /// A choice's generation ended (an outcome, or an error of the model or the request). After an error no
     /// further choice runs.
     Done {

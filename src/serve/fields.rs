@@ -293,8 +293,30 @@ pub fn replay(f: &Fields, vocab: &Vocab) -> Result<Option<Vec<u32>>, ApiError> {
 
 /// `speculate`: `"ngram"` (prompt lookup, the server's sizes when it speculates, else the defaults), an
 /// object `{"method": "ngram", "draft_tokens": K, "ngram_max": N, "ngram_min": N}` (each size optional),
-/// or `"off"` / `false` / `null`; absent: what the server was started with (`serve --speculate`).
+/// or `"off"` / `false` / `null`; absent: what the server was started with (`serve --speculate`). Or
+/// `tokens_per_step`: a replay's steps of K tokens (`--tokens-per-step`), for a request with `replay`.
 pub fn speculation(f: &Fields, served: &Served) -> Result<Option<Speculation>, ApiError> {
+    if let Some(k) = count_at_least_one(f, "tokens_per_step")? {
+        if f.raw("replay").is_none() {
+            return Err(ApiError::invalid(
+                "tokens_per_step",
+                "stages steps of a replay: give `replay` too (a model's own steps are `speculate`)",
+            ));
+        }
+        if f.raw("speculate").is_some() {
+            return Err(ApiError::invalid(
+                "tokens_per_step",
+                "give `tokens_per_step` (a replay's steps) or `speculate` (prompt lookup), not both",
+            ));
+        }
+        if k > 16 {
+            return Err(ApiError::invalid(
+                "tokens_per_step",
+                format!("{k} is more than 16, the most positions a step feeds"),
+            ));
+        }
+        return Ok(Some(Speculation::tokens_per_step(k)));
+    }
     let base = served.speculation.unwrap_or_else(Speculation::ngram);
     let (max0, min0) = match base.drafter {
         Drafter::Ngram { max, min } => (max, min),

@@ -356,6 +356,13 @@ impl Sink for TokenSink<'_> {
             .fetch_add(report.drafted.len() as u64, Ordering::Relaxed);
         s.accepted
             .fetch_add(report.accepted as u64, Ordering::Relaxed);
+        self.delivery.borrow_mut().send(
+            self.choice,
+            Event::Step {
+                choice: self.choice,
+                report: report.clone(),
+            },
+        );
         Ok(())
     }
 

@@ -336,6 +336,65 @@ fn replay_run_shows_chips_held_back_bytes_the_cut_stop_and_the_finish() {
     h.shutdown().unwrap();
 }
 
+/// A replay staged 3 tokens a step: the chips are those of one token a step, each step's chips share a
+/// band (the first marked), and the list under them says what each step drafted and kept; the stop that
+/// ends the text in the middle of a step discards the rest of it.
+#[test]
+fn steps_of_several_tokens_show_as_groups_of_chips() {
+    let _one = one_browser();
+    let h = replay_server();
+    let b = Browser::start(Window::DESKTOP);
+    b.goto(&url_of(&h));
+    b.wait_until(
+        "the server's model is shown",
+        "return document.getElementById('model').value !== ''",
+    );
+    type_into(&b, "#prompt", QUESTION);
+    b.select("#format", "transcript");
+    type_into(&b, "#stop-input", "\\nuser:");
+    b.css("#stop-input").send_keys(ENTER);
+    type_into(&b, "#replay", " Berlin.\\nuser: And France?");
+    type_into(&b, "#tokens-per-step", "3");
+    b.css("#run").click();
+    wait_done(&b);
+    assert_eq!(b.text("#error"), "");
+    let e = expected(
+        false,
+        "transcript",
+        &[Message::new("user", QUESTION)],
+        user(&["\nuser:"], 64),
+        Some(REPLAY),
+    );
+    assert_chips_match(&b, 0, &e);
+    let chips = chips(&b, 0);
+    assert!(
+        !chips[0].has("step"),
+        "the first token comes from the prompt's pass"
+    );
+    let steps: Vec<usize> = chips[1..]
+        .iter()
+        .map(|c| {
+            assert!(c.has("step"), "{c:?}");
+            usize::from(c.has("step-first"))
+        })
+        .collect();
+    assert_eq!(steps[0], 1, "a step begins at the second token");
+    let lines: Vec<String> = serde_json::from_value(b.js(
+        "return [...document.querySelectorAll('#runs .run .steps li')].map((li) => li.textContent)",
+        vec![],
+    ))
+    .unwrap();
+    assert_eq!(lines.len(), steps.iter().sum::<usize>(), "{lines:?}");
+    assert!(
+        lines[0].starts_with("step 0: 3 tokens #1–#3; drafted ["),
+        "{lines:?}"
+    );
+    b.js("window.scrollTo(0, 0)", vec![]);
+    b.screenshot("steps.png");
+    b.close();
+    h.shutdown().unwrap();
+}
+
 #[test]
 fn side_by_side_shows_the_tokens_a_run_without_the_stop_wastes() {
     let _one = one_browser();
@@ -684,6 +743,70 @@ fn the_trace_stream_carries_the_rows_of_trace_and_its_explanation() {
     );
     let api: Vec<Value> = api.iter().map(|c| c["choices"].clone()).collect();
     assert_eq!(wire, api);
+    h.shutdown().unwrap();
+}
+
+/// The trace stream of a replay staged 3 tokens a step: the same rows as one a step, and after each step
+/// an event naming its rows (contiguous from the second token) and what was drafted, accepted and
+/// discarded; `tokens_per_step` without a replay is refused by name.
+#[test]
+fn the_trace_stream_reports_each_step_after_its_rows() {
+    let h = replay_server();
+    let body = json!({
+        "format": "transcript",
+        "messages": [{"role": "user", "content": QUESTION}],
+        "stop": ["\nuser:"],
+        "replay": REPLAY,
+    });
+    let one = trace_events(&h, &body);
+    let mut staged = body.clone();
+    staged["tokens_per_step"] = json!(3);
+    let events = trace_events(&h, &staged);
+    let rows = |evs: &[Value]| -> Vec<Value> {
+        evs.iter()
+            .filter(|ev| ev["type"] == "token")
+            .map(|ev| {
+                let mut ev = ev.clone();
+                ev.as_object_mut().unwrap().remove("wire");
+                ev
+            })
+            .collect()
+    };
+    assert_eq!(rows(&events), rows(&one));
+    let finish = |evs: &[Value]| {
+        let mut f = evs.last().unwrap().clone();
+        f.as_object_mut().unwrap().remove("wire");
+        f
+    };
+    assert_eq!(finish(&events), finish(&one), "the same finish");
+    let mut next = 1;
+    let mut seen = 0;
+    for ev in &events {
+        match ev["type"].as_str().unwrap() {
+            "token" => seen += 1,
+            "step" => {
+                assert_eq!(ev["first_row"], next, "{ev}");
+                let n = ev["rows"].as_u64().unwrap() as usize;
+                assert_eq!(next + n, seen, "a step's event follows its rows: {ev}");
+                next += n;
+                assert!(ev["drafted"].as_array().unwrap().len() <= 2, "{ev}");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(next, seen, "every token after the first is in a step");
+    let last_step = events.iter().rev().find(|ev| ev["type"] == "step").unwrap();
+    assert!(
+        !last_step["discarded"].as_array().unwrap().is_empty(),
+        "the stop ends the text inside a step: {last_step}"
+    );
+
+    let mut bad = body.clone();
+    bad.as_object_mut().unwrap().remove("replay");
+    bad["tokens_per_step"] = json!(3);
+    let r = post(&h, "/v1/stoplab/trace", &bad);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["error"]["param"], "tokens_per_step", "{:?}", r.body);
     h.shutdown().unwrap();
 }
 

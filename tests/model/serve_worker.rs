@@ -45,6 +45,7 @@ fn run(body: serde_json::Value) -> (Vec<Token>, Vec<(usize, stoplab::pipeline::s
                 assert_eq!(choice, 0, "one choice");
                 steps.push(*token)
             }
+            Event::Step { .. } => panic!("a request that does not speculate has no steps"),
             Event::Done { choice, result } => {
                 done.push((choice, result.unwrap()));
                 break;

@@ -90,6 +90,11 @@ pub trait Model {
             .collect()
     }
 
+    /// The tokens the model writes, when it replays a script (what `--tokens-per-step` stages steps of).
+    fn script(&self) -> Option<&[u32]> {
+        None
+    }
+
     /// One step of several sequences, several positions each: `steps[i] = (slot, tokens, pos)` feeds
     /// `tokens` at `pos..` of the sequence in `slot` (each slot at most once) and returns, per step, the
     /// proposal after each of its tokens (a batch's step of speculative decoding: each sequence its token

@@ -36,6 +36,10 @@ impl Replay {
 }
 
 impl Model for Replay {
+    fn script(&self) -> Option<&[u32]> {
+        Some(&self.script)
+    }
+
     fn vocab_size(&self) -> usize {
         self.vocab_size
     }

@@ -115,6 +115,8 @@ async fn whole(
     loop {
         match rx.recv().await {
             Some(Event::Prompt { probs, .. }) => prompt = probs,
+            // OpenAI's answers say nothing of steps (`/health` counts them).
+            Some(Event::Step { .. }) => {}
             Some(Event::Token { token, .. }) => {
                 if reply.top_probs.is_some() {
                     lp.push(&token, top);

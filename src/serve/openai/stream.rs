@@ -262,6 +262,7 @@ impl SseState {
             match event {
                 Some(Event::Prompt { choice, probs }) => self.chunks.prompt(choice, &probs),
                 Some(Event::Token { choice, token }) => self.chunks.token(choice, &token),
+                Some(Event::Step { .. }) => {}
                 Some(Event::Done { result: Ok(o), .. }) if o.finish == FinishReason::Cancelled => {
                     self.end_with_error(ApiError::shutting_down());
                 }

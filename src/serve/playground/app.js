@@ -268,6 +268,9 @@ function requestBody(which) {
   b.logit_bias = logitBias();
   const replay = $("replay").value;
   if (replay !== "") b.replay = unescapeText(replay);
+  const perStep = number("tokens-per-step", "Tokens per step", { integer: true, optional: true });
+  if (perStep !== undefined && perStep > 1) b.tokens_per_step = perStep;
+  else if ($("speculate").checked) b.speculate = "ngram";
   return b;
 }
 
@@ -315,6 +318,7 @@ class Run {
     this.finishBox = this.node.querySelector(".finish");
     this.chart = this.node.querySelector(".chart");
     this.wire = this.node.querySelector(".wire-list");
+    this.stepList = this.node.querySelector(".steps");
     this.chartPending = false;
     this.drawOutput();
   }
@@ -331,6 +335,8 @@ class Run {
       this.drawOutput();
       this.scheduleChart();
       setStatus("generating… " + this.rows.length + " tokens");
+    } else if (ev.type === "step") {
+      this.markStep(ev);
     } else if (ev.type === "finish") {
       this.addWire(ev, "finish");
       this.finish = ev;
@@ -341,6 +347,26 @@ class Run {
       this.error = ev.error ? ev.error.message : "the generation failed";
       this.finishBox.replaceChildren(el("p", { class: "error", text: this.error }));
     }
+  }
+
+  /** A step of several tokens: its chips shaded as one group, and a line of what was drafted and kept. */
+  markStep(ev) {
+    const last = ev.first_row + ev.rows - 1;
+    for (let i = ev.first_row; i <= last; i++) {
+      const chip = this.tokens.children[i];
+      if (!chip) continue;
+      chip.classList.add("step", ev.index % 2 ? "step-b" : "step-a");
+      if (i === ev.first_row) chip.classList.add("step-first");
+      chip.dataset.step = ev.index;
+    }
+    const ids = (xs) => "[" + xs.join(", ") + "]";
+    const parts = ["step " + ev.index + ": " + (ev.rows === 1 ? "token #" + ev.first_row :
+      ev.rows + " tokens #" + ev.first_row + "–#" + last)];
+    parts.push(ev.drafted.length ? "drafted " + ids(ev.drafted) + ", accepted " + ev.accepted : "no draft");
+    if (ev.rejected.length) parts.push("rejected " + ids(ev.rejected));
+    if (ev.discarded.length) parts.push("discarded after the end " + ids(ev.discarded));
+    this.stepList.hidden = false;
+    this.stepList.append(el("li", { "data-step": ev.index, text: parts.join("; ") }));
   }
 
   /** The completions chunks that went out at this step, raw, with what they carry in a line above. */

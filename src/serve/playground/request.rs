@@ -50,6 +50,8 @@ const FIELDS: &[&str] = &[
     "logit_bias",
     "seed",
     "replay",
+    "tokens_per_step",
+    "speculate",
 ];
 
 /// The default of `max_tokens`: enough to see a model run on, few enough to watch.

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::lab::trace::{self, escape};
-use crate::pipeline::sink::{Outcome, Token};
+use crate::pipeline::sink::{Outcome, StepReport, Token};
 use crate::pipeline::stop::FinishReason;
 use crate::pipeline::tokenizer::Vocab;
 use crate::serve::delivery::Event;
@@ -64,6 +64,7 @@ pub async fn trace(State(state): State<Arc<AppState>>, req: Request) -> Result<R
         first: Some(first),
         frames: VecDeque::from([sse(&start)]),
         rows: Vec::new(),
+        step_from: 1,
         wire: Chunker::new(wire, false, 1),
         done: false,
         _place: place,
@@ -84,6 +85,8 @@ struct TraceStream {
     frames: VecDeque<Bytes>,
     /// The rows so far, for the explanation at the end.
     rows: Vec<Token>,
+    /// The first row of the next step.
+    step_from: usize,
     /// The completions chunks of the same tokens.
     wire: Chunker,
     done: bool,
@@ -106,6 +109,17 @@ impl TraceStream {
             match event {
                 // The playground does not score its prompts.
                 Some(Event::Prompt { .. }) => {}
+                Some(Event::Step { report, .. }) => {
+                    // The step's rows: those since the last step (the first token comes from the
+                    // prompt's pass, before any step).
+                    let first = self.step_from;
+                    self.step_from = self.rows.len();
+                    self.frames.push_back(sse(&step_event(
+                        &report,
+                        first,
+                        self.rows.len() - first,
+                    )));
+                }
                 Some(Event::Token { token, .. }) => {
                     let row = *token;
                     self.wire.token(0, &row);
@@ -164,6 +178,21 @@ fn token_event(row: &Token, vocab: &Vocab) -> Value {
             .into();
     }
     ev
+}
+
+/// A step of several tokens: its rows (`first`, `rows` of them), what was drafted, how much of it was
+/// accepted, the rejected rest and what was discarded after the token that ended the generation.
+fn step_event(r: &StepReport, first: usize, rows: usize) -> Value {
+    json!({
+        "type": "step",
+        "index": r.index,
+        "first_row": first,
+        "rows": rows,
+        "drafted": r.drafted,
+        "accepted": r.accepted,
+        "rejected": r.rejected(),
+        "discarded": r.discarded,
+    })
 }
 
 /// The end of the generation, explained as `stoplab trace` explains it.
