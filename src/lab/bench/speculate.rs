@@ -84,6 +84,8 @@ pub struct Row {
     pub set: &'static str,
     pub name: &'static str,
     pub prompt_tokens: usize,
+    /// The prompt's ids (a peer is given the same ones: `benches/peer/lookup.py`).
+    pub prompt_ids: Vec<u32>,
     /// Tokens generated (to the end token or the limit).
     pub generated: usize,
     pub plain: f64,
@@ -195,6 +197,7 @@ pub fn measure(
                 set,
                 name: p.name,
                 prompt_tokens: prompt.len(),
+                prompt_ids: prompt.clone(),
                 generated,
                 plain: median(a),
                 speculative: median(b),
@@ -258,7 +261,8 @@ pub fn text(rows: &[Row]) -> String {
 pub fn to_json(rows: &[Row]) -> Value {
     json!({
         "rows": rows.iter().map(|r| json!({
-            "set": r.set, "prompt": r.name, "prompt_tokens": r.prompt_tokens, "generated": r.generated,
+            "set": r.set, "prompt": r.name, "prompt_tokens": r.prompt_tokens, "prompt_ids": r.prompt_ids,
+            "generated": r.generated,
             "plain_tokens_per_s": r.plain, "speculative_tokens_per_s": r.speculative,
             "ratio": r.ratio(), "drafted": r.drafted, "accepted": r.accepted, "steps": r.steps,
         })).collect::<Vec<_>>(),
