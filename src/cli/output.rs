@@ -163,6 +163,7 @@ pub fn flag(field: Field) -> String {
         Field::MinTokens => "--min-tokens".into(),
         Field::RepetitionNgram => "--repeat-stop".into(),
         Field::RepetitionCount => "--repeat-stop-count".into(),
+        Field::ReasoningMarkers => "--reasoning-markers".into(),
         Field::Temperature => "--temperature".into(),
         Field::TopK => "--top-k".into(),
         Field::TopP => "--top-p".into(),

@@ -16,6 +16,7 @@
 //! assert_eq!((held.bytes, held.of), (5, 6));
 //! ```
 
+use crate::pipeline::stop::engine::Marker;
 use std::ops::ControlFlow;
 
 use serde_json::{Value, json};
@@ -123,6 +124,11 @@ pub fn row_json(row: &Token) -> Value {
         "emitted": row.text,
         "carries": row.carried.clone().collect::<Vec<_>>(),
         "spells": row.spelled,
+        "reasoning": row.reasoning,
+        "marker": row.marker.map(|m| match m {
+            Marker::Opened => "opened",
+            Marker::Closed => "closed",
+        }),
         "p_end": row.probs.as_ref().map(|p| p.end),
         "p": row.probs.as_ref().map(|p| p.chosen),
         "top": row.probs.as_ref().map(|p| p.top.iter().map(|&(id, p)| json!({"id": id, "p": p})).collect::<Vec<_>>()),
@@ -319,12 +325,20 @@ pub fn render_row(row: &Token, style: Style) -> String {
             &pad(&format!("\"{}\"", escape(row.text.as_bytes())), 16),
         )
     };
+    let marker = match row.marker {
+        Some(Marker::Opened) => "reasoning begins",
+        Some(Marker::Closed) => "reasoning ends: the answer begins",
+        None => "",
+    };
     let event = match &row.finish {
-        None => String::new(),
+        None => style.paint("34", marker),
         Some(f) => {
             let mut s = format!("{} → finish_reason {}", f.describe(), f.openai());
             if !row.cut_bytes().is_empty() {
                 s.push_str(&format!("; cut \"{}\"", escape(row.cut_bytes())));
+            }
+            if row.reasoning == Some(true) {
+                s.push_str(" (inside the reasoning: no answer written)");
             }
             style.paint("35;1", &s)
         }

@@ -27,6 +27,8 @@ pub enum Field {
     RepetitionNgram,
     /// The repetition stop's number of occurrences.
     RepetitionCount,
+    /// The reasoning's open and close markers.
+    ReasoningMarkers,
     Temperature,
     TopK,
     TopP,
@@ -81,6 +83,7 @@ impl std::fmt::Display for Field {
             Self::MinTokens => f.write_str("min_tokens"),
             Self::RepetitionNgram => f.write_str("repetition.ngram"),
             Self::RepetitionCount => f.write_str("repetition.count"),
+            Self::ReasoningMarkers => f.write_str("reasoning.markers"),
             Self::Temperature => f.write_str("temperature"),
             Self::TopK => f.write_str("top_k"),
             Self::TopP => f.write_str("top_p"),

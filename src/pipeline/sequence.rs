@@ -61,6 +61,13 @@ impl Sequence {
             });
         }
         let end_tokens = params.end_set(vocab.end_tokens());
+        // A prompt that ends inside the reasoning (its template wrote the open marker) starts there.
+        let mut params = params.clone();
+        if let Some(r) = &mut params.reasoning {
+            let tail = &prompt[prompt.len().saturating_sub(4096)..];
+            r.starts_inside = r.starts_inside || r.opened_by(&vocab.decode(tail)?);
+        }
+        let params = &params;
         Ok(Self {
             engine: StopEngine::new(params, &end_tokens, prompt.len(), context),
             end_tokens,
@@ -133,6 +140,8 @@ impl Sequence {
             probs: probs.as_ref(),
             carried: step.carried.clone(),
             withheld: step.withheld.clone(),
+            reasoning: step.reasoning,
+            marker: step.marker,
             stops: &self.stops,
         };
         let flow = sink.token(&event)?;

@@ -10,6 +10,7 @@
 use std::ops::{ControlFlow, Range};
 
 use crate::Error;
+use crate::pipeline::stop::engine::Marker;
 use crate::pipeline::stop::{FinishReason, HeldFor, StopCut, StopSet};
 
 /// Speeds of one generation.
@@ -102,6 +103,10 @@ pub struct TokenEvent<'a> {
     /// On the last token: the tokens none of whose bytes reached the output (the tokens of a cut stop
     /// string); a finish by an id (an end token, a stop token id) carries its token.
     pub withheld: Range<usize>,
+    /// With reasoning markers: whether the text after this token is inside the reasoning (None: no
+    /// markers), and the marker this token completed.
+    pub reasoning: Option<bool>,
+    pub marker: Option<Marker>,
     pub(crate) stops: &'a StopSet,
 }
 
@@ -189,6 +194,8 @@ impl TokenEvent<'_> {
             probs: self.probs.cloned(),
             carried: self.carried.clone(),
             withheld: self.withheld.clone(),
+            reasoning: self.reasoning,
+            marker: self.marker,
         }
     }
 }
@@ -225,6 +232,9 @@ pub struct Token {
     pub carried: Range<usize>,
     /// On the last token: the tokens withheld (see [`TokenEvent::withheld`]).
     pub withheld: Range<usize>,
+    /// See [`TokenEvent::reasoning`] and [`TokenEvent::marker`].
+    pub reasoning: Option<bool>,
+    pub marker: Option<Marker>,
 }
 
 impl Token {

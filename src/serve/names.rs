@@ -91,6 +91,7 @@ impl Names {
             Field::MinTokens => "min_tokens".into(),
             Field::RepetitionNgram => "repetition_stop.ngram".into(),
             Field::RepetitionCount => "repetition_stop.count".into(),
+            Field::ReasoningMarkers => "reasoning_markers".into(),
             Field::Temperature => "temperature".into(),
             Field::TopK => "top_k".into(),
             Field::TopP => "top_p".into(),

@@ -158,6 +158,8 @@ pub struct Event {
     pub held: Vec<u8>,
     pub end_token: bool,
     pub finished: bool,
+    /// With reasoning markers: whether the text after the token is inside the reasoning.
+    pub reasoning: Option<bool>,
 }
 
 impl From<&TokenEvent<'_>> for Event {
@@ -168,6 +170,7 @@ impl From<&TokenEvent<'_>> for Event {
             held: e.held.to_vec(),
             end_token: e.end_token,
             finished: e.finish.is_some(),
+            reasoning: e.reasoning,
         }
     }
 }

@@ -573,3 +573,124 @@ fn the_step_scenarios_show_each_buggy_rule_beside_stoplab() {
         }
     }
 }
+
+/// Qwen3's vocabulary declares its reasoning markers (`<think>`, `</think>` are special tokens), so a stop
+/// meant for the answer (lm-evaluation-harness's `"\n\n"`) is not armed in the thinking by default; `--stop-scope
+/// all` brings the bug back, `reasoning` arms it in the thinking only; the trace says where the reasoning
+/// begins and ends; `--end-in-reasoning mask` with a replay, and a scope on a vocabulary without markers,
+/// are refused by name.
+#[test]
+fn qwen3_stops_are_scoped_to_the_answer_by_default() {
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stoplab"))
+            .args([
+                "complete",
+                "--json",
+                "--model",
+                "qwen3-vocab",
+                "--stop",
+                "\\n\\n",
+            ])
+            .args([
+                "--replay",
+                "<think>Plan.\\n\\nDone.</think>Four.\\n\\nMore.",
+            ])
+            .args(extra)
+            .arg("Q")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["text"].as_str().unwrap().to_string()
+    };
+    assert_eq!(run(&[]), "<think>Plan.\n\nDone.</think>Four.");
+    assert_eq!(
+        run(&["--stop-scope", "answer"]),
+        "<think>Plan.\n\nDone.</think>Four."
+    );
+    assert_eq!(run(&["--stop-scope", "all"]), "<think>Plan.");
+    assert_eq!(run(&["--stop-scope", "reasoning"]), "<think>Plan.");
+    assert_eq!(run(&["--reasoning-markers", "none"]), "<think>Plan.");
+
+    let trace = std::process::Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args(["trace", "--model", "qwen3-vocab", "--stop", "\\n\\n"])
+        .args([
+            "--replay",
+            "<think>Plan.\\n\\nDone.</think>Four.\\n\\nMore.",
+            "Q",
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&trace.stdout);
+    assert!(table.contains("reasoning begins"), "{table}");
+    assert!(
+        table.contains("reasoning ends: the answer begins"),
+        "{table}"
+    );
+
+    for (args, says) in [
+        (
+            vec![
+                "--model",
+                "qwen3-vocab",
+                "--end-in-reasoning",
+                "mask",
+                "--replay",
+                "x",
+            ],
+            "--end-in-reasoning mask",
+        ),
+        (
+            vec![
+                "--model",
+                "llama3-vocab",
+                "--stop-scope",
+                "all",
+                "--replay",
+                "x",
+            ],
+            "--reasoning-markers",
+        ),
+        (
+            vec![
+                "--model",
+                "llama3-vocab",
+                "--reasoning-markers",
+                "<r>",
+                "--replay",
+                "x",
+            ],
+            "OPEN,CLOSE",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stoplab"))
+            .arg("complete")
+            .args(&args)
+            .arg("Q")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // Plain-text markers on a vocabulary without its own.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stoplab"))
+        .args([
+            "complete",
+            "--json",
+            "--model",
+            "llama3-vocab",
+            "--stop",
+            "\\n\\n",
+        ])
+        .args(["--reasoning-markers", "<r>,</r>"])
+        .args(["--replay", "<r>a\\n\\nb</r>c\\n\\nd", "Q"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["text"], "<r>a\n\nb</r>c");
+}

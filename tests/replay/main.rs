@@ -10,6 +10,7 @@ mod bench_support;
 mod client;
 mod ledger;
 mod loop_replay;
+mod reasoning;
 mod serve;
 mod serve_api;
 mod steps;

@@ -11,6 +11,7 @@ use stoplab::pipeline::speculate::Speculation;
 use stoplab::pipeline::tokenizer::Vocab;
 
 use crate::cli::args::model::ModelArgs;
+use crate::cli::args::reasoning::ReasoningArgs;
 use crate::cli::args::sampling::SamplingArgs;
 use crate::cli::args::speculate::NgramArgs;
 use crate::cli::args::stopping::StopArgs;
@@ -31,6 +32,8 @@ pub struct GenArgs {
     replay: ReplayArgs,
     #[command(flatten)]
     speculate: SpeculateArgs,
+    #[command(flatten)]
+    reasoning: ReasoningArgs,
     /// Print one JSON object (text, finish_reason, stop_reason, tokens, usage, timings) instead of streaming.
     #[arg(long, help_heading = "Output")]
     pub json: bool,
@@ -144,6 +147,7 @@ impl GenArgs {
             .validate(Some(vocab.len()))
             .map_err(Failure::from_settings)?;
         settings.params.speculation = self.speculate.speculation(self.replaying())?;
+        settings.params.reasoning = self.reasoning.reasoning(vocab, self.replaying())?;
         Ok((settings.format, settings.params))
     }
 

@@ -8,12 +8,14 @@
 //!   into a prompt format and generation settings;
 //! * [`chat`]: the conversation of `chat` and `trace --chat`;
 //! * [`endpoint`]: the server of `--endpoint`;
-//! * [`speculate`]: `--speculate ngram` and its sizes (generating commands, `bench decode`).
+//! * [`speculate`]: `--speculate ngram` and its sizes (generating commands, `bench decode`);
+//! * [`reasoning`]: the reasoning's markers and the stops' scope (generating commands).
 
 pub mod chat;
 pub mod endpoint;
 pub mod generate;
 pub mod model;
+pub mod reasoning;
 pub mod sampling;
 pub mod speculate;
 pub mod stopping;

@@ -279,6 +279,7 @@ fn settings_path(field: Field, settings: &UserSettings) -> Vec<Seg> {
         Field::MinTokens => key("stop", "min_tokens"),
         Field::RepetitionNgram => vec![Key("stop"), Key("repetition"), Key("ngram")],
         Field::RepetitionCount => vec![Key("stop"), Key("repetition"), Key("count")],
+        Field::ReasoningMarkers => key("reasoning", "markers"),
         Field::Temperature => key("sampling", "temperature"),
         Field::TopK => key("sampling", "top_k"),
         Field::TopP => key("sampling", "top_p"),

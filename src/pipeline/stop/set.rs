@@ -125,6 +125,15 @@ impl StopSet {
         }
     }
 
+    /// The state before any byte, for a scan that begins at byte `pos` of the generated text (after a
+    /// stretch the stops do not see: a reasoning marker): matches report offsets from the text's start.
+    pub fn start_at(&self, pos: usize) -> ScanState {
+        ScanState {
+            sid: self.inner.start,
+            pos,
+        }
+    }
+
     /// Feeds the next bytes of the generated text to `state` and reports the earliest stop they complete:
     /// what [`StopScanner::feed`] does, for a caller that owns the set and the state.
     pub fn feed(&self, state: &mut ScanState, bytes: &[u8]) -> Scan {

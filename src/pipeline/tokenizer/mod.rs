@@ -497,6 +497,13 @@ impl Vocab {
             .map(|i| i as u32)
     }
 
+    /// The reasoning markers the vocabulary declares: Qwen3's `<think>` and `</think>`, when both are
+    /// special tokens of it; None for a vocabulary without them.
+    pub fn reasoning_markers(&self) -> Option<(&'static str, &'static str)> {
+        let special = |t: &str| self.token_id(t).is_some_and(|id| self.is_special(id));
+        (special("<think>") && special("</think>")).then_some(("<think>", "</think>"))
+    }
+
     pub fn is_special(&self, id: u32) -> bool {
         self.special.get(id as usize).copied().unwrap_or(false)
     }

@@ -1,0 +1,83 @@
+//! `--reasoning-markers`, `--stop-scope`, `--end-in-reasoning`: where the reasoning is and what the stops do
+//! inside it (the generating commands).
+
+use clap::Args;
+
+use stoplab::pipeline::settings::{EndInReasoning, Reasoning, Scope};
+use stoplab::pipeline::tokenizer::Vocab;
+
+use crate::cli::args::values::unescape;
+use crate::cli::output::Failure;
+
+#[derive(Args, Debug)]
+pub struct ReasoningArgs {
+    /// The markers around the reasoning, OPEN,CLOSE (special tokens or plain text; escapes are read):
+    /// between them stop strings and stop token ids of another --stop-scope are not armed. Default: the
+    /// vocabulary's own (<think>,</think> where both are special tokens: Qwen3), none for the others;
+    /// `none` turns them off. A prompt whose last marker is OPEN starts inside the reasoning.
+    #[arg(
+        long,
+        value_name = "OPEN,CLOSE",
+        allow_hyphen_values = true,
+        help_heading = "Reasoning"
+    )]
+    reasoning_markers: Option<String>,
+    /// Where stop strings and stop token ids are armed when there are markers: answer (the default, as
+    /// vLLM's 2025 fix: a stop meant for the answer does not end the thinking), reasoning, or all (the
+    /// text scanned as if it had no markers).
+    #[arg(long, value_name = "SCOPE", value_parser = Scope::NAMES, help_heading = "Reasoning")]
+    stop_scope: Option<String>,
+    /// An end token inside the reasoning: allow (it ends the generation there, the answer never written:
+    /// the default, what the model asked for) or mask (the sampler may not choose it until the close
+    /// marker). A replay writes its tokens as given, so mask is refused with --replay.
+    #[arg(long, value_name = "POLICY", value_parser = EndInReasoning::NAMES, help_heading = "Reasoning")]
+    end_in_reasoning: Option<String>,
+}
+
+impl ReasoningArgs {
+    /// The reasoning settings asked for on `vocab`; None without markers.
+    pub fn reasoning(&self, vocab: &Vocab, replaying: bool) -> Result<Option<Reasoning>, Failure> {
+        let markers = match self.reasoning_markers.as_deref() {
+            Some("none") => None,
+            Some(given) => {
+                let given = unescape(given);
+                let Some((open, close)) = given.split_once(',') else {
+                    return Err(Failure::usage(format!(
+                        "--reasoning-markers {given:?}: give OPEN,CLOSE (e.g. '<think>,</think>')"
+                    )));
+                };
+                Some((open.to_string(), close.to_string()))
+            }
+            None => vocab
+                .reasoning_markers()
+                .map(|(o, c)| (o.to_string(), c.to_string())),
+        };
+        let Some((open, close)) = markers else {
+            if self.stop_scope.is_some() || self.end_in_reasoning.is_some() {
+                return Err(Failure::usage(
+                    "--stop-scope and --end-in-reasoning need reasoning markers: this vocabulary declares none; \
+                     give --reasoning-markers OPEN,CLOSE",
+                ));
+            }
+            return Ok(None);
+        };
+        let mut r = Reasoning::new(&open, &close).map_err(Failure::from_settings)?;
+        if let Some(s) = self.stop_scope.as_deref().and_then(Scope::parse) {
+            r.stop_scope = s;
+        }
+        if let Some(e) = self
+            .end_in_reasoning
+            .as_deref()
+            .and_then(EndInReasoning::parse)
+        {
+            if e == EndInReasoning::Mask && replaying {
+                return Err(Failure::usage(
+                    "--end-in-reasoning mask keeps the end token from the sampler, and a replay samples \
+                     nothing: it writes its tokens as given (use allow, or run the model)",
+                ));
+            }
+            r.end_in_reasoning = e;
+        }
+        Ok(Some(r))
+    }
+}

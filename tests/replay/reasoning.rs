@@ -1,0 +1,118 @@
+//! Reasoning scopes on replays: for random texts (words, plain-text markers `<r>` and `</r>` written whole or
+//! over several tokens, stops drawn from the words), every scope and a start inside or outside the
+//! reasoning, the generation ends where a naive reference says: the first stop that completes inside a
+//! region where its scope arms it, matched from that region's start (never across a marker), cut at its
+//! own offset. With scope `all` the markers change nothing. The released texts always add up to the text.
+
+use proptest::prelude::*;
+use stoplab::pipeline::settings::{GenerateParams, Reasoning, Scope};
+use stoplab::pipeline::stop::{FinishReason, StopSet};
+
+use crate::common::TestVocab;
+
+const WORDS: &[&str] = &[
+    "a", "b", "ab", "\n", "\n\n", " x", "<r>", "</r>", "<", "/r", ">", "r>",
+];
+
+/// The naive reference: where the first armed stop ends and begins (byte offsets), if any.
+fn reference(
+    text: &[u8],
+    stops: &[String],
+    scope: Scope,
+    starts_inside: bool,
+) -> Option<(usize, usize)> {
+    let (open, close) = (b"<r>".as_slice(), b"</r>".as_slice());
+    let mut inside = starts_inside;
+    let mut seg_start = 0;
+    for e in 1..=text.len() {
+        let upto = &text[..e];
+        // Stops first: a stop completed at byte e inside the current region (the marker bytes belong to the
+        // region before the switch).
+        if scope.covers(inside) {
+            let best = stops
+                .iter()
+                .filter(|s| upto.ends_with(s.as_bytes()) && e - s.len() >= seg_start)
+                .map(|s| s.len())
+                .max();
+            if let Some(len) = best {
+                return Some((e - len, e));
+            }
+        }
+        let expected = if inside { close } else { open };
+        if upto.ends_with(expected) {
+            inside = !inside;
+            seg_start = e;
+        }
+    }
+    None
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn a_stop_ends_the_text_only_in_its_scope(
+        words in proptest::collection::vec(0..WORDS.len(), 0..40),
+        stops in proptest::collection::vec(proptest::collection::vec(0..6usize, 1..3), 0..3),
+        scope in 0..3usize,
+        starts_inside in any::<bool>(),
+    ) {
+        let v = TestVocab::new(WORDS);
+        let script: Vec<u32> = words.iter().map(|&w| v.id(WORDS[w])).collect();
+        let stops: Vec<String> = stops.iter().map(|s| s.iter().map(|&w| WORDS[w]).collect()).collect();
+        let scope = [Scope::Answer, Scope::Reasoning, Scope::All][scope];
+        let mut reasoning = Reasoning::new("<r>", "</r>").unwrap();
+        reasoning.stop_scope = scope;
+        reasoning.starts_inside = starts_inside;
+        let params = GenerateParams {
+            stops: StopSet::new(stops.clone()).unwrap(),
+            max_tokens: 100,
+            reasoning: Some(reasoning),
+            ..Default::default()
+        };
+        let (out, events) = v.run(script.clone(), &params);
+        let text: Vec<u8> = words.iter().flat_map(|&w| WORDS[w].bytes()).collect();
+        match reference(&text, &stops, scope, starts_inside) {
+            Some((start, _)) => {
+                let is_stop = matches!(&out.finish, FinishReason::StopString { offset, .. } if *offset == start);
+                prop_assert!(is_stop, "{:?} at {}", out.finish, start);
+                prop_assert_eq!(out.text.as_bytes(), &text[..start]);
+            }
+            None => {
+                prop_assert!(matches!(out.finish, FinishReason::EndToken { .. }), "{:?}", out.finish);
+                prop_assert_eq!(out.text.as_bytes(), &text[..]);
+            }
+        }
+        let released: String = events.iter().map(|e| e.text.as_str()).collect();
+        prop_assert_eq!(&released, &out.text);
+        if scope == Scope::All {
+            let plain = GenerateParams { reasoning: None, ..params.clone() };
+            let (p, _) = v.run(script, &plain);
+            prop_assert_eq!(&p.text, &out.text);
+            prop_assert_eq!(&p.finish, &out.finish);
+        }
+    }
+}
+
+/// The markers written over several tokens still switch the region, and the trace rows say where.
+#[test]
+fn markers_split_over_tokens_switch_the_region() {
+    let v = TestVocab::new(WORDS);
+    let script = v.ids(&["<", "r>", "a", "\n\n", "<", "/r", ">", "b", "\n\n", "a"]);
+    let params = GenerateParams {
+        stops: StopSet::new(["\n\n"]).unwrap(),
+        reasoning: Some(Reasoning::new("<r>", "</r>").unwrap()),
+        ..Default::default()
+    };
+    let (out, events) = v.run(script, &params);
+    assert_eq!(
+        out.text, "<r>a\n\n</r>b",
+        "the stop inside the reasoning is not armed"
+    );
+    assert!(matches!(out.finish, FinishReason::StopString { .. }));
+    let regions: Vec<Option<bool>> = events.iter().map(|e| e.reasoning).collect();
+    assert_eq!(
+        regions,
+        [false, true, true, true, true, true, false, false, false].map(Some)
+    );
+}
