@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::pipeline::format::ChatTemplate;
+use crate::pipeline::settings::{EndInReasoning, Reasoning, Scope};
 use crate::pipeline::speculate::{Drafter, Speculation};
 use crate::pipeline::tokenizer::Vocab;
 use crate::serve::config::Limits;
@@ -401,6 +402,94 @@ pub fn speculation(f: &Fields, served: &Served) -> Result<Option<Speculation>, A
         ApiError::invalid(&field, message)
     })?;
     Ok(Some(spec))
+}
+
+/// The reasoning settings of a request: `reasoning_markers` (`"OPEN,CLOSE"`, `["OPEN", "CLOSE"]`, or
+/// `"none"` / `null`; absent: the vocabulary's own, Qwen3's `<think>` and `</think>`), `stop_scope`
+/// (`"answer"`, the default with markers; `"reasoning"`, `"all"`) and `end_in_reasoning` (`"allow"`, the
+/// default; `"mask"`, refused on a replay, which writes its tokens as given).
+pub fn reasoning(f: &Fields, vocab: &Vocab) -> Result<Option<Reasoning>, ApiError> {
+    let markers: Option<(String, String)> = match f.raw("reasoning_markers") {
+        None => vocab
+            .reasoning_markers()
+            .map(|(o, c)| (o.to_string(), c.to_string())),
+        Some(Value::Null) => None,
+        Some(Value::String(s)) if s == "none" => None,
+        Some(Value::String(s)) => match s.split_once(',') {
+            Some((o, c)) => Some((o.to_string(), c.to_string())),
+            None => {
+                return Err(ApiError::invalid(
+                    "reasoning_markers",
+                    format!(
+                        "{s:?}: give \"OPEN,CLOSE\" (\"<think>,</think>\") or [\"OPEN\", \"CLOSE\"]"
+                    ),
+                ));
+            }
+        },
+        Some(v @ Value::Array(_)) => {
+            let pair: Vec<String> = typed(v, "reasoning_markers")?;
+            match <[String; 2]>::try_from(pair) {
+                Ok([o, c]) => Some((o, c)),
+                Err(p) => {
+                    return Err(ApiError::invalid(
+                        "reasoning_markers",
+                        format!("{} markers: give two, [\"OPEN\", \"CLOSE\"]", p.len()),
+                    ));
+                }
+            }
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "reasoning_markers",
+                format!(
+                    "expected \"OPEN,CLOSE\" or [\"OPEN\", \"CLOSE\"], got {}",
+                    kind(other)
+                ),
+            ));
+        }
+    };
+    let named = |name: &str, names: &[&str]| -> Result<Option<String>, ApiError> {
+        match f.get::<String>(name)? {
+            Some(v) if !names.contains(&v.as_str()) => Err(ApiError::invalid(
+                name,
+                format!("{v:?} is not one of {}", names.join(", ")),
+            )),
+            v => Ok(v),
+        }
+    };
+    let scope = named("stop_scope", &Scope::NAMES)?;
+    let end = named("end_in_reasoning", &EndInReasoning::NAMES)?;
+    let Some((open, close)) = markers else {
+        if scope.is_some() || end.is_some() {
+            let which = if scope.is_some() {
+                "stop_scope"
+            } else {
+                "end_in_reasoning"
+            };
+            return Err(ApiError::invalid(
+                which,
+                "needs reasoning markers: this model's vocabulary declares none; give reasoning_markers \
+                 (\"OPEN,CLOSE\")",
+            ));
+        }
+        return Ok(None);
+    };
+    let mut r = Reasoning::new(&open, &close)
+        .map_err(|e| ApiError::invalid("reasoning_markers", e.message))?;
+    if let Some(s) = scope.as_deref().and_then(Scope::parse) {
+        r.stop_scope = s;
+    }
+    if let Some(e) = end.as_deref().and_then(EndInReasoning::parse) {
+        if e == EndInReasoning::Mask && f.raw("replay").is_some() {
+            return Err(ApiError::invalid(
+                "end_in_reasoning",
+                "\"mask\" keeps the end token from the sampler, and a replay samples nothing: it writes its \
+                 tokens as given (use \"allow\", or drop replay)",
+            ));
+        }
+        r.end_in_reasoning = e;
+    }
+    Ok(Some(r))
 }
 
 /// A count: absent, or an integer of at least 0.

@@ -139,6 +139,7 @@ impl<'a> Fitted<'a> {
         self.check_max(params.max_tokens, names.max)?;
         let mut params = params;
         params.speculation = fields::speculation(f, self.served)?;
+        params.reasoning = fields::reasoning(f, vocab)?;
         let replay = fields::replay(f, vocab)?;
         if replay.is_none() && !self.served.weights {
             return Err(ApiError::invalid(

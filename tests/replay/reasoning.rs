@@ -116,3 +116,54 @@ fn markers_split_over_tokens_switch_the_region() {
         [false, true, true, true, true, true, false, false, false].map(Some)
     );
 }
+
+/// The server takes the same settings per request: `reasoning_markers`, `stop_scope` (answer by default
+/// with markers), `end_in_reasoning`; bad values are refused by name.
+#[test]
+fn the_server_scopes_stops_per_request() {
+    use crate::common::{ok, refused, replay_server};
+    use serde_json::json;
+
+    let h = replay_server();
+    let base = json!({
+        "prompt": "Q", "replay": "<r>plan\n\nmore</r>Four.\n\nMore.", "stop": "\n\n",
+        "max_tokens": 40, "reasoning_markers": "<r>,</r>",
+    });
+    let text = |body: &serde_json::Value| {
+        ok(&h, "/v1/completions", body)["choices"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(text(&base), "<r>plan\n\nmore</r>Four.");
+    let mut all = base.clone();
+    all["stop_scope"] = json!("all");
+    assert_eq!(text(&all), "<r>plan");
+    let mut pair = base.clone();
+    pair["reasoning_markers"] = json!(["<r>", "</r>"]);
+    pair["stop_scope"] = json!("reasoning");
+    assert_eq!(text(&pair), "<r>plan");
+    let mut none = base.clone();
+    none["reasoning_markers"] = json!("none");
+    assert_eq!(text(&none), "<r>plan", "no markers: every byte alike");
+
+    for (k, v, param) in [
+        ("stop_scope", json!("thinking"), "stop_scope"),
+        ("end_in_reasoning", json!("mask"), "end_in_reasoning"),
+        ("reasoning_markers", json!("<r>"), "reasoning_markers"),
+        ("reasoning_markers", json!(["<r>"]), "reasoning_markers"),
+        ("reasoning_markers", json!(",</r>"), "reasoning_markers"),
+    ] {
+        let mut body = base.clone();
+        body[k] = v.clone();
+        let (status, p, _) = refused(&h, "/v1/completions", body);
+        assert_eq!((status, p.as_str()), (400, Some(param)), "{k}: {v}");
+    }
+    // A scope on a vocabulary without markers of its own, none given.
+    let mut body = base.clone();
+    body.as_object_mut().unwrap().remove("reasoning_markers");
+    body["stop_scope"] = json!("all");
+    let (status, p, _) = refused(&h, "/v1/completions", body);
+    assert_eq!((status, p.as_str()), (400, Some("stop_scope")));
+    h.shutdown().unwrap();
+}

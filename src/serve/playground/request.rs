@@ -52,6 +52,9 @@ const FIELDS: &[&str] = &[
     "replay",
     "tokens_per_step",
     "speculate",
+    "reasoning_markers",
+    "stop_scope",
+    "end_in_reasoning",
 ];
 
 /// The default of `max_tokens`: enough to see a model run on, few enough to watch.
