@@ -11,11 +11,18 @@ use crate::Error;
 use crate::pipeline::field::{Field, SettingsError};
 use crate::pipeline::model::Next;
 use crate::pipeline::sampling::Sampler;
-use crate::pipeline::settings::GenerateParams;
+use crate::pipeline::settings::{GenerateParams, Reasoning};
 use crate::pipeline::stop::{Finish, FinishReason, StopEngine, StopSet};
 use crate::pipeline::tokenizer::Vocab;
 
 use super::sink::{Outcome, Sink, StepProbs, Timings, TokenEvent};
+
+/// Whether a generation after `prompt` begins inside the reasoning `r` marks: it says so, or the prompt's
+/// last marker (in its last 4,096 tokens) is the open one.
+pub fn starts_inside(r: &Reasoning, vocab: &Vocab, prompt: &[u32]) -> Result<bool, Error> {
+    let tail = &prompt[prompt.len().saturating_sub(4096)..];
+    Ok(r.starts_inside || r.opened_by(&vocab.decode(tail)?))
+}
 
 /// One generation, driven a step at a time by its caller.
 pub struct Sequence {
@@ -64,8 +71,7 @@ impl Sequence {
         // A prompt that ends inside the reasoning (its template wrote the open marker) starts there.
         let mut params = params.clone();
         if let Some(r) = &mut params.reasoning {
-            let tail = &prompt[prompt.len().saturating_sub(4096)..];
-            r.starts_inside = r.starts_inside || r.opened_by(&vocab.decode(tail)?);
+            r.starts_inside = starts_inside(r, vocab, prompt)?;
         }
         let params = &params;
         Ok(Self {

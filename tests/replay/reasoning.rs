@@ -167,3 +167,100 @@ fn the_server_scopes_stops_per_request() {
     assert_eq!((status, p.as_str()), (400, Some("stop_scope")));
     h.shutdown().unwrap();
 }
+
+const PIECES: &[&str] = &[
+    "plan", " ok", "\n\n", "<think>", "</think>", "</thi", "nk>", "<", "Answer.", " x",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Chat splits the reply into `reasoning_content` and `content` at the markers (which are in neither),
+    /// streamed and not: the streamed fields add up to the unstreamed ones, the streamed ids to the
+    /// unstreamed ids.
+    #[test]
+    fn chat_splits_reasoning_from_content_streamed_and_not(
+        pieces in proptest::collection::vec(0..PIECES.len(), 0..24),
+        stop in proptest::option::of(0..3usize),
+        inside in any::<bool>(),
+        max_tokens in 1usize..40,
+    ) {
+        use crate::common::{chatml_server, ok, stream};
+        use serde_json::json;
+        let h = chatml_server();
+        let replay: String = pieces.iter().map(|&i| PIECES[i]).collect();
+        // A prompt whose template ends with the open marker starts inside the reasoning.
+        let user = if inside { "Q<think>" } else { "Q" };
+        let mut body = json!({
+            "messages": [{"role": "user", "content": user}], "replay": replay,
+            "reasoning_markers": "<think>,</think>", "max_tokens": max_tokens, "return_token_ids": true,
+        });
+        if let Some(s) = stop {
+            let s = ["\n\n", " ok", "Answer"][s];
+            body["stop"] = json!([s]);
+        }
+        let whole = ok(&h, "/v1/chat/completions", &body);
+        let msg = &whole["choices"][0]["message"];
+        let (r, c) = (
+            msg["reasoning_content"].as_str().unwrap_or("").to_string(),
+            msg["content"].as_str().unwrap_or("").to_string(),
+        );
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let events = stream(&h, "/v1/chat/completions", &streamed);
+        let mut sr = String::new();
+        let mut sc = String::new();
+        let mut ids: Vec<u64> = Vec::new();
+        for e in &events {
+            let Some(ch) = e["choices"].get(0) else { continue };
+            sr.push_str(ch["delta"]["reasoning_content"].as_str().unwrap_or(""));
+            sc.push_str(ch["delta"]["content"].as_str().unwrap_or(""));
+            ids.extend(ch["token_ids"].as_array().into_iter().flatten().map(|v| v.as_u64().unwrap()));
+        }
+        prop_assert_eq!(&sr, &r);
+        prop_assert_eq!(&sc, &c);
+        let whole_ids: Vec<u64> = whole["choices"][0]["token_ids"]
+            .as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        prop_assert_eq!(ids, whole_ids);
+        h.shutdown().unwrap();
+    }
+}
+
+/// The split on one reply, streamed and not, with a stop inside the reasoning (not armed) and one in the
+/// answer.
+#[test]
+fn chat_answers_carry_reasoning_content() {
+    use crate::common::{chatml_server, ok, stream};
+    use serde_json::json;
+    let h = chatml_server();
+    let body = json!({
+        "messages": [{"role": "user", "content": "Q"}],
+        "replay": "<think>plan\n\nmore</think>Answer.\n\nMore.",
+        "reasoning_markers": "<think>,</think>", "stop": "\n\n",
+    });
+    let whole = ok(&h, "/v1/chat/completions", &body);
+    let msg = &whole["choices"][0]["message"];
+    assert_eq!(msg["reasoning_content"], "plan\n\nmore");
+    assert_eq!(msg["content"], "Answer.");
+    assert_eq!(whole["choices"][0]["finish_reason"], "stop");
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let events = stream(&h, "/v1/chat/completions", &streamed);
+    let field = |k: &str| -> String {
+        events
+            .iter()
+            .filter_map(|e| e["choices"].get(0))
+            .filter_map(|c| c["delta"][k].as_str())
+            .collect()
+    };
+    assert_eq!(field("reasoning_content"), "plan\n\nmore");
+    assert_eq!(field("content"), "Answer.");
+    // Completions are not split: the text keeps its markers.
+    let text = ok(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": "Q", "replay": "<think>a</think>b", "reasoning_markers": "<think>,</think>", "max_tokens": 40}),
+    );
+    assert_eq!(text["choices"][0]["text"], "<think>a</think>b");
+    h.shutdown().unwrap();
+}

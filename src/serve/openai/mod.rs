@@ -8,12 +8,14 @@
 pub mod chat;
 pub mod completions;
 pub mod logprobs;
+pub mod reasoning;
 pub mod reply;
 pub mod shared;
 pub mod stream;
 pub mod tool_gate;
 pub mod unsupported;
 
+use crate::pipeline::sequence::starts_inside;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -91,6 +93,14 @@ async fn generate(
         prompt: request.prompt.clone(),
         prompt_logprobs: request.prompt_logprobs,
         vocab: state.served.vocab.clone(),
+        reasoning: match &request.params.reasoning {
+            Some(r) if endpoint == Endpoint::Chat => {
+                let inside = starts_inside(r, &state.served.vocab, &request.prompt)
+                    .map_err(ApiError::from)?;
+                Some(reasoning::Split::new(r, inside))
+            }
+            _ => None,
+        },
     };
     let (streamed, include_usage, choices) = (request.stream, request.include_usage, request.n);
     let (rx, place) = state.queue.submit(request)?;

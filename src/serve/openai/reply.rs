@@ -3,6 +3,7 @@
 //! by its file ([`completions`]' `text` and log probabilities, [`chat`]'s message, deltas and log
 //! probabilities).
 
+use crate::serve::openai::reasoning::Split;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,6 +40,8 @@ pub struct Reply {
     /// vLLM's `prompt_logprobs`: alternatives per prompt token in that shape.
     pub prompt_logprobs: Option<usize>,
     pub vocab: Arc<Vocab>,
+    /// Chat with reasoning markers: each choice's text split into `reasoning_content` and `content`.
+    pub reasoning: Option<Split>,
 }
 
 /// A choice that finished, with what was gathered for it on the way.
@@ -156,14 +159,25 @@ impl Reply {
                 } = a;
                 completion += outcome.tokens.len();
                 let mut choice = json!({"index": i});
-                let calls = self.calls(i, &outcome.text);
+                // The reasoning is read out first: calls and content are the answer's.
+                let (reasoning, answer) = match (&self.reasoning, self.endpoint) {
+                    (Some(split), Endpoint::Chat) => {
+                        let (r, c) = split.clone().whole(&outcome.text);
+                        (Some(r), c)
+                    }
+                    _ => (None, outcome.text.clone()),
+                };
+                let calls = self.calls(i, &answer);
                 match self.endpoint {
                     Endpoint::Completions => {
                         let echo = self.echo.as_deref().unwrap_or("");
                         choice["text"] = format!("{echo}{}", outcome.text).into();
                     }
                     Endpoint::Chat => {
-                        choice["message"] = chat::message(&outcome.text, calls.as_ref())
+                        choice["message"] = chat::message(&answer, calls.as_ref());
+                        if let Some(r) = reasoning {
+                            choice["message"]["reasoning_content"] = r.into();
+                        }
                     }
                 }
                 let carried = outcome.carried_ids().len();

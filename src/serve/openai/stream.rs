@@ -17,6 +17,7 @@ use crate::serve::error::ApiError;
 use crate::serve::http::{DONE, event_stream, sse};
 use crate::serve::openai::chat::Delta;
 use crate::serve::openai::logprobs::Logprobs;
+use crate::serve::openai::reasoning::Split;
 use crate::serve::openai::reply::Reply;
 use crate::serve::openai::tool_gate::ToolGate;
 use crate::serve::request::Endpoint;
@@ -59,6 +60,10 @@ struct ChoiceStream {
     index: usize,
     logprobs: Logprobs,
     gate: Option<ToolGate>,
+    /// Chat with reasoning markers: where the released text goes (`reasoning_content` or `content`).
+    split: Option<Split>,
+    /// The reasoning the finishing token released (it goes out with the finish).
+    tail_reasoning: String,
     /// The choice's ids so far; how many the engine has carried with released text; how many went out.
     ids: Vec<u32>,
     carried: usize,
@@ -138,6 +143,7 @@ impl Chunker {
                 index,
                 logprobs: r.choice_logprobs(),
                 gate: (!r.tools.is_empty()).then(ToolGate::default),
+                split: r.reasoning.clone().filter(|_| r.endpoint == Endpoint::Chat),
                 ..ChoiceStream::default()
             });
         }
@@ -166,27 +172,37 @@ impl Chunker {
         }
         c.ids.push(s.id);
         c.carried = c.carried.max(s.carried.end);
+        // The reasoning is split off first: the gate and the content see the answer.
+        let (reasoning, answer) = match &mut c.split {
+            Some(split) => split.push(&s.spelled),
+            None => (String::new(), s.spelled.clone()),
+        };
         let text = match &mut c.gate {
-            Some(g) => g.push(&s.spelled),
-            None => s.spelled.clone(),
+            Some(g) => g.push(&answer),
+            None => answer,
         };
         if s.finish.is_some() && c.gate.is_none() {
             // The last release goes out with the finish, in one chunk with its tokens.
             c.tail = text;
+            c.tail_reasoning = reasoning;
             self.current = Some(c);
             return;
         }
         let gate_holds = c.gate.as_ref().is_some_and(|g| !g.held.is_empty());
         let wants_ids = self.reply.return_token_ids || top.is_some();
-        if !text.is_empty() || (wants_ids && c.carried > c.sent && !gate_holds) {
+        if !text.is_empty()
+            || !reasoning.is_empty()
+            || (wants_ids && c.carried > c.sent && !gate_holds)
+        {
             let end = if gate_holds { c.sent } else { c.carried };
             let lp = top.map(|_| self.reply.logprobs(&c.logprobs.take_until(end), None));
-            let chunk = self.reply.chunk(
+            let mut chunk = self.reply.chunk(
                 choice,
                 Delta::Text(&text),
                 Some((&c.ids[c.sent..end], lp)),
                 None,
             );
+            with_reasoning(&mut chunk, &reasoning, text.is_empty());
             c.sent = end;
             self.out.push_back(chunk);
         }
@@ -204,7 +220,23 @@ impl Chunker {
                 .logprobs(&c.logprobs.take_until(carried), Some(chars))
         });
         let ids = &o.tokens[c.sent.min(carried)..carried];
-        let calls = self.reply.calls(index, &o.text);
+        // What the split still held back was not a marker: it goes out now.
+        let mut reasoning = std::mem::take(&mut c.tail_reasoning);
+        if let Some(split) = &mut c.split {
+            let (r, rest) = split.finish();
+            reasoning.push_str(&r);
+            match &mut c.gate {
+                Some(g) => {
+                    g.push(&rest);
+                }
+                None => c.tail.push_str(&rest),
+            }
+        }
+        let answer = match &self.reply.reasoning {
+            Some(split) if self.reply.endpoint == Endpoint::Chat => split.clone().whole(&o.text).1,
+            _ => o.text.clone(),
+        };
+        let calls = self.reply.calls(index, &answer);
         let finish = Some((
             Reply::finish_reason(&o.finish, calls.is_some()),
             o.finish.stop_reason(),
@@ -230,7 +262,9 @@ impl Chunker {
             (None, false) => Delta::Text(&held),
             (None, true) => Delta::Nothing,
         };
+        let no_text = matches!(delta, Delta::Nothing);
         let mut chunk = self.reply.chunk(index, delta, Some((ids, lp)), finish);
+        with_reasoning(&mut chunk, &reasoning, no_text);
         if self.reply.return_token_ids {
             chunk["choices"][0]["withheld_token_ids"] = o.withheld_ids().into();
         }
@@ -243,6 +277,21 @@ impl Chunker {
             usage["usage"] = self.reply.usage(self.completion_tokens);
             self.out.push_back(usage);
         }
+    }
+}
+
+/// Adds a chat chunk's `reasoning_content` (when it has some); a chunk that carries reasoning and no
+/// answer text has no `content`.
+fn with_reasoning(chunk: &mut Value, reasoning: &str, no_content: bool) {
+    if reasoning.is_empty() {
+        return;
+    }
+    let delta = &mut chunk["choices"][0]["delta"];
+    if let Some(d) = delta.as_object_mut() {
+        if no_content {
+            d.remove("content");
+        }
+        d.insert("reasoning_content".into(), reasoning.into());
     }
 }
 

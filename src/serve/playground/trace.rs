@@ -49,6 +49,7 @@ pub async fn trace(State(state): State<Arc<AppState>>, req: Request) -> Result<R
         prompt: request.prompt.clone(),
         prompt_logprobs: None,
         vocab: state.served.vocab.clone(),
+        reasoning: None,
     };
     let (mut rx, place) = state.queue.submit(request)?;
     // The first event before the answer: an error found when the generation starts keeps its status.
