@@ -694,3 +694,71 @@ fn qwen3_stops_are_scoped_to_the_answer_by_default() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["text"], "<r>a\n\nb</r>c");
 }
+
+/// The weight-free families chat through their own formats, and Qwen3's chat answers split its thinking
+/// from its answer with the default markers: `"\n\n"` (lm-evaluation-harness's stop) does not end the
+/// thinking, and an end token inside the thinking leaves an empty answer, as the model chose (`allow`).
+#[test]
+fn weight_free_families_chat_and_qwen3_splits_its_thinking() {
+    use serde_json::json;
+    for (model, rendered) in [
+        (
+            "qwen3-vocab",
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+        ),
+        (
+            "llama3-vocab",
+            "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+        ),
+        (
+            "gpt-oss-vocab",
+            "<|start|>user<|message|>Hi<|end|><|start|>assistant",
+        ),
+    ] {
+        let e = engine(model);
+        let (_, prompt) = e
+            .prompt(
+                &stoplab::pipeline::format::PromptFormat::Chat,
+                &[stoplab::pipeline::format::Message::new("user", "Hi")],
+            )
+            .unwrap_or_else(|err| panic!("{model}: {err}"));
+        let text = e.vocab.decode(&prompt).unwrap();
+        assert!(text.ends_with(rendered), "{model}: {text:?}");
+    }
+    let h = stoplab::serve::start(stoplab::serve::Config {
+        engine: LoadOptions {
+            model: Some("qwen3-vocab".into()),
+            tokenizer_only: true,
+            ..LoadOptions::default()
+        },
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Default::default()
+    })
+    .unwrap();
+    let chat = |body: serde_json::Value| -> serde_json::Value {
+        let r = ureq::post(&format!("http://{}/v1/chat/completions", h.addr()))
+            .send_json(body)
+            .unwrap();
+        r.into_json().unwrap()
+    };
+    let r = chat(json!({
+        "messages": [{"role": "user", "content": "What is 2+2?"}],
+        "replay": "<think>2+2 is 4.\n\nCheck: yes.</think>4.\n\nAnything else?", "stop": "\n\n",
+    }));
+    let c = &r["choices"][0];
+    assert_eq!(
+        c["message"]["reasoning_content"],
+        "2+2 is 4.\n\nCheck: yes."
+    );
+    assert_eq!(c["message"]["content"], "4.");
+    assert_eq!(c["finish_reason"], "stop");
+    let r = chat(
+        json!({"messages": [{"role": "user", "content": "Hi"}], "replay": "<think>hm<|im_end|>"}),
+    );
+    let c = &r["choices"][0];
+    assert_eq!(
+        (&c["message"]["content"], &c["message"]["reasoning_content"]),
+        (&json!(""), &json!("hm"))
+    );
+    h.shutdown().unwrap();
+}

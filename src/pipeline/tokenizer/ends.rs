@@ -163,7 +163,27 @@ pub struct FamilyFacts {
     pub add_bos: bool,
     /// The end of the family's assistant turn: what a replay writes after its script.
     pub turn_end: Option<&'static str>,
+    /// The family's chat format, for a vocabulary that comes without a model file's template: the plain
+    /// messages' part of the family's template (no tools, no system preamble of its own).
+    pub chat_template: Option<&'static str>,
 }
+
+/// Qwen3's ChatML: `<|im_start|>ROLE\n…<|im_end|>\n` per message, then the assistant's header; the model
+/// writes its `<think>` itself.
+const QWEN3_TEMPLATE: &str = "{%- for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + \
+    message['content'] + '<|im_end|>' + '\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{ \
+    '<|im_start|>assistant\\n' }}{%- endif %}";
+
+/// Llama 3's headers (the BOS is added as the family adds it, not by the template).
+const LLAMA3_TEMPLATE: &str = "{%- for message in messages %}{{ '<|start_header_id|>' + message['role'] + \
+    '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}{%- if \
+    add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}";
+
+/// Harmony's messages: `<|start|>ROLE<|message|>…<|end|>`, then `<|start|>assistant` (the model writes
+/// its channel).
+const HARMONY_TEMPLATE: &str = "{%- for message in messages %}{{ '<|start|>' + message['role'] + \
+    '<|message|>' + message['content'] + '<|end|>' }}{%- endfor %}{%- if add_generation_prompt %}{{ \
+    '<|start|>assistant' }}{%- endif %}";
 
 /// The family facts of a tiktoken encoding.
 pub fn family_facts(encoding: &str) -> FamilyFacts {
@@ -173,6 +193,7 @@ pub fn family_facts(encoding: &str) -> FamilyFacts {
             bos: None,
             add_bos: false,
             turn_end: Some("<|return|>"),
+            chat_template: Some(HARMONY_TEMPLATE),
         },
         "llama3" => FamilyFacts {
             ends: &[(
@@ -183,18 +204,21 @@ pub fn family_facts(encoding: &str) -> FamilyFacts {
             bos: Some("<|begin_of_text|>"),
             add_bos: true,
             turn_end: Some("<|eot_id|>"),
+            chat_template: Some(LLAMA3_TEMPLATE),
         },
         "qwen3" => FamilyFacts {
             ends: &[],
             bos: None,
             add_bos: false,
             turn_end: Some("<|im_end|>"),
+            chat_template: Some(QWEN3_TEMPLATE),
         },
         _ => FamilyFacts {
             ends: &[],
             bos: None,
             add_bos: false,
             turn_end: None,
+            chat_template: None,
         },
     }
 }

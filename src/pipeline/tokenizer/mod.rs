@@ -419,7 +419,7 @@ impl Vocab {
                 .and_then(id_of)
                 .or_else(|| family.ends.first().map(|e| e.0)),
             add_bos: family.add_bos,
-            chat_template: None,
+            chat_template: family.chat_template.map(String::from),
             kind: format!("tiktoken-style rank BPE, encoding {encoding} ({name}, no weights)"),
             notes: Vec::new(),
             pieces,
