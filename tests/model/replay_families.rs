@@ -762,3 +762,45 @@ fn weight_free_families_chat_and_qwen3_splits_its_thinking() {
     );
     h.shutdown().unwrap();
 }
+
+/// The reasoning scenarios: the blank-line stop scoped to the answer lets the thinking run and ends the
+/// answer; armed everywhere it ends the thinking with no answer; an end token inside the thinking ends
+/// the turn with no answer (allowed, as the model chose).
+#[test]
+fn the_reasoning_scenarios_show_the_scope_and_the_end_inside_the_thinking() {
+    use stoplab::lab::experiment::{self, run::RunOptions, run::run_scenario};
+    let mut e = engine("qwen3-vocab");
+    let opts = RunOptions::default();
+    let by = |name: &str, e: &mut LoadedModel| {
+        let sc = experiment::shipped()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} is shipped"));
+        run_scenario(e, &sc, &opts, &mut |_| {}).unwrap()
+    };
+    let r = by("reasoning-1-blank-line-stop", &mut e);
+    assert_eq!(r.answered, 1);
+    assert!(
+        r.results[0].text.ends_with("</think>42."),
+        "{:?}",
+        r.results[0].text
+    );
+    let r = by("reasoning-2-blank-line-stop-unscoped", &mut e);
+    assert_eq!(
+        (r.answered, r.results[0].finish.as_str()),
+        (0, "stop_string")
+    );
+    assert!(
+        r.results[0].text.starts_with("<think>17 + 25"),
+        "{:?}",
+        r.results[0].text
+    );
+    let r = by("reasoning-3-end-token-in-thinking", &mut e);
+    assert_eq!((r.answered, r.results[0].finish.as_str()), (0, "end_token"));
+    assert!(
+        !r.results[0].text.contains("</think>"),
+        "{:?}",
+        r.results[0].text
+    );
+}

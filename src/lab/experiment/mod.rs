@@ -124,6 +124,18 @@ pub const SHIPPED: &[(&str, &str)] = &[
         include_str!("../../../scenarios/families/steps-3-text-cut-ids-kept.toml"),
     ),
     (
+        "scenarios/families/reasoning-1-blank-line-stop.toml",
+        include_str!("../../../scenarios/families/reasoning-1-blank-line-stop.toml"),
+    ),
+    (
+        "scenarios/families/reasoning-2-blank-line-stop-unscoped.toml",
+        include_str!("../../../scenarios/families/reasoning-2-blank-line-stop-unscoped.toml"),
+    ),
+    (
+        "scenarios/families/reasoning-3-end-token-in-thinking.toml",
+        include_str!("../../../scenarios/families/reasoning-3-end-token-in-thinking.toml"),
+    ),
+    (
         "scenarios/families/harmony-call-ends.toml",
         include_str!("../../../scenarios/families/harmony-call-ends.toml"),
     ),

@@ -147,7 +147,8 @@ pub fn run_scenario(
     let mut results = Vec::new();
     let mut contrast = None;
     for i in 0..opts.runs_of(sc) {
-        let params = opts.params(sc, i);
+        let mut params = opts.params(sc, i);
+        params.reasoning = sc.reasoning.on(&engine.vocab);
         let mut written: Vec<u8> = Vec::new();
         let mut answered_at = None;
         let mut sink = |ev: &TokenEvent<'_>| {
@@ -317,7 +318,8 @@ pub fn run_scenarios(
             }
         };
         for i in 0..opts.runs_of(sc) {
-            let params = opts.params(sc, i);
+            let mut params = opts.params(sc, i);
+            params.reasoning = sc.reasoning.on(&engine.vocab);
             whose.push((k, params.sampling.seed));
             jobs.push((prompt.clone(), params, Watch::new(sc)));
         }

@@ -9,8 +9,10 @@ use serde::Deserialize;
 use crate::pipeline::field::{Field, SettingsError};
 use crate::pipeline::format::{Message, PromptFormat};
 use crate::pipeline::sampling::SamplingParams;
+use crate::pipeline::settings::{
+    EndInReasoning, GenerateParams, Reasoning, RepetitionStop, Scope, Speculation,
+};
 use crate::pipeline::settings::{EndTokenChoice, Settings, UserSettings};
-use crate::pipeline::settings::{GenerateParams, RepetitionStop, Speculation};
 
 use super::rules::StepRule;
 
@@ -47,6 +49,49 @@ struct File {
     /// scenario (`--model gpt-oss-vocab`).
     #[serde(default)]
     replay: Option<ReplaySpec>,
+    /// Reasoning markers and the stops' scope (`--reasoning-markers`, `--stop-scope`, `--end-in-reasoning`).
+    #[serde(default)]
+    reasoning: ReasoningSpec,
+}
+
+/// `[reasoning]`: absent keys take the command line's defaults (the vocabulary's markers, scope answer).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasoningSpec {
+    /// "OPEN,CLOSE", or "none".
+    pub markers: Option<String>,
+    pub stop_scope: Option<String>,
+    pub end_in_reasoning: Option<String>,
+}
+
+impl ReasoningSpec {
+    /// The reasoning settings on `vocab` (its own markers unless the file names some or "none"); the
+    /// keys were checked when the file was read.
+    pub fn on(&self, vocab: &crate::pipeline::tokenizer::Vocab) -> Option<Reasoning> {
+        let (open, close) = match self.markers.as_deref() {
+            Some("none") => return None,
+            Some(m) => {
+                let (o, c) = m.split_once(',')?;
+                (o.to_string(), c.to_string())
+            }
+            None => {
+                let (o, c) = vocab.reasoning_markers()?;
+                (o.to_string(), c.to_string())
+            }
+        };
+        let mut r = Reasoning::new(&open, &close).ok()?;
+        if let Some(s) = self.stop_scope.as_deref().and_then(Scope::parse) {
+            r.stop_scope = s;
+        }
+        if let Some(e) = self
+            .end_in_reasoning
+            .as_deref()
+            .and_then(EndInReasoning::parse)
+        {
+            r.end_in_reasoning = e;
+        }
+        Some(r)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +209,8 @@ pub struct Scenario {
     pub tokens_per_step: Option<usize>,
     /// `[replay] contrast`: the buggy rule whose answer the report shows beside stoplab's.
     pub contrast: Option<StepRule>,
+    /// `[reasoning]`: applied on the model's vocabulary when the scenario runs.
+    pub reasoning: ReasoningSpec,
     /// The file's text, for the lines of errors found later (token ids against a vocabulary).
     source: String,
 }
@@ -415,6 +462,45 @@ impl Scenario {
                 }
             },
         };
+        let rs = &raw.reasoning;
+        if let Some(m) = rs.markers.as_deref().filter(|m| *m != "none") {
+            let ok = m
+                .split_once(',')
+                .is_some_and(|(o, c)| Reasoning::new(o, c).is_ok());
+            if !ok {
+                return Err(bad(
+                    "reasoning.markers",
+                    format!("{m:?}: give \"OPEN,CLOSE\" (two different markers) or \"none\""),
+                ));
+            }
+        }
+        if let Some(s) = rs
+            .stop_scope
+            .as_deref()
+            .filter(|s| Scope::parse(s).is_none())
+        {
+            return Err(bad(
+                "reasoning.stop_scope",
+                format!("{s:?} is not one of {}", Scope::NAMES.join(", ")),
+            ));
+        }
+        if let Some(e) = rs.end_in_reasoning.as_deref() {
+            match EndInReasoning::parse(e) {
+                None => {
+                    return Err(bad(
+                        "reasoning.end_in_reasoning",
+                        format!("{e:?} is not one of {}", EndInReasoning::NAMES.join(", ")),
+                    ));
+                }
+                Some(EndInReasoning::Mask) if raw.replay.is_some() => {
+                    return Err(bad(
+                        "reasoning.end_in_reasoning",
+                        "\"mask\" keeps the end token from the sampler, and a replay samples nothing".into(),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         let turn_markers = raw
             .done
             .turn_markers
@@ -451,6 +537,7 @@ impl Scenario {
             replay: raw.replay.map(|r| r.text),
             tokens_per_step,
             contrast,
+            reasoning: raw.reasoning.clone(),
             source: src.into(),
         })
     }
