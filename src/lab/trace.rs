@@ -16,6 +16,7 @@
 //! assert_eq!((held.bytes, held.of), (5, 6));
 //! ```
 
+use crate::pipeline::sink::Forced;
 use crate::pipeline::stop::engine::Marker;
 use std::ops::ControlFlow;
 
@@ -128,6 +129,11 @@ pub fn row_json(row: &Token) -> Value {
         "marker": row.marker.map(|m| match m {
             Marker::Opened => "opened",
             Marker::Closed => "closed",
+            Marker::ClosedAgain => "closed_again",
+        }),
+        "forced": row.forced.map(|f| match f {
+            Forced::EndInReasoning { p_end } => json!({"why": "end_in_reasoning", "p_end": p_end}),
+            Forced::Budget { tokens } => json!({"why": "budget", "tokens": tokens}),
         }),
         "p_end": row.probs.as_ref().map(|p| p.end),
         "p": row.probs.as_ref().map(|p| p.chosen),
@@ -325,13 +331,25 @@ pub fn render_row(row: &Token, style: Style) -> String {
             &pad(&format!("\"{}\"", escape(row.text.as_bytes())), 16),
         )
     };
+    let forced = match row.forced {
+        Some(Forced::EndInReasoning { p_end }) => format!(
+            "the model chose an end token (p(end) {}) inside the reasoning: the close marker is written instead; ",
+            percent(p_end)
+        ),
+        Some(Forced::Budget { tokens }) => {
+            format!("reasoning budget of {tokens} tokens spent: the close marker is written; ")
+        }
+        None => String::new(),
+    };
     let marker = match row.marker {
         Some(Marker::Opened) => "reasoning begins",
         Some(Marker::Closed) => "reasoning ends: the answer begins",
+        Some(Marker::ClosedAgain) => "a close marker in the answer (the reasoning was not open)",
         None => "",
     };
+    let marker = format!("{forced}{marker}");
     let event = match &row.finish {
-        None => style.paint("34", marker),
+        None => style.paint("34", &marker),
         Some(f) => {
             let mut s = format!("{} → finish_reason {}", f.describe(), f.openai());
             if !row.cut_bytes().is_empty() {

@@ -11,11 +11,11 @@ use crate::Error;
 use crate::pipeline::field::{Field, SettingsError};
 use crate::pipeline::model::Next;
 use crate::pipeline::sampling::Sampler;
-use crate::pipeline::settings::{GenerateParams, Reasoning};
+use crate::pipeline::settings::{EndInReasoning, GenerateParams, Reasoning};
 use crate::pipeline::stop::{Finish, FinishReason, StopEngine, StopSet};
 use crate::pipeline::tokenizer::Vocab;
 
-use super::sink::{Outcome, Sink, StepProbs, Timings, TokenEvent};
+use super::sink::{Forced, Outcome, Sink, StepProbs, Timings, TokenEvent};
 
 /// Whether a generation after `prompt` begins inside the reasoning `r` marks: it says so, or the prompt's
 /// last marker (in its last 4,096 tokens) is the open one.
@@ -38,6 +38,15 @@ pub struct Sequence {
     raw: Vec<f32>,
     /// The end tokens in force: the model's set with the user's choice (replace, add, remove) applied.
     end_tokens: std::collections::BTreeSet<u32>,
+    /// The reasoning policies that write the close marker in place of the model's choice, and its id.
+    close: Option<Close>,
+}
+
+/// What writes the close marker: `--end-in-reasoning close`, the reasoning budget.
+struct Close {
+    id: u32,
+    on_end: bool,
+    budget: Option<usize>,
 }
 
 impl Sequence {
@@ -70,8 +79,28 @@ impl Sequence {
         let end_tokens = params.end_set(vocab.end_tokens());
         // A prompt that ends inside the reasoning (its template wrote the open marker) starts there.
         let mut params = params.clone();
+        let mut close = None;
         if let Some(r) = &mut params.reasoning {
             r.starts_inside = starts_inside(r, vocab, prompt)?;
+            let on_end = r.end_in_reasoning == EndInReasoning::Close;
+            if on_end || r.max_tokens.is_some() {
+                let id = vocab
+                    .token_id(&r.close)
+                    .filter(|&id| vocab.token_bytes(id) == Some(r.close.as_bytes()))
+                    .ok_or_else(|| Error::Invalid {
+                        field: "--reasoning-markers".into(),
+                        message: format!(
+                            "the close marker {:?} is not one token of this vocabulary: --end-in-reasoning close \
+                             and --max-reasoning-tokens write it as one token",
+                            r.close
+                        ),
+                    })?;
+                close = Some(Close {
+                    id,
+                    on_end,
+                    budget: r.max_tokens,
+                });
+            }
         }
         let params = &params;
         Ok(Self {
@@ -88,6 +117,7 @@ impl Sequence {
             decode_start: None,
             finish: None,
             raw: Vec::new(),
+            close,
         })
     }
 
@@ -109,13 +139,26 @@ impl Sequence {
         }
         let wants_probs = sink.wants_probs();
         let mut probs = None;
+        let mut forced = None;
         let id = match next {
             Next::Forced(id) => id,
             Next::Logits(mut logits) => {
-                if wants_probs {
+                let inside = self.engine.in_reasoning();
+                let closing = self.close.as_ref().filter(|_| inside);
+                if wants_probs || closing.is_some_and(|c| c.on_end) {
                     self.raw.clone_from(&logits);
                 }
-                let id = self.sampler.sample(&mut logits, self.engine.banned())?;
+                let mut id = self.sampler.sample(&mut logits, self.engine.banned())?;
+                if let Some(c) = closing {
+                    if let Some(n) = c.budget.filter(|&n| self.engine.reasoning_tokens() >= n) {
+                        forced = Some(Forced::Budget { tokens: n });
+                        id = c.id;
+                    } else if c.on_end && self.end_tokens.contains(&id) {
+                        let p_end = StepProbs::with_top(&self.raw, id, &self.end_tokens, 0).end;
+                        forced = Some(Forced::EndInReasoning { p_end });
+                        id = c.id;
+                    }
+                }
                 if wants_probs {
                     probs = Some(StepProbs::with_top(
                         &self.raw,
@@ -148,6 +191,7 @@ impl Sequence {
             withheld: step.withheld.clone(),
             reasoning: step.reasoning,
             marker: step.marker,
+            forced,
             stops: &self.stops,
         };
         let flow = sink.token(&event)?;

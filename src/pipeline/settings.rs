@@ -757,15 +757,19 @@ pub enum EndInReasoning {
     Allow,
     /// The sampler may not choose it until the reasoning is closed (kekzl/imp PR #1990's answer).
     Mask,
+    /// The close marker is written in its place and the generation goes on into the answer
+    /// (tetherto/qvac PR #3389's answer); the close marker must be one token.
+    Close,
 }
 
 impl EndInReasoning {
-    pub const NAMES: [&str; 2] = ["allow", "mask"];
+    pub const NAMES: [&str; 3] = ["allow", "mask", "close"];
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "allow" => Some(Self::Allow),
             "mask" => Some(Self::Mask),
+            "close" => Some(Self::Close),
             _ => None,
         }
     }
@@ -774,7 +778,13 @@ impl EndInReasoning {
         match self {
             Self::Allow => "allow",
             Self::Mask => "mask",
+            Self::Close => "close",
         }
+    }
+
+    /// Whether the policy acts on the sampler's choice: a replay, which samples nothing, cannot take it.
+    pub fn needs_sampler(self) -> bool {
+        self != Self::Allow
     }
 }
 
@@ -793,6 +803,9 @@ pub struct Reasoning {
     /// The generation begins inside the reasoning: the prompt's last marker is the open one (a template
     /// that writes `<think>` for the model).
     pub starts_inside: bool,
+    /// The reasoning budget: after this many tokens inside the reasoning, the close marker is written
+    /// (`--max-reasoning-tokens`); the close marker must be one token.
+    pub max_tokens: Option<usize>,
 }
 
 impl Reasoning {
@@ -815,6 +828,7 @@ impl Reasoning {
             stop_scope: Scope::Answer,
             end_in_reasoning: EndInReasoning::Allow,
             starts_inside: false,
+            max_tokens: None,
         })
     }
 

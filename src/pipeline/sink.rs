@@ -107,7 +107,20 @@ pub struct TokenEvent<'a> {
     /// markers), and the marker this token completed.
     pub reasoning: Option<bool>,
     pub marker: Option<Marker>,
+    /// This token was written in place of the model's choice (a reasoning policy).
+    pub forced: Option<Forced>,
     pub(crate) stops: &'a StopSet,
+}
+
+/// Why a token was written in place of the one the model chose.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Forced {
+    /// The model chose an end token inside the reasoning (with this probability of its end set): the
+    /// close marker was written instead (`--end-in-reasoning close`).
+    EndInReasoning { p_end: f32 },
+    /// The reasoning budget of this many tokens was spent: the close marker was written
+    /// (`--max-reasoning-tokens`).
+    Budget { tokens: usize },
 }
 
 /// What the model thought at one step: the softmax of its raw logits (before penalties, bias and
@@ -196,6 +209,7 @@ impl TokenEvent<'_> {
             withheld: self.withheld.clone(),
             reasoning: self.reasoning,
             marker: self.marker,
+            forced: self.forced,
         }
     }
 }
@@ -232,9 +246,10 @@ pub struct Token {
     pub carried: Range<usize>,
     /// On the last token: the tokens withheld (see [`TokenEvent::withheld`]).
     pub withheld: Range<usize>,
-    /// See [`TokenEvent::reasoning`] and [`TokenEvent::marker`].
+    /// See [`TokenEvent::reasoning`], [`TokenEvent::marker`] and [`TokenEvent::forced`].
     pub reasoning: Option<bool>,
     pub marker: Option<Marker>,
+    pub forced: Option<Forced>,
 }
 
 impl Token {

@@ -459,12 +459,15 @@ pub fn reasoning(f: &Fields, vocab: &Vocab) -> Result<Option<Reasoning>, ApiErro
     };
     let scope = named("stop_scope", &Scope::NAMES)?;
     let end = named("end_in_reasoning", &EndInReasoning::NAMES)?;
+    let budget = count(f, "max_reasoning_tokens")?;
     let Some((open, close)) = markers else {
-        if scope.is_some() || end.is_some() {
+        if scope.is_some() || end.is_some() || budget.is_some() {
             let which = if scope.is_some() {
                 "stop_scope"
-            } else {
+            } else if end.is_some() {
                 "end_in_reasoning"
+            } else {
+                "max_reasoning_tokens"
             };
             return Err(ApiError::invalid(
                 which,
@@ -480,14 +483,26 @@ pub fn reasoning(f: &Fields, vocab: &Vocab) -> Result<Option<Reasoning>, ApiErro
         r.stop_scope = s;
     }
     if let Some(e) = end.as_deref().and_then(EndInReasoning::parse) {
-        if e == EndInReasoning::Mask && f.raw("replay").is_some() {
+        if e.needs_sampler() && f.raw("replay").is_some() {
             return Err(ApiError::invalid(
                 "end_in_reasoning",
-                "\"mask\" keeps the end token from the sampler, and a replay samples nothing: it writes its \
-                 tokens as given (use \"allow\", or drop replay)",
+                format!(
+                    "{:?} acts on the sampler's choice, and a replay samples nothing: it writes its tokens as \
+                     given (use \"allow\", or drop replay)",
+                    e.name()
+                ),
             ));
         }
         r.end_in_reasoning = e;
+    }
+    if let Some(n) = budget {
+        if f.raw("replay").is_some() {
+            return Err(ApiError::invalid(
+                "max_reasoning_tokens",
+                "writes the close marker in place of the model's choice, and a replay writes its tokens as given",
+            ));
+        }
+        r.max_tokens = Some(n);
     }
     Ok(Some(r))
 }

@@ -264,3 +264,93 @@ fn chat_answers_carry_reasoning_content() {
     assert_eq!(text["choices"][0]["text"], "<think>a</think>b");
     h.shutdown().unwrap();
 }
+
+/// A model whose logits peak at one token per position (`favourite[i]` for the i-th generated token, the
+/// last one after that): enough to drive the sampler through the reasoning policies.
+struct Peaked {
+    vocab: usize,
+    prompt_len: usize,
+    favourite: Vec<u32>,
+}
+
+impl stoplab::pipeline::model::Model for Peaked {
+    fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+    fn context_length(&self) -> usize {
+        4096
+    }
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        pos: usize,
+    ) -> Result<stoplab::pipeline::model::Next, stoplab::Error> {
+        let i = pos + tokens.len() - self.prompt_len;
+        let fav = self.favourite[i.min(self.favourite.len() - 1)];
+        let mut logits = vec![0.0f32; self.vocab];
+        logits[fav as usize] = 10.0;
+        Ok(stoplab::pipeline::model::Next::Logits(logits))
+    }
+    fn name(&self) -> &str {
+        "peaked"
+    }
+}
+
+/// The end-token policies and the budget, on a prompt that opened the reasoning: `allow` ends with no
+/// answer, `mask` keeps the end tokens from the sampler, `close` writes the close marker in the end
+/// token's place (with p(end)) and goes on into the answer, the budget writes it after N tokens.
+#[test]
+fn end_tokens_and_the_budget_inside_the_reasoning() {
+    use stoplab::pipeline::generate::generate;
+    use stoplab::pipeline::settings::EndInReasoning;
+    use stoplab::pipeline::sink::{Forced, TokenEvent};
+
+    let v = TestVocab::new(WORDS);
+    let end = crate::common::END;
+    let run = |policy: EndInReasoning, budget: Option<usize>, favourite: Vec<u32>| {
+        let mut r = Reasoning::new("<r>", "</r>").unwrap();
+        r.end_in_reasoning = policy;
+        r.max_tokens = budget;
+        let params = GenerateParams {
+            max_tokens: 8,
+            reasoning: Some(r),
+            ..Default::default()
+        };
+        let prompt = [v.id("<r>")];
+        let mut model = Peaked {
+            vocab: v.vocab.len(),
+            prompt_len: prompt.len(),
+            favourite,
+        };
+        let mut forced = Vec::new();
+        let mut sink = |e: &TokenEvent<'_>| {
+            forced.push(e.forced);
+            std::ops::ControlFlow::Continue(())
+        };
+        let out = generate(&mut model, &v.vocab, &prompt, &params, &mut sink).unwrap();
+        (out, forced)
+    };
+    let (out, _) = run(EndInReasoning::Allow, None, vec![end]);
+    assert_eq!(
+        (out.text.as_str(), out.finish.clone()),
+        ("", FinishReason::EndToken { id: end })
+    );
+    let (out, _) = run(EndInReasoning::Mask, None, vec![end]);
+    assert!(
+        !v.vocab.end_tokens().contains(&out.tokens[0]),
+        "{:?}",
+        out.tokens
+    );
+    let (out, forced) = run(EndInReasoning::Close, None, vec![end]);
+    assert_eq!(out.text, "</r>");
+    assert_eq!(out.finish, FinishReason::EndToken { id: end });
+    assert!(
+        matches!(forced[0], Some(Forced::EndInReasoning { p_end }) if p_end > 0.9),
+        "{forced:?}"
+    );
+    let a = v.id("a");
+    let (out, forced) = run(EndInReasoning::Allow, Some(3), vec![a]);
+    assert_eq!(out.text, "aaa</r>aaaa");
+    assert_eq!(forced[3], Some(Forced::Budget { tokens: 3 }));
+    assert_eq!(out.finish, FinishReason::Length);
+}

@@ -28,10 +28,15 @@ pub struct ReasoningArgs {
     #[arg(long, value_name = "SCOPE", value_parser = Scope::NAMES, help_heading = "Reasoning")]
     stop_scope: Option<String>,
     /// An end token inside the reasoning: allow (it ends the generation there, the answer never written:
-    /// the default, what the model asked for) or mask (the sampler may not choose it until the close
-    /// marker). A replay writes its tokens as given, so mask is refused with --replay.
+    /// the default, what the model chose), mask (the sampler may not choose it until the close marker) or
+    /// close (the close marker is written in its place and the model goes on into the answer; trace shows
+    /// p(end) there). A replay writes its tokens as given, so mask and close are refused with --replay.
     #[arg(long, value_name = "POLICY", value_parser = EndInReasoning::NAMES, help_heading = "Reasoning")]
     end_in_reasoning: Option<String>,
+    /// The reasoning budget: after N tokens inside the reasoning the close marker is written, and the
+    /// trace shows what the model does next (a second close marker in the answer is reported).
+    #[arg(long, value_name = "N", help_heading = "Reasoning")]
+    max_reasoning_tokens: Option<usize>,
 }
 
 impl ReasoningArgs {
@@ -53,10 +58,13 @@ impl ReasoningArgs {
                 .map(|(o, c)| (o.to_string(), c.to_string())),
         };
         let Some((open, close)) = markers else {
-            if self.stop_scope.is_some() || self.end_in_reasoning.is_some() {
+            if self.stop_scope.is_some()
+                || self.end_in_reasoning.is_some()
+                || self.max_reasoning_tokens.is_some()
+            {
                 return Err(Failure::usage(
-                    "--stop-scope and --end-in-reasoning need reasoning markers: this vocabulary declares none; \
-                     give --reasoning-markers OPEN,CLOSE",
+                    "--stop-scope, --end-in-reasoning and --max-reasoning-tokens need reasoning markers: this \
+                     vocabulary declares none; give --reasoning-markers OPEN,CLOSE",
                 ));
             }
             return Ok(None);
@@ -70,13 +78,23 @@ impl ReasoningArgs {
             .as_deref()
             .and_then(EndInReasoning::parse)
         {
-            if e == EndInReasoning::Mask && replaying {
-                return Err(Failure::usage(
-                    "--end-in-reasoning mask keeps the end token from the sampler, and a replay samples \
-                     nothing: it writes its tokens as given (use allow, or run the model)",
-                ));
+            if e.needs_sampler() && replaying {
+                return Err(Failure::usage(format!(
+                    "--end-in-reasoning {} acts on the sampler's choice, and a replay samples nothing: it \
+                     writes its tokens as given (use allow, or run the model)",
+                    e.name()
+                )));
             }
             r.end_in_reasoning = e;
+        }
+        if let Some(n) = self.max_reasoning_tokens {
+            if replaying {
+                return Err(Failure::usage(
+                    "--max-reasoning-tokens writes the close marker in place of the model's choice, and a \
+                     replay writes its tokens as given (run the model)",
+                ));
+            }
+            r.max_tokens = Some(n);
         }
         Ok(Some(r))
     }

@@ -492,10 +492,10 @@ impl Scenario {
                         format!("{e:?} is not one of {}", EndInReasoning::NAMES.join(", ")),
                     ));
                 }
-                Some(EndInReasoning::Mask) if raw.replay.is_some() => {
+                Some(p) if p.needs_sampler() && raw.replay.is_some() => {
                     return Err(bad(
                         "reasoning.end_in_reasoning",
-                        "\"mask\" keeps the end token from the sampler, and a replay samples nothing".into(),
+                        format!("{e:?} acts on the sampler's choice, and a replay samples nothing"),
                     ));
                 }
                 Some(_) => {}

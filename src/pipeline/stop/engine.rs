@@ -77,6 +77,8 @@ pub enum Marker {
     Opened,
     /// The close marker: the answer begins after it.
     Closed,
+    /// A close marker in the answer (after the reasoning was closed): text, reported.
+    ClosedAgain,
 }
 
 /// How a generation ended.
@@ -198,6 +200,8 @@ pub struct StopEngine {
     marker_scan: Option<ScanState>,
     banned_inside: Vec<u32>,
     marker: Option<Marker>,
+    /// Tokens generated inside the reasoning.
+    reasoning_tokens: usize,
 }
 
 impl StopEngine {
@@ -238,7 +242,13 @@ impl StopEngine {
                 _ => Vec::new(),
             },
             marker: None,
+            reasoning_tokens: 0,
         }
+    }
+
+    /// Tokens generated inside the reasoning so far.
+    pub fn reasoning_tokens(&self) -> usize {
+        self.reasoning_tokens
     }
 
     /// Whether the text is inside the reasoning now (false without markers).
@@ -311,6 +321,9 @@ impl StopEngine {
         let end_token = self.end_ids.contains(&id);
         let armed = self.armed();
         self.marker = None;
+        if self.inside {
+            self.reasoning_tokens += 1;
+        }
 
         let mut cut = None;
         let reason = if may_stop && end_token && !p.ignore_eos {
@@ -386,6 +399,13 @@ impl StopEngine {
             }
             // The marker the region expects switches it (an open marker inside, a close one outside, is
             // text).
+            if let Some(m) = found
+                && m.stop == 1
+                && !self.inside
+                && self.marker.is_none()
+            {
+                self.marker = Some(Marker::ClosedAgain);
+            }
             if let Some(m) = found
                 && (m.stop == 1) == self.inside
             {

@@ -55,6 +55,7 @@ const FIELDS: &[&str] = &[
     "reasoning_markers",
     "stop_scope",
     "end_in_reasoning",
+    "max_reasoning_tokens",
 ];
 
 /// The default of `max_tokens`: enough to see a model run on, few enough to watch.
