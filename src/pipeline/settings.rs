@@ -832,6 +832,28 @@ impl Reasoning {
         })
     }
 
+    /// The markers a front end was given: `"OPEN,CLOSE"`, `"none"` (no reasoning), or absent (`own`, the
+    /// vocabulary's: [`Vocab::reasoning_markers`](crate::pipeline::tokenizer::Vocab::reasoning_markers)).
+    pub fn from_markers(
+        given: Option<&str>,
+        own: Option<(&str, &str)>,
+    ) -> Result<Option<Self>, SettingsError> {
+        let (open, close) = match given {
+            Some("none") => return Ok(None),
+            Some(g) => g.split_once(',').ok_or_else(|| {
+                SettingsError::new(
+                    Field::ReasoningMarkers,
+                    format!("{g:?}: give OPEN,CLOSE (e.g. <think>,</think>) or none"),
+                )
+            })?,
+            None => match own {
+                Some(m) => m,
+                None => return Ok(None),
+            },
+        };
+        Self::new(open, close).map(Some)
+    }
+
     /// Whether a prompt whose text is `prompt` leaves the generation inside the reasoning: its last open
     /// marker comes after its last close marker.
     pub fn opened_by(&self, prompt: &str) -> bool {

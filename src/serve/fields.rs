@@ -409,27 +409,18 @@ pub fn speculation(f: &Fields, served: &Served) -> Result<Option<Speculation>, A
 /// (`"answer"`, the default with markers; `"reasoning"`, `"all"`) and `end_in_reasoning` (`"allow"`, the
 /// default; `"mask"`, refused on a replay, which writes its tokens as given).
 pub fn reasoning(f: &Fields, vocab: &Vocab) -> Result<Option<Reasoning>, ApiError> {
-    let markers: Option<(String, String)> = match f.raw("reasoning_markers") {
-        None => vocab
-            .reasoning_markers()
-            .map(|(o, c)| (o.to_string(), c.to_string())),
+    let bad_markers = |e: crate::pipeline::field::SettingsError| {
+        ApiError::invalid("reasoning_markers", e.message)
+    };
+    let own = vocab.reasoning_markers();
+    let markers = match f.raw("reasoning_markers") {
+        None => Reasoning::from_markers(None, own).map_err(bad_markers)?,
         Some(Value::Null) => None,
-        Some(Value::String(s)) if s == "none" => None,
-        Some(Value::String(s)) => match s.split_once(',') {
-            Some((o, c)) => Some((o.to_string(), c.to_string())),
-            None => {
-                return Err(ApiError::invalid(
-                    "reasoning_markers",
-                    format!(
-                        "{s:?}: give \"OPEN,CLOSE\" (\"<think>,</think>\") or [\"OPEN\", \"CLOSE\"]"
-                    ),
-                ));
-            }
-        },
+        Some(Value::String(s)) => Reasoning::from_markers(Some(s), own).map_err(bad_markers)?,
         Some(v @ Value::Array(_)) => {
             let pair: Vec<String> = typed(v, "reasoning_markers")?;
             match <[String; 2]>::try_from(pair) {
-                Ok([o, c]) => Some((o, c)),
+                Ok([o, c]) => Some(Reasoning::new(&o, &c).map_err(bad_markers)?),
                 Err(p) => {
                     return Err(ApiError::invalid(
                         "reasoning_markers",
@@ -460,7 +451,7 @@ pub fn reasoning(f: &Fields, vocab: &Vocab) -> Result<Option<Reasoning>, ApiErro
     let scope = named("stop_scope", &Scope::NAMES)?;
     let end = named("end_in_reasoning", &EndInReasoning::NAMES)?;
     let budget = count(f, "max_reasoning_tokens")?;
-    let Some((open, close)) = markers else {
+    let Some(mut r) = markers else {
         if scope.is_some() || end.is_some() || budget.is_some() {
             let which = if scope.is_some() {
                 "stop_scope"
@@ -477,8 +468,6 @@ pub fn reasoning(f: &Fields, vocab: &Vocab) -> Result<Option<Reasoning>, ApiErro
         }
         return Ok(None);
     };
-    let mut r = Reasoning::new(&open, &close)
-        .map_err(|e| ApiError::invalid("reasoning_markers", e.message))?;
     if let Some(s) = scope.as_deref().and_then(Scope::parse) {
         r.stop_scope = s;
     }

@@ -42,22 +42,10 @@ pub struct ReasoningArgs {
 impl ReasoningArgs {
     /// The reasoning settings asked for on `vocab`; None without markers.
     pub fn reasoning(&self, vocab: &Vocab, replaying: bool) -> Result<Option<Reasoning>, Failure> {
-        let markers = match self.reasoning_markers.as_deref() {
-            Some("none") => None,
-            Some(given) => {
-                let given = unescape(given);
-                let Some((open, close)) = given.split_once(',') else {
-                    return Err(Failure::usage(format!(
-                        "--reasoning-markers {given:?}: give OPEN,CLOSE (e.g. '<think>,</think>')"
-                    )));
-                };
-                Some((open.to_string(), close.to_string()))
-            }
-            None => vocab
-                .reasoning_markers()
-                .map(|(o, c)| (o.to_string(), c.to_string())),
-        };
-        let Some((open, close)) = markers else {
+        let given = self.reasoning_markers.as_deref().map(unescape);
+        let markers = Reasoning::from_markers(given.as_deref(), vocab.reasoning_markers())
+            .map_err(Failure::from_settings)?;
+        let Some(mut r) = markers else {
             if self.stop_scope.is_some()
                 || self.end_in_reasoning.is_some()
                 || self.max_reasoning_tokens.is_some()
@@ -69,7 +57,6 @@ impl ReasoningArgs {
             }
             return Ok(None);
         };
-        let mut r = Reasoning::new(&open, &close).map_err(Failure::from_settings)?;
         if let Some(s) = self.stop_scope.as_deref().and_then(Scope::parse) {
             r.stop_scope = s;
         }

@@ -68,18 +68,9 @@ impl ReasoningSpec {
     /// The reasoning settings on `vocab` (its own markers unless the file names some or "none"); the
     /// keys were checked when the file was read.
     pub fn on(&self, vocab: &crate::pipeline::tokenizer::Vocab) -> Option<Reasoning> {
-        let (open, close) = match self.markers.as_deref() {
-            Some("none") => return None,
-            Some(m) => {
-                let (o, c) = m.split_once(',')?;
-                (o.to_string(), c.to_string())
-            }
-            None => {
-                let (o, c) = vocab.reasoning_markers()?;
-                (o.to_string(), c.to_string())
-            }
-        };
-        let mut r = Reasoning::new(&open, &close).ok()?;
+        let mut r = Reasoning::from_markers(self.markers.as_deref(), vocab.reasoning_markers())
+            .ok()
+            .flatten()?;
         if let Some(s) = self.stop_scope.as_deref().and_then(Scope::parse) {
             r.stop_scope = s;
         }
@@ -463,16 +454,8 @@ impl Scenario {
             },
         };
         let rs = &raw.reasoning;
-        if let Some(m) = rs.markers.as_deref().filter(|m| *m != "none") {
-            let ok = m
-                .split_once(',')
-                .is_some_and(|(o, c)| Reasoning::new(o, c).is_ok());
-            if !ok {
-                return Err(bad(
-                    "reasoning.markers",
-                    format!("{m:?}: give \"OPEN,CLOSE\" (two different markers) or \"none\""),
-                ));
-            }
+        if let Err(e) = Reasoning::from_markers(rs.markers.as_deref(), None) {
+            return Err(bad("reasoning.markers", e.message));
         }
         if let Some(s) = rs
             .stop_scope
