@@ -760,25 +760,44 @@ pub enum EndInReasoning {
     /// The close marker is written in its place and the generation goes on into the answer
     /// (tetherto/qvac PR #3389's answer); the close marker must be one token.
     Close,
+    /// Allowed inside the reasoning, but the sampler may not choose it for this many tokens after the close
+    /// marker, so the answer is not empty (sglang PR #36193's answer, with 1).
+    BanAfterClose(usize),
 }
 
 impl EndInReasoning {
-    pub const NAMES: [&str; 3] = ["allow", "mask", "close"];
+    /// The policies as they are written (`ban-after-close` alone is `ban-after-close:1`).
+    pub const NAMES: [&str; 4] = ["allow", "mask", "close", "ban-after-close:N"];
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "allow" => Some(Self::Allow),
             "mask" => Some(Self::Mask),
             "close" => Some(Self::Close),
-            _ => None,
+            "ban-after-close" => Some(Self::BanAfterClose(1)),
+            _ => s
+                .strip_prefix("ban-after-close:")
+                .and_then(|n| n.parse().ok())
+                .filter(|&n| n > 0)
+                .map(Self::BanAfterClose),
         }
     }
 
-    pub fn name(self) -> &'static str {
+    /// [`Self::parse`], with an error that lists the policies.
+    pub fn parse_or_explain(s: &str) -> Result<Self, String> {
+        Self::parse(s).ok_or_else(|| {
+            format!(
+                "{s:?} is not a policy: allow, mask, close, or ban-after-close:N (N tokens, at least 1)"
+            )
+        })
+    }
+
+    pub fn name(self) -> String {
         match self {
-            Self::Allow => "allow",
-            Self::Mask => "mask",
-            Self::Close => "close",
+            Self::Allow => "allow".into(),
+            Self::Mask => "mask".into(),
+            Self::Close => "close".into(),
+            Self::BanAfterClose(n) => format!("ban-after-close:{n}"),
         }
     }
 

@@ -449,7 +449,13 @@ pub fn reasoning(f: &Fields, vocab: &Vocab) -> Result<Option<Reasoning>, ApiErro
         }
     };
     let scope = named("stop_scope", &Scope::NAMES)?;
-    let end = named("end_in_reasoning", &EndInReasoning::NAMES)?;
+    let end = f
+        .get::<String>("end_in_reasoning")?
+        .map(|v| {
+            EndInReasoning::parse_or_explain(&v)
+                .map_err(|m| ApiError::invalid("end_in_reasoning", m))
+        })
+        .transpose()?;
     let budget = count(f, "max_reasoning_tokens")?;
     let Some(mut r) = markers else {
         if scope.is_some() || end.is_some() || budget.is_some() {
@@ -471,7 +477,7 @@ pub fn reasoning(f: &Fields, vocab: &Vocab) -> Result<Option<Reasoning>, ApiErro
     if let Some(s) = scope.as_deref().and_then(Scope::parse) {
         r.stop_scope = s;
     }
-    if let Some(e) = end.as_deref().and_then(EndInReasoning::parse) {
+    if let Some(e) = end {
         if e.needs_sampler() && f.raw("replay").is_some() {
             return Err(ApiError::invalid(
                 "end_in_reasoning",

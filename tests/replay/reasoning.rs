@@ -150,6 +150,17 @@ fn the_server_scopes_stops_per_request() {
     for (k, v, param) in [
         ("stop_scope", json!("thinking"), "stop_scope"),
         ("end_in_reasoning", json!("mask"), "end_in_reasoning"),
+        (
+            "end_in_reasoning",
+            json!("ban-after-close:1"),
+            "end_in_reasoning",
+        ),
+        (
+            "end_in_reasoning",
+            json!("ban-after-close:0"),
+            "end_in_reasoning",
+        ),
+        ("end_in_reasoning", json!("ban"), "end_in_reasoning"),
         ("reasoning_markers", json!("<r>"), "reasoning_markers"),
         ("reasoning_markers", json!(["<r>"]), "reasoning_markers"),
         ("reasoning_markers", json!(",</r>"), "reasoning_markers"),
@@ -349,6 +360,19 @@ fn end_tokens_and_the_budget_inside_the_reasoning() {
         "{forced:?}"
     );
     let a = v.id("a");
+    let close = v.id("</r>");
+    // The end token right after the close marker: allowed, the answer is empty; banned for one token
+    // (sglang's answer), one token of answer is written and then the end token ends it.
+    let (out, _) = run(EndInReasoning::Allow, None, vec![a, close, end]);
+    assert_eq!(
+        (out.text.as_str(), out.tokens.len()),
+        ("a</r>", 3),
+        "{out:?}"
+    );
+    let (out, _) = run(EndInReasoning::BanAfterClose(1), None, vec![a, close, end]);
+    assert_eq!(out.tokens.len(), 4, "{out:?}");
+    assert!(!v.vocab.end_tokens().contains(&out.tokens[2]));
+    assert_eq!(out.finish, FinishReason::EndToken { id: end });
     let (out, forced) = run(EndInReasoning::Allow, Some(3), vec![a]);
     assert_eq!(out.text, "aaa</r>aaaa");
     assert_eq!(forced[3], Some(Forced::Budget { tokens: 3 }));

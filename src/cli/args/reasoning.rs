@@ -30,9 +30,11 @@ pub struct ReasoningArgs {
     /// An end token inside the reasoning: allow (it ends the generation there, the answer never written:
     /// the default, what the model chose), mask (the sampler may not choose it until the close marker) or
     /// close (the close marker is written in its place and the model goes on into the answer; trace shows
-    /// p(end) there). A replay writes its tokens as given, so mask and close are refused with --replay.
-    #[arg(long, value_name = "POLICY", value_parser = EndInReasoning::NAMES, help_heading = "Reasoning")]
-    end_in_reasoning: Option<String>,
+    /// p(end) there) or ban-after-close:N (allowed inside, but not for the N tokens after the close
+    /// marker, so the answer is not empty: sglang's answer with N = 1). A replay writes its tokens as
+    /// given, so every policy but allow is refused with --replay.
+    #[arg(long, value_name = "POLICY", value_parser = EndInReasoning::parse_or_explain, help_heading = "Reasoning")]
+    end_in_reasoning: Option<EndInReasoning>,
     /// The reasoning budget: after N tokens inside the reasoning the close marker is written, and the
     /// trace shows what the model does next (a second close marker in the answer is reported).
     #[arg(long, value_name = "N", help_heading = "Reasoning")]
@@ -60,11 +62,7 @@ impl ReasoningArgs {
         if let Some(s) = self.stop_scope.as_deref().and_then(Scope::parse) {
             r.stop_scope = s;
         }
-        if let Some(e) = self
-            .end_in_reasoning
-            .as_deref()
-            .and_then(EndInReasoning::parse)
-        {
+        if let Some(e) = self.end_in_reasoning {
             if e.needs_sampler() && replaying {
                 return Err(Failure::usage(format!(
                     "--end-in-reasoning {} acts on the sampler's choice, and a replay samples nothing: it \

@@ -195,11 +195,14 @@ pub struct StopEngine {
     tokens: Vec<u32>,
     finished: bool,
     /// With reasoning markers: the text is inside the reasoning now, the markers' scan, the end tokens the
-    /// sampler may not choose inside it ([`EndInReasoning::Mask`]), the marker the last token completed.
+    /// sampler may not choose inside it ([`EndInReasoning::Mask`]) or just after it
+    /// ([`EndInReasoning::BanAfterClose`]), the marker the last token completed, tokens since the close
+    /// marker.
     inside: bool,
     marker_scan: Option<ScanState>,
-    banned_inside: Vec<u32>,
+    banned_ends: Vec<u32>,
     marker: Option<Marker>,
+    after_close: Option<usize>,
     /// Tokens generated inside the reasoning.
     reasoning_tokens: usize,
 }
@@ -235,13 +238,19 @@ impl StopEngine {
             finished: false,
             inside: params.reasoning.as_ref().is_some_and(|r| r.starts_inside),
             marker_scan: params.reasoning.as_ref().map(|r| r.markers.start()),
-            banned_inside: match &params.reasoning {
-                Some(r) if r.end_in_reasoning == EndInReasoning::Mask => {
+            banned_ends: match &params.reasoning {
+                Some(r)
+                    if matches!(
+                        r.end_in_reasoning,
+                        EndInReasoning::Mask | EndInReasoning::BanAfterClose(_)
+                    ) =>
+                {
                     end_ids.iter().copied().collect()
                 }
                 _ => Vec::new(),
             },
             marker: None,
+            after_close: None,
             reasoning_tokens: 0,
         }
     }
@@ -265,15 +274,22 @@ impl StopEngine {
     }
 
     /// The ids the sampler must not choose for the next token: while `min_tokens` holds, the end set and the
-    /// stop token ids (so the generation cannot end early); afterwards none.
+    /// stop token ids (so the generation cannot end early); then the end set where the reasoning policy
+    /// bans it (inside the reasoning with [`EndInReasoning::Mask`], for N tokens after the close marker with
+    /// [`EndInReasoning::BanAfterClose`]); otherwise none.
     pub fn banned(&self) -> &[u32] {
         if self.tokens.len() < self.params.min_tokens {
-            &self.banned_early
-        } else if self.inside {
-            &self.banned_inside
-        } else {
-            &[]
+            return &self.banned_early;
         }
+        let policy = self.params.reasoning.as_ref().map(|r| r.end_in_reasoning);
+        let banned = match policy {
+            Some(EndInReasoning::Mask) => self.inside,
+            Some(EndInReasoning::BanAfterClose(n)) => {
+                !self.inside && self.after_close.is_some_and(|k| k < n)
+            }
+            _ => false,
+        };
+        if banned { &self.banned_ends } else { &[] }
     }
 
     /// Every id pushed so far, the one that ended the generation included.
@@ -323,6 +339,9 @@ impl StopEngine {
         self.marker = None;
         if self.inside {
             self.reasoning_tokens += 1;
+        }
+        if let Some(k) = &mut self.after_close {
+            *k += 1;
         }
 
         let mut cut = None;
@@ -415,6 +434,7 @@ impl StopEngine {
                 } else {
                     Marker::Closed
                 });
+                self.after_close = (!self.inside).then_some(0);
                 hold = 0;
                 if r.stop_scope.covers(self.inside) {
                     self.scan = p.stops.start_at(base + end);
@@ -785,5 +805,35 @@ mod tests {
             "a prompt that opened the reasoning starts inside"
         );
         assert!(e.push(7, b"#").finish.is_some());
+    }
+
+    #[test]
+    fn ban_after_close_keeps_the_end_token_out_for_n_tokens_after_the_close_marker() {
+        use crate::pipeline::settings::{EndInReasoning, Reasoning};
+        let mut r = Reasoning::new("<think>", "</think>").unwrap();
+        r.end_in_reasoning = EndInReasoning::BanAfterClose(2);
+        r.starts_inside = true;
+        let p = GenerateParams {
+            reasoning: Some(r),
+            ..Default::default()
+        };
+        let ends = BTreeSet::from([2]);
+        let mut e = StopEngine::new(&p, &ends, 1, 100);
+        assert!(e.banned().is_empty(), "allowed inside the reasoning");
+        e.push(10, b"hm</th");
+        assert!(e.banned().is_empty(), "the close marker is not complete");
+        e.push(11, b"ink>");
+        assert_eq!(e.banned(), &[2], "the first token after the close marker");
+        e.push(12, b"A");
+        assert_eq!(e.banned(), &[2], "the second");
+        e.push(13, b"B");
+        assert!(e.banned().is_empty(), "then allowed again");
+        // A second close marker in the answer is text: it does not ban again.
+        e.push(11, b"</think>");
+        assert!(e.banned().is_empty());
+        assert_eq!(
+            e.push(2, b"").finish.unwrap().reason,
+            FinishReason::EndToken { id: 2 }
+        );
     }
 }
