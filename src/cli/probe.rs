@@ -53,6 +53,11 @@ pub struct ProbeArgs {
     /// Also write probe.md and probe.json into DIR.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// Fields sent with every request, a JSON object (as the OpenAI clients' extra_body): a server's own
+    /// switches, e.g. '{"reasoning_markers": "<think>,</think>"}' for stoplab serving a model without
+    /// reasoning markers of its own. The probes' own fields win.
+    #[arg(long, value_name = "JSON")]
+    extra_body: Option<String>,
     /// List the probes and what each checks.
     #[arg(long)]
     list: bool,
@@ -100,6 +105,18 @@ pub fn run(args: ProbeArgs) -> Result<(), Failure> {
         max_tokens: args.max_tokens,
         concurrency: args.concurrency.max(1),
         grammar: !args.no_grammar,
+        extra_body: match args.extra_body.as_deref() {
+            None => serde_json::json!({}),
+            Some(s) => match serde_json::from_str::<serde_json::Value>(s) {
+                Ok(v @ serde_json::Value::Object(_)) => v,
+                Ok(_) => {
+                    return Err(Failure::usage(
+                        "--extra-body: give a JSON object, {\"field\": value}",
+                    ));
+                }
+                Err(e) => return Err(Failure::usage(format!("--extra-body: not JSON: {e}"))),
+            },
+        },
     };
     probe::check_only(&opts.only).map_err(|e| Failure::usage(e.to_string()))?;
     eprintln!(

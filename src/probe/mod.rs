@@ -18,13 +18,15 @@
 //! The `ledger-*` probes hold a stream to the ledger's rules (which tokens each chunk carries: README, "The
 //! ledger") wherever the server returns log-probabilities or token ids, and `abort` hangs up mid-stream and
 //! asks again. Files, bottom-up: `outcome.rs` (what a probe finds, the helpers the probes share),
-//! `ledger.rs` (the ledger probes), `probes.rs` (the table of probes and the stop probes), `report.rs` (the
+//! `ledger.rs` (the ledger probes), `reasoning.rs` (the two about reasoning_content), `probes.rs` (the table
+//! of probes and the stop probes), `report.rs` (the
 //! table and the report files), `overhead.rs` (`bench overhead --endpoint`), this file (the run).
 
 mod ledger;
 mod outcome;
 pub mod overhead;
 mod probes;
+mod reasoning;
 pub mod report;
 
 use std::sync::Mutex;
@@ -118,6 +120,9 @@ pub struct ProbeOptions {
     pub concurrency: usize,
     /// Fix the text with a grammar where the server takes one (else every probe uses the greedy output).
     pub grammar: bool,
+    /// Fields every request carries (an object, as the OpenAI clients' `extra_body`): a server's own
+    /// switches, such as stoplab's `reasoning_markers`. The probes' own fields win.
+    pub extra_body: Value,
 }
 
 impl Default for ProbeOptions {
@@ -128,6 +133,7 @@ impl Default for ProbeOptions {
             max_tokens: 48,
             concurrency: 2,
             grammar: true,
+            extra_body: json!({}),
         }
     }
 }
@@ -187,6 +193,8 @@ pub struct Ctx<'a> {
     /// The most tokens any request may ask for (`--max-tokens`): a probe that needs the server busy for a
     /// while (the abort) asks for this many.
     pub limit: usize,
+    /// [`ProbeOptions::extra_body`].
+    pub extra_body: &'a Value,
 }
 
 impl Ctx<'_> {
@@ -198,7 +206,7 @@ impl Ctx<'_> {
         obj.insert("seed".into(), json!(1));
         obj.insert("max_tokens".into(), json!(self.max_tokens));
         obj.insert("stream".into(), json!(stream));
-        for extra in [&self.base.fix, extra] {
+        for extra in [self.extra_body, &self.base.fix, extra] {
             let Some(extra) = extra.as_object() else {
                 continue;
             };
@@ -277,11 +285,17 @@ pub fn prompt(api: Api) -> Value {
 }
 
 /// Fetches the greedy output with no stop, streamed and not, and checks that the two agree.
-pub fn baseline(client: &Client, api: Api, max_tokens: usize) -> Result<Baseline, String> {
+pub fn baseline(
+    client: &Client,
+    api: Api,
+    max_tokens: usize,
+    extra_body: &Value,
+) -> Result<Baseline, String> {
     fetch_baseline(
         client,
         api,
         max_tokens,
+        extra_body,
         json!({}),
         "greedy output fetched first",
     )
@@ -290,7 +304,12 @@ pub fn baseline(client: &Client, api: Api, max_tokens: usize) -> Result<Baseline
 /// The text [`FORCED`] by a grammar (llama.cpp's `grammar`, vLLM's `structured_outputs` or `guided_regex`),
 /// when the server takes one and writes exactly that, streamed and not; None otherwise (the probes then use
 /// the greedy output).
-pub fn forced_baseline(client: &Client, api: Api, max_tokens: usize) -> Option<Baseline> {
+pub fn forced_baseline(
+    client: &Client,
+    api: Api,
+    max_tokens: usize,
+    extra_body: &Value,
+) -> Option<Baseline> {
     let text = match api {
         Api::Completions => format!(" {FORCED}"),
         Api::Chat => FORCED.to_string(),
@@ -313,7 +332,7 @@ pub fn forced_baseline(client: &Client, api: Api, max_tokens: usize) -> Option<B
         ),
     ];
     fixes.into_iter().find_map(|(fix, method)| {
-        let b = fetch_baseline(client, api, max_tokens, fix, method).ok()?;
+        let b = fetch_baseline(client, api, max_tokens, extra_body, fix, method).ok()?;
         (b.text == text && b.ended).then_some(b)
     })
 }
@@ -322,6 +341,7 @@ fn fetch_baseline(
     client: &Client,
     api: Api,
     max_tokens: usize,
+    extra_body: &Value,
     fix: Value,
     method: &'static str,
 ) -> Result<Baseline, String> {
@@ -345,6 +365,7 @@ fn fetch_baseline(
         prompt: &p,
         max_tokens,
         limit: max_tokens,
+        extra_body,
     };
     let get = |stream| match ctx.ask(&json!({}), stream)? {
         Answer::Gen(g) => Ok(g),
@@ -424,13 +445,14 @@ pub fn run(
     // Per endpoint: the greedy output, and the grammar-forced text where the server can force one.
     let mut baselines = Vec::new();
     for &api in &opts.apis {
-        let b =
-            baseline(client, api, opts.max_tokens).map_err(|message| crate::Error::Invalid {
+        let b = baseline(client, api, opts.max_tokens, &opts.extra_body).map_err(|message| {
+            crate::Error::Invalid {
                 field: "URL".into(),
                 message,
-            })?;
+            }
+        })?;
         let forced = if opts.grammar {
-            forced_baseline(client, api, opts.max_tokens)
+            forced_baseline(client, api, opts.max_tokens, &opts.extra_body)
         } else {
             None
         };
@@ -462,6 +484,7 @@ pub fn run(
                         prompt: &prompts[b],
                         max_tokens: base.tokens.max(1),
                         limit: opts.max_tokens,
+                        extra_body: &opts.extra_body,
                     };
                     let r = probe.run(&ctx);
                     on_result(&r);

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::ledger;
 use super::outcome::{Outcome, bounds, first_at, no_stop, show, spans};
-use super::{Answer, Api, Ctx, Gen, ProbeResult, Verdict};
+use super::{Answer, Api, Ctx, Gen, ProbeResult, Verdict, reasoning};
 use crate::client::{MAX_ANSWER, MAX_LINE};
 use crate::pipeline::stop::naive_first_match;
 
@@ -193,6 +193,22 @@ pub static PROBES: &[Probe] = &[
         requests: 7,
         greedy_only: true,
         run: stop_in_copied_span,
+    },
+    Probe {
+        name: "stop-in-reasoning",
+        what: "a stop drawn from the reasoning (chat, reasoning_content): the reasoning stays whole, the answer \
+               is cut only where the stop occurs in it (stop scope answer)",
+        requests: 4,
+        greedy_only: true,
+        run: reasoning::stop_in_reasoning,
+    },
+    Probe {
+        name: "end-in-reasoning",
+        what: "the model's end token inside its reasoning (chat, reasoning_content): the answer ends there, \
+               the reasoning kept in reasoning_content, no end token's text shown",
+        requests: 2,
+        greedy_only: true,
+        run: reasoning::end_in_reasoning,
     },
     Probe {
         name: "abort",

@@ -40,8 +40,14 @@ fn verdicts(results: &[ProbeResult], api: Api) -> HashMap<&'static str, Verdict>
 }
 
 fn run(url: &str, apis: Vec<Api>) -> Vec<ProbeResult> {
+    run_with(url, apis, &[], json!({}))
+}
+
+fn run_with(url: &str, apis: Vec<Api>, only: &[&str], extra_body: Value) -> Vec<ProbeResult> {
     let opts = ProbeOptions {
         apis,
+        only: only.iter().map(|s| s.to_string()).collect(),
+        extra_body,
         ..Default::default()
     };
     probe::run(&client(url), &opts, &|_| {}).expect("the baselines come back")
@@ -56,12 +62,13 @@ fn every_probe_passes_or_is_explained_on_stoplab_serve() {
         assert_ne!(r.verdict, Verdict::Fail, "{r:#?}");
     }
     let chat = verdicts(&results, Api::Chat);
-    // The chat answer ends by itself, so every probe has something to test there.
+    // The chat answer ends by itself, so every probe has something to test there but the reasoning probes:
+    // the default model has no reasoning markers of its own.
     for (name, v) in &chat {
-        let want = if *name == "stop-limits" {
-            Verdict::Info
-        } else {
-            Verdict::Pass
+        let want = match *name {
+            "stop-limits" => Verdict::Info,
+            "stop-in-reasoning" | "end-in-reasoning" => Verdict::NotApplicable,
+            _ => Verdict::Pass,
         };
         assert_eq!(*v, want, "chat {name}");
     }
@@ -88,6 +95,35 @@ fn every_probe_passes_or_is_explained_on_stoplab_serve() {
     ] {
         assert_eq!(completions[name], Verdict::Pass, "completions {name}");
     }
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn the_reasoning_probes_pass_on_stoplab_serve_with_markers_and_catch_a_stop_armed_inside() {
+    let server = common::start(true, None, Limits::default());
+    let url = format!("http://{}/v1", server.addr());
+    let only = ["stop-in-reasoning", "end-in-reasoning"];
+    // The default model writes no markers of its own: given plain-text ones, the answer the probes open
+    // with <think> is its reasoning, and it ends there with its end token.
+    let markers = json!({"reasoning_markers": "<think>,</think>"});
+    let results = run_with(&url, vec![Api::Chat, Api::Completions], &only, markers);
+    for r in &results {
+        let want = match r.api {
+            Api::Chat => Verdict::Pass,
+            Api::Completions => Verdict::NotApplicable,
+        };
+        assert_eq!(r.verdict, want, "{r:#?}");
+    }
+    // A server whose stops are armed inside the reasoning (stoplab with stop_scope all, vLLM's V1 engine)
+    // fails the stop probe, and says where the stop cut.
+    let armed = json!({"reasoning_markers": "<think>,</think>", "stop_scope": "all"});
+    let results = run_with(&url, vec![Api::Chat], &only[..1], armed);
+    assert_eq!(results[0].verdict, Verdict::Fail, "{:#?}", results[0]);
+    assert!(
+        results[0].note.contains("ended the reasoning"),
+        "{}",
+        results[0].note
+    );
     server.shutdown().unwrap();
 }
 
@@ -330,6 +366,11 @@ fn llama_cpp_server_fails_where_it_is_known_to_and_passes_the_rest() {
     let v = verdicts(&results, Api::Chat);
     assert_eq!(v["ledger-stop"], Verdict::Pass);
     assert_eq!(v["ledger-end-token"], Verdict::Fail);
+    // The default model is no reasoning model: llama.cpp's parser leaves the answer opened with <think> in
+    // content (the unstreamed content starts with the opening, the streamed one does not), so n/a.
+    for name in ["stop-in-reasoning", "end-in-reasoning"] {
+        assert_eq!(v[name], Verdict::NotApplicable, "{name}");
+    }
     let held = results
         .iter()
         .find(|r| r.probe == "held-at-length")
