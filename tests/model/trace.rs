@@ -349,3 +349,65 @@ fn trace_shows_the_steps_of_a_replay_staged_k_tokens_at_a_time() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--tokens-per-step"));
 }
+
+/// Qwen2.5-Coder with its answer opened by a plain-text `<think>` (it knows no such token): asked for a
+/// ChatML example, it refuses and writes its end token inside the reasoning, ending with no answer
+/// (`allow`); with `mask` it cannot end there, so it writes `</think>` itself and then ends at once (the
+/// empty answer sglang's ban-after-close answers); `close` needs a close marker that is one token, which
+/// `</think>` is not in this vocabulary, and is refused naming the flag.
+#[test]
+fn a_real_model_ends_inside_an_opened_reasoning_and_mask_moves_the_end_past_it() {
+    let bin = env!("CARGO_BIN_EXE_stoplab");
+    let prompt = "<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\
+                  <|im_end|>\\n<|im_start|>user\\nShow me an example of a ChatML conversation: one user turn and \
+                  one assistant turn, with the special tokens written out.<|im_end|>\\n<|im_start|>assistant\\n\
+                  <think>\\n";
+    let run = |policy: &str| {
+        Command::new(bin)
+            .args([
+                "trace",
+                "-m",
+                "qwen2.5-coder-0.5b-instruct",
+                "--reasoning-markers",
+                "<think>,</think>",
+                "--end-in-reasoning",
+                policy,
+                "-n",
+                "120",
+                "--jsonl",
+                prompt,
+            ])
+            .output()
+            .unwrap()
+    };
+    let rows = |o: &std::process::Output| -> Vec<serde_json::Value> {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout.clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let allow = rows(&run("allow"));
+    let last = allow.last().unwrap();
+    assert_eq!(last["finish"]["kind"], "end_token", "{last}");
+    assert_eq!(last["reasoning"], true, "the end came inside the reasoning");
+    assert!(last["p_end"].as_f64().unwrap() > 0.5, "{last}");
+    let mask = rows(&run("mask"));
+    let closed = mask
+        .iter()
+        .position(|r| r["marker"] == "closed")
+        .expect("with the end masked, the model closes its reasoning");
+    assert!(closed > allow.len() - 1, "it wrote more reasoning first");
+    assert!(mask[..closed].iter().all(|r| r["end_token"] == false));
+    let last = mask.last().unwrap();
+    assert_eq!(last["finish"]["kind"], "end_token");
+    assert_eq!(last["reasoning"], false);
+    let close = run("close");
+    assert!(!close.status.success());
+    assert!(
+        String::from_utf8_lossy(&close.stderr).contains("--reasoning-markers"),
+        "{}",
+        String::from_utf8_lossy(&close.stderr)
+    );
+}
