@@ -395,6 +395,65 @@ fn steps_of_several_tokens_show_as_groups_of_chips() {
     h.shutdown().unwrap();
 }
 
+/// Reasoning markers given on the page: the reasoning's chips are marked, the chips where the stops are
+/// not armed are outlined, the run's line says where the stops are armed, and the blank-line stop ends the
+/// answer, not the thinking (with "both", it ends the thinking).
+#[test]
+fn the_reasoning_region_and_the_armed_stops_are_shown() {
+    let _one = one_browser();
+    let h = replay_server();
+    let b = Browser::start(Window::DESKTOP);
+    b.goto(&url_of(&h));
+    b.wait_until(
+        "the server's model is shown",
+        "return document.getElementById('model').value !== ''",
+    );
+    type_into(&b, "#prompt", QUESTION);
+    type_into(&b, "#stop-input", "\\n\\n");
+    b.css("#stop-input").send_keys(ENTER);
+    type_into(&b, "#replay", "<r>plan\\n\\nmore</r>Answer.\\n\\nMore.");
+    type_into(&b, "#reasoning-markers", "<r>,</r>");
+    b.css("#run").click();
+    wait_done(&b);
+    assert_eq!(b.text("#error"), "");
+    let shown = chips(&b, 0);
+    let inside: Vec<bool> = shown.iter().map(|c| c.has("reasoning")).collect();
+    // The open marker is written over three tokens ("<", "r", ">"): the reasoning begins with the token that
+    // completes it, and ends with the one that completes the close marker.
+    let begins = inside.iter().position(|&i| i).expect("a reasoning");
+    assert_eq!(shown[begins].text, ">", "{shown:?}");
+    let first_answer = begins + inside[begins..].iter().position(|i| !i).expect("an answer");
+    assert!(inside[first_answer..].iter().all(|i| !i), "{shown:?}");
+    for c in &shown {
+        assert_eq!(c.has("unarmed"), c.has("reasoning"), "scope answer: {c:?}");
+    }
+    let answer: String = shown[first_answer..]
+        .iter()
+        .map(|c| c.text.as_str())
+        .collect();
+    assert!(answer.starts_with("Answer."), "{answer:?}");
+    let summary = b.text("#runs .run .summary");
+    assert!(
+        summary.contains("reasoning between \"<r>\" and \"</r>\"")
+            && summary.contains("armed in the answer"),
+        "{summary}"
+    );
+    let (headline, _) = finish(&b, 0);
+    assert!(headline.contains("stop"), "{headline}");
+    // Armed everywhere: the stop ends the thinking, and no chip is outlined.
+    b.select("#stop-scope", "all");
+    b.css("#run").click();
+    wait_done(&b);
+    let all = chips(&b, 0);
+    assert_eq!(all.len(), 6, "<, r, >, plan, \\n, \\n: {all:?}");
+    assert!(all[2..].iter().all(|c| c.has("reasoning")), "{all:?}");
+    assert!(all.iter().all(|c| !c.has("unarmed")), "{all:?}");
+    b.js("window.scrollTo(0, 0)", vec![]);
+    b.screenshot("reasoning.png");
+    b.close();
+    h.shutdown().unwrap();
+}
+
 #[test]
 fn side_by_side_shows_the_tokens_a_run_without_the_stop_wastes() {
     let _one = one_browser();

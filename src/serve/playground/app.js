@@ -271,6 +271,10 @@ function requestBody(which) {
   const perStep = number("tokens-per-step", "Tokens per step", { integer: true, optional: true });
   if (perStep !== undefined && perStep > 1) b.tokens_per_step = perStep;
   else if ($("speculate").checked) b.speculate = "ngram";
+  const markers = $("reasoning-markers").value.trim();
+  if (markers !== "") b.reasoning_markers = unescapeText(markers);
+  if ($("stop-scope").value !== "") b.stop_scope = $("stop-scope").value;
+  if ($("end-in-reasoning").value !== "") b.end_in_reasoning = $("end-in-reasoning").value;
   return b;
 }
 
@@ -326,8 +330,13 @@ class Run {
   onEvent(ev) {
     if (ev.type === "start") {
       this.start = ev;
+      this.reasoning = ev.reasoning || null;
+      const r = this.reasoning;
+      const where = r && { answer: "the answer", reasoning: "the reasoning", all: "both" }[r.stop_scope];
       this.node.querySelector(".summary").textContent += "; prompt " + ev.prompt_tokens + " tokens" +
-        (ev.replay ? "; replayed" : "");
+        (ev.replay ? "; replayed" : "") +
+        (r ? "; reasoning between \"" + escapeText(r.open) + "\" and \"" + escapeText(r.close) +
+          "\" (dotted underline), stops armed in " + where + ", end token inside: " + r.end_in_reasoning : "");
     } else if (ev.type === "token") {
       this.rows.push(ev);
       this.tokens.append(this.chip(ev));
@@ -392,9 +401,19 @@ class Run {
     if (row.held !== "") cls.push("holding");
     if (row.special) cls.push("special");
     if (row.end_token) cls.push("end");
+    // The reasoning: the tokens after the open marker up to the close marker's, both included.
+    const inside = row.reasoning === true || row.marker === "closed";
+    let region = "";
+    if (this.reasoning) {
+      const scope = this.reasoning.stop_scope;
+      const armed = scope === "all" || (scope === "reasoning") === inside;
+      if (inside) cls.push("reasoning");
+      if (!armed) cls.push("unarmed");
+      region = (inside ? " (reasoning" : " (answer") + (armed ? ", stops armed)" : ", stops not armed)");
+    }
     const chip = el("span", {
       class: cls.join(" "), tabindex: "0", role: "listitem", "data-index": row.index, "data-id": row.id,
-      "aria-label": "token " + row.index + ": " + (row.special ? row.token : "\"" + row.token_esc + "\""),
+      "aria-label": "token " + row.index + ": " + (row.special ? row.token : "\"" + row.token_esc + "\"") + region,
     });
     chip.append(el("span", { class: "t", text: row.special ? row.token : row.token_esc || "∅" }));
     const meta = this.meta(row);

@@ -195,6 +195,12 @@ pub fn traced(body: &[u8], served: &Served) -> Result<(GenRequest, Value), ApiEr
         "model": served.model_ids[0],
         "stops": checked.params.stops.stops(),
         "replay": checked.replay.is_some(),
+        "reasoning": checked.params.reasoning.as_ref().map(|r| json!({
+            "open": r.open,
+            "close": r.close,
+            "stop_scope": r.stop_scope.name(),
+            "end_in_reasoning": r.end_in_reasoning.name(),
+        })),
     });
     let request = GenRequest {
         endpoint: Endpoint::Completions,
