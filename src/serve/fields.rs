@@ -405,7 +405,8 @@ pub fn speculation(f: &Fields, served: &Served) -> Result<Option<Speculation>, A
 }
 
 /// The reasoning settings of a request: `reasoning_markers` (`"OPEN,CLOSE"`, `["OPEN", "CLOSE"]`, or
-/// `"none"` / `null`; absent: the vocabulary's own, Qwen3's `<think>` and `</think>`), `stop_scope`
+/// `"none"` / `null`; absent: the vocabulary's own, Qwen3's `<think>` and `</think>`, harmony's channels),
+/// `stop_scope`
 /// (`"answer"`, the default with markers; `"reasoning"`, `"all"`) and `end_in_reasoning` (`"allow"`, the
 /// default; `"mask"`, refused on a replay, which writes its tokens as given).
 pub fn reasoning(f: &Fields, vocab: &Vocab) -> Result<Option<Reasoning>, ApiError> {

@@ -699,7 +699,7 @@ fn qwen3_stops_are_scoped_to_the_answer_by_default() {
 /// from its answer with the default markers: `"\n\n"` (lm-evaluation-harness's stop) does not end the
 /// thinking, and an end token inside the thinking leaves an empty answer, as the model chose (`allow`).
 #[test]
-fn weight_free_families_chat_and_qwen3_splits_its_thinking() {
+fn weight_free_families_chat_and_qwen3_and_harmony_split_their_thinking() {
     use serde_json::json;
     for (model, rendered) in [
         (
@@ -759,6 +759,58 @@ fn weight_free_families_chat_and_qwen3_splits_its_thinking() {
     assert_eq!(
         (&c["message"]["content"], &c["message"]["reasoning_content"]),
         (&json!(""), &json!("hm"))
+    );
+    h.shutdown().unwrap();
+
+    // Harmony: the analysis channel is the reasoning, the final channel the answer; the framing between
+    // them (<|end|><|start|>assistant<|channel|>final<|message|>) is the close marker, in neither field.
+    let h = stoplab::serve::start(stoplab::serve::Config {
+        engine: LoadOptions {
+            model: Some("gpt-oss-vocab".into()),
+            tokenizer_only: true,
+            ..LoadOptions::default()
+        },
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Default::default()
+    })
+    .unwrap();
+    let body = json!({
+        "messages": [{"role": "user", "content": "Capital of France?"}],
+        "replay": "<|channel|>analysis<|message|>The user asks.\n\nIt is Paris.<|end|><|start|>assistant\
+                   <|channel|>final<|message|>Paris.\n\nYes.<|return|>",
+        "stop": "\n\n",
+    });
+    let r = ureq::post(&format!("http://{}/v1/chat/completions", h.addr()))
+        .send_json(body.clone())
+        .unwrap()
+        .into_json::<serde_json::Value>()
+        .unwrap();
+    let c = &r["choices"][0];
+    assert_eq!(
+        (&c["message"]["reasoning_content"], &c["message"]["content"]),
+        (&json!("The user asks.\n\nIt is Paris."), &json!("Paris."))
+    );
+    assert_eq!(c["finish_reason"], "stop");
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    let text = ureq::post(&format!("http://{}/v1/chat/completions", h.addr()))
+        .send_json(streamed)
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let (mut reasoning, mut content) = (String::new(), String::new());
+    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if line == "[DONE]" {
+            break;
+        }
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let d = &v["choices"][0]["delta"];
+        reasoning.push_str(d["reasoning_content"].as_str().unwrap_or(""));
+        content.push_str(d["content"].as_str().unwrap_or(""));
+    }
+    assert_eq!(
+        (reasoning.as_str(), content.as_str()),
+        ("The user asks.\n\nIt is Paris.", "Paris.")
     );
     h.shutdown().unwrap();
 }

@@ -13,7 +13,9 @@ use crate::cli::output::Failure;
 pub struct ReasoningArgs {
     /// The markers around the reasoning, OPEN,CLOSE (special tokens or plain text; escapes are read):
     /// between them stop strings and stop token ids of another --stop-scope are not armed. Default: the
-    /// vocabulary's own (<think>,</think> where both are special tokens: Qwen3), none for the others;
+    /// vocabulary's own (<think>,</think> where both are special tokens: Qwen3; harmony's
+    /// <|channel|>analysis<|message|> against <|end|><|start|>assistant<|channel|>final<|message|>:
+    /// gpt-oss), none for the others;
     /// `none` turns them off. A prompt whose last marker is OPEN starts inside the reasoning.
     #[arg(
         long,

@@ -498,10 +498,20 @@ impl Vocab {
     }
 
     /// The reasoning markers the vocabulary declares: Qwen3's `<think>` and `</think>`, when both are
-    /// special tokens of it; None for a vocabulary without them.
+    /// special tokens of it; harmony's analysis channel against its final one (gpt-oss: the reasoning
+    /// opens with `<|channel|>analysis<|message|>` and closes with the framing that ends that message and
+    /// opens the final answer's, `<|end|><|start|>assistant<|channel|>final<|message|>`, so neither field of
+    /// a chat reply shows the framing); None for a vocabulary without them.
     pub fn reasoning_markers(&self) -> Option<(&'static str, &'static str)> {
         let special = |t: &str| self.token_id(t).is_some_and(|id| self.is_special(id));
-        (special("<think>") && special("</think>")).then_some(("<think>", "</think>"))
+        if special("<think>") && special("</think>") {
+            return Some(("<think>", "</think>"));
+        }
+        let harmony = ["<|channel|>", "<|message|>", "<|end|>", "<|start|>"];
+        harmony.iter().all(|t| special(t)).then_some((
+            "<|channel|>analysis<|message|>",
+            "<|end|><|start|>assistant<|channel|>final<|message|>",
+        ))
     }
 
     pub fn is_special(&self, id: u32) -> bool {
