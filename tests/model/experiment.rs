@@ -389,6 +389,27 @@ fn each_family_runs_its_own_scenarios_side_by_side() {
     assert_eq!((finish.as_str(), text.as_str()), ("end_token", ""));
     assert!(detail.contains("151643"), "{detail}");
 
+    // The end-token policies on a real model inside an opened <think>: allowed, it ends there with a
+    // refusal; masked, it writes on, closes the reasoning itself and ends at once; ban-after-close acts
+    // only after a close marker, so it ends as allowed.
+    let (model, finish, _, allow, _) = by("reasoning-4-opened-think-allow");
+    assert_eq!(
+        (model.as_str(), finish.as_str()),
+        ("qwen2.5-coder-0.5b-instruct", "end_token")
+    );
+    assert!(!allow.contains("</think>"), "{allow:?}");
+    let (_, finish, _, mask, _) = by("reasoning-5-opened-think-mask");
+    assert_eq!(finish, "end_token");
+    assert!(
+        mask.starts_with(&allow) && mask.ends_with("</think>"),
+        "{mask:?}"
+    );
+    let (_, finish, _, ban, _) = by("reasoning-6-opened-think-ban-after-close");
+    assert_eq!(
+        (finish.as_str(), ban.as_str()),
+        ("end_token", allow.as_str())
+    );
+
     let (model, finish, detail, text, wasted) = by("harmony-call-ends");
     assert_eq!(model, "gpt-oss-vocab");
     assert_eq!(finish, "end_token");

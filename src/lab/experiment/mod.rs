@@ -136,6 +136,18 @@ pub const SHIPPED: &[(&str, &str)] = &[
         include_str!("../../../scenarios/families/reasoning-3-end-token-in-thinking.toml"),
     ),
     (
+        "scenarios/families/reasoning-4-opened-think-allow.toml",
+        include_str!("../../../scenarios/families/reasoning-4-opened-think-allow.toml"),
+    ),
+    (
+        "scenarios/families/reasoning-5-opened-think-mask.toml",
+        include_str!("../../../scenarios/families/reasoning-5-opened-think-mask.toml"),
+    ),
+    (
+        "scenarios/families/reasoning-6-opened-think-ban-after-close.toml",
+        include_str!("../../../scenarios/families/reasoning-6-opened-think-ban-after-close.toml"),
+    ),
+    (
         "scenarios/families/harmony-call-ends.toml",
         include_str!("../../../scenarios/families/harmony-call-ends.toml"),
     ),
