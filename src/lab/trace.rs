@@ -134,6 +134,10 @@ pub fn row_json(row: &Token) -> Value {
         "forced": row.forced.map(|f| match f {
             Forced::EndInReasoning { p_end } => json!({"why": "end_in_reasoning", "p_end": p_end}),
             Forced::Budget { tokens } => json!({"why": "budget", "tokens": tokens}),
+            Forced::EndMasked { p_end, after_close } => json!({
+                "why": if after_close { "end_banned_after_close" } else { "end_masked_in_reasoning" },
+                "p_end": p_end,
+            }),
         }),
         "p_end": row.probs.as_ref().map(|p| p.end),
         "p": row.probs.as_ref().map(|p| p.chosen),
@@ -339,6 +343,15 @@ pub fn render_row(row: &Token, style: Style) -> String {
         Some(Forced::Budget { tokens }) => {
             format!("reasoning budget of {tokens} tokens spent: the close marker is written; ")
         }
+        Some(Forced::EndMasked { p_end, after_close }) => format!(
+            "the model's top choice was an end token (p(end) {}), kept out {}; ",
+            percent(p_end),
+            if after_close {
+                "just after the close marker (ban-after-close)"
+            } else {
+                "inside the reasoning (mask)"
+            }
+        ),
         None => String::new(),
     };
     let marker = match row.marker {
@@ -348,8 +361,9 @@ pub fn render_row(row: &Token, style: Style) -> String {
         None => "",
     };
     let marker = format!("{forced}{marker}");
+    let marker = marker.trim_end_matches("; ");
     let event = match &row.finish {
-        None => style.paint("34", &marker),
+        None => style.paint("34", marker),
         Some(f) => {
             let mut s = format!("{} → finish_reason {}", f.describe(), f.openai());
             if !row.cut_bytes().is_empty() {

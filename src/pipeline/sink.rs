@@ -121,6 +121,10 @@ pub enum Forced {
     /// The reasoning budget of this many tokens was spent: the close marker was written
     /// (`--max-reasoning-tokens`).
     Budget { tokens: usize },
+    /// The model's most likely token was an end token (with this probability of its end set), kept from
+    /// the sampler by the reasoning policy: inside the reasoning (`mask`) or just after the close marker
+    /// (`ban-after-close:N`, `after_close`); the token written is the sampler's choice among the rest.
+    EndMasked { p_end: f32, after_close: bool },
 }
 
 /// What the model thought at one step: the softmax of its raw logits (before penalties, bias and

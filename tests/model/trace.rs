@@ -400,6 +400,10 @@ fn a_real_model_ends_inside_an_opened_reasoning_and_mask_moves_the_end_past_it()
         .expect("with the end masked, the model closes its reasoning");
     assert!(closed > allow.len() - 1, "it wrote more reasoning first");
     assert!(mask[..closed].iter().all(|r| r["end_token"] == false));
+    // Where allow ended, mask reports the end token it kept out, with p(end).
+    let kept = &mask[allow.len() - 1]["forced"];
+    assert_eq!(kept["why"], "end_masked_in_reasoning", "{kept}");
+    assert!(kept["p_end"].as_f64().unwrap() > 0.5, "{kept}");
     let last = mask.last().unwrap();
     assert_eq!(last["finish"]["kind"], "end_token");
     assert_eq!(last["reasoning"], false);

@@ -346,11 +346,16 @@ fn end_tokens_and_the_budget_inside_the_reasoning() {
         (out.text.as_str(), out.finish.clone()),
         ("", FinishReason::EndToken { id: end })
     );
-    let (out, _) = run(EndInReasoning::Mask, None, vec![end]);
+    let (out, forced) = run(EndInReasoning::Mask, None, vec![end]);
     assert!(
         !v.vocab.end_tokens().contains(&out.tokens[0]),
         "{:?}",
         out.tokens
+    );
+    // The trace's event: the model's top choice was the end token, kept out inside the reasoning.
+    assert!(
+        matches!(forced[0], Some(Forced::EndMasked { p_end, after_close: false }) if p_end > 0.9),
+        "{forced:?}"
     );
     let (out, forced) = run(EndInReasoning::Close, None, vec![end]);
     assert_eq!(out.text, "</r>");
@@ -369,8 +374,19 @@ fn end_tokens_and_the_budget_inside_the_reasoning() {
         ("a</r>", 3),
         "{out:?}"
     );
-    let (out, _) = run(EndInReasoning::BanAfterClose(1), None, vec![a, close, end]);
+    let (out, forced) = run(EndInReasoning::BanAfterClose(1), None, vec![a, close, end]);
     assert_eq!(out.tokens.len(), 4, "{out:?}");
+    assert!(
+        matches!(
+            forced[2],
+            Some(Forced::EndMasked {
+                after_close: true,
+                ..
+            })
+        ),
+        "{forced:?}"
+    );
+    assert_eq!(forced[3], None, "the ban is over: the end token ends it");
     assert!(!v.vocab.end_tokens().contains(&out.tokens[2]));
     assert_eq!(out.finish, FinishReason::EndToken { id: end });
     let (out, forced) = run(EndInReasoning::Allow, Some(3), vec![a]);

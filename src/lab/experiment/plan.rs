@@ -275,10 +275,12 @@ mod tests {
         let qwen = "qwen2.5-coder-0.5b-instruct".to_string();
         let plan = Plan::new(all.clone(), &[qwen.clone(), "my.gguf".into()], false);
         assert_eq!(plan.groups[0].model.as_ref(), Some(&qwen));
+        let own = names(&plan.groups[0]);
         assert!(
-            names(&plan.groups[0])
-                .iter()
-                .all(|n| n.starts_with("qwen-"))
+            own.iter()
+                .all(|n| n.starts_with("qwen-") || n.starts_with("reasoning-"))
+                && own.iter().any(|n| n.starts_with("qwen-")),
+            "{own:?}"
         );
         assert_eq!(
             plan.groups[1].scenarios.len(),

@@ -292,6 +292,11 @@ impl StopEngine {
         if banned { &self.banned_ends } else { &[] }
     }
 
+    /// Whether the end set is banned for the next token by the reasoning policy (not by `min_tokens`).
+    pub fn policy_bans_ends(&self) -> bool {
+        self.tokens.len() >= self.params.min_tokens && !self.banned().is_empty()
+    }
+
     /// Every id pushed so far, the one that ended the generation included.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
