@@ -575,3 +575,59 @@ fn a_corrupted_cached_model_is_refused_naming_the_file_and_the_fix() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `bench bandwidth` measures each thread count asked for; `bench decode` sets its decode rate against the
+/// read bandwidth: the default model reads its whole file's weights a token (its output head is the token
+/// embedding), and the rate is the weights times the tokens per second.
+#[test]
+fn bench_bandwidth_and_the_decode_limit_line() {
+    let o = stoplab(&[
+        "bench",
+        "bandwidth",
+        "--mib",
+        "64",
+        "--runs",
+        "1",
+        "--with-threads",
+        "1,2",
+        "--json",
+    ]);
+    let v = json(&o);
+    let rows = v["bandwidth"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    assert!(
+        rows.iter()
+            .all(|r| r["gb_s"]["median"].as_f64().unwrap() > 0.0)
+    );
+    let o = stoplab(&["bench", "bandwidth", "--mib", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    let o = stoplab(&[
+        "--threads",
+        "1",
+        "bench",
+        "decode",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "-n",
+        "8",
+        "--context",
+        "8",
+        "--json",
+    ]);
+    let v = json(&o);
+    let weights = v["weights_bytes_per_token"].as_u64().unwrap();
+    let file = std::fs::metadata(crate::common::model_path(None))
+        .unwrap()
+        .len();
+    assert!(
+        weights <= file && weights * 10 > file * 9,
+        "{weights} of {file}"
+    );
+    let rate = v["decode_read_gb_s"].as_f64().unwrap();
+    let tok_s = v["decode_tok_s"]["median"].as_f64().unwrap();
+    assert!((rate - weights as f64 * tok_s / 1e9).abs() < 1e-6 * rate.max(1.0));
+    assert!(v["read_bandwidth_gb_s"]["median"].as_f64().unwrap() > 0.0);
+}

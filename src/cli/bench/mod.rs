@@ -21,6 +21,9 @@ pub enum BenchCommand {
     /// Prompt processing and decode speed, peak RSS and load time of the model itself (compare with
     /// llama-bench: benches/peer/llama_cpp.sh).
     Decode(decode::DecodeArgs),
+    /// The memory read bandwidth that bounds decoding: a buffer far larger than the last-level cache
+    /// streamed by 1 and 2 threads (`bench decode` sets its decode rate against it).
+    Bandwidth(decode::BandwidthArgs),
 }
 
 pub fn run(command: BenchCommand) -> Result<(), Failure> {
@@ -28,5 +31,6 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
         BenchCommand::Stops(args) => stops::run(args),
         BenchCommand::Overhead(args) => overhead::run(args),
         BenchCommand::Decode(args) => decode::run(args),
+        BenchCommand::Bandwidth(args) => decode::bandwidth_run(args),
     }
 }

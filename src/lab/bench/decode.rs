@@ -69,7 +69,7 @@ pub struct Stats {
 
 impl Stats {
     /// At least one value.
-    fn of(mut all: Vec<f64>) -> Self {
+    pub(crate) fn of(mut all: Vec<f64>) -> Self {
         all.sort_by(f64::total_cmp);
         let n = all.len();
         let median = if n % 2 == 1 {
@@ -85,7 +85,7 @@ impl Stats {
         }
     }
 
-    fn to_json(&self) -> Value {
+    pub fn to_json(&self) -> Value {
         json!({"median": self.median, "min": self.min, "max": self.max, "runs": self.all})
     }
 }

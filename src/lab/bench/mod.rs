@@ -2,8 +2,9 @@
 //! are measured on, and the timing loop that `stoplab bench stops` and the criterion benches share.
 //!
 //! What each `stoplab bench` subcommand measures, and how its figures read, has a file of its own on top of
-//! this one: [`stops`] (the strategies compared), [`overhead`] (the matcher's share of real decoding) and
-//! [`decode`] (the model's own speed); [`svg`] draws the chart.
+//! this one: [`stops`] (the strategies compared), [`overhead`] (the matcher's share of real decoding),
+//! [`decode`] (the model's own speed) and [`bandwidth`] (the memory read rate that bounds it); [`svg`] draws
+//! the chart.
 //!
 //! The contract every [`StopStrategy`] keeps is [`crate::pipeline::stop`]'s: fed one token's bytes at a time, it
 //! returns the earliest stop those bytes complete (of two ending on the same byte the longer, then the lower
@@ -31,6 +32,7 @@
 //! }
 //! ```
 
+pub mod bandwidth;
 pub mod decode;
 pub mod overhead;
 pub mod speculate;
