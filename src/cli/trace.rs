@@ -84,9 +84,9 @@ fn trace(
         color: stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     };
     let mut out = stdout.lock();
-    if !jsonl && writeln!(out, "{}", header(style)).is_err() {
-        return Ok(());
-    }
+    // The table's header goes out with the first row, so that a generation refused before it starts (a
+    // close marker that is not one token) leaves only its error.
+    let mut headed = jsonl;
     let vocab = engine.vocab.clone();
     let mut closed = false;
     let mut failed = None;
@@ -95,6 +95,11 @@ fn trace(
     let steps = std::cell::RefCell::new(Vec::<String>::new());
     let on_row = |row: &Token| {
         let mut line = String::new();
+        if !headed {
+            line.push_str(&header(style));
+            line.push('\n');
+            headed = true;
+        }
         for s in steps.borrow_mut().drain(..) {
             line.push_str(&s);
             line.push('\n');

@@ -409,6 +409,7 @@ fn a_real_model_ends_inside_an_opened_reasoning_and_mask_moves_the_end_past_it()
     assert_eq!(last["reasoning"], false);
     let close = run("close");
     assert!(!close.status.success());
+    assert!(close.stdout.is_empty(), "no table header before the error");
     assert!(
         String::from_utf8_lossy(&close.stderr).contains("--reasoning-markers"),
         "{}",
