@@ -409,7 +409,22 @@ fn a_real_model_ends_inside_an_opened_reasoning_and_mask_moves_the_end_past_it()
     assert_eq!(last["reasoning"], false);
     let close = run("close");
     assert!(!close.status.success());
-    assert!(close.stdout.is_empty(), "no table header before the error");
+    // As a table too: the refusal comes before any header is printed.
+    let table = Command::new(bin)
+        .args([
+            "trace",
+            "-m",
+            "qwen2.5-coder-0.5b-instruct",
+            "--reasoning-markers",
+            "<think>,</think>",
+            "--end-in-reasoning",
+            "close",
+            prompt,
+        ])
+        .output()
+        .unwrap();
+    assert!(!table.status.success());
+    assert!(table.stdout.is_empty(), "{}", String::from_utf8_lossy(&table.stdout));
     assert!(
         String::from_utf8_lossy(&close.stderr).contains("--reasoning-markers"),
         "{}",
