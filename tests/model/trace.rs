@@ -424,7 +424,11 @@ fn a_real_model_ends_inside_an_opened_reasoning_and_mask_moves_the_end_past_it()
         .output()
         .unwrap();
     assert!(!table.status.success());
-    assert!(table.stdout.is_empty(), "{}", String::from_utf8_lossy(&table.stdout));
+    assert!(
+        table.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&table.stdout)
+    );
     assert!(
         String::from_utf8_lossy(&close.stderr).contains("--reasoning-markers"),
         "{}",
