@@ -352,6 +352,20 @@ fn family_scenarios_end_where_their_end_set_says() {
     }
 }
 
+/// A replay-only server of a weight-free family, on a free loopback port.
+fn family_server(name: &str) -> stoplab::serve::Handle {
+    stoplab::serve::start(stoplab::serve::Config {
+        engine: LoadOptions {
+            model: Some(name.into()),
+            tokenizer_only: true,
+            ..LoadOptions::default()
+        },
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
 fn stoplab(args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_stoplab"))
         .args(args)
@@ -725,16 +739,7 @@ fn weight_free_families_chat_and_qwen3_and_harmony_split_their_thinking() {
         let text = e.vocab.decode(&prompt).unwrap();
         assert!(text.ends_with(rendered), "{model}: {text:?}");
     }
-    let h = stoplab::serve::start(stoplab::serve::Config {
-        engine: LoadOptions {
-            model: Some("qwen3-vocab".into()),
-            tokenizer_only: true,
-            ..LoadOptions::default()
-        },
-        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..Default::default()
-    })
-    .unwrap();
+    let h = family_server("qwen3-vocab");
     let chat = |body: serde_json::Value| -> serde_json::Value {
         let r = ureq::post(&format!("http://{}/v1/chat/completions", h.addr()))
             .send_json(body)
@@ -764,16 +769,7 @@ fn weight_free_families_chat_and_qwen3_and_harmony_split_their_thinking() {
 
     // Harmony: the analysis channel is the reasoning, the final channel the answer; the framing between
     // them (<|end|><|start|>assistant<|channel|>final<|message|>) is the close marker, in neither field.
-    let h = stoplab::serve::start(stoplab::serve::Config {
-        engine: LoadOptions {
-            model: Some("gpt-oss-vocab".into()),
-            tokenizer_only: true,
-            ..LoadOptions::default()
-        },
-        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..Default::default()
-    })
-    .unwrap();
+    let h = family_server("gpt-oss-vocab");
     let body = json!({
         "messages": [{"role": "user", "content": "Capital of France?"}],
         "replay": "<|channel|>analysis<|message|>The user asks.\n\nIt is Paris.<|end|><|start|>assistant\

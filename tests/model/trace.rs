@@ -362,24 +362,26 @@ fn a_real_model_ends_inside_an_opened_reasoning_and_mask_moves_the_end_past_it()
                   <|im_end|>\\n<|im_start|>user\\nShow me an example of a ChatML conversation: one user turn and \
                   one assistant turn, with the special tokens written out.<|im_end|>\\n<|im_start|>assistant\\n\
                   <think>\\n";
-    let run = |policy: &str| {
-        Command::new(bin)
-            .args([
-                "trace",
-                "-m",
-                "qwen2.5-coder-0.5b-instruct",
-                "--reasoning-markers",
-                "<think>,</think>",
-                "--end-in-reasoning",
-                policy,
-                "-n",
-                "120",
-                "--jsonl",
-                prompt,
-            ])
-            .output()
-            .unwrap()
+    // The trace under a policy, as JSON lines or (`jsonl` false) as the table.
+    let run_as = |policy: &str, jsonl: bool| {
+        let mut args = vec![
+            "trace",
+            "-m",
+            "qwen2.5-coder-0.5b-instruct",
+            "--reasoning-markers",
+            "<think>,</think>",
+            "--end-in-reasoning",
+            policy,
+            "-n",
+            "120",
+        ];
+        if jsonl {
+            args.push("--jsonl");
+        }
+        args.push(prompt);
+        Command::new(bin).args(&args).output().unwrap()
     };
+    let run = |policy: &str| run_as(policy, true);
     let rows = |o: &std::process::Output| -> Vec<serde_json::Value> {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8(o.stdout.clone())
@@ -410,19 +412,7 @@ fn a_real_model_ends_inside_an_opened_reasoning_and_mask_moves_the_end_past_it()
     let close = run("close");
     assert!(!close.status.success());
     // As a table too: the refusal comes before any header is printed.
-    let table = Command::new(bin)
-        .args([
-            "trace",
-            "-m",
-            "qwen2.5-coder-0.5b-instruct",
-            "--reasoning-markers",
-            "<think>,</think>",
-            "--end-in-reasoning",
-            "close",
-            prompt,
-        ])
-        .output()
-        .unwrap();
+    let table = run_as("close", false);
     assert!(!table.status.success());
     assert!(
         table.stdout.is_empty(),
