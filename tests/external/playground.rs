@@ -216,6 +216,15 @@ fn wait_done(b: &Browser) {
     );
 }
 
+/// Opens the playground of `h` and waits until the page shows the server's model.
+fn open(b: &Browser, h: &Handle) {
+    b.goto(&url_of(h));
+    b.wait_until(
+        "the server's model is shown",
+        "return document.getElementById('model').value !== ''",
+    );
+}
+
 fn url_of(h: &Handle) -> String {
     url(h, "/")
 }
@@ -229,11 +238,7 @@ fn replay_run_shows_chips_held_back_bytes_the_cut_stop_and_the_finish() {
     let _one = one_browser();
     let h = replay_server();
     let b = Browser::start(Window::DESKTOP);
-    b.goto(&url_of(&h));
-    b.wait_until(
-        "the server's model is shown",
-        "return document.getElementById('model').value !== ''",
-    );
+    open(&b, &h);
 
     type_into(&b, "#prompt", QUESTION);
     b.select("#format", "transcript");
@@ -344,11 +349,7 @@ fn steps_of_several_tokens_show_as_groups_of_chips() {
     let _one = one_browser();
     let h = replay_server();
     let b = Browser::start(Window::DESKTOP);
-    b.goto(&url_of(&h));
-    b.wait_until(
-        "the server's model is shown",
-        "return document.getElementById('model').value !== ''",
-    );
+    open(&b, &h);
     type_into(&b, "#prompt", QUESTION);
     b.select("#format", "transcript");
     type_into(&b, "#stop-input", "\\nuser:");
@@ -403,11 +404,7 @@ fn the_reasoning_region_and_the_armed_stops_are_shown() {
     let _one = one_browser();
     let h = replay_server();
     let b = Browser::start(Window::DESKTOP);
-    b.goto(&url_of(&h));
-    b.wait_until(
-        "the server's model is shown",
-        "return document.getElementById('model').value !== ''",
-    );
+    open(&b, &h);
     type_into(&b, "#prompt", QUESTION);
     type_into(&b, "#stop-input", "\\n\\n");
     b.css("#stop-input").send_keys(ENTER);
