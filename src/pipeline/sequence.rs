@@ -145,26 +145,25 @@ impl Sequence {
             Next::Logits(mut logits) => {
                 let inside = self.engine.in_reasoning();
                 let closing = self.close.as_ref().filter(|_| inside);
-                let masking = self.engine.policy_bans_ends();
-                if wants_probs || masking || closing.is_some_and(|c| c.on_end) {
+                if wants_probs || closing.is_some_and(|c| c.on_end) {
                     self.raw.clone_from(&logits);
                 }
-                let mut id = self.sampler.sample(&mut logits, self.engine.banned())?;
-                if masking {
-                    let top = self
-                        .raw
+                // An end token the model ranked first, kept out by the reasoning policy: read off the raw
+                // logits before the sampler bans it (no copy; the softmax only when it happens).
+                if self.engine.policy_bans_ends() {
+                    let top = logits
                         .iter()
                         .enumerate()
                         .max_by(|a, b| a.1.total_cmp(b.1))
                         .map(|(i, _)| i as u32);
-                    if top.is_some_and(|t| self.end_tokens.contains(&t)) {
-                        let p_end = StepProbs::with_top(&self.raw, id, &self.end_tokens, 0).end;
+                    if let Some(t) = top.filter(|t| self.end_tokens.contains(t)) {
                         forced = Some(Forced::EndMasked {
-                            p_end,
+                            p_end: StepProbs::with_top(&logits, t, &self.end_tokens, 0).end,
                             after_close: !inside,
                         });
                     }
                 }
+                let mut id = self.sampler.sample(&mut logits, self.engine.banned())?;
                 if let Some(c) = closing {
                     if let Some(n) = c.budget.filter(|&n| self.engine.reasoning_tokens() >= n) {
                         forced = Some(Forced::Budget { tokens: n });

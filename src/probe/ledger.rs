@@ -647,11 +647,7 @@ fn judge(ctx: &Ctx<'_>, asked: Asked, slack: usize, what: &str) -> Outcome {
         n => format!("{what}: {} (and {} more)", breaks[..3].join("; "), n - 3),
     };
     Outcome {
-        verdict: if breaks.is_empty() {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        },
+        verdict: Verdict::pass_if(breaks.is_empty()),
         sent,
         got,
         expected: "each chunk's tokens spell its text (the last may run on by one token), one \

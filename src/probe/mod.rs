@@ -79,6 +79,11 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// A judgement: pass when `ok`, else fail.
+    pub fn pass_if(ok: bool) -> Self {
+        if ok { Self::Pass } else { Self::Fail }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Pass => "pass",

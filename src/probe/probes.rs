@@ -291,11 +291,7 @@ fn judge(ctx: &Ctx<'_>, extra: Value, want: &str, finish: &str, what: &str) -> O
         }
     }
     Outcome {
-        verdict: if bad.is_empty() {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        },
+        verdict: Verdict::pass_if(bad.is_empty()),
         sent: extra,
         got: got.join("; "),
         expected: format!("{} (finish_reason {finish})", show(want)),
@@ -639,7 +635,7 @@ fn ignore_eos(ctx: &Ctx<'_>) -> Outcome {
                 && g.completion_tokens.is_none_or(|c| c as usize == n)
                 && g.text.len() >= base.text.len();
             Outcome {
-                verdict: if ok { Verdict::Pass } else { Verdict::Fail },
+                verdict: Verdict::pass_if(ok),
                 sent: extra,
                 got: format!(
                     "{} ({} tokens)",
@@ -670,11 +666,7 @@ fn min_tokens(ctx: &Ctx<'_>) -> Outcome {
         Ok(Answer::Gen(g)) => {
             let n = g.completion_tokens.map_or(0, |c| c as usize);
             Outcome {
-                verdict: if n >= min {
-                    Verdict::Pass
-                } else {
-                    Verdict::Fail
-                },
+                verdict: Verdict::pass_if(n >= min),
                 sent: extra,
                 got: format!("{} ({n} tokens)", show_gen(&g)),
                 expected: format!("at least {min} tokens"),
@@ -714,11 +706,7 @@ fn finish_reason(ctx: &Ctx<'_>) -> Outcome {
         }
     }
     Outcome {
-        verdict: if bad.is_empty() {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        },
+        verdict: Verdict::pass_if(bad.is_empty()),
         sent: json!([checks[0].0, checks[1].0]),
         got: got.join("; "),
         expected: "stop; length".into(),
@@ -742,11 +730,7 @@ fn stop_reason(ctx: &Ctx<'_>) -> Outcome {
                 "the answer has no stop_reason field (a vLLM extension)",
             ),
             Some(r) => Outcome {
-                verdict: if *r == json!(stop) {
-                    Verdict::Pass
-                } else {
-                    Verdict::Fail
-                },
+                verdict: Verdict::pass_if(*r == json!(stop)),
                 sent: extra,
                 got: format!("stop_reason {r}"),
                 expected: format!("stop_reason {}", json!(stop)),
@@ -769,11 +753,7 @@ fn empty_stop(ctx: &Ctx<'_>) -> Outcome {
             note: "an empty stop was refused".into(),
         },
         Ok(Answer::Gen(g)) => Outcome {
-            verdict: if g.text == ctx.base.text {
-                Verdict::Pass
-            } else {
-                Verdict::Fail
-            },
+            verdict: Verdict::pass_if(g.text == ctx.base.text),
             note: if g.text == ctx.base.text {
                 "the empty stop was ignored".into()
             } else {
@@ -885,7 +865,7 @@ fn abort(ctx: &Ctx<'_>) -> Outcome {
         Ok(Answer::Gen(g)) => {
             let same = g.text == ctx.base.text;
             Outcome {
-                verdict: if same { Verdict::Pass } else { Verdict::Fail },
+                verdict: Verdict::pass_if(same),
                 sent,
                 got: format!("next request: {} in {ms} ms", show_gen(&g)),
                 expected: format!("{want} (the greedy output)"),

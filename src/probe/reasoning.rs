@@ -247,11 +247,7 @@ pub(super) fn stop_in_reasoning(ctx: &Ctx<'_>) -> Outcome {
         )
     };
     Outcome {
-        verdict: if got == want {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        },
+        verdict: Verdict::pass_if(got == want),
         sent: extra,
         got: show_split(&got),
         expected: format!(
@@ -291,11 +287,7 @@ pub(super) fn end_in_reasoning(ctx: &Ctx<'_>) -> Outcome {
     .into_iter()
     .find(|t| base.reasoning.contains(t));
     Outcome {
-        verdict: if leaked.is_none() {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        },
+        verdict: Verdict::pass_if(leaked.is_none()),
         sent: extra,
         got: show_split(&base),
         expected:

@@ -1,6 +1,7 @@
 //! `stoplab bench`: one file per measurement, each reading its flags, calling [`stoplab::lab::bench`] and
 //! printing what it returns.
 
+pub mod bandwidth;
 pub mod decode;
 pub mod overhead;
 pub mod stops;
@@ -23,7 +24,7 @@ pub enum BenchCommand {
     Decode(decode::DecodeArgs),
     /// The memory read bandwidth that bounds decoding: a buffer far larger than the last-level cache
     /// streamed by 1 and 2 threads (`bench decode` sets its decode rate against it).
-    Bandwidth(decode::BandwidthArgs),
+    Bandwidth(bandwidth::BandwidthArgs),
 }
 
 pub fn run(command: BenchCommand) -> Result<(), Failure> {
@@ -31,6 +32,6 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
         BenchCommand::Stops(args) => stops::run(args),
         BenchCommand::Overhead(args) => overhead::run(args),
         BenchCommand::Decode(args) => decode::run(args),
-        BenchCommand::Bandwidth(args) => decode::bandwidth_run(args),
+        BenchCommand::Bandwidth(args) => bandwidth::run(args),
     }
 }

@@ -85,6 +85,9 @@ pub struct Vocab {
     /// What built the encoder, for `tokenize --end-tokens` and `trace` (e.g. "gguf gpt2, pre qwen2").
     kind: String,
     notes: Vec<String>,
+    /// [`Vocab::reasoning_markers`], found once when the vocabulary is built (each lookup of a token that
+    /// is not there scans the whole vocabulary, and every request asks).
+    reasoning: Option<(&'static str, &'static str)>,
 }
 
 impl std::fmt::Debug for Vocab {
@@ -350,7 +353,9 @@ impl Vocab {
             chat_template,
             kind: kind_label,
             notes,
-        })
+            reasoning: None,
+        }
+        .with_reasoning_markers())
     }
 
     /// A weight-free vocabulary from quicktok-v1's files (`--model gpt-oss-vocab` and the like): rank BPE
@@ -425,7 +430,9 @@ impl Vocab {
             pieces,
             bytes,
             special: special_flags,
-        })
+            reasoning: None,
+        }
+        .with_reasoning_markers())
     }
 
     /// Encodes text. With `parse_special`, "<|im_end|>" in the text becomes that one special token;
@@ -503,6 +510,16 @@ impl Vocab {
     /// opens the final answer's, `<|end|><|start|>assistant<|channel|>final<|message|>`, so neither field of
     /// a chat reply shows the framing); None for a vocabulary without them.
     pub fn reasoning_markers(&self) -> Option<(&'static str, &'static str)> {
+        self.reasoning
+    }
+
+    /// Sets [`Vocab::reasoning`] from the tokens the vocabulary has; the constructors' last step.
+    fn with_reasoning_markers(mut self) -> Self {
+        self.reasoning = self.find_reasoning_markers();
+        self
+    }
+
+    fn find_reasoning_markers(&self) -> Option<(&'static str, &'static str)> {
         let special = |t: &str| self.token_id(t).is_some_and(|id| self.is_special(id));
         if special("<think>") && special("</think>") {
             return Some(("<think>", "</think>"));
