@@ -4,7 +4,7 @@
 use super::kernels::Kernels;
 use super::parallel::{Blocks, for_each_block};
 use super::quant::Act;
-use super::weights::QMat;
+use super::weights::{QMat, Weights};
 
 /// Weight rows per unit of parallel work with several activation rows (prefill, batched decode).
 const ROWS_PER_ITEM: usize = 16;
@@ -27,7 +27,7 @@ fn decode_item_rows(n: usize) -> usize {
 #[allow(clippy::needless_range_loop)] // i and k index activation rows and weight rows alike
 pub(super) fn matmul_many(
     kernels: Kernels,
-    map: &[u8],
+    weights: &Weights,
     jobs: &mut [(&QMat, &mut [f32])],
     act: &Act,
     rows: usize,
@@ -58,7 +58,7 @@ pub(super) fn matmul_many(
         let w = mats[j];
         let rb = w.wtype.row_bytes(w.cols);
         let c0 = out.cols().start;
-        let wrows = &map[w.offset + c0 * rb..][..out.cols().len() * rb];
+        let wrows = &weights.bytes(&w)[c0 * rb..][..out.cols().len() * rb];
         // Decode streams every weight once, and the hardware prefetcher stops at each 4 KiB page: asking
         // for the bytes ahead keeps the memory bus busy (+80% decode speed measured here; see
         // BENCHMARKS.md).

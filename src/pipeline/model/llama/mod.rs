@@ -376,7 +376,7 @@ impl Llama {
             quantize(&s.xn[..b * dim], dim, layer.wq.wtype.act(), &mut s.act);
             matmul_many(
                 kernels,
-                map,
+                w,
                 &mut [
                     (&layer.wq, &mut s.q[..b * qd]),
                     (&layer.wk, &mut s.k[..b * kv]),
@@ -458,7 +458,7 @@ impl Llama {
             quantize(&s.att[..b * qd], qd, layer.wo.wtype.act(), &mut s.act);
             matmul_many(
                 kernels,
-                map,
+                w,
                 &mut [(&layer.wo, &mut s.xn[..b * dim])],
                 &s.act,
                 b,
@@ -478,7 +478,7 @@ impl Llama {
             quantize(&s.xn[..b * dim], dim, layer.gate.wtype.act(), &mut s.act);
             matmul_many(
                 kernels,
-                map,
+                w,
                 &mut [
                     (&layer.gate, &mut s.gate[..b * ffn]),
                     (&layer.up, &mut s.up[..b * ffn]),
@@ -499,7 +499,7 @@ impl Llama {
             quantize(&s.gate[..b * ffn], ffn, layer.down.wtype.act(), &mut s.act);
             matmul_many(
                 kernels,
-                map,
+                w,
                 &mut [(&layer.down, &mut s.xn[..b * dim])],
                 &s.act,
                 b,
@@ -526,7 +526,7 @@ impl Llama {
         s.logits.resize(n * cfg.vocab, 0.0);
         matmul_many(
             kernels,
-            map,
+            w,
             &mut [(&w.output, &mut s.logits[..n * cfg.vocab])],
             &s.act,
             n,

@@ -22,6 +22,12 @@ pub(super) const Q4_K_BYTES: usize = 144;
 /// Bytes of one Q6_K super-block: 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 signed
 /// 8-bit scales (one per 16 values), f16 d. A value is `d × scale × (q - 32)`, q 6 bits.
 pub(super) const Q6_K_BYTES: usize = 210;
+/// Bytes of one super-block of 8 Q4_K rows repacked for the tile kernels ([`WType::Q4_K_X8`], laid out by
+/// [`repack_q4_k_x8`]): the 8 rows' f16 d (16 bytes) and dmin (16), their scales unpacked to one byte each
+/// (sub-block j's 8 rows at 32 + 8j), their mins unpacked and paired (at 96 + 16p, row k's mins of
+/// sub-blocks 2p and 2p + 1 at bytes 2k and 2k + 1), then the nibbles interleaved 4 bytes at a time (at
+/// 160 + 256c + 32g, row k's bytes 32c + 4g..32c + 4g + 4 at 4k): 32 bytes more than the 8 blocks.
+pub(super) const Q4_K_X8_BYTES: usize = 1184;
 
 /// The weight formats the own pass multiplies (named as ggml names them).
 #[allow(non_camel_case_types)]
@@ -32,6 +38,11 @@ pub(super) enum WType {
     Q8_0,
     Q4_K,
     Q6_K,
+    /// Q4_K rows repacked 8 at a time at load ([`repack_q4_k_x8`]), so that one 256-bit product reads a
+    /// 4-value run of 8 rows and its lanes are those rows' sums (as llama.cpp repacks Q4_K for its
+    /// `gemm_q4_K_8x8_q8_K`). A matrix of this type has a multiple of 8 rows; a "row" of it is
+    /// [`Q4_K_X8_BYTES`] / 8 bytes per super-block, and only whole groups of 8 rows are addressed.
+    Q4_K_X8,
 }
 
 impl WType {
@@ -56,6 +67,7 @@ impl WType {
             Self::Q8_0 => Q8_0_BYTES,
             Self::Q4_K => Q4_K_BYTES,
             Self::Q6_K => Q6_K_BYTES,
+            Self::Q4_K_X8 => Q4_K_X8_BYTES / 8,
         }
     }
 
@@ -63,7 +75,7 @@ impl WType {
     pub(super) fn block_len(self) -> usize {
         match self {
             Self::Q4_1 | Self::Q5_0 | Self::Q8_0 => QK,
-            Self::Q4_K | Self::Q6_K => QK_K,
+            Self::Q4_K | Self::Q6_K | Self::Q4_K_X8 => QK_K,
         }
     }
 
@@ -77,7 +89,7 @@ impl WType {
         match self {
             Self::Q4_1 => ActType::Q8_1,
             Self::Q5_0 | Self::Q8_0 => ActType::Q8_0,
-            Self::Q4_K | Self::Q6_K => ActType::Q8_K,
+            Self::Q4_K | Self::Q6_K | Self::Q4_K_X8 => ActType::Q8_K,
         }
     }
 }
@@ -329,6 +341,59 @@ pub(super) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// Repacks 8 Q4_K rows of `nb` super-blocks each (`src`, the rows one after another) into `dst`
+/// ([`Q4_K_X8_BYTES`] per super-block, see there). Lossless: [`unpack_q4_k_x8`] gives the blocks back.
+pub(super) fn repack_q4_k_x8(src: &[u8], nb: usize, dst: &mut [u8]) {
+    assert!(src.len() == 8 * nb * Q4_K_BYTES && dst.len() == nb * Q4_K_X8_BYTES);
+    let rb = nb * Q4_K_BYTES;
+    for (b, out) in dst.chunks_exact_mut(Q4_K_X8_BYTES).enumerate() {
+        for k in 0..8 {
+            let blk = &src[k * rb + b * Q4_K_BYTES..][..Q4_K_BYTES];
+            out[2 * k..2 * k + 2].copy_from_slice(&blk[0..2]);
+            out[16 + 2 * k..16 + 2 * k + 2].copy_from_slice(&blk[2..4]);
+            for j in 0..8 {
+                let (sc, m) = scale_min_k4(j, &blk[4..16]);
+                out[32 + 8 * j + k] = sc;
+                out[96 + 16 * (j / 2) + 2 * k + j % 2] = m;
+            }
+            for c in 0..4 {
+                for g in 0..8 {
+                    let at = 160 + 256 * c + 32 * g + 4 * k;
+                    out[at..at + 4].copy_from_slice(&blk[16 + 32 * c + 4 * g..][..4]);
+                }
+            }
+        }
+    }
+}
+
+/// Row `k` (0..8) of super-block `b` of a group of 8 repacked Q4_K rows, as the Q4_K block it was.
+pub(super) fn unpack_q4_k_x8(group: &[u8], b: usize, k: usize) -> [u8; Q4_K_BYTES] {
+    let p = &group[b * Q4_K_X8_BYTES..][..Q4_K_X8_BYTES];
+    let mut blk = [0u8; Q4_K_BYTES];
+    blk[0..2].copy_from_slice(&p[2 * k..2 * k + 2]);
+    blk[2..4].copy_from_slice(&p[16 + 2 * k..16 + 2 * k + 2]);
+    // ggml's 6-bit packing (`quantize_row_q4_K_ref`), which `scale_min_k4` reads.
+    let q = &mut blk[4..16];
+    for j in 0..8 {
+        let (sc, m) = (p[32 + 8 * j + k], p[96 + 16 * (j / 2) + 2 * k + j % 2]);
+        if j < 4 {
+            q[j] |= sc;
+            q[j + 4] |= m;
+        } else {
+            q[j + 4] = (sc & 0xF) | ((m & 0xF) << 4);
+            q[j - 4] |= (sc >> 4) << 6;
+            q[j] |= (m >> 4) << 6;
+        }
+    }
+    for c in 0..4 {
+        for g in 0..8 {
+            let at = 160 + 256 * c + 32 * g + 4 * k;
+            blk[16 + 32 * c + 4 * g..][..4].copy_from_slice(&p[at..at + 4]);
+        }
+    }
+    blk
+}
+
 /// One Q4_K row to f32, as ggml's `dequantize_row_q4_K` written in C: `d1 × q - m1`, the product and the
 /// difference rounded apart (a compiler allowed to contract it into a fused multiply-add would differ in
 /// the last bit; neither model file here has a Q4_K embedding, so only the tests reach this).
@@ -387,6 +452,8 @@ pub(super) fn dequant_row(t: WType, row: &[u8], out: &mut [f32]) {
         WType::Q8_0 => dequant_q8_0(row, out),
         WType::Q4_K => dequant_q4_k(row, out),
         WType::Q6_K => dequant_q6_k(row, out),
+        // Only the layers' matrices are repacked, and they are only multiplied.
+        WType::Q4_K_X8 => unreachable!("a repacked Q4_K matrix is never read by row"),
     }
 }
 

@@ -8,17 +8,31 @@ use std::fs::File;
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::Content;
 
-use super::quant::{QK, WType, dequant_q4_1, dequant_q8_0};
+use super::quant::{Q4_K_X8_BYTES, QK, QK_K, WType, dequant_q4_1, dequant_q8_0, repack_q4_k_x8};
 use super::{Arch, Config, Swa};
 
-/// A quantized matrix of `rows` × `cols` (row-major, rows are output features) inside the mapped file.
+/// A quantized matrix of `rows` × `cols` (row-major, rows are output features) inside the mapped file,
+/// or, repacked at load ([`WType::Q4_K_X8`]), in [`Weights::packed`].
 #[derive(Debug, Clone, Copy)]
 pub(super) struct QMat {
-    /// Byte offset in the file (checked: `offset + rows * row_bytes()` is inside it).
+    /// Byte offset in the file, or in [`Weights::packed`] for a repacked matrix (checked: `offset + rows *
+    /// row_bytes()` is inside it).
     pub(super) offset: usize,
     pub(super) rows: usize,
     pub(super) cols: usize,
     pub(super) wtype: WType,
+}
+
+impl Weights {
+    /// The bytes of matrix `m`'s rows.
+    pub(super) fn bytes(&self, m: &QMat) -> &[u8] {
+        let store: &[u8] = if m.wtype == WType::Q4_K_X8 {
+            &self.packed
+        } else {
+            &self.map
+        };
+        &store[m.offset..][..m.rows * m.row_bytes()]
+    }
 }
 
 impl QMat {
@@ -60,6 +74,9 @@ pub(super) struct Layer {
 /// The mapped file and where each tensor lies in it.
 pub(super) struct Weights {
     pub(super) map: memmap2::Mmap,
+    /// The layers' Q4_K matrices, repacked 8 rows at a time for the tile kernels (read from the file
+    /// without mapping their pages, so the process holds them once).
+    pub(super) packed: Vec<u8>,
     pub(super) embd: QMat,
     pub(super) output: QMat,
     pub(super) norm: Vec<f32>,
@@ -440,13 +457,62 @@ pub(super) fn load(file: &File, content: &Content, cfg: &Config) -> Result<Weigh
         layers.push(l);
     }
     let norm = index.vec(&map, "output_norm.weight", dim)?;
+    let mut packed = Vec::new();
+    for l in &mut layers {
+        for m in [
+            &mut l.wq,
+            &mut l.wk,
+            &mut l.wv,
+            &mut l.wo,
+            &mut l.gate,
+            &mut l.up,
+            &mut l.down,
+        ] {
+            repack(file, &map, m, &mut packed)?;
+        }
+    }
     Ok(Weights {
         map,
+        packed,
         embd,
         output,
         norm,
         layers,
     })
+}
+
+/// Repacks a Q4_K matrix whose rows come in whole groups of 8 into `packed` ([`repack_q4_k_x8`]) and
+/// points `m` there; other matrices stay in the map. The rows are read from the file (on Unix) rather
+/// than through the map, so that their pages are not kept as well.
+fn repack(file: &File, map: &[u8], m: &mut QMat, packed: &mut Vec<u8>) -> Result<(), String> {
+    if m.wtype != WType::Q4_K || !m.rows.is_multiple_of(8) {
+        return Ok(());
+    }
+    let (rb, nb) = (m.row_bytes(), m.cols / QK_K);
+    let group = 8 * rb;
+    let start = packed.len();
+    packed.resize(start + m.rows / 8 * nb * Q4_K_X8_BYTES, 0);
+    let mut src = vec![0u8; group];
+    for (g, dst) in packed[start..]
+        .chunks_exact_mut(nb * Q4_K_X8_BYTES)
+        .enumerate()
+    {
+        let at = m.offset + g * group;
+        #[cfg(unix)]
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut src, at as u64)
+            .map_err(|e| format!("cannot read the weights at byte {at}: {e}"))?;
+        #[cfg(not(unix))]
+        {
+            let _ = file;
+            src.copy_from_slice(&map[at..at + group]);
+        }
+        repack_q4_k_x8(&src, nb, dst);
+    }
+    #[cfg(unix)]
+    let _ = map;
+    m.wtype = WType::Q4_K_X8;
+    m.offset = start;
+    Ok(())
 }
 
 /// Tensor look-ups with their shape, type and place in the file checked.

@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::super::quant::{
-    Act, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES, QK, QK_K, WType,
+    Act, Q4_1_BYTES, Q4_K_BYTES, Q4_K_X8_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES, QK, QK_K, WType,
 };
 use super::{TILE, Tile, WTILE_MAX};
 
@@ -48,6 +48,7 @@ pub(super) unsafe fn dot_rows(
             WType::Q8_0 => super::dispatch_rows!(q8_0[, false], w, rb, act, r, t, cn, out),
             WType::Q5_0 => super::dispatch_rows!(q5_0[, false], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
+            WType::Q4_K_X8 => super::dispatch_x8!(q4_k_x8[, false], w, act, r, t, out),
             WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
             }
@@ -86,6 +87,7 @@ pub(super) unsafe fn dot_tile(
             WType::Q8_0 => super::dispatch_rows!(q8_0[, false], w, rb, act, r, t, cn, out),
             WType::Q5_0 => super::dispatch_rows!(q5_0[, false], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
+            WType::Q4_K_X8 => super::dispatch_x8!(q4_k_x8[, false], w, act, r, t, out),
             WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
             }
@@ -782,6 +784,107 @@ pub(super) unsafe fn q4_k<const R: usize, const C: usize>(
         for k in 0..C {
             for i in 0..R {
                 out[k][i] = acc[k][i] - accm[k][i];
+            }
+        }
+    }
+}
+
+/// Repacked Q4_K weights (one group of 8 rows, [`WType::Q4_K_X8`]) · Q8_K activations (rows r..r + R),
+/// with [`q4_k`]'s float steps (so `scalar::q4_k`'s, bit for bit), the 8 weight rows in the 8 lanes: each
+/// 256-bit product takes a 4-value run of the 8 rows against those 4 activation values broadcast, so a
+/// sub-block's exact integer sums come out one row per lane with no horizontal sums, and each unpacked
+/// run of weights serves the R activation rows. Without VNNI the products of a sub-block add up in 16-bit
+/// lanes (16 products of a nibble and a value of magnitude at most 127 stay below 2^15) and are scaled by
+/// one multiply-add; with VNNI they add up in 32-bit lanes and are scaled by one multiply.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C (and AVX512-VNNI with AVX512-VL when `VNNI`); `w` holds the group's
+/// `act.nb` super-blocks ([`Q4_K_X8_BYTES`] each) and activation rows r..r + R exist in `act`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // i indexes activation rows in several arrays
+pub(super) unsafe fn q4_k_x8<const R: usize, const VNNI: bool>(
+    w: &[u8],
+    act: &Act,
+    r: usize,
+    out: &mut Tile,
+) {
+    // SAFETY: the caller's contract; every offset below lies inside super-block b of the group and the
+    // activation rows' super-block b (256 values, 16 sums).
+    unsafe {
+        let nb = act.nb;
+        let m4 = _mm256_set1_epi8(0x0F);
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut accm = [_mm256_setzero_ps(); R];
+        let (qs, d, bs) = (act.qs.as_ptr(), act.d.as_ptr(), act.bsums.as_ptr());
+        for b in 0..nb {
+            let p = w.as_ptr().add(b * Q4_K_X8_BYTES);
+            if R == 1 {
+                prefetch_tile::<1>(w.as_ptr(), b, Q4_K_X8_BYTES);
+            }
+            let mut isum = [_mm256_setzero_si256(); R];
+            for j in 0..8 {
+                // Sub-block j: the low nibbles of chunk j / 2 for even j, the high ones for odd j.
+                let mut s = [_mm256_setzero_si256(); R];
+                for g in 0..8 {
+                    let v =
+                        _mm256_loadu_si256(p.add(160 + 256 * (j / 2) + 32 * g) as *const __m256i);
+                    let q = if j % 2 == 0 {
+                        _mm256_and_si256(v, m4)
+                    } else {
+                        _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)
+                    };
+                    for i in 0..R {
+                        let x = qs.add(((r + i) * nb + b) * QK_K + 32 * j + 4 * g);
+                        let xb = _mm256_set1_epi32((x as *const i32).read_unaligned());
+                        s[i] = if VNNI {
+                            _mm256_dpbusd_epi32(s[i], q, xb)
+                        } else {
+                            _mm256_add_epi16(s[i], _mm256_maddubs_epi16(q, xb))
+                        };
+                    }
+                }
+                let sc8 = _mm_loadl_epi64(p.add(32 + 8 * j) as *const __m128i);
+                if VNNI {
+                    let sc = _mm256_cvtepu8_epi32(sc8);
+                    for i in 0..R {
+                        isum[i] = _mm256_add_epi32(isum[i], _mm256_mullo_epi32(s[i], sc));
+                    }
+                } else {
+                    // Row k's scale in 16-bit lanes 2k and 2k + 1, the two sums of row k.
+                    let sc = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(sc8, sc8));
+                    for i in 0..R {
+                        isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(s[i], sc));
+                    }
+                }
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
+            for i in 0..R {
+                let at = (r + i) * nb + b;
+                // The sums of the 8 sub-blocks' activations, paired as the mins are.
+                let s16 = _mm256_loadu_si256(bs.add(at * 16) as *const __m256i);
+                let sums: [i32; 4] = std::mem::transmute(_mm_hadd_epi16(
+                    _mm256_castsi256_si128(s16),
+                    _mm256_extracti128_si256(s16, 1),
+                ));
+                let mut imin = _mm256_setzero_si256();
+                for (pair, &sum) in sums.iter().enumerate() {
+                    let mins = _mm256_cvtepu8_epi16(_mm_loadu_si128(
+                        p.add(96 + 16 * pair) as *const __m128i
+                    ));
+                    imin = _mm256_add_epi32(imin, _mm256_madd_epi16(mins, _mm256_set1_epi32(sum)));
+                }
+                let xd = _mm256_set1_ps(*d.add(at));
+                acc[i] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i]), _mm256_mul_ps(dw, xd), acc[i]);
+                accm[i] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), _mm256_mul_ps(dmin, xd), accm[i]);
+            }
+        }
+        for i in 0..R {
+            let v: [f32; 8] = std::mem::transmute(_mm256_sub_ps(acc[i], accm[i]));
+            for k in 0..8 {
+                out[k][i] = v[k];
             }
         }
     }

@@ -37,8 +37,10 @@ pub(super) const BATCHED_ROWS: usize = 8;
 pub(super) const TILE: usize = 8;
 /// Activation rows per kernel call for the K formats.
 const TILE_K: usize = 4;
-/// The most weight rows per kernel call (decode: 4 rows, to keep more loads in flight).
-pub(super) const WTILE_MAX: usize = 4;
+/// Weight rows per kernel call in decode: 4 rows keep more loads in flight.
+const DECODE_WTILE: usize = 4;
+/// The most weight rows per kernel call: a group of 8 repacked Q4_K rows ([`WType::Q4_K_X8`]).
+pub(super) const WTILE_MAX: usize = 8;
 /// A kernel call's results: `out[k][i] = w[k] · act[r + i]`.
 pub(super) type Tile = [[f32; TILE]; WTILE_MAX];
 /// How many cached positions ahead attention asks for K and V rows (measured best of 8, 16, 32, 64 and 128
@@ -141,6 +143,7 @@ impl Kernels {
         assert!(
             (1..=TILE).contains(&t)
                 && (1..=WTILE_MAX).contains(&cn)
+                && (wt != WType::Q4_K_X8 || cn == 8)
                 && w.len() >= cn * rb
                 && rb == act.nb * wt.block_bytes()
                 && act.qk == wt.block_len()
@@ -194,6 +197,7 @@ impl Kernels {
                 && rb == act.nb * wt.block_bytes()
                 && act.qk == wt.block_len()
                 && w.len().is_multiple_of(rb)
+                && (wt != WType::Q4_K_X8 || w.len().is_multiple_of(8 * rb))
                 && act.consistent()
                 && (wt != WType::Q5_0 || act.x16.len() == act.d.len() * 8),
             "dot_rows: weights of {} bytes in rows of {rb}, activations of {} blocks",
@@ -311,14 +315,32 @@ pub(super) const PREFETCH: usize = 8192;
 /// A product's tile: (activation rows, weight rows) per kernel call. Decode (one activation row) reads
 /// each weight once: 4 weight rows per call keep more loads in flight. With more activation rows, a
 /// 32-value format's unpacked weight block serves 8 of them (measured against 4 × 2 on Qwen2.5's prefill:
-/// the 4 × 2 tile kept 16 vectors live and spilled them); a K format's tile stays 4 × 2.
+/// the 4 × 2 tile kept 16 vectors live and spilled them); a K format's tile stays 4 × 2. Repacked Q4_K
+/// goes by its groups of 8 rows, 4 activation rows at a time.
 #[inline(always)]
 pub(super) fn shape(wt: WType, rows: usize) -> (usize, usize) {
     match wt {
-        _ if rows == 1 => (1, WTILE_MAX),
+        WType::Q4_K_X8 if rows == 1 => (1, 8),
+        WType::Q4_K_X8 => (TILE_K, 8),
+        _ if rows == 1 => (1, DECODE_WTILE),
         WType::Q4_1 | WType::Q5_0 | WType::Q8_0 => (TILE, 1),
         WType::Q4_K | WType::Q6_K => (TILE_K, 2),
     }
+}
+
+/// Instantiates the repacked Q4_K kernel `$k::<R $extra>` for a tile of `t` (1 to 4) activation rows
+/// and one group of 8 weight rows. Used inside the sets' `unsafe` entry points, whose contract it relies
+/// on.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dispatch_x8 {
+    ($k:ident [$($extra:tt)*], $w:ident, $act:ident, $r:ident, $t:ident, $out:ident) => {
+        match $t {
+            1 => $k::<1 $($extra)*>($w, $act, $r, $out),
+            2 => $k::<2 $($extra)*>($w, $act, $r, $out),
+            3 => $k::<3 $($extra)*>($w, $act, $r, $out),
+            _ => $k::<4 $($extra)*>($w, $act, $r, $out),
+        }
+    };
 }
 
 /// The loop of [`Kernels::dot_rows`] around one set's tile kernel `tile(w, r, t, cn, out)`, inlined into
@@ -495,7 +517,7 @@ macro_rules! dispatch_rows {
     };
 }
 #[cfg(target_arch = "x86_64")]
-use {dispatch_rows, dispatch_tile};
+use {dispatch_rows, dispatch_tile, dispatch_x8};
 
 #[cfg(test)]
 mod tests;

@@ -79,6 +79,7 @@ pub(super) fn dot(wt: WType, w: &[u8], x: ActRow, batched: bool) -> f32 {
     let mut summ = 0f32;
     match wt {
         WType::Q4_K => return q4_k(w, x),
+        WType::Q4_K_X8 => unreachable!("repacked rows are multiplied 8 at a time (dot_tile)"),
         WType::Q6_K if batched => return q6_k_batched(w, x),
         WType::Q6_K => return q6_k(w, x),
         WType::Q5_0 => {
@@ -247,6 +248,19 @@ pub(super) fn dot_tile(
     cn: usize,
     out: &mut Tile,
 ) {
+    if wt == WType::Q4_K_X8 {
+        // Each row's blocks as they were in the file, then the Q4_K product.
+        let nb = act.nb;
+        for (k, out) in out[..cn].iter_mut().enumerate() {
+            let row: Vec<u8> = (0..nb)
+                .flat_map(|b| super::super::quant::unpack_q4_k_x8(w, b, k))
+                .collect();
+            for (i, o) in out[..t].iter_mut().enumerate() {
+                *o = q4_k(&row, act.row(r + i));
+            }
+        }
+        return;
+    }
     for (k, out) in out[..cn].iter_mut().enumerate() {
         for (i, o) in out[..t].iter_mut().enumerate() {
             *o = dot(
