@@ -28,6 +28,12 @@ pub(super) const Q6_K_BYTES: usize = 210;
 /// sub-blocks 2p and 2p + 1 at bytes 2k and 2k + 1), then the nibbles interleaved 4 bytes at a time (at
 /// 160 + 256c + 32g, row k's bytes 32c + 4g..32c + 4g + 4 at 4k): 32 bytes more than the 8 blocks.
 pub(super) const Q4_K_X8_BYTES: usize = 1184;
+/// Bytes of one super-block of 8 Q6_K rows repacked for the tile kernels ([`WType::Q6_K_X8`], laid out by
+/// [`repack_q6_k_x8`]): the 8 rows' f16 d (16 bytes), their scales (16-value group h's 8 rows at 16 + 8h),
+/// the low nibbles interleaved 4 bytes at a time (at 144 + 256(2j + h) + 32g, row k's bytes 64j + 32h +
+/// 4g.. at 4k), then the high bits likewise (at 1168 + 256j + 32g, row k's bytes 32j + 4g.. at 4k): the
+/// 8 blocks' bytes, rearranged.
+pub(super) const Q6_K_X8_BYTES: usize = 8 * Q6_K_BYTES;
 
 /// The weight formats the own pass multiplies (named as ggml names them).
 #[allow(non_camel_case_types)]
@@ -43,6 +49,8 @@ pub(super) enum WType {
     /// `gemm_q4_K_8x8_q8_K`). A matrix of this type has a multiple of 8 rows; a "row" of it is
     /// [`Q4_K_X8_BYTES`] / 8 bytes per super-block, and only whole groups of 8 rows are addressed.
     Q4_K_X8,
+    /// Q6_K rows repacked 8 at a time at load ([`repack_q6_k_x8`]), as [`WType::Q4_K_X8`].
+    Q6_K_X8,
 }
 
 impl WType {
@@ -68,6 +76,7 @@ impl WType {
             Self::Q4_K => Q4_K_BYTES,
             Self::Q6_K => Q6_K_BYTES,
             Self::Q4_K_X8 => Q4_K_X8_BYTES / 8,
+            Self::Q6_K_X8 => Q6_K_BYTES,
         }
     }
 
@@ -75,7 +84,7 @@ impl WType {
     pub(super) fn block_len(self) -> usize {
         match self {
             Self::Q4_1 | Self::Q5_0 | Self::Q8_0 => QK,
-            Self::Q4_K | Self::Q6_K | Self::Q4_K_X8 => QK_K,
+            Self::Q4_K | Self::Q6_K | Self::Q4_K_X8 | Self::Q6_K_X8 => QK_K,
         }
     }
 
@@ -84,12 +93,17 @@ impl WType {
         cols / self.block_len() * self.block_bytes()
     }
 
+    /// Whether its rows are repacked 8 at a time (multiplied a group of 8 at a time).
+    pub(super) fn repacked(self) -> bool {
+        matches!(self, Self::Q4_K_X8 | Self::Q6_K_X8)
+    }
+
     /// The activation format its dot product takes (ggml's `vec_dot_type`).
     pub(super) fn act(self) -> ActType {
         match self {
             Self::Q4_1 => ActType::Q8_1,
             Self::Q5_0 | Self::Q8_0 => ActType::Q8_0,
-            Self::Q4_K | Self::Q6_K | Self::Q4_K_X8 => ActType::Q8_K,
+            Self::Q4_K | Self::Q6_K | Self::Q4_K_X8 | Self::Q6_K_X8 => ActType::Q8_K,
         }
     }
 }
@@ -394,6 +408,37 @@ pub(super) fn unpack_q4_k_x8(group: &[u8], b: usize, k: usize) -> [u8; Q4_K_BYTE
     blk
 }
 
+/// Where byte `at` of a Q6_K block (row `k` of 8) lies in its repacked super-block ([`Q6_K_X8_BYTES`]).
+fn q6_k_x8_at(at: usize, k: usize) -> usize {
+    match at {
+        0..128 => 144 + 256 * (at / 32) + 32 * (at % 32 / 4) + 4 * k + at % 4,
+        128..192 => 1168 + 256 * ((at - 128) / 32) + 32 * ((at - 128) % 32 / 4) + 4 * k + at % 4,
+        192..208 => 16 + 8 * (at - 192) + k,
+        _ => 2 * k + (at - 208),
+    }
+}
+
+/// Repacks 8 Q6_K rows of `nb` super-blocks each (`src`, the rows one after another) into `dst`
+/// ([`Q6_K_X8_BYTES`] per super-block, see there). Lossless: [`unpack_q6_k_x8`] gives the blocks back.
+pub(super) fn repack_q6_k_x8(src: &[u8], nb: usize, dst: &mut [u8]) {
+    assert!(src.len() == 8 * nb * Q6_K_BYTES && dst.len() == nb * Q6_K_X8_BYTES);
+    let rb = nb * Q6_K_BYTES;
+    for (b, out) in dst.chunks_exact_mut(Q6_K_X8_BYTES).enumerate() {
+        for k in 0..8 {
+            let blk = &src[k * rb + b * Q6_K_BYTES..][..Q6_K_BYTES];
+            for (at, &v) in blk.iter().enumerate() {
+                out[q6_k_x8_at(at, k)] = v;
+            }
+        }
+    }
+}
+
+/// Row `k` (0..8) of super-block `b` of a group of 8 repacked Q6_K rows, as the Q6_K block it was.
+pub(super) fn unpack_q6_k_x8(group: &[u8], b: usize, k: usize) -> [u8; Q6_K_BYTES] {
+    let p = &group[b * Q6_K_X8_BYTES..][..Q6_K_X8_BYTES];
+    std::array::from_fn(|at| p[q6_k_x8_at(at, k)])
+}
+
 /// One Q4_K row to f32, as ggml's `dequantize_row_q4_K` written in C: `d1 × q - m1`, the product and the
 /// difference rounded apart (a compiler allowed to contract it into a fused multiply-add would differ in
 /// the last bit; neither model file here has a Q4_K embedding, so only the tests reach this).
@@ -453,7 +498,7 @@ pub(super) fn dequant_row(t: WType, row: &[u8], out: &mut [f32]) {
         WType::Q4_K => dequant_q4_k(row, out),
         WType::Q6_K => dequant_q6_k(row, out),
         // Only the layers' matrices are repacked, and they are only multiplied.
-        WType::Q4_K_X8 => unreachable!("a repacked Q4_K matrix is never read by row"),
+        WType::Q4_K_X8 | WType::Q6_K_X8 => unreachable!("a repacked matrix is never read by row"),
     }
 }
 

@@ -186,11 +186,12 @@ impl Llama {
     /// Whether a matrix is Q6_K: its products then round by how many rows they take at once.
     pub(super) fn has_q6_k(&self) -> bool {
         let w = &self.weights;
-        w.output.wtype == WType::Q6_K
+        let q6_k = |t: WType| matches!(t, WType::Q6_K | WType::Q6_K_X8);
+        q6_k(w.output.wtype)
             || w.layers.iter().any(|l| {
                 [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]
                     .iter()
-                    .any(|m| m.wtype == WType::Q6_K)
+                    .any(|m| q6_k(m.wtype))
             })
     }
 }

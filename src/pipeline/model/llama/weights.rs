@@ -8,7 +8,10 @@ use std::fs::File;
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::Content;
 
-use super::quant::{Q4_K_X8_BYTES, QK, QK_K, WType, dequant_q4_1, dequant_q8_0, repack_q4_k_x8};
+use super::quant::{
+    Q4_K_X8_BYTES, Q6_K_X8_BYTES, QK, QK_K, WType, dequant_q4_1, dequant_q8_0, repack_q4_k_x8,
+    repack_q6_k_x8,
+};
 use super::{Arch, Config, Swa};
 
 /// A quantized matrix of `rows` × `cols` (row-major, rows are output features) inside the mapped file,
@@ -26,7 +29,7 @@ pub(super) struct QMat {
 impl Weights {
     /// The bytes of matrix `m`'s rows.
     pub(super) fn bytes(&self, m: &QMat) -> &[u8] {
-        let store: &[u8] = if m.wtype == WType::Q4_K_X8 {
+        let store: &[u8] = if m.wtype.repacked() {
             &self.packed
         } else {
             &self.map
@@ -74,8 +77,8 @@ pub(super) struct Layer {
 /// The mapped file and where each tensor lies in it.
 pub(super) struct Weights {
     pub(super) map: memmap2::Mmap,
-    /// The layers' Q4_K matrices, repacked 8 rows at a time for the tile kernels (read from the file
-    /// without mapping their pages, so the process holds them once).
+    /// The layers' Q4_K and Q6_K matrices, repacked 8 rows at a time for the tile kernels (read from the
+    /// file without mapping their pages, so the process holds them once).
     pub(super) packed: Vec<u8>,
     pub(super) embd: QMat,
     pub(super) output: QMat,
@@ -481,22 +484,25 @@ pub(super) fn load(file: &File, content: &Content, cfg: &Config) -> Result<Weigh
     })
 }
 
-/// Repacks a Q4_K matrix whose rows come in whole groups of 8 into `packed` ([`repack_q4_k_x8`]) and
-/// points `m` there; other matrices stay in the map. The rows are read from the file (on Unix) rather
-/// than through the map, so that their pages are not kept as well.
+/// Repacks a Q4_K or Q6_K matrix whose rows come in whole groups of 8 into `packed`
+/// ([`repack_q4_k_x8`], [`repack_q6_k_x8`]) and points `m` there; other matrices stay in the map. The rows
+/// are read from the file (on Unix) rather than through the map, so that their pages are not kept as well.
 fn repack(file: &File, map: &[u8], m: &mut QMat, packed: &mut Vec<u8>) -> Result<(), String> {
-    if m.wtype != WType::Q4_K || !m.rows.is_multiple_of(8) {
+    type Repack = fn(&[u8], usize, &mut [u8]);
+    let (to, bytes, repack): (_, _, Repack) = match m.wtype {
+        WType::Q4_K => (WType::Q4_K_X8, Q4_K_X8_BYTES, repack_q4_k_x8),
+        WType::Q6_K => (WType::Q6_K_X8, Q6_K_X8_BYTES, repack_q6_k_x8),
+        _ => return Ok(()),
+    };
+    if !m.rows.is_multiple_of(8) {
         return Ok(());
     }
     let (rb, nb) = (m.row_bytes(), m.cols / QK_K);
     let group = 8 * rb;
     let start = packed.len();
-    packed.resize(start + m.rows / 8 * nb * Q4_K_X8_BYTES, 0);
+    packed.resize(start + m.rows / 8 * nb * bytes, 0);
     let mut src = vec![0u8; group];
-    for (g, dst) in packed[start..]
-        .chunks_exact_mut(nb * Q4_K_X8_BYTES)
-        .enumerate()
-    {
+    for (g, dst) in packed[start..].chunks_exact_mut(nb * bytes).enumerate() {
         let at = m.offset + g * group;
         #[cfg(unix)]
         std::os::unix::fs::FileExt::read_exact_at(file, &mut src, at as u64)
@@ -506,11 +512,11 @@ fn repack(file: &File, map: &[u8], m: &mut QMat, packed: &mut Vec<u8>) -> Result
             let _ = file;
             src.copy_from_slice(&map[at..at + group]);
         }
-        repack_q4_k_x8(&src, nb, dst);
+        repack(&src, nb, dst);
     }
     #[cfg(unix)]
     let _ = map;
-    m.wtype = WType::Q4_K_X8;
+    m.wtype = to;
     m.offset = start;
     Ok(())
 }

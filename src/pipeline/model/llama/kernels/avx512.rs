@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 
 use super::super::quant::{Act, Q4_1_BYTES, QK, WType};
-use super::avx2::{f16x2, hsum, mul_sum_us8, q4_k, q4_k_x8, q5_0, q6_k, q8_0};
+use super::avx2::{f16x2, hsum, mul_sum_us8, q4_k, q4_k_x8, q5_0, q6_k, q6_k_x8, q8_0};
 use super::{TILE, Tile, WTILE_MAX};
 
 /// See [`super::Kernels::dot_rows`].
@@ -36,6 +36,10 @@ pub(super) unsafe fn dot_rows(
             WType::Q5_0 => super::dispatch_rows!(q5_0[, true], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
             WType::Q4_K_X8 => super::dispatch_x8!(q4_k_x8[, true], w, act, r, t, out),
+            WType::Q6_K_X8 if act.rows() >= super::BATCHED_ROWS => {
+                super::dispatch_x8!(q6_k_x8[, true], w, act, r, t, out)
+            }
+            WType::Q6_K_X8 => super::dispatch_x8!(q6_k_x8[, false], w, act, r, t, out),
             WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
             }
@@ -73,6 +77,10 @@ pub(super) unsafe fn dot_tile(
             WType::Q5_0 => super::dispatch_rows!(q5_0[, true], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
             WType::Q4_K_X8 => super::dispatch_x8!(q4_k_x8[, true], w, act, r, t, out),
+            WType::Q6_K_X8 if act.rows() >= super::BATCHED_ROWS => {
+                super::dispatch_x8!(q6_k_x8[, true], w, act, r, t, out)
+            }
+            WType::Q6_K_X8 => super::dispatch_x8!(q6_k_x8[, false], w, act, r, t, out),
             WType::Q6_K if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_tile!(q6_k[, true], w, rb, act, r, t, cn, out)
             }

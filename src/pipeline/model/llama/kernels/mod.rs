@@ -143,7 +143,7 @@ impl Kernels {
         assert!(
             (1..=TILE).contains(&t)
                 && (1..=WTILE_MAX).contains(&cn)
-                && (wt != WType::Q4_K_X8 || cn == 8)
+                && (!wt.repacked() || cn == 8)
                 && w.len() >= cn * rb
                 && rb == act.nb * wt.block_bytes()
                 && act.qk == wt.block_len()
@@ -197,7 +197,7 @@ impl Kernels {
                 && rb == act.nb * wt.block_bytes()
                 && act.qk == wt.block_len()
                 && w.len().is_multiple_of(rb)
-                && (wt != WType::Q4_K_X8 || w.len().is_multiple_of(8 * rb))
+                && (!wt.repacked() || w.len().is_multiple_of(8 * rb))
                 && act.consistent()
                 && (wt != WType::Q5_0 || act.x16.len() == act.d.len() * 8),
             "dot_rows: weights of {} bytes in rows of {rb}, activations of {} blocks",
@@ -320,8 +320,8 @@ pub(super) const PREFETCH: usize = 8192;
 #[inline(always)]
 pub(super) fn shape(wt: WType, rows: usize) -> (usize, usize) {
     match wt {
-        WType::Q4_K_X8 if rows == 1 => (1, 8),
-        WType::Q4_K_X8 => (TILE_K, 8),
+        WType::Q4_K_X8 | WType::Q6_K_X8 if rows == 1 => (1, 8),
+        WType::Q4_K_X8 | WType::Q6_K_X8 => (TILE_K, 8),
         _ if rows == 1 => (1, DECODE_WTILE),
         WType::Q4_1 | WType::Q5_0 | WType::Q8_0 => (TILE, 1),
         WType::Q4_K | WType::Q6_K => (TILE_K, 2),

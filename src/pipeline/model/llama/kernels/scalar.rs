@@ -6,7 +6,7 @@
 
 use super::super::quant::{
     ActRow, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES, QK, QK_K, WType, f16_at,
-    q6_k_value, scale_min_k4,
+    q6_k_value, scale_min_k4, unpack_q4_k_x8, unpack_q6_k_x8,
 };
 use super::Tile;
 
@@ -79,7 +79,9 @@ pub(super) fn dot(wt: WType, w: &[u8], x: ActRow, batched: bool) -> f32 {
     let mut summ = 0f32;
     match wt {
         WType::Q4_K => return q4_k(w, x),
-        WType::Q4_K_X8 => unreachable!("repacked rows are multiplied 8 at a time (dot_tile)"),
+        WType::Q4_K_X8 | WType::Q6_K_X8 => {
+            unreachable!("repacked rows are multiplied 8 at a time (dot_tile)")
+        }
         WType::Q6_K if batched => return q6_k_batched(w, x),
         WType::Q6_K => return q6_k(w, x),
         WType::Q5_0 => {
@@ -248,15 +250,20 @@ pub(super) fn dot_tile(
     cn: usize,
     out: &mut Tile,
 ) {
-    if wt == WType::Q4_K_X8 {
-        // Each row's blocks as they were in the file, then the Q4_K product.
+    if matches!(wt, WType::Q4_K_X8 | WType::Q6_K_X8) {
+        // Each row's blocks as they were in the file, then their format's product.
         let nb = act.nb;
         for (k, out) in out[..cn].iter_mut().enumerate() {
-            let row: Vec<u8> = (0..nb)
-                .flat_map(|b| super::super::quant::unpack_q4_k_x8(w, b, k))
-                .collect();
+            let (row, wt): (Vec<u8>, _) = if wt == WType::Q4_K_X8 {
+                let row = (0..nb).flat_map(|b| unpack_q4_k_x8(w, b, k));
+                (row.collect(), WType::Q4_K)
+            } else {
+                let row = (0..nb).flat_map(|b| unpack_q6_k_x8(w, b, k));
+                (row.collect(), WType::Q6_K)
+            };
             for (i, o) in out[..t].iter_mut().enumerate() {
-                *o = q4_k(&row, act.row(r + i));
+                let batched = act.rows() >= super::BATCHED_ROWS;
+                *o = dot(wt, &row, act.row(r + i), batched);
             }
         }
         return;

@@ -5,8 +5,9 @@
 use half::f16;
 
 use super::super::quant::{
-    Act, ActRow, Q4_1_BYTES, Q4_K_BYTES, Q4_K_X8_BYTES, Q8_0_BYTES, QK, QK_K, WType, dequant_row,
-    f16_at, quantize, repack_q4_k_x8, scale_min_k4, unpack_q4_k_x8,
+    Act, ActRow, Q4_1_BYTES, Q4_K_X8_BYTES, Q6_K_X8_BYTES, Q8_0_BYTES, QK, QK_K, WType,
+    dequant_row, f16_at, quantize, repack_q4_k_x8, repack_q6_k_x8, scale_min_k4, unpack_q4_k_x8,
+    unpack_q6_k_x8,
 };
 use super::*;
 use crate::rng::SplitMix;
@@ -29,7 +30,9 @@ fn random_weights(wt: WType, rows: usize, cols: usize, g: &mut SplitMix) -> Vec<
         WType::Q4_1 | WType::Q4_K => &[0, 2],
         WType::Q5_0 | WType::Q8_0 => &[0],
         WType::Q6_K => &[208],
-        WType::Q4_K_X8 => unreachable!("repacked rows are made from Q4_K rows"),
+        WType::Q4_K_X8 | WType::Q6_K_X8 => {
+            unreachable!("repacked rows are made from their format's")
+        }
     };
     for _ in 0..rows * cols / wt.block_len() {
         let start = w.len();
@@ -293,69 +296,102 @@ fn dot_rows_covers_every_pair_with_the_scalar_sums() {
     }
 }
 
-/// Q4_K rows repacked 8 at a time ([`WType::Q4_K_X8`]) unpack to the blocks they were made from, and
-/// every set's products with them equal the scalar Q4_K products of the original rows bit for bit, for
-/// one activation row (decode) and several (prefill), in whole and partial tiles.
+/// Q4_K and Q6_K rows repacked 8 at a time ([`WType::Q4_K_X8`], [`WType::Q6_K_X8`]) unpack to the blocks
+/// they were made from, and every set's products with them equal the scalar products of the original rows
+/// bit for bit, for one activation row (decode), a few (Q6_K's one-row rounding) and from
+/// [`BATCHED_ROWS`] on (its batched rounding), in whole and partial tiles.
 #[test]
-fn repacked_q4_k_gives_the_q4_k_sums_bit_for_bit() {
+fn repacked_rows_give_the_original_sums_bit_for_bit() {
     let sets = sets();
     let mut g = SplitMix::new(8080);
-    for &cols in col_sizes(WType::Q4_K) {
-        let nb = cols / QK_K;
-        let rb = WType::Q4_K.row_bytes(cols);
-        let w = random_weights(WType::Q4_K, 16, cols, &mut g);
-        let mut packed = vec![0u8; 16 * WType::Q4_K_X8.row_bytes(cols)];
-        for (src, dst) in w
-            .chunks_exact(8 * rb)
-            .zip(packed.chunks_exact_mut(nb * Q4_K_X8_BYTES))
-        {
-            repack_q4_k_x8(src, nb, dst);
-            for k in 0..8 {
-                for b in 0..nb {
-                    assert_eq!(
-                        unpack_q4_k_x8(dst, b, k)[..],
-                        src[k * rb + b * Q4_K_BYTES..][..Q4_K_BYTES],
-                        "{cols} cols: row {k}, super-block {b}"
-                    );
+    type Repack = fn(&[u8], usize, &mut [u8]);
+    type Unpack<const N: usize> = fn(&[u8], usize, usize) -> [u8; N];
+    let formats: [(
+        WType,
+        WType,
+        usize,
+        Repack,
+        Unpack<144>,
+        Option<Unpack<210>>,
+    ); 2] = [
+        (
+            WType::Q4_K,
+            WType::Q4_K_X8,
+            Q4_K_X8_BYTES,
+            repack_q4_k_x8,
+            unpack_q4_k_x8,
+            None,
+        ),
+        (
+            WType::Q6_K,
+            WType::Q6_K_X8,
+            Q6_K_X8_BYTES,
+            repack_q6_k_x8,
+            unpack_q4_k_x8,
+            Some(unpack_q6_k_x8),
+        ),
+    ];
+    for (wt, x8, bytes, repack, unpack4, unpack6) in formats {
+        let bb = wt.block_bytes();
+        for &cols in col_sizes(wt) {
+            let nb = cols / QK_K;
+            let rb = wt.row_bytes(cols);
+            let w = random_weights(wt, 16, cols, &mut g);
+            let mut packed = vec![0u8; 16 * x8.row_bytes(cols)];
+            for (src, dst) in w
+                .chunks_exact(8 * rb)
+                .zip(packed.chunks_exact_mut(nb * bytes))
+            {
+                repack(src, nb, dst);
+                for k in 0..8 {
+                    for b in 0..nb {
+                        let back: Vec<u8> = match unpack6 {
+                            Some(unpack) => unpack(dst, b, k).to_vec(),
+                            None => unpack4(dst, b, k).to_vec(),
+                        };
+                        assert_eq!(
+                            back[..],
+                            src[k * rb + b * bb..][..bb],
+                            "{wt:?} {cols} cols: row {k}, super-block {b}"
+                        );
+                    }
                 }
             }
-        }
-        for rows in [1, 2, 3, 4, 5, BATCHED_ROWS, 2 * TILE + 3] {
-            let x: Vec<f32> = (0..cols * rows)
-                .map(|_| (g.uniform() as f32 - 0.5) * 6.0)
-                .collect();
-            let mut act = Act::default();
-            quantize(&x, cols, WType::Q4_K.act(), &mut act);
-            for set in &sets {
-                let mut got = vec![f32::NAN; rows * 16];
-                let mut seen = vec![0; rows * 16];
-                let rbx = WType::Q4_K_X8.row_bytes(cols);
-                set.dot_rows(
-                    WType::Q4_K_X8,
-                    &packed,
-                    rbx,
-                    &act,
-                    rows == 1,
-                    |r, c, t, cn, d| {
+            for rows in [1, 2, 3, 4, 5, BATCHED_ROWS - 1, BATCHED_ROWS, 2 * TILE + 3] {
+                let x: Vec<f32> = (0..cols * rows)
+                    .map(|_| (g.uniform() as f32 - 0.5) * 6.0)
+                    .collect();
+                let mut act = Act::default();
+                quantize(&x, cols, wt.act(), &mut act);
+                for set in &sets {
+                    let mut got = vec![f32::NAN; rows * 16];
+                    let mut seen = vec![0; rows * 16];
+                    let rbx = x8.row_bytes(cols);
+                    set.dot_rows(x8, &packed, rbx, &act, rows == 1, |r, c, t, cn, d| {
                         for i in 0..t {
                             for k in 0..cn {
                                 got[(r + i) * 16 + c + k] = d[k][i];
                                 seen[(r + i) * 16 + c + k] += 1;
                             }
                         }
-                    },
-                );
-                assert!(seen.iter().all(|&n| n == 1), "{} {rows} rows", set.isa());
-                for i in 0..rows {
-                    for k in 0..16 {
-                        let want = scalar::q4_k(&w[k * rb..(k + 1) * rb], act.row(i));
-                        assert_eq!(
-                            got[i * 16 + k].to_bits(),
-                            want.to_bits(),
-                            "{} {cols} cols, {rows} rows: ({i}, {k}): {} vs {want}",
-                            set.isa(),
-                            got[i * 16 + k]
-                        );
+                    });
+                    assert!(
+                        seen.iter().all(|&n| n == 1),
+                        "{} {x8:?} {rows} rows",
+                        set.isa()
+                    );
+                    for i in 0..rows {
+                        for k in 0..16 {
+                            let row = &w[k * rb..(k + 1) * rb];
+                            let want = scalar::dot(wt, row, act.row(i), rows >= BATCHED_ROWS);
+                            assert_eq!(
+                                got[i * 16 + k].to_bits(),
+                                want.to_bits(),
+                                "{} {x8:?} {cols} cols, {rows} rows: ({i}, {k}): {} vs {want}",
+                                set.isa(),
+                                got[i * 16 + k]
+                            );
+                        }
                     }
                 }
             }
