@@ -5,14 +5,18 @@
 
 Per model and thread count, each round runs llama.cpp, ik_llama.cpp (when IK_BENCH names its llama-bench)
 and stoplab in turn: prompt processing of 100 tokens (pp100) and decode of 128 tokens after 100 of context
-(tg128@100); medians over the rounds of each program's median over its repetitions. The two llama-benches
+(tg128@100); medians over the rounds of each program's median over its repetitions. Each round also times
+whole processes (GNU time): the start-up (load, one prompt token, one decoded token: wall milliseconds) and
+the peak RSS of a pp100 + tg128 run, the same work for every program (ik_llama.cpp without `-rtr` there,
+so that its weights stay mapped as the others' are). The two llama-benches
 are found where the user built them (`benches/peer/llama_cpp.sh` builds llama.cpp's; ik_llama.cpp's is the
 user's own build of github.com/ikawrakow/ik_llama.cpp, whose llama-bench takes `-gp 100,128` for llama.cpp's
 `-n 128 -d 100`, and `-rtr 1` to repack the weights at load, which this script passes). stoplab's bench
 also gives its decode read rate against `bench bandwidth` (the physical limit). The machine and its load
 average are printed; compare the ratios, not the absolute figures, across runs.
 
-Prints one markdown table: tok/s of each program and stoplab's ratio to each peer.
+Prints one markdown table: each figure as stoplab's ratio to each peer (tok/s: above 1 is faster; start-up and
+RSS: below 1 is leaner), with stoplab's own figure, and decode's share of the read bandwidth.
 """
 
 import argparse
@@ -22,6 +26,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CACHE = os.path.expanduser("~/.cache/stoplab/models")
@@ -59,6 +64,32 @@ def llama(bench, model, t, reps, ik):
     return statistics.median(pp[0]["samples_ts"]), statistics.median(tg[0]["samples_ts"])
 
 
+def whole(cmd):
+    """Wall milliseconds and peak RSS (MB) of a whole process."""
+    t0 = time.perf_counter()
+    r = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+    return wall * 1e3, int(r.stderr.strip().splitlines()[-1]) / 1024
+
+
+def llama_whole(bench, model, t, ik):
+    """(start-up ms, peak RSS MB): one prompt token and one decoded; pp100 + tg128 for the RSS."""
+    base = [bench, "-m", model, "-t", str(t), "-r", "1"] + (["-w", "0"] if ik else ["--no-warmup"])
+    ms, _ = whole(base + ["-p", "1", "-n", "1"])
+    _, rss = whole(base + ["-p", "100", "-n", "128"])
+    return ms, rss
+
+
+def stoplab_whole(binary, model, t):
+    base = [binary, "--threads", str(t), "bench", "decode", "--model", model, "--runs", "1", "--warmup", "0",
+            "--no-limit"]
+    ms, _ = whole(base + ["--context", "1", "--tokens", "1"])
+    _, rss = whole(base + ["--context", "100", "--tokens", "128"])
+    return ms, rss
+
+
 def stoplab(binary, model, t, reps):
     out = json.loads(run([binary, "--threads", str(t), "bench", "decode", "--model", model, "--context", "100",
                           "--tokens", "128", "--runs", str(reps), "--json"]))
@@ -91,41 +122,41 @@ def main():
     results = []
     for name, path in models.items():
         for t in [int(x) for x in a.threads.split(",")]:
-            figs = {p: ([], []) for p, _, _ in peers}
-            figs["stoplab"] = ([], [])
+            # Per program: pp100, tg128@100, start-up ms, peak RSS MB, one value per round.
+            figs = {p: ([], [], [], []) for p, _, _ in peers}
+            figs["stoplab"] = ([], [], [], [])
             limits = []
             for r in range(a.rounds):
                 for p, bench, ik in peers:
-                    pp, tg = llama(bench, path, t, a.reps, ik)
-                    figs[p][0].append(pp)
-                    figs[p][1].append(tg)
+                    for v, x in zip(figs[p], llama(bench, path, t, a.reps, ik) + llama_whole(bench, path, t, ik)):
+                        v.append(x)
                 pp, tg, limit, _ = stoplab(a.stoplab, path, t, a.reps)
-                figs["stoplab"][0].append(pp)
-                figs["stoplab"][1].append(tg)
+                for v, x in zip(figs["stoplab"], (pp, tg) + stoplab_whole(a.stoplab, path, t)):
+                    v.append(x)
                 if limit is not None:
                     limits.append(limit)
                 print(f"{name}, {t} thread(s), round {r + 1}: " + ", ".join(
-                    f"{p} {v[0][-1]:.1f}/{v[1][-1]:.1f}" for p, v in figs.items()) + f" (load {load():.2f})",
+                    f"{p} " + "/".join(f"{x[-1]:.1f}" for x in v) for p, v in figs.items()) + f" (load {load():.2f})",
                     file=sys.stderr)
-            med = {p: (statistics.median(v[0]), statistics.median(v[1])) for p, v in figs.items()}
-            results.append({"model": name, "threads": t, "tok_s": med,
+            med = {p: [statistics.median(x) for x in v] for p, v in figs.items()}
+            results.append({"model": name, "threads": t, "figures": med,
                             "decode_share_of_bandwidth": statistics.median(limits) if limits else None})
-    head = ["model", "threads", "prefill 100 (tok/s)", "decode 128 after 100 (tok/s)"]
+    names = " / ".join(p for p, _, _ in peers)
+    head = ["model", "threads", f"prefill 100 vs {names}", f"decode 128 after 100 vs {names}",
+            "decode's share of read bandwidth", f"start-up vs {names}", f"peak RSS vs {names}"]
+    print(f"stoplab's figure ÷ each peer's ({cpu()}, {a.rounds} rounds of {a.reps}); stoplab's own in brackets")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
+    units = ["tok/s", "tok/s", "ms", "MB"]
     for r in results:
-        s = r["tok_s"]["stoplab"]
+        s = r["figures"]["stoplab"]
         cells = []
-        for i in (0, 1):
-            parts = [f"stoplab {s[i]:.1f}"]
-            for p, _, _ in peers:
-                v = r["tok_s"][p][i]
-                parts.append(f"{p} {v:.1f} (**{s[i] / v:.2f}x**)")
-            cells.append("; ".join(parts))
+        for i, unit in enumerate(units):
+            ratios = " / ".join(f"{s[i] / r['figures'][p][i]:.2f}" for p, _, _ in peers)
+            cells.append(f"**{ratios}** ({s[i]:.1f} {unit})" if i < 2 else f"{ratios} ({s[i]:.0f} {unit})")
         share = r["decode_share_of_bandwidth"]
-        if share is not None:
-            cells[1] += f"; {100 * share:.0f}% of read bandwidth"
-        print(f"| {r['model']} | {r['threads']} | {cells[0]} | {cells[1]} |")
+        cells.insert(2, f"{100 * share:.0f}%" if share is not None else "")
+        print(f"| {r['model']} | {r['threads']} | " + " | ".join(cells) + " |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"cpu": cpu(), "rounds": a.rounds, "reps": a.reps, "results": results}, f, indent=1)

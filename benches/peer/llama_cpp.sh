@@ -92,11 +92,11 @@ for r in range(ROUNDS):
     if WHOLE:
         lw, lr = whole([BENCH, "-m", MODEL, "-t", str(T), "-p", "100", "-n", "128", "-r", "1", "--no-warmup"])
         sw, sr = whole([STOPLAB, "--threads", str(T), "bench", "decode", "--model", MODEL, "--context", "100",
-                        "--runs", "1", "--warmup", "0"])
+                        "--runs", "1", "--warmup", "0", "--no-limit"])
         # Startup: the same two processes with the least work (one prompt token, one decoded).
         l1, _ = whole([BENCH, "-m", MODEL, "-t", str(T), "-p", "1", "-n", "1", "-r", "1", "--no-warmup"])
         s1, _ = whole([STOPLAB, "--threads", str(T), "bench", "decode", "--model", MODEL, "--context", "1",
-                       "--tokens", "1", "--runs", "1", "--warmup", "0"])
+                       "--tokens", "1", "--runs", "1", "--warmup", "0", "--no-limit"])
         pairs["start"] = (l1 * 1e3, s1 * 1e3)
         pairs["rss"] = (lr, sr)
     la.append(load())

@@ -579,6 +579,44 @@ fn a_corrupted_cached_model_is_refused_naming_the_file_and_the_fix() {
 /// `bench bandwidth` measures each thread count asked for; `bench decode` sets its decode rate against the
 /// read bandwidth: the default model reads its whole file's weights a token (its output head is the token
 /// embedding), and the rate is the weights times the tokens per second.
+/// `bench kernels`: one rate per format, kernel set and row count, each positive; a format it does not
+/// know is a usage error that names the flag and the formats it knows.
+#[test]
+fn bench_kernels_measures_each_format_set_and_row_count() {
+    let o = stoplab(&[
+        "bench",
+        "kernels",
+        "--formats",
+        "q4_k,q6_k_x8",
+        "--rows",
+        "1,8",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    let v = json(&o);
+    let products = v["products"].as_array().unwrap();
+    let sets: std::collections::BTreeSet<&str> = products
+        .iter()
+        .map(|p| p["kernels"].as_str().unwrap())
+        .collect();
+    assert!(!sets.is_empty() && !sets.contains("scalar"), "{v}");
+    assert_eq!(products.len(), 2 * 2 * sets.len(), "{v}");
+    assert!(
+        products
+            .iter()
+            .all(|p| p["gmac_s"]["median"].as_f64().unwrap() > 0.0),
+        "{v}"
+    );
+    let o = stoplab(&["bench", "kernels", "--formats", "q4_0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--formats") && stderr(&o).contains("q4_k_x8"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn bench_bandwidth_and_the_decode_limit_line() {
     let o = stoplab(&[
@@ -630,4 +668,26 @@ fn bench_bandwidth_and_the_decode_limit_line() {
     let tok_s = v["decode_tok_s"]["median"].as_f64().unwrap();
     assert!((rate - weights as f64 * tok_s / 1e9).abs() < 1e-6 * rate.max(1.0));
     assert!(v["read_bandwidth_gb_s"]["median"].as_f64().unwrap() > 0.0);
+
+    // --no-limit: no bandwidth measurement (its 512 MiB buffer would count in the peak RSS a whole-process
+    // comparison reads from outside), the rest as before.
+    let o = stoplab(&[
+        "--threads",
+        "1",
+        "bench",
+        "decode",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "-n",
+        "2",
+        "--context",
+        "2",
+        "--no-limit",
+        "--json",
+    ]);
+    let v = json(&o);
+    assert!(v.get("read_bandwidth_gb_s").is_none(), "{v}");
+    assert!(v["decode_tok_s"]["median"].as_f64().unwrap() > 0.0);
 }

@@ -40,6 +40,10 @@ pub struct DecodeArgs {
     /// set gives the same results).
     #[arg(long, value_parser = ["scalar", "avx2", "avx512"])]
     kernels: Option<String>,
+    /// Leave out the limit line and its read-bandwidth measurement (a 512 MiB buffer streamed after the
+    /// runs), e.g. to time the whole process or read its peak RSS from outside, as llama-bench's.
+    #[arg(long)]
+    no_limit: bool,
     // With --speculate: prompt-lookup speculation is measured instead, each prompt of the shipped sets
     // (--set) generated greedy, at most --tokens tokens, plain and speculative in turn, the same ids
     // required (--context is not used: the prompts are the sets').
@@ -146,6 +150,7 @@ pub fn run(args: DecodeArgs) -> Result<(), Failure> {
         .engine
         .file
         .as_ref()
+        .filter(|_| !args.no_limit)
         .map(|f| bandwidth::weights_per_token(&f.content));
     let limit = weights.map(|w| {
         (

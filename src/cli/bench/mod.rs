@@ -3,6 +3,7 @@
 
 pub mod bandwidth;
 pub mod decode;
+pub mod kernels;
 pub mod overhead;
 pub mod stops;
 
@@ -25,6 +26,10 @@ pub enum BenchCommand {
     /// The memory read bandwidth that bounds decoding: a buffer far larger than the last-level cache
     /// streamed by 1 and 2 threads (`bench decode` sets its decode rate against it).
     Bandwidth(bandwidth::BandwidthArgs),
+    /// The quantized matrix kernels alone: G multiply-adds per second of each weight format's products
+    /// (as in the file, and repacked as the forward pass multiplies the K-quant layers) on one thread, by
+    /// kernel set and number of activation rows.
+    Kernels(kernels::KernelsArgs),
 }
 
 pub fn run(command: BenchCommand) -> Result<(), Failure> {
@@ -33,5 +38,6 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
         BenchCommand::Overhead(args) => overhead::run(args),
         BenchCommand::Decode(args) => decode::run(args),
         BenchCommand::Bandwidth(args) => bandwidth::run(args),
+        BenchCommand::Kernels(args) => kernels::run(args),
     }
 }

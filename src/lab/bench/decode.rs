@@ -69,7 +69,7 @@ pub struct Stats {
 
 impl Stats {
     /// At least one value.
-    pub(crate) fn of(mut all: Vec<f64>) -> Self {
+    pub fn of(mut all: Vec<f64>) -> Self {
         all.sort_by(f64::total_cmp);
         let n = all.len();
         let median = if n % 2 == 1 {

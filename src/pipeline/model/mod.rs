@@ -11,7 +11,7 @@ mod replay;
 
 pub use gguf::{Backend, GgufFile, GgufLlama};
 pub(crate) use gguf::{candle_message, context_for};
-pub use llama::{Arch, Isa, threads};
+pub use llama::{Arch, Isa, KERNEL_FORMATS, kernel_rate, threads};
 pub use replay::Replay;
 
 use crate::Error;

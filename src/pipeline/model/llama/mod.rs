@@ -59,7 +59,7 @@ use matmul::matmul_many;
 use quant::{Act, quantize};
 use weights::Weights;
 
-pub use kernels::{Isa, Kernels};
+pub use kernels::{Isa, KERNEL_FORMATS, Kernels, kernel_rate};
 pub use slots::Seg;
 pub use weights::unsupported;
 

@@ -1,5 +1,5 @@
 //! Quantized formats: the weight blocks read from the file (Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, laid out as
-//! ggml lays them out), and the 8-bit activation rows the matrix products take (Q8_0, Q8_1, Q8_K,
+//! ggml lays them out; Q4_K and Q6_K also repacked 8 rows at a time, losslessly), and the 8-bit activation rows the matrix products take (Q8_0, Q8_1, Q8_K,
 //! quantized as ggml quantizes them, so the results round as llama.cpp's do).
 
 use half::f16;
@@ -355,6 +355,9 @@ pub(super) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// A repacking of 8 rows of `nb` super-blocks ([`repack_q4_k_x8`], [`repack_q6_k_x8`]).
+pub(super) type Repack = fn(&[u8], usize, &mut [u8]);
+
 /// Repacks 8 Q4_K rows of `nb` super-blocks each (`src`, the rows one after another) into `dst`
 /// ([`Q4_K_X8_BYTES`] per super-block, see there). Lossless: [`unpack_q4_k_x8`] gives the blocks back.
 pub(super) fn repack_q4_k_x8(src: &[u8], nb: usize, dst: &mut [u8]) {
@@ -426,7 +429,12 @@ pub(super) fn repack_q6_k_x8(src: &[u8], nb: usize, dst: &mut [u8]) {
     for (b, out) in dst.chunks_exact_mut(Q6_K_X8_BYTES).enumerate() {
         for k in 0..8 {
             let blk = &src[k * rb + b * Q6_K_BYTES..][..Q6_K_BYTES];
-            for (at, &v) in blk.iter().enumerate() {
+            // The nibbles and high bits 4 bytes at a time (they move together), then the rest.
+            for at in (0..192).step_by(4) {
+                let to = q6_k_x8_at(at, k);
+                out[to..to + 4].copy_from_slice(&blk[at..at + 4]);
+            }
+            for (at, &v) in blk.iter().enumerate().skip(192) {
                 out[q6_k_x8_at(at, k)] = v;
             }
         }

@@ -1,5 +1,5 @@
-//! The weights: the model file memory-mapped and read in place, and the tensor index built from its
-//! header. Every header field the forward pass relies on is checked against the tensors it describes
+//! The weights: the model file memory-mapped and read in place (the layers' Q4_K and Q6_K matrices
+//! repacked at load, 8 rows at a time, for the tile kernels), and the tensor index built from its header. Every header field the forward pass relies on is checked against the tensors it describes
 //! before anything is read: a corrupt or hostile file is an error naming the field, never a panic, an
 //! out-of-bounds read or garbage output.
 
@@ -9,8 +9,8 @@ use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::Content;
 
 use super::quant::{
-    Q4_K_X8_BYTES, Q6_K_X8_BYTES, QK, QK_K, WType, dequant_q4_1, dequant_q8_0, repack_q4_k_x8,
-    repack_q6_k_x8,
+    Q4_K_X8_BYTES, Q6_K_X8_BYTES, QK, QK_K, Repack, WType, dequant_q4_1, dequant_q8_0,
+    repack_q4_k_x8, repack_q6_k_x8,
 };
 use super::{Arch, Config, Swa};
 
@@ -488,7 +488,6 @@ pub(super) fn load(file: &File, content: &Content, cfg: &Config) -> Result<Weigh
 /// ([`repack_q4_k_x8`], [`repack_q6_k_x8`]) and points `m` there; other matrices stay in the map. The rows
 /// are read from the file (on Unix) rather than through the map, so that their pages are not kept as well.
 fn repack(file: &File, map: &[u8], m: &mut QMat, packed: &mut Vec<u8>) -> Result<(), String> {
-    type Repack = fn(&[u8], usize, &mut [u8]);
     let (to, bytes, repack): (_, _, Repack) = match m.wtype {
         WType::Q4_K => (WType::Q4_K_X8, Q4_K_X8_BYTES, repack_q4_k_x8),
         WType::Q6_K => (WType::Q6_K_X8, Q6_K_X8_BYTES, repack_q6_k_x8),

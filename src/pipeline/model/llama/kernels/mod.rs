@@ -519,5 +519,111 @@ macro_rules! dispatch_rows {
 #[cfg(target_arch = "x86_64")]
 use {dispatch_rows, dispatch_tile, dispatch_x8};
 
+/// Random weight rows of `cols` columns: random bytes (every byte value, so every nibble, fifth bit, scale
+/// and 6-bit code occurs; -128 for Q8_0 and as a Q6_K scale), with the f16 scales (and Q4_1's min, Q4_K's
+/// dmin) set to ordinary values. For a repacked format, its format's rows repacked.
+pub(super) fn random_weights(
+    wt: WType,
+    rows: usize,
+    cols: usize,
+    g: &mut crate::rng::SplitMix,
+) -> Vec<u8> {
+    use super::quant::{Repack, repack_q4_k_x8, repack_q6_k_x8};
+    let repack: Option<(WType, Repack)> = match wt {
+        WType::Q4_K_X8 => Some((WType::Q4_K, repack_q4_k_x8)),
+        WType::Q6_K_X8 => Some((WType::Q6_K, repack_q6_k_x8)),
+        _ => None,
+    };
+    if let Some((from, repack)) = repack {
+        let w = random_weights(from, rows, cols, g);
+        let (rb, nb) = (from.row_bytes(cols), cols / wt.block_len());
+        let mut out = vec![0u8; rows * wt.row_bytes(cols)];
+        for (src, dst) in w
+            .chunks_exact(8 * rb)
+            .zip(out.chunks_exact_mut(8 * wt.row_bytes(cols)))
+        {
+            repack(src, nb, dst);
+        }
+        return out;
+    }
+    let f16s: &[usize] = match wt {
+        WType::Q4_1 | WType::Q4_K => &[0, 2],
+        WType::Q5_0 | WType::Q8_0 => &[0],
+        WType::Q6_K => &[208],
+        WType::Q4_K_X8 | WType::Q6_K_X8 => unreachable!("repacked above"),
+    };
+    let mut w = Vec::new();
+    for _ in 0..rows * cols / wt.block_len() {
+        let start = w.len();
+        w.extend((0..wt.block_bytes()).map(|_| g.next_u64() as u8));
+        for (i, &at) in f16s.iter().enumerate() {
+            let v = g.uniform() as f32 * if i == 0 { 0.1 } else { 0.01 };
+            w[start + at..start + at + 2]
+                .copy_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes());
+        }
+    }
+    w
+}
+
+/// The weight formats `stoplab bench kernels` measures, by name: the file's layouts, and the repacked ones
+/// the layers' Q4_K and Q6_K matrices are multiplied in.
+pub const KERNEL_FORMATS: [&str; 7] =
+    ["q4_1", "q5_0", "q8_0", "q4_k", "q4_k_x8", "q6_k", "q6_k_x8"];
+
+/// Multiply-adds per second (10^9) of one kernel set's products of `rows` activation rows with a random
+/// matrix of `format` ([`KERNEL_FORMATS`]) of Qwen2.5's `ffn_down` shape (896 rows of 4,864), on the calling
+/// thread: one figure per run, each timing enough products to take about 50 ms, after one unreported
+/// product. Decode's prefetch is on for one row, as in the forward pass.
+pub fn kernel_rate(isa: Isa, format: &str, rows: usize, runs: usize) -> Result<Vec<f64>, String> {
+    let kernels =
+        Kernels::new(isa).ok_or_else(|| format!("this CPU does not run the {isa} kernels"))?;
+    let wt = match format {
+        "q4_1" => WType::Q4_1,
+        "q5_0" => WType::Q5_0,
+        "q8_0" => WType::Q8_0,
+        "q4_k" => WType::Q4_K,
+        "q4_k_x8" => WType::Q4_K_X8,
+        "q6_k" => WType::Q6_K,
+        "q6_k_x8" => WType::Q6_K_X8,
+        other => {
+            return Err(format!(
+                "no weight format {other:?} (one of {})",
+                KERNEL_FORMATS.join(", ")
+            ));
+        }
+    };
+    if rows == 0 || rows > 4096 {
+        return Err(format!("{rows} activation rows: 1 to 4096"));
+    }
+    let (n, cols) = (896, 4864);
+    let mut g = crate::rng::SplitMix::new(1);
+    let w = random_weights(wt, n, cols, &mut g);
+    let x: Vec<f32> = (0..rows * cols).map(|_| g.uniform() as f32 - 0.5).collect();
+    let mut act = super::quant::Act::default();
+    super::quant::quantize(&x, cols, wt.act(), &mut act);
+    let rb = wt.row_bytes(cols);
+    let mut sink = 0f32;
+    let mut product = || {
+        kernels.dot_rows(wt, &w, rb, &act, rows == 1, |_, _, _, _, d| sink += d[0][0]);
+    };
+    let t0 = std::time::Instant::now();
+    product();
+    let reps = (0.05 / t0.elapsed().as_secs_f64().max(1e-6))
+        .ceil()
+        .clamp(1.0, 10_000.0) as usize;
+    let macs = (n * cols * rows * reps) as f64;
+    let rates = (0..runs)
+        .map(|_| {
+            let t0 = std::time::Instant::now();
+            for _ in 0..reps {
+                product();
+            }
+            macs / t0.elapsed().as_secs_f64() / 1e9
+        })
+        .collect();
+    std::hint::black_box(sink);
+    Ok(rates)
+}
+
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 use half::f16;
 
 use super::super::quant::{
-    Act, ActRow, Q4_1_BYTES, Q4_K_X8_BYTES, Q6_K_X8_BYTES, Q8_0_BYTES, QK, QK_K, WType,
+    Act, ActRow, Q4_1_BYTES, Q4_K_X8_BYTES, Q6_K_X8_BYTES, Q8_0_BYTES, QK, QK_K, Repack, WType,
     dequant_row, f16_at, quantize, repack_q4_k_x8, repack_q6_k_x8, scale_min_k4, unpack_q4_k_x8,
     unpack_q6_k_x8,
 };
@@ -20,31 +20,6 @@ const ALL: [WType; 5] = [
     WType::Q4_K,
     WType::Q6_K,
 ];
-
-/// Random weight rows of `cols` columns: random bytes (every byte value, so every nibble, fifth bit, scale
-/// and 6-bit code occurs; -128 for Q8_0 and as a Q6_K scale), with the f16 scales (and Q4_1's min, Q4_K's
-/// dmin) set to ordinary values.
-fn random_weights(wt: WType, rows: usize, cols: usize, g: &mut SplitMix) -> Vec<u8> {
-    let mut w = Vec::new();
-    let f16s: &[usize] = match wt {
-        WType::Q4_1 | WType::Q4_K => &[0, 2],
-        WType::Q5_0 | WType::Q8_0 => &[0],
-        WType::Q6_K => &[208],
-        WType::Q4_K_X8 | WType::Q6_K_X8 => {
-            unreachable!("repacked rows are made from their format's")
-        }
-    };
-    for _ in 0..rows * cols / wt.block_len() {
-        let start = w.len();
-        w.extend((0..wt.block_bytes()).map(|_| g.next_u64() as u8));
-        for (i, &at) in f16s.iter().enumerate() {
-            let v = g.uniform() as f32 * if i == 0 { 0.1 } else { 0.01 };
-            w[start + at..start + at + 2]
-                .copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
-        }
-    }
-    w
-}
 
 /// Row lengths to test a format with: odd and even block counts (the 512-bit Q4_1 kernel takes blocks in
 /// pairs, and reads a row's last pair with a masked load), and the models' lengths.
@@ -304,7 +279,6 @@ fn dot_rows_covers_every_pair_with_the_scalar_sums() {
 fn repacked_rows_give_the_original_sums_bit_for_bit() {
     let sets = sets();
     let mut g = SplitMix::new(8080);
-    type Repack = fn(&[u8], usize, &mut [u8]);
     type Unpack<const N: usize> = fn(&[u8], usize, usize) -> [u8; N];
     let formats: [(
         WType,
