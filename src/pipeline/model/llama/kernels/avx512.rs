@@ -1,5 +1,7 @@
-//! The AVX-512 kernel set: Q4_1 with 512-bit integer work (two blocks per unpack and per VNNI
-//! instruction), Q8_0 and Q5_0 with the 256-bit VNNI product, Q4_K and Q6_K as the AVX2 kernels (compiled
+//! The AVX-512 kernel set: Q4_1 decode with 512-bit integer work (two blocks per unpack and per VNNI
+//! instruction; with several activation rows the AVX2 kernel's 8-row tiles with the 256-bit VNNI product,
+//! which measured 1.6x the 512-bit kernel on AMD Zen 5: 61 against 37.5 G multiply-adds/s on 100 rows,
+//! `stoplab bench kernels --formats q4_1`), Q8_0 and Q5_0 with the 256-bit VNNI product, Q4_K and Q6_K as the AVX2 kernels (compiled
 //! with this set's features); attention as the AVX2 set. The float accumulation
 //! still goes block after block in 8 lanes, so every sum is bit-identical to the AVX2 and scalar sets'
 //! (`kernels::tests` holds them to it): a 512-bit accumulation would add the blocks in another order, and
@@ -8,7 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::super::quant::{Act, Q4_1_BYTES, QK, WType};
-use super::avx2::{f16x2, hsum, mul_sum_us8, q4_k, q4_k_x8, q5_0, q6_k, q6_k_x8, q8_0};
+use super::avx2::{f16x2, hsum, mul_sum_us8, q4_1, q4_k, q4_k_x8, q5_0, q6_k, q6_k_x8, q8_0};
 use super::{TILE, Tile, WTILE_MAX};
 
 /// See [`super::Kernels::dot_rows`].
@@ -31,6 +33,9 @@ pub(super) unsafe fn dot_rows(
     // activation rows inside `act` (`r + t <= rows`) of the shapes `shape` gives.
     let tile = |w: &[u8], r: usize, t: usize, cn: usize, out: &mut Tile| unsafe {
         match wt {
+            WType::Q4_1 if act.rows() > 1 => {
+                super::dispatch_rows!(q4_1[, true], w, rb, act, r, t, cn, out)
+            }
             WType::Q4_1 => super::dispatch_rows!(q4_1_x2[], w, rb, act, r, t, cn, out),
             WType::Q8_0 => super::dispatch_rows!(q8_0[, true], w, rb, act, r, t, cn, out),
             WType::Q5_0 => super::dispatch_rows!(q5_0[, true], w, rb, act, r, t, cn, out),
@@ -72,6 +77,9 @@ pub(super) unsafe fn dot_tile(
     // SAFETY: the caller's contract is each kernel's, and the features are enabled on this function.
     unsafe {
         match wt {
+            WType::Q4_1 if act.rows() > 1 => {
+                super::dispatch_rows!(q4_1[, true], w, rb, act, r, t, cn, out)
+            }
             WType::Q4_1 => super::dispatch_rows!(q4_1_x2[], w, rb, act, r, t, cn, out),
             WType::Q8_0 => super::dispatch_rows!(q8_0[, true], w, rb, act, r, t, cn, out),
             WType::Q5_0 => super::dispatch_rows!(q5_0[, true], w, rb, act, r, t, cn, out),
