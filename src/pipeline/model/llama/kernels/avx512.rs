@@ -1,11 +1,12 @@
 //! The AVX-512 kernel set: Q4_1 decode with 512-bit integer work (two blocks per unpack and per VNNI
 //! instruction; with several activation rows the AVX2 kernel's 8-row tiles with the 256-bit VNNI product,
 //! which measured 1.6x the 512-bit kernel on AMD Zen 5: 61 against 37.5 G multiply-adds/s on 100 rows,
-//! `stoplab bench kernels --formats q4_1`), Q8_0 and Q5_0 with the 256-bit VNNI product, Q4_K and Q6_K as the AVX2 kernels (compiled
-//! with this set's features); attention as the AVX2 set. The float accumulation
-//! still goes block after block in 8 lanes, so every sum is bit-identical to the AVX2 and scalar sets'
-//! (`kernels::tests` holds them to it): a 512-bit accumulation would add the blocks in another order, and
-//! that alone flipped a greedy id of llama.cpp's reference on a 0.04-nat margin.
+//! `stoplab bench kernels --formats q4_1`), Q8_0 and Q5_0 with the 256-bit VNNI product, Q4_K and Q6_K
+//! (file layout and repacked) as the AVX2 kernels, compiled with this set's features; attention as the
+//! AVX2 set. The float accumulation still goes block after block in 8 lanes, so every sum is
+//! bit-identical to the AVX2 and scalar sets' (`kernels::tests` holds them to it): a 512-bit accumulation
+//! would add the blocks in another order, and that alone flipped a greedy id of llama.cpp's reference on a
+//! 0.04-nat margin.
 
 use std::arch::x86_64::*;
 
