@@ -98,6 +98,24 @@ impl WType {
         matches!(self, Self::Q4_K_X8 | Self::Q6_K_X8)
     }
 
+    /// For a format the tile kernels repack: the repacked format and the function that repacks 8 rows.
+    pub(super) fn repacking(self) -> Option<(Self, Repack)> {
+        match self {
+            Self::Q4_K => Some((Self::Q4_K_X8, repack_q4_k_x8)),
+            Self::Q6_K => Some((Self::Q6_K_X8, repack_q6_k_x8)),
+            _ => None,
+        }
+    }
+
+    /// For a repacked format, the file's format it was made from; any other, itself.
+    pub(super) fn file_format(self) -> Self {
+        match self {
+            Self::Q4_K_X8 => Self::Q4_K,
+            Self::Q6_K_X8 => Self::Q6_K,
+            t => t,
+        }
+    }
+
     /// The activation format its dot product takes (ggml's `vec_dot_type`).
     pub(super) fn act(self) -> ActType {
         match self {

@@ -1,5 +1,6 @@
-//! The weights: the model file memory-mapped and read in place (the layers' Q4_K and Q6_K matrices
-//! repacked at load, 8 rows at a time, for the tile kernels), and the tensor index built from its header. Every header field the forward pass relies on is checked against the tensors it describes
+//! The weights: the model file memory-mapped and read in place (on x86-64, the layers' Q4_K and Q6_K
+//! matrices repacked at load, 8 rows at a time, for the tile kernels), and the tensor index built from its
+//! header. Every header field the forward pass relies on is checked against the tensors it describes
 //! before anything is read: a corrupt or hostile file is an error naming the field, never a panic, an
 //! out-of-bounds read or garbage output.
 
@@ -8,10 +9,7 @@ use std::fs::File;
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::Content;
 
-use super::quant::{
-    Q4_K_X8_BYTES, Q6_K_X8_BYTES, QK, QK_K, Repack, WType, dequant_q4_1, dequant_q8_0,
-    repack_q4_k_x8, repack_q6_k_x8,
-};
+use super::quant::{QK, QK_K, WType, dequant_q4_1, dequant_q8_0};
 use super::{Arch, Config, Swa};
 
 /// A quantized matrix of `rows` × `cols` (row-major, rows are output features) inside the mapped file,
@@ -484,24 +482,24 @@ pub(super) fn load(file: &File, content: &Content, cfg: &Config) -> Result<Weigh
     })
 }
 
-/// Repacks a Q4_K or Q6_K matrix whose rows come in whole groups of 8 into `packed`
-/// ([`repack_q4_k_x8`], [`repack_q6_k_x8`]) and points `m` there; other matrices stay in the map. The rows
+/// Repacks a matrix whose format the tile kernels repack ([`WType::repacking`]: Q4_K, Q6_K) and whose rows
+/// come in whole groups of 8 into `packed`, and points `m` there; other matrices stay in the map. The rows
 /// are read from the file (on Unix) rather than through the map, so that their pages are not kept as well.
+/// Only on x86-64: elsewhere the scalar set alone runs, and it reads the file's layout faster (it unpacks a
+/// repacked row before its product).
 fn repack(file: &File, map: &[u8], m: &mut QMat, packed: &mut Vec<u8>) -> Result<(), String> {
-    let (to, bytes, repack): (_, _, Repack) = match m.wtype {
-        WType::Q4_K => (WType::Q4_K_X8, Q4_K_X8_BYTES, repack_q4_k_x8),
-        WType::Q6_K => (WType::Q6_K_X8, Q6_K_X8_BYTES, repack_q6_k_x8),
-        _ => return Ok(()),
+    let Some((to, repack)) = m.wtype.repacking() else {
+        return Ok(());
     };
-    if !m.rows.is_multiple_of(8) {
+    if !cfg!(target_arch = "x86_64") || !m.rows.is_multiple_of(8) {
         return Ok(());
     }
-    let (rb, nb) = (m.row_bytes(), m.cols / QK_K);
-    let group = 8 * rb;
+    let (rb, group_out) = (m.row_bytes(), 8 * to.row_bytes(m.cols));
+    let (group, nb) = (8 * rb, m.cols / QK_K);
     let start = packed.len();
-    packed.resize(start + m.rows / 8 * nb * bytes, 0);
+    packed.resize(start + m.rows / 8 * group_out, 0);
     let mut src = vec![0u8; group];
-    for (g, dst) in packed[start..].chunks_exact_mut(nb * bytes).enumerate() {
+    for (g, dst) in packed[start..].chunks_exact_mut(group_out).enumerate() {
         let at = m.offset + g * group;
         #[cfg(unix)]
         std::os::unix::fs::FileExt::read_exact_at(file, &mut src, at as u64)

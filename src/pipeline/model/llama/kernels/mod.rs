@@ -528,13 +528,8 @@ pub(super) fn random_weights(
     cols: usize,
     g: &mut crate::rng::SplitMix,
 ) -> Vec<u8> {
-    use super::quant::{Repack, repack_q4_k_x8, repack_q6_k_x8};
-    let repack: Option<(WType, Repack)> = match wt {
-        WType::Q4_K_X8 => Some((WType::Q4_K, repack_q4_k_x8)),
-        WType::Q6_K_X8 => Some((WType::Q6_K, repack_q6_k_x8)),
-        _ => None,
-    };
-    if let Some((from, repack)) = repack {
+    let from = wt.file_format();
+    if let Some((_, repack)) = from.repacking().filter(|_| wt.repacked()) {
         let w = random_weights(from, rows, cols, g);
         let (rb, nb) = (from.row_bytes(cols), cols / wt.block_len());
         let mut out = vec![0u8; rows * wt.row_bytes(cols)];
