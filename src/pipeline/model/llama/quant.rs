@@ -1,6 +1,6 @@
 //! Quantized formats: the weight blocks read from the file (Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, laid out as
-//! ggml lays them out; Q4_K and Q6_K also repacked 8 rows at a time, losslessly), and the 8-bit activation rows the matrix products take (Q8_0, Q8_1, Q8_K,
-//! quantized as ggml quantizes them, so the results round as llama.cpp's do).
+//! ggml lays them out; Q5_0, Q4_K and Q6_K also repacked 8 rows at a time, losslessly), and the 8-bit
+//! activation rows the matrix products take (Q8_0, Q8_1, Q8_K, quantized as ggml quantizes them).
 
 use half::f16;
 
@@ -34,6 +34,12 @@ pub(super) const Q4_K_X8_BYTES: usize = 1184;
 /// 4g.. at 4k), then the high bits likewise (at 1168 + 256j + 32g, row k's bytes 32j + 4g.. at 4k): the
 /// 8 blocks' bytes, rearranged.
 pub(super) const Q6_K_X8_BYTES: usize = 8 * Q6_K_BYTES;
+/// Bytes of one block of 8 Q5_0 rows repacked for the tile kernels ([`WType::Q5_0_X8`], laid out by
+/// [`repack_q5_0_x8`]): the 8 rows' f16 d (16 bytes); the nibbles as 4 runs of 32 bytes (run m at
+/// 16 + 32m, row k's file bytes 4m..4m + 4 at 4k, so that the low nibbles of run m are the values
+/// 4m..4m + 4 of each row, the high ones 16 + 4m..16 + 4m + 4); then the fifth bits, 32 bytes at 144, byte
+/// 4k + t holding in bit g the fifth bit of row k's value 4g + t: the 8 blocks' bytes, rearranged.
+pub(super) const Q5_0_X8_BYTES: usize = 8 * Q5_0_BYTES;
 
 /// The weight formats the own pass multiplies (named as ggml names them).
 #[allow(non_camel_case_types)]
@@ -51,6 +57,8 @@ pub(super) enum WType {
     Q4_K_X8,
     /// Q6_K rows repacked 8 at a time at load ([`repack_q6_k_x8`]), as [`WType::Q4_K_X8`].
     Q6_K_X8,
+    /// Q5_0 rows repacked 8 at a time at load ([`repack_q5_0_x8`]), as [`WType::Q4_K_X8`].
+    Q5_0_X8,
 }
 
 impl WType {
@@ -77,13 +85,14 @@ impl WType {
             Self::Q6_K => Q6_K_BYTES,
             Self::Q4_K_X8 => Q4_K_X8_BYTES / 8,
             Self::Q6_K_X8 => Q6_K_BYTES,
+            Self::Q5_0_X8 => Q5_0_BYTES,
         }
     }
 
     /// Values per block (a row's length must be a multiple of it).
     pub(super) fn block_len(self) -> usize {
         match self {
-            Self::Q4_1 | Self::Q5_0 | Self::Q8_0 => QK,
+            Self::Q4_1 | Self::Q5_0 | Self::Q8_0 | Self::Q5_0_X8 => QK,
             Self::Q4_K | Self::Q6_K | Self::Q4_K_X8 | Self::Q6_K_X8 => QK_K,
         }
     }
@@ -95,7 +104,7 @@ impl WType {
 
     /// Whether its rows are repacked 8 at a time (multiplied a group of 8 at a time).
     pub(super) fn repacked(self) -> bool {
-        matches!(self, Self::Q4_K_X8 | Self::Q6_K_X8)
+        matches!(self, Self::Q4_K_X8 | Self::Q6_K_X8 | Self::Q5_0_X8)
     }
 
     /// For a format the tile kernels repack: the repacked format and the function that repacks 8 rows.
@@ -103,6 +112,7 @@ impl WType {
         match self {
             Self::Q4_K => Some((Self::Q4_K_X8, repack_q4_k_x8)),
             Self::Q6_K => Some((Self::Q6_K_X8, repack_q6_k_x8)),
+            Self::Q5_0 => Some((Self::Q5_0_X8, repack_q5_0_x8)),
             _ => None,
         }
     }
@@ -112,6 +122,7 @@ impl WType {
         match self {
             Self::Q4_K_X8 => Self::Q4_K,
             Self::Q6_K_X8 => Self::Q6_K,
+            Self::Q5_0_X8 => Self::Q5_0,
             t => t,
         }
     }
@@ -120,7 +131,7 @@ impl WType {
     pub(super) fn act(self) -> ActType {
         match self {
             Self::Q4_1 => ActType::Q8_1,
-            Self::Q5_0 | Self::Q8_0 => ActType::Q8_0,
+            Self::Q5_0 | Self::Q8_0 | Self::Q5_0_X8 => ActType::Q8_0,
             Self::Q4_K | Self::Q6_K | Self::Q4_K_X8 | Self::Q6_K_X8 => ActType::Q8_K,
         }
     }
@@ -148,8 +159,8 @@ impl ActType {
 /// `qk`), and per block the scale d (for Q8_0/Q8_1 the f16 value ggml stores, widened to f32 once here
 /// rather than in every dot product that reads it; for Q8_K ggml's f32), for Q8_1 d × Σq (f16, widened),
 /// and for Q8_K the sums of each 16 values (`bsums`, 16 per block; empty otherwise). For Q8_0, `x16`
-/// holds per block 8 lanes of 16 × the sum of values 4l..4l + 4: the part of a Q5_0 product that the
-/// values' offset of 16 contributes, computed once per activation block rather than once per weight row.
+/// holds per block 16 × the sum of its values: the part of a Q5_0 product that the values' offset of 16
+/// contributes, computed once per activation block rather than once per weight row.
 #[derive(Default)]
 pub(super) struct Act {
     pub(super) qs: Vec<i8>,
@@ -183,7 +194,7 @@ impl Act {
             && self.qs.len() == blocks * self.qk
             && self.s.len() == blocks
             && (self.bsums.len() == blocks * QK_K / 16 || self.qk == QK && self.bsums.is_empty())
-            && (self.x16.len() == blocks * 8 || self.x16.is_empty())
+            && (self.x16.len() == blocks || self.x16.is_empty())
             && (self.st.is_empty() || self.st.len() == self.rows().div_ceil(8) * self.nb * 8)
             && (self.dt.is_empty() || self.dt.len() == self.rows().div_ceil(8) * self.nb * 8)
     }
@@ -237,7 +248,7 @@ pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
     out.st.clear();
     out.dt.clear();
     if t == ActType::Q8_0 {
-        out.x16.resize(rows * nb * 8, 0);
+        out.x16.resize(rows * nb, 0);
     }
     if t == ActType::Q8_K {
         out.bsums.resize(rows * nb * QK_K / 16, 0);
@@ -282,9 +293,7 @@ pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
                 *q = r as i8;
             }
             if t == ActType::Q8_0 {
-                for (l, x16) in out.x16[(r * nb + b) * 8..][..8].iter_mut().enumerate() {
-                    *x16 = 16 * qs[4 * l..4 * l + 4].iter().map(|&q| q as i32).sum::<i32>();
-                }
+                out.x16[r * nb + b] = 16 * sum;
             }
             let d16 = f16::from_f32(d);
             out.d[r * nb + b] = d16.to_f32();
@@ -373,7 +382,7 @@ pub(super) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
-/// A repacking of 8 rows of `nb` super-blocks ([`repack_q4_k_x8`], [`repack_q6_k_x8`]).
+/// A repacking of 8 rows of `nb` blocks ([`repack_q4_k_x8`], [`repack_q6_k_x8`], [`repack_q5_0_x8`]).
 pub(super) type Repack = fn(&[u8], usize, &mut [u8]);
 
 /// Repacks 8 Q4_K rows of `nb` super-blocks each (`src`, the rows one after another) into `dst`
@@ -465,6 +474,49 @@ pub(super) fn unpack_q6_k_x8(group: &[u8], b: usize, k: usize) -> [u8; Q6_K_BYTE
     std::array::from_fn(|at| p[q6_k_x8_at(at, k)])
 }
 
+/// Where byte `at` of a Q5_0 block (row `k` of 8) lies in its repacked block ([`Q5_0_X8_BYTES`]), for the
+/// scale and the nibbles (the fifth bits are spread bit by bit: [`repack_q5_0_x8`]).
+fn q5_0_x8_at(at: usize, k: usize) -> usize {
+    match at {
+        0..2 => 2 * k + at,
+        _ => 16 + 32 * ((at - 6) / 4) + 4 * k + (at - 6) % 4,
+    }
+}
+
+/// Repacks 8 Q5_0 rows of `nb` blocks each (`src`, the rows one after another) into `dst`
+/// ([`Q5_0_X8_BYTES`] per block, see there). Lossless: [`unpack_q5_0_x8`] gives the blocks back.
+pub(super) fn repack_q5_0_x8(src: &[u8], nb: usize, dst: &mut [u8]) {
+    assert!(src.len() == 8 * nb * Q5_0_BYTES && dst.len() == nb * Q5_0_X8_BYTES);
+    let rb = nb * Q5_0_BYTES;
+    for (b, out) in dst.chunks_exact_mut(Q5_0_X8_BYTES).enumerate() {
+        out[144..].fill(0);
+        for k in 0..8 {
+            let blk = &src[k * rb + b * Q5_0_BYTES..][..Q5_0_BYTES];
+            for at in (0..2).chain(6..Q5_0_BYTES) {
+                out[q5_0_x8_at(at, k)] = blk[at];
+            }
+            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+            for j in 0..QK {
+                out[144 + 4 * k + j % 4] |= (((qh >> j) & 1) as u8) << (j / 4);
+            }
+        }
+    }
+}
+
+/// Row `k` (0..8) of block `b` of a group of 8 repacked Q5_0 rows, as the Q5_0 block it was.
+pub(super) fn unpack_q5_0_x8(group: &[u8], b: usize, k: usize) -> [u8; Q5_0_BYTES] {
+    let p = &group[b * Q5_0_X8_BYTES..][..Q5_0_X8_BYTES];
+    let mut blk = [0u8; Q5_0_BYTES];
+    for at in (0..2).chain(6..Q5_0_BYTES) {
+        blk[at] = p[q5_0_x8_at(at, k)];
+    }
+    let qh = (0..QK).fold(0u32, |qh, j| {
+        qh | (((p[144 + 4 * k + j % 4] >> (j / 4)) & 1) as u32) << j
+    });
+    blk[2..6].copy_from_slice(&qh.to_le_bytes());
+    blk
+}
+
 /// One Q4_K row to f32, as ggml's `dequantize_row_q4_K` written in C: `d1 × q - m1`, the product and the
 /// difference rounded apart (a compiler allowed to contract it into a fused multiply-add would differ in
 /// the last bit; neither model file here has a Q4_K embedding, so only the tests reach this).
@@ -524,7 +576,9 @@ pub(super) fn dequant_row(t: WType, row: &[u8], out: &mut [f32]) {
         WType::Q4_K => dequant_q4_k(row, out),
         WType::Q6_K => dequant_q6_k(row, out),
         // Only the layers' matrices are repacked, and they are only multiplied.
-        WType::Q4_K_X8 | WType::Q6_K_X8 => unreachable!("a repacked matrix is never read by row"),
+        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 => {
+            unreachable!("a repacked matrix is never read by row")
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::fs::File;
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::Content;
 
-use super::quant::{QK, QK_K, WType, dequant_q4_1, dequant_q8_0};
+use super::quant::{QK, WType, dequant_q4_1, dequant_q8_0};
 use super::{Arch, Config, Swa};
 
 /// A quantized matrix of `rows` × `cols` (row-major, rows are output features) inside the mapped file,
@@ -75,7 +75,7 @@ pub(super) struct Layer {
 /// The mapped file and where each tensor lies in it.
 pub(super) struct Weights {
     pub(super) map: memmap2::Mmap,
-    /// The layers' Q4_K and Q6_K matrices, repacked 8 rows at a time for the tile kernels (read from the
+    /// The layers' Q5_0, Q4_K and Q6_K matrices, repacked 8 rows at a time for the tile kernels (read from the
     /// file without mapping their pages, so the process holds them once).
     pub(super) packed: Vec<u8>,
     pub(super) embd: QMat,
@@ -482,7 +482,7 @@ pub(super) fn load(file: &File, content: &Content, cfg: &Config) -> Result<Weigh
     })
 }
 
-/// Repacks a matrix whose format the tile kernels repack ([`WType::repacking`]: Q4_K, Q6_K) and whose rows
+/// Repacks a matrix whose format the tile kernels repack ([`WType::repacking`]: Q5_0, Q4_K, Q6_K) and whose rows
 /// come in whole groups of 8 into `packed`, and points `m` there; other matrices stay in the map. The rows
 /// are read from the file (on Unix) rather than through the map, so that their pages are not kept as well.
 /// Only on x86-64: elsewhere the scalar set alone runs, and it reads the file's layout faster (it unpacks a
@@ -495,7 +495,7 @@ fn repack(file: &File, map: &[u8], m: &mut QMat, packed: &mut Vec<u8>) -> Result
         return Ok(());
     }
     let (rb, group_out) = (m.row_bytes(), 8 * to.row_bytes(m.cols));
-    let (group, nb) = (8 * rb, m.cols / QK_K);
+    let (group, nb) = (8 * rb, m.cols / m.wtype.block_len());
     let start = packed.len();
     packed.resize(start + m.rows / 8 * group_out, 0);
     let mut src = vec![0u8; group];

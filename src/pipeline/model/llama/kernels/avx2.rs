@@ -1,8 +1,9 @@
 //! The AVX2 + FMA + F16C kernels (and the 256-bit VNNI form of the integer dot product, which the AVX-512
 //! set reuses). Every dot product rounds as the ggml code llama.cpp runs for that format on an AVX2 CPU
-//! (`ggml_vec_dot_q4_1_q8_1`, `_q8_0_q8_0`, `_q5_0_q8_0`, `_q6_K_q8_K`: 8 float lanes, block after block,
+//! (`ggml_vec_dot_q4_1_q8_1`, `_q8_0_q8_0`, `_q6_K_q8_K`: 8 float lanes, block after block,
 //! then [`hsum`]; Q4_K as the repacked `ggml_gemv/gemm_q4_K_8x8_q8_K`, Q6_K over 8 or more rows as the
-//! tiled matmul: one float chain per output), which `scalar.rs` spells out step by step. Only the integer
+//! tiled matmul: one float chain per output), except Q5_0, whose products take one float chain per output
+//! (`scalar::q5_0`), which `scalar.rs` spells out step by step. Only the integer
 //! parts, exact whatever the order, are computed differently where that is cheaper.
 //!
 //! The `#[target_feature]` entry points are the only functions here that are not `#[inline(always)]`: the
@@ -12,8 +13,8 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::super::quant::{
-    Act, Q4_1_BYTES, Q4_K_BYTES, Q4_K_X8_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q6_K_X8_BYTES, Q8_0_BYTES,
-    QK, QK_K, WType,
+    Act, Q4_1_BYTES, Q4_K_BYTES, Q4_K_X8_BYTES, Q5_0_BYTES, Q5_0_X8_BYTES, Q6_K_BYTES,
+    Q6_K_X8_BYTES, Q8_0_BYTES, QK, QK_K, WType,
 };
 use super::{TILE, Tile, WTILE_MAX};
 
@@ -50,6 +51,7 @@ pub(super) unsafe fn dot_rows(
             WType::Q5_0 => super::dispatch_rows!(q5_0[, false], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
             WType::Q4_K_X8 => super::dispatch_x8!(q4_k_x8[, false], w, act, r, t, out),
+            WType::Q5_0_X8 => super::dispatch_x8!(q5_0_x8[, false], w, act, r, t, out),
             WType::Q6_K_X8 if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_x8!(q6_k_x8[, true], w, act, r, t, out)
             }
@@ -93,6 +95,7 @@ pub(super) unsafe fn dot_tile(
             WType::Q5_0 => super::dispatch_rows!(q5_0[, false], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
             WType::Q4_K_X8 => super::dispatch_x8!(q4_k_x8[, false], w, act, r, t, out),
+            WType::Q5_0_X8 => super::dispatch_x8!(q5_0_x8[, false], w, act, r, t, out),
             WType::Q6_K_X8 if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_x8!(q6_k_x8[, true], w, act, r, t, out)
             }
@@ -539,14 +542,15 @@ unsafe fn dot_us8<const VNNI: bool>(a: __m256i, b: __m256i) -> __m256i {
     }
 }
 
-/// Q5_0 weights · Q8_0 activations, with the lanes and float steps of `ggml_vec_dot_q5_0_q8_0`: lane l of
-/// a block is the integer Σ (q - 16)·x over its values 4l..4l + 4, computed here as Σ (q + 16·bit)·x less
-/// 16·Σx (the activations' part computed once per activation block, [`Act`]'s `x16`, and no sign flips),
-/// the same integer, so the same sums as the sign trick of ggml and `scalar::dot`.
+/// Q5_0 weights · Q8_0 activations in the file's layout, rounded as `scalar::q5_0`: per block the exact
+/// integer Σ (q - 16)·x, computed as Σ (q + 16·bit)·x in 8 lanes, summed, less 16·Σx (the activations'
+/// part, once per activation block: [`Act`]'s `x16`), then one fused multiply-add per output. Only
+/// matrices that are not repacked ([`q5_0_x8`]) take it: rows not in whole groups of 8, or `bench kernels`.
 ///
 /// # Safety
 /// As [`q4_1`].
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // k and i index weight rows and activation rows alike
 pub(super) unsafe fn q5_0<const R: usize, const C: usize, const VNNI: bool>(
     w: &[u8],
     rb: usize,
@@ -554,12 +558,111 @@ pub(super) unsafe fn q5_0<const R: usize, const C: usize, const VNNI: bool>(
     r: usize,
     out: &mut Tile,
 ) {
-    // SAFETY: the caller's contract, and `group8` checks what `T8` needs.
+    // SAFETY: as in q4_1; `x16` has one value per activation block (the caller's contract for Q5_0).
     unsafe {
-        if group8::<R, C>(act, r) {
-            q5_0_tile::<R, C, VNNI, true>(w, rb, act, r, out)
-        } else {
-            q5_0_tile::<R, C, VNNI, false>(w, rb, act, r, out)
+        let nb = act.nb;
+        let mut acc = [[0f32; R]; C];
+        let (qs, d, x16) = (act.qs.as_ptr(), act.d.as_ptr(), act.x16.as_ptr());
+        for b in 0..nb {
+            if R == 1 {
+                prefetch_tile::<C>(w.as_ptr(), b, Q5_0_BYTES);
+            }
+            for k in 0..C {
+                let p = w.as_ptr().add(k * rb + b * Q5_0_BYTES);
+                let dw = f16x1(p);
+                let qw = q5_0_codes(p);
+                for i in 0..R {
+                    let at = (r + i) * nb + b;
+                    let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
+                    let isum = hsum_i32(dot_us8::<VNNI>(qw, xq)) - *x16.add(at);
+                    acc[k][i] = (isum as f32).mul_add(dw * *d.add(at), acc[k][i]);
+                }
+            }
+        }
+        for k in 0..C {
+            out[k][..R].copy_from_slice(&acc[k]);
+        }
+    }
+}
+
+/// Q5_0 weights repacked 8 rows at a time ([`WType::Q5_0_X8`]) · Q8_0 activations, rounded as
+/// `scalar::q5_0`: each 256-bit product takes a 4-value run of the 8 rows against those 4 activation
+/// values broadcast, so a lane is one weight row's sum; a block's 8 runs add into one integer vector
+/// started at -16·Σx, and one fused multiply-add per block takes it into the row's float chain. A run is
+/// unpacked once for the tile's R activation rows.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C (and AVX-512 VNNI when `VNNI`); `w` holds one group of 8 rows of
+/// `act.nb` blocks; activation rows `r..r + R` exist in `act`, with `x16` filled.
+#[inline(always)]
+pub(super) unsafe fn q5_0_x8<const R: usize, const VNNI: bool>(
+    w: &[u8],
+    act: &Act,
+    r: usize,
+    out: &mut Tile,
+) {
+    // SAFETY: the caller's contract; every offset below lies inside block b of the group and the
+    // activation rows' block b (32 values).
+    unsafe {
+        let nb = act.nb;
+        let (m4, m16) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
+        let mut acc = [_mm256_setzero_ps(); R];
+        let (qs, d, x16) = (act.qs.as_ptr(), act.d.as_ptr(), act.x16.as_ptr());
+        for b in 0..nb {
+            let p = w.as_ptr().add(b * Q5_0_X8_BYTES);
+            if R == 1 {
+                prefetch_tile::<1>(w.as_ptr(), b, Q5_0_X8_BYTES);
+            }
+            let hb = _mm256_loadu_si256(p.add(144) as *const __m256i);
+            let mut s: [__m256i; R] =
+                std::array::from_fn(|i| _mm256_set1_epi32(-*x16.add((r + i) * nb + b)));
+            // Runs g and g + 4 share their nibble bytes; without VNNI, two runs' 16-bit pair sums are
+            // added before they are widened (each at most 2 × 31 × 128, so two fit in 16 bits).
+            let mut pair = [_mm256_setzero_si256(); R];
+            for g in 0..8 {
+                let v = _mm256_loadu_si256(p.add(16 + 32 * (g % 4)) as *const __m256i);
+                let nib = if g < 4 {
+                    _mm256_and_si256(v, m4)
+                } else {
+                    _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)
+                };
+                // Bit g of each byte moved to bit 4 (16-bit shifts: what crosses from the neighbouring
+                // byte lands outside the mask).
+                let hi = match g {
+                    0 => _mm256_slli_epi16(hb, 4),
+                    1 => _mm256_slli_epi16(hb, 3),
+                    2 => _mm256_slli_epi16(hb, 2),
+                    3 => _mm256_slli_epi16(hb, 1),
+                    4 => hb,
+                    5 => _mm256_srli_epi16(hb, 1),
+                    6 => _mm256_srli_epi16(hb, 2),
+                    _ => _mm256_srli_epi16(hb, 3),
+                };
+                let q = _mm256_or_si256(nib, _mm256_and_si256(hi, m16));
+                for i in 0..R {
+                    let x = qs.add(((r + i) * nb + b) * QK + 4 * g);
+                    let xb = _mm256_set1_epi32((x as *const i32).read_unaligned());
+                    if VNNI {
+                        s[i] = _mm256_dpbusd_epi32(s[i], q, xb);
+                    } else if g % 2 == 0 {
+                        pair[i] = _mm256_maddubs_epi16(q, xb);
+                    } else {
+                        let p16 = _mm256_add_epi16(pair[i], _mm256_maddubs_epi16(q, xb));
+                        s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+                    }
+                }
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            for i in 0..R {
+                let xd = _mm256_set1_ps(*d.add((r + i) * nb + b));
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), _mm256_mul_ps(dw, xd), acc[i]);
+            }
+        }
+        for i in 0..R {
+            let v = lanes8(acc[i]);
+            for k in 0..8 {
+                out[k][i] = v[k];
+            }
         }
     }
 }
@@ -612,60 +715,6 @@ unsafe fn row_scale<const T8: bool>(
             _mm256_broadcast_ss(&dd8[i])
         } else {
             _mm256_mul_ps(dwv, _mm256_broadcast_ss(&*act.d.as_ptr().add(at)))
-        }
-    }
-}
-
-/// [`q5_0`], with the scale products 8 at a time when `T8` ([`group8`]).
-///
-/// # Safety
-/// As [`q5_0`], and [`group8`] when `T8`.
-#[inline(always)]
-#[allow(clippy::needless_range_loop)] // k and i index weight rows and activation rows alike
-unsafe fn q5_0_tile<const R: usize, const C: usize, const VNNI: bool, const T8: bool>(
-    w: &[u8],
-    rb: usize,
-    act: &Act,
-    r: usize,
-    out: &mut Tile,
-) {
-    // SAFETY: as in q4_1; `x16` has 8 lanes per activation block (the caller's contract for Q5_0).
-    unsafe {
-        let nb = act.nb;
-        let mut acc = [[_mm256_setzero_ps(); R]; C];
-        let (qs, x16) = (act.qs.as_ptr(), act.x16.as_ptr());
-        for b in 0..nb {
-            if R == 1 {
-                prefetch_tile::<C>(w.as_ptr(), b, Q5_0_BYTES);
-            }
-            for k in 0..C {
-                let p = w.as_ptr().add(k * rb + b * Q5_0_BYTES);
-                let dwv = _mm256_set1_ps(f16x1(p));
-                let qw = q5_0_codes(p);
-                // With 8 activation rows, the values' signs move onto the activations (ggml's sign trick:
-                // |w| · (x · sign w), the same integers) once per weight block, sparing each row a load.
-                let sw = _mm256_sub_epi8(qw, _mm256_set1_epi8(16));
-                let aw = _mm256_sign_epi8(sw, sw);
-                let dd8 = scales8::<T8>(dwv, act, r, b);
-                let dd8 = if T8 { std::hint::black_box(&dd8) } else { &dd8 };
-                for i in 0..R {
-                    let at = (r + i) * nb + b;
-                    let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
-                    let lane = if T8 {
-                        dot_us8::<VNNI>(aw, _mm256_sign_epi8(xq, sw))
-                    } else {
-                        let off = _mm256_loadu_si256(x16.add(at * 8) as *const __m256i);
-                        _mm256_sub_epi32(dot_us8::<VNNI>(qw, xq), off)
-                    };
-                    let dd = row_scale::<T8>(dwv, dd8, act, at, r % 8 + i);
-                    acc[k][i] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lane), acc[k][i]);
-                }
-            }
-        }
-        for k in 0..C {
-            for i in 0..R {
-                out[k][i] = hsum(acc[k][i]);
-            }
         }
     }
 }

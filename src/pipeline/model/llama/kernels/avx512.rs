@@ -1,9 +1,9 @@
 //! The AVX-512 kernel set: Q4_1 decode with 512-bit integer work (two blocks per unpack and per VNNI
 //! instruction; with several activation rows the AVX2 kernel's 8-row tiles with the 256-bit VNNI product,
 //! which measured 1.6x the 512-bit kernel on AMD Zen 5: 61 against 37.5 G multiply-adds/s on 100 rows,
-//! `stoplab bench kernels --formats q4_1`), Q8_0 and Q5_0 with the 256-bit VNNI product, Q4_K and Q6_K
-//! (file layout and repacked) as the AVX2 kernels, compiled with this set's features; attention as the
-//! AVX2 set. The float accumulation still goes block after block in 8 lanes, so every sum is
+//! `stoplab bench kernels --formats q4_1`), Q8_0 and Q5_0 (file layout and repacked) with the 256-bit VNNI
+//! product, Q4_K and Q6_K (file layout and repacked) as the AVX2 kernels, compiled with this set's
+//! features; attention as the AVX2 set. The float accumulation still goes block after block as there, so every sum is
 //! bit-identical to the AVX2 and scalar sets' (`kernels::tests` holds them to it): a 512-bit accumulation
 //! would add the blocks in another order, and that alone flipped a greedy id of llama.cpp's reference on a
 //! 0.04-nat margin.
@@ -11,7 +11,9 @@
 use std::arch::x86_64::*;
 
 use super::super::quant::{Act, Q4_1_BYTES, QK, WType};
-use super::avx2::{f16x2, hsum, mul_sum_us8, q4_1, q4_k, q4_k_x8, q5_0, q6_k, q6_k_x8, q8_0};
+use super::avx2::{
+    f16x2, hsum, mul_sum_us8, q4_1, q4_k, q4_k_x8, q5_0, q5_0_x8, q6_k, q6_k_x8, q8_0,
+};
 use super::{TILE, Tile, WTILE_MAX};
 
 /// See [`super::Kernels::dot_rows`].
@@ -42,6 +44,7 @@ pub(super) unsafe fn dot_rows(
             WType::Q5_0 => super::dispatch_rows!(q5_0[, true], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
             WType::Q4_K_X8 => super::dispatch_x8!(q4_k_x8[, true], w, act, r, t, out),
+            WType::Q5_0_X8 => super::dispatch_x8!(q5_0_x8[, true], w, act, r, t, out),
             WType::Q6_K_X8 if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_x8!(q6_k_x8[, true], w, act, r, t, out)
             }
@@ -86,6 +89,7 @@ pub(super) unsafe fn dot_tile(
             WType::Q5_0 => super::dispatch_rows!(q5_0[, true], w, rb, act, r, t, cn, out),
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
             WType::Q4_K_X8 => super::dispatch_x8!(q4_k_x8[, true], w, act, r, t, out),
+            WType::Q5_0_X8 => super::dispatch_x8!(q5_0_x8[, true], w, act, r, t, out),
             WType::Q6_K_X8 if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_x8!(q6_k_x8[, true], w, act, r, t, out)
             }

@@ -39,7 +39,7 @@ pub(super) const TILE: usize = 8;
 const TILE_K: usize = 4;
 /// Weight rows per kernel call in decode: 4 rows keep more loads in flight.
 const DECODE_WTILE: usize = 4;
-/// The most weight rows per kernel call: a group of 8 repacked Q4_K rows ([`WType::Q4_K_X8`]).
+/// The most weight rows per kernel call: a group of 8 repacked rows ([`WType::repacked`]).
 pub(super) const WTILE_MAX: usize = 8;
 /// A kernel call's results: `out[k][i] = w[k] · act[r + i]`.
 pub(super) type Tile = [[f32; TILE]; WTILE_MAX];
@@ -199,7 +199,7 @@ impl Kernels {
                 && w.len().is_multiple_of(rb)
                 && (!wt.repacked() || w.len().is_multiple_of(8 * rb))
                 && act.consistent()
-                && (wt != WType::Q5_0 || act.x16.len() == act.d.len() * 8),
+                && (!matches!(wt, WType::Q5_0 | WType::Q5_0_X8) || act.x16.len() == act.d.len()),
             "dot_rows: weights of {} bytes in rows of {rb}, activations of {} blocks",
             w.len(),
             act.nb
@@ -315,20 +315,20 @@ pub(super) const PREFETCH: usize = 8192;
 /// A product's tile: (activation rows, weight rows) per kernel call. Decode (one activation row) reads
 /// each weight once: 4 weight rows per call keep more loads in flight. With more activation rows, a
 /// 32-value format's unpacked weight block serves 8 of them (measured against 4 × 2 on Qwen2.5's prefill:
-/// the 4 × 2 tile kept 16 vectors live and spilled them); a K format's tile stays 4 × 2. Repacked Q4_K
-/// goes by its groups of 8 rows, 4 activation rows at a time.
+/// the 4 × 2 tile kept 16 vectors live and spilled them); a K format's tile stays 4 × 2. A repacked
+/// format goes by its groups of 8 rows, 4 activation rows at a time.
 #[inline(always)]
 pub(super) fn shape(wt: WType, rows: usize) -> (usize, usize) {
     match wt {
-        WType::Q4_K_X8 | WType::Q6_K_X8 if rows == 1 => (1, 8),
-        WType::Q4_K_X8 | WType::Q6_K_X8 => (TILE_K, 8),
+        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 if rows == 1 => (1, 8),
+        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 => (TILE_K, 8),
         _ if rows == 1 => (1, DECODE_WTILE),
         WType::Q4_1 | WType::Q5_0 | WType::Q8_0 => (TILE, 1),
         WType::Q4_K | WType::Q6_K => (TILE_K, 2),
     }
 }
 
-/// Instantiates the repacked Q4_K kernel `$k::<R $extra>` for a tile of `t` (1 to 4) activation rows
+/// Instantiates a repacked format's kernel `$k::<R $extra>` for a tile of `t` (1 to 4) activation rows
 /// and one group of 8 weight rows. Used inside the sets' `unsafe` entry points, whose contract it relies
 /// on.
 #[cfg(target_arch = "x86_64")]
@@ -545,7 +545,7 @@ pub(super) fn random_weights(
         WType::Q4_1 | WType::Q4_K => &[0, 2],
         WType::Q5_0 | WType::Q8_0 => &[0],
         WType::Q6_K => &[208],
-        WType::Q4_K_X8 | WType::Q6_K_X8 => unreachable!("repacked above"),
+        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 => unreachable!("repacked above"),
     };
     let mut w = Vec::new();
     for _ in 0..rows * cols / wt.block_len() {
@@ -561,9 +561,10 @@ pub(super) fn random_weights(
 }
 
 /// The weight formats `stoplab bench kernels` measures, by name: the file's layouts, and the repacked ones
-/// the layers' Q4_K and Q6_K matrices are multiplied in.
-pub const KERNEL_FORMATS: [&str; 7] =
-    ["q4_1", "q5_0", "q8_0", "q4_k", "q4_k_x8", "q6_k", "q6_k_x8"];
+/// the layers' Q5_0, Q4_K and Q6_K matrices are multiplied in.
+pub const KERNEL_FORMATS: [&str; 8] = [
+    "q4_1", "q5_0", "q5_0_x8", "q8_0", "q4_k", "q4_k_x8", "q6_k", "q6_k_x8",
+];
 
 /// Multiply-adds per second (10^9) of one kernel set's products of `rows` activation rows with a random
 /// matrix of `format` ([`KERNEL_FORMATS`]) of Qwen2.5's `ffn_down` shape (896 rows of 4,864), on the calling
@@ -575,6 +576,7 @@ pub fn kernel_rate(isa: Isa, format: &str, rows: usize, runs: usize) -> Result<V
     let wt = match format {
         "q4_1" => WType::Q4_1,
         "q5_0" => WType::Q5_0,
+        "q5_0_x8" => WType::Q5_0_X8,
         "q8_0" => WType::Q8_0,
         "q4_k" => WType::Q4_K,
         "q4_k_x8" => WType::Q4_K_X8,

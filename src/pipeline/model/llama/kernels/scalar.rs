@@ -2,11 +2,12 @@
 //! AVX2 computes the very same sums (the same products, rounded in the same order) and greedy outputs do not
 //! depend on the CPU. Integer products are exact, so only the float steps need to follow the SIMD order:
 //! 8 lanes, each a chain of fused multiply-adds block after block, then [`hsum`] (or, for Q4_K and batched
-//! Q6_K, one chain per output, as the ggml kernels llama.cpp uses for them).
+//! Q6_K, one chain per output, as the ggml kernels llama.cpp uses for them; for Q5_0, one chain per output
+//! too: [`q5_0`]).
 
 use super::super::quant::{
     ActRow, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES, QK, QK_K, WType, f16_at,
-    q6_k_value, scale_min_k4, unpack_q4_k_x8, unpack_q6_k_x8,
+    q6_k_value, scale_min_k4, unpack_q4_k_x8, unpack_q5_0_x8, unpack_q6_k_x8,
 };
 use super::Tile;
 
@@ -69,36 +70,22 @@ pub(super) fn q5_0_value(blk: &[u8], j: usize) -> i32 {
     (nib as i32 | (((qh >> j) & 1) << 4) as i32) - 16
 }
 
-/// One weight row · one activation row. For the 32-value formats (see `avx2::q4_1`, `avx2::q8_0`,
-/// `avx2::q5_0`), lane l of a block takes the integer sum of its values 4l..4l + 4, where Q4_1 and Q5_0
-/// lay out a block's low nibbles (values 0..16) and then its high ones (16..32). Q4_K and Q6_K: see
-/// [`q4_k`] and [`q6_k`]; `batched` (the product has at least [`super::BATCHED_ROWS`] activation rows)
-/// picks Q6_K's batched form.
+/// One weight row · one activation row. For Q4_1 and Q8_0 (see `avx2::q4_1`, `avx2::q8_0`), lane l of
+/// a block takes the integer sum of its values 4l..4l + 4, where Q4_1 lays out a block's low nibbles
+/// (values 0..16) and then its high ones (16..32). Q5_0, Q4_K and Q6_K: see [`q5_0`], [`q4_k`] and
+/// [`q6_k`]; `batched` (the product has at least [`super::BATCHED_ROWS`] activation rows) picks Q6_K's
+/// batched form.
 pub(super) fn dot(wt: WType, w: &[u8], x: ActRow, batched: bool) -> f32 {
     let mut acc = [0f32; 8];
     let mut summ = 0f32;
     match wt {
         WType::Q4_K => return q4_k(w, x),
-        WType::Q4_K_X8 | WType::Q6_K_X8 => {
+        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 => {
             unreachable!("repacked rows are multiplied 8 at a time (dot_tile)")
         }
         WType::Q6_K if batched => return q6_k_batched(w, x),
         WType::Q6_K => return q6_k(w, x),
-        WType::Q5_0 => {
-            for (b, (wb, xq)) in w
-                .chunks_exact(Q5_0_BYTES)
-                .zip(x.qs.chunks_exact(QK))
-                .enumerate()
-            {
-                let dd = f16_at(wb, 0) * x.d[b];
-                for (l, acc) in acc.iter_mut().enumerate() {
-                    let lane: i32 = (4 * l..4 * l + 4)
-                        .map(|p| q5_0_value(wb, p) * xq[p] as i32)
-                        .sum();
-                    *acc = dd.mul_add(lane as f32, *acc);
-                }
-            }
-        }
+        WType::Q5_0 => return q5_0(w, x),
         WType::Q4_1 => {
             for (b, (wb, xq)) in w
                 .chunks_exact(Q4_1_BYTES)
@@ -136,6 +123,24 @@ pub(super) fn dot(wt: WType, w: &[u8], x: ActRow, batched: bool) -> f32 {
         }
     }
     hsum(acc) + summ
+}
+
+/// Q5_0 weights · Q8_0 activations, one float chain per output (where llama.cpp's `ggml_vec_dot_q5_0_q8_0`
+/// keeps 8 lanes, each rounded apart, and sums them at the end): per block the exact integer
+/// Σ (q - 16)·x, then one fused multiply-add by (d_w × d_x). One chain per output lets the repacked kernels keep a weight row per lane
+/// with no horizontal sums ([`WType::Q5_0_X8`]); the file-layout kernels sum their lanes per block.
+#[inline(always)]
+pub(super) fn q5_0(w: &[u8], x: ActRow) -> f32 {
+    let mut acc = 0f32;
+    for (b, (wb, xq)) in w
+        .chunks_exact(Q5_0_BYTES)
+        .zip(x.qs.chunks_exact(QK))
+        .enumerate()
+    {
+        let isum: i32 = (0..QK).map(|p| q5_0_value(wb, p) * xq[p] as i32).sum();
+        acc = (isum as f32).mul_add(f16_at(wb, 0) * x.d[b], acc);
+    }
+    acc
 }
 
 /// The integer sums of a Q4_K super-block with 256 Q8_K values: (Σ over the eight 32-value sub-blocks of
@@ -250,17 +255,16 @@ pub(super) fn dot_tile(
     cn: usize,
     out: &mut Tile,
 ) {
-    if matches!(wt, WType::Q4_K_X8 | WType::Q6_K_X8) {
+    if wt.repacked() {
         // Each row's blocks as they were in the file, then their format's product.
         let nb = act.nb;
         for (k, out) in out[..cn].iter_mut().enumerate() {
-            let (row, wt): (Vec<u8>, _) = if wt == WType::Q4_K_X8 {
-                let row = (0..nb).flat_map(|b| unpack_q4_k_x8(w, b, k));
-                (row.collect(), WType::Q4_K)
-            } else {
-                let row = (0..nb).flat_map(|b| unpack_q6_k_x8(w, b, k));
-                (row.collect(), WType::Q6_K)
+            let row: Vec<u8> = match wt {
+                WType::Q4_K_X8 => (0..nb).flat_map(|b| unpack_q4_k_x8(w, b, k)).collect(),
+                WType::Q6_K_X8 => (0..nb).flat_map(|b| unpack_q6_k_x8(w, b, k)).collect(),
+                _ => (0..nb).flat_map(|b| unpack_q5_0_x8(w, b, k)).collect(),
             };
+            let wt = wt.file_format();
             for (i, o) in out[..t].iter_mut().enumerate() {
                 let batched = act.rows() >= super::BATCHED_ROWS;
                 *o = dot(wt, &row, act.row(r + i), batched);

@@ -5,9 +5,9 @@
 use half::f16;
 
 use super::super::quant::{
-    Act, ActRow, Q4_1_BYTES, Q4_K_X8_BYTES, Q6_K_X8_BYTES, Q8_0_BYTES, QK, QK_K, Repack, WType,
-    dequant_row, f16_at, quantize, repack_q4_k_x8, repack_q6_k_x8, scale_min_k4, unpack_q4_k_x8,
-    unpack_q6_k_x8,
+    Act, ActRow, Q4_1_BYTES, Q4_K_X8_BYTES, Q5_0_X8_BYTES, Q6_K_X8_BYTES, Q8_0_BYTES, QK, QK_K,
+    Repack, WType, dequant_row, f16_at, quantize, repack_q4_k_x8, repack_q5_0_x8, repack_q6_k_x8,
+    scale_min_k4, unpack_q4_k_x8, unpack_q5_0_x8, unpack_q6_k_x8,
 };
 use super::*;
 use crate::rng::SplitMix;
@@ -271,7 +271,7 @@ fn dot_rows_covers_every_pair_with_the_scalar_sums() {
     }
 }
 
-/// Q4_K and Q6_K rows repacked 8 at a time ([`WType::Q4_K_X8`], [`WType::Q6_K_X8`]) unpack to the blocks
+/// Q4_K, Q6_K and Q5_0 rows repacked 8 at a time ([`WType::repacked`]) unpack to the blocks
 /// they were made from, and every set's products with them equal the scalar products of the original rows
 /// bit for bit, for one activation row (decode), a few (Q6_K's one-row rounding) and from
 /// [`BATCHED_ROWS`] on (its batched rounding), in whole and partial tiles.
@@ -279,36 +279,34 @@ fn dot_rows_covers_every_pair_with_the_scalar_sums() {
 fn repacked_rows_give_the_original_sums_bit_for_bit() {
     let sets = sets();
     let mut g = SplitMix::new(8080);
-    type Unpack<const N: usize> = fn(&[u8], usize, usize) -> [u8; N];
-    let formats: [(
-        WType,
-        WType,
-        usize,
-        Repack,
-        Unpack<144>,
-        Option<Unpack<210>>,
-    ); 2] = [
+    type Unpack = fn(&[u8], usize, usize) -> Vec<u8>;
+    let formats: [(WType, WType, usize, Repack, Unpack); 3] = [
         (
             WType::Q4_K,
             WType::Q4_K_X8,
             Q4_K_X8_BYTES,
             repack_q4_k_x8,
-            unpack_q4_k_x8,
-            None,
+            |p, b, k| unpack_q4_k_x8(p, b, k).to_vec(),
         ),
         (
             WType::Q6_K,
             WType::Q6_K_X8,
             Q6_K_X8_BYTES,
             repack_q6_k_x8,
-            unpack_q4_k_x8,
-            Some(unpack_q6_k_x8),
+            |p, b, k| unpack_q6_k_x8(p, b, k).to_vec(),
+        ),
+        (
+            WType::Q5_0,
+            WType::Q5_0_X8,
+            Q5_0_X8_BYTES,
+            repack_q5_0_x8,
+            |p, b, k| unpack_q5_0_x8(p, b, k).to_vec(),
         ),
     ];
-    for (wt, x8, bytes, repack, unpack4, unpack6) in formats {
+    for (wt, x8, bytes, repack, unpack) in formats {
         let bb = wt.block_bytes();
         for &cols in col_sizes(wt) {
-            let nb = cols / QK_K;
+            let nb = cols / wt.block_len();
             let rb = wt.row_bytes(cols);
             let w = random_weights(wt, 16, cols, &mut g);
             let mut packed = vec![0u8; 16 * x8.row_bytes(cols)];
@@ -319,14 +317,10 @@ fn repacked_rows_give_the_original_sums_bit_for_bit() {
                 repack(src, nb, dst);
                 for k in 0..8 {
                     for b in 0..nb {
-                        let back: Vec<u8> = match unpack6 {
-                            Some(unpack) => unpack(dst, b, k).to_vec(),
-                            None => unpack4(dst, b, k).to_vec(),
-                        };
                         assert_eq!(
-                            back[..],
+                            unpack(dst, b, k)[..],
                             src[k * rb + b * bb..][..bb],
-                            "{wt:?} {cols} cols: row {k}, super-block {b}"
+                            "{wt:?} {cols} cols: row {k}, block {b}"
                         );
                     }
                 }
