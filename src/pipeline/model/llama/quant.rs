@@ -1,5 +1,5 @@
 //! Quantized formats: the weight blocks read from the file (Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, laid out as
-//! ggml lays them out; Q5_0, Q4_K and Q6_K also repacked 8 rows at a time, losslessly), and the 8-bit
+//! ggml lays them out; Q4_1, Q5_0, Q4_K and Q6_K also repacked 8 rows at a time, losslessly), and the 8-bit
 //! activation rows the matrix products take (Q8_0, Q8_1, Q8_K, quantized as ggml quantizes them).
 
 use half::f16;
@@ -40,6 +40,11 @@ pub(super) const Q6_K_X8_BYTES: usize = 8 * Q6_K_BYTES;
 /// 4m..4m + 4 of each row, the high ones 16 + 4m..16 + 4m + 4); then the fifth bits, 32 bytes at 144, byte
 /// 4k + t holding in bit g the fifth bit of row k's value 4g + t: the 8 blocks' bytes, rearranged.
 pub(super) const Q5_0_X8_BYTES: usize = 8 * Q5_0_BYTES;
+/// Bytes of one block of 8 Q4_1 rows repacked for the tile kernels ([`WType::Q4_1_X8`], laid out by
+/// [`repack_q4_1_x8`]): the 8 rows' f16 d (16 bytes) and m (16), then the nibbles as 4 runs of 32 bytes
+/// (run j at 32 + 32j, row k's file bytes 4j..4j + 4 at 4k: the low nibbles of run j are the values
+/// 4j..4j + 4 of each row, the high ones 16 + 4j..16 + 4j + 4): the 8 blocks' bytes, rearranged.
+pub(super) const Q4_1_X8_BYTES: usize = 8 * Q4_1_BYTES;
 
 /// The weight formats the own pass multiplies (named as ggml names them).
 #[allow(non_camel_case_types)]
@@ -59,6 +64,8 @@ pub(super) enum WType {
     Q6_K_X8,
     /// Q5_0 rows repacked 8 at a time at load ([`repack_q5_0_x8`]), as [`WType::Q4_K_X8`].
     Q5_0_X8,
+    /// Q4_1 rows repacked 8 at a time at load ([`repack_q4_1_x8`]), as [`WType::Q4_K_X8`].
+    Q4_1_X8,
 }
 
 impl WType {
@@ -86,13 +93,14 @@ impl WType {
             Self::Q4_K_X8 => Q4_K_X8_BYTES / 8,
             Self::Q6_K_X8 => Q6_K_BYTES,
             Self::Q5_0_X8 => Q5_0_BYTES,
+            Self::Q4_1_X8 => Q4_1_BYTES,
         }
     }
 
     /// Values per block (a row's length must be a multiple of it).
     pub(super) fn block_len(self) -> usize {
         match self {
-            Self::Q4_1 | Self::Q5_0 | Self::Q8_0 | Self::Q5_0_X8 => QK,
+            Self::Q4_1 | Self::Q5_0 | Self::Q8_0 | Self::Q5_0_X8 | Self::Q4_1_X8 => QK,
             Self::Q4_K | Self::Q6_K | Self::Q4_K_X8 | Self::Q6_K_X8 => QK_K,
         }
     }
@@ -104,7 +112,10 @@ impl WType {
 
     /// Whether its rows are repacked 8 at a time (multiplied a group of 8 at a time).
     pub(super) fn repacked(self) -> bool {
-        matches!(self, Self::Q4_K_X8 | Self::Q6_K_X8 | Self::Q5_0_X8)
+        matches!(
+            self,
+            Self::Q4_K_X8 | Self::Q6_K_X8 | Self::Q5_0_X8 | Self::Q4_1_X8
+        )
     }
 
     /// For a format the tile kernels repack: the repacked format and the function that repacks 8 rows.
@@ -113,6 +124,7 @@ impl WType {
             Self::Q4_K => Some((Self::Q4_K_X8, repack_q4_k_x8)),
             Self::Q6_K => Some((Self::Q6_K_X8, repack_q6_k_x8)),
             Self::Q5_0 => Some((Self::Q5_0_X8, repack_q5_0_x8)),
+            Self::Q4_1 => Some((Self::Q4_1_X8, repack_q4_1_x8)),
             _ => None,
         }
     }
@@ -123,6 +135,7 @@ impl WType {
             Self::Q4_K_X8 => Self::Q4_K,
             Self::Q6_K_X8 => Self::Q6_K,
             Self::Q5_0_X8 => Self::Q5_0,
+            Self::Q4_1_X8 => Self::Q4_1,
             t => t,
         }
     }
@@ -130,7 +143,7 @@ impl WType {
     /// The activation format its dot product takes (ggml's `vec_dot_type`).
     pub(super) fn act(self) -> ActType {
         match self {
-            Self::Q4_1 => ActType::Q8_1,
+            Self::Q4_1 | Self::Q4_1_X8 => ActType::Q8_1,
             Self::Q5_0 | Self::Q8_0 | Self::Q5_0_X8 => ActType::Q8_0,
             Self::Q4_K | Self::Q6_K | Self::Q4_K_X8 | Self::Q6_K_X8 => ActType::Q8_K,
         }
@@ -168,12 +181,9 @@ pub(super) struct Act {
     pub(super) s: Vec<f32>,
     pub(super) bsums: Vec<i16>,
     pub(super) x16: Vec<i32>,
-    /// For Q8_1, `s` again with the rows taken 8 at a time and transposed: `st[((r / 8) * nb + b) * 8 +
-    /// r % 8]` (the last group padded with zeros), so that a tile of 8 rows reads one block's 8 values
-    /// with one load.
-    pub(super) st: Vec<f32>,
-    /// For Q8_0 and Q8_1 with more than one row, `d` transposed as `st` is: `dt[((r / 8) * nb + b) * 8 +
-    /// r % 8]`, so that a tile of 8 rows forms one weight block's 8 scale products with one multiply.
+    /// For Q8_0 with more than one row, `d` with the rows taken 8 at a time and transposed:
+    /// `dt[((r / 8) * nb + b) * 8 + r % 8]` (the last group padded with zeros), so that a tile of 8 rows
+    /// forms one weight block's 8 scale products with one multiply.
     pub(super) dt: Vec<f32>,
     /// Blocks per row.
     pub(super) nb: usize,
@@ -195,7 +205,6 @@ impl Act {
             && self.s.len() == blocks
             && (self.bsums.len() == blocks * QK_K / 16 || self.qk == QK && self.bsums.is_empty())
             && (self.x16.len() == blocks || self.x16.is_empty())
-            && (self.st.is_empty() || self.st.len() == self.rows().div_ceil(8) * self.nb * 8)
             && (self.dt.is_empty() || self.dt.len() == self.rows().div_ceil(8) * self.nb * 8)
     }
 
@@ -245,7 +254,6 @@ pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
     out.s.resize(rows * nb, 0.0);
     out.bsums.clear();
     out.x16.clear();
-    out.st.clear();
     out.dt.clear();
     if t == ActType::Q8_0 {
         out.x16.resize(rows * nb, 0);
@@ -302,15 +310,12 @@ pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
             }
         }
     }
-    if t == ActType::Q8_1 {
-        transpose8(&out.s, nb, &mut out.st);
-    }
-    if t != ActType::Q8_K && rows > 1 {
+    if t == ActType::Q8_0 && rows > 1 {
         transpose8(&out.d, nb, &mut out.dt);
     }
 }
 
-/// `src` (rows of `nb` values) with the rows taken 8 at a time and transposed (see [`Act`]'s `st`).
+/// `src` (rows of `nb` values) with the rows taken 8 at a time and transposed (see [`Act`]'s `dt`).
 fn transpose8(src: &[f32], nb: usize, out: &mut Vec<f32>) {
     let rows = src.len() / nb;
     out.resize(rows.div_ceil(8) * nb * 8, 0.0);
@@ -382,7 +387,8 @@ pub(super) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
-/// A repacking of 8 rows of `nb` blocks ([`repack_q4_k_x8`], [`repack_q6_k_x8`], [`repack_q5_0_x8`]).
+/// A repacking of 8 rows of `nb` blocks ([`repack_q4_k_x8`], [`repack_q6_k_x8`], [`repack_q5_0_x8`],
+/// [`repack_q4_1_x8`]).
 pub(super) type Repack = fn(&[u8], usize, &mut [u8]);
 
 /// Repacks 8 Q4_K rows of `nb` super-blocks each (`src`, the rows one after another) into `dst`
@@ -517,6 +523,35 @@ pub(super) fn unpack_q5_0_x8(group: &[u8], b: usize, k: usize) -> [u8; Q5_0_BYTE
     blk
 }
 
+/// Where byte `at` of a Q4_1 block (row `k` of 8) lies in its repacked block ([`Q4_1_X8_BYTES`]).
+fn q4_1_x8_at(at: usize, k: usize) -> usize {
+    match at {
+        0..4 => 16 * (at / 2) + 2 * k + at % 2,
+        _ => 32 + 32 * ((at - 4) / 4) + 4 * k + (at - 4) % 4,
+    }
+}
+
+/// Repacks 8 Q4_1 rows of `nb` blocks each (`src`, the rows one after another) into `dst`
+/// ([`Q4_1_X8_BYTES`] per block, see there). Lossless: [`unpack_q4_1_x8`] gives the blocks back.
+pub(super) fn repack_q4_1_x8(src: &[u8], nb: usize, dst: &mut [u8]) {
+    assert!(src.len() == 8 * nb * Q4_1_BYTES && dst.len() == nb * Q4_1_X8_BYTES);
+    let rb = nb * Q4_1_BYTES;
+    for (b, out) in dst.chunks_exact_mut(Q4_1_X8_BYTES).enumerate() {
+        for k in 0..8 {
+            let blk = &src[k * rb + b * Q4_1_BYTES..][..Q4_1_BYTES];
+            for (at, &v) in blk.iter().enumerate() {
+                out[q4_1_x8_at(at, k)] = v;
+            }
+        }
+    }
+}
+
+/// Row `k` (0..8) of block `b` of a group of 8 repacked Q4_1 rows, as the Q4_1 block it was.
+pub(super) fn unpack_q4_1_x8(group: &[u8], b: usize, k: usize) -> [u8; Q4_1_BYTES] {
+    let p = &group[b * Q4_1_X8_BYTES..][..Q4_1_X8_BYTES];
+    std::array::from_fn(|at| p[q4_1_x8_at(at, k)])
+}
+
 /// One Q4_K row to f32, as ggml's `dequantize_row_q4_K` written in C: `d1 × q - m1`, the product and the
 /// difference rounded apart (a compiler allowed to contract it into a fused multiply-add would differ in
 /// the last bit; neither model file here has a Q4_K embedding, so only the tests reach this).
@@ -576,7 +611,7 @@ pub(super) fn dequant_row(t: WType, row: &[u8], out: &mut [f32]) {
         WType::Q4_K => dequant_q4_k(row, out),
         WType::Q6_K => dequant_q6_k(row, out),
         // Only the layers' matrices are repacked, and they are only multiplied.
-        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 => {
+        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 | WType::Q4_1_X8 => {
             unreachable!("a repacked matrix is never read by row")
         }
     }

@@ -75,7 +75,7 @@ pub(super) struct Layer {
 /// The mapped file and where each tensor lies in it.
 pub(super) struct Weights {
     pub(super) map: memmap2::Mmap,
-    /// The layers' Q5_0, Q4_K and Q6_K matrices, repacked 8 rows at a time for the tile kernels (read from the
+    /// The layers' Q4_1, Q5_0, Q4_K and Q6_K matrices and the output matrix, repacked 8 rows at a time for the tile kernels (read from the
     /// file without mapping their pages, so the process holds them once).
     pub(super) packed: Vec<u8>,
     pub(super) embd: QMat,
@@ -401,7 +401,7 @@ pub(super) fn load(file: &File, content: &Content, cfg: &Config) -> Result<Weigh
     };
     let dim = cfg.dim;
     let embd = index.mat("token_embd.weight", cfg.vocab, dim)?;
-    let output = if content.tensor_infos.contains_key("output.weight") {
+    let mut output = if content.tensor_infos.contains_key("output.weight") {
         index.mat("output.weight", cfg.vocab, dim)?
     } else {
         embd
@@ -472,6 +472,9 @@ pub(super) fn load(file: &File, content: &Content, cfg: &Config) -> Result<Weigh
             repack(file, &map, m, &mut packed)?;
         }
     }
+    // The output matrix too (a tied one is repacked apart from the embedding rows, which stay in the map
+    // for the look-ups): decode reads it every step.
+    repack(file, &map, &mut output, &mut packed)?;
     Ok(Weights {
         map,
         packed,
@@ -482,7 +485,7 @@ pub(super) fn load(file: &File, content: &Content, cfg: &Config) -> Result<Weigh
     })
 }
 
-/// Repacks a matrix whose format the tile kernels repack ([`WType::repacking`]: Q5_0, Q4_K, Q6_K) and whose rows
+/// Repacks a matrix whose format the tile kernels repack ([`WType::repacking`]: Q4_1, Q5_0, Q4_K, Q6_K) and whose rows
 /// come in whole groups of 8 into `packed`, and points `m` there; other matrices stay in the map. The rows
 /// are read from the file (on Unix) rather than through the map, so that their pages are not kept as well.
 /// Only on x86-64: elsewhere the scalar set alone runs, and it reads the file's layout faster (it unpacks a

@@ -1,9 +1,9 @@
 //! The AVX2 + FMA + F16C kernels (and the 256-bit VNNI form of the integer dot product, which the AVX-512
 //! set reuses). Every dot product rounds as the ggml code llama.cpp runs for that format on an AVX2 CPU
-//! (`ggml_vec_dot_q4_1_q8_1`, `_q8_0_q8_0`, `_q6_K_q8_K`: 8 float lanes, block after block,
+//! (`ggml_vec_dot_q8_0_q8_0`, `_q6_K_q8_K`: 8 float lanes, block after block,
 //! then [`hsum`]; Q4_K as the repacked `ggml_gemv/gemm_q4_K_8x8_q8_K`, Q6_K over 8 or more rows as the
-//! tiled matmul: one float chain per output), except Q5_0, whose products take one float chain per output
-//! (`scalar::q5_0`), which `scalar.rs` spells out step by step. Only the integer
+//! tiled matmul: one float chain per output), except Q4_1 and Q5_0, whose products take one float chain
+//! per output (`scalar::q4_1`, `scalar::q5_0`), which `scalar.rs` spells out step by step. Only the integer
 //! parts, exact whatever the order, are computed differently where that is cheaper.
 //!
 //! The `#[target_feature]` entry points are the only functions here that are not `#[inline(always)]`: the
@@ -13,8 +13,8 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::super::quant::{
-    Act, Q4_1_BYTES, Q4_K_BYTES, Q4_K_X8_BYTES, Q5_0_BYTES, Q5_0_X8_BYTES, Q6_K_BYTES,
-    Q6_K_X8_BYTES, Q8_0_BYTES, QK, QK_K, WType,
+    Act, Q4_1_BYTES, Q4_1_X8_BYTES, Q4_K_BYTES, Q4_K_X8_BYTES, Q5_0_BYTES, Q5_0_X8_BYTES,
+    Q6_K_BYTES, Q6_K_X8_BYTES, Q8_0_BYTES, QK, QK_K, WType,
 };
 use super::{TILE, Tile, WTILE_MAX};
 
@@ -52,6 +52,7 @@ pub(super) unsafe fn dot_rows(
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
             WType::Q4_K_X8 => super::dispatch_x8!(q4_k_x8[, false], w, act, r, t, out),
             WType::Q5_0_X8 => super::dispatch_x8!(q5_0_x8[, false], w, act, r, t, out),
+            WType::Q4_1_X8 => super::dispatch_x8!(q4_1_x8[, false], w, act, r, t, out),
             WType::Q6_K_X8 if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_x8!(q6_k_x8[, true], w, act, r, t, out)
             }
@@ -96,6 +97,7 @@ pub(super) unsafe fn dot_tile(
             WType::Q4_K => super::dispatch_tile!(q4_k[], w, rb, act, r, t, cn, out),
             WType::Q4_K_X8 => super::dispatch_x8!(q4_k_x8[, false], w, act, r, t, out),
             WType::Q5_0_X8 => super::dispatch_x8!(q5_0_x8[, false], w, act, r, t, out),
+            WType::Q4_1_X8 => super::dispatch_x8!(q4_1_x8[, false], w, act, r, t, out),
             WType::Q6_K_X8 if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_x8!(q6_k_x8[, true], w, act, r, t, out)
             }
@@ -307,15 +309,15 @@ unsafe fn f16x1(p: *const u8) -> f32 {
     }
 }
 
-/// Q4_1 weights (C rows of `rb` bytes at `w`) · Q8_1 activations (rows r..r + R). Each weight block is
-/// unpacked once for R activation rows and each activation block loaded once for C weight rows; every
-/// dot product sums its blocks in ggml's order (8 lanes, block after block, the min terms apart). The
-/// min terms are a separate sum of separately rounded products: once summed with a fused multiply-add
-/// they changed 11 of 30 evaluation answers.
+/// Q4_1 weights in the file's layout (C rows of `rb` bytes at `w`) · Q8_1 activations (rows r..r + R),
+/// rounded as `scalar::q4_1`: per block the exact integer Σ q·x (8 lanes, summed), one fused multiply-add
+/// by (d_w × d_x) per output, the min terms apart. Only matrices that are not repacked ([`q4_1_x8`]) take
+/// it: rows not in whole groups of 8, or `bench kernels`.
 ///
 /// # Safety
 /// As [`dot_tile`], with `R == t` and `C <= cn`; VNNI as [`mul_sum_us8`].
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // k and i index weight rows and activation rows alike
 pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
     w: &[u8],
     rb: usize,
@@ -323,18 +325,11 @@ pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
     r: usize,
     out: &mut Tile,
 ) {
-    // A tile of several rows within one group of 8 (those `tiles` hands out): the min terms of all its rows
-    // in one vector (the same products and sums, lane by lane).
-    if group8::<R, C>(act, r) && !act.st.is_empty() {
-        // SAFETY: as below; `st` and `dt` hold 8 values per block for the group of row r.
-        unsafe { q4_1_rows::<R, VNNI>(w, act, r, out) };
-        return;
-    }
     // SAFETY: every pointer below stays inside `w` (C rows of nb blocks) and the activation rows r..r + R
     // (the caller's contract).
     unsafe {
         let nb = act.nb;
-        let mut acc = [[_mm256_setzero_ps(); R]; C];
+        let mut acc = [[0f32; R]; C];
         let mut summ = [[0f32; R]; C];
         let (qs, d, s) = (act.qs.as_ptr(), act.d.as_ptr(), act.s.as_ptr());
         for b in 0..nb {
@@ -344,69 +339,98 @@ pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
             for k in 0..C {
                 let p = w.as_ptr().add(k * rb + b * Q4_1_BYTES);
                 let (dw, mw) = f16x2(p);
-                let dwv = _mm256_set1_ps(dw);
                 let qw = q4_1_codes(p);
-                // Each activation block is read where it is used (one load folded into the product): a
-                // tile of 8 rows kept in registers would not leave room for the accumulators.
                 for i in 0..R {
                     let at = (r + i) * nb + b;
                     let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
-                    let dd = _mm256_mul_ps(dwv, _mm256_broadcast_ss(&*d.add(at)));
-                    acc[k][i] = _mm256_fmadd_ps(dd, mul_sum_us8::<VNNI>(qw, xq), acc[k][i]);
+                    let isum = hsum_i32(dot_us8::<VNNI>(qw, xq));
+                    acc[k][i] = (isum as f32).mul_add(dw * *d.add(at), acc[k][i]);
                     summ[k][i] += mw * *s.add(at);
                 }
             }
         }
         for k in 0..C {
             for i in 0..R {
-                out[k][i] = hsum(acc[k][i]) + summ[k][i];
+                out[k][i] = acc[k][i] + summ[k][i];
             }
         }
     }
 }
 
-/// [`q4_1`] for one weight row and R activation rows inside one group of 8: each dot product as there,
-/// the min terms `summ += m_w × s_x` of the R rows in the lanes of one vector (read from `st`), the scale
-/// products 8 at a time ([`scales8`]).
+/// Q4_1 weights repacked 8 rows at a time ([`WType::Q4_1_X8`]) · Q8_1 activations, rounded as
+/// `scalar::q4_1`, laid out as [`q5_0_x8`] takes them: a lane is one weight row's sum, a block's 8 runs
+/// add into one integer vector, one fused multiply-add per block takes it into the row's float chain, and
+/// the min terms (a multiply, then an add, as the scalar `summ += m_w × s_x`) go into a second vector.
 ///
 /// # Safety
-/// As [`q4_1`], with [`group8`] and `act.st` filled.
+/// The CPU supports AVX2, FMA and F16C (and AVX-512 VNNI when `VNNI`); `w` holds one group of 8 rows of
+/// `act.nb` blocks; activation rows `r..r + R` exist in `act`.
 #[inline(always)]
-unsafe fn q4_1_rows<const R: usize, const VNNI: bool>(
+pub(super) unsafe fn q4_1_x8<const R: usize, const VNNI: bool>(
     w: &[u8],
     act: &Act,
     r: usize,
     out: &mut Tile,
 ) {
-    // SAFETY: the caller's contract: blocks b < nb of one weight row, activation rows r..r + R, and the
-    // 8 values of `st` for (group of r, b).
+    // SAFETY: the caller's contract; every offset below lies inside block b of the group and the
+    // activation rows' block b (32 values).
     unsafe {
         let nb = act.nb;
+        let m4 = _mm256_set1_epi8(0x0F);
         let mut acc = [_mm256_setzero_ps(); R];
-        let mut summ = _mm256_setzero_ps();
-        let (qs, st) = (act.qs.as_ptr(), act.st.as_ptr());
-        let g = (r / 8) * nb;
+        let mut summ = [_mm256_setzero_ps(); R];
+        let (qs, d, sx) = (act.qs.as_ptr(), act.d.as_ptr(), act.s.as_ptr());
         for b in 0..nb {
-            let p = w.as_ptr().add(b * Q4_1_BYTES);
-            let (dw, mw) = f16x2(p);
-            let dwv = _mm256_set1_ps(dw);
-            let qw = q4_1_codes(p);
-            let dd8 = scales8::<true>(dwv, act, r, b);
-            let dd8 = std::hint::black_box(&dd8);
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let at = (r + i) * nb + b;
-                let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
-                let dd = row_scale::<true>(dwv, dd8, act, at, r % 8 + i);
-                *acc = _mm256_fmadd_ps(dd, mul_sum_us8::<VNNI>(qw, xq), *acc);
+            let p = w.as_ptr().add(b * Q4_1_X8_BYTES);
+            if R == 1 {
+                prefetch_tile::<1>(w.as_ptr(), b, Q4_1_X8_BYTES);
             }
-            // Rust does not fuse: a multiply, then an add, as the scalar `summ += mw * s`.
-            let sv = _mm256_loadu_ps(st.add((g + b) * 8));
-            summ = _mm256_add_ps(summ, _mm256_mul_ps(_mm256_set1_ps(mw), sv));
+            let mut s = [_mm256_setzero_si256(); R];
+            // Runs g and g + 4 share their nibble bytes; without VNNI, four runs' 16-bit pair sums are
+            // added before they are widened (each at most 2 × 15 × 128, so four fit in 16 bits).
+            let mut part = [_mm256_setzero_si256(); R];
+            for g in 0..8 {
+                let v = _mm256_loadu_si256(p.add(32 + 32 * (g % 4)) as *const __m256i);
+                let q = if g < 4 {
+                    _mm256_and_si256(v, m4)
+                } else {
+                    _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)
+                };
+                for i in 0..R {
+                    let x = qs.add(((r + i) * nb + b) * QK + 4 * g);
+                    let xb = _mm256_set1_epi32((x as *const i32).read_unaligned());
+                    if VNNI {
+                        s[i] = _mm256_dpbusd_epi32(s[i], q, xb);
+                    } else {
+                        let p16 = _mm256_maddubs_epi16(q, xb);
+                        part[i] = if g % 4 == 0 {
+                            p16
+                        } else {
+                            _mm256_add_epi16(part[i], p16)
+                        };
+                        if g % 4 == 3 {
+                            s[i] = _mm256_add_epi32(
+                                s[i],
+                                _mm256_madd_epi16(part[i], _mm256_set1_epi16(1)),
+                            );
+                        }
+                    }
+                }
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let mw = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
+            for i in 0..R {
+                let at = (r + i) * nb + b;
+                let xd = _mm256_set1_ps(*d.add(at));
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), _mm256_mul_ps(dw, xd), acc[i]);
+                summ[i] = _mm256_add_ps(summ[i], _mm256_mul_ps(mw, _mm256_set1_ps(*sx.add(at))));
+            }
         }
-        let mut sm = [0f32; 8];
-        _mm256_storeu_ps(sm.as_mut_ptr(), summ);
-        for (i, acc) in acc.iter().enumerate() {
-            out[0][i] = hsum(*acc) + sm[r % 8 + i];
+        for i in 0..R {
+            let v = lanes8(_mm256_add_ps(acc[i], summ[i]));
+            for k in 0..8 {
+                out[k][i] = v[k];
+            }
         }
     }
 }

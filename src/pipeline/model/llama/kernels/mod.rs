@@ -221,7 +221,7 @@ impl Kernels {
             Isa::Avx2 => unsafe { avx2::dot_rows(wt, w, rb, act, emit) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { avx512::dot_rows(wt, w, rb, act, prefetch, emit) },
+            Isa::Avx512 => unsafe { avx512::dot_rows(wt, w, rb, act, emit) },
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("Kernels::new admits only supported sets"),
         }
@@ -320,11 +320,11 @@ pub(super) const PREFETCH: usize = 8192;
 #[inline(always)]
 pub(super) fn shape(wt: WType, rows: usize) -> (usize, usize) {
     match wt {
-        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 if rows == 1 => (1, 8),
-        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 => (TILE_K, 8),
+        _ if wt.repacked() && rows == 1 => (1, 8),
+        _ if wt.repacked() => (TILE_K, 8),
         _ if rows == 1 => (1, DECODE_WTILE),
-        WType::Q4_1 | WType::Q5_0 | WType::Q8_0 => (TILE, 1),
         WType::Q4_K | WType::Q6_K => (TILE_K, 2),
+        _ => (TILE, 1),
     }
 }
 
@@ -545,7 +545,9 @@ pub(super) fn random_weights(
         WType::Q4_1 | WType::Q4_K => &[0, 2],
         WType::Q5_0 | WType::Q8_0 => &[0],
         WType::Q6_K => &[208],
-        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 => unreachable!("repacked above"),
+        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 | WType::Q4_1_X8 => {
+            unreachable!("repacked above")
+        }
     };
     let mut w = Vec::new();
     for _ in 0..rows * cols / wt.block_len() {
@@ -561,9 +563,9 @@ pub(super) fn random_weights(
 }
 
 /// The weight formats `stoplab bench kernels` measures, by name: the file's layouts, and the repacked ones
-/// the layers' Q5_0, Q4_K and Q6_K matrices are multiplied in.
-pub const KERNEL_FORMATS: [&str; 8] = [
-    "q4_1", "q5_0", "q5_0_x8", "q8_0", "q4_k", "q4_k_x8", "q6_k", "q6_k_x8",
+/// the layers' Q4_1, Q5_0, Q4_K and Q6_K matrices (and a Q4_1 output matrix) are multiplied in.
+pub const KERNEL_FORMATS: [&str; 9] = [
+    "q4_1", "q4_1_x8", "q5_0", "q5_0_x8", "q8_0", "q4_k", "q4_k_x8", "q6_k", "q6_k_x8",
 ];
 
 /// Multiply-adds per second (10^9) of one kernel set's products of `rows` activation rows with a random
@@ -575,6 +577,7 @@ pub fn kernel_rate(isa: Isa, format: &str, rows: usize, runs: usize) -> Result<V
         Kernels::new(isa).ok_or_else(|| format!("this CPU does not run the {isa} kernels"))?;
     let wt = match format {
         "q4_1" => WType::Q4_1,
+        "q4_1_x8" => WType::Q4_1_X8,
         "q5_0" => WType::Q5_0,
         "q5_0_x8" => WType::Q5_0_X8,
         "q8_0" => WType::Q8_0,

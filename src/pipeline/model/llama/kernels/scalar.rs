@@ -2,12 +2,12 @@
 //! AVX2 computes the very same sums (the same products, rounded in the same order) and greedy outputs do not
 //! depend on the CPU. Integer products are exact, so only the float steps need to follow the SIMD order:
 //! 8 lanes, each a chain of fused multiply-adds block after block, then [`hsum`] (or, for Q4_K and batched
-//! Q6_K, one chain per output, as the ggml kernels llama.cpp uses for them; for Q5_0, one chain per output
-//! too: [`q5_0`]).
+//! Q6_K, one chain per output, as the ggml kernels llama.cpp uses for them; for Q4_1 and Q5_0, one chain
+//! per output too: [`q4_1`], [`q5_0`]).
 
 use super::super::quant::{
     ActRow, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES, QK, QK_K, WType, f16_at,
-    q6_k_value, scale_min_k4, unpack_q4_k_x8, unpack_q5_0_x8, unpack_q6_k_x8,
+    q6_k_value, scale_min_k4, unpack_q4_1_x8, unpack_q4_k_x8, unpack_q5_0_x8, unpack_q6_k_x8,
 };
 use super::Tile;
 
@@ -70,42 +70,21 @@ pub(super) fn q5_0_value(blk: &[u8], j: usize) -> i32 {
     (nib as i32 | (((qh >> j) & 1) << 4) as i32) - 16
 }
 
-/// One weight row · one activation row. For Q4_1 and Q8_0 (see `avx2::q4_1`, `avx2::q8_0`), lane l of
-/// a block takes the integer sum of its values 4l..4l + 4, where Q4_1 lays out a block's low nibbles
-/// (values 0..16) and then its high ones (16..32). Q5_0, Q4_K and Q6_K: see [`q5_0`], [`q4_k`] and
+/// One weight row · one activation row. For Q8_0 (see `avx2::q8_0`), lane l of a block takes the
+/// integer sum of its values 4l..4l + 4. Q4_1, Q5_0, Q4_K and Q6_K: see [`q4_1`], [`q5_0`], [`q4_k`] and
 /// [`q6_k`]; `batched` (the product has at least [`super::BATCHED_ROWS`] activation rows) picks Q6_K's
 /// batched form.
 pub(super) fn dot(wt: WType, w: &[u8], x: ActRow, batched: bool) -> f32 {
     let mut acc = [0f32; 8];
-    let mut summ = 0f32;
     match wt {
         WType::Q4_K => return q4_k(w, x),
-        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 => {
+        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 | WType::Q4_1_X8 => {
             unreachable!("repacked rows are multiplied 8 at a time (dot_tile)")
         }
         WType::Q6_K if batched => return q6_k_batched(w, x),
         WType::Q6_K => return q6_k(w, x),
         WType::Q5_0 => return q5_0(w, x),
-        WType::Q4_1 => {
-            for (b, (wb, xq)) in w
-                .chunks_exact(Q4_1_BYTES)
-                .zip(x.qs.chunks_exact(QK))
-                .enumerate()
-            {
-                let (dw, mw) = (f16_at(wb, 0), f16_at(wb, 2));
-                let dd = dw * x.d[b];
-                for (l, acc) in acc.iter_mut().enumerate() {
-                    let mut lane = 0i32;
-                    for p in 4 * l..4 * l + 4 {
-                        let q = wb[4 + p % 16];
-                        let v = if p < 16 { q & 0x0F } else { q >> 4 };
-                        lane += v as i32 * xq[p] as i32;
-                    }
-                    *acc = dd.mul_add(lane as f32, *acc);
-                }
-                summ += mw * x.s[b];
-            }
-        }
+        WType::Q4_1 => return q4_1(w, x),
         WType::Q8_0 => {
             for (b, (wb, xq)) in w
                 .chunks_exact(Q8_0_BYTES)
@@ -122,7 +101,32 @@ pub(super) fn dot(wt: WType, w: &[u8], x: ActRow, batched: bool) -> f32 {
             }
         }
     }
-    hsum(acc) + summ
+    hsum(acc)
+}
+
+/// Q4_1 weights · Q8_1 activations, one float chain per output (where llama.cpp's `ggml_vec_dot_q4_1_q8_1`
+/// keeps 8 lanes and sums them at the end): per block the exact integer Σ q·x (q the 4-bit code; a
+/// block's low nibbles are its values 0..16, its high ones 16..32), one fused multiply-add by
+/// (d_w × d_x), and the min terms m_w × s_x (s_x = d_x × Σx, stored as f16) as a separate sum of
+/// separately rounded products, as there, added at the end.
+#[inline(always)]
+pub(super) fn q4_1(w: &[u8], x: ActRow) -> f32 {
+    let (mut acc, mut summ) = (0f32, 0f32);
+    for (b, (wb, xq)) in w
+        .chunks_exact(Q4_1_BYTES)
+        .zip(x.qs.chunks_exact(QK))
+        .enumerate()
+    {
+        let isum: i32 = (0..QK)
+            .map(|p| {
+                let q = wb[4 + p % 16];
+                (if p < 16 { q & 0x0F } else { q >> 4 }) as i32 * xq[p] as i32
+            })
+            .sum();
+        acc = (isum as f32).mul_add(f16_at(wb, 0) * x.d[b], acc);
+        summ += f16_at(wb, 2) * x.s[b];
+    }
+    acc + summ
 }
 
 /// Q5_0 weights · Q8_0 activations, one float chain per output (where llama.cpp's `ggml_vec_dot_q5_0_q8_0`
@@ -262,7 +266,8 @@ pub(super) fn dot_tile(
             let row: Vec<u8> = match wt {
                 WType::Q4_K_X8 => (0..nb).flat_map(|b| unpack_q4_k_x8(w, b, k)).collect(),
                 WType::Q6_K_X8 => (0..nb).flat_map(|b| unpack_q6_k_x8(w, b, k)).collect(),
-                _ => (0..nb).flat_map(|b| unpack_q5_0_x8(w, b, k)).collect(),
+                WType::Q5_0_X8 => (0..nb).flat_map(|b| unpack_q5_0_x8(w, b, k)).collect(),
+                _ => (0..nb).flat_map(|b| unpack_q4_1_x8(w, b, k)).collect(),
             };
             let wt = wt.file_format();
             for (i, o) in out[..t].iter_mut().enumerate() {
