@@ -489,22 +489,41 @@ fn q5_0_x8_at(at: usize, k: usize) -> usize {
     }
 }
 
+/// For each byte v of a Q5_0 block's fifth bits (values 8n..8n + 8 for byte n), the two bits it gives
+/// each of the 4 repacked bytes ([`Q5_0_X8_BYTES`]): byte t of the entry holds bit t of v at bit 0 and bit
+/// 4 + t at bit 1, the bits of runs 2n and 2n + 1 (values 8n + t and 8n + 4 + t).
+const Q5_0_X8_BITS: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut v = 0;
+    while v < 256 {
+        let mut t = 0;
+        while t < 4 {
+            table[v] |= ((((v >> t) & 1) | (((v >> (4 + t)) & 1) << 1)) as u32) << (8 * t);
+            t += 1;
+        }
+        v += 1;
+    }
+    table
+};
+
 /// Repacks 8 Q5_0 rows of `nb` blocks each (`src`, the rows one after another) into `dst`
 /// ([`Q5_0_X8_BYTES`] per block, see there). Lossless: [`unpack_q5_0_x8`] gives the blocks back.
 pub(super) fn repack_q5_0_x8(src: &[u8], nb: usize, dst: &mut [u8]) {
     assert!(src.len() == 8 * nb * Q5_0_BYTES && dst.len() == nb * Q5_0_X8_BYTES);
     let rb = nb * Q5_0_BYTES;
     for (b, out) in dst.chunks_exact_mut(Q5_0_X8_BYTES).enumerate() {
-        out[144..].fill(0);
         for k in 0..8 {
             let blk = &src[k * rb + b * Q5_0_BYTES..][..Q5_0_BYTES];
-            for at in (0..2).chain(6..Q5_0_BYTES) {
-                out[q5_0_x8_at(at, k)] = blk[at];
+            out[2 * k..2 * k + 2].copy_from_slice(&blk[0..2]);
+            for m in 0..4 {
+                let at = 16 + 32 * m + 4 * k;
+                out[at..at + 4].copy_from_slice(&blk[6 + 4 * m..][..4]);
             }
-            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
-            for j in 0..QK {
-                out[144 + 4 * k + j % 4] |= (((qh >> j) & 1) as u8) << (j / 4);
-            }
+            // Byte t: bit g the fifth bit of value 4g + t.
+            let bits = (0..4).fold(0u32, |acc, n| {
+                acc | Q5_0_X8_BITS[blk[2 + n] as usize] << (2 * n)
+            });
+            out[144 + 4 * k..144 + 4 * k + 4].copy_from_slice(&bits.to_le_bytes());
         }
     }
 }
@@ -539,8 +558,10 @@ pub(super) fn repack_q4_1_x8(src: &[u8], nb: usize, dst: &mut [u8]) {
     for (b, out) in dst.chunks_exact_mut(Q4_1_X8_BYTES).enumerate() {
         for k in 0..8 {
             let blk = &src[k * rb + b * Q4_1_BYTES..][..Q4_1_BYTES];
-            for (at, &v) in blk.iter().enumerate() {
-                out[q4_1_x8_at(at, k)] = v;
+            // The f16 d and m, then the nibbles 4 bytes at a time.
+            for at in (0..Q4_1_BYTES).step_by(2) {
+                let to = q4_1_x8_at(at, k);
+                out[to..to + 2].copy_from_slice(&blk[at..at + 2]);
             }
         }
     }

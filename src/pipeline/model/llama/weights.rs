@@ -458,7 +458,14 @@ pub(super) fn load(file: &File, content: &Content, cfg: &Config) -> Result<Weigh
         layers.push(l);
     }
     let norm = index.vec(&map, "output_norm.weight", dim)?;
-    let mut packed = Vec::new();
+    // Sized once, so that the repacked matrices are not copied as the buffer grows.
+    let repacked = layers
+        .iter()
+        .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
+        .chain([&output])
+        .filter_map(|m| Some(m.rows * repacking(m)?.0.row_bytes(m.cols)))
+        .sum();
+    let mut packed = Vec::with_capacity(repacked);
     for l in &mut layers {
         for m in [
             &mut l.wq,
@@ -491,34 +498,45 @@ pub(super) fn load(file: &File, content: &Content, cfg: &Config) -> Result<Weigh
 /// Only on x86-64: elsewhere the scalar set alone runs, and it reads the file's layout faster (it unpacks a
 /// repacked row before its product).
 fn repack(file: &File, map: &[u8], m: &mut QMat, packed: &mut Vec<u8>) -> Result<(), String> {
-    let Some((to, repack)) = m.wtype.repacking() else {
+    let Some((to, repack)) = repacking(m) else {
         return Ok(());
     };
-    if !cfg!(target_arch = "x86_64") || !m.rows.is_multiple_of(8) {
-        return Ok(());
-    }
     let (rb, group_out) = (m.row_bytes(), 8 * to.row_bytes(m.cols));
     let (group, nb) = (8 * rb, m.cols / m.wtype.block_len());
     let start = packed.len();
     packed.resize(start + m.rows / 8 * group_out, 0);
-    let mut src = vec![0u8; group];
-    for (g, dst) in packed[start..].chunks_exact_mut(group_out).enumerate() {
-        let at = m.offset + g * group;
+    // Read a run of groups per system call (about 256 KiB), then repack it group by group.
+    let per_read = (256 * 1024 / group).max(1);
+    let mut src = vec![0u8; per_read * group];
+    for (c, dst) in packed[start..].chunks_mut(per_read * group_out).enumerate() {
+        let (at, src) = (
+            m.offset + c * per_read * group,
+            &mut src[..dst.len() / group_out * group],
+        );
         #[cfg(unix)]
-        std::os::unix::fs::FileExt::read_exact_at(file, &mut src, at as u64)
+        std::os::unix::fs::FileExt::read_exact_at(file, src, at as u64)
             .map_err(|e| format!("cannot read the weights at byte {at}: {e}"))?;
         #[cfg(not(unix))]
         {
             let _ = file;
-            src.copy_from_slice(&map[at..at + group]);
+            src.copy_from_slice(&map[at..at + src.len()]);
         }
-        repack(&src, nb, dst);
+        for (src, dst) in src.chunks_exact(group).zip(dst.chunks_exact_mut(group_out)) {
+            repack(src, nb, dst);
+        }
     }
     #[cfg(unix)]
     let _ = map;
     m.wtype = to;
     m.offset = start;
     Ok(())
+}
+
+/// The repacked format of `m` and its repacking, if the tile kernels repack it: a format they repack, in
+/// whole groups of 8 rows, on x86-64.
+fn repacking(m: &QMat) -> Option<(WType, super::quant::Repack)> {
+    let r = m.wtype.repacking()?;
+    (cfg!(target_arch = "x86_64") && m.rows.is_multiple_of(8)).then_some(r)
 }
 
 /// Tensor look-ups with their shape, type and place in the file checked.
