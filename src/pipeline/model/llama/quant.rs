@@ -1,5 +1,5 @@
 //! Quantized formats: the weight blocks read from the file (Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, laid out as
-//! ggml lays them out; Q4_1, Q5_0, Q4_K and Q6_K also repacked 8 rows at a time, losslessly), and the 8-bit
+//! ggml lays them out; each also repacked 8 rows at a time, losslessly), and the 8-bit
 //! activation rows the matrix products take (Q8_0, Q8_1, Q8_K, quantized as ggml quantizes them).
 
 use half::f16;
@@ -45,6 +45,10 @@ pub(super) const Q5_0_X8_BYTES: usize = 8 * Q5_0_BYTES;
 /// (run j at 32 + 32j, row k's file bytes 4j..4j + 4 at 4k: the low nibbles of run j are the values
 /// 4j..4j + 4 of each row, the high ones 16 + 4j..16 + 4j + 4): the 8 blocks' bytes, rearranged.
 pub(super) const Q4_1_X8_BYTES: usize = 8 * Q4_1_BYTES;
+/// Bytes of one block of 8 Q8_0 rows repacked for the tile kernels ([`WType::Q8_0_X8`], laid out by
+/// [`repack_q8_0_x8`]): the 8 rows' f16 d (16 bytes), then 8 runs of 32 bytes (run g at 16 + 32g, row k's
+/// values 4g..4g + 4 at 4k): the 8 blocks' bytes, rearranged.
+pub(super) const Q8_0_X8_BYTES: usize = 8 * Q8_0_BYTES;
 
 /// The weight formats the own pass multiplies (named as ggml names them).
 #[allow(non_camel_case_types)]
@@ -66,6 +70,8 @@ pub(super) enum WType {
     Q5_0_X8,
     /// Q4_1 rows repacked 8 at a time at load ([`repack_q4_1_x8`]), as [`WType::Q4_K_X8`].
     Q4_1_X8,
+    /// Q8_0 rows repacked 8 at a time at load ([`repack_q8_0_x8`]), as [`WType::Q4_K_X8`].
+    Q8_0_X8,
 }
 
 impl WType {
@@ -94,13 +100,19 @@ impl WType {
             Self::Q6_K_X8 => Q6_K_BYTES,
             Self::Q5_0_X8 => Q5_0_BYTES,
             Self::Q4_1_X8 => Q4_1_BYTES,
+            Self::Q8_0_X8 => Q8_0_BYTES,
         }
     }
 
     /// Values per block (a row's length must be a multiple of it).
     pub(super) fn block_len(self) -> usize {
         match self {
-            Self::Q4_1 | Self::Q5_0 | Self::Q8_0 | Self::Q5_0_X8 | Self::Q4_1_X8 => QK,
+            Self::Q4_1
+            | Self::Q5_0
+            | Self::Q8_0
+            | Self::Q5_0_X8
+            | Self::Q4_1_X8
+            | Self::Q8_0_X8 => QK,
             Self::Q4_K | Self::Q6_K | Self::Q4_K_X8 | Self::Q6_K_X8 => QK_K,
         }
     }
@@ -114,7 +126,7 @@ impl WType {
     pub(super) fn repacked(self) -> bool {
         matches!(
             self,
-            Self::Q4_K_X8 | Self::Q6_K_X8 | Self::Q5_0_X8 | Self::Q4_1_X8
+            Self::Q4_K_X8 | Self::Q6_K_X8 | Self::Q5_0_X8 | Self::Q4_1_X8 | Self::Q8_0_X8
         )
     }
 
@@ -125,6 +137,7 @@ impl WType {
             Self::Q6_K => Some((Self::Q6_K_X8, repack_q6_k_x8)),
             Self::Q5_0 => Some((Self::Q5_0_X8, repack_q5_0_x8)),
             Self::Q4_1 => Some((Self::Q4_1_X8, repack_q4_1_x8)),
+            Self::Q8_0 => Some((Self::Q8_0_X8, repack_q8_0_x8)),
             _ => None,
         }
     }
@@ -136,6 +149,7 @@ impl WType {
             Self::Q6_K_X8 => Self::Q6_K,
             Self::Q5_0_X8 => Self::Q5_0,
             Self::Q4_1_X8 => Self::Q4_1,
+            Self::Q8_0_X8 => Self::Q8_0,
             t => t,
         }
     }
@@ -144,7 +158,7 @@ impl WType {
     pub(super) fn act(self) -> ActType {
         match self {
             Self::Q4_1 | Self::Q4_1_X8 => ActType::Q8_1,
-            Self::Q5_0 | Self::Q8_0 | Self::Q5_0_X8 => ActType::Q8_0,
+            Self::Q5_0 | Self::Q8_0 | Self::Q5_0_X8 | Self::Q8_0_X8 => ActType::Q8_0,
             Self::Q4_K | Self::Q6_K | Self::Q4_K_X8 | Self::Q6_K_X8 => ActType::Q8_K,
         }
     }
@@ -181,10 +195,6 @@ pub(super) struct Act {
     pub(super) s: Vec<f32>,
     pub(super) bsums: Vec<i16>,
     pub(super) x16: Vec<i32>,
-    /// For Q8_0 with more than one row, `d` with the rows taken 8 at a time and transposed:
-    /// `dt[((r / 8) * nb + b) * 8 + r % 8]` (the last group padded with zeros), so that a tile of 8 rows
-    /// forms one weight block's 8 scale products with one multiply.
-    pub(super) dt: Vec<f32>,
     /// Blocks per row.
     pub(super) nb: usize,
     /// Values per block: 32, or 256 for Q8_K.
@@ -205,7 +215,6 @@ impl Act {
             && self.s.len() == blocks
             && (self.bsums.len() == blocks * QK_K / 16 || self.qk == QK && self.bsums.is_empty())
             && (self.x16.len() == blocks || self.x16.is_empty())
-            && (self.dt.is_empty() || self.dt.len() == self.rows().div_ceil(8) * self.nb * 8)
     }
 
     pub(super) fn row(&self, r: usize) -> ActRow<'_> {
@@ -254,7 +263,6 @@ pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
     out.s.resize(rows * nb, 0.0);
     out.bsums.clear();
     out.x16.clear();
-    out.dt.clear();
     if t == ActType::Q8_0 {
         out.x16.resize(rows * nb, 0);
     }
@@ -308,20 +316,6 @@ pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
             if t == ActType::Q8_1 {
                 out.s[r * nb + b] = f16::from_f32(d * sum as f32).to_f32();
             }
-        }
-    }
-    if t == ActType::Q8_0 && rows > 1 {
-        transpose8(&out.d, nb, &mut out.dt);
-    }
-}
-
-/// `src` (rows of `nb` values) with the rows taken 8 at a time and transposed (see [`Act`]'s `dt`).
-fn transpose8(src: &[f32], nb: usize, out: &mut Vec<f32>) {
-    let rows = src.len() / nb;
-    out.resize(rows.div_ceil(8) * nb * 8, 0.0);
-    for r in 0..rows {
-        for b in 0..nb {
-            out[((r / 8) * nb + b) * 8 + r % 8] = src[r * nb + b];
         }
     }
 }
@@ -388,7 +382,7 @@ pub(super) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 }
 
 /// A repacking of 8 rows of `nb` blocks ([`repack_q4_k_x8`], [`repack_q6_k_x8`], [`repack_q5_0_x8`],
-/// [`repack_q4_1_x8`]).
+/// [`repack_q4_1_x8`], [`repack_q8_0_x8`]).
 pub(super) type Repack = fn(&[u8], usize, &mut [u8]);
 
 /// Repacks 8 Q4_K rows of `nb` super-blocks each (`src`, the rows one after another) into `dst`
@@ -573,6 +567,32 @@ pub(super) fn unpack_q4_1_x8(group: &[u8], b: usize, k: usize) -> [u8; Q4_1_BYTE
     std::array::from_fn(|at| p[q4_1_x8_at(at, k)])
 }
 
+/// Repacks 8 Q8_0 rows of `nb` blocks each (`src`, the rows one after another) into `dst`
+/// ([`Q8_0_X8_BYTES`] per block, see there). Lossless: [`unpack_q8_0_x8`] gives the blocks back.
+pub(super) fn repack_q8_0_x8(src: &[u8], nb: usize, dst: &mut [u8]) {
+    assert!(src.len() == 8 * nb * Q8_0_BYTES && dst.len() == nb * Q8_0_X8_BYTES);
+    let rb = nb * Q8_0_BYTES;
+    for (b, out) in dst.chunks_exact_mut(Q8_0_X8_BYTES).enumerate() {
+        for k in 0..8 {
+            let blk = &src[k * rb + b * Q8_0_BYTES..][..Q8_0_BYTES];
+            out[2 * k..2 * k + 2].copy_from_slice(&blk[0..2]);
+            for g in 0..8 {
+                let at = 16 + 32 * g + 4 * k;
+                out[at..at + 4].copy_from_slice(&blk[2 + 4 * g..][..4]);
+            }
+        }
+    }
+}
+
+/// Row `k` (0..8) of block `b` of a group of 8 repacked Q8_0 rows, as the Q8_0 block it was.
+pub(super) fn unpack_q8_0_x8(group: &[u8], b: usize, k: usize) -> [u8; Q8_0_BYTES] {
+    let p = &group[b * Q8_0_X8_BYTES..][..Q8_0_X8_BYTES];
+    std::array::from_fn(|at| match at {
+        0..2 => p[2 * k + at],
+        _ => p[16 + 32 * ((at - 2) / 4) + 4 * k + (at - 2) % 4],
+    })
+}
+
 /// One Q4_K row to f32, as ggml's `dequantize_row_q4_K` written in C: `d1 × q - m1`, the product and the
 /// difference rounded apart (a compiler allowed to contract it into a fused multiply-add would differ in
 /// the last bit; neither model file here has a Q4_K embedding, so only the tests reach this).
@@ -631,10 +651,8 @@ pub(super) fn dequant_row(t: WType, row: &[u8], out: &mut [f32]) {
         WType::Q8_0 => dequant_q8_0(row, out),
         WType::Q4_K => dequant_q4_k(row, out),
         WType::Q6_K => dequant_q6_k(row, out),
-        // Only the layers' matrices are repacked, and they are only multiplied.
-        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 | WType::Q4_1_X8 => {
-            unreachable!("a repacked matrix is never read by row")
-        }
+        // A repacked matrix is only multiplied: the embedding rows stay in the file's layout.
+        _ => unreachable!("a repacked matrix is never read by row"),
     }
 }
 

@@ -1,9 +1,9 @@
 //! The AVX2 + FMA + F16C kernels (and the 256-bit VNNI form of the integer dot product, which the AVX-512
 //! set reuses). Every dot product rounds as the ggml code llama.cpp runs for that format on an AVX2 CPU
-//! (`ggml_vec_dot_q8_0_q8_0`, `_q6_K_q8_K`: 8 float lanes, block after block,
+//! (`ggml_vec_dot_q6_K_q8_K`: 8 float lanes, block after block,
 //! then [`hsum`]; Q4_K as the repacked `ggml_gemv/gemm_q4_K_8x8_q8_K`, Q6_K over 8 or more rows as the
-//! tiled matmul: one float chain per output), except Q4_1 and Q5_0, whose products take one float chain
-//! per output (`scalar::q4_1`, `scalar::q5_0`), which `scalar.rs` spells out step by step. Only the integer
+//! tiled matmul: one float chain per output), except Q4_1, Q5_0 and Q8_0, whose products take one float
+//! chain per output (`scalar::q4_1`, `q5_0`, `q8_0`), which `scalar.rs` spells out step by step. Only the integer
 //! parts, exact whatever the order, are computed differently where that is cheaper.
 //!
 //! The `#[target_feature]` entry points are the only functions here that are not `#[inline(always)]`: the
@@ -14,7 +14,7 @@ use std::ops::Range;
 
 use super::super::quant::{
     Act, Q4_1_BYTES, Q4_1_X8_BYTES, Q4_K_BYTES, Q4_K_X8_BYTES, Q5_0_BYTES, Q5_0_X8_BYTES,
-    Q6_K_BYTES, Q6_K_X8_BYTES, Q8_0_BYTES, QK, QK_K, WType,
+    Q6_K_BYTES, Q6_K_X8_BYTES, Q8_0_BYTES, Q8_0_X8_BYTES, QK, QK_K, WType,
 };
 use super::{TILE, Tile, WTILE_MAX};
 
@@ -53,6 +53,7 @@ pub(super) unsafe fn dot_rows(
             WType::Q4_K_X8 => super::dispatch_x8!(q4_k_x8[, false], w, act, r, t, out),
             WType::Q5_0_X8 => super::dispatch_x8!(q5_0_x8[, false], w, act, r, t, out),
             WType::Q4_1_X8 => super::dispatch_x8!(q4_1_x8[, false], w, act, r, t, out),
+            WType::Q8_0_X8 => super::dispatch_x8!(q8_0_x8[, false], w, act, r, t, out),
             WType::Q6_K_X8 if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_x8!(q6_k_x8[, true], w, act, r, t, out)
             }
@@ -98,6 +99,7 @@ pub(super) unsafe fn dot_tile(
             WType::Q4_K_X8 => super::dispatch_x8!(q4_k_x8[, false], w, act, r, t, out),
             WType::Q5_0_X8 => super::dispatch_x8!(q5_0_x8[, false], w, act, r, t, out),
             WType::Q4_1_X8 => super::dispatch_x8!(q4_1_x8[, false], w, act, r, t, out),
+            WType::Q8_0_X8 => super::dispatch_x8!(q8_0_x8[, false], w, act, r, t, out),
             WType::Q6_K_X8 if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_x8!(q6_k_x8[, true], w, act, r, t, out)
             }
@@ -252,25 +254,6 @@ pub(super) unsafe fn hsum(v: __m256) -> f32 {
     }
 }
 
-/// Sums of u8 × i8 products in 8 lanes of i32 (lane l: bytes 4l..4l + 4), as floats: one VNNI instruction,
-/// or the AVX2 pair. Neither saturates on the values here (at most 2 × 128 × 127 per 16-bit pair), so both
-/// give the same integers.
-///
-/// # Safety
-/// The CPU supports AVX2, and AVX512-VNNI with AVX512-VL when `VNNI`.
-#[inline(always)]
-pub(super) unsafe fn mul_sum_us8<const VNNI: bool>(a: __m256i, b: __m256i) -> __m256 {
-    // SAFETY: the caller's contract.
-    unsafe {
-        if VNNI {
-            _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b))
-        } else {
-            let p16 = _mm256_maddubs_epi16(a, b);
-            _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
-        }
-    }
-}
-
 /// The 8 lanes of `v`.
 ///
 /// # Safety
@@ -315,7 +298,7 @@ unsafe fn f16x1(p: *const u8) -> f32 {
 /// it: rows not in whole groups of 8, or `bench kernels`.
 ///
 /// # Safety
-/// As [`dot_tile`], with `R == t` and `C <= cn`; VNNI as [`mul_sum_us8`].
+/// As [`dot_tile`], with `R == t` and `C <= cn`; VNNI as [`dot_us8`].
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // k and i index weight rows and activation rows alike
 pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
@@ -435,36 +418,16 @@ pub(super) unsafe fn q4_1_x8<const R: usize, const VNNI: bool>(
     }
 }
 
-/// Q8_0 weights · Q8_0 activations, as `q4_1` (`ggml_vec_dot_q8_0_q8_0`: the weight's signs moved onto
-/// the activations, so the unsigned × signed product applies).
+/// Q8_0 weights in the file's layout · Q8_0 activations, rounded as `scalar::q8_0` (the weight's signs
+/// moved onto the activations, as `ggml_vec_dot_q8_0_q8_0`, so the unsigned × signed product applies; the
+/// 8 lanes summed per block, one fused multiply-add per output). Only matrices that are not repacked
+/// ([`q8_0_x8`]) take it.
 ///
 /// # Safety
 /// As [`q4_1`].
 #[inline(always)]
-pub(super) unsafe fn q8_0<const R: usize, const C: usize, const VNNI: bool>(
-    w: &[u8],
-    rb: usize,
-    act: &Act,
-    r: usize,
-    out: &mut Tile,
-) {
-    // SAFETY: the caller's contract, and `group8` checks what `T8` needs.
-    unsafe {
-        if group8::<R, C>(act, r) {
-            q8_0_tile::<R, C, VNNI, true>(w, rb, act, r, out)
-        } else {
-            q8_0_tile::<R, C, VNNI, false>(w, rb, act, r, out)
-        }
-    }
-}
-
-/// [`q8_0`], with the scale products 8 at a time when `T8` ([`group8`]).
-///
-/// # Safety
-/// As [`q8_0`], and [`group8`] when `T8`.
-#[inline(always)]
 #[allow(clippy::needless_range_loop)] // k and i index weight rows and activation rows alike
-unsafe fn q8_0_tile<const R: usize, const C: usize, const VNNI: bool, const T8: bool>(
+pub(super) unsafe fn q8_0<const R: usize, const C: usize, const VNNI: bool>(
     w: &[u8],
     rb: usize,
     act: &Act,
@@ -474,31 +437,94 @@ unsafe fn q8_0_tile<const R: usize, const C: usize, const VNNI: bool, const T8: 
     // SAFETY: as in q4_1.
     unsafe {
         let nb = act.nb;
-        let mut acc = [[_mm256_setzero_ps(); R]; C];
-        let qs = act.qs.as_ptr();
+        let mut acc = [[0f32; R]; C];
+        let (qs, d) = (act.qs.as_ptr(), act.d.as_ptr());
         for b in 0..nb {
             if R == 1 {
                 prefetch_tile::<C>(w.as_ptr(), b, Q8_0_BYTES);
             }
             for k in 0..C {
                 let p = w.as_ptr().add(k * rb + b * Q8_0_BYTES);
-                let dwv = _mm256_set1_ps(f16x1(p));
+                let dw = f16x1(p);
                 let qw = _mm256_loadu_si256(p.add(2) as *const __m256i);
                 let aw = _mm256_sign_epi8(qw, qw);
-                let dd8 = scales8::<T8>(dwv, act, r, b);
-                let dd8 = if T8 { std::hint::black_box(&dd8) } else { &dd8 };
                 for i in 0..R {
                     let at = (r + i) * nb + b;
                     let xq = _mm256_loadu_si256(qs.add(at * QK) as *const __m256i);
-                    let sx = _mm256_sign_epi8(xq, qw);
-                    let dd = row_scale::<T8>(dwv, dd8, act, at, r % 8 + i);
-                    acc[k][i] = _mm256_fmadd_ps(dd, mul_sum_us8::<VNNI>(aw, sx), acc[k][i]);
+                    let isum = hsum_i32(dot_us8::<VNNI>(aw, _mm256_sign_epi8(xq, qw)));
+                    acc[k][i] = (isum as f32).mul_add(dw * *d.add(at), acc[k][i]);
                 }
             }
         }
         for k in 0..C {
+            out[k][..R].copy_from_slice(&acc[k]);
+        }
+    }
+}
+
+/// Q8_0 weights repacked 8 rows at a time ([`WType::Q8_0_X8`]) · Q8_0 activations, rounded as
+/// `scalar::q8_0`, as [`q5_0_x8`]: a block's 8 runs add into one integer vector, one fused multiply-add per
+/// block and output. With VNNI the weights are made unsigned (+ 128, the integer vector started at
+/// -128·Σx); without, the signs move onto the activations (|w| · (x · sign w): the activations are within
+/// ±127, so a 16-bit pair sum is at most 2 × 128 × 127 and does not saturate).
+///
+/// # Safety
+/// As [`q5_0_x8`].
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // i indexes activation rows in several arrays
+pub(super) unsafe fn q8_0_x8<const R: usize, const VNNI: bool>(
+    w: &[u8],
+    act: &Act,
+    r: usize,
+    out: &mut Tile,
+) {
+    // SAFETY: the caller's contract; every offset below lies inside block b of the group and the
+    // activation rows' block b (32 values).
+    unsafe {
+        let nb = act.nb;
+        let mut acc = [_mm256_setzero_ps(); R];
+        let (qs, d, x16) = (act.qs.as_ptr(), act.d.as_ptr(), act.x16.as_ptr());
+        for b in 0..nb {
+            let p = w.as_ptr().add(b * Q8_0_X8_BYTES);
+            if R == 1 {
+                prefetch_tile::<1>(w.as_ptr(), b, Q8_0_X8_BYTES);
+            }
+            let mut s: [__m256i; R] = std::array::from_fn(|i| {
+                let off = if VNNI {
+                    -8 * *x16.add((r + i) * nb + b)
+                } else {
+                    0
+                };
+                _mm256_set1_epi32(off)
+            });
+            for g in 0..8 {
+                let q = _mm256_loadu_si256(p.add(16 + 32 * g) as *const __m256i);
+                let u = if VNNI {
+                    _mm256_xor_si256(q, _mm256_set1_epi8(-128))
+                } else {
+                    _mm256_sign_epi8(q, q)
+                };
+                for i in 0..R {
+                    let x = qs.add(((r + i) * nb + b) * QK + 4 * g);
+                    let xb = _mm256_set1_epi32((x as *const i32).read_unaligned());
+                    s[i] = if VNNI {
+                        _mm256_dpbusd_epi32(s[i], u, xb)
+                    } else {
+                        let sx = _mm256_sign_epi8(xb, q);
+                        _mm256_add_epi32(s[i], dot_us8::<false>(u, sx))
+                    };
+                }
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
             for i in 0..R {
-                out[k][i] = hsum(acc[k][i]);
+                let xd = _mm256_set1_ps(*d.add((r + i) * nb + b));
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), _mm256_mul_ps(dw, xd), acc[i]);
+            }
+        }
+        for i in 0..R {
+            let v = lanes8(acc[i]);
+            for k in 0..8 {
+                out[k][i] = v[k];
             }
         }
     }
@@ -549,11 +575,12 @@ unsafe fn q5_0_codes(p: *const u8) -> __m256i {
     }
 }
 
-/// Sums of u8 × i8 products in 8 lanes of i32 (lane l: bytes 4l..4l + 4), as [`mul_sum_us8`] but left
-/// as integers.
+/// Sums of u8 × i8 products in 8 lanes of i32 (lane l: bytes 4l..4l + 4): one VNNI instruction, or
+/// the AVX2 pair. Neither saturates on the values given here (at most 2 × 128 × 127 per 16-bit pair), so
+/// both give the same integers.
 ///
 /// # Safety
-/// As [`mul_sum_us8`].
+/// The CPU supports AVX2, and AVX512-VNNI with AVX512-VL when `VNNI`.
 #[inline(always)]
 unsafe fn dot_us8<const VNNI: bool>(a: __m256i, b: __m256i) -> __m256i {
     // SAFETY: the caller's contract.
@@ -687,58 +714,6 @@ pub(super) unsafe fn q5_0_x8<const R: usize, const VNNI: bool>(
             for k in 0..8 {
                 out[k][i] = v[k];
             }
-        }
-    }
-}
-
-/// Whether a tile of R activation rows from `r` × C weight rows takes its scale products 8 at a time
-/// ([`scales8`]): one weight row, several activation rows inside one group of 8 (those `tiles` hands out),
-/// and `act.dt` filled.
-#[inline(always)]
-fn group8<const R: usize, const C: usize>(act: &Act, r: usize) -> bool {
-    C == 1 && R > 1 && r % 8 + R <= 8 && !act.dt.is_empty()
-}
-
-/// The products `dw × d_x` of a weight block's scale with the scales of block `b` of the 8 activation rows
-/// in the group of row `r` (`act.dt`), formed with one multiply, when `T8` (zeros otherwise). The caller
-/// reads them back through memory ([`row_scale`]).
-///
-/// # Safety
-/// The CPU supports AVX; when `T8`, `act.dt` holds the 8 values of (group of `r`, `b`).
-#[inline(always)]
-unsafe fn scales8<const T8: bool>(dwv: __m256, act: &Act, r: usize, b: usize) -> [f32; 8] {
-    let mut dd = [0f32; 8];
-    if T8 {
-        // SAFETY: the caller's contract.
-        unsafe {
-            let dt = act.dt.as_ptr().add(((r / 8) * act.nb + b) * 8);
-            _mm256_storeu_ps(dd.as_mut_ptr(), _mm256_mul_ps(dwv, _mm256_loadu_ps(dt)));
-        }
-    }
-    dd
-}
-
-/// The scale product of a weight block (`dwv`, its scale in every lane) with activation block `at`, row
-/// `i` of its group of 8: when `T8`, a broadcast load from `dd8` ([`scales8`], passed through
-/// `black_box` so that it stays in memory: a broadcast load takes no arithmetic slot, where the compiler
-/// would otherwise extract each lane with one or two shuffles), else a multiply. The same product either way.
-///
-/// # Safety
-/// The CPU supports AVX; `act.d` holds block `at`.
-#[inline(always)]
-unsafe fn row_scale<const T8: bool>(
-    dwv: __m256,
-    dd8: &[f32; 8],
-    act: &Act,
-    at: usize,
-    i: usize,
-) -> __m256 {
-    // SAFETY: the caller's contract.
-    unsafe {
-        if T8 {
-            _mm256_broadcast_ss(&dd8[i])
-        } else {
-            _mm256_mul_ps(dwv, _mm256_broadcast_ss(&*act.d.as_ptr().add(at)))
         }
     }
 }

@@ -7,7 +7,7 @@
 //! rows) and is gone with the repacked Q4_1 ([`super::super::quant::WType::Q4_1_X8`]).
 
 use super::super::quant::{Act, WType};
-use super::avx2::{q4_1, q4_1_x8, q4_k, q4_k_x8, q5_0, q5_0_x8, q6_k, q6_k_x8, q8_0};
+use super::avx2::{q4_1, q4_1_x8, q4_k, q4_k_x8, q5_0, q5_0_x8, q6_k, q6_k_x8, q8_0, q8_0_x8};
 use super::{TILE, Tile, WTILE_MAX};
 
 /// See [`super::Kernels::dot_rows`].
@@ -36,6 +36,7 @@ pub(super) unsafe fn dot_rows(
             WType::Q4_K_X8 => super::dispatch_x8!(q4_k_x8[, true], w, act, r, t, out),
             WType::Q5_0_X8 => super::dispatch_x8!(q5_0_x8[, true], w, act, r, t, out),
             WType::Q4_1_X8 => super::dispatch_x8!(q4_1_x8[, true], w, act, r, t, out),
+            WType::Q8_0_X8 => super::dispatch_x8!(q8_0_x8[, true], w, act, r, t, out),
             WType::Q6_K_X8 if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_x8!(q6_k_x8[, true], w, act, r, t, out)
             }
@@ -78,6 +79,7 @@ pub(super) unsafe fn dot_tile(
             WType::Q4_K_X8 => super::dispatch_x8!(q4_k_x8[, true], w, act, r, t, out),
             WType::Q5_0_X8 => super::dispatch_x8!(q5_0_x8[, true], w, act, r, t, out),
             WType::Q4_1_X8 => super::dispatch_x8!(q4_1_x8[, true], w, act, r, t, out),
+            WType::Q8_0_X8 => super::dispatch_x8!(q8_0_x8[, true], w, act, r, t, out),
             WType::Q6_K_X8 if act.rows() >= super::BATCHED_ROWS => {
                 super::dispatch_x8!(q6_k_x8[, true], w, act, r, t, out)
             }

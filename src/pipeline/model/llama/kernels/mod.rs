@@ -545,9 +545,7 @@ pub(super) fn random_weights(
         WType::Q4_1 | WType::Q4_K => &[0, 2],
         WType::Q5_0 | WType::Q8_0 => &[0],
         WType::Q6_K => &[208],
-        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 | WType::Q4_1_X8 => {
-            unreachable!("repacked above")
-        }
+        _ => unreachable!("repacked above"),
     };
     let mut w = Vec::new();
     for _ in 0..rows * cols / wt.block_len() {
@@ -563,9 +561,9 @@ pub(super) fn random_weights(
 }
 
 /// The weight formats `stoplab bench kernels` measures, by name: the file's layouts, and the repacked ones
-/// the layers' Q4_1, Q5_0, Q4_K and Q6_K matrices (and a Q4_1 output matrix) are multiplied in.
-pub const KERNEL_FORMATS: [&str; 9] = [
-    "q4_1", "q4_1_x8", "q5_0", "q5_0_x8", "q8_0", "q4_k", "q4_k_x8", "q6_k", "q6_k_x8",
+/// the layers' matrices and the output matrix are multiplied in.
+pub const KERNEL_FORMATS: [&str; 10] = [
+    "q4_1", "q4_1_x8", "q5_0", "q5_0_x8", "q8_0", "q8_0_x8", "q4_k", "q4_k_x8", "q6_k", "q6_k_x8",
 ];
 
 /// Multiply-adds per second (10^9) of one kernel set's products of `rows` activation rows with a random
@@ -581,6 +579,7 @@ pub fn kernel_rate(isa: Isa, format: &str, rows: usize, runs: usize) -> Result<V
         "q5_0" => WType::Q5_0,
         "q5_0_x8" => WType::Q5_0_X8,
         "q8_0" => WType::Q8_0,
+        "q8_0_x8" => WType::Q8_0_X8,
         "q4_k" => WType::Q4_K,
         "q4_k_x8" => WType::Q4_K_X8,
         "q6_k" => WType::Q6_K,

@@ -1,13 +1,14 @@
 //! The portable kernels: the SIMD kernels' arithmetic written out lane by lane, so that a CPU without
 //! AVX2 computes the very same sums (the same products, rounded in the same order) and greedy outputs do not
 //! depend on the CPU. Integer products are exact, so only the float steps need to follow the SIMD order:
-//! 8 lanes, each a chain of fused multiply-adds block after block, then [`hsum`] (or, for Q4_K and batched
-//! Q6_K, one chain per output, as the ggml kernels llama.cpp uses for them; for Q4_1 and Q5_0, one chain
-//! per output too: [`q4_1`], [`q5_0`]).
+//! for Q4_1, Q5_0, Q8_0, Q4_K and batched Q6_K one chain of fused multiply-adds per output, block after
+//! block (as the ggml kernels llama.cpp uses for Q4_K and batched Q6_K); for Q6_K below 8 rows 8 lanes,
+//! each such a chain, then [`hsum`] (ggml's vec_dot).
 
 use super::super::quant::{
     ActRow, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES, QK, QK_K, WType, f16_at,
     q6_k_value, scale_min_k4, unpack_q4_1_x8, unpack_q4_k_x8, unpack_q5_0_x8, unpack_q6_k_x8,
+    unpack_q8_0_x8,
 };
 use super::Tile;
 
@@ -70,38 +71,38 @@ pub(super) fn q5_0_value(blk: &[u8], j: usize) -> i32 {
     (nib as i32 | (((qh >> j) & 1) << 4) as i32) - 16
 }
 
-/// One weight row · one activation row. For Q8_0 (see `avx2::q8_0`), lane l of a block takes the
-/// integer sum of its values 4l..4l + 4. Q4_1, Q5_0, Q4_K and Q6_K: see [`q4_1`], [`q5_0`], [`q4_k`] and
-/// [`q6_k`]; `batched` (the product has at least [`super::BATCHED_ROWS`] activation rows) picks Q6_K's
-/// batched form.
+/// One weight row · one activation row: see [`q4_1`], [`q5_0`], [`q8_0`], [`q4_k`] and [`q6_k`];
+/// `batched` (the product has at least [`super::BATCHED_ROWS`] activation rows) picks Q6_K's batched form.
 pub(super) fn dot(wt: WType, w: &[u8], x: ActRow, batched: bool) -> f32 {
-    let mut acc = [0f32; 8];
     match wt {
-        WType::Q4_K => return q4_k(w, x),
-        WType::Q4_K_X8 | WType::Q6_K_X8 | WType::Q5_0_X8 | WType::Q4_1_X8 => {
-            unreachable!("repacked rows are multiplied 8 at a time (dot_tile)")
-        }
-        WType::Q6_K if batched => return q6_k_batched(w, x),
-        WType::Q6_K => return q6_k(w, x),
-        WType::Q5_0 => return q5_0(w, x),
-        WType::Q4_1 => return q4_1(w, x),
-        WType::Q8_0 => {
-            for (b, (wb, xq)) in w
-                .chunks_exact(Q8_0_BYTES)
-                .zip(x.qs.chunks_exact(QK))
-                .enumerate()
-            {
-                let dd = f16_at(wb, 0) * x.d[b];
-                for (l, acc) in acc.iter_mut().enumerate() {
-                    let lane: i32 = (4 * l..4 * l + 4)
-                        .map(|p| wb[2 + p] as i8 as i32 * xq[p] as i32)
-                        .sum();
-                    *acc = dd.mul_add(lane as f32, *acc);
-                }
-            }
-        }
+        WType::Q4_K => q4_k(w, x),
+        WType::Q6_K if batched => q6_k_batched(w, x),
+        WType::Q6_K => q6_k(w, x),
+        WType::Q5_0 => q5_0(w, x),
+        WType::Q4_1 => q4_1(w, x),
+        WType::Q8_0 => q8_0(w, x),
+        _ => unreachable!("repacked rows are multiplied 8 at a time (dot_tile)"),
     }
-    hsum(acc)
+}
+
+/// Q8_0 weights · Q8_0 activations, one float chain per output (where llama.cpp's `ggml_vec_dot_q8_0_q8_0`
+/// keeps 8 lanes): per block the exact integer Σ w·x, then one fused multiply-add by (d_w × d_x).
+#[inline(always)]
+pub(super) fn q8_0(w: &[u8], x: ActRow) -> f32 {
+    let mut acc = 0f32;
+    for (b, (wb, xq)) in w
+        .chunks_exact(Q8_0_BYTES)
+        .zip(x.qs.chunks_exact(QK))
+        .enumerate()
+    {
+        let isum: i32 = wb[2..]
+            .iter()
+            .zip(xq)
+            .map(|(&w, &x)| w as i8 as i32 * x as i32)
+            .sum();
+        acc = (isum as f32).mul_add(f16_at(wb, 0) * x.d[b], acc);
+    }
+    acc
 }
 
 /// Q4_1 weights · Q8_1 activations, one float chain per output (where llama.cpp's `ggml_vec_dot_q4_1_q8_1`
@@ -267,6 +268,7 @@ pub(super) fn dot_tile(
                 WType::Q4_K_X8 => (0..nb).flat_map(|b| unpack_q4_k_x8(w, b, k)).collect(),
                 WType::Q6_K_X8 => (0..nb).flat_map(|b| unpack_q6_k_x8(w, b, k)).collect(),
                 WType::Q5_0_X8 => (0..nb).flat_map(|b| unpack_q5_0_x8(w, b, k)).collect(),
+                WType::Q8_0_X8 => (0..nb).flat_map(|b| unpack_q8_0_x8(w, b, k)).collect(),
                 _ => (0..nb).flat_map(|b| unpack_q4_1_x8(w, b, k)).collect(),
             };
             let wt = wt.file_format();

@@ -6,9 +6,9 @@ use half::f16;
 
 use super::super::quant::{
     Act, ActRow, Q4_1_BYTES, Q4_1_X8_BYTES, Q4_K_X8_BYTES, Q5_0_X8_BYTES, Q6_K_X8_BYTES,
-    Q8_0_BYTES, QK, QK_K, Repack, WType, dequant_row, f16_at, quantize, repack_q4_1_x8,
-    repack_q4_k_x8, repack_q5_0_x8, repack_q6_k_x8, scale_min_k4, unpack_q4_1_x8, unpack_q4_k_x8,
-    unpack_q5_0_x8, unpack_q6_k_x8,
+    Q8_0_BYTES, Q8_0_X8_BYTES, QK, QK_K, Repack, WType, dequant_row, f16_at, quantize,
+    repack_q4_1_x8, repack_q4_k_x8, repack_q5_0_x8, repack_q6_k_x8, repack_q8_0_x8, scale_min_k4,
+    unpack_q4_1_x8, unpack_q4_k_x8, unpack_q5_0_x8, unpack_q6_k_x8, unpack_q8_0_x8,
 };
 use super::*;
 use crate::rng::SplitMix;
@@ -271,7 +271,7 @@ fn dot_rows_covers_every_pair_with_the_scalar_sums() {
     }
 }
 
-/// Q4_K, Q6_K, Q5_0 and Q4_1 rows repacked 8 at a time ([`WType::repacked`]) unpack to the blocks
+/// Rows of every format repacked 8 at a time ([`WType::repacked`]) unpack to the blocks
 /// they were made from, and every set's products with them equal the scalar products of the original rows
 /// bit for bit, for one activation row (decode), a few (Q6_K's one-row rounding) and from
 /// [`BATCHED_ROWS`] on (its batched rounding), in whole and partial tiles.
@@ -280,7 +280,7 @@ fn repacked_rows_give_the_original_sums_bit_for_bit() {
     let sets = sets();
     let mut g = SplitMix::new(8080);
     type Unpack = fn(&[u8], usize, usize) -> Vec<u8>;
-    let formats: [(WType, WType, usize, Repack, Unpack); 4] = [
+    let formats: [(WType, WType, usize, Repack, Unpack); 5] = [
         (
             WType::Q4_K,
             WType::Q4_K_X8,
@@ -308,6 +308,13 @@ fn repacked_rows_give_the_original_sums_bit_for_bit() {
             Q4_1_X8_BYTES,
             repack_q4_1_x8,
             |p, b, k| unpack_q4_1_x8(p, b, k).to_vec(),
+        ),
+        (
+            WType::Q8_0,
+            WType::Q8_0_X8,
+            Q8_0_X8_BYTES,
+            repack_q8_0_x8,
+            |p, b, k| unpack_q8_0_x8(p, b, k).to_vec(),
         ),
     ];
     for (wt, x8, bytes, repack, unpack) in formats {
