@@ -27,7 +27,7 @@ pub enum BenchCommand {
     /// streamed by 1 and 2 threads (`bench decode` sets its decode rate against it).
     Bandwidth(bandwidth::BandwidthArgs),
     /// The quantized matrix kernels alone: G multiply-adds per second of each weight format's products
-    /// (as in the file, and repacked as the forward pass multiplies the K-quant layers) on one thread, by
+    /// (as in the file, and repacked 8 rows at a time as the forward pass multiplies them) on one thread, by
     /// kernel set and number of activation rows.
     Kernels(kernels::KernelsArgs),
 }

@@ -17,21 +17,23 @@
 //!   tensors it describes before anything is read.
 //! * [`kv`]: the KV cache is preallocated for the whole context as f16 (as llama.cpp keeps it) and written
 //!   in place; pages are touched only as positions fill, so peak RSS follows the context used.
-//! * [`quant`]: the weight formats (Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, as ggml lays them out); matrix products
-//!   quantize the activations once per row into the format the weights pair with (Q8_1, Q8_0, Q8_K).
+//! * [`quant`]: the weight formats (Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, as ggml lays them out, and each repacked
+//!   8 rows at a time, which is how the layers' and output matrices are multiplied on x86-64); matrix
+//!   products quantize the activations once per row into the format the weights pair with (Q8_1, Q8_0, Q8_K).
 //! * [`matmul`]: products split the weight rows into units of parallel work and hand each to a kernel tile
-//!   ([`kernels`] `shape`): in decode 4 weight rows per call against the one activation row, each weight read
-//!   once, with the next weights asked for 8 KiB ahead inside the kernels, spread among the arithmetic (the
-//!   hardware prefetcher stops at every 4 KiB page); in prefill and batched decode an unpacked block of a
-//!   32-value format serves 8 activation rows, a K format's tile is 4 activation rows × 2 weight rows.
+//!   ([`kernels`] `shape`): a repacked tile is a group of 8 weight rows, each a lane of the products,
+//!   against the one activation row in decode (each weight read once, the next weights asked for 8 KiB
+//!   ahead inside the kernels, spread among the arithmetic: the hardware prefetcher stops at every 4 KiB
+//!   page) and 4 activation rows in prefill and batched decode.
 //! * [`slots`]: several sequences in one step, each in its own KV slot: the weights are read once for all
 //!   of them, and every row is computed as it would be alone.
 //! * [`attention`]: the query heads that share a KV head are taken together, so each cached row is read and
 //!   widened from f16 once for all of them.
 //! * [`kernels`]: the integer dot products and f16 attention loops, in scalar, AVX2 and AVX-512 sets chosen
 //!   at run time by CPU feature detection, once, at load: a build without `-C target-cpu=native` runs the
-//!   same kernels, and no build executes an instruction its CPU lacks. Every set adds in ggml's order and
-//!   gives bit-identical sums, so results round as llama.cpp's whatever the CPU.
+//!   same kernels, and no build executes an instruction its CPU lacks. Every set gives bit-identical sums,
+//!   so results do not depend on the CPU: ggml's order for Q4_K and Q6_K, and for Q4_1, Q5_0 and Q8_0 one
+//!   float chain per output (llama.cpp's vec_dot keeps 8 lanes; the ids agree up to near-ties).
 //! * [`parallel`]: work is split over candle's persistent barrier pool (`--threads` workers); workers write
 //!   only through disjoint blocks of the output. `unsafe` lives in `kernels`, `parallel`, and the two
 //!   mappings (`weights`, `kv`).

@@ -1,5 +1,5 @@
-//! The weights: the model file memory-mapped and read in place (on x86-64, the layers' Q4_K and Q6_K
-//! matrices repacked at load, 8 rows at a time, for the tile kernels), and the tensor index built from its
+//! The weights: the model file memory-mapped and read in place (on x86-64, the layers' matrices and the
+//! output matrix repacked at load, 8 rows at a time, for the tile kernels), and the tensor index built from its
 //! header. Every header field the forward pass relies on is checked against the tensors it describes
 //! before anything is read: a corrupt or hostile file is an error naming the field, never a panic, an
 //! out-of-bounds read or garbage output.
@@ -13,7 +13,7 @@ use super::quant::{QK, WType, dequant_q4_1, dequant_q8_0};
 use super::{Arch, Config, Swa};
 
 /// A quantized matrix of `rows` × `cols` (row-major, rows are output features) inside the mapped file,
-/// or, repacked at load ([`WType::Q4_K_X8`]), in [`Weights::packed`].
+/// or, repacked at load ([`WType::repacked`]), in [`Weights::packed`].
 #[derive(Debug, Clone, Copy)]
 pub(super) struct QMat {
     /// Byte offset in the file, or in [`Weights::packed`] for a repacked matrix (checked: `offset + rows *
@@ -75,8 +75,8 @@ pub(super) struct Layer {
 /// The mapped file and where each tensor lies in it.
 pub(super) struct Weights {
     pub(super) map: memmap2::Mmap,
-    /// The layers' Q4_1, Q5_0, Q4_K and Q6_K matrices and the output matrix, repacked 8 rows at a time for the tile kernels (read from the
-    /// file without mapping their pages, so the process holds them once).
+    /// The layers' matrices and the output matrix, repacked 8 rows at a time for the tile kernels (read
+    /// from the file without mapping their pages, so the process holds them once).
     pub(super) packed: Vec<u8>,
     pub(super) embd: QMat,
     pub(super) output: QMat,

@@ -31,9 +31,8 @@ use super::quant::{Act, WType};
 pub(super) const BATCHED_ROWS: usize = 8;
 
 /// The most activation rows per kernel call: in prefill and batched decode, one unpacked block of a
-/// 32-value format (Q4_1, Q5_0, Q8_0) serves 8 activation rows, whose blocks are read where they are
-/// used; the K formats (Q4_K, Q6_K), whose unpacking keeps more registers busy, take 4 activation rows
-/// × 2 weight rows (see [`shape`]).
+/// 32-value format (Q4_1, Q5_0, Q8_0) in the file's layout serves 8 activation rows; the K formats (Q4_K,
+/// Q6_K) and the repacked ones take 4 activation rows (see [`shape`]).
 pub(super) const TILE: usize = 8;
 /// Activation rows per kernel call for the K formats.
 const TILE_K: usize = 4;
