@@ -18,9 +18,10 @@ use serde_json::{Value, json};
 use super::outcome::{Outcome, bounds, show};
 use super::{Api, Ctx, Verdict};
 
-/// The question whose thinking the probes read, and the opened reasoning the answer continues.
-const QUESTION: &str =
-    "Is 91 a prime number? Think it through step by step, then answer in one sentence.";
+/// The question whose thinking the probes read, and the opened reasoning the answer continues. Short on
+/// purpose: `end-in-reasoning` needs the model to end inside its reasoning within the probes' token limit
+/// (the default model does so here in 9 tokens; asked to think "step by step" it ran past 200).
+const QUESTION: &str = "Is 91 a prime number? Think it through, then answer in one sentence.";
 const OPEN: &str = "<think>\n";
 
 /// A chat answer split as the server split it.
