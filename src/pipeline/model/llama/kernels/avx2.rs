@@ -266,6 +266,43 @@ unsafe fn lanes8(v: __m256) -> [f32; 8] {
     out
 }
 
+/// Stores a repacked kernel's results: `v[i]`'s lane k is weight row k's product with activation row i.
+///
+/// # Safety
+/// The CPU supports AVX.
+#[inline(always)]
+unsafe fn store_rows<const R: usize>(v: [__m256; R], out: &mut Tile) {
+    for (i, v) in v.into_iter().enumerate() {
+        // SAFETY: the caller's contract.
+        let v = unsafe { lanes8(v) };
+        for k in 0..8 {
+            out[k][i] = v[k];
+        }
+    }
+}
+
+/// One block of a repacked 32-value kernel into its float chains: `acc[i] += s[i] × (d_w × d_x)`, with
+/// `dw` the 8 rows' scales and d_x activation row r + i's scale of block `b` (one fused multiply-add).
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA; `d` holds the scales of blocks `(r + i) * nb + b`.
+#[inline(always)]
+unsafe fn add_block<const R: usize>(
+    acc: &mut [__m256; R],
+    s: &[__m256i; R],
+    dw: __m256,
+    d: *const f32,
+    at: impl Fn(usize) -> usize,
+) {
+    for (i, (acc, &s)) in acc.iter_mut().zip(s).enumerate() {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let xd = _mm256_set1_ps(*d.add(at(i)));
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, xd), *acc);
+        }
+    }
+}
+
 /// The f16 at `p` and the one after it, widened (a Q4_1 block's d and m).
 ///
 /// # Safety
@@ -402,19 +439,16 @@ pub(super) unsafe fn q4_1_x8<const R: usize, const VNNI: bool>(
             }
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
             let mw = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
-            for i in 0..R {
-                let at = (r + i) * nb + b;
-                let xd = _mm256_set1_ps(*d.add(at));
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), _mm256_mul_ps(dw, xd), acc[i]);
-                summ[i] = _mm256_add_ps(summ[i], _mm256_mul_ps(mw, _mm256_set1_ps(*sx.add(at))));
+            add_block(&mut acc, &s, dw, d, |i| (r + i) * nb + b);
+            for (i, summ) in summ.iter_mut().enumerate() {
+                let sx = _mm256_set1_ps(*sx.add((r + i) * nb + b));
+                *summ = _mm256_add_ps(*summ, _mm256_mul_ps(mw, sx));
             }
         }
-        for i in 0..R {
-            let v = lanes8(_mm256_add_ps(acc[i], summ[i]));
-            for k in 0..8 {
-                out[k][i] = v[k];
-            }
-        }
+        store_rows(
+            std::array::from_fn::<_, R, _>(|i| _mm256_add_ps(acc[i], summ[i])),
+            out,
+        );
     }
 }
 
@@ -516,17 +550,9 @@ pub(super) unsafe fn q8_0_x8<const R: usize, const VNNI: bool>(
                 }
             }
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-            for i in 0..R {
-                let xd = _mm256_set1_ps(*d.add((r + i) * nb + b));
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), _mm256_mul_ps(dw, xd), acc[i]);
-            }
+            add_block(&mut acc, &s, dw, d, |i| (r + i) * nb + b);
         }
-        for i in 0..R {
-            let v = lanes8(acc[i]);
-            for k in 0..8 {
-                out[k][i] = v[k];
-            }
-        }
+        store_rows(acc, out);
     }
 }
 
@@ -704,17 +730,9 @@ pub(super) unsafe fn q5_0_x8<const R: usize, const VNNI: bool>(
                 }
             }
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-            for i in 0..R {
-                let xd = _mm256_set1_ps(*d.add((r + i) * nb + b));
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), _mm256_mul_ps(dw, xd), acc[i]);
-            }
+            add_block(&mut acc, &s, dw, d, |i| (r + i) * nb + b);
         }
-        for i in 0..R {
-            let v = lanes8(acc[i]);
-            for k in 0..8 {
-                out[k][i] = v[k];
-            }
-        }
+        store_rows(acc, out);
     }
 }
 
@@ -954,12 +972,10 @@ pub(super) unsafe fn q4_k_x8<const R: usize, const VNNI: bool>(
                     _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), _mm256_mul_ps(dmin, xd), accm[i]);
             }
         }
-        for i in 0..R {
-            let v = lanes8(_mm256_sub_ps(acc[i], accm[i]));
-            for k in 0..8 {
-                out[k][i] = v[k];
-            }
-        }
+        store_rows(
+            std::array::from_fn::<_, R, _>(|i| _mm256_sub_ps(acc[i], accm[i])),
+            out,
+        );
     }
 }
 
@@ -1115,19 +1131,19 @@ pub(super) unsafe fn q6_k_x8<const R: usize, const BATCHED: bool>(
                 }
             }
         }
-        for i in 0..R {
-            let v = lanes8(if BATCHED {
-                acc[i]
-            } else {
-                // hsum's order: (0 + 4), (1 + 5), (2 + 6), (3 + 7), then (a + c) + (b + d), in every lane.
-                let l = &lanes[i];
-                let s: [__m256; 4] = std::array::from_fn(|j| _mm256_add_ps(l[j], l[j + 4]));
-                _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]))
-            });
-            for k in 0..8 {
-                out[k][i] = v[k];
-            }
-        }
+        store_rows(
+            std::array::from_fn::<_, R, _>(|i| {
+                if BATCHED {
+                    acc[i]
+                } else {
+                    // hsum's order: (0 + 4), (1 + 5), (2 + 6), (3 + 7), then (a + c) + (b + d), in every lane.
+                    let l = &lanes[i];
+                    let s: [__m256; 4] = std::array::from_fn(|j| _mm256_add_ps(l[j], l[j + 4]));
+                    _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]))
+                }
+            }),
+            out,
+        );
     }
 }
 
