@@ -58,7 +58,7 @@ use candle_core::quantized::gguf_file::Content;
 use attention::{attention, attention_each};
 use kv::KvCache;
 use matmul::matmul_many;
-use quant::{Act, quantize};
+use quant::Act;
 use weights::Weights;
 
 pub use kernels::{Isa, KERNEL_FORMATS, Kernels, kernel_rate};
@@ -375,7 +375,7 @@ impl Llama {
                 cfg.eps,
                 &mut s.xn[..b * dim],
             );
-            quantize(&s.xn[..b * dim], dim, layer.wq.wtype.act(), &mut s.act);
+            kernels.quantize(&s.xn[..b * dim], dim, layer.wq.wtype.act(), &mut s.act);
             matmul_many(
                 kernels,
                 w,
@@ -457,7 +457,7 @@ impl Llama {
                     r0 = r.end;
                 }
             }
-            quantize(&s.att[..b * qd], qd, layer.wo.wtype.act(), &mut s.act);
+            kernels.quantize(&s.att[..b * qd], qd, layer.wo.wtype.act(), &mut s.act);
             matmul_many(
                 kernels,
                 w,
@@ -477,7 +477,7 @@ impl Llama {
                 cfg.eps,
                 &mut s.xn[..b * dim],
             );
-            quantize(&s.xn[..b * dim], dim, layer.gate.wtype.act(), &mut s.act);
+            kernels.quantize(&s.xn[..b * dim], dim, layer.gate.wtype.act(), &mut s.act);
             matmul_many(
                 kernels,
                 w,
@@ -489,7 +489,7 @@ impl Llama {
                 b,
             );
             if cfg.arch == Arch::Gemma3 {
-                geglu(&mut s.gate[..b * ffn], &s.up[..b * ffn]);
+                geglu(kernels, &mut s.gate[..b * ffn], &s.up[..b * ffn]);
             } else {
                 for (g, u) in s.gate[..b * ffn]
                     .chunks_exact_mut(ffn)
@@ -498,7 +498,7 @@ impl Llama {
                     kernels.swiglu(g, u);
                 }
             }
-            quantize(&s.gate[..b * ffn], ffn, layer.down.wtype.act(), &mut s.act);
+            kernels.quantize(&s.gate[..b * ffn], ffn, layer.down.wtype.act(), &mut s.act);
             matmul_many(
                 kernels,
                 w,
@@ -524,7 +524,7 @@ impl Llama {
             cfg.eps,
             &mut s.xn[..n * dim],
         );
-        quantize(&s.xn[..n * dim], dim, w.output.wtype.act(), &mut s.act);
+        kernels.quantize(&s.xn[..n * dim], dim, w.output.wtype.act(), &mut s.act);
         s.logits.resize(n * cfg.vocab, 0.0);
         matmul_many(
             kernels,
@@ -561,10 +561,24 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// 1 / √(mean(x²) + eps), the sum taken in double as ggml takes it.
+/// 1 / √(mean(x²) + eps), the sum taken in double as ggml takes it, in 16 partial sums (value j into sum
+/// j mod 16, then the 16 in order: vector lanes rather than one chain of dependent adds, 4 cycles a value;
+/// the double sum of a row rounds to the same f32 mean unless it lies within about 1e-16 of a rounding
+/// boundary).
 #[inline(always)]
 fn rms_scale(row: &[f32], eps: f32) -> f32 {
-    let sum: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let mut part = [0f64; 16];
+    let chunks = row.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (p, &v) in part.iter_mut().zip(c) {
+            *p += (v as f64) * (v as f64);
+        }
+    }
+    for (p, &v) in part.iter_mut().zip(rest) {
+        *p += (v as f64) * (v as f64);
+    }
+    let sum: f64 = part.iter().sum();
     1.0 / ((sum / row.len() as f64) as f32 + eps).sqrt()
 }
 
@@ -625,24 +639,15 @@ fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
 }
 
 /// `gate[i] = gelu(gate[i]) × up[i]`, as ggml's CPU `geglu` computes it: GELU (tanh approximation) looked
-/// up in a table indexed by the input rounded to f16, the identity above 10 and 0 below −10.
+/// up in a table indexed by the input rounded to f16, the identity above 10 and 0 below −10
+/// ([`Kernels::geglu`]).
 #[inline(always)]
-fn geglu(gate: &mut [f32], up: &[f32]) {
-    let table = gelu_table();
-    for (g, &u) in gate.iter_mut().zip(up) {
-        let x = *g;
-        *g = if x <= -10.0 {
-            0.0
-        } else if x >= 10.0 {
-            x * u
-        } else {
-            let i = half::f16::from_f32(x).to_bits() as usize;
-            half::f16::from_bits(table[i]).to_f32() * u
-        };
-    }
+fn geglu(kernels: Kernels, gate: &mut [f32], up: &[f32]) {
+    kernels.geglu(gate, up, gelu_table());
 }
 
-/// ggml's `ggml_table_gelu_f16`: for every f16 value, its GELU computed in f32 and rounded to f16.
+/// ggml's `ggml_table_gelu_f16`: for every f16 value, its GELU computed in f32 and rounded to f16; one
+/// more entry (0) so that a 4-byte read at the last one stays inside (the SIMD sets' gathers).
 fn gelu_table() -> &'static [u16] {
     static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
@@ -654,6 +659,7 @@ fn gelu_table() -> &'static [u16] {
                 let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh());
                 half::f16::from_f32(y).to_bits()
             })
+            .chain([0])
             .collect()
     })
 }

@@ -96,7 +96,7 @@ impl Block<'_> {
         self.cols.clone()
     }
 
-    /// Writes `tile[k][i]` to the block's row `r + i`, column `c + k`, for `i < t` and `k < cn`: one
+    /// Writes `tile[i][k]` to the block's row `r + i`, column `c + k`, for `i < t` and `k < cn`: one
     /// kernel tile of products (the tile's bounds checked once, not per row).
     pub(super) fn write_tile<const T: usize, const K: usize>(
         &mut self,
@@ -104,7 +104,7 @@ impl Block<'_> {
         c: usize,
         t: usize,
         cn: usize,
-        tile: &[[f32; T]; K],
+        tile: &[[f32; K]; T],
     ) {
         assert!(
             t <= T && cn <= K && r + t <= self.rows.len() && c + cn <= self.cols.len(),
@@ -112,13 +112,11 @@ impl Block<'_> {
             self.rows,
             self.cols
         );
-        for i in 0..t {
+        for (i, row) in tile[..t].iter().enumerate() {
             let at = (self.rows.start + r + i) * self.stride + self.cols.start + c;
-            for (k, col) in tile.iter().enumerate().take(cn) {
-                // SAFETY: row r + i and columns c..c + cn lie inside this block (asserted above), which
-                // lies inside the borrowed matrix and belongs to this block alone.
-                unsafe { *self.ptr.add(at + k) = col[i] };
-            }
+            // SAFETY: row r + i and columns c..c + cn lie inside this block (asserted above), which
+            // lies inside the borrowed matrix and belongs to this block alone.
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), self.ptr.add(at), cn) };
         }
     }
 

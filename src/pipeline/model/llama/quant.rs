@@ -202,6 +202,29 @@ pub(super) struct Act {
 }
 
 impl Act {
+    /// Sized, zeroed and shaped for `len` values in rows of `cols` quantized as `t`: (rows, blocks per row).
+    pub(super) fn reset(&mut self, len: usize, cols: usize, t: ActType) -> (usize, usize) {
+        let qk = t.block_len();
+        let (rows, nb) = (len / cols, cols / qk);
+        self.nb = nb;
+        self.qk = qk;
+        self.qs.clear();
+        self.qs.resize(rows * nb * qk, 0);
+        self.d.clear();
+        self.d.resize(rows * nb, 0.0);
+        self.s.clear();
+        self.s.resize(rows * nb, 0.0);
+        self.bsums.clear();
+        self.x16.clear();
+        if t == ActType::Q8_0 {
+            self.x16.resize(rows * nb, 0);
+        }
+        if t == ActType::Q8_K {
+            self.bsums.resize(rows * nb * QK_K / 16, 0);
+        }
+        (rows, nb)
+    }
+
     /// Rows held.
     pub(super) fn rows(&self) -> usize {
         self.d.len().checked_div(self.nb).unwrap_or(0)
@@ -250,24 +273,8 @@ pub(super) struct ActRow<'a> {
 /// format's block.
 #[inline(always)]
 pub(super) fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
-    let qk = t.block_len();
-    let rows = x.len() / cols;
-    let nb = cols / qk;
-    out.nb = nb;
-    out.qk = qk;
-    out.qs.clear();
-    out.qs.resize(rows * nb * qk, 0);
-    out.d.clear();
-    out.d.resize(rows * nb, 0.0);
-    out.s.clear();
-    out.s.resize(rows * nb, 0.0);
-    out.bsums.clear();
-    out.x16.clear();
-    if t == ActType::Q8_0 {
-        out.x16.resize(rows * nb, 0);
-    }
+    let (rows, nb) = out.reset(x.len(), cols, t);
     if t == ActType::Q8_K {
-        out.bsums.resize(rows * nb * QK_K / 16, 0);
         for (i, xb) in x[..rows * cols].chunks_exact(QK_K).enumerate() {
             let qs = &mut out.qs[i * QK_K..][..QK_K];
             let (mut amax, mut max) = (0f32, 0f32);

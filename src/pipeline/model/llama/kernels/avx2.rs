@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::super::quant::{
-    Act, Q4_1_BYTES, Q4_1_X8_BYTES, Q4_K_BYTES, Q4_K_X8_BYTES, Q5_0_BYTES, Q5_0_X8_BYTES,
+    Act, ActType, Q4_1_BYTES, Q4_1_X8_BYTES, Q4_K_BYTES, Q4_K_X8_BYTES, Q5_0_BYTES, Q5_0_X8_BYTES,
     Q6_K_BYTES, Q6_K_X8_BYTES, Q8_0_BYTES, Q8_0_X8_BYTES, QK, QK_K, WType,
 };
 use super::{TILE, Tile, WTILE_MAX};
@@ -67,7 +67,7 @@ pub(super) unsafe fn dot_rows(
     // Decode's weights are asked for inside the kernels (`prefetch_tile`), spread among the arithmetic: a
     // burst of prefetches per tile, as the other sets do, waited on free fill buffers (Qwen2.5 decode 20.5
     // against 23.0 tok/s, SmolLM2 85 against 91; see BENCHMARKS.md).
-    super::tiles(tile, wt, w, rb, rows, false, emit)
+    super::tiles(tile, super::shape(wt, rows), w, rb, rows, false, emit)
 }
 
 /// See [`super::Kernels::dot_tile`].
@@ -254,30 +254,15 @@ pub(super) unsafe fn hsum(v: __m256) -> f32 {
     }
 }
 
-/// The 8 lanes of `v`.
-///
-/// # Safety
-/// The CPU supports AVX.
-#[inline(always)]
-unsafe fn lanes8(v: __m256) -> [f32; 8] {
-    let mut out = [0f32; 8];
-    // SAFETY: the caller's contract; `out` holds 8 values.
-    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
-    out
-}
-
 /// Stores a repacked kernel's results: `v[i]`'s lane k is weight row k's product with activation row i.
 ///
 /// # Safety
 /// The CPU supports AVX.
 #[inline(always)]
 unsafe fn store_rows<const R: usize>(v: [__m256; R], out: &mut Tile) {
-    for (i, v) in v.into_iter().enumerate() {
-        // SAFETY: the caller's contract.
-        let v = unsafe { lanes8(v) };
-        for k in 0..8 {
-            out[k][i] = v[k];
-        }
+    for (v, out) in v.into_iter().zip(out.iter_mut()) {
+        // SAFETY: the caller's contract; a tile row holds 8 floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
     }
 }
 
@@ -371,7 +356,7 @@ pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
         }
         for k in 0..C {
             for i in 0..R {
-                out[k][i] = acc[k][i] + summ[k][i];
+                out[i][k] = acc[k][i] + summ[k][i];
             }
         }
     }
@@ -490,8 +475,10 @@ pub(super) unsafe fn q8_0<const R: usize, const C: usize, const VNNI: bool>(
                 }
             }
         }
-        for k in 0..C {
-            out[k][..R].copy_from_slice(&acc[k]);
+        for (k, acc) in acc.iter().enumerate() {
+            for (i, &v) in acc.iter().enumerate() {
+                out[i][k] = v;
+            }
         }
     }
 }
@@ -656,8 +643,10 @@ pub(super) unsafe fn q5_0<const R: usize, const C: usize, const VNNI: bool>(
                 }
             }
         }
-        for k in 0..C {
-            out[k][..R].copy_from_slice(&acc[k]);
+        for (k, acc) in acc.iter().enumerate() {
+            for (i, &v) in acc.iter().enumerate() {
+                out[i][k] = v;
+            }
         }
     }
 }
@@ -870,7 +859,7 @@ pub(super) unsafe fn q4_k<const R: usize, const C: usize>(
         }
         for k in 0..C {
             for i in 0..R {
-                out[k][i] = acc[k][i] - accm[k][i];
+                out[i][k] = acc[k][i] - accm[k][i];
             }
         }
     }
@@ -1254,7 +1243,7 @@ pub(super) unsafe fn q6_k<const R: usize, const C: usize, const BATCHED: bool>(
         }
         for k in 0..C {
             for i in 0..R {
-                out[k][i] = if BATCHED { accb[k][i] } else { hsum(acc[k][i]) };
+                out[i][k] = if BATCHED { accb[k][i] } else { hsum(acc[k][i]) };
             }
         }
     }
@@ -1301,4 +1290,138 @@ pub(super) unsafe fn axpys_f16<const G: usize>(a: &[f32; G], x: &[u16], y: &mut 
             }
         }
     }
+}
+
+/// See [`super::Kernels::quantize`]: `quant::quantize`'s steps, 8 values at a time. The largest magnitude
+/// is exact in any order; `v × id` and `iscale × v` are the same single roundings, converted to integers
+/// with the default rounding mode (to nearest, ties to even, as `round_ties_even`); the scales are
+/// computed as there, one value at a time.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; `cols` is a multiple of `t`'s block and `x.len()` of `cols`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quantize(x: &[f32], cols: usize, t: ActType, out: &mut Act) {
+    let (rows, nb) = out.reset(x.len(), cols, t);
+    let blocks = rows * nb;
+    let qk = t.block_len();
+    // SAFETY: the caller's contract; `reset` sized `qs` to blocks × qk values, `d`, `s` and `x16` (for
+    // Q8_0) to `blocks`, `bsums` (for Q8_K) to 16 per block, and `x` holds blocks × qk values.
+    unsafe {
+        let sign = _mm256_set1_ps(-0.0);
+        let absmax = |p: *const f32, n: usize| {
+            let mut m = _mm256_setzero_ps();
+            for j in (0..n).step_by(8) {
+                m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(j))));
+            }
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)))
+        };
+        // 8 values times `scale`, rounded to integers, stored as i8 at `q`; their i32 sum.
+        let round8 = |p: *const f32, scale: __m256, q: *mut i8, cap: bool| {
+            let mut v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p), scale));
+            if cap {
+                v = _mm256_min_epi32(v, _mm256_set1_epi32(127));
+            }
+            let w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            _mm_storel_epi64(q as *mut __m128i, _mm_packs_epi16(w, w));
+            v
+        };
+        let (xp, qs) = (x.as_ptr(), out.qs.as_mut_ptr());
+        for blk in 0..blocks {
+            let (p, q) = (xp.add(blk * qk), qs.add(blk * qk));
+            let amax = absmax(p, qk);
+            if t == ActType::Q8_K {
+                if amax == 0.0 {
+                    // d stays 0 and the values 0, as ggml leaves them.
+                    continue;
+                }
+                // The first value of that magnitude, with its sign.
+                let target = _mm256_set1_ps(amax);
+                let mut j = 0;
+                let max = loop {
+                    let a = _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(j)));
+                    let hit = _mm256_movemask_ps(_mm256_cmp_ps(a, target, _CMP_EQ_OQ));
+                    if hit != 0 {
+                        break *p.add(j + hit.trailing_zeros() as usize);
+                    }
+                    j += 8;
+                };
+                let iscale = -127.0 / max;
+                let bs = out.bsums.as_mut_ptr().add(blk * 16);
+                for g in 0..16 {
+                    let a = round8(p.add(16 * g), _mm256_set1_ps(iscale), q.add(16 * g), true);
+                    let b = round8(
+                        p.add(16 * g + 8),
+                        _mm256_set1_ps(iscale),
+                        q.add(16 * g + 8),
+                        true,
+                    );
+                    *bs.add(g) = hsum_i32(_mm256_add_epi32(a, b)) as i16;
+                }
+                *out.d.as_mut_ptr().add(blk) = 1.0 / iscale;
+            } else {
+                let d = amax / 127.0;
+                let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+                let mut sum = _mm256_setzero_si256();
+                for j in (0..QK).step_by(8) {
+                    let v = round8(p.add(j), _mm256_set1_ps(id), q.add(j), false);
+                    sum = _mm256_add_epi32(sum, v);
+                }
+                let sum = hsum_i32(sum);
+                if t == ActType::Q8_0 {
+                    *out.x16.as_mut_ptr().add(blk) = 16 * sum;
+                }
+                *out.d.as_mut_ptr().add(blk) = f16_round(d);
+                if t == ActType::Q8_1 {
+                    *out.s.as_mut_ptr().add(blk) = f16_round(d * sum as f32);
+                }
+            }
+        }
+    }
+}
+
+/// `v` rounded to f16 (to nearest, ties to even) and widened back.
+///
+/// # Safety
+/// The CPU supports F16C.
+#[inline(always)]
+unsafe fn f16_round(v: f32) -> f32 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(v));
+        _mm_cvtss_f32(_mm_cvtph_ps(h))
+    }
+}
+
+/// See [`super::Kernels::geglu`]: 8 values at a time, the table read with a gather (4 bytes at each f16
+/// index, the low 2 kept), the rest one at a time as `scalar::geglu`.
+///
+/// # Safety
+/// The CPU supports AVX2 and F16C; `gate` and `up` have the same length and `table` more than 65,536
+/// entries.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn geglu(gate: &mut [f32], up: &[f32], table: &[u16]) {
+    let n8 = gate.len() / 8 * 8;
+    // SAFETY: the caller's contract; every index is an f16's bits (at most 65,535), so each 4-byte read
+    // ends inside the table.
+    unsafe {
+        let (lo, hi) = (_mm256_set1_ps(-10.0), _mm256_set1_ps(10.0));
+        let t = table.as_ptr() as *const i32;
+        for j in (0..n8).step_by(8) {
+            let x = _mm256_loadu_ps(gate.as_ptr().add(j));
+            let u = _mm256_loadu_ps(up.as_ptr().add(j));
+            let h = _mm256_cvtepu16_epi32(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+            let g = _mm256_i32gather_epi32::<2>(t, h);
+            let y = _mm256_cvtph_ps(_mm_packus_epi32(
+                _mm256_castsi256_si128(_mm256_and_si256(g, _mm256_set1_epi32(0xFFFF))),
+                _mm256_extracti128_si256(_mm256_and_si256(g, _mm256_set1_epi32(0xFFFF)), 1),
+            ));
+            let y = _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, hi, _CMP_GE_OQ));
+            let y = _mm256_mul_ps(y, u);
+            let y = _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_LE_OQ), y);
+            _mm256_storeu_ps(gate.as_mut_ptr().add(j), y);
+        }
+    }
+    super::scalar::geglu(&mut gate[n8..], &up[n8..], table);
 }

@@ -23,7 +23,7 @@ mod scalar;
 
 use std::ops::Range;
 
-use super::quant::{Act, WType};
+use super::quant::{self, Act, ActType, WType};
 
 /// From this many activation rows on, llama.cpp multiplies Q6_K (not repacked on x86) with its tiled
 /// K-quant matmul, which rounds differently from the vec_dot it uses below (`ggml_tiled_min_batch`);
@@ -40,8 +40,9 @@ const TILE_K: usize = 4;
 const DECODE_WTILE: usize = 4;
 /// The most weight rows per kernel call: a group of 8 repacked rows ([`WType::repacked`]).
 pub(super) const WTILE_MAX: usize = 8;
-/// A kernel call's results: `out[k][i] = w[k] · act[r + i]`.
-pub(super) type Tile = [[f32; TILE]; WTILE_MAX];
+/// A kernel call's results: `out[i][k] = w[k] · act[r + i]`, each activation row's products contiguous, as
+/// in the output matrix (a repacked kernel's 8 lanes are one row of it).
+pub(super) type Tile = [[f32; WTILE_MAX]; TILE];
 /// How many cached positions ahead attention asks for K and V rows (measured best of 8, 16, 32, 64 and 128
 /// at 1,024 positions: 64).
 const KV_AHEAD: usize = 64;
@@ -125,7 +126,7 @@ impl Kernels {
     }
 
     /// Dot products of `cn` weight rows (`rb` bytes each, consecutive in `w`) with the `t` activation rows
-    /// `r..r + t`: `out[k][i] = w[k] · act[r + i]` (one tile of [`Kernels::dot_rows`], for the tests).
+    /// `r..r + t`: `out[i][k] = w[k] · act[r + i]` (one tile of [`Kernels::dot_rows`], for the tests).
     #[cfg(test)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn dot_tile(
@@ -179,7 +180,7 @@ impl Kernels {
 
     /// The products of a run of weight rows (`w`, `rb` bytes each) with every activation row of `act`, a
     /// tile ([`shape`]: activation rows × weight rows) at a time: `emit(r, c, t, cn, tile)` gets
-    /// `tile[k][i] = w[c + k] · act[r + i]`. With `prefetch`, each tile first asks for the weights
+    /// `tile[i][k] = w[c + k] · act[r + i]`. With `prefetch`, each tile first asks for the weights
     /// [`PREFETCH`] bytes ahead (decode streams every weight once; the hardware prefetcher stops at each
     /// page). One dispatch per run, so the tiles run inside the set's `#[target_feature]` code.
     pub(super) fn dot_rows(
@@ -206,7 +207,7 @@ impl Kernels {
         match self.0 {
             Isa::Scalar => tiles(
                 |w, r, t, cn, out| scalar::dot_tile(wt, w, rb, act, r, t, cn, out),
-                wt,
+                shape(wt, act.rows()),
                 w,
                 rb,
                 act.rows(),
@@ -226,6 +227,23 @@ impl Kernels {
         }
     }
 
+    /// Quantizes rows of `cols` values into `out` as [`quant::quantize`] does, bit for bit.
+    pub(super) fn quantize(self, x: &[f32], cols: usize, t: ActType, out: &mut Act) {
+        assert!(
+            cols > 0 && cols.is_multiple_of(t.block_len()) && x.len().is_multiple_of(cols),
+            "quantize: {} values in rows of {cols}",
+            x.len()
+        );
+        match self.0 {
+            Isa::Scalar => quant::quantize(x, cols, t, out),
+            // SAFETY: `self` proves the CPU supports the set; the lengths are asserted above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => unsafe { avx2::quantize(x, cols, t, out) },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("Kernels::new admits only supported sets"),
+        }
+    }
+
     /// `gate[i] = silu(gate[i]) × up[i]` for one row, as llama.cpp's CPU `swiglu` (`ggml_vec_swiglu_f32`
     /// on AVX2): ggml's polynomial e^x in groups of 8 values, libm's `expf` for the rest.
     pub(super) fn swiglu(self, gate: &mut [f32], up: &[f32]) {
@@ -239,6 +257,27 @@ impl Kernels {
             // SAFETY: `self` proves the CPU supports the set; the lengths are asserted above.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 | Isa::Avx512 => unsafe { avx2::swiglu(gate, up) },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("Kernels::new admits only supported sets"),
+        }
+    }
+
+    /// `gate[i] = gelu(gate[i]) × up[i]` as ggml's CPU `geglu` (`ggml_vec_geglu_f32` with its f16 table):
+    /// 0 at or below −10, `gate × up` at or above 10, otherwise `table[f16(gate)]` widened × up. `table`
+    /// holds one value per f16 and one more.
+    pub(super) fn geglu(self, gate: &mut [f32], up: &[f32], table: &[u16]) {
+        assert!(
+            gate.len() == up.len() && table.len() > u16::MAX as usize + 1,
+            "geglu: gate of {}, up of {}, a table of {}",
+            gate.len(),
+            up.len(),
+            table.len()
+        );
+        match self.0 {
+            Isa::Scalar => scalar::geglu(gate, up, table),
+            // SAFETY: `self` proves the CPU supports the set; the lengths are asserted above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => unsafe { avx2::geglu(gate, up, table) },
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("Kernels::new admits only supported sets"),
         }
@@ -340,6 +379,18 @@ macro_rules! dispatch_x8 {
             _ => $k::<4 $($extra)*>($w, $act, $r, $out),
         }
     };
+    (8, $k:ident [$($extra:tt)*], $w:ident, $act:ident, $r:ident, $t:ident, $out:ident) => {
+        match $t {
+            1 => $k::<1 $($extra)*>($w, $act, $r, $out),
+            2 => $k::<2 $($extra)*>($w, $act, $r, $out),
+            3 => $k::<3 $($extra)*>($w, $act, $r, $out),
+            4 => $k::<4 $($extra)*>($w, $act, $r, $out),
+            5 => $k::<5 $($extra)*>($w, $act, $r, $out),
+            6 => $k::<6 $($extra)*>($w, $act, $r, $out),
+            7 => $k::<7 $($extra)*>($w, $act, $r, $out),
+            _ => $k::<8 $($extra)*>($w, $act, $r, $out),
+        }
+    };
 }
 
 /// The loop of [`Kernels::dot_rows`] around one set's tile kernel `tile(w, r, t, cn, out)`, inlined into
@@ -347,7 +398,7 @@ macro_rules! dispatch_x8 {
 #[inline(always)]
 fn tiles(
     mut tile: impl FnMut(&[u8], usize, usize, usize, &mut Tile),
-    wt: WType,
+    (tr, wtile): (usize, usize),
     w: &[u8],
     rb: usize,
     rows: usize,
@@ -355,7 +406,6 @@ fn tiles(
     mut emit: impl FnMut(usize, usize, usize, usize, &Tile),
 ) {
     let n = w.len() / rb;
-    let (tr, wtile) = shape(wt, rows);
     let mut r = 0;
     while r < rows {
         let t = tr.min(rows - r);
@@ -365,7 +415,7 @@ fn tiles(
             if ahead {
                 prefetch_l2(w.as_ptr().wrapping_add(c * rb + PREFETCH), cn * rb);
             }
-            let mut out = [[0f32; TILE]; WTILE_MAX];
+            let mut out = [[0f32; WTILE_MAX]; TILE];
             tile(&w[c * rb..][..cn * rb], r, t, cn, &mut out);
             emit(r, c, t, cn, &out);
             c += cn;
@@ -473,7 +523,7 @@ macro_rules! dispatch_tile {
                     let mut i0 = 0;
                     while i0 < $t {
                         let n = ($t - i0).min(4);
-                        let mut o = [[0f32; TILE]; WTILE_MAX];
+                        let mut o = [[0f32; WTILE_MAX]; TILE];
                         let r = $r + i0;
                         match n {
                             1 => $k::<1, 1 $($extra)*>(wk, $rb, $act, r, &mut o),
@@ -481,7 +531,9 @@ macro_rules! dispatch_tile {
                             3 => $k::<3, 1 $($extra)*>(wk, $rb, $act, r, &mut o),
                             _ => $k::<4, 1 $($extra)*>(wk, $rb, $act, r, &mut o),
                         }
-                        $out[k][i0..i0 + n].copy_from_slice(&o[0][..n]);
+                        for i in 0..n {
+                            $out[i0 + i][k] = o[i][0];
+                        }
                         i0 += n;
                     }
                 }
@@ -498,7 +550,7 @@ macro_rules! dispatch_rows {
             _ => {
                 for k in 0..$cn {
                     let wk = &$w[k * $rb..(k + 1) * $rb];
-                    let mut o = [[0f32; TILE]; WTILE_MAX];
+                    let mut o = [[0f32; WTILE_MAX]; TILE];
                     match $t {
                         1 => $k::<1, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
                         2 => $k::<2, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
@@ -509,7 +561,9 @@ macro_rules! dispatch_rows {
                         7 => $k::<7, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
                         _ => $k::<8, 1 $($extra)*>(wk, $rb, $act, $r, &mut o),
                     }
-                    $out[k] = o[0];
+                    for i in 0..$t {
+                        $out[i][k] = o[i][0];
+                    }
                 }
             }
         }

@@ -263,7 +263,7 @@ pub(super) fn dot_tile(
     if wt.repacked() {
         // Each row's blocks as they were in the file, then their format's product.
         let nb = act.nb;
-        for (k, out) in out[..cn].iter_mut().enumerate() {
+        for k in 0..cn {
             let row: Vec<u8> = match wt {
                 WType::Q4_K_X8 => (0..nb).flat_map(|b| unpack_q4_k_x8(w, b, k)).collect(),
                 WType::Q6_K_X8 => (0..nb).flat_map(|b| unpack_q6_k_x8(w, b, k)).collect(),
@@ -272,15 +272,15 @@ pub(super) fn dot_tile(
                 _ => (0..nb).flat_map(|b| unpack_q4_1_x8(w, b, k)).collect(),
             };
             let wt = wt.file_format();
-            for (i, o) in out[..t].iter_mut().enumerate() {
+            for (i, out) in out[..t].iter_mut().enumerate() {
                 let batched = act.rows() >= super::BATCHED_ROWS;
-                *o = dot(wt, &row, act.row(r + i), batched);
+                out[k] = dot(wt, &row, act.row(r + i), batched);
             }
         }
         return;
     }
-    for (k, out) in out[..cn].iter_mut().enumerate() {
-        for (i, o) in out[..t].iter_mut().enumerate() {
+    for (i, out) in out[..t].iter_mut().enumerate() {
+        for (k, o) in out[..cn].iter_mut().enumerate() {
             *o = dot(
                 wt,
                 &w[k * rb..(k + 1) * rb],
@@ -314,5 +314,20 @@ pub(super) fn axpys_f16<const G: usize>(a: &[f32; G], x: &[u16], y: &mut [f32]) 
         for (y, &x) in y.iter_mut().zip(x) {
             *y = a.mul_add(half::f16::from_bits(x).to_f32(), *y);
         }
+    }
+}
+
+/// See [`super::Kernels::geglu`].
+pub(super) fn geglu(gate: &mut [f32], up: &[f32], table: &[u16]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            let i = half::f16::from_f32(x).to_bits() as usize;
+            half::f16::from_bits(table[i]).to_f32() * u
+        };
     }
 }

@@ -5,7 +5,7 @@
 use half::f16;
 
 use super::super::quant::{
-    Act, ActRow, Q4_1_BYTES, Q4_1_X8_BYTES, Q4_K_X8_BYTES, Q5_0_X8_BYTES, Q6_K_X8_BYTES,
+    Act, ActRow, ActType, Q4_1_BYTES, Q4_1_X8_BYTES, Q4_K_X8_BYTES, Q5_0_X8_BYTES, Q6_K_X8_BYTES,
     Q8_0_BYTES, Q8_0_X8_BYTES, QK, QK_K, Repack, WType, dequant_row, f16_at, quantize,
     repack_q4_1_x8, repack_q4_k_x8, repack_q5_0_x8, repack_q6_k_x8, repack_q8_0_x8, scale_min_k4,
     unpack_q4_1_x8, unpack_q4_k_x8, unpack_q5_0_x8, unpack_q6_k_x8, unpack_q8_0_x8,
@@ -64,20 +64,20 @@ fn every_kernel_set_gives_the_scalar_sums_bit_for_bit() {
             for t in 1..=TILE {
                 for cn in 1..=WTILE_MAX {
                     for r in [0, rows - t] {
-                        let mut want = [[0f32; TILE]; WTILE_MAX];
+                        let mut want = [[0f32; WTILE_MAX]; TILE];
                         scalar.dot_tile(wt, &w[..cn * rb], rb, &act, r, t, cn, &mut want);
                         for set in &sets {
-                            let mut got = [[0f32; TILE]; WTILE_MAX];
+                            let mut got = [[0f32; WTILE_MAX]; TILE];
                             set.dot_tile(wt, &w[..cn * rb], rb, &act, r, t, cn, &mut got);
                             for k in 0..cn {
                                 for i in 0..t {
                                     assert_eq!(
-                                        got[k][i].to_bits(),
-                                        want[k][i].to_bits(),
+                                        got[i][k].to_bits(),
+                                        want[i][k].to_bits(),
                                         "{} {wt:?} {cols} cols, {rows} rows, tile {t}x{cn} at {r}, ({k}, {i}): {} vs {}",
                                         set.isa(),
-                                        got[k][i],
-                                        want[k][i]
+                                        got[i][k],
+                                        want[i][k]
                                     );
                                 }
                             }
@@ -195,17 +195,95 @@ fn scalar_kernels_match_ggmls_reference_to_rounding() {
             let w = random_weights(wt, WTILE_MAX, cols, &mut g);
             let mut act = Act::default();
             quantize(&x, cols, wt.act(), &mut act);
-            let mut got = [[0f32; TILE]; WTILE_MAX];
+            let mut got = [[0f32; WTILE_MAX]; TILE];
             scalar.dot_tile(wt, &w, rb, &act, 0, TILE, WTILE_MAX, &mut got);
             for k in 0..WTILE_MAX {
                 for i in 0..TILE {
                     let want = dot_reference(wt, &w[k * rb..(k + 1) * rb], act.row(i));
                     assert!(
-                        close(got[k][i], want),
+                        close(got[i][k], want),
                         "{wt:?} {cols} cols ({k}, {i}): {} vs {want}",
-                        got[k][i]
+                        got[i][k]
                     );
                 }
+            }
+        }
+    }
+}
+
+/// Every set quantizes activations as `quant::quantize` does, bit for bit: random rows with a zero block,
+/// values on rounding ties, and the largest magnitude taken by two values of opposite sign (Q8_K keeps the
+/// first one's sign).
+#[test]
+fn every_kernel_set_quantizes_activations_bit_for_bit() {
+    let sets = sets();
+    let mut g = SplitMix::new(77);
+    for t in [ActType::Q8_0, ActType::Q8_1, ActType::Q8_K] {
+        let cols = 2 * QK_K;
+        for rows in [1, 3, 8] {
+            let mut x: Vec<f32> = (0..cols * rows)
+                .map(|_| (g.uniform() as f32 - 0.5) * 8.0)
+                .collect();
+            // A zero block, a block whose largest magnitude is tied with opposite signs, and values
+            // that land halfway between two integers.
+            x[..t.block_len()].fill(0.0);
+            let b = &mut x[t.block_len()..2 * t.block_len()];
+            b[3] = -5.0;
+            b[17] = 5.0;
+            for (j, v) in b.iter_mut().enumerate().skip(20) {
+                *v = (j as f32 + 0.5) * 5.0 / 127.0 * if j % 2 == 0 { 1.0 } else { -1.0 };
+            }
+            let mut want = Act::default();
+            quantize(&x, cols, t, &mut want);
+            for set in &sets {
+                let mut got = Act::default();
+                set.quantize(&x, cols, t, &mut got);
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!((got.nb, got.qk), (want.nb, want.qk), "{} {t:?}", set.isa());
+                assert_eq!(got.qs, want.qs, "{} {t:?} {rows} rows: values", set.isa());
+                assert_eq!(bits(&got.d), bits(&want.d), "{} {t:?}: scales", set.isa());
+                assert_eq!(bits(&got.s), bits(&want.s), "{} {t:?}: sums", set.isa());
+                assert_eq!(got.x16, want.x16, "{} {t:?}: 16 x sums", set.isa());
+                assert_eq!(got.bsums, want.bsums, "{} {t:?}: 16-value sums", set.isa());
+            }
+        }
+    }
+}
+
+/// Every set's GELU-gated product is the scalar one bit for bit (Gemma 3's feed-forward): values across
+/// the table's range, its edges at ±10 and past them, lengths with a tail of fewer than 8.
+#[test]
+fn every_kernel_set_gives_the_scalar_geglu_bit_for_bit() {
+    let sets = sets();
+    let table = super::super::gelu_table();
+    let mut g = SplitMix::new(99);
+    for n in [1, 8, 37, 2048] {
+        let mut gate: Vec<f32> = (0..n).map(|_| (g.uniform() as f32 - 0.5) * 26.0).collect();
+        for (j, v) in [-10.0, 10.0, -9.999, 9.999, 0.0, -0.0]
+            .into_iter()
+            .enumerate()
+        {
+            if j < n {
+                gate[j] = v;
+            }
+        }
+        let up: Vec<f32> = (0..n).map(|_| g.uniform() as f32 * 4.0 - 2.0).collect();
+        let mut want = gate.clone();
+        scalar::geglu(&mut want, &up, table);
+        for set in &sets {
+            let mut got = gate.clone();
+            set.geglu(&mut got, &up, table);
+            for j in 0..n {
+                assert_eq!(
+                    got[j].to_bits(),
+                    want[j].to_bits(),
+                    "{} geglu({}) × {}: {} vs {}",
+                    set.isa(),
+                    gate[j],
+                    up[j],
+                    got[j],
+                    want[j]
+                );
             }
         }
     }
@@ -217,7 +295,7 @@ fn a_tile_outside_the_activations_is_refused_not_read() {
     let mut act = Act::default();
     quantize(&[1.0; 64], 32, WType::Q8_0.act(), &mut act);
     let w = vec![0u8; Q8_0_BYTES * 2];
-    let mut out = [[0f32; TILE]; WTILE_MAX];
+    let mut out = [[0f32; WTILE_MAX]; TILE];
     let read_past = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         kernels.dot_tile(WType::Q8_0, &w, Q8_0_BYTES, &act, 1, 2, 1, &mut out)
     }));
@@ -244,7 +322,7 @@ fn dot_rows_covers_every_pair_with_the_scalar_sums() {
                 set.dot_rows(wt, &w, rb, &act, rows == 1, |r, c, t, cn, d| {
                     for i in 0..t {
                         for k in 0..cn {
-                            got[(r + i) * 7 + c + k] = d[k][i];
+                            got[(r + i) * 7 + c + k] = d[i][k];
                             seen[(r + i) * 7 + c + k] += 1;
                         }
                     }
@@ -339,7 +417,17 @@ fn repacked_rows_give_the_original_sums_bit_for_bit() {
                     }
                 }
             }
-            for rows in [1, 2, 3, 4, 5, BATCHED_ROWS - 1, BATCHED_ROWS, 2 * TILE + 3] {
+            for rows in [
+                1,
+                2,
+                3,
+                4,
+                5,
+                6,
+                BATCHED_ROWS - 1,
+                BATCHED_ROWS,
+                2 * TILE + 3,
+            ] {
                 let x: Vec<f32> = (0..cols * rows)
                     .map(|_| (g.uniform() as f32 - 0.5) * 6.0)
                     .collect();
@@ -352,7 +440,7 @@ fn repacked_rows_give_the_original_sums_bit_for_bit() {
                     set.dot_rows(x8, &packed, rbx, &act, rows == 1, |r, c, t, cn, d| {
                         for i in 0..t {
                             for k in 0..cn {
-                                got[(r + i) * 16 + c + k] = d[k][i];
+                                got[(r + i) * 16 + c + k] = d[i][k];
                                 seen[(r + i) * 16 + c + k] += 1;
                             }
                         }
@@ -425,13 +513,13 @@ fn every_format_matches_a_dequantized_f64_dot_product() {
             let w = random_weights(wt, WTILE_MAX, cols, &mut g);
             let mut act = Act::default();
             quantize(&x, cols, wt.act(), &mut act);
-            let mut got = [[0f32; TILE]; WTILE_MAX];
+            let mut got = [[0f32; WTILE_MAX]; TILE];
             scalar.dot_tile(wt, &w, rb, &act, 0, TILE, WTILE_MAX, &mut got);
             for k in 0..WTILE_MAX {
                 let wk = &w[k * rb..(k + 1) * rb];
                 let mut wf = vec![0f32; cols];
                 dequant_row(wt, wk, &mut wf);
-                for (i, &g) in got[k].iter().enumerate() {
+                for (i, g) in got.iter().map(|row| row[k]).enumerate() {
                     let row = act.row(i);
                     let xf: Vec<f64> = row
                         .qs
