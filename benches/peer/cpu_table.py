@@ -1,11 +1,11 @@
 """stoplab's forward pass against llama.cpp's and ik_llama.cpp's llama-bench, on the same files, alternated.
 
     LLAMA_BENCH=PATH [IK_BENCH=PATH] python3 benches/peer/cpu_table.py [--threads 1,2] [--rounds 2] [--reps 3]
-        [--models NAME=FILE.gguf,...] [--json OUT.json]
+        [--prompts 100,512] [--models NAME=FILE.gguf,...] [--json OUT.json]
 
 Per model and thread count, each round runs llama.cpp, ik_llama.cpp (when IK_BENCH names its llama-bench)
-and stoplab in turn: prompt processing of 100 tokens (pp100) and decode of 128 tokens after 100 of context
-(tg128@100); medians over the rounds of each program's median over its repetitions. Each round also times
+and stoplab in turn: prompt processing of 100 and 512 tokens (pp100, pp512; `--prompts`) and decode of 128
+tokens after 100 of context (tg128@100); medians over the rounds of each program's median over its repetitions. Each round also times
 whole processes (GNU time): the start-up (load, one prompt token, one decoded token: wall milliseconds) and
 the peak RSS of a pp100 + tg128 run, the same work for every program (ik_llama.cpp without `-rtr` there,
 so that its weights stay mapped as the others' are). The two llama-benches
@@ -55,13 +55,14 @@ def run(cmd):
     return r.stdout
 
 
-def llama(bench, model, t, reps, ik):
-    """(pp100, tg128@100) in tok/s: the median of the repetitions."""
+def llama(bench, model, t, reps, ik, prompts):
+    """(pp for each prompt length, tg128@100) in tok/s: the median of the repetitions."""
     base = [bench, "-m", model, "-t", str(t), "-r", str(reps), "-o", "json"]
-    pp = json.loads(run(base + ["-p", "100", "-n", "0"] + (["-rtr", "1"] if ik else [])))
+    pp = json.loads(run(base + ["-p", ",".join(map(str, prompts)), "-n", "0"] + (["-rtr", "1"] if ik else [])))
+    by_len = {e["n_prompt"]: statistics.median(e["samples_ts"]) for e in pp}
     tg_args = ["-p", "0", "-n", "0", "-gp", "100,128", "-rtr", "1"] if ik else ["-p", "0", "-n", "128", "-d", "100"]
     tg = json.loads(run(base + tg_args))
-    return statistics.median(pp[0]["samples_ts"]), statistics.median(tg[0]["samples_ts"])
+    return tuple(by_len[n] for n in prompts) + (statistics.median(tg[0]["samples_ts"]),)
 
 
 def whole(cmd):
@@ -90,11 +91,17 @@ def stoplab_whole(binary, model, t):
     return ms, rss
 
 
-def stoplab(binary, model, t, reps):
-    out = json.loads(run([binary, "--threads", str(t), "bench", "decode", "--model", model, "--context", "100",
-                          "--tokens", "128", "--runs", str(reps), "--json"]))
+def stoplab(binary, model, t, reps, prompts):
+    """(pp for each prompt length, tg128@100, decode's share of the read bandwidth)."""
+    base = [binary, "--threads", str(t), "bench", "decode", "--model", model, "--runs", str(reps), "--json"]
+    out = json.loads(run(base + ["--context", "100", "--tokens", "128"]))
     limit = out.get("decode_read_gb_s", 0) / out["read_bandwidth_gb_s"]["median"] if "read_bandwidth_gb_s" in out else None
-    return out["prefill_tok_s"]["median"], out["decode_tok_s"]["median"], limit, out.get("read_bandwidth_gb_s")
+    pp = {100: out["prefill_tok_s"]["median"]}
+    for n in prompts:
+        if n not in pp:
+            longer = json.loads(run(base + ["--context", str(n), "--tokens", "1", "--no-limit"]))
+            pp[n] = longer["prefill_tok_s"]["median"]
+    return tuple(pp[n] for n in prompts) + (out["decode_tok_s"]["median"],), limit
 
 
 def main():
@@ -102,6 +109,7 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--prompts", default="100,512", help="prompt lengths of the prefill columns (100 first)")
     ap.add_argument("--models", help="NAME=FILE,... (default: the three reference files in the model cache)")
     ap.add_argument("--stoplab", default=f"{ROOT}/target/release/stoplab")
     ap.add_argument("--json", help="also write every figure to this file")
@@ -119,19 +127,22 @@ def main():
     peers = [("llama.cpp", llama_bench, False)] + ([("ik_llama.cpp", ik_bench, True)] if ik_bench else [])
     print(f"{cpu()}, {os.cpu_count()} CPUs; {a.rounds} rounds of {a.reps} repetitions; load {load():.2f}",
           file=sys.stderr)
+    prompts = [int(x) for x in a.prompts.split(",")]
+    if prompts[0] != 100:
+        sys.exit("--prompts: the first length must be 100 (the decode figure runs after 100 tokens of context)")
     results = []
     for name, path in models.items():
         for t in [int(x) for x in a.threads.split(",")]:
-            # Per program: pp100, tg128@100, start-up ms, peak RSS MB, one value per round.
-            figs = {p: ([], [], [], []) for p, _, _ in peers}
-            figs["stoplab"] = ([], [], [], [])
+            # Per program: pp for each prompt length, tg128@100, start-up ms, peak RSS MB, one value per round.
+            figs = {p: tuple([] for _ in range(len(prompts) + 3)) for p in [p for p, _, _ in peers] + ["stoplab"]}
             limits = []
             for r in range(a.rounds):
                 for p, bench, ik in peers:
-                    for v, x in zip(figs[p], llama(bench, path, t, a.reps, ik) + llama_whole(bench, path, t, ik)):
+                    rates = llama(bench, path, t, a.reps, ik, prompts)
+                    for v, x in zip(figs[p], rates + llama_whole(bench, path, t, ik)):
                         v.append(x)
-                pp, tg, limit, _ = stoplab(a.stoplab, path, t, a.reps)
-                for v, x in zip(figs["stoplab"], (pp, tg) + stoplab_whole(a.stoplab, path, t)):
+                rates, limit = stoplab(a.stoplab, path, t, a.reps, prompts)
+                for v, x in zip(figs["stoplab"], rates + stoplab_whole(a.stoplab, path, t)):
                     v.append(x)
                 if limit is not None:
                     limits.append(limit)
@@ -142,24 +153,26 @@ def main():
             results.append({"model": name, "threads": t, "figures": med,
                             "decode_share_of_bandwidth": statistics.median(limits) if limits else None})
     names = " / ".join(p for p, _, _ in peers)
-    head = ["model", "threads", f"prefill 100 vs {names}", f"decode 128 after 100 vs {names}",
-            "decode's share of read bandwidth", f"start-up vs {names}", f"peak RSS vs {names}"]
+    head = (["model", "threads"] + [f"prefill {n} vs {names}" for n in prompts]
+            + [f"decode 128 after 100 vs {names}", "decode's share of read bandwidth", f"start-up vs {names}",
+               f"peak RSS vs {names}"])
     print(f"stoplab's figure ÷ each peer's ({cpu()}, {a.rounds} rounds of {a.reps}); stoplab's own in brackets")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    units = ["tok/s", "tok/s", "ms", "MB"]
+    units = ["tok/s"] * (len(prompts) + 1) + ["ms", "MB"]
     for r in results:
         s = r["figures"]["stoplab"]
         cells = []
         for i, unit in enumerate(units):
             ratios = " / ".join(f"{s[i] / r['figures'][p][i]:.2f}" for p, _, _ in peers)
-            cells.append(f"**{ratios}** ({s[i]:.1f} {unit})" if i < 2 else f"{ratios} ({s[i]:.0f} {unit})")
+            cells.append(f"**{ratios}** ({s[i]:.1f} {unit})" if unit == "tok/s" else f"{ratios} ({s[i]:.0f} {unit})")
         share = r["decode_share_of_bandwidth"]
-        cells.insert(2, f"{100 * share:.0f}%" if share is not None else "")
+        cells.insert(len(prompts) + 1, f"{100 * share:.0f}%" if share is not None else "")
         print(f"| {r['model']} | {r['threads']} | " + " | ".join(cells) + " |")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"cpu": cpu(), "rounds": a.rounds, "reps": a.reps, "results": results}, f, indent=1)
+            json.dump({"cpu": cpu(), "rounds": a.rounds, "reps": a.reps, "prompts": prompts, "results": results}, f,
+                      indent=1)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,10 @@ pub(super) fn attention(
         2 => run!(2),
         3 => run!(3),
         4 => run!(4),
+        5 => run!(5),
+        6 => run!(6),
+        7 => run!(7),
+        8 => run!(8),
         // Larger groups: heads handled G = 1 at a time (the same numbers, more reads of the cache).
         _ => run!(1),
     }
@@ -80,6 +84,10 @@ pub(super) fn attention_each(
         2 => each_by_groups::<2>(kernels, cfg, q, caches, window, out),
         3 => each_by_groups::<3>(kernels, cfg, q, caches, window, out),
         4 => each_by_groups::<4>(kernels, cfg, q, caches, window, out),
+        5 => each_by_groups::<5>(kernels, cfg, q, caches, window, out),
+        6 => each_by_groups::<6>(kernels, cfg, q, caches, window, out),
+        7 => each_by_groups::<7>(kernels, cfg, q, caches, window, out),
+        8 => each_by_groups::<8>(kernels, cfg, q, caches, window, out),
         _ => each_by_groups::<1>(kernels, cfg, q, caches, window, out),
     }
 }
@@ -332,6 +340,8 @@ mod tests {
                         2 => both!(2),
                         3 => both!(3),
                         4 => both!(4),
+                        7 => both!(7),
+                        8 => both!(8),
                         _ => both!(1),
                     }
                     assert!(a.iter().any(|&v| v != 0.0));

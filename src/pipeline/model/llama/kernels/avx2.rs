@@ -132,24 +132,67 @@ pub(super) unsafe fn score_rows<const G: usize>(
     super::score_rows(dot, q, kc, stride, koff, ts, emit)
 }
 
-/// See [`super::Kernels::weigh_rows`].
+/// See [`super::Kernels::weigh_rows`]: the G heads' outputs 8 dimensions at a time, held in registers
+/// while every position's V values are added in (in position order, one fused multiply-add each, as
+/// `scalar::axpys_f16` adds them a row at a time: the same sums), rather than loaded and stored again for each
+/// position. The weights are taken once per position into a per-thread buffer.
 ///
 /// # Safety
 /// The CPU supports AVX2, FMA and F16C; `o.len()` is `G * width` with `width` a multiple of 8, and every
-/// row `vc[t * stride + koff..][..width]` for `t < n` exists (the slicing checks it).
+/// row `vc[t * stride + koff..][..width]` for `t < n` exists (checked below).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn weigh_rows<const G: usize>(
     vc: &[u16],
     stride: usize,
     koff: usize,
     n: usize,
-    weights: impl FnMut(usize) -> [f32; G],
+    mut weights: impl FnMut(usize) -> [f32; G],
     o: &mut [f32],
 ) {
-    // SAFETY: the caller's contract: the features, and the lengths axpys_f16 reads and writes
-    // (weigh_rows slices every V row to `width` values).
-    let axpys = |a: &[f32; G], x: &[u16], y: &mut [f32]| unsafe { axpys_f16::<G>(a, x, y) };
-    super::weigh_rows(axpys, vc, stride, koff, n, weights, o)
+    thread_local! {
+        static WEIGHTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let width = o.len() / G;
+    if n == 0 {
+        return;
+    }
+    assert!(
+        (n - 1) * stride + koff + width <= vc.len(),
+        "weigh_rows: {n} rows of {width} at {koff}, {stride} apart, in a cache of {}",
+        vc.len()
+    );
+    WEIGHTS.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        for t in 0..n {
+            buf.extend_from_slice(&weights(t));
+        }
+        // SAFETY: the features are the caller's contract; row t's values c..c + 8 lie inside `vc` (the
+        // assert above), `buf` holds n × G weights and `o` G × width values.
+        unsafe {
+            let (v, w) = (vc.as_ptr(), buf.as_ptr());
+            for c in (0..width).step_by(8) {
+                let mut acc: [__m256; G] =
+                    std::array::from_fn(|j| _mm256_loadu_ps(o.as_ptr().add(j * width + c)));
+                for t in 0..n {
+                    if c == 0 {
+                        super::prefetch(
+                            v.wrapping_add((t + super::KV_AHEAD) * stride + koff) as *const u8,
+                            2 * width,
+                        );
+                    }
+                    let row = v.add(t * stride + koff + c);
+                    let xv = _mm256_cvtph_ps(_mm_loadu_si128(row as *const __m128i));
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(_mm256_set1_ps(*w.add(t * G + j)), xv, *acc);
+                    }
+                }
+                for (j, acc) in acc.into_iter().enumerate() {
+                    _mm256_storeu_ps(o.as_mut_ptr().add(j * width + c), acc);
+                }
+            }
+        }
+    });
 }
 
 /// Decode's prefetch, beside the arithmetic of block `b` of a tile of C consecutive weight rows of
@@ -1267,27 +1310,6 @@ pub(super) unsafe fn dots_f16<const G: usize>(q: &[f32], k: &[u16], out: &mut [f
         }
         for (o, acc) in out.iter_mut().zip(acc) {
             *o = hsum(acc);
-        }
-    }
-}
-
-/// `y[j] += a[j] × x` for the G heads' outputs in `y` and one cached f16 V row (one fused multiply-add per
-/// element).
-///
-/// # Safety
-/// The CPU supports AVX2, FMA and F16C; `y.len() == G * x.len()` and `x.len()` is a multiple of 8.
-#[inline(always)]
-pub(super) unsafe fn axpys_f16<const G: usize>(a: &[f32; G], x: &[u16], y: &mut [f32]) {
-    // SAFETY: c + 8 <= hd, so every load and store is inside `x` and head j's part of `y`.
-    unsafe {
-        let hd = x.len();
-        let av = a.map(|a| _mm256_set1_ps(a));
-        for c in (0..hd).step_by(8) {
-            let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(c) as *const __m128i));
-            for (j, av) in av.iter().enumerate() {
-                let p = y.as_mut_ptr().add(j * hd + c);
-                _mm256_storeu_ps(p, _mm256_fmadd_ps(*av, xv, _mm256_loadu_ps(p)));
-            }
         }
     }
 }

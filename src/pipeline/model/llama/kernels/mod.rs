@@ -45,7 +45,7 @@ pub(super) const WTILE_MAX: usize = 8;
 pub(super) type Tile = [[f32; WTILE_MAX]; TILE];
 /// How many cached positions ahead attention asks for K and V rows (measured best of 8, 16, 32, 64 and 128
 /// at 1,024 positions: 64).
-const KV_AHEAD: usize = 64;
+pub(super) const KV_AHEAD: usize = 64;
 
 /// An instruction set the kernels are written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

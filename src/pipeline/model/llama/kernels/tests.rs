@@ -146,6 +146,8 @@ fn every_kernel_set_gives_the_scalar_attention_bit_for_bit() {
     check!(2);
     check!(3);
     check!(4);
+    check!(7);
+    check!(8);
 }
 
 /// ggml's generic dot product for Q4_1 and Q8_0, block by block (a sum per block, then the blocks in
