@@ -124,12 +124,70 @@ pub(super) unsafe fn score_rows<const G: usize>(
     stride: usize,
     koff: usize,
     ts: Range<usize>,
-    emit: impl FnMut(usize, &[f32; G]),
+    mut emit: impl FnMut(usize, &[f32; G]),
 ) {
+    let hd = q.len() / G;
+    if G < 4 && ts.len() >= 2 {
+        // Fewer than 4 heads leave too few chains of fused multiply-adds to cover their latency: two
+        // positions at a time, each with the sums `dots_f16` gives it.
+        let mut t = ts.start;
+        while t + 2 <= ts.end {
+            super::prefetch(
+                kc.as_ptr()
+                    .wrapping_add((t + super::KV_AHEAD) * stride + koff)
+                    as *const u8,
+                4 * hd,
+            );
+            let (k0, k1) = (
+                &kc[t * stride + koff..][..hd],
+                &kc[(t + 1) * stride + koff..][..hd],
+            );
+            let mut d = [[0f32; G]; 2];
+            // SAFETY: the caller's contract, and both rows are `hd` values (sliced above).
+            unsafe { dots2_f16::<G>(q, k0, k1, &mut d) };
+            emit(t, &d[0]);
+            emit(t + 1, &d[1]);
+            t += 2;
+        }
+        if t < ts.end {
+            // SAFETY: as below.
+            let dot = |q: &[f32], k: &[u16], d: &mut [f32; G]| unsafe { dots_f16::<G>(q, k, d) };
+            super::score_rows(dot, q, kc, stride, koff, t..ts.end, emit);
+        }
+        return;
+    }
     // SAFETY: the caller's contract: the features, and the lengths dots_f16 reads (score_rows slices
     // every K row to hd values).
     let dot = |q: &[f32], k: &[u16], d: &mut [f32; G]| unsafe { dots_f16::<G>(q, k, d) };
     super::score_rows(dot, q, kc, stride, koff, ts, emit)
+}
+
+/// [`dots_f16`] for two cached K rows at once (their chains interleaved; each row's sums as there).
+///
+/// # Safety
+/// As [`dots_f16`], for both rows.
+#[inline(always)]
+unsafe fn dots2_f16<const G: usize>(q: &[f32], k0: &[u16], k1: &[u16], out: &mut [[f32; G]; 2]) {
+    // SAFETY: c + 8 <= hd, so every load is inside the rows and inside head j's part of `q`.
+    unsafe {
+        let hd = k0.len();
+        let mut acc = [[_mm256_setzero_ps(); G]; 2];
+        for c in (0..hd).step_by(8) {
+            let kv = [k0, k1]
+                .map(|k| _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(c) as *const __m128i)));
+            for j in 0..G {
+                let qv = _mm256_loadu_ps(q.as_ptr().add(j * hd + c));
+                for (acc, kv) in acc.iter_mut().zip(kv) {
+                    acc[j] = _mm256_fmadd_ps(qv, kv, acc[j]);
+                }
+            }
+        }
+        for (out, acc) in out.iter_mut().zip(acc) {
+            for (o, acc) in out.iter_mut().zip(acc) {
+                *o = hsum(acc);
+            }
+        }
+    }
 }
 
 /// See [`super::Kernels::weigh_rows`]: the G heads' outputs 8 dimensions at a time, held in registers
@@ -171,26 +229,51 @@ pub(super) unsafe fn weigh_rows<const G: usize>(
         // assert above), `buf` holds n × G weights and `o` G × width values.
         unsafe {
             let (v, w) = (vc.as_ptr(), buf.as_ptr());
-            for c in (0..width).step_by(8) {
-                let mut acc: [__m256; G] =
-                    std::array::from_fn(|j| _mm256_loadu_ps(o.as_ptr().add(j * width + c)));
-                for t in 0..n {
-                    if c == 0 {
-                        super::prefetch(
-                            v.wrapping_add((t + super::KV_AHEAD) * stride + koff) as *const u8,
-                            2 * width,
-                        );
+            // W runs of 8 dimensions at a time: G × W chains of fused multiply-adds, at least 8 of them to
+            // cover the instruction's latency (3 heads alone waited on it: 4 cycles a position).
+            let mut c = 0;
+            macro_rules! runs {
+                ($w:literal) => {
+                    while c + 8 * $w <= width {
+                        let mut acc: [[__m256; $w]; G] = std::array::from_fn(|j| {
+                            std::array::from_fn(|r| {
+                                _mm256_loadu_ps(o.as_ptr().add(j * width + c + 8 * r))
+                            })
+                        });
+                        for t in 0..n {
+                            if c == 0 {
+                                super::prefetch(
+                                    v.wrapping_add((t + super::KV_AHEAD) * stride + koff)
+                                        as *const u8,
+                                    2 * width,
+                                );
+                            }
+                            let row = v.add(t * stride + koff + c);
+                            let xv: [__m256; $w] = std::array::from_fn(|r| {
+                                _mm256_cvtph_ps(_mm_loadu_si128(row.add(8 * r) as *const __m128i))
+                            });
+                            for (j, acc) in acc.iter_mut().enumerate() {
+                                let a = _mm256_set1_ps(*w.add(t * G + j));
+                                for (acc, &xv) in acc.iter_mut().zip(&xv) {
+                                    *acc = _mm256_fmadd_ps(a, xv, *acc);
+                                }
+                            }
+                        }
+                        for (j, acc) in acc.iter().enumerate() {
+                            for (r, &acc) in acc.iter().enumerate() {
+                                _mm256_storeu_ps(o.as_mut_ptr().add(j * width + c + 8 * r), acc);
+                            }
+                        }
+                        c += 8 * $w;
                     }
-                    let row = v.add(t * stride + koff + c);
-                    let xv = _mm256_cvtph_ps(_mm_loadu_si128(row as *const __m128i));
-                    for (j, acc) in acc.iter_mut().enumerate() {
-                        *acc = _mm256_fmadd_ps(_mm256_set1_ps(*w.add(t * G + j)), xv, *acc);
-                    }
-                }
-                for (j, acc) in acc.into_iter().enumerate() {
-                    _mm256_storeu_ps(o.as_mut_ptr().add(j * width + c), acc);
-                }
+                };
             }
+            if G <= 2 {
+                runs!(4);
+            } else if G <= 4 {
+                runs!(2);
+            }
+            runs!(1);
         }
     });
 }
@@ -1308,9 +1391,57 @@ pub(super) unsafe fn dots_f16<const G: usize>(q: &[f32], k: &[u16], out: &mut [f
                 *acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(j * hd + c)), kv, *acc);
             }
         }
-        for (o, acc) in out.iter_mut().zip(acc) {
-            *o = hsum(acc);
+        if G >= 4 {
+            // Eight heads' sums at a time, transposed into one vector.
+            for (j0, out) in (0..G).step_by(8).zip(out.chunks_mut(8)) {
+                let v: [__m256; 8] = std::array::from_fn(|k| {
+                    if j0 + k < G {
+                        acc[j0 + k]
+                    } else {
+                        _mm256_setzero_ps()
+                    }
+                });
+                let mut sums = [0f32; 8];
+                _mm256_storeu_ps(sums.as_mut_ptr(), hsum8(v));
+                out.copy_from_slice(&sums[..out.len()]);
+            }
+        } else {
+            for (o, acc) in out.iter_mut().zip(acc) {
+                *o = hsum(acc);
+            }
         }
+    }
+}
+
+/// [`hsum`] of 8 vectors at once: lane k of the result is `hsum(v[k])`, with the same additions in the
+/// same order (the lanes' halves, then lanes 0 + 2 and 1 + 3, then those two), done across the vectors
+/// with shuffles: 7 additions and 14 shuffles where 8 `hsum`s take 24 additions and 24 shuffles.
+///
+/// # Safety
+/// The CPU supports AVX.
+#[inline(always)]
+unsafe fn hsum8(v: [__m256; 8]) -> __m256 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        // s[k]: lanes 0..4 v[k]'s halves added (lane i: v_i + v_(i+4)), lanes 4..8 v[k + 4]'s.
+        let s: [__m256; 4] = std::array::from_fn(|k| {
+            _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(v[k], v[k + 4]),
+                _mm256_permute2f128_ps::<0x31>(v[k], v[k + 4]),
+            )
+        });
+        // Per 128-bit half: (0 + 2, 1 + 3) of the first vector, then of the second.
+        let pair = |a: __m256, b: __m256| {
+            _mm256_add_ps(
+                _mm256_shuffle_ps::<0x44>(a, b),
+                _mm256_shuffle_ps::<0xEE>(a, b),
+            )
+        };
+        let (t01, t23) = (pair(s[0], s[1]), pair(s[2], s[3]));
+        _mm256_add_ps(
+            _mm256_shuffle_ps::<0x88>(t01, t23),
+            _mm256_shuffle_ps::<0xDD>(t01, t23),
+        )
     }
 }
 
