@@ -20,12 +20,12 @@ pub struct KernelsArgs {
     )]
     rows: Vec<usize>,
     /// Weight formats, comma-separated: q4_1, q5_0, q8_0, q4_k, q6_k as laid out in the file; q4_1_x8,
-    /// q5_0_x8, q4_k_x8 and q6_k_x8 repacked 8 rows at a time, as the forward pass multiplies the
-    /// layers' matrices of those formats.
+    /// q5_0_x8, q8_0_x8, q4_k_x8 and q6_k_x8 repacked 8 rows at a time, as the forward pass multiplies
+    /// the matrices of those formats on x86-64.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "q4_1,q4_1_x8,q5_0,q5_0_x8,q8_0,q4_k,q4_k_x8,q6_k,q6_k_x8"
+        default_value = "q4_1,q4_1_x8,q5_0,q5_0_x8,q8_0,q8_0_x8,q4_k,q4_k_x8,q6_k,q6_k_x8"
     )]
     formats: Vec<String>,
     /// Kernel sets, comma-separated (default: every set this CPU runs but the scalar one).
