@@ -24,11 +24,11 @@
 //!   ([`kernels`] `shape`): a repacked tile is a group of 8 weight rows, each a lane of the products,
 //!   against the one activation row in decode (each weight read once, the next weights asked for 8 KiB
 //!   ahead inside the kernels, spread among the arithmetic: the hardware prefetcher stops at every 4 KiB
-//!   page) and 4 activation rows in prefill and batched decode.
+//!   page) and 4 activation rows in prefill and batched decode (8 with the AVX-512 set's 32 registers).
 //! * [`slots`]: several sequences in one step, each in its own KV slot: the weights are read once for all
 //!   of them, and every row is computed as it would be alone.
-//! * [`attention`]: the query heads that share a KV head are taken together, so each cached row is read and
-//!   widened from f16 once for all of them.
+//! * [`attention`]: the query heads that share a KV head are taken together (up to 8), so each cached row is
+//!   read and widened from f16 once for all of them.
 //! * [`kernels`]: the integer dot products and f16 attention loops, in scalar, AVX2 and AVX-512 sets chosen
 //!   at run time by CPU feature detection, once, at load: a build without `-C target-cpu=native` runs the
 //!   same kernels, and no build executes an instruction its CPU lacks. Every set gives bit-identical sums,

@@ -190,10 +190,10 @@ unsafe fn dots2_f16<const G: usize>(q: &[f32], k0: &[u16], k1: &[u16], out: &mut
     }
 }
 
-/// See [`super::Kernels::weigh_rows`]: the G heads' outputs 8 dimensions at a time, held in registers
+/// See [`super::Kernels::weigh_rows`]: the G heads' outputs in runs of 8 dimensions, held in registers
 /// while every position's V values are added in (in position order, one fused multiply-add each, as
-/// `scalar::axpys_f16` adds them a row at a time: the same sums), rather than loaded and stored again for each
-/// position. The weights are taken once per position into a per-thread buffer.
+/// `scalar::axpys_f16` adds them a row at a time: the same sums), rather than loaded and stored again for
+/// each position. The weights are taken once per position into a per-thread buffer.
 ///
 /// # Safety
 /// The CPU supports AVX2, FMA and F16C; `o.len()` is `G * width` with `width` a multiple of 8, and every

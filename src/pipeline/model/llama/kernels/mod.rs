@@ -32,7 +32,8 @@ pub(super) const BATCHED_ROWS: usize = 8;
 
 /// The most activation rows per kernel call: in prefill and batched decode, one unpacked block of a
 /// 32-value format (Q4_1, Q5_0, Q8_0) in the file's layout serves 8 activation rows; the K formats (Q4_K,
-/// Q6_K) and the repacked ones take 4 activation rows (see [`shape`]).
+/// Q6_K) and the repacked ones take 4 activation rows (the repacked ones 8 in the AVX-512 set; see
+/// [`shape`]).
 pub(super) const TILE: usize = 8;
 /// Activation rows per kernel call for the K formats.
 const TILE_K: usize = 4;
@@ -354,7 +355,8 @@ pub(super) const PREFETCH: usize = 8192;
 /// each weight once: 4 weight rows per call keep more loads in flight. With more activation rows, a
 /// 32-value format's unpacked weight block serves 8 of them (measured against 4 × 2 on Qwen2.5's prefill:
 /// the 4 × 2 tile kept 16 vectors live and spilled them); a K format's tile stays 4 × 2. A repacked
-/// format goes by its groups of 8 rows, 4 activation rows at a time.
+/// format goes by its groups of 8 rows, 4 activation rows at a time (8 in the AVX-512 set:
+/// `avx512::shape`).
 #[inline(always)]
 pub(super) fn shape(wt: WType, rows: usize) -> (usize, usize) {
     match wt {
