@@ -122,7 +122,7 @@ fn each_by_groups<const G: usize>(
             });
             let mut inv = [0f32; G];
             for (j, sc) in sc.chunks_exact_mut(n).enumerate() {
-                inv[j] = softmax_weights(sc);
+                inv[j] = kernels.softmax(sc);
             }
             o.fill(0.0);
             let weight = |t: usize| -> [f32; G] { std::array::from_fn(|j| sc[j * n + t] * inv[j]) };
@@ -143,18 +143,6 @@ fn with_scores<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         }
         f(&mut s[..n])
     })
-}
-
-/// Replaces one head's scores by exp(score − max) and returns 1 / their sum: the softmax, with the division
-/// left to the weighted sum of V. Both schedules call it, so they round alike.
-fn softmax_weights(sc: &mut [f32]) -> f32 {
-    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-    let mut sum = 0f32;
-    for s in sc.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    1.0 / sum
 }
 
 /// Decode attention in three parallel phases, each one split evenly whatever the number of KV heads:
@@ -195,7 +183,7 @@ fn decode_split<const G: usize>(
     });
     for_each_block(&mut [Blocks::new(scores, w, 1, w)], |_, mut b| {
         let (sc, inv) = b.row(0).split_at_mut(n);
-        inv[0] = softmax_weights(sc);
+        inv[0] = kernels.softmax(sc);
     });
     let scores: &[f32] = scores;
     let half = hd / 2;
@@ -254,7 +242,7 @@ fn by_groups<const G: usize>(
             });
             let mut inv = [0f32; G];
             for (j, sc) in sc.chunks_exact_mut(n).enumerate() {
-                inv[j] = softmax_weights(sc);
+                inv[j] = kernels.softmax(sc);
             }
             o.fill(0.0);
             let weight = |t: usize| -> [f32; G] { std::array::from_fn(|j| sc[j * n + t] * inv[j]) };

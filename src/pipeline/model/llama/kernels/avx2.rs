@@ -1578,3 +1578,87 @@ pub(super) unsafe fn geglu(gate: &mut [f32], up: &[f32], table: &[u16]) {
     }
     super::scalar::geglu(&mut gate[n8..], &up[n8..], table);
 }
+
+/// [`scalar::expf`] (glibc's `expf`) for 8 lanes: the same double steps and fused multiply-adds, each
+/// half of 4 lanes in double, the table read with a gather; the out-of-range lanes blended in as there.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[inline(always)]
+pub(super) unsafe fn expf8(x: __m256) -> __m256 {
+    use super::scalar::{
+        EXPF_INV_LN2_N, EXPF_MAY_UNDERFLOW, EXPF_OVERFLOW, EXPF_POLY, EXPF_SHIFT, EXPF_TABLE,
+        EXPF_UNDERFLOW,
+    };
+    // SAFETY: the caller's contract; every table index is masked to 0..32.
+    unsafe {
+        let half = |xd: __m256d| {
+            let kd = _mm256_fmadd_pd(
+                _mm256_set1_pd(EXPF_INV_LN2_N),
+                xd,
+                _mm256_set1_pd(EXPF_SHIFT),
+            );
+            let ki = _mm256_castpd_si256(kd);
+            let kd = _mm256_sub_pd(kd, _mm256_set1_pd(EXPF_SHIFT));
+            let r = _mm256_fmsub_pd(_mm256_set1_pd(EXPF_INV_LN2_N), xd, kd);
+            let idx = _mm256_and_si256(ki, _mm256_set1_epi64x(31));
+            let t = _mm256_i64gather_epi64::<8>(EXPF_TABLE.as_ptr() as *const i64, idx);
+            let s = _mm256_castsi256_pd(_mm256_add_epi64(t, _mm256_slli_epi64::<47>(ki)));
+            let z = _mm256_fmadd_pd(
+                r,
+                _mm256_set1_pd(EXPF_POLY[0]),
+                _mm256_set1_pd(EXPF_POLY[1]),
+            );
+            let y = _mm256_fmadd_pd(r, _mm256_set1_pd(EXPF_POLY[2]), _mm256_set1_pd(1.0));
+            let y = _mm256_fmadd_pd(z, _mm256_mul_pd(r, r), y);
+            _mm256_cvtpd_ps(_mm256_mul_pd(y, s))
+        };
+        let lo = half(_mm256_cvtps_pd(_mm256_castps256_ps128(x)));
+        let hi = half(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x)));
+        let y = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(lo), hi);
+        let bound = |b: u32| _mm256_castsi256_ps(_mm256_set1_epi32(b as i32));
+        let y = _mm256_blendv_ps(
+            y,
+            _mm256_set1_ps(f32::INFINITY),
+            _mm256_cmp_ps::<_CMP_GT_OQ>(x, bound(EXPF_OVERFLOW)),
+        );
+        let tiny = _mm256_blendv_ps(
+            bound(1),
+            _mm256_setzero_ps(),
+            _mm256_cmp_ps::<_CMP_LT_OQ>(x, bound(EXPF_UNDERFLOW)),
+        );
+        let y = _mm256_blendv_ps(
+            y,
+            tiny,
+            _mm256_cmp_ps::<_CMP_LT_OQ>(x, bound(EXPF_MAY_UNDERFLOW)),
+        );
+        _mm256_blendv_ps(y, _mm256_add_ps(x, x), _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x))
+    }
+}
+
+/// See [`super::Kernels::softmax`]: the numerators 8 at a time with [`expf8`], the rest as
+/// `scalar::softmax`, the sum added in order.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn softmax(sc: &mut [f32]) -> f32 {
+    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let n8 = sc.len() / 8 * 8;
+    // SAFETY: the features are the caller's contract; j + 8 <= n8 <= sc.len().
+    unsafe {
+        let m = _mm256_set1_ps(max);
+        for j in (0..n8).step_by(8) {
+            let p = sc.as_mut_ptr().add(j);
+            _mm256_storeu_ps(p, expf8(_mm256_sub_ps(_mm256_loadu_ps(p), m)));
+        }
+    }
+    for s in &mut sc[n8..] {
+        *s = super::scalar::expf(*s - max);
+    }
+    let mut sum = 0f32;
+    for &s in sc.iter() {
+        sum += s;
+    }
+    1.0 / sum
+}

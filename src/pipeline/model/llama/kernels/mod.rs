@@ -263,6 +263,19 @@ impl Kernels {
         }
     }
 
+    /// One head's attention weights before the division: `sc[t] = e^(sc[t] − max)` with glibc's `expf`
+    /// (`scalar::expf`, the same in every set), and 1 / their sum, added in order in f32.
+    pub(super) fn softmax(self, sc: &mut [f32]) -> f32 {
+        match self.0 {
+            Isa::Scalar => scalar::softmax(sc),
+            // SAFETY: `self` proves the CPU supports the set.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => unsafe { avx2::softmax(sc) },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("Kernels::new admits only supported sets"),
+        }
+    }
+
     /// `gate[i] = gelu(gate[i]) × up[i]` as ggml's CPU `geglu` (`ggml_vec_geglu_f32` with its f16 table):
     /// 0 at or below −10, `gate × up` at or above 10, otherwise `table[f16(gate)]` widened × up. `table`
     /// holds one value per f16 and one more.

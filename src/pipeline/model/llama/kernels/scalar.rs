@@ -50,6 +50,98 @@ pub(super) fn v_expf(x: f32) -> f32 {
     }
 }
 
+/// glibc's `expf` (2.28 and later, from ARM's optimized routines; its FMA build, `__expf_fma`), step by
+/// step: x · 32/ln 2 = k + r by adding 1.5 · 2^52, 2^(k/32) from a 32-entry table with k/32's integer part
+/// in the exponent, 2^(r/32) by a cubic, all in double, rounded once to f32. Outside [−103.28, 88.72]:
+/// infinity above, the smallest subnormal down to −103.97 and 0 below (as glibc returns them), NaN for NaN.
+/// [`super::avx2::expf8`] computes the same, 8 lanes at a time.
+pub(super) fn expf(x: f32) -> f32 {
+    if x.is_nan() {
+        return x + x;
+    }
+    if x > f32::from_bits(EXPF_OVERFLOW) {
+        return f32::INFINITY;
+    }
+    if x < f32::from_bits(EXPF_MAY_UNDERFLOW) {
+        return if x < f32::from_bits(EXPF_UNDERFLOW) {
+            0.0
+        } else {
+            f32::from_bits(1)
+        };
+    }
+    let xd = x as f64;
+    let kd = EXPF_INV_LN2_N.mul_add(xd, EXPF_SHIFT);
+    let ki = kd.to_bits();
+    let kd = kd - EXPF_SHIFT;
+    let r = EXPF_INV_LN2_N.mul_add(xd, -kd);
+    let s = f64::from_bits(EXPF_TABLE[(ki % 32) as usize].wrapping_add(ki << 47));
+    let z = r.mul_add(EXPF_POLY[0], EXPF_POLY[1]);
+    let y = r.mul_add(EXPF_POLY[2], 1.0);
+    (z.mul_add(r * r, y) * s) as f32
+}
+
+/// [`expf`]'s constants (glibc's `__exp2f_data`): 32/ln 2, 1.5 · 2^52, the cubic's coefficients (scaled
+/// for r in units of 1/32), and 2^(i/32)'s bits less i << 47.
+pub(super) const EXPF_INV_LN2_N: f64 = f64::from_bits(0x4047_1547_652b_82fe);
+pub(super) const EXPF_SHIFT: f64 = f64::from_bits(0x4338_0000_0000_0000);
+pub(super) const EXPF_POLY: [f64; 3] = [
+    f64::from_bits(0x3ebc_6af8_4b91_2394),
+    f64::from_bits(0x3f2e_bfce_50fa_c4f3),
+    f64::from_bits(0x3f96_2e42_ff0c_52d6),
+];
+pub(super) const EXPF_TABLE: [u64; 32] = [
+    0x3ff0000000000000,
+    0x3fefd9b0d3158574,
+    0x3fefb5586cf9890f,
+    0x3fef9301d0125b51,
+    0x3fef72b83c7d517b,
+    0x3fef54873168b9aa,
+    0x3fef387a6e756238,
+    0x3fef1e9df51fdee1,
+    0x3fef06fe0a31b715,
+    0x3feef1a7373aa9cb,
+    0x3feedea64c123422,
+    0x3feece086061892d,
+    0x3feebfdad5362a27,
+    0x3feeb42b569d4f82,
+    0x3feeab07dd485429,
+    0x3feea47eb03a5585,
+    0x3feea09e667f3bcd,
+    0x3fee9f75e8ec5f74,
+    0x3feea11473eb0187,
+    0x3feea589994cce13,
+    0x3feeace5422aa0db,
+    0x3feeb737b0cdc5e5,
+    0x3feec49182a3f090,
+    0x3feed503b23e255d,
+    0x3feee89f995ad3ad,
+    0x3feeff76f2fb5e47,
+    0x3fef199bdd85529c,
+    0x3fef3720dcef9069,
+    0x3fef5818dcfba487,
+    0x3fef7c97337b9b5f,
+    0x3fefa4afa2a490da,
+    0x3fefd0765b6e4540,
+];
+/// Above this (88.72, ln 2^128) e^x overflows.
+pub(super) const EXPF_OVERFLOW: u32 = 0x42b1_7217;
+/// Below this (−103.28) glibc returns its "may underflow" value, the smallest subnormal.
+pub(super) const EXPF_MAY_UNDERFLOW: u32 = 0xc2ce_8ecf;
+/// Below this (−103.97, ln 2^−150) glibc returns 0.
+pub(super) const EXPF_UNDERFLOW: u32 = 0xc2cf_f1b4;
+
+/// One head's softmax numerators in place, `sc[t] = expf(sc[t] − max)`, and 1 / their sum (added in order,
+/// in f32). See [`super::Kernels::softmax`].
+pub(super) fn softmax(sc: &mut [f32]) -> f32 {
+    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let mut sum = 0f32;
+    for s in sc.iter_mut() {
+        *s = expf(*s - max);
+        sum += *s;
+    }
+    1.0 / sum
+}
+
 /// `gate[i] = silu(gate[i]) × up[i]`, as ggml's `ggml_vec_swiglu_f32` on AVX2: `x / (1 + e^(0 − x))` with
 /// [`v_expf`] in groups of 8, and libm's `expf` for the last `len % 8` values.
 pub(super) fn swiglu(gate: &mut [f32], up: &[f32]) {

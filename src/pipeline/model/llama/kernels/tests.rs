@@ -291,6 +291,86 @@ fn every_kernel_set_gives_the_scalar_geglu_bit_for_bit() {
     }
 }
 
+/// `scalar::expf` is glibc's `expf` step by step: within one ulp of the platform's `f32::exp` over every
+/// 61st f32 (about 70 million values, every sign and exponent) and at the edges of its ranges, and bit
+/// for bit where the platform's libm is glibc's (the build of `expf` that attention's softmax used before).
+#[test]
+fn expf_is_glibcs() {
+    let mut special = vec![
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ];
+    for b in [
+        scalar::EXPF_OVERFLOW,
+        scalar::EXPF_MAY_UNDERFLOW,
+        scalar::EXPF_UNDERFLOW,
+    ] {
+        special.extend([
+            f32::from_bits(b - 1),
+            f32::from_bits(b),
+            f32::from_bits(b + 1),
+        ]);
+    }
+    let strided = (0..u32::MAX / 61).map(|i| f32::from_bits(i * 61));
+    let (mut inexact, mut n) = (0u64, 0u64);
+    for x in special.into_iter().chain(strided) {
+        let (got, want) = (scalar::expf(x), x.exp());
+        n += 1;
+        if got.to_bits() == want.to_bits() || got.is_nan() && want.is_nan() {
+            continue;
+        }
+        inexact += 1;
+        let ulps = (got.to_bits() as i64 - want.to_bits() as i64).abs();
+        assert!(ulps <= 1, "expf({x:e}) = {got:e}, libm's {want:e}");
+    }
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        assert_eq!(
+            inexact, 0,
+            "{inexact} of {n} values differ from glibc's expf"
+        );
+    }
+}
+
+/// Every set's softmax numerators and sum are the scalar set's bit for bit: scores spread so that
+/// `score − max` covers e^x's whole range below 0 (down past −104, where it underflows), lengths with a
+/// tail of fewer than 8.
+#[test]
+fn every_kernel_set_gives_the_scalar_softmax_bit_for_bit() {
+    let sets = sets();
+    let mut g = SplitMix::new(5);
+    for n in [1, 7, 8, 9, 64, 301] {
+        for spread in [1.0, 30.0, 120.0] {
+            let sc: Vec<f32> = (0..n).map(|_| -(g.uniform() as f32) * spread).collect();
+            let mut want = sc.clone();
+            let inv = scalar::softmax(&mut want);
+            for set in &sets {
+                let mut got = sc.clone();
+                let got_inv = set.softmax(&mut got);
+                assert_eq!(
+                    got_inv.to_bits(),
+                    inv.to_bits(),
+                    "{} n {n} spread {spread}",
+                    set.isa()
+                );
+                for (t, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{} n {n}: e^({})",
+                        set.isa(),
+                        sc[t]
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn a_tile_outside_the_activations_is_refused_not_read() {
     let kernels = Kernels::detect();
