@@ -489,7 +489,8 @@ impl Llama {
                 b,
             );
             if cfg.arch == Arch::Gemma3 {
-                geglu(kernels, &mut s.gate[..b * ffn], &s.up[..b * ffn]);
+                // GELU-gated as ggml's CPU `geglu`, its f16 table looked up.
+                kernels.geglu(&mut s.gate[..b * ffn], &s.up[..b * ffn], gelu_table());
             } else {
                 for (g, u) in s.gate[..b * ffn]
                     .chunks_exact_mut(ffn)
@@ -636,14 +637,6 @@ fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
             *v = *v * scale * w;
         }
     }
-}
-
-/// `gate[i] = gelu(gate[i]) × up[i]`, as ggml's CPU `geglu` computes it: GELU (tanh approximation) looked
-/// up in a table indexed by the input rounded to f16, the identity above 10 and 0 below −10
-/// ([`Kernels::geglu`]).
-#[inline(always)]
-fn geglu(kernels: Kernels, gate: &mut [f32], up: &[f32]) {
-    kernels.geglu(gate, up, gelu_table());
 }
 
 /// ggml's `ggml_table_gelu_f16`: for every f16 value, its GELU computed in f32 and rounded to f16; one

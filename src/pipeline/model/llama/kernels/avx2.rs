@@ -127,10 +127,10 @@ pub(super) unsafe fn score_rows<const G: usize>(
     mut emit: impl FnMut(usize, &[f32; G]),
 ) {
     let hd = q.len() / G;
-    if G < 4 && ts.len() >= 2 {
+    let mut t = ts.start;
+    if G < 4 {
         // Fewer than 4 heads leave too few chains of fused multiply-adds to cover their latency: two
         // positions at a time, each with the sums `dots_f16` gives it.
-        let mut t = ts.start;
         while t + 2 <= ts.end {
             super::prefetch(
                 kc.as_ptr()
@@ -149,17 +149,11 @@ pub(super) unsafe fn score_rows<const G: usize>(
             emit(t + 1, &d[1]);
             t += 2;
         }
-        if t < ts.end {
-            // SAFETY: as below.
-            let dot = |q: &[f32], k: &[u16], d: &mut [f32; G]| unsafe { dots_f16::<G>(q, k, d) };
-            super::score_rows(dot, q, kc, stride, koff, t..ts.end, emit);
-        }
-        return;
     }
     // SAFETY: the caller's contract: the features, and the lengths dots_f16 reads (score_rows slices
     // every K row to hd values).
     let dot = |q: &[f32], k: &[u16], d: &mut [f32; G]| unsafe { dots_f16::<G>(q, k, d) };
-    super::score_rows(dot, q, kc, stride, koff, ts, emit)
+    super::score_rows(dot, q, kc, stride, koff, t..ts.end, emit)
 }
 
 /// [`dots_f16`] for two cached K rows at once (their chains interleaved; each row's sums as there).
@@ -380,6 +374,17 @@ pub(super) unsafe fn hsum(v: __m256) -> f32 {
     }
 }
 
+/// Stores a file-layout kernel's results, `value(k, i)` for weight row k and activation row i, into the
+/// tile's rows (`out[i][k]`).
+#[inline(always)]
+fn store_tile<const R: usize, const C: usize>(out: &mut Tile, value: impl Fn(usize, usize) -> f32) {
+    for (i, out) in out.iter_mut().take(R).enumerate() {
+        for (k, o) in out.iter_mut().take(C).enumerate() {
+            *o = value(k, i);
+        }
+    }
+}
+
 /// Stores a repacked kernel's results: `v[i]`'s lane k is weight row k's product with activation row i.
 ///
 /// # Safety
@@ -480,11 +485,7 @@ pub(super) unsafe fn q4_1<const R: usize, const C: usize, const VNNI: bool>(
                 }
             }
         }
-        for k in 0..C {
-            for i in 0..R {
-                out[i][k] = acc[k][i] + summ[k][i];
-            }
-        }
+        store_tile::<R, C>(out, |k, i| acc[k][i] + summ[k][i]);
     }
 }
 
@@ -601,11 +602,7 @@ pub(super) unsafe fn q8_0<const R: usize, const C: usize, const VNNI: bool>(
                 }
             }
         }
-        for (k, acc) in acc.iter().enumerate() {
-            for (i, &v) in acc.iter().enumerate() {
-                out[i][k] = v;
-            }
-        }
+        store_tile::<R, C>(out, |k, i| acc[k][i]);
     }
 }
 
@@ -769,11 +766,7 @@ pub(super) unsafe fn q5_0<const R: usize, const C: usize, const VNNI: bool>(
                 }
             }
         }
-        for (k, acc) in acc.iter().enumerate() {
-            for (i, &v) in acc.iter().enumerate() {
-                out[i][k] = v;
-            }
-        }
+        store_tile::<R, C>(out, |k, i| acc[k][i]);
     }
 }
 
@@ -983,11 +976,7 @@ pub(super) unsafe fn q4_k<const R: usize, const C: usize>(
                 }
             }
         }
-        for k in 0..C {
-            for i in 0..R {
-                out[i][k] = acc[k][i] - accm[k][i];
-            }
-        }
+        store_tile::<R, C>(out, |k, i| acc[k][i] - accm[k][i]);
     }
 }
 
@@ -1367,11 +1356,10 @@ pub(super) unsafe fn q6_k<const R: usize, const C: usize, const BATCHED: bool>(
                 }
             }
         }
-        for k in 0..C {
-            for i in 0..R {
-                out[i][k] = if BATCHED { accb[k][i] } else { hsum(acc[k][i]) };
-            }
-        }
+        store_tile::<R, C>(
+            out,
+            |k, i| if BATCHED { accb[k][i] } else { hsum(acc[k][i]) },
+        );
     }
 }
 
